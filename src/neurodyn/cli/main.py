@@ -1,0 +1,42 @@
+"""The ``neurodyn`` command: one sub-command per job, each registered by its own module."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from neurodyn.errors import NeurodynError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from neurodyn.cli import lfads_commands
+
+    parser = argparse.ArgumentParser(
+        prog="neurodyn", description="Infer the hidden dynamics of neural populations and single neurons."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    lfads_commands.register(subparsers)
+    try:
+        from neurodyn.cli import gfr_commands
+    except ImportError:  # the GFR commands are optional while they are being built
+        gfr_commands = None
+    if gfr_commands is not None:
+        gfr_commands.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except NeurodynError as error:
+        print(f"neurodyn: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("neurodyn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data I/O: the seed h5 format (read, validate, split, write atomically)."""

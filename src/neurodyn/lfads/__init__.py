@@ -1,0 +1,1 @@
+"""LFADS modules: encoders, controller and generator, priors, augmentations, the model."""

@@ -1,0 +1,1 @@
+"""Observation models: how observed data are distributed given the model's output."""

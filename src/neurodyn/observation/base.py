@@ -1,0 +1,55 @@
+"""The one small interface every observation model implements.
+
+The LFADS readout produces ``params_per_neuron`` unconstrained numbers per neuron and time
+bin, laid out as ``(..., num_neurons, params_per_neuron)``. An observation model turns them
+into a per-entry negative log-likelihood, an expected value (the inferred rate), named
+parameters for the output files, and an optional penalty on its own trainable parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ObservationModel(nn.Module):
+    """Base class; subclasses set ``name`` and ``params_per_neuron`` and implement the methods."""
+
+    name: str = ""
+    params_per_neuron: int = 1
+
+    def __init__(self, num_neurons: int):
+        super().__init__()
+        self.num_neurons = num_neurons
+
+    def elementwise_nll(self, readout: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood of each entry.
+
+        readout: ``(..., N, P)`` unconstrained readout; target: ``(..., N)`` with no NaN
+        (unobserved entries must be zero-filled and masked by the caller). Returns ``(..., N)``.
+        """
+        raise NotImplementedError
+
+    def mean(self, readout: torch.Tensor) -> torch.Tensor:
+        """Expected value of each entry ``(..., N)``: the inferred rate (counts or event size per bin)."""
+        raise NotImplementedError
+
+    def named_params(self, readout: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Constrained distribution parameters, each ``(..., N)``, written to the output files."""
+        return {}
+
+    def penalty(self) -> torch.Tensor:
+        """Regulariser on the model's own trainable parameters, added to the L2 cost."""
+        return torch.zeros(())
+
+    def validate_targets(self, data, source: str) -> None:
+        """Raise a NeurodynError if observed entries of ``data`` (NumPy, NaN = unobserved) are invalid."""
+
+
+def masked_nll_sum(elementwise_nll: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """Sum of the NLL over the entries where ``loss_mask`` is 1.
+
+    ``torch.where`` (not multiplication) keeps a non-finite NLL at a masked entry from
+    turning the gradient into NaN.
+    """
+    return torch.where(loss_mask > 0, elementwise_nll * loss_mask, torch.zeros_like(elementwise_nll)).sum()

@@ -1,0 +1,40 @@
+"""Poisson observations: spike counts per bin given a log-rate (expected count per bin)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from neurodyn.errors import NeurodynError
+from neurodyn.observation.base import ObservationModel
+
+
+def poisson_nll(log_rate: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Full Poisson negative log-likelihood per entry: ``r - n log r + log n!`` with ``r = exp(log_rate)``.
+
+    The ``log n!`` constant is kept so that values are comparable across models (bits per spike).
+    """
+    return torch.exp(log_rate) - counts * log_rate + torch.lgamma(counts + 1.0)
+
+
+class Poisson(ObservationModel):
+    """One parameter per neuron: the log expected count per bin."""
+
+    name = "poisson"
+    params_per_neuron = 1
+
+    def elementwise_nll(self, readout: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return poisson_nll(readout[..., 0], target)
+
+    def mean(self, readout: torch.Tensor) -> torch.Tensor:
+        return torch.exp(readout[..., 0])
+
+    def validate_targets(self, data, source: str) -> None:
+        observed = np.asarray(data)[~np.isnan(data)]
+        if observed.size and observed.min() < 0:
+            raise NeurodynError(f"{source}: key 'data' holds negative values (min {observed.min():g}); "
+                                "a Poisson model needs non-negative spike counts")
+        if observed.size and not np.all(observed == np.round(observed)):
+            bad = observed[observed != np.round(observed)][0]
+            raise NeurodynError(f"{source}: key 'data' holds non-integer values (e.g. {bad:g}); a Poisson model "
+                                "needs spike counts — use 'observation: zig' for deconvolved calcium events")

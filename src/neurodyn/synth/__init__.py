@@ -1,0 +1,1 @@
+"""Synthetic benchmark data: the Lorenz system and datasets driven by it."""

@@ -1,0 +1,1 @@
+"""Training one model: loop, schedules, checkpoints, output files."""
