@@ -42,6 +42,10 @@ class ObservationModel(nn.Module):
         """Regulariser on the model's own trainable parameters, added to the L2 cost."""
         return torch.zeros(())
 
+    def initial_readout_bias(self, mean_observed: torch.Tensor) -> torch.Tensor | None:
+        """Readout bias ``(N, P)`` that makes each neuron's expected value its observed mean ``(N,)``; None = keep."""
+        return None
+
     def validate_targets(self, data, source: str) -> None:
         """Raise a NeurodynError if observed entries of ``data`` (NumPy, NaN = unobserved) are invalid."""
 

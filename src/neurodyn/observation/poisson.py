@@ -29,6 +29,10 @@ class Poisson(ObservationModel):
     def mean(self, readout: torch.Tensor) -> torch.Tensor:
         return torch.exp(readout[..., 0])
 
+    def initial_readout_bias(self, mean_observed: torch.Tensor) -> torch.Tensor:
+        # Floor the mean so a silent neuron starts at a small rate rather than log(0).
+        return torch.log(mean_observed.clamp_min(1e-3)).unsqueeze(-1)
+
     def validate_targets(self, data, source: str) -> None:
         observed = np.asarray(data)[~np.isnan(data)]
         if observed.size and observed.min() < 0:

@@ -1,0 +1,336 @@
+"""The user's h5 data format (seed 000): read, validate, write and split into train/valid.
+
+File layout, as h5py reads it (MATLAB's column-major order makes it trials-last)::
+
+    data       (num_neurons, num_samples, num_trials)  float; NaN = neuron-time point not sampled
+    truth      (num_neurons, num_samples, num_trials)  optional; true rate = expected count per bin
+    latents    (num_latents, num_samples, num_trials)  optional; true latent states
+    condition  (num_trials,)                           optional; integer condition label per trial
+    file attributes                                    optional; e.g. bin_ms, generator settings
+
+In memory every array is trials-first: ``(num_trials, num_samples, num_neurons)``, the layout
+the models consume. A run called ``run001`` reads ``run001_data.h5``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from neurodyn.data.atomic import write_h5_atomic
+from neurodyn.errors import NeurodynError
+
+FILE_AXES = "(num_neurons, num_samples, num_trials)"
+OPTIONAL_KEYS = ("truth", "latents", "condition")
+
+
+def data_file_name(run_name: str) -> str:
+    """The data file a run reads: ``<run_name>_data.h5``."""
+    return f"{run_name}_data.h5"
+
+
+@dataclass
+class NeuralDataset:
+    """Trials-first arrays of one dataset; see the module docstring for the file layout."""
+
+    data: np.ndarray  # (num_trials, num_samples, num_neurons) float32; NaN = not sampled
+    truth: np.ndarray | None = None  # (num_trials, num_samples, num_neurons) expected count per bin
+    latents: np.ndarray | None = None  # (num_trials, num_samples, num_latents)
+    condition: np.ndarray | None = None  # (num_trials,) int64
+    attrs: dict = field(default_factory=dict)  # file attributes (e.g. bin_ms, generator settings)
+    source: str = "<memory>"  # file path, for error messages
+
+    def __post_init__(self):
+        # One dtype per field, so that a write/read round trip returns identical arrays.
+        self.data = np.asarray(self.data, dtype=np.float32)
+        if self.truth is not None:
+            self.truth = np.asarray(self.truth, dtype=np.float32)
+        if self.latents is not None:
+            self.latents = np.asarray(self.latents, dtype=np.float32)
+        if self.condition is not None:
+            self.condition = np.asarray(self.condition, dtype=np.int64)
+
+    @property
+    def num_trials(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def num_samples(self) -> int:
+        return self.data.shape[1]
+
+    @property
+    def num_neurons(self) -> int:
+        return self.data.shape[2]
+
+    def observed_mask(self) -> np.ndarray:
+        """Boolean array shaped like ``data``: True where the neuron-time point was sampled."""
+        return ~np.isnan(self.data)
+
+    def subset(self, trial_idx) -> "NeuralDataset":
+        """The dataset restricted to ``trial_idx`` (indices or boolean mask over trials)."""
+        trial_idx = np.asarray(trial_idx)
+
+        def take(array):
+            return None if array is None else array[trial_idx]
+
+        return NeuralDataset(
+            data=self.data[trial_idx],
+            truth=take(self.truth),
+            latents=take(self.latents),
+            condition=take(self.condition),
+            attrs=dict(self.attrs),
+            source=self.source,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_dataset(path: str | os.PathLike, observation: str | None = "poisson") -> NeuralDataset:
+    """Read and validate a data file; returns trials-first arrays.
+
+    When ``observation`` names a model in the observation registry, its ``validate_targets``
+    checks the observed values (e.g. Poisson: non-negative integer counts).
+    Raises NeurodynError naming the file and key for every problem found.
+    """
+    source = str(path)
+    arrays, attrs = _load_h5(Path(path), source)
+    dataset = NeuralDataset(
+        data=_to_trials_first(arrays["data"]),
+        truth=_to_trials_first(arrays.get("truth")),
+        latents=_to_trials_first(arrays.get("latents")),
+        condition=arrays.get("condition"),
+        attrs=attrs,
+        source=source,
+    )
+    validate_values(dataset)
+    if observation is not None:
+        _validate_observations(dataset, observation)
+    return dataset
+
+
+def _load_h5(path: Path, source: str) -> tuple[dict[str, np.ndarray], dict]:
+    """Read the known keys (shape-checked in the file layout) and the file attributes."""
+    if not path.exists():
+        raise NeurodynError(f"{source}: data file not found")
+    if path.is_dir():
+        raise NeurodynError(f"{source}: is a directory, expected an h5 data file")
+    if not h5py.is_hdf5(path):
+        raise NeurodynError(f"{source}: not an HDF5 file (expected an h5 file with key 'data' {FILE_AXES})")
+    try:
+        with h5py.File(path, "r") as f:
+            if "data" not in f:
+                raise NeurodynError(
+                    f"{source}: missing key 'data' {FILE_AXES}; keys present: {sorted(f.keys()) or 'none'}"
+                )
+            arrays = {"data": _read_array(f, "data", source)}
+            _check_data_shape(arrays["data"], source)
+            for key in OPTIONAL_KEYS:
+                if key in f:
+                    arrays[key] = _read_array(f, key, source)
+            attrs = {key: _python_value(value) for key, value in f.attrs.items()}
+    except NeurodynError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError) as error:
+        raise NeurodynError(f"{source}: cannot read the h5 file (corrupt or truncated?): {error}") from None
+    num_neurons, num_samples, num_trials = arrays["data"].shape
+    if "truth" in arrays:
+        _check_shape(arrays["truth"], "truth", (num_neurons, num_samples, num_trials), FILE_AXES + " like 'data'", source)
+    if "latents" in arrays:
+        latents = arrays["latents"]
+        expected = (latents.shape[0] if latents.ndim == 3 else "num_latents", num_samples, num_trials)
+        _check_shape(latents, "latents", expected, "(num_latents, num_samples, num_trials)", source)
+    if "condition" in arrays:
+        arrays["condition"] = _condition_vector(arrays["condition"], num_trials, source)
+    return arrays, attrs
+
+
+def _read_array(f: h5py.File, key: str, source: str) -> np.ndarray:
+    node = f[key]
+    if not isinstance(node, h5py.Dataset):
+        raise NeurodynError(f"{source}: key '{key}' is a group, expected a numeric array")
+    array = node[()]
+    if not isinstance(array, np.ndarray) or not (
+        np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.bool_)
+    ):
+        raise NeurodynError(f"{source}: key '{key}' is not a numeric array (dtype {getattr(array, 'dtype', type(array))})")
+    return array
+
+
+def _check_data_shape(data: np.ndarray, source: str) -> None:
+    if data.ndim != 3:
+        raise NeurodynError(
+            f"{source}: key 'data' has {data.ndim} dimensions {data.shape}; expected 3 = {FILE_AXES}"
+        )
+    if 0 in data.shape:
+        raise NeurodynError(f"{source}: key 'data' is empty {data.shape}; expected {FILE_AXES}")
+
+
+def _check_shape(array: np.ndarray, key: str, expected: tuple, meaning: str, source: str) -> None:
+    if array.shape != expected:
+        shown = "(" + ", ".join(str(n) for n in expected) + ("," if len(expected) == 1 else "") + ")"
+        raise NeurodynError(f"{source}: key '{key}' has shape {array.shape}; expected {shown} = {meaning}")
+
+
+def _condition_vector(condition: np.ndarray, num_trials: int, source: str) -> np.ndarray:
+    # MATLAB writes vectors as (1, n) or (n, 1) matrices; those are accepted as (n,).
+    if condition.ndim == 2 and 1 in condition.shape:
+        condition = condition.reshape(-1)
+    _check_shape(condition, "condition", (num_trials,), "(num_trials,) like the last axis of 'data'", source)
+    if not np.all(np.isfinite(condition)) or not np.all(condition == np.round(condition)):
+        raise NeurodynError(f"{source}: key 'condition' must hold integer labels, one per trial")
+    return condition.astype(np.int64)
+
+
+def _to_trials_first(array: np.ndarray | None) -> np.ndarray | None:
+    """File layout ``(features, samples, trials)`` -> memory layout ``(trials, samples, features)``."""
+    return None if array is None else np.ascontiguousarray(np.transpose(array, (2, 1, 0)))
+
+
+def _python_value(value):
+    """h5 attribute -> plain Python value (str, int, float, bool or list)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray):
+        return [_python_value(v) for v in value.tolist()] if value.dtype.kind in "OS" else value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation (shared by read and write)
+
+
+def validate_structure(dataset: NeuralDataset) -> None:
+    """Check ranks and that the optional arrays match ``data``, in memory layout."""
+    source = dataset.source
+    if dataset.data.ndim != 3 or 0 in dataset.data.shape:
+        raise NeurodynError(
+            f"{source}: 'data' has shape {dataset.data.shape}; expected non-empty (num_trials, num_samples, num_neurons)"
+        )
+    trials, samples, neurons = dataset.data.shape
+    if dataset.truth is not None and dataset.truth.shape != dataset.data.shape:
+        raise NeurodynError(
+            f"{source}: 'truth' has shape {dataset.truth.shape}; expected {dataset.data.shape} = "
+            "(num_trials, num_samples, num_neurons) like 'data'"
+        )
+    if dataset.latents is not None and (dataset.latents.ndim != 3 or dataset.latents.shape[:2] != (trials, samples)):
+        raise NeurodynError(
+            f"{source}: 'latents' has shape {dataset.latents.shape}; expected ({trials}, {samples}, num_latents)"
+        )
+    if dataset.condition is not None and dataset.condition.shape != (trials,):
+        raise NeurodynError(f"{source}: 'condition' has shape {dataset.condition.shape}; expected ({trials},)")
+
+
+def validate_values(dataset: NeuralDataset) -> None:
+    """Structure plus values: no infinities, no all-NaN trials, finite non-negative truth."""
+    validate_structure(dataset)
+    source = dataset.source
+    if np.isinf(dataset.data).any():
+        raise NeurodynError(f"{source}: key 'data' holds infinite values; use NaN for unsampled points")
+    unsampled_trials = np.flatnonzero(np.isnan(dataset.data).all(axis=(1, 2)))
+    if unsampled_trials.size:
+        shown = ", ".join(str(i) for i in unsampled_trials[:10]) + (", ..." if unsampled_trials.size > 10 else "")
+        raise NeurodynError(
+            f"{source}: key 'data' has {unsampled_trials.size} trial(s) that are all NaN (never sampled); "
+            f"trial indices (last file axis, from 0): {shown}"
+        )
+    if dataset.truth is not None:
+        if not np.isfinite(dataset.truth).all():
+            raise NeurodynError(f"{source}: key 'truth' holds NaN or infinite values; it must be a finite rate everywhere")
+        if (dataset.truth < 0).any():
+            raise NeurodynError(f"{source}: key 'truth' holds negative rates (min {dataset.truth.min():g})")
+    if dataset.latents is not None and not np.isfinite(dataset.latents).all():
+        raise NeurodynError(f"{source}: key 'latents' holds NaN or infinite values")
+
+
+def _validate_observations(dataset: NeuralDataset, observation: str) -> None:
+    from neurodyn.observation.registry import OBSERVATION_MODELS
+
+    if observation not in OBSERVATION_MODELS:
+        raise NeurodynError(
+            f"unknown observation model '{observation}'; expected one of {sorted(OBSERVATION_MODELS)}"
+        )
+    model = OBSERVATION_MODELS[observation](dataset.num_neurons)
+    model.validate_targets(dataset.data, dataset.source)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def write_dataset(path: str | os.PathLike, dataset: NeuralDataset) -> None:
+    """Validate and write ``dataset`` atomically in the file layout, ``attrs`` as h5 attributes."""
+    validate_values(dataset)
+    arrays = {"data": np.transpose(dataset.data, (2, 1, 0))}
+    for key in ("truth", "latents"):
+        value = getattr(dataset, key)
+        if value is not None:
+            arrays[key] = np.transpose(value, (2, 1, 0))
+    if dataset.condition is not None:
+        arrays["condition"] = dataset.condition
+    try:
+        write_h5_atomic(path, arrays, dataset.attrs)
+    except TypeError as error:  # an attribute h5 cannot store, e.g. None or a dict
+        raise NeurodynError(f"{path}: cannot store the dataset attributes: {error}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Train / valid split
+
+
+def split_trials(
+    num_trials: int, valid_ratio: float, seed: int, condition: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of the trial axis into ``(train_idx, valid_idx)``, both sorted int64.
+
+    The valid split gets ``round(valid_ratio * num_trials)`` trials (halves round up). With
+    ``condition``, each condition ``c`` with ``n_c`` trials gives ``floor(valid_ratio * n_c)``
+    or one more to valid; the extra trials go to the conditions with the largest remainders
+    (ties broken by the seed), so every condition is represented in proportion and the total
+    matches the unbalanced split, e.g. 65 conditions x 24 trials at 0.2 -> 1248 / 312.
+    """
+    if not 0.0 < valid_ratio < 1.0:
+        if valid_ratio == 0.0:
+            raise NeurodynError("valid_ratio is 0: the validation split would be empty; use a value in (0, 1)")
+        raise NeurodynError(f"valid_ratio must be in [0, 1); got {valid_ratio}")
+    rng = np.random.default_rng(seed)
+    num_valid = int(np.floor(valid_ratio * num_trials + 0.5))
+    if num_valid == 0 or num_valid >= num_trials:
+        raise NeurodynError(
+            f"valid_ratio {valid_ratio} of {num_trials} trials gives {num_valid} validation and "
+            f"{num_trials - num_valid} training trials; both splits must be non-empty"
+        )
+    if condition is None:
+        valid = rng.permutation(num_trials)[:num_valid]
+    else:
+        valid = _balanced_valid_trials(np.asarray(condition), num_trials, valid_ratio, num_valid, rng)
+    is_valid = np.zeros(num_trials, dtype=bool)
+    is_valid[valid] = True
+    return np.flatnonzero(~is_valid).astype(np.int64), np.flatnonzero(is_valid).astype(np.int64)
+
+
+def _balanced_valid_trials(
+    condition: np.ndarray, num_trials: int, valid_ratio: float, num_valid: int, rng: np.random.Generator
+) -> np.ndarray:
+    if condition.shape != (num_trials,):
+        raise NeurodynError(f"condition has shape {condition.shape}; expected ({num_trials},), one label per trial")
+    labels, trial_condition = np.unique(condition, return_inverse=True)
+    trials_per_condition = np.bincount(trial_condition, minlength=labels.size)
+    share = valid_ratio * trials_per_condition
+    per_condition = np.floor(share).astype(int)
+    # Largest remainder first; a random key breaks ties so no condition is favoured by its label.
+    missing = num_valid - per_condition.sum()
+    order = np.lexsort((rng.random(labels.size), -(share - per_condition)))
+    per_condition[order[:missing]] += 1
+    valid = []
+    for index in range(labels.size):
+        members = np.flatnonzero(trial_condition == index)
+        valid.append(rng.permutation(members)[: per_condition[index]])
+    return np.concatenate(valid)

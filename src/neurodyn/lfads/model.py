@@ -1,0 +1,106 @@
+"""The LFADS sequential variational autoencoder.
+
+Data flow for a batch ``(B, T, N)`` (encoder input, unobserved entries already zero-filled):
+dropout -> IC encoder (BiGRU) -> IC posterior N(mean, std) -> sample -> generator initial state;
+CI encoder (BiGRU, lagged) -> controller -> inferred inputs -> generator -> factors -> readout ->
+observation-model parameters per neuron and time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from neurodyn.config import LfadsConfig
+from neurodyn.lfads.decoder import Decoder
+from neurodyn.lfads.encoders import BidirectionalEncoder, lag_controller_inputs
+from neurodyn.lfads.priors import AutoregressivePrior, kl_diagonal_to_isotropic
+from neurodyn.observation.base import ObservationModel
+
+
+@dataclass
+class LfadsOutput:
+    """Everything one forward pass produces.
+
+    readout ``(B, T, N, P)`` (P = observation parameters per neuron); factors ``(B, T, F)``;
+    ic_mean/ic_std ``(B, ic_dim)``; co_* ``(B, T, co_dim)`` or None without a controller.
+    """
+
+    readout: torch.Tensor
+    factors: torch.Tensor
+    ic_mean: torch.Tensor
+    ic_std: torch.Tensor
+    co_mean: torch.Tensor | None
+    co_std: torch.Tensor | None
+    co_sample: torch.Tensor | None
+
+
+class LFADS(nn.Module):
+    """LFADS for ``num_neurons`` neurons with the given observation model; sizes from ``config``."""
+
+    def __init__(self, config: LfadsConfig, num_neurons: int, observation: ObservationModel):
+        super().__init__()
+        self.num_neurons = num_neurons
+        self.ic_dim = config.ic_dim
+        self.co_dim = config.co_dim
+        self.ci_lag = config.ci_lag
+        self.ic_prior_var = config.ic_prior_var
+        self.ic_post_var_min = config.ic_post_var_min
+        self.dropout = nn.Dropout(1.0 - config.keep_prob)
+        self.ic_encoder = BidirectionalEncoder(num_neurons, config.ic_enc_dim)
+        self.ic_posterior = nn.Linear(2 * config.ic_enc_dim, 2 * config.ic_dim)
+        self.ic_to_generator = nn.Linear(config.ic_dim, config.gen_dim)
+        if config.uses_controller:
+            self.ci_encoder = BidirectionalEncoder(num_neurons, config.ci_enc_dim)
+            self.co_prior = AutoregressivePrior(config.co_dim, config.co_prior_tau, config.co_prior_nvar)
+        self.decoder = Decoder(
+            gen_dim=config.gen_dim, factors_dim=config.factors_dim, co_dim=config.co_dim,
+            con_dim=config.con_dim, ci_dim=2 * config.ci_enc_dim, cell_clip_value=config.cell_clip_value,
+            dropout=self.dropout,
+        )
+        self.observation = observation
+        self.readout = nn.Linear(config.factors_dim, num_neurons * observation.params_per_neuron)
+
+    def set_keep_prob(self, keep_prob: float) -> None:
+        """Change the dropout keep probability (PBT explores it between generations)."""
+        self.dropout.p = 1.0 - keep_prob
+
+    def forward(self, encoder_input: torch.Tensor, sample_posteriors: bool) -> LfadsOutput:
+        batch, num_steps, _ = encoder_input.shape
+        x = self.dropout(encoder_input)
+        _, ic_final = self.ic_encoder(x)
+        ic_mean, ic_logvar = self.ic_posterior(self.dropout(ic_final)).chunk(2, dim=-1)
+        ic_std = torch.sqrt(torch.exp(ic_logvar) + self.ic_post_var_min)
+        ic = ic_mean + ic_std * torch.randn_like(ic_mean) if sample_posteriors else ic_mean
+        gen_init = self.dropout(self.ic_to_generator(ic))
+        controller_inputs = None
+        if self.co_dim > 0:
+            ci_outputs, _ = self.ci_encoder(x)
+            controller_inputs = lag_controller_inputs(ci_outputs, self.ci_lag)
+        decoded = self.decoder(gen_init, num_steps, controller_inputs, sample_posteriors)
+        readout = self.readout(decoded.factors).view(batch, num_steps, self.num_neurons, -1)
+        return LfadsOutput(readout, decoded.factors, ic_mean, ic_std,
+                           decoded.co_mean, decoded.co_std, decoded.co_sample)
+
+    def kl_ic(self, output: LfadsOutput) -> torch.Tensor:
+        """KL of the IC posterior to its prior, per trial ``(B,)``."""
+        return kl_diagonal_to_isotropic(output.ic_mean, output.ic_std, self.ic_prior_var)
+
+    def kl_co(self, output: LfadsOutput) -> torch.Tensor:
+        """One-sample KL of the inferred inputs to the AR(1) prior, per trial ``(B,)`` (zeros if autonomous)."""
+        if self.co_dim == 0:
+            return output.ic_mean.new_zeros(output.ic_mean.shape[0])
+        return self.co_prior.kl_one_sample(output.co_mean, output.co_std, output.co_sample)
+
+    def recurrent_l2(self, l2_gen_scale: float, l2_con_scale: float) -> torch.Tensor:
+        """sum_k scale_k * 0.5 * ||W_k||^2 / (number of penalised recurrent weights), W_k = recurrent kernels."""
+        terms = [(self.decoder.generator.weight_hh_l0, l2_gen_scale)]
+        if self.co_dim > 0:
+            terms.append((self.decoder.controller.weight_hh_l0, l2_con_scale))
+        terms = [(weight, scale) for weight, scale in terms if scale > 0]
+        if not terms:
+            return self.readout.weight.new_zeros(())
+        total = sum(scale * 0.5 * weight.pow(2).sum() for weight, scale in terms)
+        return total / sum(weight.numel() for weight, _ in terms)

@@ -1,0 +1,83 @@
+"""``neurodyn train``: train one LFADS model on a seed-format file and write its outputs."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from neurodyn.config import LfadsConfig
+from neurodyn.data.atomic import write_text_atomic
+from neurodyn.data.seed_format import NeuralDataset, read_dataset, split_trials
+from neurodyn.lfads.model import LFADS
+from neurodyn.observation.registry import make_observation_model
+from neurodyn.train.inference import infer
+from neurodyn.train.outputs import (CHECKPOINT_NAME, CONFIG_NAME, load_checkpoint, save_checkpoint,
+                                    write_resolved_config, write_split_output)
+from neurodyn.train.trainer import LfadsTrainer
+
+LOG_NAME = "train_log.csv"
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    trainer: LfadsTrainer
+    train_idx: np.ndarray
+    valid_idx: np.ndarray
+
+
+def history_to_csv(history: list[dict[str, float]]) -> str:
+    """The per-epoch log rows as CSV text."""
+    buffer = io.StringIO()
+    if history:
+        writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    return buffer.getvalue()
+
+
+def split_dataset(dataset: NeuralDataset, config: LfadsConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/valid trial indices (condition-balanced when the file has ``condition``)."""
+    return split_trials(dataset.num_trials, config.valid_ratio, config.seed, dataset.condition)
+
+
+def write_model_outputs(out_dir: Path, model: LFADS, dataset: NeuralDataset, train_idx: np.ndarray,
+                        valid_idx: np.ndarray, config: LfadsConfig) -> None:
+    """Posterior sample-and-average outputs of both splits: ``train_output.h5`` and ``valid_output.h5``."""
+    for split, idx in (("train", train_idx), ("valid", valid_idx)):
+        inferred = infer(model, dataset.data[idx], config.posterior_samples, config.valid_batch_size, config.seed)
+        write_split_output(out_dir / f"{split}_output.h5", inferred, idx,
+                           attrs={"observation": config.observation, "posterior_samples": config.posterior_samples})
+
+
+def train_model(config: LfadsConfig, data_path: str | Path, out_dir: str | Path, progress: bool = True) -> TrainResult:
+    """Train on ``data_path``; write checkpoint, resolved config, CSV log and both output files to ``out_dir``."""
+    out_dir = Path(out_dir)
+    dataset = read_dataset(data_path, observation=config.observation)
+    train_idx, valid_idx = split_dataset(dataset, config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_resolved_config(out_dir / CONFIG_NAME, config)
+    trainer = LfadsTrainer(config, dataset.data[train_idx], dataset.data[valid_idx])
+    log_path = out_dir / LOG_NAME
+    trainer.fit(on_epoch=lambda row: write_text_atomic(log_path, history_to_csv(trainer.history)), progress=progress)
+    save_checkpoint(out_dir / CHECKPOINT_NAME, {
+        "trainer": trainer.state_dict(), "num_neurons": dataset.num_neurons,
+        "train_idx": train_idx, "valid_idx": valid_idx, "data_path": str(data_path),
+    })
+    write_model_outputs(out_dir, trainer.model, dataset, train_idx, valid_idx, trainer.config)
+    return TrainResult(out_dir, trainer, train_idx, valid_idx)
+
+
+def load_trained_model(run_dir: str | Path, device: str = "cpu") -> tuple[LFADS, LfadsConfig]:
+    """The model saved by ``train_model`` (its best weights) and its config."""
+    checkpoint = load_checkpoint(Path(run_dir) / CHECKPOINT_NAME)
+    state = checkpoint["trainer"]
+    config = LfadsConfig(**state["config"])
+    observation = make_observation_model(config.observation, checkpoint["num_neurons"])
+    model = LFADS(config, checkpoint["num_neurons"], observation)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), config

@@ -1,0 +1,228 @@
+"""Training one LFADS model, one epoch at a time.
+
+``LfadsTrainer`` owns the state of a training run — model, optimiser, learning-rate schedule,
+ramps, smoothed validation NLL, early stopping, the best weights — so that a single run
+(``fit``) and a PBT worker (which trains a few epochs, is compared, maybe copies another worker's
+state and hyperparameters) use the same code.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from neurodyn.config import LfadsConfig
+from neurodyn.device import resolve_device
+from neurodyn.lfads.augmentations import inference_masks, training_masks
+from neurodyn.lfads.model import LFADS
+from neurodyn.observation.registry import make_observation_model
+from neurodyn.train.objective import RegularisationWeights, lfads_loss
+from neurodyn.train.schedules import linear_ramp, smooth
+
+# Hyperparameters that may change during training (PBT explores them); all others fix the architecture.
+MUTABLE_HYPERPARAMETERS = (
+    "learning_rate_init", "keep_prob", "keep_ratio", "cd_pass_fraction", "l2_gen_scale", "l2_con_scale",
+    "kl_ic_weight", "kl_co_weight", "loss_scale", "max_grad_norm", "batch_size", "valid_batch_size",
+    "learning_rate_decay", "learning_rate_patience", "learning_rate_stop", "early_stopping_patience",
+    "max_epochs", "posterior_samples",
+)
+
+
+class LfadsTrainer:
+    """Trains LFADS on ``train_data`` and scores it on ``valid_data``, both ``(trials, T, N)`` with NaN = unobserved."""
+
+    def __init__(self, config: LfadsConfig, train_data: np.ndarray, valid_data: np.ndarray,
+                 device: str | torch.device | None = None):
+        self.config = config
+        self.device = resolve_device(config.device) if device is None else torch.device(device)
+        torch.manual_seed(config.seed)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(config.seed)
+        self.train_data = torch.as_tensor(np.asarray(train_data, dtype=np.float32), device=self.device)
+        self.valid_data = torch.as_tensor(np.asarray(valid_data, dtype=np.float32), device=self.device)
+        num_neurons = self.train_data.shape[-1]
+        observation = make_observation_model(config.observation, num_neurons, **self._observation_options())
+        self.model = LFADS(config, num_neurons, observation).to(self.device)
+        self._initialise_readout_bias()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate_init, eps=config.adam_epsilon)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="min", factor=config.learning_rate_decay,
+            patience=config.learning_rate_patience, min_lr=config.learning_rate_stop)
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
+        self.valid_nll_smoothed: float | None = None
+        self.best_valid_nll: float = math.inf
+        self.best_epoch: int = -1
+        self.best_model_state: dict[str, torch.Tensor] | None = None
+        self.epochs_since_best = 0
+        self.skipped_steps = 0
+
+    # -- set-up -------------------------------------------------------------------------------
+    def _observation_options(self) -> dict[str, Any]:
+        return {}
+
+    def _initialise_readout_bias(self) -> None:
+        """Start the readout at each neuron's mean observed value so early epochs learn structure, not scale."""
+        data = self.train_data
+        observed = ~torch.isnan(data)
+        mean = torch.where(observed, data, torch.zeros_like(data)).sum((0, 1)) / observed.sum((0, 1)).clamp_min(1)
+        bias = self.model.observation.initial_readout_bias(mean)
+        if bias is not None:
+            with torch.no_grad():
+                self.model.readout.bias.copy_(bias.reshape(-1))
+
+    @property
+    def ramps_complete_epoch(self) -> int:
+        return max(self.config.kl_increase_epochs, self.config.l2_increase_epochs)
+
+    def set_hyperparameters(self, **updates: Any) -> None:
+        """Change searchable hyperparameters mid-training (validated; architecture keys are refused)."""
+        fixed = sorted(set(updates) - set(MUTABLE_HYPERPARAMETERS))
+        if fixed:
+            raise ValueError(f"cannot change {fixed} after the model is built")
+        self.config = LfadsConfig(**{**self.config.model_dump(), **updates})
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.learning_rate_init
+        self.scheduler.factor = self.config.learning_rate_decay
+        self.scheduler.patience = self.config.learning_rate_patience
+        self.scheduler.min_lrs = [self.config.learning_rate_stop] * len(self.optimizer.param_groups)
+        self.model.set_keep_prob(self.config.keep_prob)
+
+    # -- one epoch ----------------------------------------------------------------------------
+    def _weights(self) -> RegularisationWeights:
+        c = self.config
+        return RegularisationWeights(c.kl_ic_weight, c.kl_co_weight, c.l2_gen_scale, c.l2_con_scale, c.loss_scale)
+
+    def train_epoch(self) -> dict[str, float]:
+        """One pass over the training trials in shuffled batches; returns trial-weighted means of the terms."""
+        self.model.train()
+        c = self.config
+        kl_ramp = linear_ramp(self.epoch, c.kl_increase_epochs)
+        l2_ramp = linear_ramp(self.epoch, c.l2_increase_epochs)
+        weights = self._weights()
+        num_trials = self.train_data.shape[0]
+        order = torch.randperm(num_trials, device=self.device, generator=self.generator)
+        sums = {"loss": 0.0, "train_nll": 0.0, "kl_ic": 0.0, "kl_co": 0.0, "l2": 0.0}
+        for start in range(0, num_trials, c.batch_size):
+            batch = self.train_data[order[start:start + c.batch_size]]
+            masks = training_masks(batch, c.keep_ratio, c.cd_pass_fraction, self.generator)
+            output = self.model(masks.encoder_input, sample_posteriors=True)
+            terms = lfads_loss(self.model, output, masks, weights, kl_ramp, l2_ramp)
+            self.optimizer.zero_grad(set_to_none=True)
+            terms.total.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.max_grad_norm)
+            if torch.isfinite(grad_norm) and torch.isfinite(terms.total):
+                self.optimizer.step()
+            else:
+                # A non-finite step would poison every weight; skip it and let validation report it.
+                self.skipped_steps += 1
+            n = batch.shape[0]
+            for key, value in zip(sums, (terms.total, terms.nll, terms.kl_ic, terms.kl_co, terms.l2)):
+                sums[key] += float(value.detach()) * n
+        result = {key: value / num_trials for key, value in sums.items()}
+        result.update(kl_ramp=kl_ramp, l2_ramp=l2_ramp)
+        return result
+
+    @torch.no_grad()
+    def validation_nll(self, data: torch.Tensor | None = None) -> float:
+        """Mean NLL over observed entries using the posterior means (deterministic, no dropout, no CD)."""
+        data = self.valid_data if data is None else data
+        self.model.eval()
+        total, count = 0.0, 0.0
+        for start in range(0, data.shape[0], self.config.valid_batch_size):
+            masks = inference_masks(data[start:start + self.config.valid_batch_size])
+            output = self.model(masks.encoder_input, sample_posteriors=False)
+            nll = self.model.observation.elementwise_nll(output.readout, masks.target)
+            total += float(torch.where(masks.observed > 0, nll, torch.zeros_like(nll)).sum())
+            count += float(masks.observed.sum())
+        return total / max(count, 1.0)
+
+    def step_epoch(self) -> dict[str, float]:
+        """Train one epoch, validate, update the schedules and the best weights; returns the log row."""
+        started = time.perf_counter()
+        row: dict[str, float] = {"epoch": self.epoch}
+        row.update(self.train_epoch())
+        valid_nll = self.validation_nll()
+        self.valid_nll_smoothed = smooth(self.valid_nll_smoothed, valid_nll)
+        smoothed = self.valid_nll_smoothed if math.isfinite(self.valid_nll_smoothed) else math.inf
+        self.scheduler.step(smoothed)
+        ramps_done = self.epoch >= self.ramps_complete_epoch
+        if ramps_done and smoothed < self.best_valid_nll:
+            self.best_valid_nll = smoothed
+            self.best_epoch = self.epoch
+            self.best_model_state = copy.deepcopy(self.model.state_dict())
+            self.epochs_since_best = 0
+        elif ramps_done:
+            self.epochs_since_best += 1
+        row.update(valid_nll=valid_nll, valid_nll_smoothed=self.valid_nll_smoothed,
+                   learning_rate=self.optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - started)
+        self.history.append(row)
+        self.epoch += 1
+        return row
+
+    @property
+    def should_stop(self) -> bool:
+        """Early stopping: no better smoothed validation NLL for ``early_stopping_patience`` epochs after the ramps."""
+        return self.epochs_since_best >= self.config.early_stopping_patience
+
+    def fit(self, max_epochs: int | None = None, on_epoch: Callable[[dict[str, float]], None] | None = None,
+            progress: bool = True) -> None:
+        """Train until ``max_epochs`` (default: the config's) or early stopping, then keep the best weights."""
+        from tqdm.auto import tqdm
+
+        max_epochs = self.config.max_epochs if max_epochs is None else max_epochs
+        with tqdm(total=max_epochs, initial=min(self.epoch, max_epochs), desc="training", unit="epoch",
+                  disable=not progress, dynamic_ncols=True) as bar:
+            while self.epoch < max_epochs and not self.should_stop:
+                row = self.step_epoch()
+                bar.update(1)
+                bar.set_postfix(valid_nll=f"{row['valid_nll_smoothed']:.4f}", lr=f"{row['learning_rate']:.1e}")
+                if on_epoch is not None:
+                    on_epoch(row)
+        self.restore_best()
+
+    def restore_best(self) -> None:
+        """Load the best weights seen after the ramps (if any; otherwise keep the current ones)."""
+        if self.best_model_state is not None:
+            self.model.load_state_dict(self.best_model_state)
+
+    # -- state ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training exactly where it stopped."""
+        return {
+            "config": self.config.model_dump(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "epoch": self.epoch,
+            "history": list(self.history),
+            "valid_nll_smoothed": self.valid_nll_smoothed,
+            "best_valid_nll": self.best_valid_nll,
+            "best_epoch": self.best_epoch,
+            "best_model_state": self.best_model_state,
+            "epochs_since_best": self.epochs_since_best,
+            "skipped_steps": self.skipped_steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a ``state_dict`` (the architecture must match; hyperparameters are taken from the state)."""
+        self.config = LfadsConfig(**state["config"])
+        self.model.load_state_dict(state["model"])
+        self.model.set_keep_prob(self.config.keep_prob)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"].cpu() if hasattr(state["generator"], "cpu") else state["generator"])
+        self.epoch = state["epoch"]
+        self.history = list(state["history"])
+        self.valid_nll_smoothed = state["valid_nll_smoothed"]
+        self.best_valid_nll = state["best_valid_nll"]
+        self.best_epoch = state["best_epoch"]
+        self.best_model_state = state["best_model_state"]
+        self.epochs_since_best = state["epochs_since_best"]
+        self.skipped_steps = state.get("skipped_steps", 0)
