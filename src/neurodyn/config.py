@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from neurodyn.errors import NeurodynError
 
@@ -78,13 +78,14 @@ class LfadsConfig(BaseModel):
                                                      "validation NLL (counted once the ramps are complete)")
     posterior_samples: int = Field(50, ge=1, description="posterior samples averaged for the output rates")
 
-    @model_validator(mode="after")
-    def _check_observation(self) -> "LfadsConfig":
+    @field_validator("observation")
+    @classmethod
+    def _check_observation(cls, name: str) -> str:
         from neurodyn.observation.registry import OBSERVATION_MODELS
 
-        if self.observation not in OBSERVATION_MODELS:
-            raise ValueError(f"observation '{self.observation}' is not one of {sorted(OBSERVATION_MODELS)}")
-        return self
+        if name not in OBSERVATION_MODELS:
+            raise ValueError(f"expected one of {sorted(OBSERVATION_MODELS)}")
+        return name
 
     @property
     def uses_controller(self) -> bool:

@@ -53,7 +53,7 @@ class ObservationModel(nn.Module):
 def masked_nll_sum(elementwise_nll: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
     """Sum of the NLL over the entries where ``loss_mask`` is 1.
 
-    ``torch.where`` (not multiplication) keeps a non-finite NLL at a masked entry from
-    turning the gradient into NaN.
+    ``torch.where`` (not multiplication) keeps a non-finite NLL value at a masked entry out of
+    the sum: NaN * 0 is NaN, so multiplying by the mask would not.
     """
     return torch.where(loss_mask > 0, elementwise_nll * loss_mask, torch.zeros_like(elementwise_nll)).sum()

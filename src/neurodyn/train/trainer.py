@@ -193,8 +193,12 @@ class LfadsTrainer:
 
     # -- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue training exactly where it stopped."""
-        return {
+        """Everything needed to continue training exactly where it stopped.
+
+        A deep copy: torch's ``state_dict`` tensors alias the live weights and Adam moments, and a
+        PBT worker that loaded them would otherwise keep training another worker's optimiser state.
+        """
+        return copy.deepcopy({
             "config": self.config.model_dump(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -208,7 +212,7 @@ class LfadsTrainer:
             "best_model_state": self.best_model_state,
             "epochs_since_best": self.epochs_since_best,
             "skipped_steps": self.skipped_steps,
-        }
+        })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a ``state_dict`` (the architecture must match; hyperparameters are taken from the state)."""

@@ -1,0 +1,104 @@
+"""The LFADS modules: shapes, the exact fast path of the autonomous generator, clipping, lag, L2."""
+
+import pytest
+import torch
+from torch import nn
+
+from neurodyn.config import LfadsConfig
+from neurodyn.lfads.decoder import Decoder, NormalisedLinear, gru_step
+from neurodyn.lfads.encoders import lag_controller_inputs
+from neurodyn.lfads.model import LFADS
+from neurodyn.observation.poisson import Poisson
+
+SMALL = dict(ic_enc_dim=8, ci_enc_dim=6, con_dim=7, ic_dim=5, gen_dim=9, factors_dim=4)
+
+
+def _model(co_dim=0, **overrides):
+    torch.manual_seed(0)
+    config = LfadsConfig(**{**SMALL, "co_dim": co_dim, **overrides})
+    return LFADS(config, num_neurons=3, observation=Poisson(3))
+
+
+@pytest.mark.parametrize("clip", [5.0, 0.5])
+def test_autonomous_decoder_equals_stepwise_clipped_gru(clip):
+    torch.manual_seed(1)
+    decoder = Decoder(gen_dim=6, factors_dim=3, co_dim=0, con_dim=1, ci_dim=1, cell_clip_value=clip,
+                      dropout=nn.Dropout(0.0))
+    gen_init = torch.randn(4, 6) * 10  # far outside the clip range, so step 1 must clip
+    result = decoder(gen_init, num_steps=7, controller_inputs=None, sample=False).factors
+    h, states = gen_init, []
+    for _ in range(7):
+        h = torch.clamp(gru_step(decoder.generator, torch.zeros(4, 1), h), -clip, clip)
+        states.append(h)
+    expected = decoder.factors(torch.stack(states, 1))
+    torch.testing.assert_close(result, expected)
+    assert h.abs().max() <= clip
+
+
+def test_factors_use_unit_norm_weight_rows():
+    layer = NormalisedLinear(5, 3)
+    with torch.no_grad():
+        layer.weight.mul_(7.0)
+    out = layer(torch.eye(5))  # column j of the output = weights of input j
+    torch.testing.assert_close(out.pow(2).sum(0), torch.ones(3))
+
+
+def test_controller_inputs_are_lagged_forward_and_backward():
+    outputs = torch.arange(1, 6, dtype=torch.float32).view(1, 5, 1).repeat(1, 1, 2)  # fwd | bwd halves
+    lagged = lag_controller_inputs(outputs, lag=1)
+    assert lagged[0, :, 0].tolist() == [0, 1, 2, 3, 4]
+    assert lagged[0, :, 1].tolist() == [2, 3, 4, 5, 0]
+
+
+def test_forward_shapes_with_and_without_controller():
+    x = torch.rand(2, 11, 3)
+    for co_dim in (0, 2):
+        model = _model(co_dim)
+        out = model(x, sample_posteriors=True)
+        assert out.readout.shape == (2, 11, 3, 1) and out.factors.shape == (2, 11, 4)
+        assert out.ic_mean.shape == (2, 5)
+        if co_dim:
+            assert out.co_sample.shape == (2, 11, 2)
+            assert model.kl_co(out).shape == (2,)
+        else:
+            assert out.co_sample is None and not hasattr(model, "ci_encoder")
+            assert (model.kl_co(out) == 0).all()
+
+
+def test_controller_receives_gradient_from_the_reconstruction():
+    model = _model(co_dim=2)
+    out = model(torch.rand(2, 6, 3), sample_posteriors=True)
+    out.readout.sum().backward()
+    assert model.decoder.controller.weight_hh_l0.grad.abs().sum() > 0
+    assert model.ci_encoder.gru.weight_ih_l0.grad.abs().sum() > 0
+
+
+def test_posterior_mean_pass_is_deterministic_and_sampling_is_not():
+    model = _model(co_dim=2).eval()
+    x = torch.rand(2, 6, 3)
+    a, b = model(x, False).readout, model(x, False).readout
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(model(x, True).readout, model(x, True).readout)
+
+
+def test_ic_posterior_std_has_a_floor():
+    model = _model(ic_post_var_min=1e-2)
+    with torch.no_grad():
+        model.ic_posterior.bias[5:] = -50.0  # logvar -> very negative
+        model.ic_posterior.weight.zero_()
+    out = model(torch.rand(1, 4, 3), sample_posteriors=False)
+    torch.testing.assert_close(out.ic_std, torch.full_like(out.ic_std, 0.1))
+
+
+def test_recurrent_l2_is_the_scaled_mean_square_of_recurrent_kernels():
+    model = _model(co_dim=2)
+    gen, con = model.decoder.generator.weight_hh_l0, model.decoder.controller.weight_hh_l0
+    expected = (0.3 * 0.5 * gen.pow(2).sum() + 0.7 * 0.5 * con.pow(2).sum()) / (gen.numel() + con.numel())
+    torch.testing.assert_close(model.recurrent_l2(0.3, 0.7), expected)
+    assert model.recurrent_l2(0.0, 0.0).item() == 0.0
+
+
+def test_set_keep_prob_changes_dropout():
+    model = _model()
+    model.set_keep_prob(0.6)
+    assert model.dropout.p == pytest.approx(0.4)

@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from neurodyn.errors import NeurodynError
+from neurodyn.observation.base import masked_nll_sum
+from neurodyn.observation.poisson import Poisson, poisson_nll
+
+
+def test_poisson_nll_matches_scipy_logpmf():
+    rng = np.random.default_rng(1)
+    rates = rng.uniform(0.01, 5.0, size=200)
+    counts = rng.poisson(rates).astype(float)
+    ours = poisson_nll(torch.log(torch.tensor(rates)), torch.tensor(counts)).numpy()
+    np.testing.assert_allclose(ours, -stats.poisson.logpmf(counts, rates), rtol=1e-10)
+
+
+def test_poisson_model_mean_and_readout_layout():
+    model = Poisson(num_neurons=3)
+    readout = torch.log(torch.tensor([[[0.5], [2.0], [1.0]]]))  # (B=1, N=3, P=1)
+    np.testing.assert_allclose(model.mean(readout).numpy(), [[0.5, 2.0, 1.0]], rtol=1e-6)
+    nll = model.elementwise_nll(readout, torch.tensor([[0.0, 3.0, 1.0]]))
+    expected = -stats.poisson.logpmf([0, 3, 1], [0.5, 2.0, 1.0])
+    np.testing.assert_allclose(nll.numpy()[0], expected, rtol=1e-6)
+
+
+def test_masked_sum_ignores_masked_nonfinite_entries_in_value_and_gradient():
+    x = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    nll = torch.stack([x[0] * 2, x[1] + float("nan"), x[2] * 3])  # masked middle entry is NaN
+    total = masked_nll_sum(nll, torch.tensor([1.0, 0.0, 1.0]))
+    total.backward()
+    assert total.item() == pytest.approx(2.0 + 9.0)
+    assert torch.isfinite(x.grad).all()
+    assert x.grad.tolist() == [2.0, 0.0, 3.0]
+
+
+@pytest.mark.parametrize("bad, word", [(-1.0, "negative"), (1.5, "non-integer")])
+def test_poisson_rejects_invalid_counts(bad, word):
+    data = np.array([[[0.0, np.nan, bad]]])
+    with pytest.raises(NeurodynError, match=word):
+        Poisson(3).validate_targets(data, "x.h5")

@@ -1,0 +1,92 @@
+"""``neurodyn train`` end to end: the files it writes, and a save/load round trip."""
+
+import csv
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from neurodyn.cli.main import main
+from neurodyn.data.seed_format import write_dataset
+from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
+from neurodyn.train.inference import infer
+from neurodyn.train.run import load_trained_model
+
+CONFIG = {"run_name": "tiny", "ic_enc_dim": 8, "ci_enc_dim": 6, "con_dim": 6, "co_dim": 1, "ic_dim": 4,
+          "gen_dim": 12, "factors_dim": 5, "batch_size": 16, "max_epochs": 3, "kl_increase_epochs": 1,
+          "l2_increase_epochs": 1, "posterior_samples": 4, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    dataset = make_lorenz_spikes(num_neurons=7, num_samples=15, num_conditions=4, trials_per_condition=5, keep=5)
+    data_path = root / "tiny_data.h5"
+    write_dataset(data_path, dataset)
+    config_path = root / "config.yaml"
+    config_path.write_text(yaml.safe_dump(CONFIG))
+    out = root / "run"
+    assert main(["train", str(config_path), "--data", str(data_path), "--out", str(out), "--no-progress"]) == 0
+    return dataset, data_path, out
+
+
+def test_train_writes_outputs_in_the_seed_orientation(trained):
+    dataset, _, out = trained
+    seen = []
+    for split in ("train", "valid"):
+        with h5py.File(out / f"{split}_output.h5") as f:
+            idx = f["trial_idx"][()]
+            assert f["rates"].shape == (7, 15, len(idx))
+            assert f["factors"].shape == (5, 15, len(idx))
+            assert f["rates_posterior_mean"].shape == (7, 15, len(idx))
+            assert np.all(f["rates"][()] > 0) and np.isfinite(f["rates"][()]).all()
+            seen.extend(idx.tolist())
+    assert sorted(seen) == list(range(dataset.num_trials))
+
+
+def test_train_writes_checkpoint_config_and_log(trained):
+    _, _, out = trained
+    assert (out / "checkpoint.pt").is_file()
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["gen_dim"] == 12 and resolved["keep_ratio"] == 0.7  # given + default keys
+    rows = list(csv.DictReader((out / "train_log.csv").open()))
+    assert [int(float(r["epoch"])) for r in rows] == [0, 1, 2]
+    assert {"loss", "train_nll", "valid_nll", "valid_nll_smoothed", "kl_ic", "kl_co", "l2", "learning_rate"} <= set(rows[0])
+    assert not list(out.glob(".*.tmp")), "no temporary files are left behind"
+
+
+def test_loaded_model_reproduces_the_written_outputs(trained):
+    dataset, _, out = trained
+    model, config = load_trained_model(out)
+    with h5py.File(out / "valid_output.h5") as f:
+        idx, rates, factors = f["trial_idx"][()], f["rates"][()], f["factors"][()]
+    again = infer(model, dataset.data[idx], config.posterior_samples, config.valid_batch_size, config.seed)
+    np.testing.assert_allclose(np.transpose(again["rates"], (2, 1, 0)), rates, rtol=1e-5)
+    np.testing.assert_allclose(np.transpose(again["factors"], (2, 1, 0)), factors, rtol=1e-5, atol=1e-6)
+
+
+def test_evaluate_command_runs_on_the_training_output(trained, capsys):
+    _, data_path, out = trained
+    assert main(["evaluate", str(out), "--data", str(data_path)]) == 0
+    assert "rate R^2" in capsys.readouterr().out
+    assert (out / "evaluation.json").is_file()
+
+
+def test_train_reports_bad_input_as_one_clear_line(tmp_path, capsys):
+    data_path = tmp_path / "bad_data.h5"
+    with h5py.File(data_path, "w") as f:
+        f["data"] = np.full((3, 4, 5), 0.5)  # non-integer counts for a Poisson model
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text("run_name: bad\n")
+    code = main(["train", str(config_path), "--data", str(data_path), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "bad_data.h5" in err and "non-integer" in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "train_output.h5").exists()
+
+
+def test_unknown_config_key_is_reported_with_suggestion(tmp_path, capsys):
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text("run_name: x\nkeep_ration: 0.5\n")
+    assert main(["train", str(config_path), "--data", str(tmp_path / "d.h5"), "--out", str(tmp_path / "o")]) == 2
+    assert "did you mean 'keep_ratio'" in capsys.readouterr().err

@@ -1,0 +1,106 @@
+"""The training loop: NaN safety, schedules, mutable hyperparameters, exact resumption, learning."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from neurodyn.config import LfadsConfig
+from neurodyn.data.seed_format import split_trials
+from neurodyn.evaluate.metrics import rate_r2
+from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
+from neurodyn.train.inference import infer
+from neurodyn.train.schedules import linear_ramp, smooth
+from neurodyn.train.trainer import LfadsTrainer
+
+TINY = dict(ic_enc_dim=8, ci_enc_dim=6, con_dim=6, ic_dim=4, gen_dim=10, factors_dim=4, batch_size=8,
+            device="cpu", kl_increase_epochs=2, l2_increase_epochs=2, posterior_samples=3)
+
+
+def _counts(shape=(24, 12, 5), missing=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    data = rng.poisson(1.0, shape).astype(np.float32)
+    data[rng.random(shape) < missing] = np.nan
+    return data
+
+
+def test_linear_ramp_and_smoothing():
+    assert [linear_ramp(e, 4) for e in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    assert linear_ramp(0, 0) == 1.0
+    assert smooth(None, 2.0) == 2.0
+    assert smooth(1.0, 2.0) == pytest.approx(0.3 * 1.0 + 0.7 * 2.0)
+    assert math.isnan(smooth(1.0, float("nan")))
+
+
+@pytest.mark.parametrize("co_dim", [0, 2])
+def test_nan_in_the_data_never_reaches_a_parameter(co_dim):
+    data = _counts(missing=0.5)
+    trainer = LfadsTrainer(LfadsConfig(**TINY, co_dim=co_dim, keep_ratio=0.7), data[:16], data[16:])
+    for _ in range(3):
+        row = trainer.step_epoch()
+        assert math.isfinite(row["loss"]) and math.isfinite(row["valid_nll"])
+    for name, parameter in trainer.model.named_parameters():
+        assert torch.isfinite(parameter).all(), name
+    assert trainer.skipped_steps == 0
+
+
+def test_readout_bias_starts_at_the_mean_observed_count():
+    data = _counts(missing=0.3)
+    trainer = LfadsTrainer(LfadsConfig(**TINY), data[:16], data[16:])
+    expected = np.log(np.nanmean(data[:16], axis=(0, 1)))
+    np.testing.assert_allclose(trainer.model.readout.bias.detach().numpy(), expected, rtol=1e-5)
+
+
+def test_set_hyperparameters_updates_optimizer_and_dropout_and_refuses_architecture():
+    data = _counts()
+    trainer = LfadsTrainer(LfadsConfig(**TINY), data[:16], data[16:])
+    trainer.set_hyperparameters(learning_rate_init=1e-3, keep_prob=0.5, kl_ic_weight=0.2)
+    assert trainer.optimizer.param_groups[0]["lr"] == 1e-3
+    assert trainer.model.dropout.p == pytest.approx(0.5)
+    assert trainer.config.kl_ic_weight == 0.2
+    with pytest.raises(ValueError, match="gen_dim"):
+        trainer.set_hyperparameters(gen_dim=3)
+
+
+def test_state_dict_resumes_training_exactly():
+    data = _counts()
+    config = LfadsConfig(**TINY, co_dim=2, keep_ratio=0.8)
+    first = LfadsTrainer(config, data[:16], data[16:])
+    first.step_epoch()
+    state = first.state_dict()
+    second = LfadsTrainer(config.model_copy(update={"seed": 99}), data[:16], data[16:])
+    second.load_state_dict(state)
+    torch.manual_seed(5)
+    first.step_epoch()
+    torch.manual_seed(5)
+    second.step_epoch()
+    for (name, a), b in zip(first.model.state_dict().items(), second.model.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    assert first.history == [] or first.history[-1]["valid_nll"] == second.history[-1]["valid_nll"]
+
+
+def test_early_stopping_after_ramps_restores_the_best_weights():
+    data = _counts()
+    config = LfadsConfig(**TINY, early_stopping_patience=2, learning_rate_init=0.05)
+    trainer = LfadsTrainer(config, data[:16], data[16:])
+    trainer.fit(max_epochs=60, progress=False)
+    # pure-noise data: the validation NLL stops improving and training ends early
+    assert trainer.epoch < 60 and trainer.should_stop
+    best = trainer.best_epoch
+    assert best >= trainer.ramps_complete_epoch
+    assert trainer.history[best]["valid_nll_smoothed"] == min(
+        row["valid_nll_smoothed"] for row in trainer.history[trainer.ramps_complete_epoch:])
+    torch.testing.assert_close(trainer.model.state_dict(), trainer.best_model_state)
+
+
+def test_short_training_run_recovers_lorenz_rates():
+    dataset = make_lorenz_spikes(num_conditions=20, trials_per_condition=10, seed=3)
+    train_idx, valid_idx = split_trials(dataset.num_trials, 0.2, 0, dataset.condition)
+    config = LfadsConfig(ic_enc_dim=32, ic_dim=16, gen_dim=48, factors_dim=10, batch_size=32, max_epochs=80,
+                         kl_increase_epochs=10, l2_increase_epochs=10, learning_rate_init=0.01, device="cpu",
+                         keep_ratio=0.7)
+    trainer = LfadsTrainer(config, dataset.data[train_idx], dataset.data[valid_idx])
+    trainer.fit(progress=False)
+    inferred = infer(trainer.model, dataset.data[valid_idx], num_samples=10)
+    assert rate_r2(dataset.truth[valid_idx], inferred["rates"]) >= 0.7
