@@ -10,12 +10,16 @@ from neurodyn.errors import NeurodynError
 
 def build_parser() -> argparse.ArgumentParser:
     from neurodyn.cli import lfads_commands
+    from neurodyn.cli import synth_commands
+    from neurodyn.cli import evaluate_commands
 
     parser = argparse.ArgumentParser(
         prog="neurodyn", description="Infer the hidden dynamics of neural populations and single neurons."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     lfads_commands.register(subparsers)
+    synth_commands.register(subparsers)
+    evaluate_commands.register(subparsers)
     try:
         from neurodyn.cli import gfr_commands
     except ImportError:  # the GFR commands are optional while they are being built

@@ -1,0 +1,30 @@
+"""``neurodyn evaluate DIR --data DATA.h5``: score a trained run against the data's ground truth."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    # Imported here so that `neurodyn --help` does not pay for sklearn and matplotlib.
+    from neurodyn.evaluate.report import evaluate_run, format_metrics
+
+    result = evaluate_run(args.run_dir, args.data, figure_path=args.figure)
+    print(format_metrics(result))
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add the ``evaluate`` sub-command to the ``neurodyn`` parser."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score a run: rate R^2, bits per spike, latent R^2; writes evaluation.json and a figure",
+        description="Evaluate a trained run (or a PBT results directory with pbt_best_model/) on its data "
+        "file: rate R^2 against 'truth', bits per spike on observed entries, and the ridge map from "
+        "inferred log-rates to 'latents'. Metrics whose ground truth is absent are skipped.",
+    )
+    parser.add_argument("run_dir", metavar="DIR", help="run directory holding train_output.h5 and valid_output.h5")
+    parser.add_argument("--data", required=True, metavar="DATA.h5", help="the data file the run was trained on")
+    parser.add_argument("--figure", metavar="PATH", default=None,
+                        help="where to write the PNG figure (default: DIR/evaluation.png)")
+    parser.set_defaults(func=_run_evaluate)

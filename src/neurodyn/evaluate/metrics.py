@@ -1,0 +1,170 @@
+"""Evaluation metrics on plain NumPy arrays, trials-first: ``(trials, samples, neurons)``.
+
+- ``rate_r2``: how well inferred rates match the true rates (synthetic data only).
+- ``bits_per_spike``: how much better than a per-neuron constant rate the inferred rates explain
+  the observed counts (Neural Latents Benchmark definition).
+- ``map_to_latents``: how linearly decodable the true latent states are from the inferred
+  log-rates (ridge regression fit on training trials, scored on held-out trials).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.linear_model import RidgeCV
+from sklearn.metrics import r2_score
+from sklearn.model_selection import GroupKFold
+from sklearn.preprocessing import StandardScaler
+
+from neurodyn.errors import NeurodynError
+from neurodyn.observation.poisson import poisson_nll
+
+# Rates are clipped below at this value (expected counts per bin) before taking logs. A rate of
+# exactly 0 makes log r = -inf and the NLL term n * log r undefined (0 * -inf) even when n = 0;
+# the floor keeps it finite, costs ~0 NLL where n = 0 (the limit of r - n log r as r -> 0) and a
+# large but finite penalty where n > 0. It is far below any rate a model would really predict.
+RATE_FLOOR = 1e-9
+
+# Ridge penalties searched by ``map_to_latents`` (features are standardised, so one grid fits all).
+DEFAULT_ALPHAS = np.logspace(-3, 4, 15)
+
+# Folds of the trial-wise cross-validation that picks the ridge penalty.
+MAX_CV_FOLDS = 5
+
+
+def _check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+    if a.shape != b.shape:
+        raise NeurodynError(f"{name_a} has shape {a.shape} but {name_b} has shape {b.shape}; they must match")
+
+
+def _flatten_trials(x: np.ndarray) -> np.ndarray:
+    """``(..., last)`` -> ``(prod(...), last)``: every trial and time bin becomes one row."""
+    return x.reshape(-1, x.shape[-1])
+
+
+def rate_r2(true_rates: np.ndarray, inferred_rates: np.ndarray) -> float:
+    """Coefficient of determination of inferred vs true rates, averaged uniformly over neurons.
+
+    Both arrays are ``(..., neurons)`` (e.g. ``(trials, samples, neurons)``) in the same units;
+    every entry counts (there is no mask: the truth is known everywhere). Each neuron's R^2 is
+    taken over all its flattened trials x samples, then the neurons are averaged.
+    """
+    true_rates = np.asarray(true_rates, dtype=np.float64)
+    inferred_rates = np.asarray(inferred_rates, dtype=np.float64)
+    _check_same_shape(true_rates, inferred_rates, "true rates", "inferred rates")
+    if not (np.all(np.isfinite(true_rates)) and np.all(np.isfinite(inferred_rates))):
+        raise NeurodynError("rate R^2 needs finite true and inferred rates (found NaN or inf)")
+    return float(
+        r2_score(_flatten_trials(true_rates), _flatten_trials(inferred_rates), multioutput="uniform_average")
+    )
+
+
+def _total_poisson_nll(rates: np.ndarray, counts: np.ndarray) -> float:
+    """Summed full Poisson NLL of ``counts`` (1-D, observed only) under ``rates`` (same shape)."""
+    log_rate = torch.as_tensor(np.log(np.maximum(rates, RATE_FLOOR)), dtype=torch.float64)
+    return float(poisson_nll(log_rate, torch.as_tensor(counts, dtype=torch.float64)).sum())
+
+
+def bits_per_spike(rates: np.ndarray, counts: np.ndarray) -> float:
+    """Bits per spike of ``rates`` on the observed entries of ``counts``.
+
+    ``rates``: ``(..., neurons)`` expected counts per bin (not Hz). ``counts``: same shape, spike
+    counts per bin with NaN where unobserved (those entries are ignored). Returns
+    ``(NLL_null - NLL_model) / total observed spikes / ln 2`` with the full Poisson NLL; the null
+    model predicts for each neuron its mean count over its observed entries. 0 means no better
+    than the null model; higher is better.
+    """
+    rates = np.asarray(rates, dtype=np.float64)
+    counts = np.asarray(counts, dtype=np.float64)
+    _check_same_shape(rates, counts, "rates", "counts")
+    observed = ~np.isnan(counts)
+    if not np.all(np.isfinite(rates[observed])):
+        raise NeurodynError("bits per spike needs finite rates on the observed entries (found NaN or inf)")
+    total_spikes = counts[observed].sum()
+    if total_spikes <= 0:
+        raise NeurodynError("bits per spike is undefined: the observed entries hold no spikes")
+
+    # Per-neuron mean over its observed entries; neurons never observed contribute no entries,
+    # so their (undefined) mean is irrelevant and set to 0 to avoid NaN warnings.
+    flat_counts = _flatten_trials(counts)
+    flat_observed = _flatten_trials(observed)
+    num_observed = flat_observed.sum(axis=0)
+    neuron_means = np.where(flat_observed, flat_counts, 0.0).sum(axis=0) / np.maximum(num_observed, 1)
+    null_rates = np.broadcast_to(neuron_means, counts.shape)
+
+    nll_model = _total_poisson_nll(rates[observed], counts[observed])
+    nll_null = _total_poisson_nll(null_rates[observed], counts[observed])
+    return float((nll_null - nll_model) / total_spikes / np.log(2.0))
+
+
+@dataclass(frozen=True)
+class LatentMapping:
+    """Result of ``map_to_latents``.
+
+    ``r2``: R^2 on the test trials, uniform average over latent dimensions; ``r2_per_dim``:
+    ``(latents,)``; ``test_predictions``: ``(trials, samples, latents)`` predicted latents of the
+    test trials; ``alpha``: the ridge penalty chosen by cross-validation on the training trials.
+    """
+
+    r2: float
+    r2_per_dim: np.ndarray
+    test_predictions: np.ndarray
+    alpha: float
+
+
+def _log_rate_features(rates: np.ndarray) -> np.ndarray:
+    """``(trials, samples, neurons)`` rates -> ``(trials * samples, neurons)`` log-rates."""
+    return _flatten_trials(np.log(np.maximum(np.asarray(rates, dtype=np.float64), RATE_FLOOR)))
+
+
+def map_to_latents(
+    train_rates: np.ndarray,
+    train_latents: np.ndarray,
+    test_rates: np.ndarray,
+    test_latents: np.ndarray,
+    alphas: np.ndarray | None = None,
+) -> LatentMapping:
+    """Ridge regression from inferred log-rates to the true latent states.
+
+    Rates are ``(trials, samples, neurons)``, latents ``(trials, samples, latents)``. Features are
+    the log of the rates (clipped at ``RATE_FLOOR``), standardised with the training trials' mean
+    and std; every trial x sample is one row. The penalty is chosen from ``alphas`` by K-fold
+    cross-validation that keeps each training trial's samples in one fold (neighbouring samples
+    are strongly correlated, so splitting within trials would favour too little regularisation).
+    """
+    train_rates, test_rates = np.asarray(train_rates), np.asarray(test_rates)
+    train_latents = np.asarray(train_latents, dtype=np.float64)
+    test_latents = np.asarray(test_latents, dtype=np.float64)
+    for rates, latents, split in ((train_rates, train_latents, "train"), (test_rates, test_latents, "test")):
+        if rates.ndim != 3 or latents.ndim != 3 or rates.shape[:2] != latents.shape[:2]:
+            raise NeurodynError(
+                f"map_to_latents: {split} rates {rates.shape} and latents {latents.shape} must both be "
+                "(trials, samples, ...) with the same trials and samples"
+            )
+    if train_latents.shape[2] != test_latents.shape[2] or train_rates.shape[2] != test_rates.shape[2]:
+        raise NeurodynError("map_to_latents: train and test must have the same neurons and latent dimensions")
+    num_train_trials = train_rates.shape[0]
+    if num_train_trials < 2:
+        raise NeurodynError("map_to_latents needs at least 2 training trials to cross-validate the ridge penalty")
+
+    scaler = StandardScaler().fit(_log_rate_features(train_rates))
+    x_train = scaler.transform(_log_rate_features(train_rates))
+    x_test = scaler.transform(_log_rate_features(test_rates))
+    y_train = _flatten_trials(train_latents)
+
+    trial_of_row = np.repeat(np.arange(num_train_trials), train_rates.shape[1])
+    folds = list(GroupKFold(n_splits=min(MAX_CV_FOLDS, num_train_trials)).split(x_train, groups=trial_of_row))
+    alphas = DEFAULT_ALPHAS if alphas is None else np.asarray(alphas, dtype=np.float64)
+    ridge = RidgeCV(alphas=alphas, cv=folds).fit(x_train, y_train)
+
+    predictions = ridge.predict(x_test).reshape(test_latents.shape)
+    y_test = _flatten_trials(test_latents)
+    y_pred = _flatten_trials(predictions)
+    return LatentMapping(
+        r2=float(r2_score(y_test, y_pred, multioutput="uniform_average")),
+        r2_per_dim=np.asarray(r2_score(y_test, y_pred, multioutput="raw_values"), dtype=np.float64),
+        test_predictions=predictions,
+        alpha=float(ridge.alpha_),
+    )

@@ -1,0 +1,152 @@
+"""``neurodyn evaluate``: score a trained run against the data file's ground truth.
+
+Reads the run's outputs and the dataset, computes the metrics of ``metrics.py`` on the valid
+trials (the ridge map to latents is fit on the train trials), writes ``evaluation.json`` and a
+figure, and returns the metrics as a dict. Metrics whose ground truth the data file lacks are
+skipped with a note.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from neurodyn.data.atomic import write_text_atomic
+from neurodyn.data.seed_format import read_dataset
+from neurodyn.errors import NeurodynError
+from neurodyn.evaluate.figures import plot_inferred_vs_true, save_figure
+from neurodyn.evaluate.metrics import bits_per_spike, map_to_latents, rate_r2
+from neurodyn.evaluate.run_outputs import RunOutput, find_output_dir, read_run_outputs
+
+JSON_NAME = "evaluation.json"
+FIGURE_NAME = "evaluation.png"
+
+
+def _check_outputs_match_data(outputs: dict[str, RunOutput], dataset, output_dir: Path, data_path) -> None:
+    for split, out in outputs.items():
+        where = f"{output_dir / (split + '_output.h5')}"
+        if out.trial_idx.size and (out.trial_idx.min() < 0 or out.trial_idx.max() >= dataset.num_trials):
+            raise NeurodynError(f"{where}: 'trial_idx' runs from {out.trial_idx.min()} to {out.trial_idx.max()} "
+                                f"but {data_path} has {dataset.num_trials} trials; was it trained on this file?")
+        if out.rates.shape[1:] != (dataset.num_samples, dataset.num_neurons):
+            raise NeurodynError(f"{where}: 'rates' cover {out.rates.shape[2]} neurons x {out.rates.shape[1]} "
+                                f"samples but {data_path} has {dataset.num_neurons} x {dataset.num_samples}")
+    if outputs["valid"].trial_idx.size == 0:
+        raise NeurodynError(f"{output_dir / 'valid_output.h5'}: holds no valid trials to evaluate")
+
+
+def _holds_counts(data: np.ndarray) -> bool:
+    """True if every observed entry is a non-negative integer (bits per spike needs spike counts)."""
+    observed = data[~np.isnan(data)]
+    return bool(np.all(observed >= 0) and np.all(observed == np.round(observed)))
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN/inf; an undefined score is stored as null."""
+    return float(value) if math.isfinite(value) else None
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike, data_path: str | os.PathLike, figure_path: str | os.PathLike | None = None
+) -> dict:
+    """Evaluate the run in ``run_dir`` (a run directory or a PBT results directory) on ``data_path``.
+
+    Writes ``run_dir/evaluation.json`` and the figure (``run_dir/evaluation.png`` unless
+    ``figure_path`` is given), both atomically. Returns the dict stored in the JSON: ``rate_r2``,
+    ``bits_per_spike``, ``latent_r2``, ``latent_r2_per_dim``, ``latent_ridge_alpha`` (each None
+    when skipped), ``num_train_trials``, ``num_valid_trials``, ``num_neurons``, ``num_samples``,
+    ``run_dir``, ``output_dir``, ``data_path``, ``evaluation_json``, ``figure``, ``notes``.
+    """
+    run_dir = Path(run_dir)
+    output_dir = find_output_dir(run_dir)
+    outputs = read_run_outputs(output_dir)
+    # No observation-model check: evaluate serves Poisson and ZIG runs alike; bits per spike
+    # checks for spike counts itself and is skipped otherwise.
+    dataset = read_dataset(data_path, observation=None)
+    _check_outputs_match_data(outputs, dataset, output_dir, data_path)
+    train, valid = outputs["train"], outputs["valid"]
+    counts = dataset.data[valid.trial_idx]
+    notes: list[str] = []
+
+    result: dict = {
+        "run_dir": str(run_dir),
+        "output_dir": str(output_dir),
+        "data_path": str(data_path),
+        "num_train_trials": int(train.trial_idx.size),
+        "num_valid_trials": int(valid.trial_idx.size),
+        "num_neurons": int(dataset.num_neurons),
+        "num_samples": int(dataset.num_samples),
+        "rate_r2": None,
+        "bits_per_spike": None,
+        "latent_r2": None,
+        "latent_r2_per_dim": None,
+        "latent_ridge_alpha": None,
+    }
+
+    true_rates = None
+    if dataset.truth is None:
+        notes.append("rate R^2 skipped: the data file has no 'truth' (true rates)")
+    else:
+        true_rates = dataset.truth[valid.trial_idx]
+        result["rate_r2"] = _finite_or_none(rate_r2(true_rates, valid.rates))
+
+    if _holds_counts(counts):
+        result["bits_per_spike"] = _finite_or_none(bits_per_spike(valid.rates, counts))
+    else:
+        notes.append("bits per spike skipped: the observed data are not spike counts (non-integer or negative)")
+
+    mapping = None
+    true_latents = None
+    if dataset.latents is None:
+        notes.append("latent R^2 skipped: the data file has no 'latents'")
+    elif train.trial_idx.size < 2:
+        notes.append("latent R^2 skipped: fewer than 2 train trials to fit the ridge map")
+    else:
+        true_latents = dataset.latents[valid.trial_idx]
+        mapping = map_to_latents(train.rates, dataset.latents[train.trial_idx], valid.rates, true_latents)
+        result["latent_r2"] = _finite_or_none(mapping.r2)
+        result["latent_r2_per_dim"] = [_finite_or_none(v) for v in mapping.r2_per_dim]
+        result["latent_ridge_alpha"] = mapping.alpha
+
+    figure_path = Path(figure_path) if figure_path is not None else run_dir / FIGURE_NAME
+    condition = dataset.condition[valid.trial_idx] if dataset.condition is not None else None
+    fig = plot_inferred_vs_true(
+        valid.rates, counts, true_rates=true_rates,
+        predicted_latents=mapping.test_predictions if mapping is not None else None,
+        true_latents=true_latents, condition=condition, trial_ids=valid.trial_idx,
+        title=f"{run_dir.name}: example valid trials of {Path(data_path).name} "
+        f"(rate R^2 {_fmt(result['rate_r2'], 3)}, latent R^2 {_fmt(result['latent_r2'], 3)})",
+    )
+    save_figure(fig, figure_path)
+
+    json_path = run_dir / JSON_NAME
+    result.update(evaluation_json=str(json_path), figure=str(figure_path), notes=notes)
+    write_text_atomic(json_path, json.dumps(result, indent=2, allow_nan=False) + "\n")
+    return result
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "skipped" if value is None else f"{value:.{digits}f}"
+
+
+def format_metrics(result: dict) -> str:
+    """Human-readable summary of an ``evaluate_run`` result, one metric per line."""
+    lines = [
+        f"Evaluation of {result['output_dir']} on {result['data_path']}",
+        f"  trials: {result['num_train_trials']} train, {result['num_valid_trials']} valid; "
+        f"{result['num_neurons']} neurons x {result['num_samples']} samples",
+        f"  rate R^2 (valid, all entries):         {_fmt(result['rate_r2'])}",
+        f"  bits per spike (valid, observed):      {_fmt(result['bits_per_spike'])}",
+        f"  latent R^2 (ridge, train -> valid):    {_fmt(result['latent_r2'])}",
+    ]
+    if result.get("latent_r2_per_dim") is not None:
+        per_dim = ", ".join(_fmt(v, 3) for v in result["latent_r2_per_dim"])
+        lines.append(f"    per latent dimension: {per_dim} (ridge alpha {result['latent_ridge_alpha']:.3g})")
+    lines += [f"  note: {note}" for note in result.get("notes", [])]
+    if result.get("evaluation_json"):
+        lines.append(f"  saved: {result['evaluation_json']}, {result['figure']}")
+    return "\n".join(lines)

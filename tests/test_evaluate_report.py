@@ -1,0 +1,189 @@
+"""evaluate_run / read_run_outputs / the CLI on hand-built run directories and data files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from neurodyn.cli import evaluate_commands
+from neurodyn.errors import NeurodynError
+from neurodyn.evaluate.metrics import bits_per_spike, map_to_latents, rate_r2
+from neurodyn.evaluate.report import evaluate_run, format_metrics
+from neurodyn.evaluate.run_outputs import read_run_outputs
+
+NUM_TRIALS, NUM_SAMPLES, NUM_NEURONS, NUM_LATENTS, NUM_FACTORS = 24, 20, 8, 3, 4
+EXPECTED_KEYS = {
+    "rate_r2", "bits_per_spike", "latent_r2", "latent_r2_per_dim", "latent_ridge_alpha", "num_train_trials",
+    "num_valid_trials", "num_neurons", "num_samples", "run_dir", "output_dir", "data_path", "evaluation_json",
+    "figure", "notes",
+}
+
+
+def _to_file_layout(x: np.ndarray) -> np.ndarray:
+    """Trials-first ``(trials, samples, dim)`` -> the h5 layout ``(dim, samples, trials)``."""
+    return np.ascontiguousarray(np.transpose(x))
+
+
+def _write_h5(path, **arrays) -> None:
+    with h5py.File(path, "w") as f:
+        for name, value in arrays.items():
+            f.create_dataset(name, data=value)
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    """A data file with truth + latents and a run dir whose rates are a noisy copy of the truth.
+
+    Returns a dict of the trials-first arrays and the paths, so tests can recompute every metric
+    directly from the arrays (independently of the readers)."""
+    rng = np.random.default_rng(1)
+    time = np.linspace(0, 2 * np.pi, NUM_SAMPLES)
+    phase = rng.uniform(0, 2 * np.pi, size=(NUM_TRIALS, 1, NUM_LATENTS))
+    latents = np.sin(time[None, :, None] * np.arange(1, NUM_LATENTS + 1) + phase)
+    truth = np.exp(latents @ rng.normal(0, 0.7, size=(NUM_LATENTS, NUM_NEURONS)) + 0.5)
+    data = rng.poisson(truth).astype(float)
+    data[rng.random(data.shape) < 0.4] = np.nan  # SBTT-style unobserved entries
+    condition = np.arange(NUM_TRIALS) % 6
+    # The dataset reader keeps float32; storing float32 here lets the tests use the exact arrays.
+    latents, truth = latents.astype(np.float32), truth.astype(np.float32)
+    inferred = truth * rng.uniform(0.7, 1.3, size=truth.shape)
+
+    order = rng.permutation(NUM_TRIALS)  # shuffled split: catches trial-index mix-ups
+    train_idx, valid_idx = order[:16], order[16:]
+    data_path = tmp_path / "data.h5"
+    _write_h5(data_path, data=_to_file_layout(data), truth=_to_file_layout(truth),
+              latents=_to_file_layout(latents), condition=condition)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for split, idx in (("train", train_idx), ("valid", valid_idx)):
+        factors = rng.normal(size=(idx.size, NUM_SAMPLES, NUM_FACTORS))
+        _write_h5(run_dir / f"{split}_output.h5", rates=_to_file_layout(inferred[idx]),
+                  factors=_to_file_layout(factors), trial_idx=idx, q=np.ones(NUM_NEURONS))
+    return dict(data=data, truth=truth, latents=latents, inferred=inferred, train_idx=train_idx,
+                valid_idx=valid_idx, data_path=data_path, run_dir=run_dir)
+
+
+def test_read_run_outputs_transposes_to_trials_first(synthetic):
+    outputs = read_run_outputs(synthetic["run_dir"])
+    assert set(outputs) == {"train", "valid"}
+    np.testing.assert_array_equal(outputs["valid"].trial_idx, synthetic["valid_idx"])
+    np.testing.assert_allclose(outputs["valid"].rates, synthetic["inferred"][synthetic["valid_idx"]])
+    assert outputs["train"].factors.shape == (synthetic["train_idx"].size, NUM_SAMPLES, NUM_FACTORS)
+
+
+def test_evaluate_run_writes_json_and_png_with_metric_values(synthetic):
+    s = synthetic
+    result = evaluate_run(s["run_dir"], s["data_path"])
+
+    assert set(result) == EXPECTED_KEYS
+    json_path = s["run_dir"] / "evaluation.json"
+    assert json.loads(json_path.read_text()) == result
+    png = s["run_dir"] / "evaluation.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in s["run_dir"].iterdir()) == [  # no temp files left behind
+        "evaluation.json", "evaluation.png", "train_output.h5", "valid_output.h5"]
+
+    valid, train = s["valid_idx"], s["train_idx"]
+    assert result["num_valid_trials"] == valid.size and result["num_train_trials"] == train.size
+    assert result["rate_r2"] == pytest.approx(rate_r2(s["truth"][valid], s["inferred"][valid]), rel=1e-12)
+    assert result["bits_per_spike"] == pytest.approx(
+        bits_per_spike(s["inferred"][valid], s["data"][valid]), rel=1e-12)
+    mapping = map_to_latents(s["inferred"][train], s["latents"][train], s["inferred"][valid], s["latents"][valid])
+    assert result["latent_r2"] == pytest.approx(mapping.r2, rel=1e-12)
+    np.testing.assert_allclose(result["latent_r2_per_dim"], mapping.r2_per_dim, rtol=1e-12)
+    assert result["latent_ridge_alpha"] == mapping.alpha
+    assert result["notes"] == []
+
+    text = format_metrics(result)
+    assert f"{result['rate_r2']:.4f}" in text and f"{result['bits_per_spike']:.4f}" in text
+
+
+def test_evaluate_run_accepts_pbt_results_dir_and_figure_path(synthetic, tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    synthetic["run_dir"].rename(results / "pbt_best_model")
+    figure = tmp_path / "figs" / "example.png"
+    result = evaluate_run(results, synthetic["data_path"], figure_path=figure)
+    assert result["output_dir"] == str(results / "pbt_best_model")
+    assert figure.read_bytes()[:4] == b"\x89PNG"
+    assert (results / "evaluation.json").is_file()
+    valid = synthetic["valid_idx"]
+    assert result["rate_r2"] == pytest.approx(rate_r2(synthetic["truth"][valid], synthetic["inferred"][valid]))
+
+
+def test_metrics_without_ground_truth_are_skipped_with_notes(synthetic, tmp_path):
+    bare = tmp_path / "bare.h5"
+    _write_h5(bare, data=_to_file_layout(synthetic["data"]))
+    result = evaluate_run(synthetic["run_dir"], bare)
+    assert result["rate_r2"] is None and result["latent_r2"] is None and result["latent_r2_per_dim"] is None
+    assert result["bits_per_spike"] is not None
+    assert any("truth" in note for note in result["notes"])
+    assert any("latents" in note for note in result["notes"])
+    assert json.loads((synthetic["run_dir"] / "evaluation.json").read_text())["rate_r2"] is None
+    assert "skipped" in format_metrics(result)
+
+
+def test_bits_per_spike_skipped_for_non_count_data(synthetic, tmp_path):
+    events = synthetic["data"] * 0.37  # continuous event sizes (calcium), not spike counts
+    path = tmp_path / "events.h5"
+    _write_h5(path, data=_to_file_layout(events), truth=_to_file_layout(synthetic["truth"]))
+    result = evaluate_run(synthetic["run_dir"], path)
+    assert result["bits_per_spike"] is None
+    assert any("bits per spike" in note for note in result["notes"])
+    assert result["rate_r2"] is not None
+
+
+def test_missing_output_file_names_the_file(synthetic):
+    (synthetic["run_dir"] / "valid_output.h5").unlink()
+    with pytest.raises(NeurodynError, match="valid_output.h5"):
+        evaluate_run(synthetic["run_dir"], synthetic["data_path"])
+
+
+def test_missing_key_names_the_file_and_key(synthetic):
+    path = synthetic["run_dir"] / "train_output.h5"
+    with h5py.File(path, "a") as f:
+        del f["rates"]
+    with pytest.raises(NeurodynError, match=r"train_output\.h5.*'rates'"):
+        read_run_outputs(synthetic["run_dir"])
+
+
+def test_trial_indices_outside_the_data_file_are_an_error(synthetic, tmp_path):
+    small = tmp_path / "small.h5"
+    _write_h5(small, data=_to_file_layout(synthetic["data"][:10]))
+    with pytest.raises(NeurodynError, match="trial_idx"):
+        evaluate_run(synthetic["run_dir"], small)
+
+
+def test_cli_evaluate_prints_metrics(synthetic, capsys):
+    parser = argparse.ArgumentParser()
+    evaluate_commands.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["evaluate", str(synthetic["run_dir"]), "--data", str(synthetic["data_path"])])
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    saved = json.loads((synthetic["run_dir"] / "evaluation.json").read_text())
+    assert f"{saved['latent_r2']:.4f}" in printed and "bits per spike" in printed
+
+
+def test_figure_shows_one_trial_per_condition_labelled_by_data_file_row(synthetic):
+    from neurodyn.evaluate.figures import pick_example_neurons, plot_inferred_vs_true
+
+    s = synthetic
+    rows = np.array([3, 4, 5, 6, 7])
+    condition = np.array([0, 0, 1, 1, 2])  # the first trial of each condition: positions 0, 2, 4
+    counts = s["data"][rows]
+    fig = plot_inferred_vs_true(s["inferred"][rows], counts, true_rates=s["truth"][rows],
+                                predicted_latents=s["latents"][rows], true_latents=s["latents"][rows],
+                                condition=condition, trial_ids=rows, num_trials=3, num_neurons=2)
+    assert len(fig.axes) == (2 + NUM_LATENTS) * 3
+    assert [ax.get_title() for ax in fig.axes[:3]] == [
+        "trial 3 (condition 0)", "trial 5 (condition 1)", "trial 7 (condition 2)"]
+    # The grey dots of the first panel are exactly the observed counts of that trial and neuron.
+    neuron = pick_example_neurons(s["truth"][rows], 2)[0]
+    dots = fig.axes[0].lines[0]
+    observed = ~np.isnan(counts[0, :, neuron])
+    np.testing.assert_array_equal(dots.get_xdata(), np.flatnonzero(observed))
+    np.testing.assert_array_equal(dots.get_ydata(), counts[0, observed, neuron])
