@@ -30,6 +30,13 @@ class LfadsConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' uses a CUDA GPU when present")
     observation: str = Field("poisson", description="observation model: poisson (zig, gamma with RADICaL)")
 
+    # -- observation-model settings (used by the models that need them) ------------------------
+    s_min: float | Literal["auto"] = Field("auto", description="ZIG: smallest event size; 'auto' = just below the "
+                                                               "smallest non-zero observed event")
+    gamma_prior: float = Field(20.0, gt=0.0, description="ZIG/Gamma: prior value of the trainable sigmoid scales")
+    l2_gamma_distance_scale: float = Field(1e-4, ge=0.0, description="ZIG/Gamma: penalty on scales' distance to the prior")
+    temporal_shift_std: float = Field(0.0, ge=0.0, description="EMG augmentation: std (bins) of per-channel shifts; 0 = off")
+
     # -- data -------------------------------------------------------------------------------
     valid_ratio: float = Field(0.2, gt=0.0, lt=1.0, description="fraction of trials held out for validation")
 

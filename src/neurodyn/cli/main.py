@@ -9,9 +9,7 @@ from neurodyn.errors import NeurodynError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from neurodyn.cli import lfads_commands
-    from neurodyn.cli import synth_commands
-    from neurodyn.cli import evaluate_commands
+    from neurodyn.cli import evaluate_commands, gfr_commands, lfads_commands, synth_commands
 
     parser = argparse.ArgumentParser(
         prog="neurodyn", description="Infer the hidden dynamics of neural populations and single neurons."
@@ -20,12 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     lfads_commands.register(subparsers)
     synth_commands.register(subparsers)
     evaluate_commands.register(subparsers)
-    try:
-        from neurodyn.cli import gfr_commands
-    except ImportError:  # the GFR commands are optional while they are being built
-        gfr_commands = None
-    if gfr_commands is not None:
-        gfr_commands.register(subparsers)
+    gfr_commands.register(subparsers)
     return parser
 
 

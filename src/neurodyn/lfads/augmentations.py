@@ -41,8 +41,13 @@ def coordinated_dropout_mask(shape: torch.Size | tuple[int, ...], keep_ratio: fl
 
 
 def training_masks(data: torch.Tensor, keep_ratio: float, cd_pass_fraction: float = 0.0,
-                   generator: torch.Generator | None = None) -> BatchMasks:
-    """Masks for a training step on ``data`` ``(B, T, N)`` (NaN = unobserved)."""
+                   generator: torch.Generator | None = None, temporal_shift_std: float = 0.0) -> BatchMasks:
+    """Masks for a training step on ``data`` ``(B, T, N)`` (NaN = unobserved).
+
+    ``temporal_shift_std`` > 0 (EMG augmentation) is not implemented yet and raises.
+    """
+    if temporal_shift_std > 0:
+        raise NotImplementedError("temporal shift augmentation is not implemented yet")
     observed = ~torch.isnan(data)
     target = torch.where(observed, data, torch.zeros_like(data))
     if keep_ratio >= 1.0:

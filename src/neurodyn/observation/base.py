@@ -22,6 +22,13 @@ class ObservationModel(nn.Module):
         super().__init__()
         self.num_neurons = num_neurons
 
+    @classmethod
+    def options_from_config(cls, config, train_data) -> dict:
+        """Constructor keyword options resolved from the config and the training data
+        ``(trials, T, N)`` NumPy, NaN = unobserved (e.g. ZIG's ``s_min: auto``). Stored in the
+        checkpoint so a reloaded model is built identically."""
+        return {}
+
     def elementwise_nll(self, readout: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihood of each entry.
 

@@ -9,10 +9,14 @@ from neurodyn.observation.poisson import Poisson
 OBSERVATION_MODELS: dict[str, type[ObservationModel]] = {"poisson": Poisson}
 
 
-def make_observation_model(name: str, num_neurons: int, **options) -> ObservationModel:
-    """Build the observation model called ``name`` for ``num_neurons`` neurons."""
+def observation_class(name: str) -> type[ObservationModel]:
+    """The observation model class registered as ``name``."""
     try:
-        cls = OBSERVATION_MODELS[name]
+        return OBSERVATION_MODELS[name]
     except KeyError:
         raise NeurodynError(f"unknown observation model '{name}'; expected one of {sorted(OBSERVATION_MODELS)}") from None
-    return cls(num_neurons, **options)
+
+
+def make_observation_model(name: str, num_neurons: int, **options) -> ObservationModel:
+    """Build the observation model called ``name`` for ``num_neurons`` neurons."""
+    return observation_class(name)(num_neurons, **options)

@@ -77,7 +77,8 @@ def load_trained_model(run_dir: str | Path, device: str = "cpu") -> tuple[LFADS,
     checkpoint = load_checkpoint(Path(run_dir) / CHECKPOINT_NAME)
     state = checkpoint["trainer"]
     config = LfadsConfig(**state["config"])
-    observation = make_observation_model(config.observation, checkpoint["num_neurons"])
+    observation = make_observation_model(config.observation, checkpoint["num_neurons"],
+                                         **state.get("observation_options", {}))
     model = LFADS(config, checkpoint["num_neurons"], observation)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), config

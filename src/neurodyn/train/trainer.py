@@ -20,7 +20,7 @@ from neurodyn.config import LfadsConfig
 from neurodyn.device import resolve_device
 from neurodyn.lfads.augmentations import inference_masks, training_masks
 from neurodyn.lfads.model import LFADS
-from neurodyn.observation.registry import make_observation_model
+from neurodyn.observation.registry import make_observation_model, observation_class
 from neurodyn.train.objective import RegularisationWeights, lfads_loss
 from neurodyn.train.schedules import linear_ramp, smooth
 
@@ -46,10 +46,16 @@ class LfadsTrainer:
         self.train_data = torch.as_tensor(np.asarray(train_data, dtype=np.float32), device=self.device)
         self.valid_data = torch.as_tensor(np.asarray(valid_data, dtype=np.float32), device=self.device)
         num_neurons = self.train_data.shape[-1]
-        observation = make_observation_model(config.observation, num_neurons, **self._observation_options())
+        self.observation_options = observation_class(config.observation).options_from_config(
+            config, np.asarray(train_data, dtype=np.float32))
+        observation = make_observation_model(config.observation, num_neurons, **self.observation_options)
+        # Record resolved values (e.g. s_min: auto -> the number used) in the config that gets saved.
+        resolved = {k: v for k, v in self.observation_options.items() if k in LfadsConfig.model_fields}
+        if resolved:
+            self.config = config = LfadsConfig(**{**config.model_dump(), **resolved})
         self.model = LFADS(config, num_neurons, observation).to(self.device)
         self._initialise_readout_bias()
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate_init, eps=config.adam_epsilon)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate_init, eps=config.adam_epsilon, foreach=True)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="min", factor=config.learning_rate_decay,
             patience=config.learning_rate_patience, min_lr=config.learning_rate_stop)
@@ -63,9 +69,6 @@ class LfadsTrainer:
         self.skipped_steps = 0
 
     # -- set-up -------------------------------------------------------------------------------
-    def _observation_options(self) -> dict[str, Any]:
-        return {}
-
     def _initialise_readout_bias(self) -> None:
         """Start the readout at each neuron's mean observed value so early epochs learn structure, not scale."""
         data = self.train_data
@@ -110,7 +113,7 @@ class LfadsTrainer:
         sums = {"loss": 0.0, "train_nll": 0.0, "kl_ic": 0.0, "kl_co": 0.0, "l2": 0.0}
         for start in range(0, num_trials, c.batch_size):
             batch = self.train_data[order[start:start + c.batch_size]]
-            masks = training_masks(batch, c.keep_ratio, c.cd_pass_fraction, self.generator)
+            masks = training_masks(batch, c.keep_ratio, c.cd_pass_fraction, self.generator, c.temporal_shift_std)
             output = self.model(masks.encoder_input, sample_posteriors=True)
             terms = lfads_loss(self.model, output, masks, weights, kl_ramp, l2_ramp)
             self.optimizer.zero_grad(set_to_none=True)
@@ -200,6 +203,7 @@ class LfadsTrainer:
         """
         return copy.deepcopy({
             "config": self.config.model_dump(),
+            "observation_options": self.observation_options,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
