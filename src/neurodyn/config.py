@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from neurodyn.errors import NeurodynError
 
@@ -144,3 +144,162 @@ def load_config(path: str | Path, schema: type[BaseModel] = LfadsConfig) -> Base
 def config_to_yaml(config: BaseModel) -> str:
     """The resolved config (every key, defaults included) as YAML."""
     return yaml.safe_dump(config.model_dump(), sort_keys=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# Population-based training (AutoLFADS): run settings and per-hyperparameter search settings.
+# ------------------------------------------------------------------------------------------------
+
+# Hyperparameters PBT may search: those a running model can change (exploit copies weights between
+# workers, so every worker must share one architecture).
+SEARCHABLE_HYPERPARAMETERS = (
+    "learning_rate_init", "keep_prob", "keep_ratio", "cd_pass_fraction", "l2_gen_scale", "l2_con_scale",
+    "kl_ic_weight", "kl_co_weight", "gamma_prior", "l2_gamma_distance_scale", "learning_rate_decay",
+    "loss_scale", "max_grad_norm", "batch_size", "temporal_shift_std",
+)
+
+
+class SearchSpec(BaseModel):
+    """How PBT samples and explores one hyperparameter (the seed's names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    explore_range: list[float] = Field(description="[low, high] range, or a list of 3+ allowed values")
+    init_sample_mode: str | float = Field("rand", description="rand | logrand | grid | a fixed initial value")
+    explore_method: Literal["perturb", "resample"] = Field("perturb", description="how explore changes the value")
+    explore_param: float | None = Field(0.3, description="perturb: factor drawn from U(1-p, 1+p); resample: None")
+    explorable: bool = Field(True, description="whether explore changes this hyperparameter")
+    limit_explore: bool = Field(True, description="keep explored values inside explore_range")
+
+    @field_validator("init_sample_mode")
+    @classmethod
+    def _check_mode(cls, mode):
+        if isinstance(mode, str):
+            lowered = mode.lower()
+            if lowered not in ("rand", "logrand", "grid"):
+                try:
+                    return float(mode)
+                except ValueError:
+                    raise ValueError("expected 'rand', 'logrand', 'grid' or a number") from None
+            return lowered
+        return float(mode)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> "SearchSpec":
+        values = self.explore_range
+        if len(values) < 2:
+            raise ValueError("explore_range needs [low, high] or a list of allowed values")
+        if len(values) == 2 and values[0] >= values[1]:
+            raise ValueError(f"explore_range [low, high] needs low < high, got {values}")
+        if self.init_sample_mode == "logrand" and min(values) <= 0:
+            raise ValueError("init_sample_mode 'logrand' needs a positive explore_range")
+        if self.explore_method == "perturb" and not (self.explore_param is not None and 0 < self.explore_param < 1):
+            raise ValueError("explore_method 'perturb' needs explore_param between 0 and 1")
+        if isinstance(self.init_sample_mode, float) and not (min(values) <= self.init_sample_mode <= max(values)):
+            raise ValueError(f"fixed initial value {self.init_sample_mode} lies outside explore_range {values}")
+        return self
+
+    @property
+    def is_discrete(self) -> bool:
+        return len(self.explore_range) > 2
+
+
+def _spec(low: float, high: float, init: str | float) -> SearchSpec:
+    return SearchSpec(explore_range=[low, high], init_sample_mode=init)
+
+
+# The published AutoLFADS search space (REFERENCE section 5), used when a config has no search settings.
+DEFAULT_SEARCH_SPACE: dict[str, SearchSpec] = {
+    "learning_rate_init": _spec(1e-5, 5e-3, 4e-3),
+    "keep_prob": _spec(0.4, 1.0, "rand"),
+    "keep_ratio": _spec(0.3, 0.9, 0.5),
+    "l2_gen_scale": _spec(1e-5, 1.0, "logrand"),
+    "l2_con_scale": _spec(1e-5, 1.0, "logrand"),
+    "kl_co_weight": _spec(1e-6, 1e-4, "logrand"),
+    "kl_ic_weight": _spec(1e-6, 1e-3, "logrand"),
+}
+
+
+class PbtSettings(BaseModel):
+    """Settings of a population-based training run (the seed's names; ``Duration`` in minutes)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    epochs_per_generation: int = Field(25, ge=1, description="epochs each worker trains per generation")
+    max_generations: int = Field(50, ge=1, description="upper bound on generations")
+    num_no_best_to_stop: int = Field(5, ge=1, description="stop after this many generations without a better best worker")
+    percent_change_to_stop: float = Field(0.0, ge=0.0, description="an improvement below this percent counts as none")
+    max_processes: int | None = Field(None, ge=1, description="workers trained at once (default: one per GPU, "
+                                                               "else one per CPU core)")
+    num_workers: int = Field(20, ge=2, description="workers in the population")
+    Duration: float | None = Field(None, gt=0.0, description="minutes allowed for the run; the best model so far "
+                                                             "is exported when the time is up")
+    exploit_method: Literal["binary_tournament", "truncation"] = Field(
+        "binary_tournament", description="how poor workers choose whom to copy")
+    truncation_fraction: float = Field(0.25, gt=0.0, le=0.5,
+                                       description="truncation: the bottom fraction copies the top fraction")
+    engine: Literal["embedded", "ray"] = Field("embedded", description="embedded (this machine) or ray (a cluster)")
+    ray_address: str | None = Field(None, description="address of an existing Ray cluster (engine: ray)")
+
+
+class RunConfig(BaseModel):
+    """A validated ``neurodyn run`` config: PBT settings, the model's fixed settings, the search space."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pbt: PbtSettings
+    model: LfadsConfig
+    search_space: dict[str, SearchSpec]
+
+
+def validate_run_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    """Split a flat mapping into PBT settings, fixed model values and per-hyperparameter search settings.
+
+    A model key whose value is a mapping holds search settings; a plain value fixes the key. With no
+    search settings at all, the published search space is used, minus any key the config fixes (and
+    minus the controller's keys when ``co_dim`` is 0).
+    """
+    if not isinstance(raw, dict):
+        raise NeurodynError(f"{source}: expected a mapping of keys to values, got {type(raw).__name__}")
+    valid_keys = list(PbtSettings.model_fields) + list(LfadsConfig.model_fields)
+    pbt_raw, model_raw, search = {}, {}, {}
+    for key, value in raw.items():
+        if key in PbtSettings.model_fields:
+            pbt_raw[key] = value
+        elif key in LfadsConfig.model_fields and isinstance(value, dict):
+            if key not in SEARCHABLE_HYPERPARAMETERS:
+                raise NeurodynError(f"{source}: key '{key}' cannot be searched by PBT (workers copy each other's "
+                                    f"weights, so they must share one architecture); searchable keys: "
+                                    f"{', '.join(SEARCHABLE_HYPERPARAMETERS)}")
+            try:
+                search[key] = SearchSpec(**value)
+            except ValidationError as error:
+                raise NeurodynError(f"{source}: search settings of '{key}': "
+                                    + "; ".join(_describe_problem(item) for item in error.errors())) from None
+            except TypeError as error:
+                raise NeurodynError(f"{source}: search settings of '{key}': {error}") from None
+        elif key in LfadsConfig.model_fields:
+            model_raw[key] = value
+        else:
+            suggestion = closest_key(str(key), valid_keys)
+            hint = f"; did you mean '{suggestion}'?" if suggestion else ""
+            raise NeurodynError(f"{source}: unknown key '{key}'{hint}")
+    pbt = validate_config(pbt_raw, PbtSettings, source)
+    model = validate_config(model_raw, LfadsConfig, source)
+    if not search:
+        # Controller settings do nothing in an autonomous model (co_dim 0): do not spend the search on them.
+        unused = set() if model.uses_controller else {"l2_con_scale", "kl_co_weight"}
+        search = {k: v for k, v in DEFAULT_SEARCH_SPACE.items() if k not in model_raw and k not in unused}
+    return RunConfig(pbt=pbt, model=model, search_space=search)
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Read and validate a ``neurodyn run`` YAML config."""
+    path = Path(path)
+    if not path.is_file():
+        raise NeurodynError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise NeurodynError(f"{path}: not valid YAML ({error})") from None
+    return validate_run_config(raw, source=str(path))

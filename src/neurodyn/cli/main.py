@@ -9,13 +9,14 @@ from neurodyn.errors import NeurodynError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from neurodyn.cli import evaluate_commands, gfr_commands, lfads_commands, synth_commands
+    from neurodyn.cli import evaluate_commands, gfr_commands, lfads_commands, pbt_commands, synth_commands
 
     parser = argparse.ArgumentParser(
         prog="neurodyn", description="Infer the hidden dynamics of neural populations and single neurons."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     lfads_commands.register(subparsers)
+    pbt_commands.register(subparsers)
     synth_commands.register(subparsers)
     evaluate_commands.register(subparsers)
     gfr_commands.register(subparsers)

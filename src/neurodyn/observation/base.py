@@ -29,6 +29,9 @@ class ObservationModel(nn.Module):
         checkpoint so a reloaded model is built identically."""
         return {}
 
+    def set_hyperparameters(self, config) -> None:
+        """Take changed searchable settings (e.g. ``gamma_prior``) from ``config`` mid-training."""
+
     def elementwise_nll(self, readout: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihood of each entry.
 

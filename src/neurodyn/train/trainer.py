@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from neurodyn.config import LfadsConfig
+from neurodyn.config import SEARCHABLE_HYPERPARAMETERS, LfadsConfig
 from neurodyn.device import resolve_device
 from neurodyn.lfads.augmentations import inference_masks, training_masks
 from neurodyn.lfads.model import LFADS
@@ -25,10 +25,8 @@ from neurodyn.train.objective import RegularisationWeights, lfads_loss
 from neurodyn.train.schedules import linear_ramp, smooth
 
 # Hyperparameters that may change during training (PBT explores them); all others fix the architecture.
-MUTABLE_HYPERPARAMETERS = (
-    "learning_rate_init", "keep_prob", "keep_ratio", "cd_pass_fraction", "l2_gen_scale", "l2_con_scale",
-    "kl_ic_weight", "kl_co_weight", "loss_scale", "max_grad_norm", "batch_size", "valid_batch_size",
-    "learning_rate_decay", "learning_rate_patience", "learning_rate_stop", "early_stopping_patience",
+MUTABLE_HYPERPARAMETERS = SEARCHABLE_HYPERPARAMETERS + (
+    "valid_batch_size", "learning_rate_patience", "learning_rate_stop", "early_stopping_patience",
     "max_epochs", "posterior_samples",
 )
 
@@ -95,6 +93,7 @@ class LfadsTrainer:
         self.scheduler.patience = self.config.learning_rate_patience
         self.scheduler.min_lrs = [self.config.learning_rate_stop] * len(self.optimizer.param_groups)
         self.model.set_keep_prob(self.config.keep_prob)
+        self.model.observation.set_hyperparameters(self.config)
 
     # -- one epoch ----------------------------------------------------------------------------
     def _weights(self) -> RegularisationWeights:

@@ -1,0 +1,27 @@
+"""``neurodyn run``: an AutoLFADS (population-based training) run."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    run = subparsers.add_parser("run", help="AutoLFADS: population-based training of LFADS (resumable)")
+    run.add_argument("config", help="YAML config: PBT settings, model settings, search settings (see README)")
+    run.add_argument("--data", help="input h5 file (default: <run_name>_data.h5 beside the config)")
+    run.add_argument("--out", required=True, help="results folder (pbt_best_model/ and <run_name>/)")
+    run.add_argument("--ray-address", help="run the workers on this Ray cluster (e.g. auto or HOST:PORT)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from neurodyn.config import load_run_config
+    from neurodyn.pbt.run import resolve_data_path, run_pbt
+
+    run_config = load_run_config(args.config)
+    data_path = resolve_data_path(args.config, run_config.model.run_name, args.data)
+    result = run_pbt(run_config, data_path, args.out, ray_address=args.ray_address, progress=not args.no_progress)
+    print(f"best smoothed validation NLL {result.best_metric:.5f} with {result.best_hyperparameters}; "
+          f"{result.finished}; results in {result.results_dir}")
+    return 0
