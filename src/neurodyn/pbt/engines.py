@@ -161,6 +161,7 @@ class RayEngine:
         except ImportError:
             raise NeurodynError("the Ray engine needs Ray: pip install 'neurodyn[ray]'") from None
         self.ray = ray
+        _check_reachable(address)
         if not ray.is_initialized():
             try:
                 ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
@@ -187,6 +188,21 @@ class RayEngine:
 
     def close(self) -> None:
         pass
+
+
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Fail fast on a HOST:PORT nobody listens on (ray.init would retry for minutes)."""
+    if not address or address == "auto" or "://" in address or ":" not in address:
+        return
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as error:
+        raise NeurodynError(f"cannot connect to the Ray cluster at {address!r}: {error}; start one with "
+                            "'ray start --head' or leave out --ray-address to use the embedded engine") from None
 
 
 def _ray_task(job: WorkerJob, train_data: np.ndarray, valid_data: np.ndarray, threads: int) -> WorkerResult:

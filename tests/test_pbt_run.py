@@ -1,0 +1,152 @@
+"""AutoLFADS runs end to end on the embedded engine: outputs, exploit, NaN workers, Duration, resume."""
+
+import csv
+import io
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from neurodyn.cli.main import main
+from neurodyn.config import LfadsConfig, load_run_config
+from neurodyn.data.seed_format import read_dataset, split_trials
+from neurodyn.pbt import engines
+from neurodyn.pbt.engines import WorkerJob, run_worker_generation, state_from_bytes
+from neurodyn.pbt.run import run_pbt
+
+from pbt_helpers import TINY_RUN, check_results, write_config, write_tiny_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _split(data_path):
+    dataset = read_dataset(data_path)
+    train_idx, valid_idx = split_trials(dataset.num_trials, 0.2, 0, dataset.condition)
+    return dataset.data[train_idx], dataset.data[valid_idx]
+
+
+def test_embedded_run_with_two_processes_writes_every_output(tmp_path):
+    data = write_tiny_dataset(tmp_path)
+    config = write_config(tmp_path, max_processes=2)
+    assert main(["run", str(config), "--data", str(data), "--out", str(tmp_path / "res"), "--no-progress"]) == 0
+    check_results(tmp_path / "res", "tiny", num_workers=3, generations=2)
+
+
+def test_data_defaults_to_run_name_beside_the_config(tmp_path, capsys):
+    write_tiny_dataset(tmp_path, "other_data.h5")
+    config = write_config(tmp_path)
+    assert main(["run", str(config), "--out", str(tmp_path / "res")]) == 2
+    err = capsys.readouterr().err
+    assert "tiny_data.h5" in err and "other_data.h5" in err
+
+
+def test_exploit_copies_weights_optimizer_state_and_hyperparameters(tmp_path):
+    train, valid = _split(write_tiny_dataset(tmp_path))
+    base = LfadsConfig(**{k: v for k, v in TINY_RUN.items() if k in LfadsConfig.model_fields}).model_dump()
+    source = run_worker_generation(WorkerJob(1, 0, {**base, "seed": 1, "learning_rate_init": 0.01}, None, 2, 0),
+                                   train, valid)
+    copied = {**base, "seed": 0, "learning_rate_init": 0.002, "keep_ratio": 0.55, "kl_ic_weight": 3e-4}
+    result = run_worker_generation(WorkerJob(0, 1, copied, source.state, 0, 0), train, valid)
+    before, after = state_from_bytes(source.state), state_from_bytes(result.state)
+    for name, tensor in before["model"].items():
+        torch.testing.assert_close(after["model"][name], tensor, msg=name)
+    moments = lambda state: [s["exp_avg"] for s in state["optimizer"]["state"].values()]  # noqa: E731
+    for a, b in zip(moments(before), moments(after)):
+        torch.testing.assert_close(a, b)
+    assert after["optimizer"]["param_groups"][0]["lr"] == 0.002
+    assert after["config"]["keep_ratio"] == 0.55 and after["config"]["kl_ic_weight"] == 3e-4
+    assert after["epoch"] == before["epoch"] == 2  # training continues the copied history
+
+
+def test_run_copies_and_explores_within_the_range(tmp_path):
+    data = write_tiny_dataset(tmp_path)
+    config = load_run_config(write_config(tmp_path, num_workers=4, max_generations=3, keep_ratio={
+        "explore_range": [0.4, 0.6], "init_sample_mode": "rand", "explore_param": 0.9}))
+    run_pbt(config, data, tmp_path / "res", progress=False, echo=lambda line: None)
+    rows = list(csv.DictReader((tmp_path / "res" / "tiny" / "pbt_log.csv").open()))
+    assert all(0.4 <= float(r["keep_ratio"]) <= 0.6 for r in rows)
+    by_key = {(int(r["generation"]), int(r["worker"])): r for r in rows}
+    copied = [r for r in rows if r["copied_from"] != ""]
+    assert copied, "a 4-worker tournament over 2 rounds should copy at least once"
+    for row in copied:
+        g, source = int(row["generation"]), int(row["copied_from"])
+        parent = by_key[(g - 1, source)]
+        assert float(parent["metric"]) <= float(by_key[(g - 1, int(row["worker"]))]["metric"])
+
+
+def test_a_diverged_worker_is_replaced_and_the_run_goes_on(tmp_path, monkeypatch):
+    data = write_tiny_dataset(tmp_path)
+    real = engines.run_worker_generation
+
+    def diverging(job, train, valid, device=None):
+        result = real(job, train, valid, device)
+        if job.worker == 0 and job.generation == 0:
+            result.metric = math.nan
+        return result
+
+    monkeypatch.setattr(engines, "run_worker_generation", diverging)
+    lines = []
+    result = run_pbt(load_run_config(write_config(tmp_path)), data, tmp_path / "res", progress=False,
+                     echo=lines.append)
+    rows = list(csv.DictReader((tmp_path / "res" / "tiny" / "pbt_log.csv").open()))
+    assert any("diverged and were replaced" in line for line in lines)
+    second = [r for r in rows if r["generation"] == "1" and r["worker"] == "0"][0]
+    assert second["copied_from"] in ("1", "2")
+    assert math.isfinite(result.best_metric)
+    check_results(tmp_path / "res", "tiny", 3, 2)
+
+
+def test_duration_stops_cleanly_and_still_exports_the_best_model(tmp_path):
+    data = write_tiny_dataset(tmp_path)
+    lines = []
+    result = run_pbt(load_run_config(write_config(tmp_path, max_generations=50, Duration=0.0001)), data,
+                     tmp_path / "res", progress=False, echo=lines.append)
+    assert result.generations == 1 and "Duration" in result.finished
+    assert any("exporting the best model so far" in line for line in lines)
+    check_results(tmp_path / "res", "tiny", 3, 1)
+
+
+def test_a_rerun_of_a_finished_run_changes_nothing_and_a_changed_config_is_refused(tmp_path, capsys):
+    data = write_tiny_dataset(tmp_path)
+    config = write_config(tmp_path)
+    args = ["run", str(config), "--data", str(data), "--out", str(tmp_path / "res"), "--no-progress"]
+    assert main(args) == 0
+    log = (tmp_path / "res" / "tiny" / "pbt_log.csv").read_text()
+    assert main(args) == 0
+    assert (tmp_path / "res" / "tiny" / "pbt_log.csv").read_text() == log
+    write_config(tmp_path, max_generations=3, epochs_per_generation=1)
+    assert main(args) == 2
+    assert "different config" in capsys.readouterr().err
+
+
+def test_resume_after_sigkill_loses_no_completed_generation(tmp_path):
+    data = write_tiny_dataset(tmp_path)
+    config = write_config(tmp_path, max_generations=5, epochs_per_generation=3)
+    command = [sys.executable, "-m", "neurodyn.cli.main", "run", str(config), "--data", str(data),
+               "--out", str(tmp_path / "res"), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    state_file = tmp_path / "res" / "tiny" / ".state" / "pbt_state.json"
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if state_file.is_file() and '"generation": 2' in state_file.read_text():
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read().decode()}"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "res" / "pbt_best_model").exists()
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "res" / "tiny" / "pbt_log.csv").read_text())))
+    pairs = [(int(r["generation"]), int(r["worker"])) for r in rows]
+    assert sorted(pairs) == [(g, w) for g in range(5) for w in range(3)], "each generation exactly once"
+    assert "resuming after generation" in (tmp_path / "res" / "tiny" / "run.log").read_text()
+    check_results(tmp_path / "res", "tiny", 3, 5)
