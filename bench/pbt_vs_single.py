@@ -1,0 +1,147 @@
+"""AutoLFADS vs a single LFADS with default hyperparameters vs random search; prints tables.
+
+The AutoLFADS paper's comparison, on a small synthetic Lorenz set (about 100 training trials, where
+hand-set hyperparameters overfit): every method gets the same architecture, the same number of
+workers and the same epochs per worker; each picks its model by the smoothed validation NLL only
+(never by the true rates). Reported: that validation NLL, the rate R^2 of the picked model on the
+validation trials (posterior sample-and-average rates vs the true rates) and wall time.
+
+Engine overhead: worker-epochs per second of the PBT population on the embedded engine vs epochs
+per second of one model trained alone with all cores (target >= 0.9).
+
+    python bench/pbt_vs_single.py [--workers 8] [--generations 12] [--epochs-per-generation 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from neurodyn.config import LfadsConfig, validate_run_config
+from neurodyn.data.seed_format import split_trials, write_dataset
+from neurodyn.evaluate.metrics import rate_r2
+from neurodyn.lfads.model import LFADS
+from neurodyn.observation.registry import make_observation_model
+from neurodyn.pbt.engines import EmbeddedEngine, WorkerJob, default_max_processes, state_from_bytes
+from neurodyn.pbt.run import run_pbt
+from neurodyn.pbt.search_space import as_config_value, initial_values
+from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
+from neurodyn.train.inference import infer
+from neurodyn.train.trainer import LfadsTrainer
+
+# Settings shared by every method (short ramps for the short budget).
+FIXED = {"run_name": "pbt_bench", "kl_increase_epochs": 20, "l2_increase_epochs": 20, "batch_size": 32,
+         "device": "cpu", "posterior_samples": 20}
+
+
+def _selected_nll(state_or_trainer) -> float:
+    """The smoothed validation NLL a model was picked by: the best after the ramps, else the last."""
+    get = state_or_trainer.get if isinstance(state_or_trainer, dict) else lambda k: getattr(state_or_trainer, k)
+    best = get("best_valid_nll")
+    return best if math.isfinite(best) else get("valid_nll_smoothed")
+
+
+def _model_from_state(state: dict, weights: dict, num_neurons: int) -> LFADS:
+    config = LfadsConfig(**state["config"])
+    model = LFADS(config, num_neurons, make_observation_model(config.observation, num_neurons,
+                                                              **state.get("observation_options", {})))
+    model.load_state_dict(weights)
+    return model
+
+
+def single_default(train, valid, truth, epochs: int) -> dict:
+    """One LFADS, default hyperparameters, early stopping on the smoothed validation NLL."""
+    torch.set_num_threads(default_max_processes())
+    started = time.perf_counter()
+    trainer = LfadsTrainer(LfadsConfig(**FIXED, max_epochs=epochs), train, valid)
+    trainer.fit(progress=False)
+    seconds = time.perf_counter() - started
+    rates = infer(trainer.model, valid, FIXED["posterior_samples"])["rates"]
+    return {"valid_nll": _selected_nll(trainer), "rate_r2": rate_r2(truth, rates), "seconds": seconds,
+            "epochs_per_second": trainer.epoch / seconds}
+
+
+def random_search(train, valid, truth, workers: int, epochs: int, search_space, seed: int) -> dict:
+    """``workers`` independent models with hyperparameters drawn at random from the same space."""
+    rng = np.random.default_rng(seed)
+    draws = {}
+    for key, spec in search_space.items():
+        mode = "logrand" if spec.init_sample_mode == "logrand" or min(spec.explore_range) > 0 and \
+            max(spec.explore_range) / min(spec.explore_range) > 10 else "rand"
+        draws[key] = initial_values(spec.model_copy(update={"init_sample_mode": mode}), workers, rng)
+    started = time.perf_counter()
+    engine = EmbeddedEngine(train, valid, min(workers, default_max_processes()))
+    jobs = []
+    for w in range(workers):
+        values = {**FIXED, **{k: as_config_value(k, draws[k][w]) for k in draws}, "seed": seed + w}
+        jobs.append(WorkerJob(w, 0, LfadsConfig(**values).model_dump(), None, epochs, seed))
+    try:
+        states = [state_from_bytes(result.state) for result in engine.run(jobs)]
+    finally:
+        engine.close()
+    seconds = time.perf_counter() - started
+    best = min(states, key=lambda s: _selected_nll(s) if math.isfinite(_selected_nll(s)) else math.inf)
+    model = _model_from_state(best, best["best_model_state"] or best["model"], train.shape[-1])
+    rates = infer(model, valid, FIXED["posterior_samples"])["rates"]
+    return {"valid_nll": _selected_nll(best), "rate_r2": rate_r2(truth, rates), "seconds": seconds}
+
+
+def autolfads(data_path: Path, truth, workers: int, generations: int, epochs_per_generation: int,
+              seed: int, out: Path) -> dict:
+    config = validate_run_config({**FIXED, "num_workers": workers, "max_generations": generations,
+                                  "epochs_per_generation": epochs_per_generation,
+                                  "num_no_best_to_stop": generations, "seed": seed})
+    started = time.perf_counter()
+    result = run_pbt(config, data_path, out, progress=False, echo=lambda line: None)
+    seconds = time.perf_counter() - started
+    with h5py.File(out / "pbt_best_model" / "valid_output.h5") as f:
+        rates = np.transpose(f["rates"][()], (2, 1, 0))
+    return {"valid_nll": result.best_metric, "rate_r2": rate_r2(truth, rates), "seconds": seconds,
+            "worker_epochs_per_second": workers * result.generations * epochs_per_generation / seconds,
+            "search_space": config.search_space}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--generations", type=int, default=12)
+    parser.add_argument("--epochs-per-generation", type=int, default=10)
+    parser.add_argument("--conditions", type=int, default=13, help="x 10 trials; 80%% train")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    epochs = args.generations * args.epochs_per_generation
+
+    dataset = make_lorenz_spikes(num_conditions=args.conditions, trials_per_condition=10, seed=args.seed)
+    train_idx, valid_idx = split_trials(dataset.num_trials, 0.2, args.seed, dataset.condition)
+    train, valid, truth = dataset.data[train_idx], dataset.data[valid_idx], dataset.truth[valid_idx]
+    with tempfile.TemporaryDirectory() as folder:
+        data_path = Path(folder) / "pbt_bench_data.h5"
+        write_dataset(data_path, dataset)
+        print(f"data: {len(train_idx)} train / {len(valid_idx)} valid trials, {dataset.num_neurons} neurons x "
+              f"{dataset.num_samples} bins; {args.workers} workers x {epochs} epochs each")
+        pbt = autolfads(data_path, truth, args.workers, args.generations, args.epochs_per_generation, args.seed,
+                        Path(folder) / "pbt")
+        single = single_default(train, valid, truth, epochs)
+        search = random_search(train, valid, truth, args.workers, epochs, pbt["search_space"], args.seed)
+
+    print(f"\n{'method':<26} {'valid NLL':>10} {'rate R^2':>9} {'wall s':>8}")
+    for name, row in (("LFADS, default HPs", single), (f"random search ({args.workers})", search),
+                      (f"AutoLFADS ({args.workers} workers)", pbt)):
+        print(f"{name:<26} {row['valid_nll']:>10.5f} {row['rate_r2']:>9.4f} {row['seconds']:>8.1f}")
+    wins = pbt["valid_nll"] < min(single["valid_nll"], search["valid_nll"]) and \
+        pbt["rate_r2"] > max(single["rate_r2"], search["rate_r2"])
+    print(f"AutoLFADS best on both metrics: {'yes' if wins else 'NO'}")
+    ratio = pbt["worker_epochs_per_second"] / single["epochs_per_second"]
+    print(f"\nengine overhead: population {pbt['worker_epochs_per_second']:.2f} worker-epochs/s vs single model "
+          f"{single['epochs_per_second']:.2f} epochs/s -> ratio {ratio:.2f} (target >= 0.9)")
+
+
+if __name__ == "__main__":
+    main()
