@@ -129,16 +129,20 @@ def _describe_problem(item: dict) -> str:
     return f"key '{key}': {item['msg']}{got}"
 
 
-def load_config(path: str | Path, schema: type[BaseModel] = LfadsConfig) -> BaseModel:
-    """Read a YAML file and validate it (an empty file gives all defaults)."""
+def read_yaml(path: str | Path) -> Any:
+    """The contents of a YAML file (an empty file gives ``{}``), with clear errors."""
     path = Path(path)
     if not path.is_file():
         raise NeurodynError(f"config file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise NeurodynError(f"{path}: not valid YAML ({error})") from None
-    return validate_config(raw, schema, source=str(path))
+
+
+def load_config(path: str | Path, schema: type[BaseModel] = LfadsConfig) -> BaseModel:
+    """Read a YAML file and validate it (an empty file gives all defaults)."""
+    return validate_config(read_yaml(path), schema, source=str(path))
 
 
 def config_to_yaml(config: BaseModel) -> str:
@@ -295,11 +299,43 @@ def validate_run_config(raw: dict[str, Any], source: str = "config") -> RunConfi
 
 def load_run_config(path: str | Path) -> RunConfig:
     """Read and validate a ``neurodyn run`` YAML config."""
-    path = Path(path)
-    if not path.is_file():
-        raise NeurodynError(f"config file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise NeurodynError(f"{path}: not valid YAML ({error})") from None
-    return validate_run_config(raw, source=str(path))
+    return validate_run_config(read_yaml(path), source=str(path))
+
+
+# ------------------------------------------------------------------------------------------------
+# GFR fitting (``neurodyn gfr fit --config_path CONFIG.json``; JSON is read as YAML).
+# ------------------------------------------------------------------------------------------------
+
+GFR_VALIDATION_STIMULUS = "Noise 1"
+GFR_TEST_STIMULUS = "Noise 2"
+
+
+class GfrFitConfig(BaseModel):
+    """Training settings of the GFR fitting pipeline (every key optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    activation_lr: float = Field(0.05, gt=0, description="Adam learning rate of the activation pre-fit")
+    activation_epochs: int = Field(1000, ge=1, description="epochs of the activation pre-fit")
+    activation_restarts: int = Field(3, ge=1, description="random restarts of the activation pre-fit (best kept)")
+    learning_rates: list[float] = Field(default_factory=lambda: [1e-2, 1e-3, 1e-4], min_length=1,
+                                        description="one full fit per learning rate; best validation EVR kept")
+    epochs: int = Field(200, ge=1, description="epochs of each full fit")
+    eval_every: int = Field(10, ge=1, description="epochs between validation EVR checks")
+    train_stimuli: list[str] = Field(default_factory=lambda: ["Long Square", "Ramp"], min_length=1,
+                                     description="sweep families trained on (never Noise 1 or Noise 2)")
+    min_val_evr: float = Field(0.5, description="acceptance: validation EVR above this")
+    max_train_loss: float = Field(0.45, description="acceptance: training Poisson NLL below this")
+    workers: int = Field(2, ge=1, description="cells fitted in parallel")
+    device: str = Field("cpu", description="auto | cpu | cuda")
+    seed: int = Field(0, description="seed of the restarts")
+    learn_feedback: bool = Field(True, description="False gives a linear-nonlinear model (no rate feedback)")
+
+    @field_validator("train_stimuli")
+    @classmethod
+    def _no_held_out_sweeps(cls, stimuli: list[str]) -> list[str]:
+        held_out = {GFR_VALIDATION_STIMULUS, GFR_TEST_STIMULUS} & set(stimuli)
+        if held_out:
+            raise ValueError(f"must not contain {sorted(held_out)}: Noise 1 is the validation set and Noise 2 "
+                             "the test set")
+        return stimuli

@@ -8,8 +8,6 @@ masked out), plus ``C * (|a|_1 + |b|_1)``.
 
 from __future__ import annotations
 
-import difflib
-import json
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -18,66 +16,22 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from neurodyn.config import GFR_TEST_STIMULUS as TEST_STIMULUS
+from neurodyn.config import GFR_VALIDATION_STIMULUS as VALIDATION_STIMULUS
+from neurodyn.config import GfrFitConfig as FitConfig
+from neurodyn.config import load_config
 from neurodyn.device import resolve_device
 from neurodyn.errors import NeurodynError
 from neurodyn.gfr.evr import explained_variance_ratio
 from neurodyn.gfr.model import ALLOWED_ACTIVATION_BIN_SIZES, GFR, PolynomialActivation, check_bin_size
 from neurodyn.gfr.preprocess import BinnedSweep, ProcessedCell, processed_path, read_processed
 
-VALIDATION_STIMULUS = "Noise 1"
-TEST_STIMULUS = "Noise 2"
-
-
-class FitConfig(BaseModel):
-    """Training settings (the ``--config_path`` JSON; every key optional)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    activation_lr: float = Field(0.05, gt=0)
-    activation_epochs: int = Field(1000, ge=1)
-    activation_restarts: int = Field(3, ge=1)
-    learning_rates: list[float] = Field(default_factory=lambda: [1e-2, 1e-3, 1e-4], min_length=1)
-    epochs: int = Field(200, ge=1)
-    eval_every: int = Field(10, ge=1)
-    train_stimuli: list[str] = Field(default_factory=lambda: ["Long Square", "Ramp"], min_length=1)
-    min_val_evr: float = 0.5
-    max_train_loss: float = 0.45
-    workers: int = Field(2, ge=1)
-    device: str = "cpu"
-    seed: int = 0
-    learn_feedback: bool = True  # False gives a linear-nonlinear model (no rate feedback)
 
 
 def load_fit_config(path: str | os.PathLike | None) -> FitConfig:
     """The config at ``path`` (JSON), or the defaults for None; unknown keys name the closest valid one."""
-    if path is None:
-        return FitConfig()
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise NeurodynError(f"{path}: config file not found")
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise NeurodynError(f"{path}: not valid JSON ({error})")
-    if not isinstance(raw, dict):
-        raise NeurodynError(f"{path}: expected a JSON object of settings, got {type(raw).__name__}")
-    for key in raw:
-        if key not in FitConfig.model_fields:
-            close = difflib.get_close_matches(key, list(FitConfig.model_fields), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {sorted(FitConfig.model_fields)}"
-            raise NeurodynError(f"{path}: unknown key '{key}'{hint}")
-    try:
-        config = FitConfig(**raw)
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise NeurodynError(f"{path}: key '{'.'.join(map(str, first['loc']))}': {first['msg']}")
-    held_out = {VALIDATION_STIMULUS, TEST_STIMULUS} & set(config.train_stimuli)
-    if held_out:
-        raise NeurodynError(f"{path}: key 'train_stimuli' must not contain {sorted(held_out)}: Noise 1 is the "
-                            "validation set and Noise 2 the test set")
-    return config
+    return FitConfig() if path is None else load_config(path, FitConfig)
 
 
 def poisson_nll(rates: torch.Tensor, counts: torch.Tensor, mask: torch.Tensor, bin_size: float) -> torch.Tensor:
