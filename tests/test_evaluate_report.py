@@ -187,3 +187,29 @@ def test_figure_shows_one_trial_per_condition_labelled_by_data_file_row(syntheti
     observed = ~np.isnan(counts[0, :, neuron])
     np.testing.assert_array_equal(dots.get_xdata(), np.flatnonzero(observed))
     np.testing.assert_array_equal(dots.get_ydata(), counts[0, observed, neuron])
+
+
+def test_map_to_latents_command_scores_test_trials_and_writes_json_and_figure(synthetic, capsys):
+    from neurodyn.cli.main import main
+    from neurodyn.evaluate.metrics import map_to_latents
+
+    run_dir, data_path = synthetic["run_dir"], synthetic["data_path"]
+    assert main(["map-to-latents", str(run_dir), "--data", str(data_path)]) == 0
+    printed = capsys.readouterr().out
+    saved = json.loads((run_dir / "map_to_latents.json").read_text())
+    expected = map_to_latents(synthetic["inferred"][synthetic["train_idx"]], synthetic["latents"][synthetic["train_idx"]],
+                              synthetic["inferred"][synthetic["valid_idx"]], synthetic["latents"][synthetic["valid_idx"]])
+    assert saved["latent_r2"] == pytest.approx(expected.r2)
+    np.testing.assert_allclose(saved["latent_r2_per_dim"], expected.r2_per_dim)
+    assert saved["num_test_trials"] == len(synthetic["valid_idx"])
+    assert f"{expected.r2:.4f}" in printed
+    assert (run_dir / "map_to_latents.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_map_to_latents_without_latents_names_the_key(synthetic, tmp_path, capsys):
+    from neurodyn.cli.main import main
+
+    no_latents = tmp_path / "no_latents.h5"
+    _write_h5(no_latents, data=_to_file_layout(synthetic["data"]))
+    assert main(["map-to-latents", str(synthetic["run_dir"]), "--data", str(no_latents)]) == 2
+    assert "'latents' is missing" in capsys.readouterr().err

@@ -28,3 +28,24 @@ def register(subparsers) -> None:
     parser.add_argument("--figure", metavar="PATH", default=None,
                         help="where to write the PNG figure (default: DIR/evaluation.png)")
     parser.set_defaults(func=_run_evaluate)
+
+    latents = subparsers.add_parser(
+        "map-to-latents",
+        help="ridge map from inferred rates to the true latents: R^2 per dimension and a figure",
+        description="The seed's map_to_latents: ridge regression (alpha by cross-validation on training "
+        "trials) from a run's inferred log-rates to the data file's 'latents', R^2 on the test (valid) "
+        "trials, and a figure of predicted vs true latents for example conditions.",
+    )
+    latents.add_argument("results", metavar="RESULTS", help="PBT results folder (uses pbt_best_model/) or a run folder")
+    latents.add_argument("--data", required=True, metavar="DATA.h5", help="the data file the run was trained on")
+    latents.add_argument("--figure", metavar="PATH", default=None,
+                         help="where to write the PNG (default: RESULTS/map_to_latents.png)")
+    latents.add_argument("--conditions", type=int, default=4, help="example conditions in the figure")
+    latents.set_defaults(func=_run_map_to_latents)
+
+
+def _run_map_to_latents(args: argparse.Namespace) -> int:
+    from neurodyn.evaluate.latents_report import format_latent_mapping, map_latents_run
+
+    print(format_latent_mapping(map_latents_run(args.results, args.data, args.figure, args.conditions)))
+    return 0

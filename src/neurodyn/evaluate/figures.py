@@ -116,3 +116,55 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> None:
             fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
+
+
+def plot_latent_predictions(
+    predicted: np.ndarray,
+    true: np.ndarray,
+    condition: np.ndarray | None = None,
+    trial_ids: np.ndarray | None = None,
+    num_conditions: int = 4,
+    title: str = "",
+) -> Figure:
+    """Predicted vs true latents ``(trials, samples, latents)`` for example trials of distinct conditions.
+
+    One column per example condition and one row per latent dimension; the last row shows the
+    first dimension against the last (for the Lorenz system, the x-z plane: the butterfly). With several test trials of a
+    condition, every one of them is drawn faintly behind the example.
+    """
+    examples = pick_example_trials(true.shape[0], num_conditions, condition)
+    num_latents = true.shape[2]
+    fig, axes = plt.subplots(num_latents + (num_latents >= 2), len(examples),
+                             figsize=(3.2 * len(examples), 1.9 * (num_latents + 1)), squeeze=False)
+    for column, trial in enumerate(examples):
+        siblings = np.flatnonzero(condition == condition[trial]) if condition is not None else [trial]
+        label = f"trial {trial_ids[trial] if trial_ids is not None else trial}"
+        if condition is not None:
+            label += f", condition {condition[trial]}"
+        for dim in range(num_latents):
+            ax = axes[dim, column]
+            for sibling in siblings:
+                if sibling != trial:
+                    ax.plot(predicted[sibling, :, dim], color=LATENT_COLORS[dim % len(LATENT_COLORS)], alpha=0.2, lw=0.8)
+            ax.plot(true[trial, :, dim], color=TRUE_COLOR, lw=1.6, label="true")
+            ax.plot(predicted[trial, :, dim], color=LATENT_COLORS[dim % len(LATENT_COLORS)], lw=1.3, ls="--",
+                    label="predicted")
+            if column == 0:
+                ax.set_ylabel(f"latent {dim + 1}", fontsize=9)
+            if dim == 0:
+                ax.set_title(label, fontsize=9)
+        if num_latents >= 2:
+            ax = axes[num_latents, column]
+            last = num_latents - 1
+            ax.plot(true[trial, :, 0], true[trial, :, last], color=TRUE_COLOR, lw=1.4)
+            ax.plot(predicted[trial, :, 0], predicted[trial, :, last], color=INFERRED_COLOR, lw=1.1, ls="--")
+            ax.set_xlabel("latent 1", fontsize=8)
+            if column == 0:
+                ax.set_ylabel(f"latent {last + 1}", fontsize=9)
+    for ax in axes[:num_latents].ravel():
+        ax.tick_params(labelsize=7)
+    axes[0, -1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig

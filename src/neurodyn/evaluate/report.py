@@ -26,7 +26,8 @@ JSON_NAME = "evaluation.json"
 FIGURE_NAME = "evaluation.png"
 
 
-def _check_outputs_match_data(outputs: dict[str, RunOutput], dataset, output_dir: Path, data_path) -> None:
+def check_outputs_match_data(outputs: dict[str, RunOutput], dataset, output_dir: Path, data_path) -> None:
+    """Raise if a run's output files do not belong to ``dataset`` (trial indices, neurons, samples)."""
     for split, out in outputs.items():
         where = f"{output_dir / (split + '_output.h5')}"
         if out.trial_idx.size and (out.trial_idx.min() < 0 or out.trial_idx.max() >= dataset.num_trials):
@@ -67,7 +68,7 @@ def evaluate_run(
     # No observation-model check: evaluate serves Poisson and ZIG runs alike; bits per spike
     # checks for spike counts itself and is skipped otherwise.
     dataset = read_dataset(data_path, observation=None)
-    _check_outputs_match_data(outputs, dataset, output_dir, data_path)
+    check_outputs_match_data(outputs, dataset, output_dir, data_path)
     train, valid = outputs["train"], outputs["valid"]
     counts = dataset.data[valid.trial_idx]
     notes: list[str] = []
