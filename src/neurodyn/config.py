@@ -39,6 +39,9 @@ class LfadsConfig(BaseModel):
 
     # -- data -------------------------------------------------------------------------------
     valid_ratio: float = Field(0.2, gt=0.0, lt=1.0, description="fraction of trials held out for validation")
+    heldout_neurons: list[int] = Field(default_factory=list,
+                                       description="neurons never shown to the encoder but reconstructed (co-bps); "
+                                                   "taken from the data file's 'heldout_neurons' when not set")
 
     # -- architecture -----------------------------------------------------------------------
     ic_enc_dim: int = Field(64, ge=1, description="units per direction of the IC encoder BiGRU")

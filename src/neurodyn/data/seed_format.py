@@ -6,6 +6,8 @@ File layout, as h5py reads it (MATLAB's column-major order makes it trials-last)
     truth      (num_neurons, num_samples, num_trials)  optional; true rate = expected count per bin
     latents    (num_latents, num_samples, num_trials)  optional; true latent states
     condition  (num_trials,)                           optional; integer condition label per trial
+    heldout_neurons (k,)                               optional; neuron indices never shown to the
+                                                       encoder but reconstructed (co-bps evaluation)
     file attributes                                    optional; e.g. bin_ms, generator settings
 
 In memory every array is trials-first: ``(num_trials, num_samples, num_neurons)``, the layout
@@ -25,7 +27,7 @@ from neurodyn.data.atomic import write_h5_atomic
 from neurodyn.errors import NeurodynError
 
 FILE_AXES = "(num_neurons, num_samples, num_trials)"
-OPTIONAL_KEYS = ("truth", "latents", "condition")
+OPTIONAL_KEYS = ("truth", "latents", "condition", "heldout_neurons")
 
 
 def data_file_name(run_name: str) -> str:
@@ -41,6 +43,7 @@ class NeuralDataset:
     truth: np.ndarray | None = None  # (num_trials, num_samples, num_neurons) expected count per bin
     latents: np.ndarray | None = None  # (num_trials, num_samples, num_latents)
     condition: np.ndarray | None = None  # (num_trials,) int64
+    heldout_neurons: np.ndarray | None = None  # (k,) int64 neuron indices hidden from the encoder
     attrs: dict = field(default_factory=dict)  # file attributes (e.g. bin_ms, generator settings)
     source: str = "<memory>"  # file path, for error messages
 
@@ -53,6 +56,8 @@ class NeuralDataset:
             self.latents = np.asarray(self.latents, dtype=np.float32)
         if self.condition is not None:
             self.condition = np.asarray(self.condition, dtype=np.int64)
+        if self.heldout_neurons is not None:
+            self.heldout_neurons = np.asarray(self.heldout_neurons, dtype=np.int64).reshape(-1)
 
     @property
     def num_trials(self) -> int:
@@ -82,6 +87,7 @@ class NeuralDataset:
             truth=take(self.truth),
             latents=take(self.latents),
             condition=take(self.condition),
+            heldout_neurons=self.heldout_neurons,
             attrs=dict(self.attrs),
             source=self.source,
         )
@@ -105,6 +111,7 @@ def read_dataset(path: str | os.PathLike, observation: str | None = "poisson") -
         truth=_to_trials_first(arrays.get("truth")),
         latents=_to_trials_first(arrays.get("latents")),
         condition=arrays.get("condition"),
+        heldout_neurons=arrays.get("heldout_neurons"),
         attrs=attrs,
         source=source,
     )
@@ -226,6 +233,14 @@ def validate_structure(dataset: NeuralDataset) -> None:
         )
     if dataset.condition is not None and dataset.condition.shape != (trials,):
         raise NeurodynError(f"{source}: 'condition' has shape {dataset.condition.shape}; expected ({trials},)")
+    heldout = dataset.heldout_neurons
+    if heldout is not None:
+        if heldout.size and (heldout.min() < 0 or heldout.max() >= neurons):
+            raise NeurodynError(f"{source}: 'heldout_neurons' holds indices outside 0..{neurons - 1} (the neuron axis)")
+        if np.unique(heldout).size != heldout.size:
+            raise NeurodynError(f"{source}: 'heldout_neurons' repeats a neuron index")
+        if heldout.size >= neurons:
+            raise NeurodynError(f"{source}: 'heldout_neurons' holds out all {neurons} neurons; the encoder needs some")
 
 
 def validate_values(dataset: NeuralDataset) -> None:
@@ -275,6 +290,8 @@ def write_dataset(path: str | os.PathLike, dataset: NeuralDataset) -> None:
             arrays[key] = np.transpose(value, (2, 1, 0))
     if dataset.condition is not None:
         arrays["condition"] = dataset.condition
+    if dataset.heldout_neurons is not None:
+        arrays["heldout_neurons"] = dataset.heldout_neurons
     try:
         write_h5_atomic(path, arrays, dataset.attrs)
     except TypeError as error:  # an attribute h5 cannot store, e.g. None or a dict

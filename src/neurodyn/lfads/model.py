@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from neurodyn.config import LfadsConfig
+from neurodyn.errors import NeurodynError
 from neurodyn.lfads.decoder import Decoder
 from neurodyn.lfads.encoders import BidirectionalEncoder, lag_controller_inputs
 from neurodyn.lfads.priors import AutoregressivePrior, kl_diagonal_to_isotropic
@@ -62,6 +63,14 @@ class LFADS(nn.Module):
         )
         self.observation = observation
         self.readout = nn.Linear(config.factors_dim, num_neurons * observation.params_per_neuron)
+        # Held-out neurons (co-bps) are zeroed at the encoder input but still reconstructed; a buffer,
+        # so checkpoints carry it.
+        input_mask = torch.ones(num_neurons)
+        if config.heldout_neurons:
+            if max(config.heldout_neurons) >= num_neurons or min(config.heldout_neurons) < 0:
+                raise NeurodynError(f"heldout_neurons {config.heldout_neurons} do not fit {num_neurons} neurons")
+            input_mask[config.heldout_neurons] = 0.0
+        self.register_buffer("encoder_input_mask", input_mask)
 
     def set_keep_prob(self, keep_prob: float) -> None:
         """Change the dropout keep probability (PBT explores it between generations)."""
@@ -69,7 +78,7 @@ class LFADS(nn.Module):
 
     def forward(self, encoder_input: torch.Tensor, sample_posteriors: bool) -> LfadsOutput:
         batch, num_steps, _ = encoder_input.shape
-        x = self.dropout(encoder_input)
+        x = self.dropout(encoder_input * self.encoder_input_mask)
         _, ic_final = self.ic_encoder(x)
         ic_mean, ic_logvar = self.ic_posterior(self.dropout(ic_final)).chunk(2, dim=-1)
         ic_std = torch.sqrt(torch.exp(ic_logvar) + self.ic_post_var_min)

@@ -40,7 +40,7 @@ from neurodyn.pbt.engines import EmbeddedEngine, RayEngine, WorkerJob, default_m
 from neurodyn.pbt.population import StoppingRule, best_worker, binary_tournament, truncation
 from neurodyn.pbt.search_space import as_config_value, explore, initial_values
 from neurodyn.train.outputs import save_checkpoint
-from neurodyn.train.run import history_to_csv, write_model_outputs
+from neurodyn.train.run import history_to_csv, with_data_heldout_neurons, write_model_outputs
 
 BEST_DIR = "pbt_best_model"
 STATE_FILE = "pbt_state.json"
@@ -155,6 +155,9 @@ class PbtRun:
     # -- the run ----------------------------------------------------------------------------------
     def execute(self) -> PbtResult:
         dataset = read_dataset(self.data_path, observation=self.config.model.observation)
+        model = with_data_heldout_neurons(self.config.model, dataset)
+        if model is not self.config.model:
+            self.config = self.config.model_copy(update={"model": model})
         self.train_idx, self.valid_idx = split_trials(dataset.num_trials, self.config.model.valid_ratio,
                                                       self.config.model.seed, dataset.condition)
         self.dataset = dataset

@@ -45,6 +45,13 @@ def split_dataset(dataset: NeuralDataset, config: LfadsConfig) -> tuple[np.ndarr
     return split_trials(dataset.num_trials, config.valid_ratio, config.seed, dataset.condition)
 
 
+def with_data_heldout_neurons(config: LfadsConfig, dataset: NeuralDataset) -> LfadsConfig:
+    """The config with the data file's ``heldout_neurons`` when the config does not set its own."""
+    if config.heldout_neurons or dataset.heldout_neurons is None or not dataset.heldout_neurons.size:
+        return config
+    return LfadsConfig(**{**config.model_dump(), "heldout_neurons": dataset.heldout_neurons.tolist()})
+
+
 def write_model_outputs(out_dir: Path, model: LFADS, dataset: NeuralDataset, train_idx: np.ndarray,
                         valid_idx: np.ndarray, config: LfadsConfig) -> None:
     """Posterior sample-and-average outputs of both splits: ``train_output.h5`` and ``valid_output.h5``."""
@@ -58,6 +65,7 @@ def train_model(config: LfadsConfig, data_path: str | Path, out_dir: str | Path,
     """Train on ``data_path``; write checkpoint, resolved config, CSV log and both output files to ``out_dir``."""
     out_dir = Path(out_dir)
     dataset = read_dataset(data_path, observation=config.observation)
+    config = with_data_heldout_neurons(config, dataset)
     train_idx, valid_idx = split_dataset(dataset, config)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_resolved_config(out_dir / CONFIG_NAME, config)
