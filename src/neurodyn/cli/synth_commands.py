@@ -7,6 +7,7 @@ import argparse
 import numpy as np
 
 from neurodyn.data.seed_format import write_dataset
+from neurodyn.synth.lorenz_2p import make_lorenz_2p
 from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
 
 
@@ -38,6 +39,42 @@ def register(subparsers) -> None:
     lorenz.add_argument("--lorenz-time-per-bin", type=float, default=0.03,
                         help="Lorenz system time advanced per bin; larger = faster dynamics (default: 0.03)")
     lorenz.set_defaults(func=run_lorenz_spikes)
+    _register_lorenz_2p(kinds)
+
+
+def _register_lorenz_2p(kinds) -> None:
+    two_p = kinds.add_parser(
+        "lorenz-2p",
+        help="2-photon calcium imaging of a Lorenz-driven population (RADICaL's example dataset design)",
+        description="Lorenz latents -> Poisson spikes at 1 ms steps -> GCaMP-like fluorescence sampled once per "
+        "frame at each neuron's scan time, plus noise -> OASIS events -> sub-frame bins (each frame's event in the "
+        "sub-bin of the neuron's scan time, the rest NaN). Writes data (events), truth (expected spikes per "
+        "sub-bin), latents and condition; attributes frame_rate_hz, subframe_bins, scan_offsets, bin_ms. "
+        "Needs the OASIS package (pip install oasis-deconv).",
+    )
+    two_p.add_argument("output", metavar="OUT.h5", help="file to write, e.g. lorenz2p_data.h5 for run_name 'lorenz2p'")
+    two_p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    two_p.add_argument("--neurons", type=int, default=100, help="number of neurons (default: 100)")
+    two_p.add_argument("--conditions", type=int, default=65, help="number of conditions (default: 65)")
+    two_p.add_argument("--trials-per-condition", type=int, default=24, help="trials per condition (default: 24)")
+    two_p.add_argument("--frames", type=int, default=32, help="imaging frames per trial (default: 32)")
+    two_p.add_argument("--frame-rate", type=float, default=31.25, metavar="HZ",
+                       help="imaging frames per second (default: 31.25, i.e. 32 ms frames)")
+    two_p.add_argument("--subframe-bins", type=int, default=4, metavar="K",
+                       help="sub-frame bins per frame (default: 4, i.e. 8 ms bins at 31.25 Hz)")
+    two_p.add_argument("--lorenz-speed", type=float, default=1.5,
+                       help="Lorenz time units per second; larger = faster dynamics (default: 1.5)")
+    two_p.add_argument("--min-rate", type=float, default=1.0, metavar="HZ",
+                       help="lowest firing rate of every neuron, spikes/s (default: 1)")
+    two_p.add_argument("--max-rate", type=float, default=30.0, metavar="HZ",
+                       help="peak firing rate of every neuron, spikes/s (default: 30)")
+    two_p.add_argument("--rise-ms", type=float, default=20.0, help="calcium kernel rise time constant (default: 20)")
+    two_p.add_argument("--decay-ms", type=float, default=300.0, help="calcium kernel decay time constant (default: 300)")
+    two_p.add_argument("--noise", type=float, default=0.3,
+                       help="fluorescence noise std in units of one spike's peak dF/F (default: 0.3)")
+    two_p.add_argument("--min-event", type=float, default=0.1,
+                       help="deconvolved events below this size are set to zero (default: 0.1)")
+    two_p.set_defaults(func=run_lorenz_2p)
 
 
 def run_lorenz_spikes(args: argparse.Namespace) -> int:
@@ -61,5 +98,34 @@ def run_lorenz_spikes(args: argparse.Namespace) -> int:
         f"{dataset.num_neurons} neurons; {dataset.attrs['keep']} of {dataset.num_neurons} observed per bin; "
         f"true rate {dataset.truth.min():.2f}-{dataset.truth.max():.2f} (mean {dataset.truth.mean():.2f}) "
         f"spikes per bin; {np.nanmean(dataset.data[observed]):.2f} mean observed count; seed {args.seed}"
+    )
+    return 0
+
+
+def run_lorenz_2p(args: argparse.Namespace) -> int:
+    dataset = make_lorenz_2p(
+        num_neurons=args.neurons,
+        num_frames=args.frames,
+        frame_rate_hz=args.frame_rate,
+        subframe_bins=args.subframe_bins,
+        num_conditions=args.conditions,
+        trials_per_condition=args.trials_per_condition,
+        lorenz_speed=args.lorenz_speed,
+        min_rate_hz=args.min_rate,
+        max_rate_hz=args.max_rate,
+        rise_ms=args.rise_ms,
+        decay_ms=args.decay_ms,
+        noise_std=args.noise,
+        min_event_size=args.min_event,
+        seed=args.seed,
+    )
+    write_dataset(args.output, dataset)
+    observed = dataset.data[dataset.observed_mask()]
+    print(
+        f"wrote {args.output}: {dataset.num_trials} trials ({args.conditions} conditions x "
+        f"{args.trials_per_condition}) x {args.frames} frames at {args.frame_rate:g} Hz = {dataset.num_samples} "
+        f"sub-frame bins of {dataset.attrs['bin_ms']:g} ms x {dataset.num_neurons} neurons; each neuron observed "
+        f"once per frame; {np.mean(observed > 0):.0%} of observations are events (median size "
+        f"{np.median(observed[observed > 0]):.2f}); seed {args.seed}"
     )
     return 0

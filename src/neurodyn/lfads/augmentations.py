@@ -8,7 +8,12 @@ entries of the reconstruction may pass gradient:
 * CD: each step keeps an entry at the input with probability ``keep_ratio`` (scaled by
   1/keep_ratio); the reconstruction gradient flows only through entries that were dropped, so the
   model cannot learn to copy a count from input to output ("identity overfitting").
-Both compose: the gradient mask is observed AND dropped.
+* Temporal shift (EMG augmentation against high-magnitude artifacts): each channel of each trial
+  is shifted in time by ``round(N(0, temporal_shift_std))`` bins, clamped at the trial's ends
+  (edge values repeated), once for the encoder input and independently for the reconstruction
+  target. Training only.
+Both masks compose: the gradient mask is observed AND dropped. With a shift, "observed" and CD
+positions refer to the shifted arrays.
 """
 
 from __future__ import annotations
@@ -40,23 +45,51 @@ def coordinated_dropout_mask(shape: torch.Size | tuple[int, ...], keep_ratio: fl
     return torch.rand(shape, device=device, generator=generator) < keep_ratio
 
 
+def random_temporal_shifts(batch: int, channels: int, std: float, device=None,
+                           generator: torch.Generator | None = None) -> torch.Tensor:
+    """Integer shifts ``(batch, channels)`` in bins, each ``round(N(0, std))``; positive = later in time."""
+    return torch.round(torch.randn((batch, channels), device=device, generator=generator) * std).long()
+
+
+def shift_channels(data: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Shift each channel of each trial of ``data`` ``(B, T, N)`` by ``shifts`` ``(B, N)`` bins.
+
+    ``out[b, t, n] = data[b, clamp(t - shifts[b, n], 0, T - 1), n]``: content moves later for a
+    positive shift and the edge values are repeated; NaN (unobserved) entries move with the data.
+    """
+    num_steps = data.shape[1]
+    time = torch.arange(num_steps, device=data.device).view(1, num_steps, 1)
+    source = (time - shifts.unsqueeze(1)).clamp(0, num_steps - 1)
+    return torch.gather(data, 1, source)
+
+
 def training_masks(data: torch.Tensor, keep_ratio: float, cd_pass_fraction: float = 0.0,
                    generator: torch.Generator | None = None, temporal_shift_std: float = 0.0) -> BatchMasks:
     """Masks for a training step on ``data`` ``(B, T, N)`` (NaN = unobserved).
 
-    ``temporal_shift_std`` > 0 (EMG augmentation) is not implemented yet and raises.
+    ``temporal_shift_std`` > 0 shifts the encoder input's and the target's channels independently
+    (see the module docstring) before SBTT and CD are applied to the shifted arrays.
     """
+    input_data = target_data = data
     if temporal_shift_std > 0:
-        raise NotImplementedError("temporal shift augmentation is not implemented yet")
-    observed = ~torch.isnan(data)
-    target = torch.where(observed, data, torch.zeros_like(data))
+        batch, _, channels = data.shape
+        input_shifts = random_temporal_shifts(batch, channels, temporal_shift_std, data.device, generator)
+        target_shifts = random_temporal_shifts(batch, channels, temporal_shift_std, data.device, generator)
+        input_data = shift_channels(data, input_shifts)
+        target_data = shift_channels(data, target_shifts)
+    observed = ~torch.isnan(target_data)
+    target = torch.where(observed, target_data, torch.zeros_like(target_data))
+    if input_data is target_data:
+        encoder_input = target
+    else:
+        encoder_input = torch.where(torch.isnan(input_data), torch.zeros_like(input_data), input_data)
     if keep_ratio >= 1.0:
-        return BatchMasks(target, target, observed.to(data.dtype), observed.to(data.dtype))
+        return BatchMasks(encoder_input, target, observed.to(data.dtype), observed.to(data.dtype))
     kept = coordinated_dropout_mask(data.shape, keep_ratio, data.device, generator)
     passes = ~kept
     if cd_pass_fraction > 0.0:
         passes = passes | (kept & coordinated_dropout_mask(data.shape, cd_pass_fraction, data.device, generator))
-    encoder_input = target * kept / keep_ratio
+    encoder_input = encoder_input * kept / keep_ratio
     return BatchMasks(encoder_input, target, observed.to(data.dtype), (observed & passes).to(data.dtype))
 
 

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from neurodyn.errors import NeurodynError
 from neurodyn.observation.base import ObservationModel
+from neurodyn.observation.gamma import Gamma
 from neurodyn.observation.poisson import Poisson
+from neurodyn.observation.zig import ZeroInflatedGamma
 
-OBSERVATION_MODELS: dict[str, type[ObservationModel]] = {"poisson": Poisson}
+OBSERVATION_MODELS: dict[str, type[ObservationModel]] = {
+    "poisson": Poisson,
+    "zig": ZeroInflatedGamma,
+    "gamma": Gamma,
+}
 
 
 def observation_class(name: str) -> type[ObservationModel]:

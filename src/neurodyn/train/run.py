@@ -68,8 +68,9 @@ def train_model(config: LfadsConfig, data_path: str | Path, out_dir: str | Path,
     config = with_data_heldout_neurons(config, dataset)
     train_idx, valid_idx = split_dataset(dataset, config)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_resolved_config(out_dir / CONFIG_NAME, config)
     trainer = LfadsTrainer(config, dataset.data[train_idx], dataset.data[valid_idx])
+    # After the trainer: it resolves settings from the data (e.g. s_min: auto -> the value used).
+    write_resolved_config(out_dir / CONFIG_NAME, trainer.config)
     log_path = out_dir / LOG_NAME
     trainer.fit(on_epoch=lambda row: write_text_atomic(log_path, history_to_csv(trainer.history)), progress=progress)
     save_checkpoint(out_dir / CHECKPOINT_NAME, {

@@ -222,6 +222,7 @@ class LfadsTrainer:
         self.config = LfadsConfig(**state["config"])
         self.model.load_state_dict(state["model"])
         self.model.set_keep_prob(self.config.keep_prob)
+        self.model.observation.set_hyperparameters(self.config)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"].cpu() if hasattr(state["generator"], "cpu") else state["generator"])

@@ -1,0 +1,257 @@
+"""Zero-inflated gamma (ZIG) observations: deconvolved calcium events (RADICaL).
+
+Per neuron and time bin, an event ``x`` (non-negative, mostly zero, continuous sizes) has
+
+    p(x) = 1 - q                                  if x == 0
+    p(x) = q * Gamma(x - s_min; alpha, beta)      if x > 0   (shape alpha, rate beta)
+
+The gamma's support is shifted by ``s_min``, set just below the smallest non-zero event. The
+readout gives three numbers per neuron: ``q = sigmoid(.)`` clipped to [1e-5, 1 - 1e-5], and
+``alpha``, ``beta = sigmoid(.) * s`` with ``s`` a trainable per-neuron scale (one vector for
+alpha, one for beta), pulled towards ``gamma_prior`` by the penalty
+``0.5 * l2_gamma_distance_scale * sum (s - gamma_prior)^2``. The inferred event rate is the
+distribution's mean, ``q * (alpha / beta + s_min)`` (event size per bin).
+
+Deconvolution leaves floating-point residues around zero (e.g. 1e-9, -3e-15): observed values
+within ``zero_tolerance`` of zero count as zero, in the likelihood itself so that training,
+validation and evaluation agree. This module also holds the pieces the Gamma model reuses:
+the gamma log-density, the sigmoid-scale parameterisation and a method-of-moments start.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from neurodyn.errors import NeurodynError
+from neurodyn.observation.base import ObservationModel
+
+logger = logging.getLogger(__name__)
+
+Q_CLIP = 1e-5  # q is kept in [Q_CLIP, 1 - Q_CLIP] so that neither branch's log-probability is -inf
+ZERO_TOLERANCE = 1e-6  # |x| <= this counts as zero: deconvolution residues, far below any real event
+AUTO_S_MIN_FRACTION = 0.9  # s_min: auto = this fraction of the smallest non-zero training event
+DEFAULT_S_MIN = 0.1  # the published default, used when a model is built without data (e.g. to validate a file)
+# Scaled parameters start inside (0, scale), away from the sigmoid's flat ends.
+INIT_SIGMOID_RANGE = (0.01, 0.99)
+EXCESS_FLOOR = 1e-8  # an event at or below s_min is scored at this excess, so its NLL stays finite
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared gamma pieces (also used by observation.gamma)
+
+
+def gamma_log_density(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """log Gamma(x; shape alpha, rate beta) = alpha log beta - lgamma(alpha) + (alpha - 1) log x - beta x, x > 0."""
+    return alpha * torch.log(beta) - torch.lgamma(alpha) + (alpha - 1.0) * torch.log(x) - beta * x
+
+
+class SigmoidScales(nn.Module):
+    """Trainable per-neuron scales ``s`` mapping raw readout values to ``sigmoid(raw) * s``.
+
+    ``scales`` is ``(num_scaled, N)``: one row per scaled parameter (e.g. alpha, beta), all
+    initialised at ``prior``. ``penalty = 0.5 * weight * sum (scales - prior)^2``.
+    """
+
+    def __init__(self, num_scaled: int, num_neurons: int, prior: float, weight: float):
+        super().__init__()
+        self.prior = float(prior)
+        self.weight = float(weight)
+        self.scales = nn.Parameter(torch.full((num_scaled, num_neurons), self.prior))
+
+    def forward(self, raw: torch.Tensor) -> torch.Tensor:
+        """raw ``(..., N, num_scaled)`` -> ``sigmoid(raw) * s`` of the same shape."""
+        return torch.sigmoid(raw) * self.scales.transpose(0, 1)
+
+    def penalty(self) -> torch.Tensor:
+        return 0.5 * self.weight * (self.scales - self.prior).pow(2).sum()
+
+    def configure(self, prior: float, weight: float) -> None:
+        """New prior and penalty weight (PBT searches both); the trained scales are kept."""
+        self.prior, self.weight = float(prior), float(weight)
+
+    def raw_for(self, values: torch.Tensor) -> torch.Tensor:
+        """Raw readout ``(N, num_scaled)`` giving ``values`` ``(N, num_scaled)`` (clipped into the sigmoid's range)."""
+        scales = self.scales.detach().transpose(0, 1)
+        low, high = INIT_SIGMOID_RANGE
+        fraction = (values / scales).clamp(low, high)
+        return torch.log(fraction) - torch.log1p(-fraction)
+
+
+def gamma_moments(values: np.ndarray) -> tuple[float, float] | None:
+    """Method-of-moments (shape, rate) of positive ``values``: ``mean^2 / var``, ``mean / var``; None if undefined."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size < 2:
+        return None
+    mean, var = values.mean(), values.var()
+    if not (mean > 0 and var > 0):
+        return None
+    return float(mean * mean / var), float(mean / var)
+
+
+def fit_into_scales(alpha: float, beta: float, scale: float) -> tuple[float, float]:
+    """Shape and rate reachable by ``sigmoid(.) * scale`` with the same mean ``alpha / beta`` where possible.
+
+    A rate or shape above the sigmoid's range is lowered together with the other, keeping the mean.
+    """
+    high = INIT_SIGMOID_RANGE[1] * scale
+    mean = alpha / beta
+    if beta > high:
+        beta, alpha = high, high * mean
+    if alpha > high:
+        alpha, beta = high, high / mean
+    return alpha, beta
+
+
+def count_near_zero(observed: np.ndarray, tolerance: float) -> tuple[int, float]:
+    """Number of non-zero ``observed`` values within ``tolerance`` of zero, and the largest magnitude among them."""
+    residues = observed[(observed != 0) & (np.abs(observed) <= tolerance)]
+    return int(residues.size), float(np.abs(residues).max()) if residues.size else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# ZIG
+
+
+def zig_nll(q: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, target: torch.Tensor, s_min: float,
+            zero_tolerance: float = ZERO_TOLERANCE) -> torch.Tensor:
+    """Negative log-likelihood of each ``target`` entry under ZIG(q, alpha, beta; s_min); all the same shape.
+
+    Entries with ``target <= zero_tolerance`` take the zero branch ``-log(1 - q)``; others
+    ``-log q - log Gamma(target - s_min; alpha, beta)``. An event at or below ``s_min`` (possible
+    outside the training data) is scored at a tiny positive excess so the value stays finite.
+    """
+    is_event = target > zero_tolerance
+    # The gamma branch is evaluated everywhere; a safe excess at zero entries keeps NaN out of its
+    # (discarded) values and therefore out of the gradient.
+    excess = torch.where(is_event, target - s_min, torch.ones_like(target))
+    excess = excess.clamp_min(EXCESS_FLOOR)
+    event_nll = -torch.log(q) - gamma_log_density(excess, alpha, beta)
+    zero_nll = -torch.log1p(-q)
+    return torch.where(is_event, event_nll, zero_nll)
+
+
+class ZeroInflatedGamma(ObservationModel):
+    """Three readout values per neuron: logit q, raw alpha, raw beta (see the module docstring)."""
+
+    name = "zig"
+    params_per_neuron = 3
+
+    def __init__(self, num_neurons: int, s_min: float = DEFAULT_S_MIN, gamma_prior: float = 20.0,
+                 l2_gamma_distance_scale: float = 1e-4, zero_tolerance: float = ZERO_TOLERANCE,
+                 initial_event_fraction: list[float] | None = None, initial_alpha: list[float] | None = None,
+                 initial_beta: list[float] | None = None):
+        super().__init__(num_neurons)
+        if not s_min > 0:
+            raise NeurodynError(f"s_min must be positive (just below the smallest event); got {s_min}")
+        self.s_min = float(s_min)
+        self.zero_tolerance = float(zero_tolerance)
+        self.gamma_scales = SigmoidScales(2, num_neurons, gamma_prior, l2_gamma_distance_scale)
+        self.initial_event_fraction = initial_event_fraction
+        self.initial_alpha = initial_alpha
+        self.initial_beta = initial_beta
+
+    # -- options --------------------------------------------------------------------------------
+    @classmethod
+    def options_from_config(cls, config, train_data) -> dict:
+        """Resolve ``s_min`` (``auto``: ``AUTO_S_MIN_FRACTION`` x the smallest non-zero training event)
+        and per-neuron starting values (fraction of non-zero entries; gamma moments of the excess)."""
+        data = np.asarray(train_data, dtype=np.float64)
+        observed = ~np.isnan(data)
+        is_event = observed & (data > ZERO_TOLERANCE)
+        residues, largest = count_near_zero(data[observed], ZERO_TOLERANCE)
+        if residues:
+            logger.info("ZIG: %d observed training values within %g of zero (largest magnitude %.3g) count as zero",
+                        residues, ZERO_TOLERANCE, largest)
+        if not is_event.any():
+            raise NeurodynError("observation 'zig': the training data hold no non-zero events; "
+                                "ZIG needs deconvolved events (non-negative, some above zero)")
+        smallest = float(data[is_event].min())
+        if config.s_min == "auto":
+            s_min = AUTO_S_MIN_FRACTION * smallest
+        else:
+            s_min = float(config.s_min)
+            below = int((data[is_event] <= s_min).sum())
+            if below:
+                warnings.warn(f"s_min = {s_min:g} is not below {below} training event(s) (smallest {smallest:.3g}); "
+                              "they are scored as if just above s_min — use 's_min: auto'", stacklevel=2)
+        options = dict(s_min=s_min, gamma_prior=float(config.gamma_prior),
+                       l2_gamma_distance_scale=float(config.l2_gamma_distance_scale))
+        options.update(_initial_values(data, observed, is_event, s_min, float(config.gamma_prior)))
+        return options
+
+    # -- parameters -----------------------------------------------------------------------------
+    def _params(self, readout: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q = torch.sigmoid(readout[..., 0]).clamp(Q_CLIP, 1.0 - Q_CLIP)
+        scaled = self.gamma_scales(readout[..., 1:3])
+        return q, scaled[..., 0], scaled[..., 1]
+
+    def elementwise_nll(self, readout: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        q, alpha, beta = self._params(readout)
+        return zig_nll(q, alpha, beta, target, self.s_min, self.zero_tolerance)
+
+    def mean(self, readout: torch.Tensor) -> torch.Tensor:
+        q, alpha, beta = self._params(readout)
+        return q * (alpha / beta + self.s_min)
+
+    def named_params(self, readout: torch.Tensor) -> dict[str, torch.Tensor]:
+        q, alpha, beta = self._params(readout)
+        return {"q": q, "alpha": alpha, "beta": beta}
+
+    def penalty(self) -> torch.Tensor:
+        return self.gamma_scales.penalty()
+
+    def set_hyperparameters(self, config) -> None:
+        self.gamma_scales.configure(config.gamma_prior, config.l2_gamma_distance_scale)
+
+    def initial_readout_bias(self, mean_observed: torch.Tensor) -> torch.Tensor | None:
+        """Bias ``(N, 3)``: q = each neuron's fraction of non-zero training entries; alpha, beta from the
+        moments of its event excess (``mean_observed`` is not needed: both come from ``options_from_config``)."""
+        if self.initial_event_fraction is None:
+            return None
+        like = self.gamma_scales.scales
+        fraction = torch.tensor(self.initial_event_fraction, dtype=like.dtype, device=like.device)
+        fraction = fraction.clamp(Q_CLIP, 1.0 - Q_CLIP)
+        gamma = torch.tensor([self.initial_alpha, self.initial_beta], dtype=like.dtype, device=like.device).T
+        logit_q = torch.log(fraction) - torch.log1p(-fraction)
+        return torch.cat([logit_q.unsqueeze(-1), self.gamma_scales.raw_for(gamma)], dim=-1)
+
+    # -- data checks ----------------------------------------------------------------------------
+    def validate_targets(self, data, source: str) -> None:
+        """Events must be non-negative; values within ``zero_tolerance`` of zero are counted (warning) as zero."""
+        data = np.asarray(data)
+        observed = data[~np.isnan(data)]
+        negative = observed < -self.zero_tolerance
+        if negative.any():
+            raise NeurodynError(
+                f"{source}: key 'data' holds {int(negative.sum())} negative value(s) (min {observed.min():g}); "
+                f"a ZIG model needs non-negative deconvolved events (values within {self.zero_tolerance:g} "
+                "of zero are accepted as zero)")
+        residues, largest = count_near_zero(observed, self.zero_tolerance)
+        if residues:
+            warnings.warn(f"{source}: key 'data': {residues} observed value(s) within {self.zero_tolerance:g} of "
+                          f"zero (largest magnitude {largest:.3g}) are deconvolution residues and count as zero",
+                          stacklevel=2)
+
+
+def _initial_values(data: np.ndarray, observed: np.ndarray, is_event: np.ndarray, s_min: float,
+                    scale: float) -> dict[str, list[float]]:
+    """Per-neuron starting values: event fraction, and (alpha, beta) of the excess ``x - s_min`` (pooled if too few)."""
+    num_neurons = data.shape[-1]
+    flat_data = data.reshape(-1, num_neurons)
+    flat_observed = observed.reshape(-1, num_neurons)
+    flat_event = is_event.reshape(-1, num_neurons)
+    fraction = flat_event.sum(0) / np.maximum(flat_observed.sum(0), 1)
+    excess_all = np.maximum(flat_data[flat_event] - s_min, 0.0)
+    pooled = gamma_moments(excess_all) or (1.0, 1.0 / max(float(excess_all.mean()), 1e-6))
+    alpha, beta = [], []
+    for n in range(num_neurons):
+        moments = gamma_moments(np.maximum(flat_data[flat_event[:, n], n] - s_min, 0.0)) or pooled
+        a, b = fit_into_scales(*moments, scale)
+        alpha.append(a)
+        beta.append(b)
+    return dict(initial_event_fraction=[float(f) for f in fraction], initial_alpha=alpha, initial_beta=beta)

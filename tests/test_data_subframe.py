@@ -1,0 +1,58 @@
+"""Sub-frame binning: each frame's event lands in the sub-bin of the neuron's scan time, NaN elsewhere."""
+
+import numpy as np
+import pytest
+
+from neurodyn.data.subframe import bin_subframes, subframe_bin_of
+from neurodyn.errors import NeurodynError
+
+nan = np.nan
+
+
+def test_hand_made_example():
+    # 1 trial, 2 frames, 3 neurons scanned at 10%, 50% and 99% of the frame; K = 4 sub-bins.
+    events = np.array([[[1.0, 0.0, 2.5], [0.0, 3.0, 0.5]]])
+    binned = bin_subframes(events, np.array([0.1, 0.5, 0.99]), 4)
+    expected = np.array([[
+        [1.0, nan, nan],  # frame 0, sub-bin 0: neuron 0 (0.1 * 4 = 0.4)
+        [nan, nan, nan],
+        [nan, 0.0, nan],  # sub-bin 2: neuron 1 (0.5 * 4 = 2)
+        [nan, nan, 2.5],  # sub-bin 3: neuron 2 (0.99 * 4 = 3.96)
+        [0.0, nan, nan],  # frame 1
+        [nan, nan, nan],
+        [nan, 3.0, nan],
+        [nan, nan, 0.5],
+    ]])
+    np.testing.assert_array_equal(binned, expected)
+    np.testing.assert_array_equal(subframe_bin_of(np.array([0.0, 0.24999, 0.25, 0.999999]), 4), [0, 0, 1, 3])
+
+
+def test_one_observation_per_frame_and_neuron_and_unrecorded_frames_stay_nan():
+    rng = np.random.default_rng(0)
+    events = rng.gamma(1.0, 1.0, (3, 7, 6)) * (rng.random((3, 7, 6)) < 0.4)
+    events[1, 2, 4] = nan  # a frame that was not recorded
+    offsets = rng.random(6)
+    binned = bin_subframes(events, offsets, 5).reshape(3, 7, 5, 6)
+    observed = ~np.isnan(binned)
+    counts = observed.sum(axis=2)
+    assert counts[1, 2, 4] == 0 and counts.sum() == events.size - 1
+    assert np.all(np.delete(counts.reshape(-1), np.ravel_multi_index((1, 2, 4), (3, 7, 6))) == 1)
+    np.testing.assert_array_equal(np.nansum(binned, axis=2), np.nan_to_num(events))
+
+
+def test_one_subframe_bin_is_the_identity():
+    events = np.random.default_rng(1).random((2, 4, 3))
+    np.testing.assert_array_equal(bin_subframes(events, np.array([0.0, 0.3, 0.9]), 1), events)
+
+
+@pytest.mark.parametrize("events, offsets, k, message", [
+    (np.array([[[0.5, -0.1]]]), np.array([0.1, 0.2]), 2, "1 negative value"),
+    (np.full((2, 3, 2), nan), np.array([0.1, 0.2]), 2, "all NaN"),
+    (np.zeros((2, 3)), np.array([0.1, 0.2, 0.3]), 2, r"expected non-empty \(trials, frames, neurons\)"),
+    (np.zeros((1, 3, 2)), np.array([0.1, 1.0]), 2, r"frame fractions in \[0, 1\)"),
+    (np.zeros((1, 3, 2)), np.array([0.1]), 2, r"expected \(2,\), one per neuron"),
+    (np.zeros((1, 3, 2)), np.array([0.1, 0.2]), 0, "integer >= 1"),
+])
+def test_bad_inputs_give_clear_errors(events, offsets, k, message):
+    with pytest.raises(NeurodynError, match=message):
+        bin_subframes(events, offsets, k, source="session.h5 key 'events'")
