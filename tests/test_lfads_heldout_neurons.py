@@ -51,3 +51,18 @@ def test_training_takes_heldout_neurons_from_the_data_file(tmp_path):
     assert result.trainer.config.heldout_neurons == [0]
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["heldout_neurons"] == [0]
     assert result.trainer.model.encoder_input_mask.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_evaluate_reports_co_bps_on_the_heldout_neurons(tmp_path):
+    from neurodyn.evaluate.cobps import co_bps
+    from neurodyn.evaluate.report import evaluate_run
+    from neurodyn.evaluate.run_outputs import read_run_outputs
+
+    rng = np.random.default_rng(2)
+    data = rng.poisson(1.0, (20, 8, 5)).astype(np.float32)
+    write_dataset(tmp_path / "d.h5", NeuralDataset(data=data, heldout_neurons=np.array([1, 4])))
+    config = LfadsConfig(**SMALL, max_epochs=1, batch_size=8, posterior_samples=2, device="cpu")
+    train_model(config, tmp_path / "d.h5", tmp_path / "run", progress=False)
+    result = evaluate_run(tmp_path / "run", tmp_path / "d.h5")
+    valid = read_run_outputs(tmp_path / "run")["valid"]
+    assert result["co_bps"] == pytest.approx(co_bps(valid.rates, data[valid.trial_idx], np.array([1, 4])))

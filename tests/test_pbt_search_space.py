@@ -109,3 +109,13 @@ def test_the_shipped_autolfads_config_is_valid_and_spells_out_the_published_spac
     for key, spec in DEFAULT_SEARCH_SPACE.items():
         assert config.search_space[key].explore_range == spec.explore_range
         assert config.search_space[key].init_sample_mode == spec.init_sample_mode
+
+
+def test_the_shipped_radical_config_searches_the_gamma_settings():
+    from pathlib import Path
+
+    from neurodyn.config import load_run_config
+
+    config = load_run_config(Path(__file__).resolve().parents[1] / "configs" / "radical_lorenz.yaml")
+    assert config.model.observation == "zig" and config.model.s_min == "auto"
+    assert {"gamma_prior", "l2_gamma_distance_scale"} <= set(config.search_space)

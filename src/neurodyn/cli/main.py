@@ -9,7 +9,14 @@ from neurodyn.errors import NeurodynError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from neurodyn.cli import evaluate_commands, gfr_commands, lfads_commands, pbt_commands, synth_commands
+    from neurodyn.cli import (
+        data_commands,
+        evaluate_commands,
+        gfr_commands,
+        lfads_commands,
+        pbt_commands,
+        synth_commands,
+    )
 
     parser = argparse.ArgumentParser(
         prog="neurodyn", description="Infer the hidden dynamics of neural populations and single neurons."
@@ -20,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth_commands.register(subparsers)
     evaluate_commands.register(subparsers)
     gfr_commands.register(subparsers)
+    data_commands.register(subparsers)
     return parser
 
 

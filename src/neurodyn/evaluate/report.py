@@ -18,6 +18,7 @@ import numpy as np
 from neurodyn.data.atomic import write_text_atomic
 from neurodyn.data.seed_format import read_dataset
 from neurodyn.errors import NeurodynError
+from neurodyn.evaluate.cobps import co_bps
 from neurodyn.evaluate.figures import plot_inferred_vs_true, save_figure
 from neurodyn.evaluate.metrics import bits_per_spike, map_to_latents, rate_r2
 from neurodyn.evaluate.run_outputs import RunOutput, find_output_dir, read_run_outputs
@@ -83,6 +84,7 @@ def evaluate_run(
         "num_samples": int(dataset.num_samples),
         "rate_r2": None,
         "bits_per_spike": None,
+        "co_bps": None,
         "latent_r2": None,
         "latent_r2_per_dim": None,
         "latent_ridge_alpha": None,
@@ -97,6 +99,10 @@ def evaluate_run(
 
     if _holds_counts(counts):
         result["bits_per_spike"] = _finite_or_none(bits_per_spike(valid.rates, counts))
+        if dataset.heldout_neurons is not None and dataset.heldout_neurons.size:
+            # The model never saw these neurons' activity: their bits per spike measure how well the
+            # population dynamics predict unseen neurons (the Neural Latents Benchmark's co-bps).
+            result["co_bps"] = _finite_or_none(co_bps(valid.rates, counts, dataset.heldout_neurons))
     else:
         notes.append("bits per spike skipped: the observed data are not spike counts (non-integer or negative)")
 
@@ -142,6 +148,10 @@ def format_metrics(result: dict) -> str:
         f"{result['num_neurons']} neurons x {result['num_samples']} samples",
         f"  rate R^2 (valid, all entries):         {_fmt(result['rate_r2'])}",
         f"  bits per spike (valid, observed):      {_fmt(result['bits_per_spike'])}",
+    ]
+    if result.get("co_bps") is not None:
+        lines.append(f"  co-bps (valid, held-out neurons):      {_fmt(result['co_bps'])}")
+    lines += [
         f"  latent R^2 (ridge, train -> valid):    {_fmt(result['latent_r2'])}",
     ]
     if result.get("latent_r2_per_dim") is not None:

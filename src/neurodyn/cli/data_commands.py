@@ -1,0 +1,267 @@
+"""Real data in and out: ``neurodyn convert``, ``neurodyn prepare nwb|2p``, ``neurodyn export nwb|nlb``."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from neurodyn.errors import NeurodynError
+
+
+def register(subparsers) -> None:
+    """Add the ``convert``, ``prepare`` and ``export`` commands to the ``neurodyn`` parser."""
+    _register_convert(subparsers)
+    prepare = subparsers.add_parser("prepare", help="prepare real recordings (NWB spikes, 2p) as an h5 data file")
+    kinds = prepare.add_subparsers(dest="prepare_kind", required=True, metavar="KIND")
+    _register_prepare_nwb(kinds)
+    _register_prepare_2p(kinds)
+    export = subparsers.add_parser("export", help="export a run's results (into NWB, or an NLB submission)")
+    targets = export.add_subparsers(dest="export_kind", required=True, metavar="FORMAT")
+    _register_export_nwb(targets)
+    _register_export_nlb(targets)
+
+
+# ---------------------------------------------------------------------------------------------
+# convert
+
+
+def _register_convert(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert a MATLAB .mat file (v5 or v7.3) into the h5 data file",
+        description="Replaces the seed's convert_h5.m: reads the data variable (MATLAB size num_neurons x "
+        "num_samples x num_trials, or a cell array of num_neurons x num_samples trials) and optional truth, "
+        "latents and condition variables, and writes the h5 data file (key 'data' (num_neurons, num_samples, "
+        "num_trials) as h5py reads it).",
+    )
+    parser.add_argument("mat_file", metavar="FILE.mat", help="MATLAB file, v5/v6/v7 or v7.3")
+    parser.add_argument("output", metavar="OUT.h5", help="h5 data file to write, e.g. run001_data.h5")
+    parser.add_argument("--var", default=None, metavar="NAME",
+                        help="data variable (default: 'data', or the only 3-D variable); struct fields as s.field")
+    parser.add_argument("--truth", default=None, metavar="NAME", help="variable of true rates (same size as the data)")
+    parser.add_argument("--latents", default=None, metavar="NAME",
+                        help="variable of true latents (num_latents in place of num_neurons)")
+    parser.add_argument("--condition", default=None, metavar="NAME", help="vector of integer labels, one per trial")
+    parser.add_argument("--axes", default="neurons,samples,trials", metavar="A,B,C",
+                        help="what the data variable's MATLAB dimensions are, in order "
+                        "(default: neurons,samples,trials; e.g. trials,samples,neurons)")
+    parser.add_argument("--bin-ms", type=float, default=None, help="bin width in ms, stored as the attribute bin_ms")
+    parser.set_defaults(func=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from neurodyn.data.matlab import MatVariables, convert_mat_file, describe_dataset
+
+    axes = tuple(part.strip() for part in args.axes.split(","))
+    variables = MatVariables(data=args.var, truth=args.truth, latents=args.latents, condition=args.condition)
+    dataset = convert_mat_file(args.mat_file, args.output, variables, axes, args.bin_ms)
+    print(f"wrote {args.output}: {describe_dataset(dataset)} (from '{dataset.attrs['source_variable']}')")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare nwb
+
+
+def _register_prepare_nwb(kinds) -> None:
+    parser = kinds.add_parser(
+        "nwb",
+        help="bin the spikes of an NWB file's Units table per trial (trials table) into an h5 data file",
+        description="Counts each unit's spikes in bins of --bin-ms around a trials-table column (seconds): "
+        "bins from ALIGN + START to ALIGN + STOP ms with --window, else from ALIGN to each trial's stop_time "
+        "(shorter trials padded with NaN). Units without a spike in any window are dropped (listed). "
+        "Optionally holds out neurons for co-smoothing (key 'heldout_neurons').",
+    )
+    parser.add_argument("nwb_file", metavar="FILE.nwb", help="NWB file with a Units table and a trials table")
+    parser.add_argument("output", metavar="OUT.h5", help="h5 data file to write")
+    parser.add_argument("--bin-ms", type=float, required=True, help="bin width in ms")
+    parser.add_argument("--align", default="start_time", metavar="COLUMN",
+                        help="trials column to align to, in seconds (default: start_time)")
+    parser.add_argument("--window", type=float, nargs=2, default=None, metavar=("START", "STOP"),
+                        help="window in ms relative to the alignment time, e.g. -250 450 (default: to stop_time)")
+    parser.add_argument("--condition", default=None, metavar="COLUMN",
+                        help="trials column of condition labels (strings are numbered in sorted order)")
+    held = parser.add_mutually_exclusive_group()
+    held.add_argument("--heldout-fraction", type=float, default=None, metavar="F",
+                      help="hold out a random fraction F of the neurons for co-bps (seeded by --seed)")
+    held.add_argument("--heldout-neurons", default=None, metavar="I,J,...",
+                      help="hold out these neurons (indices into the written neuron axis, from 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the held-out choice (default: 0)")
+    parser.set_defaults(func=_run_prepare_nwb)
+
+
+def _run_prepare_nwb(args: argparse.Namespace) -> int:
+    from neurodyn.data.nwb_spikes import SpikeBinning, prepare_nwb_spikes
+
+    binning = SpikeBinning(bin_ms=args.bin_ms, align=args.align,
+                           window_ms=tuple(args.window) if args.window else None, condition_column=args.condition)
+    indices = _index_list(args.heldout_neurons, "--heldout-neurons") if args.heldout_neurons else None
+    dataset, heldout = prepare_nwb_spikes(args.nwb_file, args.output, binning, args.heldout_fraction, indices,
+                                          args.seed)
+    lines = [f"wrote {args.output}: {dataset.num_trials} trials x {dataset.num_samples} bins of {args.bin_ms:g} ms "
+             f"x {dataset.num_neurons} units; {int(np.nansum(dataset.data))} spikes"]
+    if "dropped_unit_ids" in dataset.attrs:
+        lines.append(f"  dropped units without spikes in any window (ids): {_shown(dataset.attrs['dropped_unit_ids'])}")
+    if "skipped_trial_ids" in dataset.attrs:
+        lines.append(f"  skipped trials whose '{args.align}' is NaN (ids): {_shown(dataset.attrs['skipped_trial_ids'])}")
+    if "trial_num_samples" in dataset.attrs:
+        lines.append("  trials of unequal length: shorter ones padded with NaN (attribute trial_num_samples)")
+    if heldout is not None:
+        lines.append(f"  held-out neurons ({heldout.size}): {_shown(heldout)}")
+    print("\n".join(lines))
+    return 0
+
+
+def _index_list(text: str, option: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise NeurodynError(f"{option} expects comma-separated integers, e.g. 0,5,9; got {text!r}") from None
+
+
+def _shown(values, limit: int = 20) -> str:
+    values = list(np.asarray(values).tolist())
+    return ", ".join(str(v) for v in values[:limit]) + (", ..." if len(values) > limit else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare 2p
+
+
+def _register_prepare_2p(kinds) -> None:
+    parser = kinds.add_parser(
+        "2p",
+        help="suite2p folder or NWB ophys file -> OASIS events in sub-frame bins (h5 data file for RADICaL)",
+        description="Neuropil correction (F - c * Fneu), OASIS deconvolution of each ROI's whole recording, trials "
+        "cut at the first frame at or after each start time, per-ROI scan offsets from the ROI's centroid line "
+        "((line + 0.5) / lines per frame), and sub-frame binning (each frame's event in the sub-bin of the ROI's "
+        "scan time, NaN elsewhere). SOURCE is a suite2p plane folder (F.npy, Fneu.npy, iscell.npy, ops.npy, "
+        "stat.npy; ops/stat are pickles: trusted folders only) or an NWB file (RoiResponseSeries + "
+        "PlaneSegmentation).",
+    )
+    parser.add_argument("source", metavar="SOURCE", help="suite2p plane folder (or suite2p/ with one plane), or FILE.nwb")
+    parser.add_argument("output", metavar="OUT.h5", help="h5 data file to write")
+    parser.add_argument("--trial-starts", default=None, metavar="FILE|T1,T2,...",
+                        help="trial start times in seconds: a text file (one per line) or a comma list; "
+                        "for NWB the default is the trials table (--align)")
+    parser.add_argument("--align", default="start_time", metavar="COLUMN",
+                        help="NWB trials column of trial starts when --trial-starts is not given (default: start_time)")
+    parser.add_argument("--trial-frames", type=int, required=True, help="imaging frames per trial")
+    parser.add_argument("--subframe-bins", type=int, default=4, metavar="K", help="sub-frame bins per frame (default: 4)")
+    parser.add_argument("--neuropil-coefficient", type=float, default=0.7,
+                        help="c in F - c * Fneu (default: 0.7, suite2p's; 0 = no correction)")
+    parser.add_argument("--decay-s", type=float, default=None,
+                        help="indicator decay time constant in s (default: estimated per ROI by OASIS)")
+    parser.add_argument("--rise-s", type=float, default=0.0, help="rise time constant in s (> 0: AR(2); default 0)")
+    parser.add_argument("--min-event-size", type=float, default=0.0, help="drop smaller events (default: 0)")
+    parser.add_argument("--first-frame-s", type=float, default=0.0,
+                        help="suite2p: time of the first frame on the trial clock, s (default: 0)")
+    parser.add_argument("--all-rois", action="store_true", help="suite2p: keep ROIs that iscell.npy rejects")
+    parser.add_argument("--min-cell-probability", type=float, default=0.0,
+                        help="suite2p: keep cells whose classifier probability is at least this (default: 0)")
+    parser.add_argument("--series", default=None, help="NWB: the RoiResponseSeries to use (default: the only one)")
+    parser.add_argument("--neuropil-series", default=None, help="NWB: RoiResponseSeries holding the neuropil traces")
+    parser.add_argument("--lines-per-frame", type=int, default=None,
+                        help="NWB: scan lines per frame (default: the image masks' extent)")
+    parser.add_argument("--line-axis", choices=("x", "y"), default="y",
+                        help="NWB: mask axis along which the lines are stacked (default: y, the schema's)")
+    parser.set_defaults(func=_run_prepare_2p)
+
+
+def _run_prepare_2p(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from neurodyn.data.prepare_2p import TwoPhotonSettings, prepare_two_photon
+    from neurodyn.data.seed_format import write_dataset
+
+    source = Path(args.source)
+    if source.is_dir():
+        from neurodyn.data.suite2p import read_suite2p_plane
+
+        traces = read_suite2p_plane(source, cells_only=not args.all_rois,
+                                    min_cell_probability=args.min_cell_probability, first_frame_s=args.first_frame_s)
+        if args.trial_starts is None:
+            raise NeurodynError("a suite2p folder has no trial times: give --trial-starts FILE or T1,T2,...")
+        starts = _trial_starts(args.trial_starts)
+    else:
+        from neurodyn.data.nwb_ophys import read_nwb_ophys, read_nwb_trial_starts
+
+        traces = read_nwb_ophys(source, args.series, args.neuropil_series, args.lines_per_frame, args.line_axis)
+        starts = _trial_starts(args.trial_starts) if args.trial_starts else read_nwb_trial_starts(source, args.align)
+    settings = TwoPhotonSettings(trial_frames=args.trial_frames, subframe_bins=args.subframe_bins,
+                                 neuropil_coefficient=args.neuropil_coefficient, decay_s=args.decay_s,
+                                 rise_s=args.rise_s, min_event_size=args.min_event_size)
+    dataset = prepare_two_photon(traces, starts, settings)
+    write_dataset(args.output, dataset)
+    print(f"wrote {args.output}: {dataset.num_trials} trials x {dataset.num_samples} sub-frame bins of "
+          f"{dataset.attrs['bin_ms']:.3g} ms ({args.trial_frames} frames x {args.subframe_bins}) x "
+          f"{dataset.num_neurons} ROIs at {traces.frame_rate_hz:g} Hz; each ROI observed once per frame")
+    return 0
+
+
+def _trial_starts(text: str) -> np.ndarray:
+    from pathlib import Path
+
+    path = Path(text)
+    content = path.read_text() if path.is_file() else text
+    try:
+        return np.array([float(part) for part in content.replace(",", " ").split()], dtype=np.float64)
+    except ValueError:
+        where = f"{path}: " if path.is_file() else ""
+        raise NeurodynError(f"{where}trial start times must be numbers in seconds (one per line, or T1,T2,...); "
+                            f"got {content[:60]!r}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+
+
+def _register_export_nwb(targets) -> None:
+    parser = targets.add_parser(
+        "nwb",
+        help="write a run's inferred rates, factors (and latents) into a copy of the input NWB file",
+        description="Copies FILE.nwb to OUT.nwb and adds a processing module with one TimeSeries per inferred "
+        "array of the run (rates, factors, ...): rows = trials x bins, timestamps = bin centres from the data "
+        "file's attributes (written by 'neurodyn prepare'), control = the trial's row in the data file.",
+    )
+    parser.add_argument("run_dir", metavar="DIR", help="run directory or PBT results directory (pbt_best_model/)")
+    parser.add_argument("output", metavar="OUT.nwb", help="NWB file to write (a copy of --nwb plus the results)")
+    parser.add_argument("--data", required=True, metavar="DATA.h5", help="the data file the run was trained on")
+    parser.add_argument("--nwb", required=True, metavar="FILE.nwb", help="the NWB file the data file was prepared from")
+    parser.add_argument("--module", default="neurodyn", help="name of the processing module (default: neurodyn)")
+    parser.set_defaults(func=_run_export_nwb)
+
+
+def _run_export_nwb(args: argparse.Namespace) -> int:
+    from neurodyn.evaluate.export import export_run_to_nwb
+
+    names = export_run_to_nwb(args.run_dir, args.data, args.nwb, args.output, args.module)
+    print(f"wrote {args.output}: {args.nwb} plus processing module '{args.module}' with {', '.join(names)}")
+    return 0
+
+
+def _register_export_nlb(targets) -> None:
+    parser = targets.add_parser(
+        "nlb",
+        help="write a Neural Latents Benchmark submission h5 (held-in / held-out rates of train and eval trials)",
+        description="Writes group DATASET with train_rates_heldin, train_rates_heldout, eval_rates_heldin, "
+        "eval_rates_heldout (trials, bins, neurons): train = the run's train split, eval = its valid split, "
+        "held-out neurons from the data file's 'heldout_neurons'. nlb_tools.evaluation.evaluate scores groups "
+        "named like mc_maze (5 ms bins) or mc_maze_20 (20 ms bins).",
+    )
+    parser.add_argument("run_dir", metavar="DIR", help="run directory or PBT results directory (pbt_best_model/)")
+    parser.add_argument("output", metavar="OUT.h5", help="submission file to write")
+    parser.add_argument("--data", required=True, metavar="DATA.h5", help="the data file (with heldout_neurons)")
+    parser.add_argument("--dataset", required=True, metavar="NAME", help="NLB dataset group name, e.g. mc_maze_20")
+    parser.set_defaults(func=_run_export_nlb)
+
+
+def _run_export_nlb(args: argparse.Namespace) -> int:
+    from neurodyn.evaluate.export import write_nlb_submission
+
+    shapes = write_nlb_submission(args.run_dir, args.data, args.output, args.dataset)
+    print(f"wrote {args.output}:")
+    for key, shape in shapes.items():
+        print(f"  {key} {shape}")
+    return 0
