@@ -17,7 +17,7 @@ from neurodyn.evaluate.run_outputs import read_run_outputs
 
 NUM_TRIALS, NUM_SAMPLES, NUM_NEURONS, NUM_LATENTS, NUM_FACTORS = 24, 20, 8, 3, 4
 EXPECTED_KEYS = {
-    "rate_r2", "bits_per_spike", "latent_r2", "latent_r2_per_dim", "latent_ridge_alpha", "num_train_trials",
+    "rate_r2", "bits_per_spike", "co_bps", "latent_r2", "latent_r2_per_dim", "latent_ridge_alpha", "num_train_trials",
     "num_valid_trials", "num_neurons", "num_samples", "run_dir", "output_dir", "data_path", "evaluation_json",
     "figure", "notes",
 }
