@@ -15,9 +15,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=_train)
 
-    demo = subparsers.add_parser("demo", help="synthesize Lorenz spikes, train LFADS, evaluate (the README demo)")
+    demo = subparsers.add_parser("demo", help="the README demo: RADICaL on synthetic 2-photon Lorenz data "
+                                              "(or --kind spikes: LFADS on Lorenz spikes)")
     demo.add_argument("--out", default="demo_results", help="output directory (default: demo_results)")
-    demo.add_argument("--max-epochs", type=int, help="shorter run for a quick look")
+    demo.add_argument("--kind", choices=["radical", "spikes"], default="radical", help="which demo (default radical)")
+    demo.add_argument("--max-epochs", type=int, help="spikes demo: shorter run for a quick look")
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=_demo)
 
@@ -38,7 +40,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from neurodyn.demo import run_demo
+    from neurodyn.demo import run_radical_demo, run_spikes_demo
 
-    run_demo(args.out, max_epochs=args.max_epochs, progress=not args.no_progress)
+    if args.kind == "spikes":
+        run_spikes_demo(args.out, max_epochs=args.max_epochs, progress=not args.no_progress)
+    else:
+        run_radical_demo(args.out, progress=not args.no_progress)
     return 0
