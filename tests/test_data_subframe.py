@@ -56,3 +56,14 @@ def test_one_subframe_bin_is_the_identity():
 def test_bad_inputs_give_clear_errors(events, offsets, k, message):
     with pytest.raises(NeurodynError, match=message):
         bin_subframes(events, offsets, k, source="session.h5 key 'events'")
+
+
+def test_collapse_subframes_inverts_bin_subframes():
+    from neurodyn.data.subframe import bin_subframes, collapse_subframes
+
+    rng = np.random.default_rng(3)
+    events = rng.gamma(1.0, 1.0, (2, 5, 4)) * (rng.random((2, 5, 4)) < 0.5)
+    events[1, 2, 3] = np.nan  # a frame that was not recorded stays unobserved
+    offsets = np.array([0.1, 0.3, 0.6, 0.95])
+    binned = bin_subframes(events, offsets, 4)
+    np.testing.assert_array_equal(collapse_subframes(binned, 4), events)

@@ -62,3 +62,18 @@ def _check_inputs(events: np.ndarray, offsets: np.ndarray, num_subframe_bins: in
         raise NeurodynError(f"{source}: events hold {int((recorded < 0).sum())} negative value(s) "
                             f"(min {recorded.min():g}); expected non-negative event sizes "
                             "(clip deconvolution residues with np.maximum(events, 0))")
+
+
+def collapse_subframes(data: np.ndarray, num_subframe_bins: int) -> np.ndarray:
+    """The frame-rate view of a sub-frame tensor: ``(trials, frames * K, N)`` -> ``(trials, frames, N)``.
+
+    Each frame's value is the one observed sub-bin of that frame (the inverse of ``bin_subframes``);
+    a frame with no observed sub-bin stays NaN.
+    """
+    trials, samples, neurons = data.shape
+    if samples % num_subframe_bins:
+        raise NeurodynError(f"{samples} samples are not a whole number of frames of {num_subframe_bins} sub-bins")
+    frames = data.reshape(trials, samples // num_subframe_bins, num_subframe_bins, neurons)
+    observed = ~np.isnan(frames)
+    collapsed = np.where(observed, frames, 0.0).sum(axis=2)
+    return np.where(observed.any(axis=2), collapsed, np.nan).astype(data.dtype)
