@@ -99,7 +99,7 @@ def main() -> None:
 
     dataset = make_lorenz_2p(num_neurons=args.neurons, num_conditions=args.conditions,
                              trials_per_condition=args.trials_per_condition, lorenz_speed=args.lorenz_speed,
-                             min_rate_hz=2.0, max_rate_hz=60.0, seed=args.seed)
+                             seed=args.seed)
     k = int(dataset.attrs["subframe_bins"])
     frame_s = 1.0 / dataset.attrs["frame_rate_hz"]
     print(f"data: {dataset.num_trials} trials, {dataset.num_neurons} neurons, {dataset.num_samples // k} frames x "

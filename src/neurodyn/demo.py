@@ -22,8 +22,7 @@ from neurodyn.synth.lorenz_2p import make_lorenz_2p
 from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
 from neurodyn.train.run import train_model
 
-RADICAL_DATA = {"num_neurons": 100, "num_conditions": 20, "trials_per_condition": 20, "min_rate_hz": 2.0,
-                "max_rate_hz": 60.0, "seed": 0}
+RADICAL_DATA = {"num_neurons": 100, "num_conditions": 20, "trials_per_condition": 20, "seed": 0}
 RADICAL_RUN = {
     "run_name": "radical_demo", "observation": "zig", "num_workers": 4, "max_processes": 2,
     "epochs_per_generation": 15, "max_generations": 10, "num_no_best_to_stop": 10, "Duration": 8.0,

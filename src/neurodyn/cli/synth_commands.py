@@ -64,10 +64,10 @@ def _register_lorenz_2p(kinds) -> None:
                        help="sub-frame bins per frame (default: 4, i.e. 8 ms bins at 31.25 Hz)")
     two_p.add_argument("--lorenz-speed", type=float, default=1.5,
                        help="Lorenz time units per second; larger = faster dynamics (default: 1.5)")
-    two_p.add_argument("--min-rate", type=float, default=1.0, metavar="HZ",
-                       help="lowest firing rate of every neuron, spikes/s (default: 1)")
-    two_p.add_argument("--max-rate", type=float, default=30.0, metavar="HZ",
-                       help="peak firing rate of every neuron, spikes/s (default: 30)")
+    two_p.add_argument("--min-rate", type=float, default=2.0, metavar="HZ",
+                       help="lowest firing rate of every neuron, spikes/s (default: 2)")
+    two_p.add_argument("--max-rate", type=float, default=60.0, metavar="HZ",
+                       help="peak firing rate of every neuron, spikes/s (default: 60)")
     two_p.add_argument("--rise-ms", type=float, default=20.0, help="calcium kernel rise time constant (default: 20)")
     two_p.add_argument("--decay-ms", type=float, default=300.0, help="calcium kernel decay time constant (default: 300)")
     two_p.add_argument("--noise", type=float, default=0.3,

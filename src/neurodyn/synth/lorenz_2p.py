@@ -38,7 +38,7 @@ from neurodyn.data.seed_format import NeuralDataset
 from neurodyn.data.subframe import bin_subframes
 from neurodyn.errors import NeurodynError
 from neurodyn.synth.lorenz import BETA, RHO, SIGMA
-from neurodyn.synth.lorenz_spikes import lorenz_condition_latents, rate_readout, zscore_latents
+from neurodyn.synth.lorenz_spikes import lorenz_population
 
 
 def calcium_kernel_peak(rise_s: float, decay_s: float) -> float:
@@ -69,8 +69,8 @@ def make_lorenz_2p(
     num_conditions: int = 65,
     trials_per_condition: int = 24,
     lorenz_speed: float = 1.5,
-    min_rate_hz: float = 1.0,
-    max_rate_hz: float = 30.0,
+    min_rate_hz: float = 2.0,
+    max_rate_hz: float = 60.0,
     rise_ms: float = 20.0,
     decay_ms: float = 300.0,
     noise_std: float = 0.3,
@@ -96,12 +96,10 @@ def make_lorenz_2p(
     steps_per_trial = frames_per_trial * frame_steps
     trial_start = iti_frames * frame_steps
 
-    states = lorenz_condition_latents(ic_rng, num_conditions, steps_per_trial, lorenz_speed * step_s, 1,
-                                      burn_in_time, initial_state_spread)
-    latents, latent_mean, latent_std = zscore_latents(states)  # (conditions, steps, 3)
-    weights, bias = rate_readout(readout_rng, latents, num_neurons,
-                                 np.log(min_rate_hz * step_s), np.log(max_rate_hz * step_s))
-    condition_rates = np.exp(latents @ weights.T + bias)  # (conditions, steps, neurons), spikes per step
+    population = lorenz_population(ic_rng, readout_rng, num_conditions, steps_per_trial, lorenz_speed * step_s, 1,
+                                   burn_in_time, initial_state_spread, num_neurons, min_rate_hz * step_s,
+                                   max_rate_hz * step_s)
+    latents, condition_rates = population.latents, population.rates  # per condition; spikes per step
 
     scan_steps = stratified_scan_steps(scan_rng, num_neurons, frame_steps)
     scan_offsets = (scan_steps + 0.5) / frame_steps  # mid-step, so the sub-bin is unambiguous
@@ -156,10 +154,10 @@ def make_lorenz_2p(
         "lorenz_beta": BETA,
         "burn_in_time": float(burn_in_time),
         "initial_state_spread": float(initial_state_spread),
-        "latent_mean": latent_mean,  # (3,): raw Lorenz state = latents * latent_std + latent_mean
-        "latent_std": latent_std,
-        "readout_weights": weights,  # (neurons, 3): log(spikes per spike step) per z-scored latent unit
-        "readout_bias": bias,  # (neurons,)
+        "latent_mean": population.latent_mean,  # (3,): raw Lorenz state = latents * latent_std + latent_mean
+        "latent_std": population.latent_std,
+        "readout_weights": population.weights,  # (neurons, 3): log(spikes per spike step) per latent unit
+        "readout_bias": population.bias,  # (neurons,)
     }
     return NeuralDataset(data=data, truth=truth, latents=trial_latents, condition=condition, attrs=attrs,
                          source="<lorenz-2p>")

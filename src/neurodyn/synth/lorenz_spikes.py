@@ -20,6 +20,8 @@ so the same seed with a different ``keep`` masks the very same spike counts.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from neurodyn.data.seed_format import NeuralDataset
@@ -90,6 +92,36 @@ def rate_readout(
     return directions * gain[:, None], min_log_rate - gain * low
 
 
+@dataclass
+class LorenzPopulation:
+    """Per-condition Lorenz latents and the log-linear rates of a population reading them out.
+
+    latents ``(conditions, steps, 3)`` z-scored (raw state = latents * latent_std + latent_mean);
+    rates ``(conditions, steps, neurons)`` expected count per step = exp(latents @ weights.T + bias).
+    """
+
+    latents: np.ndarray
+    latent_mean: np.ndarray
+    latent_std: np.ndarray
+    weights: np.ndarray
+    bias: np.ndarray
+    rates: np.ndarray
+
+
+def lorenz_population(ic_rng: np.random.Generator, readout_rng: np.random.Generator, num_conditions: int,
+                      num_steps: int, time_per_step: float, integration_steps_per_step: int, burn_in_time: float,
+                      initial_state_spread: float, num_neurons: int, min_rate_per_step: float,
+                      max_rate_per_step: float) -> LorenzPopulation:
+    """Lorenz trajectories per condition, z-scored, read out by ``num_neurons`` log-linear neurons whose
+    rates span exactly [min_rate_per_step, max_rate_per_step] over the dataset (shared by every Lorenz set)."""
+    states = lorenz_condition_latents(ic_rng, num_conditions, num_steps, time_per_step, integration_steps_per_step,
+                                      burn_in_time, initial_state_spread)
+    latents, latent_mean, latent_std = zscore_latents(states)
+    weights, bias = rate_readout(readout_rng, latents, num_neurons, np.log(min_rate_per_step),
+                                 np.log(max_rate_per_step))
+    return LorenzPopulation(latents, latent_mean, latent_std, weights, bias, np.exp(latents @ weights.T + bias))
+
+
 def make_lorenz_spikes(
     num_neurons: int = 29,
     num_samples: int = 50,
@@ -118,12 +150,10 @@ def make_lorenz_spikes(
         np.random.default_rng(stream) for stream in np.random.SeedSequence(seed).spawn(4)
     )
     bin_s = bin_ms / 1000.0
-    states = lorenz_condition_latents(ic_rng, num_conditions, num_samples, lorenz_time_per_bin,
-                                      integration_steps_per_bin, burn_in_time, initial_state_spread)
-    latents, latent_mean, latent_std = zscore_latents(states)  # (conditions, samples, 3)
-    weights, bias = rate_readout(readout_rng, latents, num_neurons,
-                                 np.log(min_rate_hz * bin_s), np.log(max_rate_hz * bin_s))
-    condition_truth = np.exp(latents @ weights.T + bias)  # (conditions, samples, neurons), counts per bin
+    population = lorenz_population(ic_rng, readout_rng, num_conditions, num_samples, lorenz_time_per_bin,
+                                   integration_steps_per_bin, burn_in_time, initial_state_spread, num_neurons,
+                                   min_rate_hz * bin_s, max_rate_hz * bin_s)
+    latents, condition_truth = population.latents, population.rates  # per condition; counts per bin
 
     condition = np.repeat(np.arange(num_conditions, dtype=np.int64), trials_per_condition)
     truth = condition_truth[condition]
@@ -147,10 +177,10 @@ def make_lorenz_spikes(
         "integration_steps_per_bin": int(integration_steps_per_bin),
         "burn_in_time": float(burn_in_time),
         "initial_state_spread": float(initial_state_spread),
-        "latent_mean": latent_mean,  # (3,), Lorenz units: raw state = latents * latent_std + latent_mean
-        "latent_std": latent_std,  # (3,)
-        "readout_weights": weights,  # (neurons, 3), log(expected count per bin) per z-scored latent unit
-        "readout_bias": bias,  # (neurons,), log(expected count per bin)
+        "latent_mean": population.latent_mean,  # (3,), Lorenz units: raw = latents * latent_std + latent_mean
+        "latent_std": population.latent_std,  # (3,)
+        "readout_weights": population.weights,  # (neurons, 3), log(expected count per bin) per latent unit
+        "readout_bias": population.bias,  # (neurons,), log(expected count per bin)
     }
     return NeuralDataset(data=data, truth=truth, latents=latents[condition], condition=condition,
                          attrs=attrs, source="<lorenz-spikes>")
