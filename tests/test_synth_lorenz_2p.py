@@ -66,8 +66,9 @@ def test_attributes_describe_the_sub_frame_layout(tiny):
 
 def test_truth_is_rate_times_frame_duration_within_the_rate_range(tiny):
     frame_s = 1.0 / tiny.attrs["frame_rate_hz"]
-    assert tiny.truth.min() >= 1.0 * frame_s * (1 - 1e-5)  # default rates span 1 .. 30 spikes/s
-    assert tiny.truth.max() <= 30.0 * frame_s * (1 + 1e-5)
+    low, high = tiny.attrs["min_rate_hz"], tiny.attrs["max_rate_hz"]  # each neuron spans this range
+    assert tiny.truth.min() >= low * frame_s * (1 - 1e-5)
+    assert tiny.truth.max() <= high * frame_s * (1 + 1e-5)
     assert tiny.truth.max() > 10.0 * frame_s
     assert np.all(np.isfinite(tiny.latents)) and abs(tiny.latents.mean()) < 1.0
 
