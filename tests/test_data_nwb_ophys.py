@@ -153,7 +153,7 @@ def test_cli_prepare_2p_from_nwb(tmp_path, arrays, capsys):
                  "Neuropil", "--trial-frames", str(TRIAL_FRAMES), "--decay-s", str(DECAY_S)])
     assert code == 0
     assert f"4 trials x {TRIAL_FRAMES * 4} sub-frame bins" in capsys.readouterr().out
-    dataset = read_dataset(tmp_path / "run_data.h5", observation=None)
+    dataset = read_dataset(tmp_path / "run_data.h5")
     np.testing.assert_allclose(dataset.attrs["align_times_s"], np.array([30, 151, 271, 405]) / FRAME_RATE)
     assert main(["prepare", "2p", str(tmp_path / "ophys.nwb"), str(tmp_path / "x.h5"), "--trial-frames", "10",
                  "--neuropil-series", "Neuropil", "--align", "cue_time"]) == 2

@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
+from neurodyn.observation.registry import read_dataset_for
 from neurodyn.data.seed_format import (
     NeuralDataset,
     data_file_name,
@@ -117,7 +118,7 @@ def test_data_file_name_follows_run_name():
 
 def expect_error(path, *fragments, observation="poisson"):
     with pytest.raises(NeurodynError) as caught:
-        read_dataset(path, observation=observation)
+        read_dataset(path) if observation is None else read_dataset_for(path, observation)
     message = str(caught.value)
     assert str(path) in message
     for fragment in fragments:
@@ -194,14 +195,14 @@ def test_non_integer_counts_rejected_for_poisson_but_allowed_without_model(tmp_p
     path = tmp_path / "x_data.h5"
     write_raw(path, data=data)
     expect_error(path, "key 'data'", "non-integer")
-    assert read_dataset(path, observation=None).data[2, 3, 0] == pytest.approx(0.4)
+    assert read_dataset(path).data[2, 3, 0] == pytest.approx(0.4)
 
 
 def test_unknown_observation_model(tmp_path):
     path = tmp_path / "x_data.h5"
     write_raw(path, data=np.ones((NEURONS, SAMPLES, TRIALS)))
     with pytest.raises(NeurodynError, match="unknown observation model 'gaussian'"):
-        read_dataset(path, observation="gaussian")
+        read_dataset_for(path, "gaussian")
 
 
 def test_truth_shape_mismatch_names_key_and_expected_shape(tmp_path):

@@ -184,7 +184,7 @@ def test_cli_prepare_2p_from_suite2p(recording, tmp_path, capsys):
                  "--decay-s", str(DECAY_S), "--min-event-size", "0.3"])
     assert code == 0
     assert f"4 trials x {TRIAL_FRAMES * K} sub-frame bins" in capsys.readouterr().out
-    dataset = read_dataset(tmp_path / "run_data.h5", observation=None)
+    dataset = read_dataset(tmp_path / "run_data.h5")
     assert dataset.attrs["subframe_bins"] == K and len(dataset.attrs["scan_offsets"]) == 4
     assert main(["prepare", "2p", str(folder), str(tmp_path / "x.h5"), "--trial-frames", "10"]) == 2
     assert "give --trial-starts" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import torch
 
 from neurodyn.cli.main import main
 from neurodyn.config import LfadsConfig
+from neurodyn.observation.registry import read_dataset_for
 from neurodyn.data.seed_format import read_dataset, write_dataset
 from neurodyn.synth.lorenz_2p import calcium_kernel_peak, calcium_trace, make_lorenz_2p
 from neurodyn.train.inference import infer
@@ -102,14 +103,14 @@ def test_events_carry_the_rates():
 def test_file_round_trip_and_command(tmp_path, tiny, capsys):
     path = tmp_path / "tiny_data.h5"
     write_dataset(path, tiny)
-    back = read_dataset(path, observation="zig")
+    back = read_dataset_for(path, "zig")
     np.testing.assert_array_equal(back.data, tiny.data)
     np.testing.assert_array_equal(back.attrs["scan_offsets"], tiny.attrs["scan_offsets"])
     out = tmp_path / "cli_data.h5"
     code = main(["synth", "lorenz-2p", str(out), "--neurons", "5", "--conditions", "3", "--trials-per-condition", "4",
                  "--frames", "6", "--subframe-bins", "2", "--seed", "1"])
     assert code == 0 and "12 sub-frame bins" in capsys.readouterr().out
-    written = read_dataset(out, observation="zig")
+    written = read_dataset_for(out, "zig")
     assert written.data.shape == (12, 12, 5) and written.attrs["subframe_bins"] == 2
 
 

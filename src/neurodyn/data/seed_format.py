@@ -97,12 +97,12 @@ class NeuralDataset:
 # Reading
 
 
-def read_dataset(path: str | os.PathLike, observation: str | None = "poisson") -> NeuralDataset:
-    """Read and validate a data file; returns trials-first arrays.
+def read_dataset(path: str | os.PathLike) -> NeuralDataset:
+    """Read and validate a data file (format, shapes, NaN/inf); returns trials-first arrays.
 
-    When ``observation`` names a model in the observation registry, its ``validate_targets``
-    checks the observed values (e.g. Poisson: non-negative integer counts).
-    Raises NeurodynError naming the file and key for every problem found.
+    Raises NeurodynError naming the file and key for every problem found. The values an
+    observation model needs (e.g. Poisson: non-negative integer counts) are checked by
+    ``neurodyn.observation.registry.read_dataset_for``.
     """
     source = str(path)
     arrays, attrs = _load_h5(Path(path), source)
@@ -116,8 +116,6 @@ def read_dataset(path: str | os.PathLike, observation: str | None = "poisson") -
         source=source,
     )
     validate_values(dataset)
-    if observation is not None:
-        _validate_observations(dataset, observation)
     return dataset
 
 
@@ -263,17 +261,6 @@ def validate_values(dataset: NeuralDataset) -> None:
             raise NeurodynError(f"{source}: key 'truth' holds negative rates (min {dataset.truth.min():g})")
     if dataset.latents is not None and not np.isfinite(dataset.latents).all():
         raise NeurodynError(f"{source}: key 'latents' holds NaN or infinite values")
-
-
-def _validate_observations(dataset: NeuralDataset, observation: str) -> None:
-    from neurodyn.observation.registry import OBSERVATION_MODELS
-
-    if observation not in OBSERVATION_MODELS:
-        raise NeurodynError(
-            f"unknown observation model '{observation}'; expected one of {sorted(OBSERVATION_MODELS)}"
-        )
-    model = OBSERVATION_MODELS[observation](dataset.num_neurons)
-    model.validate_targets(dataset.data, dataset.source)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ def write_nlb_submission(run_dir: str | os.PathLike, data_path: str | os.PathLik
     if not dataset_name or "/" in dataset_name:
         raise NeurodynError(f"NLB dataset name must be a plain group name such as 'mc_maze_20'; got {dataset_name!r}")
     outputs = read_run_outputs(run_dir)
-    heldout = read_dataset(data_path, observation=None).heldout_neurons
+    heldout = read_dataset(data_path).heldout_neurons
     if heldout is None:
         raise NeurodynError(f"{data_path}: no key 'heldout_neurons' (k,); an NLB submission needs held-out neurons "
                             "(neurodyn prepare nwb ... --heldout-fraction 0.25)")

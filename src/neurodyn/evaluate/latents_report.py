@@ -36,7 +36,7 @@ def map_latents_run(results_dir: str | os.PathLike, data_path: str | os.PathLike
     results_dir = Path(results_dir)
     output_dir = find_output_dir(results_dir)
     outputs = read_run_outputs(output_dir)
-    dataset = read_dataset(data_path, observation=None)
+    dataset = read_dataset(data_path)
     if dataset.latents is None:
         raise NeurodynError(f"{data_path}: key 'latents' is missing; map-to-latents needs the true latent states "
                             "(num_latents, num_samples, num_trials)")

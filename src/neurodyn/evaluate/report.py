@@ -68,7 +68,7 @@ def evaluate_run(
     outputs = read_run_outputs(output_dir)
     # No observation-model check: evaluate serves Poisson and ZIG runs alike; bits per spike
     # checks for spike counts itself and is skipped otherwise.
-    dataset = read_dataset(data_path, observation=None)
+    dataset = read_dataset(data_path)
     check_outputs_match_data(outputs, dataset, output_dir, data_path)
     train, valid = outputs["train"], outputs["valid"]
     counts = dataset.data[valid.trial_idx]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from neurodyn.data.seed_format import NeuralDataset, read_dataset
 from neurodyn.errors import NeurodynError
 from neurodyn.observation.base import ObservationModel
 from neurodyn.observation.gamma import Gamma
@@ -21,6 +22,15 @@ def observation_class(name: str) -> type[ObservationModel]:
         return OBSERVATION_MODELS[name]
     except KeyError:
         raise NeurodynError(f"unknown observation model '{name}'; expected one of {sorted(OBSERVATION_MODELS)}") from None
+
+
+def read_dataset_for(path, observation: str) -> NeuralDataset:
+    """``read_dataset`` plus the observation model's check of the observed values (e.g. Poisson:
+    non-negative integer counts; ZIG: non-negative events)."""
+    model_class = observation_class(observation)
+    dataset = read_dataset(path)
+    model_class(dataset.num_neurons).validate_targets(dataset.data, dataset.source)
+    return dataset
 
 
 def make_observation_model(name: str, num_neurons: int, **options) -> ObservationModel:

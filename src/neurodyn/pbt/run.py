@@ -32,7 +32,8 @@ import yaml
 
 from neurodyn.config import LfadsConfig, RunConfig
 from neurodyn.data.atomic import atomic_path, write_text_atomic
-from neurodyn.data.seed_format import data_file_name, read_dataset, split_trials
+from neurodyn.observation.registry import read_dataset_for
+from neurodyn.data.seed_format import data_file_name, split_trials
 from neurodyn.errors import NeurodynError
 from neurodyn.lfads.model import LFADS
 from neurodyn.observation.registry import make_observation_model
@@ -154,7 +155,7 @@ class PbtRun:
 
     # -- the run ----------------------------------------------------------------------------------
     def execute(self) -> PbtResult:
-        dataset = read_dataset(self.data_path, observation=self.config.model.observation)
+        dataset = read_dataset_for(self.data_path, self.config.model.observation)
         model = with_data_heldout_neurons(self.config.model, dataset)
         if model is not self.config.model:
             self.config = self.config.model_copy(update={"model": model})

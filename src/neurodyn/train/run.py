@@ -11,7 +11,8 @@ import numpy as np
 
 from neurodyn.config import LfadsConfig
 from neurodyn.data.atomic import write_text_atomic
-from neurodyn.data.seed_format import NeuralDataset, read_dataset, split_trials
+from neurodyn.observation.registry import read_dataset_for
+from neurodyn.data.seed_format import NeuralDataset, split_trials
 from neurodyn.lfads.model import LFADS
 from neurodyn.observation.registry import make_observation_model
 from neurodyn.train.inference import infer
@@ -64,7 +65,7 @@ def write_model_outputs(out_dir: Path, model: LFADS, dataset: NeuralDataset, tra
 def train_model(config: LfadsConfig, data_path: str | Path, out_dir: str | Path, progress: bool = True) -> TrainResult:
     """Train on ``data_path``; write checkpoint, resolved config, CSV log and both output files to ``out_dir``."""
     out_dir = Path(out_dir)
-    dataset = read_dataset(data_path, observation=config.observation)
+    dataset = read_dataset_for(data_path, config.observation)
     config = with_data_heldout_neurons(config, dataset)
     train_idx, valid_idx = split_dataset(dataset, config)
     out_dir.mkdir(parents=True, exist_ok=True)
