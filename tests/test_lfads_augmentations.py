@@ -66,3 +66,13 @@ def test_without_cd_sbtt_still_masks_unobserved_and_input_is_zero_filled():
     assert (grad[~observed] == 0).all() and (grad[observed] != 0).any()
     assert not torch.isnan(masks.encoder_input).any()
     assert (masks.encoder_input[~observed] == 0).all()
+
+
+def test_encoder_visible_marks_observed_entries_the_encoder_sees():
+    data = _data_with_gaps()
+    observed = ~torch.isnan(data)
+    masks = training_masks(data, keep_ratio=0.6, generator=torch.Generator().manual_seed(4))
+    dropped = masks.grad_mask > 0
+    expected = observed & ~dropped  # pure CD: every observed entry is either seen or dropped
+    assert torch.equal(masks.encoder_visible > 0, expected)
+    assert torch.equal(inference_masks(data).encoder_visible > 0, observed)

@@ -102,3 +102,14 @@ def test_set_keep_prob_changes_dropout():
     model = _model()
     model.set_keep_prob(0.6)
     assert model.dropout.p == pytest.approx(0.4)
+
+
+def test_mask_as_input_lets_the_encoder_tell_observed_zeros_from_missing_entries():
+    model = _model(mask_as_input=True).eval()
+    zeros = torch.zeros(2, 6, 3)
+    seen, unseen = torch.ones(2, 6, 3), torch.zeros(2, 6, 3)
+    assert model.ic_encoder.gru.input_size == 6  # data and visibility channels
+    assert not torch.allclose(model(zeros, False, seen).readout, model(zeros, False, unseen).readout)
+    plain = _model().eval()
+    assert plain.ic_encoder.gru.input_size == 3
+    torch.testing.assert_close(plain(zeros, False, seen).readout, plain(zeros, False, unseen).readout)

@@ -53,6 +53,8 @@ class LfadsConfig(BaseModel):
     gen_dim: int = Field(100, ge=1, description="generator GRU units")
     factors_dim: int = Field(40, ge=1, description="number of factors (normalised projection of the generator)")
     cell_clip_value: float = Field(5.0, gt=0.0, description="recurrent states are clipped to +-this value")
+    mask_as_input: bool = Field(False, description="the encoders also see where data were observed (0/1 per "
+                                                   "neuron and bin), telling an observed zero from a missing entry")
 
     # -- priors -----------------------------------------------------------------------------
     ic_prior_var: float = Field(0.1, gt=0.0, description="variance of the Gaussian IC prior")

@@ -30,13 +30,16 @@ class BatchMasks:
     """Encoder input and masks for one batch, all ``(B, T, N)``.
 
     ``target`` is the data with unobserved entries zero-filled; ``observed`` is 1 where the entry
-    was sampled; ``grad_mask`` is 1 where the reconstruction may pass gradient.
+    was sampled; ``grad_mask`` is 1 where the reconstruction may pass gradient; ``encoder_visible``
+    is 1 where the encoder sees an observed value (sampled and not dropped by CD), so a model can
+    tell an observed zero from a missing entry (``mask_as_input``).
     """
 
     encoder_input: torch.Tensor
     target: torch.Tensor
     observed: torch.Tensor
     grad_mask: torch.Tensor
+    encoder_visible: torch.Tensor
 
 
 def coordinated_dropout_mask(shape: torch.Size | tuple[int, ...], keep_ratio: float, device=None,
@@ -79,18 +82,21 @@ def training_masks(data: torch.Tensor, keep_ratio: float, cd_pass_fraction: floa
         target_data = shift_channels(data, target_shifts)
     observed = ~torch.isnan(target_data)
     target = torch.where(observed, target_data, torch.zeros_like(target_data))
+    input_observed = observed if input_data is target_data else ~torch.isnan(input_data)
     if input_data is target_data:
         encoder_input = target
     else:
-        encoder_input = torch.where(torch.isnan(input_data), torch.zeros_like(input_data), input_data)
+        encoder_input = torch.where(input_observed, input_data, torch.zeros_like(input_data))
     if keep_ratio >= 1.0:
-        return BatchMasks(encoder_input, target, observed.to(data.dtype), observed.to(data.dtype))
+        return BatchMasks(encoder_input, target, observed.to(data.dtype), observed.to(data.dtype),
+                          input_observed.to(data.dtype))
     kept = coordinated_dropout_mask(data.shape, keep_ratio, data.device, generator)
     passes = ~kept
     if cd_pass_fraction > 0.0:
         passes = passes | (kept & coordinated_dropout_mask(data.shape, cd_pass_fraction, data.device, generator))
     encoder_input = encoder_input * kept / keep_ratio
-    return BatchMasks(encoder_input, target, observed.to(data.dtype), (observed & passes).to(data.dtype))
+    return BatchMasks(encoder_input, target, observed.to(data.dtype), (observed & passes).to(data.dtype),
+                      (input_observed & kept).to(data.dtype))
 
 
 def inference_masks(data: torch.Tensor) -> BatchMasks:

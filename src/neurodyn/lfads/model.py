@@ -50,11 +50,13 @@ class LFADS(nn.Module):
         self.ic_prior_var = config.ic_prior_var
         self.ic_post_var_min = config.ic_post_var_min
         self.dropout = nn.Dropout(1.0 - config.keep_prob)
-        self.ic_encoder = BidirectionalEncoder(num_neurons, config.ic_enc_dim)
+        self.mask_as_input = config.mask_as_input
+        encoder_input_dim = num_neurons * (2 if config.mask_as_input else 1)
+        self.ic_encoder = BidirectionalEncoder(encoder_input_dim, config.ic_enc_dim)
         self.ic_posterior = nn.Linear(2 * config.ic_enc_dim, 2 * config.ic_dim)
         self.ic_to_generator = nn.Linear(config.ic_dim, config.gen_dim)
         if config.uses_controller:
-            self.ci_encoder = BidirectionalEncoder(num_neurons, config.ci_enc_dim)
+            self.ci_encoder = BidirectionalEncoder(encoder_input_dim, config.ci_enc_dim)
             self.co_prior = AutoregressivePrior(config.co_dim, config.co_prior_tau, config.co_prior_nvar)
         self.decoder = Decoder(
             gen_dim=config.gen_dim, factors_dim=config.factors_dim, co_dim=config.co_dim,
@@ -76,9 +78,15 @@ class LFADS(nn.Module):
         """Change the dropout keep probability (PBT explores it between generations)."""
         self.dropout.p = 1.0 - keep_prob
 
-    def forward(self, encoder_input: torch.Tensor, sample_posteriors: bool) -> LfadsOutput:
+    def forward(self, encoder_input: torch.Tensor, sample_posteriors: bool,
+                encoder_visible: torch.Tensor | None = None) -> LfadsOutput:
+        """encoder_input ``(B, T, N)`` zero-filled data; encoder_visible ``(B, T, N)`` 1 where it holds an
+        observed value (used with ``mask_as_input``; default: everything visible)."""
         batch, num_steps, _ = encoder_input.shape
         x = self.dropout(encoder_input * self.encoder_input_mask)
+        if self.mask_as_input:
+            visible = torch.ones_like(encoder_input) if encoder_visible is None else encoder_visible
+            x = torch.cat([x, visible * self.encoder_input_mask], dim=-1)
         _, ic_final = self.ic_encoder(x)
         ic_mean, ic_logvar = self.ic_posterior(self.dropout(ic_final)).chunk(2, dim=-1)
         ic_std = torch.sqrt(torch.exp(ic_logvar) + self.ic_post_var_min)

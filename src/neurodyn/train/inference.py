@@ -32,13 +32,14 @@ def infer(model: LFADS, data: np.ndarray, num_samples: int = 50, batch_size: int
             masks = inference_masks(data_t[start:start + trials_per_pass])
             n = masks.encoder_input.shape[0]
             repeated = masks.encoder_input.repeat(num_samples, 1, 1)
-            output = model(repeated, sample_posteriors=True)
+            visible = masks.encoder_visible.repeat(num_samples, 1, 1)
+            output = model(repeated, sample_posteriors=True, encoder_visible=visible)
             pieces = {"rates": model.observation.mean(output.readout), "factors": output.factors}
             pieces.update(model.observation.named_params(output.readout))
             for name, value in pieces.items():
                 averaged = value.reshape(num_samples, n, *value.shape[1:]).mean(0)
                 sums.setdefault(name, []).append(averaged.cpu().numpy())
-            mean_output = model(masks.encoder_input, sample_posteriors=False)
+            mean_output = model(masks.encoder_input, sample_posteriors=False, encoder_visible=masks.encoder_visible)
             sums.setdefault("rates_posterior_mean", []).append(
                 model.observation.mean(mean_output.readout).cpu().numpy())
     return {name: np.concatenate(parts, axis=0) for name, parts in sums.items()}

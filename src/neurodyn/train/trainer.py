@@ -113,7 +113,7 @@ class LfadsTrainer:
         for start in range(0, num_trials, c.batch_size):
             batch = self.train_data[order[start:start + c.batch_size]]
             masks = training_masks(batch, c.keep_ratio, c.cd_pass_fraction, self.generator, c.temporal_shift_std)
-            output = self.model(masks.encoder_input, sample_posteriors=True)
+            output = self.model(masks.encoder_input, sample_posteriors=True, encoder_visible=masks.encoder_visible)
             terms = lfads_loss(self.model, output, masks, weights, kl_ramp, l2_ramp)
             self.optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
@@ -138,7 +138,7 @@ class LfadsTrainer:
         total, count = 0.0, 0.0
         for start in range(0, data.shape[0], self.config.valid_batch_size):
             masks = inference_masks(data[start:start + self.config.valid_batch_size])
-            output = self.model(masks.encoder_input, sample_posteriors=False)
+            output = self.model(masks.encoder_input, sample_posteriors=False, encoder_visible=masks.encoder_visible)
             nll = self.model.observation.elementwise_nll(output.readout, masks.target)
             total += float(torch.where(masks.observed > 0, nll, torch.zeros_like(nll)).sum())
             count += float(masks.observed.sum())
