@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from neurodyn.errors import NeurodynError
-from neurodyn.gfr.digits import DigitData, load_mnist, load_sklearn_digits, read_idx
+from neurodyn.gfr.digits import DigitData, load_mnist, load_sklearn_digits, read_idx, validation_split
 from neurodyn.gfr.model import GFR
 from neurodyn.gfr.network import (GFRNetwork, VanillaRNN, count_trainable, matched_rnn_hidden, sample_neuron_params,
                                   train_classifier)
@@ -55,41 +55,96 @@ def test_sklearn_digits_are_read_row_by_row():
     assert sorted(np.unique(data.y_test)) == list(range(10))
 
 
-def test_network_forward_matches_a_manual_unroll_with_the_extra_zero_step():
+def test_network_forward_is_the_published_neuron_maths_with_the_extra_zero_step():
+    """Unrolling the exported published-convention neurons by hand reproduces the network."""
     torch.manual_seed(0)
-    net = GFRNetwork(3, 5, 4, bin_size=20)
+    records = []
+    for i in range(5):
+        p = GFR(bin_size=20).get_params()
+        n = len(p["a"])
+        p["a"] = torch.randn(n).tolist()
+        p["b"] = (torch.randn(n) * 1e-3).tolist()
+        p["g"].update(max_current=100.0 + 50 * i, max_firing_rate=0.05 + 0.01 * i, b=3.0 * i, poly_coeff=[0.6, 1.3])
+        records.append(p)
+    net = GFRNetwork(3, 5, 4, bin_size=20, neuron_params=records, horizon=7)
+    for p, back in zip(records, net.neuron_params()):  # the training parameterisation round-trips
+        np.testing.assert_allclose(back["a"], p["a"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(back["b"], p["b"], rtol=1e-5, atol=1e-9)
+        assert back["g"]["b"] == pytest.approx(p["g"]["b"], abs=1e-5)
     x = torch.rand(2, 6, 3)
     neurons = net.neurons
+    sigma, gamma = neurons.g.max_current, neurons.g.max_firing_rate
     h, f = neurons.initial_state(2)
-    steps = list(x.unbind(1)) + [torch.zeros(2, 3)]
-    for x_t in steps:
-        current = neurons.g.max_current * (net.fc1(x_t) + net.fc2(f))
+    for x_t in list(x.unbind(1)) + [torch.zeros(2, 3)]:
+        current = sigma * (net.fc1(x_t) + net.fc2(2 * f / gamma - 1))
         h = (1 - neurons.ds) * h + current[..., None] * neurons.a + 1000 * neurons.b * f[..., None]
         f = neurons.g(h.mean(-1))
-    torch.testing.assert_close(net(x), net.fc3(f))
+    torch.testing.assert_close(net(x), net.fc3(2 * f / gamma - 1), rtol=1e-4, atol=1e-5)
+
+
+def test_fresh_network_init_and_timescale_gains():
+    net = GFRNetwork(8, 4, bin_size=10, horizon=9)
+    cells = net.neurons
+    n = cells.n_timescales
+    assert cells.a[:, 0].tolist() == [n] * 4 and cells.a[:, 1:].abs().max() == 0 and cells.b.abs().max() == 0
+    assert cells.g.poly_coeff[:, 0].tolist() == pytest.approx([0.7] * 4)
+    # gain of timescale i over 9 steps: 1 for the memory-less one, close to 9 for the slowest
+    expected = [sum((1 - d) ** k for k in range(9)) for d in cells.ds.tolist()]
+    np.testing.assert_allclose(net.gain.numpy(), expected, rtol=1e-5)
+    assert net.gain[0] == pytest.approx(1.0) and 8.5 < net.gain[-1] <= 9.0
+    # a constant unit current held for the horizon adds w_i to mean(h) / sigma through timescale i
+    with torch.no_grad():
+        net.w.zero_()
+        net.w[:, -1] = 0.3
+        p = torch.zeros(4, n)
+        for _ in range(9):
+            p = (1 - net.ds) * p + net.w / net.gain
+    np.testing.assert_allclose(p.sum(-1).numpy(), [0.3] * 4, rtol=1e-5)
+    with pytest.raises(NeurodynError, match="horizon"):
+        GFRNetwork(8, 4, horizon=0)
 
 
 def test_freezing_neurons_and_activations():
     data = load_sklearn_digits()
     small = DigitData(data.x_train[:64], data.y_train[:64], data.x_test[:32], data.y_test[:32], "subset")
     net = GFRNetwork(8, 6, freeze_neurons=True, freeze_activations=True)
-    frozen = {k: v.clone() for k, v in net.neurons.state_dict().items()}
+    frozen = {k: v.clone() for k, v in net.state_dict().items() if not k.startswith("fc")}
     fc1 = net.fc1.weight.detach().clone()
     history = train_classifier(net, small, 1e-2, 1, 16, progress=False)
     assert len(history) == 1 and 0 <= history[0]["test_accuracy"] <= 1
-    for k, v in net.neurons.state_dict().items():
-        torch.testing.assert_close(v, frozen[k])
+    for k, v in frozen.items():
+        torch.testing.assert_close(net.state_dict()[k], v)
     assert not torch.equal(net.fc1.weight, fc1)
     trainable = GFRNetwork(8, 6)
-    assert count_trainable(trainable) - count_trainable(net) == net.neurons.a.numel() * 2 + 6 * 3
+    assert count_trainable(trainable) - count_trainable(net) == net.w.numel() * 2 + 6 * 3
+    before = trainable.neuron_params()
+    train_classifier(trainable, small, 1e-2, 1, 16, progress=False)
+    after = trainable.neuron_params()
+    assert any(b["a"] != a["a"] and b["b"] != a["b"] for a, b in zip(after, before))
 
 
 def test_training_lowers_the_loss():
     data = load_sklearn_digits()
     small = DigitData(data.x_train[:256], data.y_train[:256], data.x_test[:64], data.y_test[:64], "subset")
     torch.manual_seed(0)
-    history = train_classifier(GFRNetwork(8, 16), small, 1e-2, 4, 32, progress=False)
-    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    history = train_classifier(GFRNetwork(8, 16, horizon=9), small, 1e-2, 4, 32, progress=False)
+    assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
+    assert history[-1]["test_accuracy"] > 0.3  # well above chance (0.1) after 4 short epochs
+
+
+def test_validation_split_is_stratified_and_disjoint_from_test():
+    data = load_sklearn_digits()
+    split = validation_split(data, 0.2, seed=0)
+    assert len(split.x_train) + len(split.x_test) == len(data.x_train)
+    assert abs(len(split.x_test) - 0.2 * len(data.x_train)) <= 1
+    assert sorted(np.unique(split.y_test)) == list(range(10))
+    flat = {row.tobytes() for row in data.x_test.reshape(len(data.x_test), -1)}
+    held = [row.tobytes() for row in split.x_test.reshape(len(split.x_test), -1)]
+    train_rows = {row.tobytes() for row in data.x_train.reshape(len(data.x_train), -1)}
+    assert all(r in train_rows for r in held)
+    assert sum(r in flat for r in held) <= sum(r in flat for r in train_rows)  # only duplicate images overlap
+    with pytest.raises(NeurodynError, match="fraction"):
+        validation_split(data, 1.0)
 
 
 def test_matched_rnn_has_the_closest_parameter_count():
@@ -106,5 +161,6 @@ def test_neurons_from_a_dataset():
     picked = sample_neuron_params(records, 3, 20, 20)
     net = GFRNetwork(8, 3, neuron_params=picked)
     assert net.neurons.g.max_current.tolist() == [250.0] * 3
+    assert net.neuron_params()[0]["a"] == pytest.approx(params["a"])
     with pytest.raises(NeurodynError, match="no cells for bin size 10"):
         sample_neuron_params(records, 3, 10, 20)

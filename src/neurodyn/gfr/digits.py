@@ -98,3 +98,18 @@ def load_sklearn_digits(test_fraction: float = 0.2, seed: int = 0) -> DigitData:
 def load_digit_data(mnist_dir: str | os.PathLike | None = None, seed: int = 0) -> DigitData:
     """MNIST when a directory is given, else the offline 8x8 digits."""
     return load_mnist(mnist_dir) if mnist_dir else load_sklearn_digits(seed=seed)
+
+
+def validation_split(data: DigitData, fraction: float = 0.2, seed: int = 0) -> DigitData:
+    """Hold out a stratified ``fraction`` of the training images as a validation set.
+
+    Returns a DigitData whose ``x_train``/``y_train`` are the remaining training images and whose
+    ``x_test``/``y_test`` are the validation images; the real test set is not used.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < fraction < 1.0:
+        raise NeurodynError(f"validation fraction must be in (0, 1), got {fraction}")
+    x_fit, x_val, y_fit, y_val = train_test_split(data.x_train, data.y_train, test_size=fraction,
+                                                  random_state=seed, stratify=data.y_train)
+    return DigitData(x_fit, y_fit, x_val, y_val, f"{data.source} (validation split)")

@@ -1,9 +1,26 @@
 """Recurrent networks of GFR neurons for row-by-row digit classification, and a vanilla RNN baseline.
 
 Each image row is one time step. GFR network: the input current of the H neurons is
-``I_t = sigma * (fc1(x_t) + fc2(f_{t-1}))`` (sigma = each neuron's max current, so fitted cells
-receive currents on their own pA scale); after the last row one extra zero-input step lets the rates
-settle, and ``fc3`` reads the class scores from the final rates.
+``I_t = sigma * (fc1(x_t) + fc2(2 f_{t-1} / gamma - 1))`` (sigma = each neuron's max current, gamma
+its max firing rate, so fitted cells receive currents on their own pA scale and the layers see rates
+centred in [-1, 1]); after the last row one extra zero-input step lets the rates settle, and ``fc3``
+reads the class scores from the final centred rates.
+
+Training parameterisation. The neuron maths is exactly the published one (``gfr.model``):
+
+    h_t = (1 - lambda) h_{t-1} + a I_t + 1000 b f_{t-1},    f_t = g(mean h_t)
+
+but the network trains dimensionless parameters instead of ``b`` and the threshold: with
+``u = h / sigma`` and ``r = f / gamma`` the step reads
+
+    u_t = (1 - lambda) u_{t-1} + a (I_t / sigma) + v r_{t-1},    r_t = relu(tanh(poly(mean u_t - c)))
+
+with ``v = 1000 b gamma / sigma`` and ``c = threshold / sigma``, and ``a``, ``v`` are further scaled
+per timescale by its gain over the sequence (``GFRNetwork``). Every trainable quantity is then O(1)
+whatever the cell's pA and spikes/ms scales and the timescale, so one Adam learning rate suits all of
+them (in the published units an Adam step on ``b`` moves the feedback 1000 times faster than one on
+``a``, and a slow timescale integrates a step on ``a`` over the whole sequence).
+``GFRNetwork.neurons`` converts back to a :class:`~neurodyn.gfr.model.GFR` in the published convention.
 """
 
 from __future__ import annotations
@@ -16,53 +33,101 @@ from torch import nn
 from neurodyn.device import resolve_device
 from neurodyn.errors import NeurodynError
 from neurodyn.gfr.digits import DigitData
-from neurodyn.gfr.model import GFR
+from neurodyn.gfr.model import FEEDBACK_SCALE, GFR
 
 
 class GFRNetwork(nn.Module):
-    """fc1/fc2 -> H GFR neurons -> fc3. ``neuron_params``: H ``get_params()`` dicts, else a fresh init."""
+    """fc1/fc2 -> H GFR neurons -> fc3. ``neuron_params``: H ``get_params()`` dicts, else a fresh init.
+
+    Fresh neurons start as the published pass-through (``a = [n, 0, ...]``, ``b = 0``) with
+    ``sigma = gamma = 1`` and ``g(x) = relu(tanh(a_0^2 + a_1^2 x))``; ``activation_offset`` is the
+    initial ``a_0`` (default 0.7: resting rate tanh(0.49) ~ 0.45, mid-range where the slope is ~0.8,
+    instead of the all-ones init's tanh(1) ~ 0.76 where the slope is 0.42).
+
+    Training parameterisation (same maths, see the module docstring): the trained input and feedback
+    weights of timescale i are ``w_i = a_i G_i / n`` and ``q_i = 1000 b_i G_i gamma / (n sigma)``, where
+    ``G_i = sum_{k < horizon} (1 - lambda_i)^k`` is that timescale's gain over a sequence of
+    ``horizon`` steps (rows + 1). Each ``w_i`` is then the contribution of a constant input to the
+    neuron's ``mean h / sigma`` by the end of a sequence, O(1) for every timescale, so Adam moves fast
+    and slow timescales alike. Rates enter fc2 and fc3 centred, as ``2 f / gamma - 1`` in [-1, 1]
+    (a linear change absorbed by the biases; the non-negative rates otherwise act mostly as a bias).
+    fc2 has no bias (fc1's is the same current). ``freeze_neurons`` fixes ``a`` and ``b``;
+    ``freeze_activations`` fixes the polynomial and the threshold.
+    """
 
     def __init__(self, n_inputs: int, n_nodes: int, n_classes: int = 10, bin_size: int = 10, degree: int = 1,
                  activation_bin_size: int = 20, neuron_params: list[dict] | None = None,
-                 freeze_neurons: bool = False, freeze_activations: bool = False, device: str = "cpu"):
+                 freeze_neurons: bool = False, freeze_activations: bool = False, device: str = "cpu",
+                 horizon: int = 29, activation_offset: float = 0.7):
         super().__init__()
+        if horizon < 1:
+            raise NeurodynError(f"horizon (steps per sequence) must be >= 1, got {horizon}")
         if neuron_params is not None:
             if len(neuron_params) != n_nodes:
                 raise NeurodynError(f"got parameters for {len(neuron_params)} neurons, expected n_nodes={n_nodes}")
-            self.neurons = GFR.from_params(neuron_params)
+            cells = GFR.from_params(neuron_params)
         else:
-            self.neurons = GFR(n_nodes, bin_size, degree, activation_bin_size)
+            cells = GFR(n_nodes, bin_size, degree, activation_bin_size)
+            with torch.no_grad():
+                cells.g.poly_coeff[:, 0] = activation_offset
+        sigma, gamma = cells.g.max_current.detach(), cells.g.max_firing_rate.detach()
+        self.bin_size, self.activation_bin_size, self.horizon = cells.bin_size, cells.g.bin_size, int(horizon)
+        n = cells.n_timescales
+        self.register_buffer("ds", cells.ds.clone())
+        self.register_buffer("gain", (1 - (1 - cells.ds) ** horizon) / cells.ds)
+        self.register_buffer("max_current", sigma.clone())
+        self.register_buffer("max_firing_rate", gamma.clone())
+        with torch.no_grad():
+            w = cells.a * self.gain / n
+            q = FEEDBACK_SCALE * cells.b * self.gain * (gamma / sigma)[:, None] / n
+        self.w = nn.Parameter(w, requires_grad=not freeze_neurons)
+        self.q = nn.Parameter(q, requires_grad=not freeze_neurons)
+        self.poly_coeff = nn.Parameter(cells.g.poly_coeff.detach().clone(), requires_grad=not freeze_activations)
+        self.c = nn.Parameter((cells.g.threshold / sigma).detach(), requires_grad=not freeze_activations)
         self.fc1 = nn.Linear(n_inputs, n_nodes)
-        self.fc2 = nn.Linear(n_nodes, n_nodes)
+        self.fc2 = nn.Linear(n_nodes, n_nodes, bias=False)
         self.fc3 = nn.Linear(n_nodes, n_classes)
-        self.neurons.a.requires_grad_(not freeze_neurons)
-        self.neurons.b.requires_grad_(not freeze_neurons)
-        self.neurons.g.poly_coeff.requires_grad_(not freeze_activations)
-        self.neurons.g.threshold.requires_grad_(not freeze_activations)
         self.to(resolve_device(device))
 
-    def update_scales(self) -> dict[nn.Parameter, torch.Tensor]:
-        """Per-entry step sizes (relative to the learning rate) for the neuron dynamics.
+    @property
+    def n_nodes(self) -> int:
+        return self.w.shape[0]
 
-        Timescale i contributes ``a_i / lambda_i`` per pA and ``1000 b_i / lambda_i`` per spike/ms
-        to the steady state of h, so plain Adam steps on slow timescales (and on the 1000-fold
-        feedback) change the dynamics orders of magnitude faster than on the fast ones. Scaling the
-        steps by ``lambda_i`` (and ``lambda_i / 1000``) moves every timescale's steady-state gain at one rate.
-        """
-        ds = self.neurons.ds
-        return {self.neurons.a: ds.expand_as(self.neurons.a), self.neurons.b: (ds / 1000.0).expand_as(self.neurons.b)}
+    @property
+    def neurons(self) -> GFR:
+        """The current neurons as a :class:`GFR` in the published parameter convention (a copy)."""
+        cells = GFR(self.n_nodes, self.bin_size, self.poly_coeff.shape[1] - 1, self.activation_bin_size,
+                    device=str(self.w.device))
+        sigma, gamma = self.max_current, self.max_firing_rate
+        n = self.ds.numel()
+        with torch.no_grad():
+            cells.a.copy_(self.w * n / self.gain)
+            cells.b.copy_(self.q * n / self.gain * (sigma / gamma)[:, None] / FEEDBACK_SCALE)
+            cells.g.poly_coeff.copy_(self.poly_coeff)
+            cells.g.threshold.copy_(self.c * sigma)
+            cells.g.max_current.copy_(sigma)
+            cells.g.max_firing_rate.copy_(gamma)
+        return cells
+
+    def neuron_params(self) -> list[dict]:
+        """``get_params()`` dicts (published convention) of the H neurons."""
+        cells = self.neurons
+        return [cells.get_params(i) for i in range(self.n_nodes)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores (batch, classes) for images (batch, rows, pixels per row)."""
-        neurons = self.neurons
-        scale = neurons.g.max_current
-        state = neurons.initial_state(x.shape[0])
-        f = state[1]
-        steps = torch.cat([x, torch.zeros_like(x[:, :1])], dim=1)  # the extra zero-input step
-        for t in range(steps.shape[1]):
-            current = scale * (self.fc1(steps[:, t]) + self.fc2(f))
-            f, state = neurons.step(current.unsqueeze(-1) * neurons.a, state)
-        return self.fc3(f)
+        keep = 1.0 - self.ds
+        p = x.new_zeros(x.shape[0], self.n_nodes, self.ds.numel())
+        r = x.new_zeros(x.shape[0], self.n_nodes)
+        drive_in = self.fc1(torch.cat([x, torch.zeros_like(x[:, :1])], dim=1))  # + the extra zero-input step
+        powers = torch.arange(self.poly_coeff.shape[1], device=x.device, dtype=x.dtype)
+        coeff = self.poly_coeff.square()
+        for t in range(drive_in.shape[1]):
+            current = drive_in[:, t] + self.fc2(2 * r - 1)  # I_t / sigma
+            p = keep * p + (current.unsqueeze(-1) * self.w + self.q * r.unsqueeze(-1)) / self.gain
+            z = p.sum(-1) - self.c
+            r = torch.relu(torch.tanh((z.unsqueeze(-1) ** powers * coeff).sum(-1)))
+        return self.fc3(2 * r - 1)
 
 
 class VanillaRNN(nn.Module):
@@ -122,7 +187,8 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 5
 
 def train_classifier(model: nn.Module, data: DigitData, lr: float, epochs: int, batch_size: int,
                      seed: int = 0, clip: float = 5.0, progress: bool = True, desc: str = "training") -> list[dict]:
-    """Adam on cross-entropy with gradient-norm clipping; returns per-epoch train loss and test accuracy."""
+    """Adam on cross-entropy with gradient-norm clipping; returns per-epoch train loss and accuracy on
+    ``data.x_test`` (pass a validation split there when choosing hyper-parameters)."""
     from tqdm import tqdm
 
     if lr <= 0 or epochs < 1 or batch_size < 1:
@@ -131,8 +197,8 @@ def train_classifier(model: nn.Module, data: DigitData, lr: float, epochs: int, 
     generator = torch.Generator().manual_seed(seed)
     x = torch.as_tensor(data.x_train)
     y = torch.as_tensor(data.y_train)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    scales = {p: s for p, s in getattr(model, "update_scales", dict)().items() if p.requires_grad}
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr)
     history = []
     for epoch in tqdm(range(1, epochs + 1), desc=desc, disable=not progress):
         model.train()
@@ -143,12 +209,8 @@ def train_classifier(model: nn.Module, data: DigitData, lr: float, epochs: int, 
             optimizer.zero_grad()
             loss = F.cross_entropy(model(x[idx].to(device)), y[idx].to(device))
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), clip)
-            before = {p: p.detach().clone() for p in scales}
+            nn.utils.clip_grad_norm_(params, clip)
             optimizer.step()
-            with torch.no_grad():  # Adam's step does not depend on the value, so this rescales the step only
-                for p, scale in scales.items():
-                    p.copy_(before[p] + scale * (p - before[p]))
             total += float(loss.detach()) * len(idx)
         history.append({"epoch": epoch, "train_loss": total / len(x),
                         "test_accuracy": accuracy(model, data.x_test, data.y_test)})
@@ -175,7 +237,7 @@ def run_digits_experiment(lr: float, epochs: int, batch_size: int, n_nodes: int,
     if dataset_path is not None:
         params = sample_neuron_params(read_dataset_json(dataset_path), n_nodes, bin_size, activation_bin_size, seed)
     gfr_net = GFRNetwork(n_inputs, n_nodes, n_classes, bin_size, degree, activation_bin_size, params,
-                         freeze_neurons, freeze_activations, device)
+                         freeze_neurons, freeze_activations, device, horizon=data.x_train.shape[1] + 1)
     summary = {"data": data.source, "rows": data.x_train.shape[1], "n_train": len(data.x_train),
                "n_test": len(data.x_test), "models": {}}
     runs = [("GFR-RNN", gfr_net)]
