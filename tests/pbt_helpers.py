@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import h5py
+import torch
 import yaml
 
 from neurodyn.data.seed_format import write_dataset
@@ -46,6 +47,10 @@ def check_results(results: Path, run_name: str, num_workers: int, generations: i
         folder = run_dir / f"worker_{w:02d}"
         assert {"train_log.csv", "hp_history.csv", "checkpoint.pt"} <= {p.name for p in folder.iterdir()}
         assert len((folder / "hp_history.csv").read_text().strip().splitlines()) == 1 + generations
+        # the training log is the lineage of the worker's saved state, epoch by epoch
+        state = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=False)
+        log_rows = (folder / "train_log.csv").read_text().strip().splitlines()[1:]
+        assert [int(float(r.split(",")[0])) for r in log_rows] == [row["epoch"] for row in state["history"]]
     log_lines = (run_dir / "pbt_log.csv").read_text().strip().splitlines()
     assert len(log_lines) == 1 + num_workers * generations
     assert (run_dir / "pbt_progress.png").stat().st_size > 0

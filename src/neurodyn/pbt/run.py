@@ -152,6 +152,10 @@ class PbtRun:
         self.progress = progress
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = RunLog(self.run_dir / "run.log", echo)
+        # Each worker's training-log lineage (the epochs behind its current state), kept in memory so
+        # the logs need no reload of every state each generation; rebuilt from the states on resume.
+        self.histories: dict[int, list[dict[str, float]]] = {}
+        self.last_plot = -math.inf
 
     # -- the run ----------------------------------------------------------------------------------
     def execute(self) -> PbtResult:
@@ -250,7 +254,7 @@ class PbtRun:
                 elif state.generation >= settings.max_generations:
                     state.finished = f"max_generations ({settings.max_generations}) reached"
                 self._commit(state)
-                self._write_reports(state)
+                self._write_reports(state, final=state.finished is not None)
                 bar.update(1)
                 left = ""
                 if settings.Duration is not None:
@@ -262,6 +266,10 @@ class PbtRun:
             if state.finished is None:  # loop ended by max_generations on resume
                 state.finished = f"max_generations ({settings.max_generations}) reached"
                 self._commit(state)
+            if state.log_rows:  # the final picture, whatever the last report drew
+                from neurodyn.pbt.plots import plot_pbt_progress
+
+                plot_pbt_progress(state.log_rows, self.config.search_space, self.run_dir / "pbt_progress.png")
         finally:
             bar.close()
             engine.close()
@@ -281,6 +289,8 @@ class PbtRun:
             with atomic_path(new_dir / f"worker_{result.worker:02d}.pt") as tmp:
                 tmp.write_bytes(result.state)
             results[result.worker] = result
+        started_from = {w: self._lineage(state, w) for w in range(len(state.workers))}
+        self.histories = {w: started_from[w] + results[w].history for w in results}
         metrics = [results[w].metric for w in range(len(state.workers))]
         for w, record in enumerate(state.workers):
             record.metric = metrics[w]
@@ -302,10 +312,12 @@ class PbtRun:
         else:
             copies = binary_tournament(metrics, rng)
         previous = [dict(r.hyperparameters) for r in state.workers]
+        self.lineage_source = {}
         for w, record in enumerate(state.workers):
             source = copies.get(w)
             record.copied_from = source
             record.start_state = f"{new_dir.name}/worker_{(w if source is None else source):02d}.pt"
+            self.lineage_source[w] = w if source is None else source
             if source is not None:
                 record.hyperparameters = {key: explore(value, self.config.search_space[key], rng)
                                           for key, value in previous[source].items()}
@@ -338,7 +350,18 @@ class PbtRun:
         for leftover in self.run_dir.rglob(".*.tmp"):
             leftover.unlink(missing_ok=True)
 
-    def _write_reports(self, state: PbtState) -> None:
+    def _lineage(self, state: PbtState, worker: int) -> list[dict[str, float]]:
+        """The log rows behind the state ``worker`` starts the coming generation from."""
+        record = state.workers[worker]
+        if record.start_state is None:
+            return []
+        source = getattr(self, "lineage_source", {}).get(worker)
+        if source is not None and source in self.histories:
+            return list(self.histories[source])
+        # After a resume: read it from the state file once.
+        return list(state_from_bytes((self.state_dir / record.start_state).read_bytes())["history"])
+
+    def _write_reports(self, state: PbtState, final: bool = False) -> None:
         """pbt_log.csv, each worker's folder (of the last generation) and the progress figure."""
         from neurodyn.pbt.plots import plot_pbt_progress
 
@@ -351,11 +374,13 @@ class PbtRun:
             with atomic_path(folder / "checkpoint.pt") as tmp:
                 tmp.unlink()
                 os.link(source, tmp)  # the same bytes as the committed state, without a second copy
-            trainer_state = state_from_bytes(source.read_bytes())
-            write_text_atomic(folder / "train_log.csv", history_to_csv(trainer_state["history"]))
+            write_text_atomic(folder / "train_log.csv", history_to_csv(self.histories[w]))
             write_text_atomic(folder / "hp_history.csv",
                               _rows_to_csv([r for r in state.log_rows if r["worker"] == w]))
-        plot_pbt_progress(state.log_rows, self.config.search_space, self.run_dir / "pbt_progress.png")
+        # Drawing takes about a second: at most once a minute while running, always at the end.
+        if final or time.monotonic() - self.last_plot > 60:
+            plot_pbt_progress(state.log_rows, self.config.search_space, self.run_dir / "pbt_progress.png")
+            self.last_plot = time.monotonic()
 
     def _export_best(self, state: PbtState) -> None:
         """Posterior sample-and-average outputs of the best worker, written to pbt_best_model/ at once."""
