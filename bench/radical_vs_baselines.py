@@ -32,7 +32,7 @@ from neurodyn.evaluate.metrics import map_to_latents
 from neurodyn.pbt.run import run_pbt
 from neurodyn.synth.lorenz_2p import make_lorenz_2p
 
-MODEL = {"observation": "zig", "ic_enc_dim": 64, "ic_dim": 32, "gen_dim": 64, "factors_dim": 10, "batch_size": 64,
+MODEL = {"observation": "zig", "mask_as_input": True, "ic_enc_dim": 64, "ic_dim": 32, "gen_dim": 64, "factors_dim": 10, "batch_size": 64,
          "kl_increase_epochs": 10, "l2_increase_epochs": 10, "posterior_samples": 20,
          "learning_rate_init": {"explore_range": [0.002, 0.02], "init_sample_mode": 0.01},
          "keep_ratio": {"explore_range": [0.5, 0.9], "init_sample_mode": "rand"},
