@@ -195,8 +195,8 @@ def test_pbt_can_change_the_gamma_prior_and_its_weight_mid_training():
     scales = trainer.model.observation.gamma_scales
     with torch.no_grad():
         scales.scales.add_(1.0)  # away from the prior, so the penalty is non-zero
-    before = float(trainer.model.observation.penalty())
+    before = float(trainer.model.observation.penalty().detach())
     trainer.set_hyperparameters(gamma_prior=10.0, l2_gamma_distance_scale=2e-4)
     expected = 0.5 * 2e-4 * float(((scales.scales.detach() - 10.0) ** 2).sum())
-    assert float(trainer.model.observation.penalty()) == pytest.approx(expected)
+    assert float(trainer.model.observation.penalty().detach()) == pytest.approx(expected)
     assert expected != pytest.approx(before)
