@@ -155,6 +155,7 @@ class PbtRun:
         # Each worker's training-log lineage (the epochs behind its current state), kept in memory so
         # the logs need no reload of every state each generation; rebuilt from the states on resume.
         self.histories: dict[int, list[dict[str, float]]] = {}
+        self.lineage_source: dict[int, int] = {}  # worker -> whose state it continues from
         self.last_plot = -math.inf
 
     # -- the run ----------------------------------------------------------------------------------
@@ -355,7 +356,7 @@ class PbtRun:
         record = state.workers[worker]
         if record.start_state is None:
             return []
-        source = getattr(self, "lineage_source", {}).get(worker)
+        source = self.lineage_source.get(worker)
         if source is not None and source in self.histories:
             return list(self.histories[source])
         # After a resume: read it from the state file once.
