@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--trials-per-condition", type=int, default=20)
     parser.add_argument("--lorenz-speed", type=float, default=4.0, help="Lorenz time units per second")
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--generations", type=int, default=8)
+    parser.add_argument("--generations", type=int, default=16)
     parser.add_argument("--epochs-per-generation", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
