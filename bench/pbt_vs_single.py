@@ -20,18 +20,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
 from neurodyn.config import LfadsConfig, validate_run_config
 from neurodyn.data.seed_format import split_trials, write_dataset
 from neurodyn.evaluate.metrics import rate_r2
+from neurodyn.evaluate.run_outputs import find_output_dir, read_run_outputs
 from neurodyn.lfads.model import LFADS
 from neurodyn.observation.registry import make_observation_model
 from neurodyn.pbt.engines import EmbeddedEngine, WorkerJob, default_max_processes, state_from_bytes
 from neurodyn.pbt.run import run_pbt
-from neurodyn.pbt.search_space import as_config_value, initial_values
+from neurodyn.pbt.search_space import as_config_value, initial_values, is_log_scaled
 from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
 from neurodyn.train.inference import infer
 from neurodyn.train.trainer import LfadsTrainer
@@ -73,8 +73,7 @@ def random_search(train, valid, truth, workers: int, epochs: int, search_space, 
     rng = np.random.default_rng(seed)
     draws = {}
     for key, spec in search_space.items():
-        mode = "logrand" if spec.init_sample_mode == "logrand" or min(spec.explore_range) > 0 and \
-            max(spec.explore_range) / min(spec.explore_range) > 10 else "rand"
+        mode = "logrand" if is_log_scaled(spec) else "rand"
         draws[key] = initial_values(spec.model_copy(update={"init_sample_mode": mode}), workers, rng)
     started = time.perf_counter()
     engine = EmbeddedEngine(train, valid, min(workers, default_max_processes()))
@@ -101,8 +100,7 @@ def autolfads(data_path: Path, truth, workers: int, generations: int, epochs_per
     started = time.perf_counter()
     result = run_pbt(config, data_path, out, progress=False, echo=lambda line: None)
     seconds = time.perf_counter() - started
-    with h5py.File(out / "pbt_best_model" / "valid_output.h5") as f:
-        rates = np.transpose(f["rates"][()], (2, 1, 0))
+    rates = read_run_outputs(find_output_dir(out))["valid"].rates
     return {"valid_nll": result.best_metric, "rate_r2": rate_r2(truth, rates), "seconds": seconds,
             "worker_epochs_per_second": workers * result.generations * epochs_per_generation / seconds,
             "search_space": config.search_space}

@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
@@ -29,6 +28,7 @@ from neurodyn.config import validate_run_config
 from neurodyn.data.seed_format import NeuralDataset, split_trials, write_dataset
 from neurodyn.data.subframe import collapse_subframes
 from neurodyn.evaluate.metrics import map_to_latents
+from neurodyn.evaluate.run_outputs import find_output_dir, read_run_outputs
 from neurodyn.pbt.run import run_pbt
 from neurodyn.synth.lorenz_2p import make_lorenz_2p
 
@@ -63,12 +63,11 @@ def pbt_rates(data_path: Path, out: Path, settings: dict, run_name: str) -> np.n
     """Run AutoLFADS on ``data_path``; the best model's rates for every trial, trials-first."""
     config = validate_run_config({**MODEL, **settings, "run_name": run_name})
     run_pbt(config, data_path, out, progress=False, echo=lambda line: None)
-    rates = {}
-    for split in ("train", "valid"):
-        with h5py.File(out / "pbt_best_model" / f"{split}_output.h5") as f:
-            for row, trial in enumerate(f["trial_idx"][()]):
-                rates[int(trial)] = np.transpose(f["rates"][()], (2, 1, 0))[row]
-    return np.stack([rates[t] for t in sorted(rates)])
+    outputs = read_run_outputs(find_output_dir(out))
+    rates = np.empty((sum(o.trial_idx.size for o in outputs.values()), *outputs["train"].rates.shape[1:]))
+    for output in outputs.values():
+        rates[output.trial_idx] = output.rates
+    return rates
 
 
 def smoothing_rates(frame_events: np.ndarray, latents_sub: np.ndarray, train_idx: np.ndarray, k: int) -> np.ndarray:

@@ -94,11 +94,14 @@ def _run_in_process(job: WorkerJob) -> WorkerResult:
     return run_worker_generation(job, _PROCESS_DATA["train"], _PROCESS_DATA["valid"])
 
 
+def cpu_cores() -> int:
+    """CPU cores this process may use."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
 def default_max_processes() -> int:
     """One worker per GPU when there are GPUs, else one per CPU core."""
-    if torch.cuda.is_available():
-        return torch.cuda.device_count()
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return torch.cuda.device_count() if torch.cuda.is_available() else cpu_cores()
 
 
 class EmbeddedEngine:
@@ -110,8 +113,7 @@ class EmbeddedEngine:
 
     def __init__(self, train_data: np.ndarray, valid_data: np.ndarray, max_processes: int):
         self.max_processes = max_processes
-        cores = default_max_processes() if not torch.cuda.is_available() else (os.cpu_count() or 1)
-        self.threads = max(1, cores // max_processes)
+        self.threads = max(1, cpu_cores() // max_processes)
         self.train_data, self.valid_data = train_data, valid_data
         self._pool = None
         if max_processes > 1:

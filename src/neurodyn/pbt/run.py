@@ -255,7 +255,7 @@ class PbtRun:
                 elif state.generation >= settings.max_generations:
                     state.finished = f"max_generations ({settings.max_generations}) reached"
                 self._commit(state)
-                self._write_reports(state, final=state.finished is not None)
+                self._write_reports(state)
                 bar.update(1)
                 left = ""
                 if settings.Duration is not None:
@@ -362,7 +362,7 @@ class PbtRun:
         # After a resume: read it from the state file once.
         return list(state_from_bytes((self.state_dir / record.start_state).read_bytes())["history"])
 
-    def _write_reports(self, state: PbtState, final: bool = False) -> None:
+    def _write_reports(self, state: PbtState) -> None:
         """pbt_log.csv, each worker's folder (of the last generation) and the progress figure."""
         from neurodyn.pbt.plots import plot_pbt_progress
 
@@ -378,8 +378,9 @@ class PbtRun:
             write_text_atomic(folder / "train_log.csv", history_to_csv(self.histories[w]))
             write_text_atomic(folder / "hp_history.csv",
                               _rows_to_csv([r for r in state.log_rows if r["worker"] == w]))
-        # Drawing takes about a second: at most once a minute while running, always at the end.
-        if final or time.monotonic() - self.last_plot > 60:
+        # Drawing takes about a second: at most once a minute while running (and once at the end,
+        # by _train_generations).
+        if time.monotonic() - self.last_plot > 60:
             plot_pbt_progress(state.log_rows, self.config.search_space, self.run_dir / "pbt_progress.png")
             self.last_plot = time.monotonic()
 

@@ -20,6 +20,7 @@ from neurodyn.config import SEARCHABLE_HYPERPARAMETERS, LfadsConfig
 from neurodyn.device import resolve_device
 from neurodyn.lfads.augmentations import inference_masks, training_masks
 from neurodyn.lfads.model import LFADS
+from neurodyn.observation.base import masked_nll_sum
 from neurodyn.observation.registry import make_observation_model, observation_class
 from neurodyn.train.objective import RegularisationWeights, lfads_loss
 from neurodyn.train.schedules import linear_ramp, smooth
@@ -140,7 +141,7 @@ class LfadsTrainer:
             masks = inference_masks(data[start:start + self.config.valid_batch_size])
             output = self.model(masks.encoder_input, sample_posteriors=False, encoder_visible=masks.encoder_visible)
             nll = self.model.observation.elementwise_nll(output.readout, masks.target)
-            total += float(torch.where(masks.observed > 0, nll, torch.zeros_like(nll)).sum())
+            total += float(masked_nll_sum(nll, masks.observed))
             count += float(masks.observed.sum())
         return total / max(count, 1.0)
 
