@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from torch import nn
 
 from neurodyn.config import LfadsConfig
 from neurodyn.lfads.decoder import Decoder, NormalisedLinear, gru_step
+from neurodyn.lfads.dropout import Dropout
 from neurodyn.lfads.encoders import lag_controller_inputs
 from neurodyn.lfads.model import LFADS
 from neurodyn.observation.poisson import Poisson
@@ -23,7 +23,7 @@ def _model(co_dim=0, **overrides):
 def test_autonomous_decoder_equals_stepwise_clipped_gru(clip):
     torch.manual_seed(1)
     decoder = Decoder(gen_dim=6, factors_dim=3, co_dim=0, con_dim=1, ci_dim=1, cell_clip_value=clip,
-                      dropout=nn.Dropout(0.0))
+                      dropout=Dropout(0.0))
     gen_init = torch.randn(4, 6) * 10  # far outside the clip range, so step 1 must clip
     result = decoder(gen_init, num_steps=7, controller_inputs=None, sample=False).factors
     h, states = gen_init, []
@@ -33,6 +33,50 @@ def test_autonomous_decoder_equals_stepwise_clipped_gru(clip):
     expected = decoder.factors(torch.stack(states, 1))
     torch.testing.assert_close(result, expected)
     assert h.abs().max() <= clip
+
+
+@pytest.mark.parametrize("sample", [False, True])
+def test_controlled_decoder_equals_a_reference_loop_of_torch_gru_cells(sample):
+    """The controller/generator loop (fused gate operations) against a plain loop of
+    ``torch.gru_cell`` calls: controller on [ci_t, factors_{t-1}], inferred input = mean + std * noise,
+    clipping after every step, factors from the unit-norm map."""
+    torch.manual_seed(2)
+    clip = 0.8
+    decoder = Decoder(gen_dim=6, factors_dim=3, co_dim=2, con_dim=5, ci_dim=4, cell_clip_value=clip,
+                      dropout=Dropout(0.0))
+    gen_init, ci = torch.randn(3, 6), torch.randn(3, 7, 4)
+    rng = torch.Generator().manual_seed(5)
+    result = decoder(gen_init, 7, ci, sample, rng)
+
+    noise = torch.randn(7, 3, 2, generator=torch.Generator().manual_seed(5))
+    con, gen = decoder.controller, decoder.generator
+    factor_weight = decoder.factors.normalised_weight()
+    gen_h, con_h = gen_init, decoder.controller_initial_state.expand(3, -1)
+    factor = gen_h @ factor_weight.T
+    for t in range(7):
+        con_in = torch.cat([ci[:, t], factor], dim=-1)
+        con_h = torch.gru_cell(con_in, con_h, con.weight_ih_l0, con.weight_hh_l0, con.bias_ih_l0, con.bias_hh_l0)
+        con_h = con_h.clamp(-clip, clip)
+        mean, logvar = decoder.controller_output(con_h).chunk(2, dim=-1)
+        co = mean + torch.exp(0.5 * logvar) * noise[t] if sample else mean
+        gen_h = torch.gru_cell(co, gen_h, gen.weight_ih_l0, gen.weight_hh_l0, gen.bias_ih_l0, gen.bias_hh_l0)
+        gen_h = gen_h.clamp(-clip, clip)
+        factor = gen_h @ factor_weight.T
+        torch.testing.assert_close(result.co_sample[:, t], co, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(result.factors[:, t], factor, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_scales_kept_entries_and_follows_its_generator():
+    dropout = Dropout(0.25)
+    x = torch.ones(200, 50)
+    first = dropout(x, torch.Generator().manual_seed(1))
+    values = first.unique()
+    assert values.numel() == 2 and values[0] == 0 and values[1].item() == pytest.approx(1.0 / 0.75)
+    assert abs(float((first == 0).float().mean()) - 0.25) < 0.02
+    assert torch.equal(first, dropout(x, torch.Generator().manual_seed(1)))
+    assert not torch.equal(first, dropout(x, torch.Generator().manual_seed(2)))
+    dropout.eval()
+    assert torch.equal(dropout(x), x)
 
 
 def test_factors_use_unit_norm_weight_rows():

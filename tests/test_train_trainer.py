@@ -104,3 +104,70 @@ def test_short_training_run_recovers_lorenz_rates():
     trainer.fit(progress=False)
     inferred = infer(trainer.model, dataset.data[valid_idx], num_samples=10)
     assert rate_r2(dataset.truth[valid_idx], inferred["rates"]) >= 0.7
+
+
+@pytest.mark.parametrize("observation", ["poisson", "zig"])
+def test_shard_losses_add_up_to_the_whole_batch_loss_and_gradient(observation):
+    """BatchShare: the shards' losses (normalised by the whole batch) sum to the batch's loss, and
+    so do their gradients -- the basis of splitting a batch over threads."""
+    from neurodyn.lfads.augmentations import training_masks
+    from neurodyn.train.objective import BatchShare, lfads_loss
+
+    data = _counts(shape=(12, 10, 5), missing=0.3)
+    if observation == "zig":
+        data = np.where(np.isnan(data), np.nan, data * 0.7)
+    trainer = LfadsTrainer(LfadsConfig(**TINY, co_dim=2, observation=observation), data, data[:4])
+    model, weights = trainer.model, trainer._weights()
+    model.eval()  # deterministic outputs: no dropout, posterior means
+    masks = training_masks(torch.as_tensor(data), 0.7, generator=torch.Generator().manual_seed(3))
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def loss_and_grads(shard_masks, share):
+        output = model(shard_masks.encoder_input, sample_posteriors=False)
+        terms = lfads_loss(model, output, shard_masks, weights, 0.5, 0.7, share)
+        grads = torch.autograd.grad(terms.total, params, allow_unused=True)
+        return terms, [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+
+    whole, whole_grads = loss_and_grads(masks, None)
+    share = BatchShare.whole(masks)
+    parts = [loss_and_grads(masks.select(sl), BatchShare(share.observed, share.trials, carries_penalties=i == 0))
+             for i, sl in enumerate([slice(0, 5), slice(5, 12)])]
+    for field in ("total", "nll", "kl_ic", "kl_co", "l2"):
+        summed = sum(float(getattr(terms, field).detach()) for terms, _ in parts)
+        assert summed == pytest.approx(float(getattr(whole, field).detach()), rel=1e-5, abs=1e-9), field
+    for index, grad in enumerate(whole_grads):
+        summed = parts[0][1][index] + parts[1][1][index]
+        torch.testing.assert_close(summed, grad, rtol=1e-4, atol=1e-6)
+
+
+def test_batch_threads_give_a_reproducible_run_that_learns():
+    """Two shards on two threads: the same seed gives the same weights, and the loss falls."""
+    data = _counts(shape=(48, 12, 5))
+    config = LfadsConfig(**{**TINY, "batch_size": 32}, co_dim=2, batch_threads=2)
+
+    threads_before = torch.get_num_threads()
+
+    def run():
+        trainer = LfadsTrainer(config.model_copy(update={"learning_rate_init": 0.02}), data[:40], data[40:])
+        assert trainer.batch_threads == 2
+        shard_sizes = []
+        trainer.model.register_forward_pre_hook(
+            lambda module, args: shard_sizes.append(args[0].shape[0]) if module.training else None)
+        rows = [trainer.step_epoch() for _ in range(6)]
+        return trainer, rows, shard_sizes
+
+    first, rows, shard_sizes = run()
+    second, _, _ = run()
+    assert shard_sizes[:3] == [16, 16, 8]  # a 32-trial batch in two shards, then the 8-trial rest whole
+    for (name, a), b in zip(first.model.state_dict().items(), second.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert rows[-1]["train_nll"] < rows[0]["train_nll"]
+    assert torch.get_num_threads() == threads_before  # restored after each epoch
+
+
+def test_batch_threads_auto_follows_torch_threads_and_rejects_zero():
+    data = _counts()
+    trainer = LfadsTrainer(LfadsConfig(**TINY), data[:16], data[16:])
+    assert trainer.batch_threads == torch.get_num_threads()
+    with pytest.raises(ValueError, match="batch_threads"):
+        LfadsConfig(batch_threads=0)

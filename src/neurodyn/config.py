@@ -89,6 +89,9 @@ class LfadsConfig(BaseModel):
                                          description="stop after this many epochs without a better smoothed "
                                                      "validation NLL (counted once the ramps are complete)")
     posterior_samples: int = Field(50, ge=1, description="posterior samples averaged for the output rates")
+    batch_threads: int | Literal["auto"] = Field(
+        "auto", description="CPU threads that share each training batch (data parallel: same loss and gradient as "
+                            "the whole batch); 'auto' = torch's CPU thread count, 1 on a GPU")
 
     @field_validator("observation")
     @classmethod
@@ -98,6 +101,13 @@ class LfadsConfig(BaseModel):
         if name not in OBSERVATION_MODELS:
             raise ValueError(f"expected one of {sorted(OBSERVATION_MODELS)}")
         return name
+
+    @field_validator("batch_threads")
+    @classmethod
+    def _check_batch_threads(cls, value):
+        if value != "auto" and value < 1:
+            raise ValueError("expected 'auto' or an integer >= 1")
+        return value
 
     @property
     def uses_controller(self) -> bool:

@@ -41,6 +41,11 @@ class BatchMasks:
     grad_mask: torch.Tensor
     encoder_visible: torch.Tensor
 
+    def select(self, trials: slice) -> "BatchMasks":
+        """The masks of a subset of the batch's trials (views, no copies)."""
+        return BatchMasks(self.encoder_input[trials], self.target[trials], self.observed[trials],
+                          self.grad_mask[trials], self.encoder_visible[trials])
+
 
 def coordinated_dropout_mask(shape: torch.Size | tuple[int, ...], keep_ratio: float, device=None,
                              generator: torch.Generator | None = None) -> torch.Tensor:
@@ -104,11 +109,16 @@ def inference_masks(data: torch.Tensor) -> BatchMasks:
     return training_masks(data, keep_ratio=1.0)
 
 
-def reconstruction_loss(elementwise_nll: torch.Tensor, masks: BatchMasks) -> torch.Tensor:
+def reconstruction_loss(elementwise_nll: torch.Tensor, masks: BatchMasks,
+                        normaliser: torch.Tensor | float | None = None) -> torch.Tensor:
     """Mean NLL over the observed entries, with gradient only through ``masks.grad_mask``.
 
     The value covers every observed entry (so it is comparable with the validation NLL); the
-    detached entries contribute to the value but not to the gradient.
+    detached entries contribute to the value but not to the gradient. ``normaliser``: the number of
+    observed entries to divide by (default: those of ``masks``; a shard of a batch passes the
+    whole batch's count so that the shards' losses add up to the batch's).
     """
     nll = torch.where(masks.grad_mask > 0, elementwise_nll, elementwise_nll.detach())
-    return masked_nll_sum(nll, masks.observed) / masks.observed.sum().clamp_min(1.0)
+    if normaliser is None:
+        normaliser = masks.observed.sum().clamp_min(1.0)
+    return masked_nll_sum(nll, masks.observed) / normaliser

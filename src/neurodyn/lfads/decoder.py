@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neurodyn.lfads.dropout import Dropout
+
 
 class NormalisedLinear(nn.Module):
     """Bias-free linear map whose weight rows (one per output) are L2-normalised on every call."""
@@ -49,7 +51,7 @@ class Decoder(nn.Module):
     """Generator (+ optional controller) unrolled for ``num_steps`` from the generator's initial state."""
 
     def __init__(self, gen_dim: int, factors_dim: int, co_dim: int, con_dim: int, ci_dim: int,
-                 cell_clip_value: float, dropout: nn.Dropout):
+                 cell_clip_value: float, dropout: Dropout):
         super().__init__()
         self.co_dim = co_dim
         self.cell_clip_value = cell_clip_value
@@ -66,12 +68,13 @@ class Decoder(nn.Module):
         return torch.clamp(h, -self.cell_clip_value, self.cell_clip_value)
 
     def forward(self, gen_init: torch.Tensor, num_steps: int, controller_inputs: torch.Tensor | None,
-                sample: bool) -> DecoderOutput:
+                sample: bool, rng: torch.Generator | None = None) -> DecoderOutput:
+        """``rng`` drives the dropout masks and the inferred-input samples (None = global)."""
         if self.co_dim == 0:
-            return self._autonomous(gen_init, num_steps)
-        return self._controlled(gen_init, controller_inputs, sample)
+            return self._autonomous(gen_init, num_steps, rng)
+        return self._controlled(gen_init, controller_inputs, sample, rng)
 
-    def _autonomous(self, gen_init: torch.Tensor, num_steps: int) -> DecoderOutput:
+    def _autonomous(self, gen_init: torch.Tensor, num_steps: int, rng: torch.Generator | None) -> DecoderOutput:
         batch = gen_init.shape[0]
         zeros = gen_init.new_zeros(batch, num_steps, 1)
         first = self.clip(gru_step(self.generator, zeros[:, 0], gen_init))
@@ -87,35 +90,41 @@ class Decoder(nn.Module):
                 h = self.clip(gru_step(self.generator, zeros[:, t], h))
                 steps.append(h)
             states = torch.stack(steps, dim=1)
-        return DecoderOutput(factors=self.factors(self.dropout(states)))
+        return DecoderOutput(factors=self.factors(self.dropout(states, rng)))
 
-    def _controlled(self, gen_init: torch.Tensor, controller_inputs: torch.Tensor, sample: bool) -> DecoderOutput:
+    def _controlled(self, gen_init: torch.Tensor, controller_inputs: torch.Tensor, sample: bool,
+                    rng: torch.Generator | None) -> DecoderOutput:
         batch, num_steps, ci_dim = controller_inputs.shape
-        controller_inputs = self.dropout(controller_inputs)
+        controller_inputs = self.dropout(controller_inputs, rng)
         # The controller's input weights act on [ci_t, factors_{t-1}]: project the ci part for all
         # steps at once and only the factor part inside the loop.
         w_ci, w_factors = self.controller.weight_ih_l0.split([ci_dim, self.factors.weight.shape[0]], dim=1)
         # unbind (not [:, t]) so the backward pass stacks step gradients once instead of
         # zero-filling a full-size tensor at every step.
         ci_projection = F.linear(controller_inputs, w_ci, self.controller.bias_ih_l0).unbind(1)
+        w_factors_t = w_factors.t()
         w_hh, b_hh = self.controller.weight_hh_l0, self.controller.bias_hh_l0
-        noise = torch.randn(num_steps, batch, self.co_dim, device=gen_init.device) if sample else None
+        gen = self.generator
+        w_gen_ih, b_gen_ih, w_gen_hh, b_gen_hh = gen.weight_ih_l0, gen.bias_ih_l0, gen.weight_hh_l0, gen.bias_hh_l0
+        noise = (torch.randn(num_steps, batch, self.co_dim, generator=rng, device=gen_init.device,
+                             dtype=gen_init.dtype).unbind(0) if sample else None)
 
         # Normalise the factor weights and draw the per-step dropout masks once per pass rather
         # than once per step: same maths, a fraction of the operations.
         factor_weight = self.factors.normalised_weight()
-        keep = self._dropout_masks(num_steps + 1, batch, gen_init.shape[1], gen_init)
+        keep = self.dropout.keep_multipliers((num_steps + 1, batch, gen_init.shape[1]), gen_init, rng)
+        keep = None if keep is None else keep.unbind(0)
         gen_h = gen_init
         con_h = self.controller_initial_state.expand(batch, -1)
         factor = F.linear(gen_h if keep is None else gen_h * keep[0], factor_weight)
         factors, means, stds, samples = [], [], [], []
         for t in range(num_steps):
-            gates_x = ci_projection[t] + F.linear(factor, w_factors)
+            gates_x = torch.addmm(ci_projection[t], factor, w_factors_t)
             con_h = self.clip(_gru_from_projection(gates_x, con_h, w_hh, b_hh))
             co_mean, co_logvar = self.controller_output(con_h).chunk(2, dim=-1)
             co_std = torch.exp(0.5 * co_logvar)
-            co = co_mean + co_std * noise[t] if sample else co_mean
-            gen_h = self.clip(gru_step(self.generator, co, gen_h))
+            co = torch.addcmul(co_mean, co_std, noise[t]) if sample else co_mean
+            gen_h = self.clip(_gru_from_projection(F.linear(co, w_gen_ih, b_gen_ih), gen_h, w_gen_hh, b_gen_hh))
             factor = F.linear(gen_h if keep is None else gen_h * keep[t + 1], factor_weight)
             factors.append(factor)
             means.append(co_mean)
@@ -129,20 +138,17 @@ class Decoder(nn.Module):
         )
 
 
-    def _dropout_masks(self, num_steps: int, batch: int, dim: int, like: torch.Tensor) -> torch.Tensor | None:
-        """Inverted-dropout multipliers ``(num_steps, batch, dim)`` matching ``self.dropout``; None when inactive."""
-        p = self.dropout.p
-        if not self.training or p == 0.0:
-            return None
-        return like.new_empty(num_steps, batch, dim).bernoulli_(1.0 - p) / (1.0 - p)
-
-
 def _gru_from_projection(gates_x: torch.Tensor, h: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
-    """GRU update given the input projection ``W_ih x + b_ih`` already computed (PyTorch gate order r, z, n)."""
+    """GRU update given the input projection ``W_ih x + b_ih`` already computed (PyTorch gate order r, z, n).
+
+    Same maths as ``torch.gru_cell`` in fewer operations (this loop is bound by the number of small
+    operations, not by arithmetic): reset and update gates in one sigmoid, the candidate's
+    ``x_n + r * h_n`` in one addcmul, and ``n + z (h - n)`` as one lerp.
+    """
+    hidden = h.shape[-1]
     gates_h = F.linear(h, w_hh, b_hh)
-    x_r, x_z, x_n = gates_x.chunk(3, dim=-1)
-    h_r, h_z, h_n = gates_h.chunk(3, dim=-1)
-    reset = torch.sigmoid(x_r + h_r)
-    update = torch.sigmoid(x_z + h_z)
-    candidate = torch.tanh(x_n + reset * h_n)
-    return candidate + update * (h - candidate)
+    x_rz, x_n = gates_x.split([2 * hidden, hidden], dim=-1)
+    h_rz, h_n = gates_h.split([2 * hidden, hidden], dim=-1)
+    reset, update = torch.sigmoid(x_rz + h_rz).chunk(2, dim=-1)
+    candidate = torch.tanh(torch.addcmul(x_n, reset, h_n))
+    return torch.lerp(candidate, h, update)

@@ -16,6 +16,7 @@ from torch import nn
 from neurodyn.config import LfadsConfig
 from neurodyn.errors import NeurodynError
 from neurodyn.lfads.decoder import Decoder
+from neurodyn.lfads.dropout import Dropout
 from neurodyn.lfads.encoders import BidirectionalEncoder, lag_controller_inputs
 from neurodyn.lfads.priors import AutoregressivePrior, kl_diagonal_to_isotropic
 from neurodyn.observation.base import ObservationModel
@@ -49,7 +50,7 @@ class LFADS(nn.Module):
         self.ci_lag = config.ci_lag
         self.ic_prior_var = config.ic_prior_var
         self.ic_post_var_min = config.ic_post_var_min
-        self.dropout = nn.Dropout(1.0 - config.keep_prob)
+        self.dropout = Dropout(1.0 - config.keep_prob)
         self.mask_as_input = config.mask_as_input
         encoder_input_dim = num_neurons * (2 if config.mask_as_input else 1)
         self.ic_encoder = BidirectionalEncoder(encoder_input_dim, config.ic_enc_dim)
@@ -79,24 +80,30 @@ class LFADS(nn.Module):
         self.dropout.p = 1.0 - keep_prob
 
     def forward(self, encoder_input: torch.Tensor, sample_posteriors: bool,
-                encoder_visible: torch.Tensor | None = None) -> LfadsOutput:
+                encoder_visible: torch.Tensor | None = None,
+                rng: torch.Generator | None = None) -> LfadsOutput:
         """encoder_input ``(B, T, N)`` zero-filled data; encoder_visible ``(B, T, N)`` 1 where it holds an
-        observed value (used with ``mask_as_input``; default: everything visible)."""
+        observed value (used with ``mask_as_input``; default: everything visible). ``rng``
+        drives every random draw (dropout, posterior samples); None = torch's global generator."""
         batch, num_steps, _ = encoder_input.shape
-        x = self.dropout(encoder_input * self.encoder_input_mask)
+        x = self.dropout(encoder_input * self.encoder_input_mask, rng)
         if self.mask_as_input:
             visible = torch.ones_like(encoder_input) if encoder_visible is None else encoder_visible
             x = torch.cat([x, visible * self.encoder_input_mask], dim=-1)
         _, ic_final = self.ic_encoder(x)
-        ic_mean, ic_logvar = self.ic_posterior(self.dropout(ic_final)).chunk(2, dim=-1)
+        ic_mean, ic_logvar = self.ic_posterior(self.dropout(ic_final, rng)).chunk(2, dim=-1)
         ic_std = torch.sqrt(torch.exp(ic_logvar) + self.ic_post_var_min)
-        ic = ic_mean + ic_std * torch.randn_like(ic_mean) if sample_posteriors else ic_mean
-        gen_init = self.dropout(self.ic_to_generator(ic))
+        if sample_posteriors:
+            noise = torch.randn(ic_mean.shape, generator=rng, device=ic_mean.device, dtype=ic_mean.dtype)
+            ic = ic_mean + ic_std * noise
+        else:
+            ic = ic_mean
+        gen_init = self.dropout(self.ic_to_generator(ic), rng)
         controller_inputs = None
         if self.co_dim > 0:
             ci_outputs, _ = self.ci_encoder(x)
             controller_inputs = lag_controller_inputs(ci_outputs, self.ci_lag)
-        decoded = self.decoder(gen_init, num_steps, controller_inputs, sample_posteriors)
+        decoded = self.decoder(gen_init, num_steps, controller_inputs, sample_posteriors, rng)
         readout = self.readout(decoded.factors).view(batch, num_steps, self.num_neurons, -1)
         return LfadsOutput(readout, decoded.factors, ic_mean, ic_std,
                            decoded.co_mean, decoded.co_std, decoded.co_sample)

@@ -37,13 +37,32 @@ class RegularisationWeights:
     loss_scale: float
 
 
+@dataclass
+class BatchShare:
+    """Which part of a training batch a shard is: the whole batch's observed-entry count and number
+    of trials (the loss normalisers) and whether this shard carries the weight penalties (exactly one
+    shard does). The shards' losses then add up to the loss of the whole batch, value and gradient."""
+
+    observed: torch.Tensor | float
+    trials: int
+    carries_penalties: bool = True
+
+    @classmethod
+    def whole(cls, masks: BatchMasks) -> "BatchShare":
+        return cls(masks.observed.sum().clamp_min(1.0), masks.observed.shape[0])
+
+
 def lfads_loss(model: LFADS, output: LfadsOutput, masks: BatchMasks, weights: RegularisationWeights,
-               kl_ramp: float, l2_ramp: float) -> LossTerms:
-    """All terms of the objective for one batch."""
-    nll = reconstruction_loss(model.observation.elementwise_nll(output.readout, masks.target), masks)
-    kl_ic = model.kl_ic(output).mean()
-    kl_co = model.kl_co(output).mean()
-    l2 = model.recurrent_l2(weights.l2_gen_scale, weights.l2_con_scale) + model.observation.penalty()
+               kl_ramp: float, l2_ramp: float, share: BatchShare | None = None) -> LossTerms:
+    """All terms of the objective for one batch, or a shard's contribution to them (``share``)."""
+    share = BatchShare.whole(masks) if share is None else share
+    nll = reconstruction_loss(model.observation.elementwise_nll(output.readout, masks.target), masks, share.observed)
+    kl_ic = model.kl_ic(output).sum() / share.trials
+    kl_co = model.kl_co(output).sum() / share.trials
+    if share.carries_penalties:
+        l2 = model.recurrent_l2(weights.l2_gen_scale, weights.l2_con_scale) + model.observation.penalty()
+    else:
+        l2 = nll.new_zeros(())
     kl = weights.kl_ic_weight * kl_ic + weights.kl_co_weight * kl_co
     total = weights.loss_scale * (nll + l2_ramp * l2 + kl_ramp * kl)
     return LossTerms(total, nll, kl_ic, kl_co, l2)

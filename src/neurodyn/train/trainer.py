@@ -8,7 +8,10 @@ state and hyperparameters) use the same code.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import copy
+import functools
 import math
 import time
 from typing import Any, Callable
@@ -22,7 +25,7 @@ from neurodyn.lfads.augmentations import inference_masks, training_masks
 from neurodyn.lfads.model import LFADS
 from neurodyn.observation.base import masked_nll_sum
 from neurodyn.observation.registry import make_observation_model, observation_class
-from neurodyn.train.objective import RegularisationWeights, lfads_loss
+from neurodyn.train.objective import BatchShare, RegularisationWeights, lfads_loss
 from neurodyn.train.schedules import linear_ramp, smooth
 
 # Hyperparameters that may change during training (PBT explores them); all others fix the architecture.
@@ -30,6 +33,26 @@ MUTABLE_HYPERPARAMETERS = SEARCHABLE_HYPERPARAMETERS + (
     "valid_batch_size", "learning_rate_patience", "learning_rate_stop", "early_stopping_patience",
     "max_epochs", "posterior_samples",
 )
+
+# Fewer trials than this per shard and a thread costs more than it saves.
+MIN_SHARD_TRIALS = 16
+
+
+@contextlib.contextmanager
+def _sharing_cpu(threads: int):
+    """A pool of ``threads`` batch threads (None for one), with torch's own CPU threads set to one
+    meanwhile: each batch thread then runs its shard on its own core instead of all of them fighting
+    over every small operation."""
+    if threads <= 1:
+        yield None
+        return
+    intra_op_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="neurodyn-batch") as pool:
+            yield pool
+    finally:
+        torch.set_num_threads(intra_op_threads)
 
 
 class LfadsTrainer:
@@ -111,25 +134,69 @@ class LfadsTrainer:
         num_trials = self.train_data.shape[0]
         order = torch.randperm(num_trials, device=self.device, generator=self.generator)
         sums = {"loss": 0.0, "train_nll": 0.0, "kl_ic": 0.0, "kl_co": 0.0, "l2": 0.0}
-        for start in range(0, num_trials, c.batch_size):
-            batch = self.train_data[order[start:start + c.batch_size]]
-            masks = training_masks(batch, c.keep_ratio, c.cd_pass_fraction, self.generator, c.temporal_shift_std)
-            output = self.model(masks.encoder_input, sample_posteriors=True, encoder_visible=masks.encoder_visible)
-            terms = lfads_loss(self.model, output, masks, weights, kl_ramp, l2_ramp)
-            self.optimizer.zero_grad(set_to_none=True)
-            terms.total.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.max_grad_norm)
-            if torch.isfinite(grad_norm) and torch.isfinite(terms.total):
-                self.optimizer.step()
-            else:
-                # A non-finite step would poison every weight; skip it and let validation report it.
-                self.skipped_steps += 1
-            n = batch.shape[0]
-            for key, value in zip(sums, (terms.total, terms.nll, terms.kl_ic, terms.kl_co, terms.l2)):
-                sums[key] += float(value.detach()) * n
+        threads = self.batch_threads
+        with _sharing_cpu(threads) as pool:
+            for start in range(0, num_trials, c.batch_size):
+                batch = self.train_data[order[start:start + c.batch_size]]
+                terms = self._train_step(batch, weights, kl_ramp, l2_ramp, threads, pool)
+                n = batch.shape[0]
+                for key, value in zip(sums, terms):
+                    sums[key] += value * n
         result = {key: value / num_trials for key, value in sums.items()}
         result.update(kl_ramp=kl_ramp, l2_ramp=l2_ramp)
         return result
+
+    @property
+    def batch_threads(self) -> int:
+        """Threads that share each training batch (``batch_threads``; 'auto' = torch's CPU threads, 1 on a GPU)."""
+        if self.config.batch_threads != "auto":
+            return self.config.batch_threads
+        return torch.get_num_threads() if self.device.type == "cpu" else 1
+
+    def _train_step(self, batch: torch.Tensor, weights: RegularisationWeights, kl_ramp: float, l2_ramp: float,
+                    threads: int, pool: concurrent.futures.ThreadPoolExecutor | None) -> tuple[float, ...]:
+        """One optimiser step on ``batch``; returns the batch's (loss, nll, kl_ic, kl_co, l2).
+
+        The batch is split into up to ``threads`` shards of at least ``MIN_SHARD_TRIALS`` trials, each
+        run forward and backward on its own thread with its own seeded generator; the shards' losses
+        are normalised by the whole batch (``BatchShare``), so the summed gradient is the batch's.
+        The gradients are summed in shard order, so a seed gives the same run whatever the timing.
+        """
+        c = self.config
+        masks = training_masks(batch, c.keep_ratio, c.cd_pass_fraction, self.generator, c.temporal_shift_std)
+        num_shards = max(1, min(threads, batch.shape[0] // MIN_SHARD_TRIALS)) if pool is not None else 1
+        bounds = np.linspace(0, batch.shape[0], num_shards + 1).round().astype(int)
+        seeds = torch.randint(0, 2 ** 62, (num_shards,), generator=self.generator, device=self.device).tolist()
+        share = BatchShare.whole(masks)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+
+        def run_shard(index: int) -> tuple[tuple[float, ...], tuple[torch.Tensor | None, ...]]:
+            shard = masks.select(slice(int(bounds[index]), int(bounds[index + 1])))
+            rng = torch.Generator(device=self.device)
+            rng.manual_seed(seeds[index])
+            output = self.model(shard.encoder_input, sample_posteriors=True, encoder_visible=shard.encoder_visible,
+                                rng=rng)
+            terms = lfads_loss(self.model, output, shard, weights, kl_ramp, l2_ramp,
+                               BatchShare(share.observed, share.trials, carries_penalties=index == 0))
+            grads = torch.autograd.grad(terms.total, params, allow_unused=True)
+            values = tuple(float(t.detach()) for t in (terms.total, terms.nll, terms.kl_ic, terms.kl_co, terms.l2))
+            return values, grads
+
+        if num_shards == 1:
+            results = [run_shard(0)]
+        else:
+            results = list(pool.map(run_shard, range(num_shards)))
+        for i, param in enumerate(params):
+            grads = [grad[i] for _, grad in results if grad[i] is not None]
+            param.grad = functools.reduce(torch.add, grads) if grads else None
+        terms = tuple(sum(values[k] for values, _ in results) for k in range(5))
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm)
+        if torch.isfinite(grad_norm) and math.isfinite(terms[0]):
+            self.optimizer.step()
+        else:
+            # A non-finite step would poison every weight; skip it and let validation report it.
+            self.skipped_steps += 1
+        return terms
 
     @torch.no_grad()
     def validation_nll(self, data: torch.Tensor | None = None) -> float:
