@@ -9,8 +9,8 @@ import torch
 from neurodyn.errors import NeurodynError
 from neurodyn.gfr.digits import DigitData, load_mnist, load_sklearn_digits, read_idx, validation_split
 from neurodyn.gfr.model import GFR
-from neurodyn.gfr.network import (GFRNetwork, VanillaRNN, count_trainable, matched_rnn_hidden, sample_neuron_params,
-                                  train_classifier)
+from neurodyn.gfr.network import (GFRNetwork, VanillaRNN, count_trainable, matched_rnn_hidden,
+                                  sample_neuron_params, train_classifier)
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -130,6 +130,47 @@ def test_training_lowers_the_loss():
     history = train_classifier(GFRNetwork(8, 16, horizon=9), small, 1e-2, 4, 32, progress=False)
     assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
     assert history[-1]["test_accuracy"] > 0.3  # well above chance (0.1) after 4 short epochs
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero():
+    """Default training decays Adam's rate step by step on a half cosine; "constant" keeps it."""
+    def cosine(step, total):  # closed form: half a cosine from 1 at step 0 to 0 at step `total`
+        return 0.5 * (1.0 + np.cos(np.pi * step / total))
+
+    data = load_sklearn_digits()
+    small = DigitData(data.x_train[:64], data.y_train[:64], data.x_test[:16], data.y_test[:16], "subset")
+    torch.manual_seed(0)
+    history = train_classifier(VanillaRNN(8, 4), small, 1e-2, 4, 16, progress=False)
+    lrs = [h["lr"] for h in history]  # rate of each epoch's last step: steps 3, 7, 11, 15 of 16
+    np.testing.assert_allclose(lrs, [1e-2 * cosine(s, 16) for s in (3, 7, 11, 15)], rtol=1e-6)
+    assert lrs[-1] < 1e-4
+    history = train_classifier(VanillaRNN(8, 4), small, 1e-2, 2, 16, progress=False, schedule="constant")
+    assert [h["lr"] for h in history] == [1e-2, 1e-2]
+    with pytest.raises(NeurodynError, match="schedule"):
+        train_classifier(VanillaRNN(8, 4), small, 1e-2, 1, 16, progress=False, schedule="step")
+
+
+def test_relu_tanh_rnn_is_the_published_baseline_with_the_same_parameters():
+    """relu(tanh(W x_t + U h_{t-1} + b)) unrolled by hand over the rows and the zero step; the tanh RNN
+    is nn.RNN's; both count the same parameters."""
+    torch.manual_seed(0)
+    net = VanillaRNN(3, 5, 4, activation="relu_tanh")
+    tanh_net = VanillaRNN(3, 5, 4)
+    assert count_trainable(net) == count_trainable(tanh_net)
+    tanh_net.load_state_dict(net.state_dict())
+    x = torch.rand(2, 6, 3) - 0.3
+    rnn = net.rnn
+    h = torch.zeros(2, 5)
+    h_tanh = torch.zeros(2, 5)
+    for x_t in list(x.unbind(1)) + [torch.zeros(2, 3)]:
+        pre = x_t @ rnn.weight_ih_l0.T + rnn.bias_ih_l0 + rnn.bias_hh_l0
+        h = torch.relu(torch.tanh(pre + h @ rnn.weight_hh_l0.T))
+        h_tanh = torch.tanh(pre + h_tanh @ rnn.weight_hh_l0.T)
+    torch.testing.assert_close(net(x), net.readout(h), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(tanh_net(x), net.readout(h_tanh), rtol=1e-5, atol=1e-6)
+    assert (h == 0).any()  # the relu is active, so the two models really differ
+    with pytest.raises(NeurodynError, match="activation"):
+        VanillaRNN(3, 5, activation="relu")
 
 
 def test_validation_split_is_stratified_and_disjoint_from_test():

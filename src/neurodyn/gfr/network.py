@@ -131,18 +131,37 @@ class GFRNetwork(nn.Module):
 
 
 class VanillaRNN(nn.Module):
-    """tanh RNN with the same row-by-row input, extra zero-input step and linear readout."""
+    """Elman RNN with the same row-by-row input, extra zero-input step and linear readout.
 
-    def __init__(self, n_inputs: int, n_hidden: int, n_classes: int = 10, device: str = "cpu"):
+    ``activation``: ``"tanh"`` (default, ``nn.RNN``) or ``"relu_tanh"``, ``h_t = relu(tanh(W x_t + U h_{t-1}
+    + b))``, the baseline of the published L-MNIST comparison (the GFR activation's shape without the
+    neuron dynamics). Both have the same parameters (``nn.RNN``'s, two bias vectors).
+    """
+
+    ACTIVATIONS = ("tanh", "relu_tanh")
+
+    def __init__(self, n_inputs: int, n_hidden: int, n_classes: int = 10, device: str = "cpu",
+                 activation: str = "tanh"):
         super().__init__()
+        if activation not in self.ACTIVATIONS:
+            raise NeurodynError(f"unknown RNN activation {activation!r}: expected one of {', '.join(self.ACTIVATIONS)}")
+        self.activation = activation
         self.rnn = nn.RNN(n_inputs, n_hidden, batch_first=True)
         self.readout = nn.Linear(n_hidden, n_classes)
         self.to(resolve_device(device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores (batch, classes) for images (batch, rows, pixels per row)."""
         steps = torch.cat([x, torch.zeros_like(x[:, :1])], dim=1)
-        hidden, _ = self.rnn(steps)
-        return self.readout(hidden[:, -1])
+        if self.activation == "tanh":
+            hidden, _ = self.rnn(steps)
+            return self.readout(hidden[:, -1])
+        rnn = self.rnn  # relu(tanh(.)) is not an nn.RNN nonlinearity: unroll with its weights
+        drive = F.linear(steps, rnn.weight_ih_l0, rnn.bias_ih_l0 + rnn.bias_hh_l0)
+        h = x.new_zeros(x.shape[0], rnn.hidden_size)
+        for t in range(steps.shape[1]):
+            h = torch.relu(torch.tanh(drive[:, t] + F.linear(h, rnn.weight_hh_l0)))
+        return self.readout(h)
 
 
 def count_trainable(model: nn.Module) -> int:
@@ -186,19 +205,33 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 5
 
 
 def train_classifier(model: nn.Module, data: DigitData, lr: float, epochs: int, batch_size: int,
-                     seed: int = 0, clip: float = 5.0, progress: bool = True, desc: str = "training") -> list[dict]:
-    """Adam on cross-entropy with gradient-norm clipping; returns per-epoch train loss and accuracy on
-    ``data.x_test`` (pass a validation split there when choosing hyper-parameters)."""
+                     seed: int = 0, clip: float = 5.0, progress: bool = True, desc: str = "training",
+                     schedule: str = "cosine") -> list[dict]:
+    """Adam on cross-entropy with gradient-norm clipping; returns per-epoch train loss, the learning
+    rate of the epoch's last step and accuracy on ``data.x_test`` (pass a validation split there when
+    choosing hyper-parameters).
+
+    ``schedule="cosine"`` (default) decays the learning rate from ``lr`` to ~0 over the run, step by
+    step; ``"constant"`` keeps it. Why decay: at a constant Adam rate the last epochs keep jumping
+    between solutions, so the final model (the one evaluated) is a noisy snapshot; the GFR network,
+    whose rates switch on and off at the relu and whose slow timescales integrate every weight change
+    over the sequence, suffers most (8x8 digits, lr 1e-2, 5 seeds: validation 0.958 constant vs 0.971
+    cosine; vanilla RNN 0.965 vs 0.963).
+    """
     from tqdm import tqdm
 
     if lr <= 0 or epochs < 1 or batch_size < 1:
         raise NeurodynError(f"need lr > 0, epochs >= 1 and batch_size >= 1, got {lr}, {epochs}, {batch_size}")
+    if schedule not in ("cosine", "constant"):
+        raise NeurodynError(f"unknown learning-rate schedule {schedule!r}: expected 'cosine' or 'constant'")
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     x = torch.as_tensor(data.x_train)
     y = torch.as_tensor(data.y_train)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
+    total_steps = epochs * ((len(x) + batch_size - 1) // batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps) if schedule == "cosine" else None
     history = []
     for epoch in tqdm(range(1, epochs + 1), desc=desc, disable=not progress):
         model.train()
@@ -211,8 +244,11 @@ def train_classifier(model: nn.Module, data: DigitData, lr: float, epochs: int, 
             loss.backward()
             nn.utils.clip_grad_norm_(params, clip)
             optimizer.step()
+            last_lr = optimizer.param_groups[0]["lr"]
+            if scheduler is not None:
+                scheduler.step()
             total += float(loss.detach()) * len(idx)
-        history.append({"epoch": epoch, "train_loss": total / len(x),
+        history.append({"epoch": epoch, "train_loss": total / len(x), "lr": last_lr,
                         "test_accuracy": accuracy(model, data.x_test, data.y_test)})
     return history
 
