@@ -41,6 +41,10 @@ class BatchMasks:
     grad_mask: torch.Tensor
     encoder_visible: torch.Tensor
 
+    def observed_count(self) -> torch.Tensor:
+        """Number of observed entries (at least 1): what the reconstruction NLL is averaged over."""
+        return self.observed.sum().clamp_min(1.0)
+
     def select(self, trials: slice) -> "BatchMasks":
         """The masks of a subset of the batch's trials (views, no copies)."""
         return BatchMasks(self.encoder_input[trials], self.target[trials], self.observed[trials],
@@ -119,6 +123,4 @@ def reconstruction_loss(elementwise_nll: torch.Tensor, masks: BatchMasks,
     whole batch's count so that the shards' losses add up to the batch's).
     """
     nll = torch.where(masks.grad_mask > 0, elementwise_nll, elementwise_nll.detach())
-    if normaliser is None:
-        normaliser = masks.observed.sum().clamp_min(1.0)
-    return masked_nll_sum(nll, masks.observed) / normaliser
+    return masked_nll_sum(nll, masks.observed) / (masks.observed_count() if normaliser is None else normaliser)

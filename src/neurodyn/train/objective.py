@@ -49,7 +49,7 @@ class BatchShare:
 
     @classmethod
     def whole(cls, masks: BatchMasks) -> "BatchShare":
-        return cls(masks.observed.sum().clamp_min(1.0), masks.observed.shape[0])
+        return cls(masks.observed_count(), masks.observed.shape[0])
 
 
 def lfads_loss(model: LFADS, output: LfadsOutput, masks: BatchMasks, weights: RegularisationWeights,

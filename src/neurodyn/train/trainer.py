@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import copy
+import dataclasses
 import functools
 import math
 import time
@@ -164,7 +165,7 @@ class LfadsTrainer:
         """
         c = self.config
         masks = training_masks(batch, c.keep_ratio, c.cd_pass_fraction, self.generator, c.temporal_shift_std)
-        num_shards = max(1, min(threads, batch.shape[0] // MIN_SHARD_TRIALS)) if pool is not None else 1
+        num_shards = max(1, min(threads, batch.shape[0] // MIN_SHARD_TRIALS))
         bounds = np.linspace(0, batch.shape[0], num_shards + 1).round().astype(int)
         seeds = torch.randint(0, 2 ** 62, (num_shards,), generator=self.generator, device=self.device).tolist()
         share = BatchShare.whole(masks)
@@ -177,7 +178,7 @@ class LfadsTrainer:
             output = self.model(shard.encoder_input, sample_posteriors=True, encoder_visible=shard.encoder_visible,
                                 rng=rng)
             terms = lfads_loss(self.model, output, shard, weights, kl_ramp, l2_ramp,
-                               BatchShare(share.observed, share.trials, carries_penalties=index == 0))
+                               dataclasses.replace(share, carries_penalties=index == 0))
             grads = torch.autograd.grad(terms.total, params, allow_unused=True)
             values = tuple(float(t.detach()) for t in (terms.total, terms.nll, terms.kl_ic, terms.kl_co, terms.l2))
             return values, grads
