@@ -10,8 +10,8 @@ import yaml
 from neurodyn.cli.main import main
 from neurodyn.data.seed_format import write_dataset
 from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
-from neurodyn.train.inference import infer
-from neurodyn.train.run import load_trained_model
+from neurodyn.train.inference import infer, infer_empirical_bayes
+from neurodyn.train.run import load_trained_model, write_model_outputs
 
 CONFIG = {"run_name": "tiny", "ic_enc_dim": 8, "ci_enc_dim": 6, "con_dim": 6, "co_dim": 1, "ic_dim": 4,
           "gen_dim": 12, "factors_dim": 5, "batch_size": 16, "max_epochs": 3, "kl_increase_epochs": 1,
@@ -90,3 +90,21 @@ def test_unknown_config_key_is_reported_with_suggestion(tmp_path, capsys):
     config_path.write_text("run_name: x\nkeep_ration: 0.5\n")
     assert main(["train", str(config_path), "--data", str(tmp_path / "d.h5"), "--out", str(tmp_path / "o")]) == 2
     assert "did you mean 'keep_ratio'" in capsys.readouterr().err
+
+
+def test_empirical_bayes_outputs_weight_the_training_trials(trained, tmp_path):
+    dataset, data_path, out = trained
+    model, config = load_trained_model(out)
+    config = config.model_copy(update={"inference": "empirical_bayes", "empirical_bayes_samples": 2})
+    train_idx = np.sort(h5py.File(out / "train_output.h5")["trial_idx"][()])
+    valid_idx = np.sort(h5py.File(out / "valid_output.h5")["trial_idx"][()])
+    write_model_outputs(tmp_path, model, dataset, train_idx, valid_idx, config)
+    for split, idx in (("train", train_idx), ("valid", valid_idx)):
+        with h5py.File(tmp_path / f"{split}_output.h5") as f:
+            assert f.attrs["inference"] == "empirical_bayes"
+            rates, averaged = f["rates"][()], f["rates_sample_average"][()]
+        assert rates.shape == averaged.shape == (7, 15, len(idx)) and np.isfinite(rates).all()
+        expected = infer_empirical_bayes(model, dataset.data[idx], dataset.data[train_idx], 2, config.seed,
+                                         data_ids=idx, reference_ids=train_idx, batch_size=config.valid_batch_size)
+        np.testing.assert_allclose(np.transpose(expected["rates"], (2, 1, 0)), rates, rtol=1e-5)
+        assert not np.allclose(rates, averaged)

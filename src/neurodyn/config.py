@@ -89,6 +89,13 @@ class LfadsConfig(BaseModel):
                                          description="stop after this many epochs without a better smoothed "
                                                      "validation NLL (counted once the ramps are complete)")
     posterior_samples: int = Field(50, ge=1, description="posterior samples averaged for the output rates")
+    inference: Literal["sample_average", "empirical_bayes"] = Field(
+        "sample_average", description="how the output rates are inferred: average over samples of each trial's "
+                                      "own posterior, or 'empirical_bayes': weight the training trials' posterior "
+                                      "draws by each trial's likelihood (pools evidence across trials that repeat; "
+                                      "for very sparse data)")
+    empirical_bayes_samples: int = Field(5, ge=1, description="posterior draws per training trial that form the "
+                                                              "empirical-Bayes prior")
     batch_threads: int | Literal["auto"] = Field(
         "auto", description="CPU threads that share each training batch (data parallel: same loss and gradient as "
                             "the whole batch); 'auto' = torch's CPU thread count, 1 on a GPU")

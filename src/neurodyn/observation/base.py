@@ -40,6 +40,25 @@ class ObservationModel(nn.Module):
         """
         raise NotImplementedError
 
+    def pairwise_log_likelihood(self, readout: torch.Tensor, target: torch.Tensor, observed: torch.Tensor,
+                                max_entries: int = 2 ** 24) -> torch.Tensor:
+        """Log-likelihood of every trial's observed entries under every candidate readout.
+
+        readout ``(M, T, N, P)``; target and observed ``(B, T, N)``. Returns ``(B, M)``: entry (b, m)
+        is the summed log-likelihood of trial b's observed entries given readout m. This default
+        evaluates ``elementwise_nll`` on blocks of pairs (at most ``max_entries`` entries each);
+        models whose likelihood is linear in statistics of the data override it with matrix products.
+        """
+        candidates = readout.shape[0]
+        per_block = max(1, max_entries // max(1, candidates * target[0].numel()))
+        blocks = []
+        for first in range(0, target.shape[0], per_block):
+            block_target = target[first:first + per_block].unsqueeze(1).expand(-1, candidates, -1, -1)
+            nll = self.elementwise_nll(readout.unsqueeze(0).expand(block_target.shape[0], *readout.shape),
+                                       block_target)
+            blocks.append(-masked_nll_sum(nll, observed[first:first + per_block].unsqueeze(1), dim=(-2, -1)))
+        return torch.cat(blocks)
+
     def mean(self, readout: torch.Tensor) -> torch.Tensor:
         """Expected value of each entry ``(..., N)``: the inferred rate (counts or event size per bin)."""
         raise NotImplementedError
@@ -60,10 +79,12 @@ class ObservationModel(nn.Module):
         """Raise a NeurodynError if observed entries of ``data`` (NumPy, NaN = unobserved) are invalid."""
 
 
-def masked_nll_sum(elementwise_nll: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
-    """Sum of the NLL over the entries where ``loss_mask`` is 1.
+def masked_nll_sum(elementwise_nll: torch.Tensor, loss_mask: torch.Tensor,
+                   dim: tuple[int, ...] | None = None) -> torch.Tensor:
+    """Sum of the NLL over the entries where ``loss_mask`` is 1 (over ``dim`` only, when given).
 
     ``torch.where`` (not multiplication) keeps a non-finite NLL value at a masked entry out of
     the sum: NaN * 0 is NaN, so multiplying by the mask would not.
     """
-    return torch.where(loss_mask > 0, elementwise_nll * loss_mask, torch.zeros_like(elementwise_nll)).sum()
+    masked = torch.where(loss_mask > 0, elementwise_nll * loss_mask, torch.zeros_like(elementwise_nll))
+    return masked.sum() if dim is None else masked.sum(dim)

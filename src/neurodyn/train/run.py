@@ -15,7 +15,7 @@ from neurodyn.observation.registry import read_dataset_for
 from neurodyn.data.seed_format import NeuralDataset, split_trials
 from neurodyn.lfads.model import LFADS
 from neurodyn.observation.registry import make_observation_model
-from neurodyn.train.inference import infer
+from neurodyn.train.inference import infer, infer_empirical_bayes
 from neurodyn.train.outputs import (CHECKPOINT_NAME, CONFIG_NAME, load_checkpoint, save_checkpoint,
                                     write_resolved_config, write_split_output)
 from neurodyn.train.trainer import LfadsTrainer
@@ -55,11 +55,22 @@ def with_data_heldout_neurons(config: LfadsConfig, dataset: NeuralDataset) -> Lf
 
 def write_model_outputs(out_dir: Path, model: LFADS, dataset: NeuralDataset, train_idx: np.ndarray,
                         valid_idx: np.ndarray, config: LfadsConfig) -> None:
-    """Posterior sample-and-average outputs of both splits: ``train_output.h5`` and ``valid_output.h5``."""
+    """Inferred outputs of both splits: ``train_output.h5`` and ``valid_output.h5``.
+
+    Posterior sample-and-average, or with ``inference: empirical_bayes`` the empirical-Bayes outputs
+    against the training trials (leave-one-out for the training trials themselves), the
+    sample-and-average rates then kept as ``rates_sample_average``.
+    """
     for split, idx in (("train", train_idx), ("valid", valid_idx)):
         inferred = infer(model, dataset.data[idx], config.posterior_samples, config.valid_batch_size, config.seed)
+        if config.inference == "empirical_bayes":
+            inferred["rates_sample_average"] = inferred["rates"]
+            inferred.update(infer_empirical_bayes(
+                model, dataset.data[idx], dataset.data[train_idx], config.empirical_bayes_samples, config.seed,
+                data_ids=idx, reference_ids=train_idx, batch_size=config.valid_batch_size))
         write_split_output(out_dir / f"{split}_output.h5", inferred, idx,
-                           attrs={"observation": config.observation, "posterior_samples": config.posterior_samples})
+                           attrs={"observation": config.observation, "posterior_samples": config.posterior_samples,
+                                  "inference": config.inference})
 
 
 def train_model(config: LfadsConfig, data_path: str | Path, out_dir: str | Path, progress: bool = True) -> TrainResult:
