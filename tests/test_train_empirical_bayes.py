@@ -79,3 +79,18 @@ def test_no_reference_left_and_mismatched_shapes_are_clear_errors(setting):
         infer_empirical_bayes(model, reference[:1], reference[:1], data_ids=np.array([0]), reference_ids=np.array([0]))
     with pytest.raises(NeurodynError, match="cannot be weighted"):
         infer_empirical_bayes(model, data[:, :4], reference)
+
+
+def test_heldout_neurons_are_not_evidence(setting):
+    _, reference, data, _ = setting
+    model = deterministic_model()
+    model.encoder_input_mask[2] = 0.0  # neuron 2 held out (co-bps)
+    changed = data.copy()
+    changed[:, :, 2] = 7.0
+    first = infer_empirical_bayes(model, data, reference, samples_per_trial=1)
+    second = infer_empirical_bayes(model, changed, reference, samples_per_trial=1)
+    np.testing.assert_allclose(first["rates"], second["rates"], rtol=1e-6)
+    # ...while an observed neuron's counts do move the weights.
+    changed[:, :, 3] = 7.0
+    third = infer_empirical_bayes(model, changed, reference, samples_per_trial=1)
+    assert not np.allclose(first["rates"], third["rates"], rtol=1e-3)

@@ -59,7 +59,8 @@ def infer_empirical_bayes(model: LFADS, data: np.ndarray, reference_data: np.nda
     trials; ``samples_per_trial`` posterior draws each) is a far better prior than the model's fixed
     one. Under it, the posterior of a trial of ``data`` is a weighted set of those draws, each weighted
     by the likelihood of the trial's observed entries under the draw's readout (self-normalised
-    importance weights), and its outputs are the weighted averages of the draws' outputs.
+    importance weights), and its outputs are the weighted averages of the draws' outputs. Held-out
+    neurons (``heldout_neurons``) do not count as evidence.
 
     ``data_ids`` / ``reference_ids`` name the trials (e.g. indices into one file): a trial is never
     weighted against its own draws, so training trials get a leave-one-out prior. Returns the keys of
@@ -78,6 +79,8 @@ def infer_empirical_bayes(model: LFADS, data: np.ndarray, reference_data: np.nda
     reference_ids = torch.as_tensor(np.full(reference_t.shape[0], -1) if reference_ids is None
                                     else np.asarray(reference_ids), device=device)
     masks = inference_masks(data_t)
+    # Held-out neurons (co-bps) are never evidence, as they are never encoder input.
+    evidence = masks.observed * model.encoder_input_mask
     references_per_pass = max(1, batch_size // samples_per_trial)
     # Trials per block of the running softmax: its (trials, draws) weights times the largest output.
     trials_per_block = 256
@@ -100,7 +103,7 @@ def infer_empirical_bayes(model: LFADS, data: np.ndarray, reference_data: np.nda
             for first in range(0, num_trials, trials_per_block):
                 block = slice(first, first + trials_per_block)
                 log_lik = model.observation.pairwise_log_likelihood(
-                    output.readout, masks.target[block], masks.observed[block], max_pair_entries)
+                    output.readout, masks.target[block], evidence[block], max_pair_entries)
                 log_lik = log_lik.masked_fill(data_ids[block, None] == draw_ids[None, :], -torch.inf)
                 new_best = torch.maximum(best[block], log_lik.max(1).values)
                 # Rows whose draws were all excluded so far stay at -inf; guard exp(-inf - -inf).
