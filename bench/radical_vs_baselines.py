@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
@@ -32,7 +31,7 @@ from neurodyn.config import validate_run_config
 from neurodyn.data.seed_format import NeuralDataset, split_trials, write_dataset
 from neurodyn.data.subframe import collapse_subframes
 from neurodyn.evaluate.metrics import map_to_latents
-from neurodyn.evaluate.run_outputs import find_output_dir
+from neurodyn.evaluate.run_outputs import read_run_outputs
 from neurodyn.pbt.run import run_pbt
 from neurodyn.synth.lorenz_2p import make_lorenz_2p
 
@@ -70,13 +69,10 @@ def pbt_rates(data_path: Path, out: Path, settings: dict, run_name: str) -> dict
     run_pbt(config, data_path, out, progress=False, echo=lambda line: None)
     found = {}
     for name, key in (("empirical Bayes", "rates"), ("sample average", "rates_sample_average")):
-        parts = []
-        for split_file in ("train_output.h5", "valid_output.h5"):
-            with h5py.File(find_output_dir(out) / split_file, "r") as f:
-                parts.append((f["trial_idx"][()], np.transpose(f[key][()])))
-        rates = np.empty((sum(idx.size for idx, _ in parts), *parts[0][1].shape[1:]))
-        for idx, values in parts:
-            rates[idx] = values
+        outputs = read_run_outputs(out, rates_key=key)
+        rates = np.empty((sum(o.trial_idx.size for o in outputs.values()), *outputs["train"].rates.shape[1:]))
+        for output in outputs.values():
+            rates[output.trial_idx] = output.rates
         found[name] = rates
     return found
 

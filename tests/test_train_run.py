@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from neurodyn.cli.main import main
+from neurodyn.evaluate.run_outputs import read_run_outputs
 from neurodyn.data.seed_format import write_dataset
 from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
 from neurodyn.train.inference import infer, infer_empirical_bayes
@@ -108,3 +109,7 @@ def test_empirical_bayes_outputs_weight_the_training_trials(trained, tmp_path):
                                          data_ids=idx, reference_ids=train_idx, batch_size=config.valid_batch_size)
         np.testing.assert_allclose(np.transpose(expected["rates"], (2, 1, 0)), rates, rtol=1e-5)
         assert not np.allclose(rates, averaged)
+    # The run reader can pick either rates array.
+    standard = read_run_outputs(tmp_path, rates_key="rates_sample_average")["valid"]
+    with h5py.File(tmp_path / "valid_output.h5") as f:
+        np.testing.assert_array_equal(standard.rates, np.transpose(f["rates_sample_average"][()]))

@@ -42,16 +42,17 @@ def find_output_dir(path: str | os.PathLike) -> Path:
     return path
 
 
-def _read_split(path: Path) -> RunOutput:
+def _read_split(path: Path, rates_key: str = "rates") -> RunOutput:
     if not path.is_file():
         raise NeurodynError(f"{path}: file not found (written by 'neurodyn train'; is this a run directory?)")
     try:
         with h5py.File(path, "r") as f:
-            missing = [key for key in REQUIRED_KEYS if key not in f]
+            missing = [key for key in (*REQUIRED_KEYS, rates_key) if key not in f]
             if missing:
                 raise NeurodynError(f"{path}: missing key(s) {', '.join(repr(k) for k in missing)}; "
                                     f"an output file needs {', '.join(REQUIRED_KEYS)}")
             arrays = {key: np.asarray(f[key][()]) for key in REQUIRED_KEYS}
+            arrays["rates"] = np.asarray(f[rates_key][()])
     except OSError as error:
         raise NeurodynError(f"{path}: cannot read as HDF5 ({error})") from error
 
@@ -74,10 +75,12 @@ def _read_split(path: Path) -> RunOutput:
     )
 
 
-def read_run_outputs(run_dir: str | os.PathLike) -> dict[str, RunOutput]:
+def read_run_outputs(run_dir: str | os.PathLike, rates_key: str = "rates") -> dict[str, RunOutput]:
     """Read ``train_output.h5`` and ``valid_output.h5`` -> ``{"train": RunOutput, "valid": RunOutput}``.
 
     ``run_dir`` may be a run directory or a PBT results directory containing ``pbt_best_model/``.
+    ``rates_key`` picks another rates array as ``rates`` (e.g. ``rates_sample_average``, written
+    with ``inference: empirical_bayes``).
     """
     output_dir = find_output_dir(run_dir)
-    return {split: _read_split(output_dir / name) for split, name in OUTPUT_FILES.items()}
+    return {split: _read_split(output_dir / name, rates_key) for split, name in OUTPUT_FILES.items()}
