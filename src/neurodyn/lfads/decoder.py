@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neurodyn.lfads.compiled_decoder import load_compiled_decoder, run_controlled_decoder
 from neurodyn.lfads.dropout import Dropout
 
 
@@ -95,35 +96,66 @@ class Decoder(nn.Module):
     def _controlled(self, gen_init: torch.Tensor, controller_inputs: torch.Tensor, sample: bool,
                     rng: torch.Generator | None) -> DecoderOutput:
         batch, num_steps, ci_dim = controller_inputs.shape
+        # Random draws in a fixed order (inputs' dropout, inferred-input noise, state dropout), so
+        # both implementations below see the same numbers for the same generator.
         controller_inputs = self.dropout(controller_inputs, rng)
-        # The controller's input weights act on [ci_t, factors_{t-1}]: project the ci part for all
-        # steps at once and only the factor part inside the loop.
-        w_ci, w_factors = self.controller.weight_ih_l0.split([ci_dim, self.factors.weight.shape[0]], dim=1)
+        noise = (torch.randn(num_steps, batch, self.co_dim, generator=rng, device=gen_init.device,
+                             dtype=gen_init.dtype) if sample else None)
+        # The per-step dropout masks of the generator state, drawn once per pass: (T + 1, B, G) or None.
+        keep = self.dropout.keep_multipliers((num_steps + 1, batch, gen_init.shape[1]), gen_init, rng)
+        kernel = load_compiled_decoder() if gen_init.device.type == "cpu" else None
+        if kernel is not None:
+            return self._controlled_compiled(kernel, gen_init, controller_inputs, noise, keep)
+        return self._controlled_python(gen_init, controller_inputs, noise, keep)
+
+    def _controller_weights(self, ci_dim: int) -> tuple[torch.Tensor, ...]:
+        """(w_ci, w_factor_in, w_con_hh, b_con_hh, w_gen_ih, b_gen_ih, w_gen_hh, b_gen_hh, factor weight).
+
+        The controller's input weights act on [ci_t, factors_{t-1}]; split so that the ci part can
+        be applied to all steps at once and only the factor part inside the loop."""
+        w_ci, w_factor_in = self.controller.weight_ih_l0.split([ci_dim, self.factors.weight.shape[0]], dim=1)
+        gen = self.generator
+        return (w_ci, w_factor_in, self.controller.weight_hh_l0, self.controller.bias_hh_l0, gen.weight_ih_l0,
+                gen.bias_ih_l0, gen.weight_hh_l0, gen.bias_hh_l0, self.factors.normalised_weight())
+
+    def _controlled_compiled(self, kernel, gen_init: torch.Tensor, controller_inputs: torch.Tensor,
+                             noise: torch.Tensor | None, keep: torch.Tensor | None) -> DecoderOutput:
+        batch, num_steps, ci_dim = controller_inputs.shape
+        w_ci, w_factor_in, w_hh, b_hh, w_gen_ih, b_gen_ih, w_gen_hh, b_gen_hh, factor_weight = \
+            self._controller_weights(ci_dim)
+        ci_projection = F.linear(controller_inputs.transpose(0, 1), w_ci, self.controller.bias_ih_l0)
+        # Zero noise gives the posterior mean and ones keep everything: the same numbers as the
+        # Python loop's "no sample" and "no dropout" branches.
+        factors, co_mean, co_std, co = run_controlled_decoder(
+            kernel, ci_projection, gen_init, self.controller_initial_state.expand(batch, -1),
+            gen_init.new_zeros(num_steps, batch, self.co_dim) if noise is None else noise,
+            gen_init.new_ones(num_steps + 1, *gen_init.shape) if keep is None else keep,
+            (w_factor_in, w_hh, b_hh, self.controller_output.weight, self.controller_output.bias,
+             w_gen_ih, b_gen_ih, w_gen_hh, b_gen_hh, factor_weight), self.cell_clip_value)
+        return DecoderOutput(factors=factors.transpose(0, 1), co_mean=co_mean.transpose(0, 1),
+                             co_std=co_std.transpose(0, 1), co_sample=co.transpose(0, 1))
+
+    def _controlled_python(self, gen_init: torch.Tensor, controller_inputs: torch.Tensor,
+                           noise: torch.Tensor | None, keep: torch.Tensor | None) -> DecoderOutput:
+        batch, num_steps, ci_dim = controller_inputs.shape
+        w_ci, w_factor_in, w_hh, b_hh, w_gen_ih, b_gen_ih, w_gen_hh, b_gen_hh, factor_weight = \
+            self._controller_weights(ci_dim)
         # unbind (not [:, t]) so the backward pass stacks step gradients once instead of
         # zero-filling a full-size tensor at every step.
         ci_projection = F.linear(controller_inputs, w_ci, self.controller.bias_ih_l0).unbind(1)
-        w_factors_t = w_factors.t()
-        w_hh, b_hh = self.controller.weight_hh_l0, self.controller.bias_hh_l0
-        gen = self.generator
-        w_gen_ih, b_gen_ih, w_gen_hh, b_gen_hh = gen.weight_ih_l0, gen.bias_ih_l0, gen.weight_hh_l0, gen.bias_hh_l0
-        noise = (torch.randn(num_steps, batch, self.co_dim, generator=rng, device=gen_init.device,
-                             dtype=gen_init.dtype).unbind(0) if sample else None)
-
-        # Normalise the factor weights and draw the per-step dropout masks once per pass rather
-        # than once per step: same maths, a fraction of the operations.
-        factor_weight = self.factors.normalised_weight()
-        keep = self.dropout.keep_multipliers((num_steps + 1, batch, gen_init.shape[1]), gen_init, rng)
+        w_factor_in_t = w_factor_in.t()
         keep = None if keep is None else keep.unbind(0)
+        noise = None if noise is None else noise.unbind(0)
         gen_h = gen_init
         con_h = self.controller_initial_state.expand(batch, -1)
         factor = F.linear(gen_h if keep is None else gen_h * keep[0], factor_weight)
         factors, means, stds, samples = [], [], [], []
         for t in range(num_steps):
-            gates_x = torch.addmm(ci_projection[t], factor, w_factors_t)
+            gates_x = torch.addmm(ci_projection[t], factor, w_factor_in_t)
             con_h = self.clip(_gru_from_projection(gates_x, con_h, w_hh, b_hh))
             co_mean, co_logvar = self.controller_output(con_h).chunk(2, dim=-1)
             co_std = torch.exp(0.5 * co_logvar)
-            co = torch.addcmul(co_mean, co_std, noise[t]) if sample else co_mean
+            co = co_mean if noise is None else torch.addcmul(co_mean, co_std, noise[t])
             gen_h = self.clip(_gru_from_projection(F.linear(co, w_gen_ih, b_gen_ih), gen_h, w_gen_hh, b_gen_hh))
             factor = F.linear(gen_h if keep is None else gen_h * keep[t + 1], factor_weight)
             factors.append(factor)

@@ -1,0 +1,117 @@
+"""The controller/generator loop as one compiled CPU kernel (``compiled_decoder.cpp``), with autograd.
+
+The C++ source is built once per machine by ``torch.utils.cpp_extension`` (about 30 s; cached in
+torch's extension folder) the first time a CPU model runs. It computes exactly what the Python loop
+in ``decoder.py`` computes, forward and backward, in a fraction of the operations; ``Decoder`` uses it
+on CPU whenever it is available and falls back to the Python loop otherwise (GPU tensors, no C++
+compiler, or ``NEURODYN_COMPILED_DECODER=0``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import threading
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch.autograd.function import once_differentiable
+
+logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_suffix(".cpp")
+_build_lock = threading.Lock()
+
+
+def compiled_decoder_enabled() -> bool:
+    """False when the user switched the kernel off with ``NEURODYN_COMPILED_DECODER=0``."""
+    return os.environ.get("NEURODYN_COMPILED_DECODER", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+@functools.cache
+def _build() -> ModuleType | None:
+    from torch.utils import cpp_extension
+
+    try:
+        ninja_dir = None
+        try:  # the PyPI `ninja` package puts its binary beside the module, not necessarily on PATH
+            import ninja
+
+            ninja_dir = ninja.BIN_DIR
+        except ImportError:
+            pass
+        if ninja_dir and shutil.which("ninja") is None:
+            os.environ["PATH"] = f"{ninja_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+        # torch keys its build cache on the source's hash, so an edited kernel is rebuilt.
+        return cpp_extension.load(
+            name="neurodyn_compiled_decoder",
+            sources=[str(SOURCE)],
+            # fast-math lets gcc vectorise exp/tanh over the gate values; it is not passed to the
+            # linker, so it does not switch the whole process to flush-denormals-to-zero.
+            extra_cflags=["-O3", "-march=native", "-ffast-math", "-fopenmp-simd"],
+            verbose=False,
+        )
+    except Exception as error:  # no compiler, no ninja, a failed build: the Python loop still works
+        logger.warning("neurodyn: compiled decoder unavailable (%s); using the slower Python loop", error)
+        return None
+
+
+def load_compiled_decoder() -> ModuleType | None:
+    """The built extension, or None if it is switched off or cannot be built (thread-safe, built once)."""
+    if not compiled_decoder_enabled():
+        return None
+    with _build_lock:
+        return _build()
+
+
+class _ControlledDecoderFunction(torch.autograd.Function):
+    """Autograd wrapper: forward and backward both run in the compiled kernel."""
+
+    @staticmethod
+    def forward(ctx, ci_projection, gen_init, con_init, noise, keep, w_factor_in, w_con_hh, b_con_hh, w_co, b_co,
+                w_gen_ih, b_gen_ih, w_gen_hh, b_gen_hh, w_factor, clip, kernel):
+        (factors_all, co_mean, co_std, co, con_states, gen_states, kept, con_gates, con_gh_n, con_unclipped,
+         gen_gates, gen_gh_n, gen_unclipped) = kernel.decoder_forward(
+            ci_projection, gen_init, con_init, noise, keep, w_factor_in, w_con_hh, b_con_hh, w_co, b_co,
+            w_gen_ih, b_gen_ih, w_gen_hh, b_gen_hh, w_factor, clip)
+        ctx.kernel, ctx.clip = kernel, clip
+        # Everything through save_for_backward (tensors kept on ctx would form a reference cycle with
+        # the outputs and leak); intermediates included, which makes this function differentiable once.
+        ctx.save_for_backward(noise, keep, w_factor_in, w_con_hh, w_co, w_gen_ih, w_gen_hh, w_factor,
+                              factors_all, co_std, co, con_states, gen_states, kept, con_gates, con_gh_n,
+                              con_unclipped, gen_gates, gen_gh_n, gen_unclipped)
+        return factors_all[1:], co_mean, co_std, co
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_factors, grad_co_mean, grad_co_std, grad_co):
+        saved = ctx.saved_tensors
+        noise, keep, w_factor_in, w_con_hh, w_co, w_gen_ih, w_gen_hh, w_factor = saved[:8]
+        intermediates = saved[8:]
+        factors_all, co_std = intermediates[0], intermediates[1]
+
+        def dense(grad, like):
+            return torch.zeros_like(like) if grad is None else grad.contiguous()
+
+        grads = ctx.kernel.decoder_backward(
+            dense(grad_factors, factors_all[1:]), dense(grad_co_mean, co_std), dense(grad_co_std, co_std),
+            dense(grad_co, co_std), noise, keep, w_factor_in, w_con_hh, w_co, w_gen_ih, w_gen_hh, w_factor,
+            *intermediates, ctx.clip)
+        d_ci_projection, d_gen_init, d_con_init, *d_weights = grads
+        return (d_ci_projection, d_gen_init, d_con_init, None, None, *d_weights, None, None)
+
+
+def run_controlled_decoder(kernel: ModuleType, ci_projection: torch.Tensor, gen_init: torch.Tensor,
+                           con_init: torch.Tensor, noise: torch.Tensor, keep: torch.Tensor,
+                           weights: tuple[torch.Tensor, ...], clip: float) -> tuple[torch.Tensor, ...]:
+    """Run the compiled loop. Time-major inputs: ``ci_projection (T, B, 3C)`` (controller input
+    projection of the CI outputs, with its bias), ``gen_init (B, G)``, ``con_init (B, C)``, ``noise
+    (T, B, K)`` (zeros for the posterior mean), ``keep (T + 1, B, G)`` dropout multipliers (ones
+    without dropout); ``weights`` = (w_factor_in, w_con_hh, b_con_hh, w_co, b_co, w_gen_ih, b_gen_ih,
+    w_gen_hh, b_gen_hh, w_factor). Returns time-major factors ``(T, B, F)``, co_mean, co_std, co
+    ``(T, B, K)``."""
+    contiguous = [t.contiguous() for t in (ci_projection, gen_init, con_init, noise, keep, *weights)]
+    return _ControlledDecoderFunction.apply(*contiguous, float(clip), kernel)

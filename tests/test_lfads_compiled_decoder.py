@@ -1,0 +1,123 @@
+"""The compiled controller/generator kernel: same numbers and gradients as the Python loop, checked
+against finite differences, switchable off, and a failed build falls back to the Python loop."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+from neurodyn.lfads import compiled_decoder
+from neurodyn.lfads.decoder import Decoder
+from neurodyn.lfads.dropout import Dropout
+
+STEPS, TRIALS = 6, 3
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    built = compiled_decoder.load_compiled_decoder()
+    assert built is not None, "the compiled decoder must build on the project's machines (gcc + ninja)"
+    return built
+
+
+def make_decoder(clip: float) -> Decoder:
+    torch.manual_seed(0)
+    decoder = Decoder(gen_dim=7, factors_dim=3, co_dim=2, con_dim=5, ci_dim=4, cell_clip_value=clip,
+                      dropout=Dropout(0.3)).double()
+    for parameter in decoder.parameters():  # large weights, so some states hit the clip
+        torch.nn.init.normal_(parameter, std=0.8)
+    return decoder
+
+
+def outputs_and_gradients(decoder: Decoder, monkeypatch, compiled: bool, sample: bool):
+    monkeypatch.setenv("NEURODYN_COMPILED_DECODER", "1" if compiled else "0")
+    inputs = torch.Generator().manual_seed(1)
+    gen_init = torch.randn(TRIALS, 7, dtype=torch.double, generator=inputs, requires_grad=True)
+    controller_inputs = torch.randn(TRIALS, STEPS, 4, dtype=torch.double, generator=inputs, requires_grad=True)
+    output = decoder(gen_init, STEPS, controller_inputs, sample, torch.Generator().manual_seed(5))
+    tensors = (output.factors, output.co_mean, output.co_std, output.co_sample)
+    # A random linear functional of every output, so every output's gradient path is exercised.
+    loss = sum((torch.randn(t.shape, dtype=t.dtype, generator=inputs) * t).sum() for t in tensors)
+    gradients = torch.autograd.grad(loss, [gen_init, controller_inputs, *decoder.parameters()])
+    return tensors, gradients
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("sample", [True, False])
+def test_compiled_loop_matches_python_loop(kernel, monkeypatch, training, sample):
+    decoder = make_decoder(clip=0.6)
+    decoder.train(training)
+    compiled_out, compiled_grads = outputs_and_gradients(decoder, monkeypatch, True, sample)
+    python_out, python_grads = outputs_and_gradients(decoder, monkeypatch, False, sample)
+    for a, b in zip(compiled_out, python_out):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    for a, b in zip(compiled_grads, python_grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_clip_is_active_in_the_comparison(kernel):
+    """The comparison above must exercise the clip's zero gradient: some states do reach +-0.6."""
+    decoder = make_decoder(clip=0.6)
+    weights = (decoder.controller.weight_ih_l0[:, 4:], decoder.controller.weight_hh_l0, decoder.controller.bias_hh_l0,
+               decoder.controller_output.weight, decoder.controller_output.bias, decoder.generator.weight_ih_l0,
+               decoder.generator.bias_ih_l0, decoder.generator.weight_hh_l0, decoder.generator.bias_hh_l0,
+               decoder.factors.normalised_weight())
+    inputs = torch.Generator().manual_seed(1)
+    states = kernel.decoder_forward(
+        torch.randn(STEPS, TRIALS, 15, dtype=torch.double, generator=inputs),
+        torch.randn(TRIALS, 7, dtype=torch.double, generator=inputs), torch.zeros(TRIALS, 5, dtype=torch.double),
+        torch.zeros(STEPS, TRIALS, 2, dtype=torch.double), torch.ones(STEPS + 1, TRIALS, 7, dtype=torch.double),
+        *[w.detach().contiguous() for w in weights], 0.6)
+    gen_unclipped = states[12]
+    assert (gen_unclipped.abs() > 0.6).any() and (gen_unclipped.abs() < 0.6).any()
+
+
+def test_compiled_gradients_match_finite_differences(kernel):
+    steps, trials, con, gen, factors, inputs_dim = 3, 2, 3, 4, 2, 2
+    rng = torch.Generator().manual_seed(0)
+
+    def leaf(*shape):
+        return torch.randn(*shape, dtype=torch.double, generator=rng).requires_grad_()
+
+    noise = torch.randn(steps, trials, inputs_dim, dtype=torch.double, generator=rng)
+    keep = (torch.rand(steps + 1, trials, gen, dtype=torch.double, generator=rng) > 0.3).double() / 0.7
+    tensors = [leaf(steps, trials, 3 * con), leaf(trials, gen), leaf(trials, con),
+               leaf(3 * con, factors), leaf(3 * con, con), leaf(3 * con), leaf(2 * inputs_dim, con),
+               leaf(2 * inputs_dim), leaf(3 * gen, inputs_dim), leaf(3 * gen), leaf(3 * gen, gen), leaf(3 * gen),
+               leaf(factors, gen)]
+
+    def run(ci_projection, gen_init, con_init, *weights):
+        return compiled_decoder.run_controlled_decoder(kernel, ci_projection, gen_init, con_init, noise, keep,
+                                                       weights, 0.5)
+
+    assert gradcheck(run, tensors, eps=1e-6, atol=1e-6)
+
+
+def test_switched_off_by_environment(kernel, monkeypatch):
+    monkeypatch.setenv("NEURODYN_COMPILED_DECODER", "0")
+    assert compiled_decoder.load_compiled_decoder() is None
+    monkeypatch.setenv("NEURODYN_COMPILED_DECODER", "1")
+    assert compiled_decoder.load_compiled_decoder() is kernel
+
+
+def test_failed_build_falls_back_to_python_loop(monkeypatch, caplog):
+    from torch.utils import cpp_extension
+
+    def broken_build(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(cpp_extension, "load", broken_build)
+    compiled_decoder._build.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert compiled_decoder.load_compiled_decoder() is None
+        assert "no compiler here" in caplog.text
+        decoder = make_decoder(clip=5.0)
+        output = decoder(torch.randn(TRIALS, 7, dtype=torch.double), STEPS,
+                         torch.randn(TRIALS, STEPS, 4, dtype=torch.double), True)
+        assert output.factors.shape == (TRIALS, STEPS, 3) and torch.isfinite(output.factors).all()
+    finally:
+        compiled_decoder._build.cache_clear()
