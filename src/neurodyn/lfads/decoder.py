@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neurodyn.lfads.compiled_decoder import load_compiled_decoder, run_controlled_decoder
+from neurodyn.lfads.compiled_rnn import load_compiled_rnn, run_controlled_decoder, run_gru_sequence
 from neurodyn.lfads.dropout import Dropout
 
 
@@ -77,6 +77,13 @@ class Decoder(nn.Module):
 
     def _autonomous(self, gen_init: torch.Tensor, num_steps: int, rng: torch.Generator | None) -> DecoderOutput:
         batch = gen_init.shape[0]
+        kernel = load_compiled_rnn() if gen_init.device.type == "cpu" else None
+        if kernel is not None:
+            # No input: every step's input projection is the input bias.
+            projection = self.generator.bias_ih_l0.expand(num_steps, batch, -1)
+            states = run_gru_sequence(kernel, projection, gen_init, self.generator.weight_hh_l0,
+                                      self.generator.bias_hh_l0, clip=self.cell_clip_value).transpose(0, 1)
+            return DecoderOutput(factors=self.factors(self.dropout(states, rng)))
         zeros = gen_init.new_zeros(batch, num_steps, 1)
         first = self.clip(gru_step(self.generator, zeros[:, 0], gen_init))
         if self.cell_clip_value >= 1.0 and num_steps > 1:
@@ -103,7 +110,7 @@ class Decoder(nn.Module):
                              dtype=gen_init.dtype) if sample else None)
         # The per-step dropout masks of the generator state, drawn once per pass: (T + 1, B, G) or None.
         keep = self.dropout.keep_multipliers((num_steps + 1, batch, gen_init.shape[1]), gen_init, rng)
-        kernel = load_compiled_decoder() if gen_init.device.type == "cpu" else None
+        kernel = load_compiled_rnn() if gen_init.device.type == "cpu" else None
         if kernel is not None:
             return self._controlled_compiled(kernel, gen_init, controller_inputs, noise, keep)
         return self._controlled_python(gen_init, controller_inputs, noise, keep)

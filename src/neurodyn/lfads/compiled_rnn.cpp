@@ -1,12 +1,15 @@
-// The LFADS controller + generator loop, forward and hand-written backward, in one compiled call.
+// LFADS's recurrent loops, forward and hand-written backward, each in one compiled call.
 //
-// Same mathematics as Decoder._controlled in decoder.py (PyTorch GRU gate order r, z, n; states
-// clipped to +-clip after every update; factors read from the dropped-out generator state). The
-// Python loop issues ~30 small operations per step and autograd twice that on the way back; here
-// each step is a handful of matrix products plus one fused pass over the gate values, and the
-// weight gradients are one matrix product each over all steps.
+// gru_sequence_*: a single-layer GRU over a sequence, from its precomputed input projection, in
+//   either direction, states optionally clipped (nn.GRU for the encoders; the autonomous generator).
+// decoder_*: the controller + generator loop, same mathematics as Decoder._controlled_python in
+//   decoder.py (factors read from the dropped-out generator state feed the controller's next step).
+// Both use PyTorch's GRU gate order (r, z, n) and state clipping to +-clip after every update.
+// PyTorch issues ~30 small operations per step and autograd twice that on the way back; here each
+// step is a few matrix products plus one fused pass over the gate values, and each weight gradient
+// is one matrix product over all steps.
 //
-// Layout: time-major. T steps, B trials, C controller units, G generator units, F factors, K
+// Layout: time-major. T steps, B trials, H units (C controller, G generator), F factors, K
 // inferred inputs. Tensors are contiguous.
 
 #include <torch/extension.h>
@@ -93,6 +96,60 @@ scalar_t* mptr(torch::Tensor& t) {
 }
 
 }  // namespace
+
+// A GRU over T steps (reverse: from step T-1 down to 0) from the input projection x_projection
+// (T,B,3H) = W_ih x_t + b_ih and the initial state h0 (B,H). Returns {states (T,B,H) in time order,
+// gates (T,B,3H), gh_n (T,B,H), unclipped (T,B,H)}.
+std::vector<torch::Tensor> gru_sequence_forward(torch::Tensor x_projection, torch::Tensor h0, torch::Tensor w_hh,
+                                                torch::Tensor b_hh, double clip, bool reverse) {
+  const int64_t T = x_projection.size(0), B = x_projection.size(1), H = w_hh.size(1);
+  auto opts = x_projection.options();
+  auto states = torch::empty({T, B, H}, opts), gates = torch::empty({T, B, 3 * H}, opts);
+  auto gh_n = torch::empty({T, B, H}, opts), unclipped = torch::empty({T, B, H}, opts);
+  auto gh = torch::empty({B, 3 * H}, opts);
+  auto w_hh_t = w_hh.t();
+  AT_DISPATCH_FLOATING_TYPES(x_projection.scalar_type(), "gru_sequence_forward", [&] {
+    const scalar_t clip_value = static_cast<scalar_t>(clip);
+    for (int64_t i = 0; i < T; ++i) {
+      const int64_t t = reverse ? T - 1 - i : i;
+      auto h = i == 0 ? h0 : states[reverse ? t + 1 : t - 1];
+      torch::addmm_out(gh, b_hh, h, w_hh_t);
+      auto gates_t = gates[t], gh_n_t = gh_n[t], unclipped_t = unclipped[t], state_t = states[t];
+      gru_update_forward<scalar_t>(ptr<scalar_t>(x_projection[t]), ptr<scalar_t>(gh), ptr<scalar_t>(h),
+                                   mptr<scalar_t>(gates_t), mptr<scalar_t>(gh_n_t), mptr<scalar_t>(unclipped_t),
+                                   mptr<scalar_t>(state_t), B, H, clip_value);
+    }
+  });
+  return {states, gates, gh_n, unclipped};
+}
+
+// Gradients of gru_sequence_forward given the gradient of its states (T,B,H). Returns
+// {d x_projection (T,B,3H), d h0 (B,H), d w_hh (3H,H), d b_hh (3H)}.
+std::vector<torch::Tensor> gru_sequence_backward(torch::Tensor grad_states, torch::Tensor h0, torch::Tensor w_hh,
+                                                 torch::Tensor states, torch::Tensor gates, torch::Tensor gh_n,
+                                                 torch::Tensor unclipped, double clip, bool reverse) {
+  const int64_t T = grad_states.size(0), B = grad_states.size(1), H = w_hh.size(1);
+  auto opts = grad_states.options();
+  auto dgx = torch::empty({T, B, 3 * H}, opts), dgh = torch::empty({T, B, 3 * H}, opts);
+  auto dh = torch::zeros({B, H}, opts);
+  // previous[t] = the state step t started from.
+  auto previous = reverse ? torch::cat({states.narrow(0, 1, T - 1), h0.unsqueeze(0)})
+                          : torch::cat({h0.unsqueeze(0), states.narrow(0, 0, T - 1)});
+  AT_DISPATCH_FLOATING_TYPES(grad_states.scalar_type(), "gru_sequence_backward", [&] {
+    const scalar_t clip_value = static_cast<scalar_t>(clip);
+    for (int64_t i = T - 1; i >= 0; --i) {
+      const int64_t t = reverse ? T - 1 - i : i;
+      dh.add_(grad_states[t]);
+      auto dgx_t = dgx[t], dgh_t = dgh[t];
+      gru_update_backward<scalar_t>(mptr<scalar_t>(dh), ptr<scalar_t>(previous[t]), ptr<scalar_t>(gates[t]),
+                                    ptr<scalar_t>(gh_n[t]), ptr<scalar_t>(unclipped[t]), mptr<scalar_t>(dgx_t),
+                                    mptr<scalar_t>(dgh_t), B, H, clip_value);
+      dh.addmm_(dgh_t, w_hh);
+    }
+  });
+  auto dgh_rows = dgh.reshape({T * B, 3 * H});
+  return {dgx, dh, torch::mm(dgh_rows.t(), previous.reshape({T * B, H})), dgh_rows.sum(0)};
+}
 
 // Returns {factors_all (T+1,B,F) [0 = factors of the initial state], co_mean, co_std, co (T,B,K),
 //          con_states (T+1,B,C), gen_states (T+1,B,G), kept (T+1,B,G) = gen_states * keep,
@@ -259,6 +316,8 @@ std::vector<torch::Tensor> decoder_backward(
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // The GIL is released so that batch shards on several Python threads run in parallel.
+  m.def("gru_sequence_forward", &gru_sequence_forward, py::call_guard<py::gil_scoped_release>());
+  m.def("gru_sequence_backward", &gru_sequence_backward, py::call_guard<py::gil_scoped_release>());
   m.def("decoder_forward", &decoder_forward, py::call_guard<py::gil_scoped_release>());
   m.def("decoder_backward", &decoder_backward, py::call_guard<py::gil_scoped_release>());
 }

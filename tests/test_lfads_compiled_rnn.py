@@ -1,5 +1,6 @@
-"""The compiled controller/generator kernel: same numbers and gradients as the Python loop, checked
-against finite differences, switchable off, and a failed build falls back to the Python loop."""
+"""The compiled RNN kernels (controller/generator loop, GRU over a sequence): same numbers and
+gradients as the PyTorch code they replace, checked against finite differences, switchable off, and
+a failed build falls back to PyTorch."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-from neurodyn.lfads import compiled_decoder
+from neurodyn.lfads import compiled_rnn
 from neurodyn.lfads.decoder import Decoder
 from neurodyn.lfads.dropout import Dropout
+from neurodyn.lfads.encoders import BidirectionalEncoder
 
 STEPS, TRIALS = 6, 3
 
 
 @pytest.fixture(scope="module")
 def kernel():
-    built = compiled_decoder.load_compiled_decoder()
+    built = compiled_rnn.load_compiled_rnn()
     assert built is not None, "the compiled decoder must build on the project's machines (gcc + ninja)"
     return built
 
@@ -32,17 +34,30 @@ def make_decoder(clip: float) -> Decoder:
     return decoder
 
 
+def gradients_of(outputs, inputs, seed: int = 0):
+    """Outputs and the gradients of a random linear functional of them (exercises every output)."""
+    generator = torch.Generator().manual_seed(seed)
+    loss = sum((torch.randn(t.shape, dtype=t.dtype, generator=generator) * t).sum() for t in outputs)
+    return outputs, torch.autograd.grad(loss, inputs, allow_unused=True)
+
+
+def assert_same(compiled, reference):
+    for a, b in zip(tuple(compiled[0]) + tuple(compiled[1]), tuple(reference[0]) + tuple(reference[1])):
+        if a is None or b is None:  # an input-free GRU: the compiled path never touches W_ih
+            assert a is None or not a.any()
+            assert b is None or not b.any()
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 def outputs_and_gradients(decoder: Decoder, monkeypatch, compiled: bool, sample: bool):
-    monkeypatch.setenv("NEURODYN_COMPILED_DECODER", "1" if compiled else "0")
+    monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", "1" if compiled else "0")
     inputs = torch.Generator().manual_seed(1)
     gen_init = torch.randn(TRIALS, 7, dtype=torch.double, generator=inputs, requires_grad=True)
     controller_inputs = torch.randn(TRIALS, STEPS, 4, dtype=torch.double, generator=inputs, requires_grad=True)
     output = decoder(gen_init, STEPS, controller_inputs, sample, torch.Generator().manual_seed(5))
-    tensors = (output.factors, output.co_mean, output.co_std, output.co_sample)
-    # A random linear functional of every output, so every output's gradient path is exercised.
-    loss = sum((torch.randn(t.shape, dtype=t.dtype, generator=inputs) * t).sum() for t in tensors)
-    gradients = torch.autograd.grad(loss, [gen_init, controller_inputs, *decoder.parameters()])
-    return tensors, gradients
+    return gradients_of((output.factors, output.co_mean, output.co_std, output.co_sample),
+                        [gen_init, controller_inputs, *decoder.parameters()])
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -50,12 +65,8 @@ def outputs_and_gradients(decoder: Decoder, monkeypatch, compiled: bool, sample:
 def test_compiled_loop_matches_python_loop(kernel, monkeypatch, training, sample):
     decoder = make_decoder(clip=0.6)
     decoder.train(training)
-    compiled_out, compiled_grads = outputs_and_gradients(decoder, monkeypatch, True, sample)
-    python_out, python_grads = outputs_and_gradients(decoder, monkeypatch, False, sample)
-    for a, b in zip(compiled_out, python_out):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    for a, b in zip(compiled_grads, python_grads):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert_same(outputs_and_gradients(decoder, monkeypatch, True, sample),
+                outputs_and_gradients(decoder, monkeypatch, False, sample))
 
 
 def test_clip_is_active_in_the_comparison(kernel):
@@ -90,17 +101,63 @@ def test_compiled_gradients_match_finite_differences(kernel):
                leaf(factors, gen)]
 
     def run(ci_projection, gen_init, con_init, *weights):
-        return compiled_decoder.run_controlled_decoder(kernel, ci_projection, gen_init, con_init, noise, keep,
+        return compiled_rnn.run_controlled_decoder(kernel, ci_projection, gen_init, con_init, noise, keep,
                                                        weights, 0.5)
 
     assert gradcheck(run, tensors, eps=1e-6, atol=1e-6)
 
 
+def test_compiled_bidirectional_encoder_matches_nn_gru(kernel, monkeypatch):
+    torch.manual_seed(0)
+    encoder = BidirectionalEncoder(5, 6).double()
+    for parameter in encoder.parameters():
+        torch.nn.init.normal_(parameter, std=0.7)
+    x = torch.randn(3, 8, 5, dtype=torch.double, requires_grad=True)
+    results = []
+    for compiled in ("1", "0"):
+        monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", compiled)
+        results.append(gradients_of(encoder(x), [x, *encoder.parameters()]))
+    assert_same(*results)
+
+
+def test_compiled_autonomous_generator_matches_pytorch(kernel, monkeypatch):
+    torch.manual_seed(0)
+    decoder = Decoder(gen_dim=7, factors_dim=3, co_dim=0, con_dim=5, ci_dim=4, cell_clip_value=0.5,
+                      dropout=Dropout(0.0)).double()
+    for parameter in decoder.parameters():
+        torch.nn.init.normal_(parameter, std=0.9)
+    gen_init = torch.randn(3, 7, dtype=torch.double, requires_grad=True)
+    results = []
+    for compiled in ("1", "0"):
+        monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", compiled)
+        output = decoder(gen_init, 8, None, False)
+        results.append(gradients_of((output.factors,), [gen_init, *decoder.parameters()]))
+    assert_same(*results)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_compiled_gru_sequence_gradients_match_finite_differences(kernel, reverse):
+    steps, trials, hidden = 4, 2, 3
+    rng = torch.Generator().manual_seed(0)
+
+    def leaf(*shape):
+        return torch.randn(*shape, dtype=torch.double, generator=rng).requires_grad_()
+
+    tensors = [leaf(steps, trials, 3 * hidden), leaf(trials, hidden), leaf(3 * hidden, hidden), leaf(3 * hidden)]
+
+    def run(x_projection, h0, w_hh, b_hh):
+        return compiled_rnn.run_gru_sequence(kernel, x_projection, h0, w_hh, b_hh, clip=0.7, reverse=reverse)
+
+    states = run(*tensors)
+    assert (states.abs() == 0.7).any()  # the clip is exercised
+    assert gradcheck(run, tensors, eps=1e-6, atol=1e-6)
+
+
 def test_switched_off_by_environment(kernel, monkeypatch):
-    monkeypatch.setenv("NEURODYN_COMPILED_DECODER", "0")
-    assert compiled_decoder.load_compiled_decoder() is None
-    monkeypatch.setenv("NEURODYN_COMPILED_DECODER", "1")
-    assert compiled_decoder.load_compiled_decoder() is kernel
+    monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", "0")
+    assert compiled_rnn.load_compiled_rnn() is None
+    monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", "1")
+    assert compiled_rnn.load_compiled_rnn() is kernel
 
 
 def test_failed_build_falls_back_to_python_loop(monkeypatch, caplog):
@@ -110,14 +167,14 @@ def test_failed_build_falls_back_to_python_loop(monkeypatch, caplog):
         raise RuntimeError("no compiler here")
 
     monkeypatch.setattr(cpp_extension, "load", broken_build)
-    compiled_decoder._build.cache_clear()
+    compiled_rnn._build.cache_clear()
     try:
         with caplog.at_level(logging.WARNING):
-            assert compiled_decoder.load_compiled_decoder() is None
+            assert compiled_rnn.load_compiled_rnn() is None
         assert "no compiler here" in caplog.text
         decoder = make_decoder(clip=5.0)
         output = decoder(torch.randn(TRIALS, 7, dtype=torch.double), STEPS,
                          torch.randn(TRIALS, STEPS, 4, dtype=torch.double), True)
         assert output.factors.shape == (TRIALS, STEPS, 3) and torch.isfinite(output.factors).all()
     finally:
-        compiled_decoder._build.cache_clear()
+        compiled_rnn._build.cache_clear()

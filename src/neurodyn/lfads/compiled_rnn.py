@@ -1,10 +1,12 @@
-"""The controller/generator loop as one compiled CPU kernel (``compiled_decoder.cpp``), with autograd.
+"""LFADS's recurrent loops as compiled CPU kernels (``compiled_rnn.cpp``), with autograd.
 
-The C++ source is built once per machine by ``torch.utils.cpp_extension`` (about 30 s; cached in
-torch's extension folder) the first time a CPU model runs. It computes exactly what the Python loop
-in ``decoder.py`` computes, forward and backward, in a fraction of the operations; ``Decoder`` uses it
-on CPU whenever it is available and falls back to the Python loop otherwise (GPU tensors, no C++
-compiler, or ``NEURODYN_COMPILED_DECODER=0``).
+Two kernels: the controller/generator loop of the decoder, and a plain GRU over a sequence (the
+bidirectional encoders, the autonomous generator). The C++ source is built once per machine by
+``torch.utils.cpp_extension`` (about 30 s; cached in torch's extension folder) the first time a
+CPU model runs. The kernels compute exactly what the PyTorch code they replace computes, forward
+and backward, in a fraction of the operations; the modules use them on CPU whenever they are
+available and fall back to PyTorch otherwise (GPU tensors, no C++ compiler, or
+``NEURODYN_COMPILED_KERNELS=0``).
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ SOURCE = Path(__file__).with_suffix(".cpp")
 _build_lock = threading.Lock()
 
 
-def compiled_decoder_enabled() -> bool:
-    """False when the user switched the kernel off with ``NEURODYN_COMPILED_DECODER=0``."""
-    return os.environ.get("NEURODYN_COMPILED_DECODER", "1").strip().lower() not in ("0", "false", "no", "off")
+def compiled_kernels_enabled() -> bool:
+    """False when the user switched the kernels off with ``NEURODYN_COMPILED_KERNELS=0``."""
+    return os.environ.get("NEURODYN_COMPILED_KERNELS", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 @functools.cache
@@ -47,7 +49,7 @@ def _build() -> ModuleType | None:
             os.environ["PATH"] = f"{ninja_dir}{os.pathsep}{os.environ.get('PATH', '')}"
         # torch keys its build cache on the source's hash, so an edited kernel is rebuilt.
         return cpp_extension.load(
-            name="neurodyn_compiled_decoder",
+            name="neurodyn_compiled_rnn",
             sources=[str(SOURCE)],
             # fast-math lets gcc vectorise exp/tanh over the gate values; it is not passed to the
             # linker, so it does not switch the whole process to flush-denormals-to-zero.
@@ -55,13 +57,13 @@ def _build() -> ModuleType | None:
             verbose=False,
         )
     except Exception as error:  # no compiler, no ninja, a failed build: the Python loop still works
-        logger.warning("neurodyn: compiled decoder unavailable (%s); using the slower Python loop", error)
+        logger.warning("neurodyn: compiled RNN kernels unavailable (%s); using the slower PyTorch loops", error)
         return None
 
 
-def load_compiled_decoder() -> ModuleType | None:
+def load_compiled_rnn() -> ModuleType | None:
     """The built extension, or None if it is switched off or cannot be built (thread-safe, built once)."""
-    if not compiled_decoder_enabled():
+    if not compiled_kernels_enabled():
         return None
     with _build_lock:
         return _build()
@@ -115,3 +117,35 @@ def run_controlled_decoder(kernel: ModuleType, ci_projection: torch.Tensor, gen_
     ``(T, B, K)``."""
     contiguous = [t.contiguous() for t in (ci_projection, gen_init, con_init, noise, keep, *weights)]
     return _ControlledDecoderFunction.apply(*contiguous, float(clip), kernel)
+
+
+# Passed as the clip of an unclipped GRU: finite, because the kernel is built with fast-math.
+NO_CLIP = 3.0e38
+
+
+class _GruSequenceFunction(torch.autograd.Function):
+    """Autograd wrapper of the compiled GRU over a sequence."""
+
+    @staticmethod
+    def forward(ctx, x_projection, h0, w_hh, b_hh, clip, reverse, kernel):
+        states, gates, gh_n, unclipped = kernel.gru_sequence_forward(x_projection, h0, w_hh, b_hh, clip, reverse)
+        ctx.kernel, ctx.clip, ctx.reverse = kernel, clip, reverse
+        ctx.save_for_backward(h0, w_hh, states, gates, gh_n, unclipped)
+        return states
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_states):
+        h0, w_hh, states, gates, gh_n, unclipped = ctx.saved_tensors
+        d_x_projection, d_h0, d_w_hh, d_b_hh = ctx.kernel.gru_sequence_backward(
+            grad_states.contiguous(), h0, w_hh, states, gates, gh_n, unclipped, ctx.clip, ctx.reverse)
+        return d_x_projection, d_h0, d_w_hh, d_b_hh, None, None, None
+
+
+def run_gru_sequence(kernel: ModuleType, x_projection: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor,
+                     b_hh: torch.Tensor, clip: float = NO_CLIP, reverse: bool = False) -> torch.Tensor:
+    """GRU states ``(T, B, H)`` (time order) from the input projection ``x_projection (T, B, 3H)``
+    (``W_ih x_t + b_ih``) and the initial state ``h0 (B, H)``; ``reverse`` runs from the last step
+    to the first, as the backward half of a bidirectional GRU."""
+    tensors = [t.contiguous() for t in (x_projection, h0, w_hh, b_hh)]
+    return _GruSequenceFunction.apply(*tensors, float(clip), bool(reverse), kernel)
