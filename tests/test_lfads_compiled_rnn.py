@@ -178,3 +178,11 @@ def test_failed_build_falls_back_to_python_loop(monkeypatch, caplog):
         assert output.factors.shape == (TRIALS, STEPS, 3) and torch.isfinite(output.factors).all()
     finally:
         compiled_rnn._build.cache_clear()
+
+
+def test_build_is_named_by_cpu(monkeypatch):
+    """Builds for different CPUs (a shared home directory on a cluster) must not overwrite each other."""
+    tag = compiled_rnn.cpu_tag()
+    assert tag == compiled_rnn.cpu_tag() and len(tag) == 10
+    monkeypatch.setattr(compiled_rnn.platform, "machine", lambda: "some-other-architecture")
+    assert compiled_rnn.cpu_tag() != tag

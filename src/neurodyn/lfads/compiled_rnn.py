@@ -12,8 +12,10 @@ available and fall back to PyTorch otherwise (GPU tensors, no C++ compiler, or
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
+import platform
 import shutil
 import threading
 from pathlib import Path
@@ -33,6 +35,19 @@ def compiled_kernels_enabled() -> bool:
     return os.environ.get("NEURODYN_COMPILED_KERNELS", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+def cpu_tag() -> str:
+    """A short name for this CPU's instruction sets. The kernel is built with ``-march=native``; the
+    build folder is often a shared home directory on a cluster, so each CPU type gets its own build
+    instead of loading one compiled for another node's instructions."""
+    flags = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags += next((line for line in cpuinfo if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        flags += platform.processor()
+    return hashlib.sha1(flags.encode()).hexdigest()[:10]
+
+
 @functools.cache
 def _build() -> ModuleType | None:
     from torch.utils import cpp_extension
@@ -49,7 +64,7 @@ def _build() -> ModuleType | None:
             os.environ["PATH"] = f"{ninja_dir}{os.pathsep}{os.environ.get('PATH', '')}"
         # torch keys its build cache on the source's hash, so an edited kernel is rebuilt.
         return cpp_extension.load(
-            name="neurodyn_compiled_rnn",
+            name=f"neurodyn_compiled_rnn_{cpu_tag()}",
             sources=[str(SOURCE)],
             # fast-math lets gcc vectorise exp/tanh over the gate values; it is not passed to the
             # linker, so it does not switch the whole process to flush-denormals-to-zero.
