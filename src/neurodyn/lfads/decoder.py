@@ -3,6 +3,8 @@
 Generator and controller are standard GRUs (PyTorch/cuDNN gate formulation) whose states are
 clipped to +-``cell_clip_value`` after every step. Factors are a bias-free linear map of the
 generator state with unit-norm weight rows, so their scale cannot drift into the readout.
+On CPU the recurrent loops run in the compiled kernels of ``compiled_rnn`` (same maths); the PyTorch
+loops below are the reference implementation and the fallback (GPU, no compiler).
 """
 
 from __future__ import annotations

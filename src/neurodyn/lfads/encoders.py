@@ -12,6 +12,7 @@ from neurodyn.lfads.compiled_rnn import load_compiled_rnn, run_gru_sequence
 class BidirectionalEncoder(nn.Module):
     """A bidirectional GRU over the whole trial with a trainable initial state.
 
+    On CPU the GRU runs in the compiled kernel of ``compiled_rnn`` (same maths, nn.GRU's weights).
     ``forward(x)`` with x ``(B, T, N)`` returns the per-step outputs ``(B, T, 2H)`` and the final
     states of both directions concatenated ``(B, 2H)`` (forward at T-1, backward at 0).
     """
