@@ -14,7 +14,8 @@ Both AutoLFADS variants are scored twice from the same run: rates inferred by em
 (``inference: empirical_bayes``, the headline rows) and by each trial's own posterior
 (sample-and-average, ``rates_sample_average`` in the output files).
 
-    python bench/radical_vs_baselines.py [--lorenz-speed 4] [--workers 4] [--generations 40]  (~40 min on 2 cores)
+    python bench/radical_vs_baselines.py [--lorenz-speed 4] [--workers 4] [--generations 40]
+        [--gen-dim 64 --factors-dim 10 --ic-dim 32]   (~25 min on 2 cores at the defaults)
 """
 
 from __future__ import annotations
@@ -102,6 +103,9 @@ def main() -> None:
                         help="PBT generations per method (RADICaL keeps improving to ~40: 0.868 at 16, 0.961 at 40)")
     parser.add_argument("--epochs-per-generation", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--gen-dim", type=int, default=MODEL["gen_dim"], help="generator units (both models)")
+    parser.add_argument("--factors-dim", type=int, default=MODEL["factors_dim"], help="factors (both models)")
+    parser.add_argument("--ic-dim", type=int, default=MODEL["ic_dim"], help="initial-condition dimensions (both models)")
     args = parser.parse_args()
 
     dataset = make_lorenz_2p(num_neurons=args.neurons, num_conditions=args.conditions,
@@ -115,7 +119,8 @@ def main() -> None:
     train_idx, valid_idx = split_trials(dataset.num_trials, 0.2, 0, dataset.condition)
     frame_events = collapse_subframes(dataset.data, k)
     settings = {"num_workers": args.workers, "max_generations": args.generations,
-                "epochs_per_generation": args.epochs_per_generation, "num_no_best_to_stop": args.generations}
+                "epochs_per_generation": args.epochs_per_generation, "num_no_best_to_stop": args.generations,
+                "gen_dim": args.gen_dim, "factors_dim": args.factors_dim, "ic_dim": args.ic_dim}
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
