@@ -95,6 +95,30 @@ scalar_t* mptr(torch::Tensor& t) {
   return t.data_ptr<scalar_t>();
 }
 
+// One GRU step on tensors: gh = b_hh + h W_hh^T into the scratch ``gh`` (B,3H), then the fused
+// update into step t's slices of the saved buffers (views, hence taken by value).
+template <typename scalar_t>
+void gru_step_forward(const torch::Tensor& gx, const torch::Tensor& h, const torch::Tensor& w_hh_t,
+                      const torch::Tensor& b_hh, torch::Tensor& gh, torch::Tensor gates, torch::Tensor gh_n,
+                      torch::Tensor unclipped, torch::Tensor h_new, scalar_t clip) {
+  torch::addmm_out(gh, b_hh, h, w_hh_t);
+  gru_update_forward<scalar_t>(ptr<scalar_t>(gx), ptr<scalar_t>(gh), ptr<scalar_t>(h), mptr<scalar_t>(gates),
+                               mptr<scalar_t>(gh_n), mptr<scalar_t>(unclipped), mptr<scalar_t>(h_new), h.size(0),
+                               h.size(1), clip);
+}
+
+// Backward of gru_step_forward: ``dh`` (B,H) holds the gradient of the new state on entry and that
+// of the previous state on exit; step t's dgx and dgh (B,3H) are written.
+template <typename scalar_t>
+void gru_step_backward(torch::Tensor& dh, const torch::Tensor& h_prev, const torch::Tensor& gates,
+                       const torch::Tensor& gh_n, const torch::Tensor& unclipped, const torch::Tensor& w_hh,
+                       torch::Tensor dgx, torch::Tensor dgh, scalar_t clip) {
+  gru_update_backward<scalar_t>(mptr<scalar_t>(dh), ptr<scalar_t>(h_prev), ptr<scalar_t>(gates), ptr<scalar_t>(gh_n),
+                                ptr<scalar_t>(unclipped), mptr<scalar_t>(dgx), mptr<scalar_t>(dgh), dh.size(0),
+                                dh.size(1), clip);
+  dh.addmm_(dgh, w_hh);
+}
+
 }  // namespace
 
 // A GRU over T steps (reverse: from step T-1 down to 0) from the input projection x_projection
@@ -113,11 +137,8 @@ std::vector<torch::Tensor> gru_sequence_forward(torch::Tensor x_projection, torc
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = reverse ? T - 1 - i : i;
       auto h = i == 0 ? h0 : states[reverse ? t + 1 : t - 1];
-      torch::addmm_out(gh, b_hh, h, w_hh_t);
-      auto gates_t = gates[t], gh_n_t = gh_n[t], unclipped_t = unclipped[t], state_t = states[t];
-      gru_update_forward<scalar_t>(ptr<scalar_t>(x_projection[t]), ptr<scalar_t>(gh), ptr<scalar_t>(h),
-                                   mptr<scalar_t>(gates_t), mptr<scalar_t>(gh_n_t), mptr<scalar_t>(unclipped_t),
-                                   mptr<scalar_t>(state_t), B, H, clip_value);
+      gru_step_forward<scalar_t>(x_projection[t], h, w_hh_t, b_hh, gh, gates[t], gh_n[t], unclipped[t], states[t],
+                                 clip_value);
     }
   });
   return {states, gates, gh_n, unclipped};
@@ -140,11 +161,7 @@ std::vector<torch::Tensor> gru_sequence_backward(torch::Tensor grad_states, torc
     for (int64_t i = T - 1; i >= 0; --i) {
       const int64_t t = reverse ? T - 1 - i : i;
       dh.add_(grad_states[t]);
-      auto dgx_t = dgx[t], dgh_t = dgh[t];
-      gru_update_backward<scalar_t>(mptr<scalar_t>(dh), ptr<scalar_t>(previous[t]), ptr<scalar_t>(gates[t]),
-                                    ptr<scalar_t>(gh_n[t]), ptr<scalar_t>(unclipped[t]), mptr<scalar_t>(dgx_t),
-                                    mptr<scalar_t>(dgh_t), B, H, clip_value);
-      dh.addmm_(dgh_t, w_hh);
+      gru_step_backward<scalar_t>(dh, previous[t], gates[t], gh_n[t], unclipped[t], w_hh, dgx[t], dgh[t], clip_value);
     }
   });
   auto dgh_rows = dgh.reshape({T * B, 3 * H});
@@ -188,12 +205,9 @@ std::vector<torch::Tensor> decoder_forward(
     const scalar_t clip_value = static_cast<scalar_t>(clip);
     for (int64_t t = 0; t < T; ++t) {
       torch::addmm_out(gx_con, ci_projection[t], factors_all[t], w_factor_in_t);
-      torch::addmm_out(gh_con, b_con_hh, con_states[t], w_con_hh_t);
       auto con_next = con_states[t + 1];
-      auto con_gates_t = con_gates[t], con_gh_n_t = con_gh_n[t], con_unclipped_t = con_unclipped[t];
-      gru_update_forward<scalar_t>(ptr<scalar_t>(gx_con), ptr<scalar_t>(gh_con), ptr<scalar_t>(con_states[t]),
-                                   mptr<scalar_t>(con_gates_t), mptr<scalar_t>(con_gh_n_t),
-                                   mptr<scalar_t>(con_unclipped_t), mptr<scalar_t>(con_next), B, C, clip_value);
+      gru_step_forward<scalar_t>(gx_con, con_states[t], w_con_hh_t, b_con_hh, gh_con, con_gates[t], con_gh_n[t],
+                                 con_unclipped[t], con_next, clip_value);
 
       torch::addmm_out(co_out, b_co, con_next, w_co_t);
       auto mean_t = co_mean[t], std_t = co_std[t], co_t = co[t], noise_t = noise[t];
@@ -211,12 +225,9 @@ std::vector<torch::Tensor> decoder_forward(
       }
 
       torch::addmm_out(gx_gen, b_gen_ih, co_t, w_gen_ih_t);
-      torch::addmm_out(gh_gen, b_gen_hh, gen_states[t], w_gen_hh_t);
       auto gen_next = gen_states[t + 1];
-      auto gen_gates_t = gen_gates[t], gen_gh_n_t = gen_gh_n[t], gen_unclipped_t = gen_unclipped[t];
-      gru_update_forward<scalar_t>(ptr<scalar_t>(gx_gen), ptr<scalar_t>(gh_gen), ptr<scalar_t>(gen_states[t]),
-                                   mptr<scalar_t>(gen_gates_t), mptr<scalar_t>(gen_gh_n_t),
-                                   mptr<scalar_t>(gen_unclipped_t), mptr<scalar_t>(gen_next), B, G, clip_value);
+      gru_step_forward<scalar_t>(gx_gen, gen_states[t], w_gen_hh_t, b_gen_hh, gh_gen, gen_gates[t], gen_gh_n[t],
+                                 gen_unclipped[t], gen_next, clip_value);
       auto kept_next = kept[t + 1];
       torch::mul_out(kept_next, gen_next, keep[t + 1]);
       auto factors_next = factors_all[t + 1];
@@ -261,11 +272,9 @@ std::vector<torch::Tensor> decoder_backward(
       torch::mm_out(dkept, df, w_factor);
       dgen.addcmul_(dkept, keep[t + 1]);
 
-      auto dgx_gen_t = dgx_gen[t], dgh_gen_t = dgh_gen[t];
-      gru_update_backward<scalar_t>(mptr<scalar_t>(dgen), ptr<scalar_t>(gen_states[t]), ptr<scalar_t>(gen_gates[t]),
-                                    ptr<scalar_t>(gen_gh_n[t]), ptr<scalar_t>(gen_unclipped[t]),
-                                    mptr<scalar_t>(dgx_gen_t), mptr<scalar_t>(dgh_gen_t), B, G, clip_value);
-      dgen.addmm_(dgh_gen_t, w_gen_hh);
+      auto dgx_gen_t = dgx_gen[t];
+      gru_step_backward<scalar_t>(dgen, gen_states[t], gen_gates[t], gen_gh_n[t], gen_unclipped[t], w_gen_hh, dgx_gen_t,
+                                  dgh_gen[t], clip_value);
 
       torch::addmm_out(dco, grad_co[t], dgx_gen_t, w_gen_ih);
       const scalar_t* dc = ptr<scalar_t>(dco);
@@ -284,11 +293,8 @@ std::vector<torch::Tensor> decoder_backward(
       }
       dcon.addmm_(dco_out_t, w_co);
 
-      auto dgx_con_t = dgx_con[t], dgh_con_t = dgh_con[t];
-      gru_update_backward<scalar_t>(mptr<scalar_t>(dcon), ptr<scalar_t>(con_states[t]), ptr<scalar_t>(con_gates[t]),
-                                    ptr<scalar_t>(con_gh_n[t]), ptr<scalar_t>(con_unclipped[t]),
-                                    mptr<scalar_t>(dgx_con_t), mptr<scalar_t>(dgh_con_t), B, C, clip_value);
-      dcon.addmm_(dgh_con_t, w_con_hh);
+      gru_step_backward<scalar_t>(dcon, con_states[t], con_gates[t], con_gh_n[t], con_unclipped[t], w_con_hh,
+                                  dgx_con[t], dgh_con[t], clip_value);
     }
   });
   // The initial state's factors feed the controller at step 0.
