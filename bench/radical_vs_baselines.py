@@ -82,13 +82,16 @@ def pbt_rates(data_path: Path, out: Path, settings: dict, run_name: str) -> dict
     return found
 
 
-def smoothing_rates(frame_events: np.ndarray, latents_sub: np.ndarray, train_idx: np.ndarray, k: int) -> np.ndarray:
-    """Gaussian-smoothed frame events (width picked by CV latent R^2 on train trials), at sub-frame rate."""
+def smoothing_rates(frame_events: np.ndarray, latents_sub: np.ndarray, train_idx: np.ndarray, k: int,
+                    delay_bins: int = 0) -> np.ndarray:
+    """Gaussian-smoothed frame events (width picked by CV latent R^2 on train trials), at sub-frame rate,
+    moved ``delay_bins`` sub-bins earlier (the last value repeated at the end) like the models' events."""
     floor = 1e-3 * float(np.nanmean(frame_events))  # log features need a positive floor
     best = None
     folds = np.array_split(np.random.default_rng(0).permutation(train_idx), 2)
     for sigma in (0.5, 1.0, 1.5, 2.0, 3.0):
         smoothed = upsample_frames(gaussian_filter1d(np.nan_to_num(frame_events), sigma, axis=1), k) + floor
+        smoothed = np.concatenate([smoothed[:, delay_bins:], np.repeat(smoothed[:, -1:], delay_bins, axis=1)], axis=1)
         score = np.mean([map_to_latents(smoothed[a], latents_sub[a], smoothed[b], latents_sub[b]).r2
                          for a, b in (folds, folds[::-1])])
         if best is None or score > best[0]:
@@ -128,6 +131,9 @@ def main() -> None:
     parser.add_argument("--gen-dim", type=int, default=MODEL["gen_dim"], help="generator units (both models)")
     parser.add_argument("--factors-dim", type=int, default=MODEL["factors_dim"], help="factors (both models)")
     parser.add_argument("--ic-dim", type=int, default=MODEL["ic_dim"], help="initial-condition dimensions (both models)")
+    parser.add_argument("--event-delay", default="auto", type=lambda v: v if v == "auto" else int(v),
+                        help="event_delay_bins of both models ('auto': the data's event_delay_ms, i.e. 4 sub-bins "
+                        "and 1 frame at the defaults; 0: fit events at their scan times); smoothing follows")
     parser.add_argument("--save-rates", type=Path, help="also write every method's rates, the latents and the split "
                         "to this .npz, for analyses without re-training")
     args = parser.parse_args()
@@ -140,9 +146,14 @@ def main() -> None:
     print(f"data: {dataset.num_trials} trials, {dataset.num_neurons} neurons, {dataset.num_samples // k} frames x "
           f"{k} sub-bins; Lorenz speed {args.lorenz_speed} units/s (a cycle of ~0.75 units lasts "
           f"~{0.75 / args.lorenz_speed / frame_s:.1f} frames)")
+    delay_ms = dataset.attrs["event_delay_ms"]
+    print(f"events trail the spikes by {delay_ms:.1f} ms (event_delay_ms); event_delay_bins {args.event_delay}" +
+          (f" = {round(delay_ms / dataset.attrs['bin_ms'])} sub-bins for RADICaL, "
+           f"{round(delay_ms * dataset.attrs['frame_rate_hz'] / 1000)} frame(s) for the frame-rate model"
+           if args.event_delay == "auto" else ""))
     train_idx, valid_idx = split_trials(dataset.num_trials, 0.2, 0, dataset.condition)
     frame_events = collapse_subframes(dataset.data, k)
-    settings = {"num_workers": args.workers, "max_generations": args.generations,
+    settings = {"event_delay_bins": args.event_delay, "num_workers": args.workers, "max_generations": args.generations,
                 "epochs_per_generation": args.epochs_per_generation, "num_no_best_to_stop": args.generations,
                 "gen_dim": args.gen_dim, "factors_dim": args.factors_dim, "ic_dim": args.ic_dim}
     results = {}
@@ -150,7 +161,10 @@ def main() -> None:
         folder = Path(folder)
         sub_path, frame_path = folder / "sub_data.h5", folder / "frame_data.h5"
         write_dataset(sub_path, dataset)
-        write_dataset(frame_path, NeuralDataset(data=frame_events, condition=dataset.condition))
+        # The frame-rate file states the same event delay, in its own (frame) bins.
+        frame_attrs = {"bin_ms": 1000.0 / dataset.attrs["frame_rate_hz"],
+                       "event_delay_ms": dataset.attrs["event_delay_ms"]}
+        write_dataset(frame_path, NeuralDataset(data=frame_events, condition=dataset.condition, attrs=frame_attrs))
         started = time.perf_counter()
         sub_rates = pbt_rates(sub_path, folder / "sub", settings, "sub")
         sub_seconds = time.perf_counter() - started
@@ -161,7 +175,9 @@ def main() -> None:
         results[f"RADICaL, {inference}"] = (sub_rates[inference], sub_seconds)
         results[f"frame-rate AutoLFADS, {inference}"] = (upsample_frames(frame_rates[inference], k), frame_seconds)
     started = time.perf_counter()
-    results["Gaussian smoothing of events"] = (smoothing_rates(frame_events, dataset.latents, train_idx, k),
+    smoothing_delay = 0 if args.event_delay == 0 else round(dataset.attrs["event_delay_ms"] / dataset.attrs["bin_ms"])
+    results["Gaussian smoothing of events"] = (smoothing_rates(frame_events, dataset.latents, train_idx, k,
+                                                               smoothing_delay),
                                                time.perf_counter() - started)
 
     if args.save_rates:

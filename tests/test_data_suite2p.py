@@ -93,6 +93,10 @@ def test_each_roi_is_observed_once_per_frame_in_its_scan_subbin(prepared):
     np.testing.assert_array_equal(np.floor(prepared.attrs["scan_offsets"] * K), EXPECTED_SUBBIN)
     np.testing.assert_array_equal(prepared.attrs["trial_start_frames"], START_FRAMES)
     assert prepared.attrs["bin_ms"] == pytest.approx(1000 / 120)
+    # events trail spikes by the median of an instantaneous indicator's AR(1) event kernel: tau ln(2 / (1 + g))
+    frame_ms, decay_ms = 1000 / FRAME_RATE, 1000 * DECAY_S
+    expected_delay = decay_ms * np.log(2 / (1 + np.exp(-frame_ms / decay_ms)))
+    assert prepared.attrs["event_delay_ms"] == pytest.approx(expected_delay, abs=0.1)
 
 
 def test_events_are_the_corrected_traces_deconvolved_and_cut(recording, prepared):

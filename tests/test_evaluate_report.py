@@ -102,6 +102,18 @@ def test_evaluate_run_writes_json_and_png_with_metric_values(synthetic):
     assert f"{result['rate_r2']:.4f}" in text and f"{result['bits_per_spike']:.4f}" in text
 
 
+def test_evaluate_run_compares_rates_with_the_data_moved_by_the_runs_event_delay(synthetic):
+    s = synthetic
+    valid = s["valid_idx"]
+    with h5py.File(s["run_dir"] / "valid_output.h5", "a") as f:
+        f.attrs["event_delay_bins"] = 3  # the model's rates at bin t were fit to the data of bin t + 3
+    result = evaluate_run(s["run_dir"], s["data_path"])
+    moved = np.full_like(s["data"][valid], np.nan)
+    moved[:, :-3] = s["data"][valid][:, 3:]
+    assert result["bits_per_spike"] == pytest.approx(bits_per_spike(s["inferred"][valid], moved), rel=1e-12)
+    assert result["bits_per_spike"] != pytest.approx(bits_per_spike(s["inferred"][valid], s["data"][valid]), rel=1e-6)
+
+
 def test_evaluate_run_accepts_pbt_results_dir_and_figure_path(synthetic, tmp_path):
     results = tmp_path / "results"
     results.mkdir()

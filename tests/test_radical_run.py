@@ -26,7 +26,13 @@ def test_radical_run_writes_rates_and_zig_parameters_and_maps_to_latents(tmp_pat
             assert f[key].shape == (10, 12, n) and np.isfinite(f[key][()]).all(), key
         q, alpha, beta, rates = (f[k][()] for k in ("q", "alpha", "beta", "rates"))
     assert ((q > 0) & (q < 1)).all() and (alpha > 0).all() and (beta > 0).all()
-    s_min = yaml.safe_load((best / "hyperparameters.yaml").read_text())["config"]["s_min"]
+    resolved = yaml.safe_load((best / "hyperparameters.yaml").read_text())["config"]
+    s_min = resolved["s_min"]
+    # event_delay_bins: auto -> the file's event delay in its 16 ms sub-bins, recorded with the rates
+    delay = round(dataset.attrs["event_delay_ms"] / dataset.attrs["bin_ms"])
+    assert delay == 2 and resolved["event_delay_bins"] == delay
+    with h5py.File(best / "valid_output.h5") as f:
+        assert f.attrs["event_delay_bins"] == delay
     observed = dataset.data[~np.isnan(dataset.data)]
     assert 0 < s_min < observed[observed > 0].min()  # 'auto' resolved below the smallest event
     # single posterior samples average to the rates, whose per-sample mean is q (alpha / beta + s_min)

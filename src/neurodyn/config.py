@@ -42,6 +42,11 @@ class LfadsConfig(BaseModel):
     heldout_neurons: list[int] = Field(default_factory=list,
                                        description="neurons never shown to the encoder but reconstructed (co-bps); "
                                                    "taken from the data file's 'heldout_neurons' when not set")
+    event_delay_bins: int | Literal["auto"] = Field(
+        "auto", description="bins by which each event trails the spikes it reports (calcium events: about a frame); "
+                            "the model fits its rates at bin t to the events of bin t + this, so its rates line up "
+                            "with the spikes. 'auto' = the data file's 'event_delay_ms' / 'bin_ms', rounded "
+                            "(0 when the file has no 'event_delay_ms', e.g. spike counts)")
 
     # -- architecture -----------------------------------------------------------------------
     ic_enc_dim: int = Field(64, ge=1, description="units per direction of the IC encoder BiGRU")
@@ -109,11 +114,12 @@ class LfadsConfig(BaseModel):
             raise ValueError(f"expected one of {sorted(OBSERVATION_MODELS)}")
         return name
 
-    @field_validator("batch_threads")
+    @field_validator("batch_threads", "event_delay_bins")
     @classmethod
-    def _check_batch_threads(cls, value):
-        if value != "auto" and value < 1:
-            raise ValueError("expected 'auto' or an integer >= 1")
+    def _check_auto_or_count(cls, value, info):
+        minimum = {"batch_threads": 1, "event_delay_bins": 0}[info.field_name]
+        if value != "auto" and value < minimum:
+            raise ValueError(f"expected 'auto' or an integer >= {minimum}")
         return value
 
     @property

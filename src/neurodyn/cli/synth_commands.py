@@ -126,6 +126,7 @@ def run_lorenz_2p(args: argparse.Namespace) -> int:
         f"{args.trials_per_condition}) x {args.frames} frames at {args.frame_rate:g} Hz = {dataset.num_samples} "
         f"sub-frame bins of {dataset.attrs['bin_ms']:g} ms x {dataset.num_neurons} neurons; each neuron observed "
         f"once per frame; {np.mean(observed > 0):.0%} of observations are events (median size "
-        f"{np.median(observed[observed > 0]):.2f}); seed {args.seed}"
+        f"{np.median(observed[observed > 0]):.2f}); events trail the spikes by ~"
+        f"{dataset.attrs['event_delay_ms']:.0f} ms (event_delay_ms); seed {args.seed}"
     )
     return 0

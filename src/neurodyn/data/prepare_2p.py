@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from neurodyn.data.deconvolution import deconvolve_traces
+from neurodyn.data.event_timing import event_delay_ms
 from neurodyn.data.seed_format import NeuralDataset
 from neurodyn.data.subframe import bin_subframes
 from neurodyn.errors import NeurodynError
@@ -85,7 +86,8 @@ def prepare_two_photon(traces: FluorescenceTraces, trial_starts_s, settings: Two
 
     Attributes: ``frame_rate_hz``, ``subframe_bins``, ``bin_ms`` (sub-frame bin width),
     ``scan_offsets`` ``(rois,)``, ``roi_indices``, ``trial_start_frames``, ``align_times_s``
-    (start of each trial's first frame), ``window_start_ms`` (0), ``neuropil_coefficient``.
+    (start of each trial's first frame), ``window_start_ms`` (0), ``neuropil_coefficient``,
+    ``event_delay_ms`` (how long events trail the spikes: ``data.event_timing``).
     """
     source = traces.source
     _check_traces(traces)
@@ -118,6 +120,10 @@ def prepare_two_photon(traces: FluorescenceTraces, trial_starts_s, settings: Two
     }
     if settings.decay_s is not None:
         attrs["decay_s"] = float(settings.decay_s)
+    # The deconvolution's own indicator model (rise, decay) is the best knowledge of the kinetics here.
+    attrs["event_delay_ms"] = event_delay_ms(1000.0 / traces.frame_rate_hz,
+                                             None if settings.decay_s is None else 1000.0 * settings.decay_s,
+                                             1000.0 * settings.rise_s, 1000.0 * settings.rise_s)
     return NeuralDataset(data=data, attrs=attrs, source=source)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from neurodyn.data.atomic import write_text_atomic
+from neurodyn.data.event_timing import advance_events
 from neurodyn.data.seed_format import read_dataset
 from neurodyn.errors import NeurodynError
 from neurodyn.evaluate.cobps import co_bps
@@ -71,7 +72,8 @@ def evaluate_run(
     dataset = read_dataset(data_path)
     check_outputs_match_data(outputs, dataset, output_dir, data_path)
     train, valid = outputs["train"], outputs["valid"]
-    counts = dataset.data[valid.trial_idx]
+    # The observations as the model was fit to them (moved earlier by its event delay, if any).
+    counts = advance_events(dataset.data[valid.trial_idx], valid.event_delay_bins)
     notes: list[str] = []
 
     result: dict = {

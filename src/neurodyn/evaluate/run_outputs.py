@@ -25,11 +25,13 @@ REQUIRED_KEYS = ("rates", "factors", "trial_idx")
 @dataclass(frozen=True)
 class RunOutput:
     """One split's outputs: ``rates`` ``(n, samples, neurons)`` expected counts per bin,
-    ``factors`` ``(n, samples, factors)``, ``trial_idx`` ``(n,)`` rows of the input file."""
+    ``factors`` ``(n, samples, factors)``, ``trial_idx`` ``(n,)`` rows of the input file;
+    ``event_delay_bins``: the model's rates at bin t were fit to the data of bin t + this."""
 
     rates: np.ndarray
     factors: np.ndarray
     trial_idx: np.ndarray
+    event_delay_bins: int = 0
 
 
 def find_output_dir(path: str | os.PathLike) -> Path:
@@ -53,6 +55,7 @@ def _read_split(path: Path, rates_key: str = "rates") -> RunOutput:
                                     f"an output file needs {', '.join(REQUIRED_KEYS)}")
             arrays = {key: np.asarray(f[key][()]) for key in REQUIRED_KEYS}
             arrays["rates"] = np.asarray(f[rates_key][()])
+            event_delay_bins = int(f.attrs.get("event_delay_bins", 0))
     except OSError as error:
         raise NeurodynError(f"{path}: cannot read as HDF5 ({error})") from error
 
@@ -72,6 +75,7 @@ def _read_split(path: Path, rates_key: str = "rates") -> RunOutput:
         rates=np.transpose(rates).astype(np.float64),
         factors=np.transpose(factors).astype(np.float64),
         trial_idx=trial_idx.astype(np.int64),
+        event_delay_bins=event_delay_bins,
     )
 
 

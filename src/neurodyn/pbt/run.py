@@ -32,7 +32,6 @@ import yaml
 
 from neurodyn.config import LfadsConfig, RunConfig
 from neurodyn.data.atomic import atomic_path, write_text_atomic
-from neurodyn.observation.registry import read_dataset_for
 from neurodyn.data.seed_format import data_file_name, split_trials
 from neurodyn.errors import NeurodynError
 from neurodyn.lfads.model import LFADS
@@ -41,7 +40,7 @@ from neurodyn.pbt.engines import EmbeddedEngine, RayEngine, WorkerJob, default_m
 from neurodyn.pbt.population import StoppingRule, best_worker, binary_tournament, truncation
 from neurodyn.pbt.search_space import as_config_value, explore, initial_values
 from neurodyn.train.outputs import save_checkpoint
-from neurodyn.train.run import history_to_csv, with_data_heldout_neurons, write_model_outputs
+from neurodyn.train.run import history_to_csv, read_model_dataset, write_model_outputs
 
 BEST_DIR = "pbt_best_model"
 STATE_FILE = "pbt_state.json"
@@ -160,9 +159,8 @@ class PbtRun:
 
     # -- the run ----------------------------------------------------------------------------------
     def execute(self) -> PbtResult:
-        dataset = read_dataset_for(self.data_path, self.config.model.observation)
-        model = with_data_heldout_neurons(self.config.model, dataset)
-        if model is not self.config.model:
+        dataset, model = read_model_dataset(self.data_path, self.config.model)
+        if model != self.config.model:
             self.config = self.config.model_copy(update={"model": model})
         self.train_idx, self.valid_idx = split_trials(dataset.num_trials, self.config.model.valid_ratio,
                                                       self.config.model.seed, dataset.condition)
@@ -206,7 +204,9 @@ class PbtRun:
         self.log(f"AutoLFADS run '{self.config.model.run_name}': {n} workers, "
                  f"{self.settings.epochs_per_generation} epochs per generation, up to "
                  f"{self.settings.max_generations} generations; searching {', '.join(self.config.search_space)}; "
-                 f"data {self.data_path} ({len(self.train_idx)} train / {len(self.valid_idx)} valid trials)")
+                 f"data {self.data_path} ({len(self.train_idx)} train / {len(self.valid_idx)} valid trials)"
+                 + (f"; events moved {self.config.model.event_delay_bins} bin(s) earlier (event_delay_bins)"
+                    if self.config.model.event_delay_bins else ""))
         return state
 
     def _make_engine(self):

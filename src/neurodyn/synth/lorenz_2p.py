@@ -23,9 +23,10 @@ Outputs (trials-first, ``frames * K`` sub-bins): ``data`` events (NaN = not samp
 spikes per frame at that sub-bin's rate; ``latents`` the z-scored Lorenz state averaged over each
 sub-bin; ``condition``. Each observation is one frame's event, in units of about one spike
 (``attrs['event_size_per_spike']`` is the measured ratio), so ``truth`` is on the scale of the
-inferred event rate while keeping sub-frame time resolution. The match is approximate (an event
-sums the spikes of the frame before the scan, seen through the indicator's rise); the latent R^2
-is the primary metric.
+inferred event rate while keeping sub-frame time resolution. An event sums the spikes of about
+the frame before the scan, seen through the indicator's rise, so it trails ``truth`` and
+``latents``: ``attrs['event_delay_ms']`` is that delay (``data.event_timing``), which training
+removes by default (``event_delay_bins: auto``). The latent R^2 is the primary metric.
 """
 
 from __future__ import annotations
@@ -34,17 +35,12 @@ import numpy as np
 from scipy.signal import lfilter
 
 from neurodyn.data.deconvolution import deconvolve_traces
+from neurodyn.data.event_timing import calcium_kernel_peak, event_delay_ms
 from neurodyn.data.seed_format import NeuralDataset
 from neurodyn.data.subframe import bin_subframes
 from neurodyn.errors import NeurodynError
 from neurodyn.synth.lorenz import BETA, RHO, SIGMA
 from neurodyn.synth.lorenz_spikes import lorenz_population
-
-
-def calcium_kernel_peak(rise_s: float, decay_s: float) -> float:
-    """Peak of ``exp(-t / decay) - exp(-t / rise)`` (reached at ``t = ln(decay / rise) rise decay / (decay - rise)``)."""
-    peak_time = np.log(decay_s / rise_s) * rise_s * decay_s / (decay_s - rise_s)
-    return float(np.exp(-peak_time / decay_s) - np.exp(-peak_time / rise_s))
 
 
 def calcium_trace(spikes: np.ndarray, step_s: float, rise_s: float, decay_s: float) -> np.ndarray:
@@ -148,6 +144,9 @@ def make_lorenz_2p(
         "noise_std": float(noise_std),
         "min_event_size": float(min_event_size),
         "deconvolution": "OASIS AR(1), known decay, L1, noise estimated, baseline 0",
+        # median time from the spikes behind an event to its sample (data.event_timing): the
+        # training's event_delay_bins 'auto' moves events this much earlier
+        "event_delay_ms": event_delay_ms(1000.0 / frame_rate_hz, decay_ms, indicator_rise_ms=rise_ms),
         "lorenz_speed": float(lorenz_speed),  # Lorenz time units per second
         "lorenz_sigma": SIGMA,
         "lorenz_rho": RHO,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +12,10 @@ import numpy as np
 
 from neurodyn.config import LfadsConfig
 from neurodyn.data.atomic import write_text_atomic
-from neurodyn.observation.registry import read_dataset_for
+from neurodyn.data.event_timing import advance_events
 from neurodyn.data.seed_format import NeuralDataset, split_trials
+from neurodyn.errors import NeurodynError
+from neurodyn.observation.registry import read_dataset_for
 from neurodyn.lfads.model import LFADS
 from neurodyn.observation.registry import make_observation_model
 from neurodyn.train.inference import infer, infer_empirical_bayes
@@ -53,6 +56,40 @@ def with_data_heldout_neurons(config: LfadsConfig, dataset: NeuralDataset) -> Lf
     return LfadsConfig(**{**config.model_dump(), "heldout_neurons": dataset.heldout_neurons.tolist()})
 
 
+def resolve_event_delay(config: LfadsConfig, dataset: NeuralDataset) -> int:
+    """``event_delay_bins`` as a number: the config's, or for 'auto' the file's ``event_delay_ms`` over
+    its ``bin_ms``, rounded (0 when the file has no ``event_delay_ms``)."""
+    if config.event_delay_bins != "auto":
+        return int(config.event_delay_bins)
+    if "event_delay_ms" not in dataset.attrs:
+        return 0
+    if "bin_ms" not in dataset.attrs:
+        raise NeurodynError(f"{dataset.source}: has attribute 'event_delay_ms' but no 'bin_ms' (the bin width in ms) "
+                            "to turn it into bins; add 'bin_ms' or set event_delay_bins in the config")
+    delay_ms, bin_ms = float(dataset.attrs["event_delay_ms"]), float(dataset.attrs["bin_ms"])
+    if not (delay_ms >= 0 and bin_ms > 0):
+        raise NeurodynError(f"{dataset.source}: attributes 'event_delay_ms' ({delay_ms}) and 'bin_ms' ({bin_ms}) "
+                            "must be >= 0 and > 0")
+    return int(round(delay_ms / bin_ms))
+
+
+def read_model_dataset(data_path: str | Path, config: LfadsConfig) -> tuple[NeuralDataset, LfadsConfig]:
+    """The data file as the model sees it, and the config with the settings taken from the file.
+
+    Reads and checks the file for the observation model, takes its ``heldout_neurons`` (unless the
+    config sets its own), resolves ``event_delay_bins`` and moves the events that many bins earlier
+    (``data.event_timing.advance_events``), so the rates fit to them line up with the spikes.
+    """
+    dataset = read_dataset_for(data_path, config.observation)
+    config = with_data_heldout_neurons(config, dataset)
+    delay = resolve_event_delay(config, dataset)
+    if delay >= dataset.num_samples:
+        raise NeurodynError(f"{dataset.source}: event_delay_bins {delay} is not shorter than the trials "
+                            f"({dataset.num_samples} bins)")
+    config = LfadsConfig(**{**config.model_dump(), "event_delay_bins": delay})
+    return dataclasses.replace(dataset, data=advance_events(dataset.data, delay)), config
+
+
 def write_model_outputs(out_dir: Path, model: LFADS, dataset: NeuralDataset, train_idx: np.ndarray,
                         valid_idx: np.ndarray, config: LfadsConfig) -> None:
     """Inferred outputs of both splits: ``train_output.h5`` and ``valid_output.h5``.
@@ -70,14 +107,13 @@ def write_model_outputs(out_dir: Path, model: LFADS, dataset: NeuralDataset, tra
                 data_ids=idx, reference_ids=train_idx, batch_size=config.valid_batch_size))
         write_split_output(out_dir / f"{split}_output.h5", inferred, idx,
                            attrs={"observation": config.observation, "posterior_samples": config.posterior_samples,
-                                  "inference": config.inference})
+                                  "inference": config.inference, "event_delay_bins": config.event_delay_bins})
 
 
 def train_model(config: LfadsConfig, data_path: str | Path, out_dir: str | Path, progress: bool = True) -> TrainResult:
     """Train on ``data_path``; write checkpoint, resolved config, CSV log and both output files to ``out_dir``."""
     out_dir = Path(out_dir)
-    dataset = read_dataset_for(data_path, config.observation)
-    config = with_data_heldout_neurons(config, dataset)
+    dataset, config = read_model_dataset(data_path, config)
     train_idx, valid_idx = split_dataset(dataset, config)
     out_dir.mkdir(parents=True, exist_ok=True)
     trainer = LfadsTrainer(config, dataset.data[train_idx], dataset.data[valid_idx])

@@ -1,0 +1,107 @@
+"""When the spikes behind a deconvolved calcium event happened, and moving events to that time.
+
+A neuron is sampled once per frame (period ``F``). Deconvolution by an AR model with filter
+coefficients ``a`` (AR(1): ``[1, -g_d]``; AR(2): ``[1, -(g_d + g_r), g_d g_r]``, ``g = exp(-F /
+tau)``) turns the samples ``c_k`` into events ``s_k = sum_j a_j c_{k-j}``. A spike ``u`` seconds
+before sample ``k`` therefore adds ``w(u) = sum_j a_j h(u - j F)`` to that event, where ``h`` is
+the indicator's response (zero before the spike). With a perfect model of the indicator ``w`` is
+non-zero only over the preceding frame(s): an event reports spikes from *before* its sample —
+about half a frame for an instantaneous indicator, more with a slow rise the deconvolution
+ignores (GCaMP6f sampled at ~30 Hz, AR(1): about one frame).
+
+Placing each event at its scan time (as sub-frame binning does) makes every rate a model fits to
+the events trail the spikes, and so the latent states, by that delay. ``event_delay_ms`` is the
+median of ``w`` (the time by which half of an event's spike weight lies further back);
+``advance_events`` moves the events that much earlier, so that rates inferred from them line up
+with the spikes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from neurodyn.errors import NeurodynError
+
+
+def calcium_kernel_peak(rise_s: float, decay_s: float) -> float:
+    """Peak of ``exp(-t / decay) - exp(-t / rise)`` (reached at ``t = ln(decay / rise) rise decay / (decay - rise)``);
+    1 for an instantaneous rise (``rise_s`` 0) or no decay (``decay_s`` inf)."""
+    if rise_s == 0 or math.isinf(decay_s):
+        return 1.0
+    peak_time = np.log(decay_s / rise_s) * rise_s * decay_s / (decay_s - rise_s)
+    return float(np.exp(-peak_time / decay_s) - np.exp(-peak_time / rise_s))
+
+
+def calcium_kernel(t_s: np.ndarray, rise_s: float, decay_s: float) -> np.ndarray:
+    """The indicator's response ``t_s`` seconds after one spike, peak 1, zero for ``t_s < 0``:
+    ``exp(-t / decay) - exp(-t / rise)`` (``exp(-t / decay)`` for ``rise_s`` 0; ``decay_s`` may be inf)."""
+    t = np.maximum(np.asarray(t_s, dtype=np.float64), 0.0)
+    rise = np.exp(-t / rise_s) if rise_s > 0 else np.zeros_like(t)
+    response = (np.exp(-t / decay_s) - rise) / calcium_kernel_peak(rise_s, decay_s)
+    return np.where(np.asarray(t_s) >= 0, response, 0.0)
+
+
+def deconvolution_filter(frame_period_s: float, decay_s: float, rise_s: float = 0.0) -> np.ndarray:
+    """AR filter coefficients ``a`` of the deconvolution (``s_k = sum_j a_j c_{k-j}``): AR(1) for
+    ``rise_s`` 0, AR(2) otherwise."""
+    g_decay = math.exp(-frame_period_s / decay_s)
+    if rise_s == 0:
+        return np.array([1.0, -g_decay])
+    g_rise = math.exp(-frame_period_s / rise_s)
+    return np.array([1.0, -(g_decay + g_rise), g_decay * g_rise])
+
+
+def event_kernel(u_s: np.ndarray, frame_period_s: float, decay_s: float, indicator_rise_s: float,
+                 deconvolution_rise_s: float = 0.0) -> np.ndarray:
+    """``w(u)``: what one spike ``u_s`` seconds before a sample adds to that sample's event (see the module docstring)."""
+    coefficients = deconvolution_filter(frame_period_s, decay_s, deconvolution_rise_s)
+    u = np.asarray(u_s, dtype=np.float64)
+    return sum(a * calcium_kernel(u - j * frame_period_s, indicator_rise_s, decay_s)
+               for j, a in enumerate(coefficients))
+
+
+def event_delay_ms(frame_period_ms: float, decay_ms: float | None, indicator_rise_ms: float = 0.0,
+                   deconvolution_rise_ms: float = 0.0) -> float:
+    """Median delay (ms) between the spikes an event reports and the event's sample time.
+
+    ``decay_ms`` None (decay unknown, e.g. estimated per trace) is taken as much longer than a
+    frame (then an instantaneous indicator gives exactly half a frame). The kernel is integrated on
+    a grid of a thousandth of a frame out to where the rise has died away.
+    """
+    positive = {"frame_period_ms": frame_period_ms, "decay_ms": math.inf if decay_ms is None else decay_ms}
+    non_negative = {"indicator_rise_ms": indicator_rise_ms, "deconvolution_rise_ms": deconvolution_rise_ms}
+    for name, value in positive.items():
+        if not value > 0 or (name == "frame_period_ms" and math.isinf(value)):
+            raise NeurodynError(f"event delay: {name} must be a positive number of ms; got {value}")
+    for name, value in non_negative.items():
+        if not (math.isfinite(value) and value >= 0):
+            raise NeurodynError(f"event delay: {name} must be a non-negative number of ms; got {value}")
+    frame_s = frame_period_ms / 1000.0
+    decay_s = math.inf if decay_ms is None else decay_ms / 1000.0
+    longest_rise_s = max(indicator_rise_ms, deconvolution_rise_ms) / 1000.0
+    step_s = frame_s / 1000.0
+    u = np.arange(0.0, 3 * frame_s + 30 * longest_rise_s, step_s) + step_s / 2
+    weight = event_kernel(u, frame_s, decay_s, indicator_rise_ms / 1000.0, deconvolution_rise_ms / 1000.0)
+    cumulative = np.cumsum(weight)
+    return float(1000.0 * u[np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
+def advance_events(data: np.ndarray, bins: int) -> np.ndarray:
+    """``data`` ``(trials, samples, N)`` moved ``bins`` samples earlier: ``out[:, t] = data[:, t + bins]``.
+
+    The first ``bins`` samples (spikes before the trial's start) are dropped and the last ``bins``
+    become NaN (unobserved: handled like any unsampled entry).
+    """
+    data = np.asarray(data)
+    if int(bins) != bins or bins < 0:
+        raise NeurodynError(f"event delay must be a whole number of bins >= 0; got {bins}")
+    bins = int(bins)
+    if bins == 0:
+        return data
+    if bins >= data.shape[1]:
+        raise NeurodynError(f"an event delay of {bins} bins leaves nothing of trials {data.shape[1]} bins long")
+    out = np.full(data.shape, np.nan, dtype=np.result_type(data.dtype, np.float32))
+    out[:, :-bins] = data[:, bins:]
+    return out
