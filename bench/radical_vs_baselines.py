@@ -8,9 +8,15 @@ sub-frame resolution on the validation trials of one split:
 * latent R^2: ``map_to_latents`` (ridge from log-rates to the true Lorenz states, fit on train trials)
 * rate correlation: Pearson r between inferred and true rates per neuron, averaged over neurons
 * lagged latent R^2 and rate correlation: the same scores with the rates at bin t + lag against the
-  truth at bin t, the lag (one per method, up to 2 frames) chosen by latent R^2 on the training
-  trials: events trail spikes by about a frame plus the indicator's rise, which at a few frames per
-  Lorenz cycle caps the unlagged scores of every method
+  truth at bin t, the lag (one per method, 0 to 2 frames) chosen by latent R^2 on the training
+  trials: a check that no delay is left
+
+Calcium events trail the spikes they report by about a frame (``data.event_timing``; 31.7 ms with
+the synthetic defaults), which at a few frames per Lorenz cycle would cap every method's score.
+Both models remove it the same way, ``event_delay_bins: auto`` (4 sub-bins for RADICaL, 1 frame for
+the frame-rate model: each runs that far past the data and its rates are read that much later),
+and the smoothed events are moved 4 sub-bins earlier; ``--event-delay 0`` fits and scores the
+events where they are stored instead.
 
 Frame-rate outputs are brought to sub-frame resolution by linear interpolation between frame
 centres. Smoothing picks its kernel width by cross-validated latent R^2 on the training trials.

@@ -9,7 +9,8 @@ import pytest
 from scipy.signal import lfilter
 
 from neurodyn.config import LfadsConfig, validate_config
-from neurodyn.data.event_timing import advance_events, calcium_kernel, event_delay_ms, event_kernel
+from neurodyn.data.event_timing import (advance_events, append_unobserved_bins, calcium_kernel, event_delay_ms,
+                                        event_kernel)
 from neurodyn.data.seed_format import NeuralDataset, write_dataset
 from neurodyn.errors import NeurodynError
 from neurodyn.synth.lorenz_2p import calcium_trace, make_lorenz_2p
@@ -116,11 +117,19 @@ def _events_file(tmp_path, attrs):
     return tmp_path / "events.h5", dataset.data
 
 
-def test_auto_delay_comes_from_the_file_and_moves_the_events(tmp_path):
+def test_append_unobserved_bins_extends_trials_with_nan():
+    data = np.arange(2 * 3 * 2, dtype=np.float32).reshape(2, 3, 2)
+    extended = append_unobserved_bins(data, 2)
+    assert extended.shape == (2, 5, 2)
+    np.testing.assert_array_equal(extended[:, :3], data)
+    assert np.isnan(extended[:, 3:]).all() and append_unobserved_bins(data, 0) is data
+
+
+def test_auto_delay_comes_from_the_file_and_extends_the_trials(tmp_path):
     path, data = _events_file(tmp_path, {"event_delay_ms": 15.6, "bin_ms": 8.0})
     dataset, config = read_model_dataset(path, LfadsConfig(observation="zig"))
     assert config.event_delay_bins == 2
-    np.testing.assert_array_equal(dataset.data, advance_events(data, 2))
+    np.testing.assert_array_equal(dataset.data, append_unobserved_bins(data, 2))
     dataset, config = read_model_dataset(path, LfadsConfig(observation="zig", event_delay_bins=0))
     assert config.event_delay_bins == 0
     np.testing.assert_array_equal(dataset.data, data)

@@ -9,6 +9,7 @@ import yaml
 
 from neurodyn.cli.main import main
 from neurodyn.evaluate.run_outputs import read_run_outputs
+from neurodyn.data.event_timing import append_unobserved_bins
 from neurodyn.data.seed_format import write_dataset
 from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
 from neurodyn.train.inference import infer, infer_empirical_bayes
@@ -113,3 +114,22 @@ def test_empirical_bayes_outputs_weight_the_training_trials(trained, tmp_path):
     standard = read_run_outputs(tmp_path, rates_key="rates_sample_average")["valid"]
     with h5py.File(tmp_path / "valid_output.h5") as f:
         np.testing.assert_array_equal(standard.rates, np.transpose(f["rates_sample_average"][()]))
+
+
+def test_event_delay_runs_the_model_past_the_data_and_writes_rates_later_by_the_delay(trained, tmp_path):
+    """event_delay_bins d: the model sees each trial followed by d unobserved bins, and the written rate
+    at bin t is the model's rate at bin t + d (fit to the data of bin t + d)."""
+    dataset, data_path, _ = trained
+    config_path = tmp_path / "delayed.yaml"
+    config_path.write_text(yaml.safe_dump({**CONFIG, "max_epochs": 1, "event_delay_bins": 3}))
+    out = tmp_path / "delayed"
+    assert main(["train", str(config_path), "--data", str(data_path), "--out", str(out), "--no-progress"]) == 0
+    model, config = load_trained_model(out)
+    assert config.event_delay_bins == 3
+    with h5py.File(out / "valid_output.h5") as f:
+        idx, rates, delay_attr = f["trial_idx"][()], f["rates"][()], f.attrs["event_delay_bins"]
+    assert delay_attr == 3 and rates.shape == (7, 15, len(idx))
+    extended = append_unobserved_bins(dataset.data[idx], 3)
+    again = infer(model, extended, config.posterior_samples, config.valid_batch_size, config.seed)
+    assert again["rates"].shape[1] == 18
+    np.testing.assert_allclose(np.transpose(again["rates"][:, 3:], (2, 1, 0)), rates, rtol=1e-5)

@@ -47,7 +47,8 @@ def run_radical_demo(out_dir: str | Path, progress: bool = True) -> dict:
     dataset = make_lorenz_2p(**RADICAL_DATA)
     write_dataset(data_path, dataset)
     print(f"wrote {data_path}: {dataset.num_neurons} neurons x {dataset.num_samples} sub-frame bins "
-          f"({dataset.attrs.get('subframe_bins')} per frame) x {dataset.num_trials} trials")
+          f"({dataset.attrs.get('subframe_bins')} per frame) x {dataset.num_trials} trials; events trail the "
+          f"spikes by ~{dataset.attrs['event_delay_ms']:.0f} ms, which training removes (event_delay_bins: auto)")
     results = out_dir / "results"
     run_pbt(run_config, data_path, results, progress=progress)
     result = map_latents_run(results, data_path)

@@ -197,8 +197,8 @@ def _run_prepare_2p(args: argparse.Namespace) -> int:
     print(f"wrote {args.output}: {dataset.num_trials} trials x {dataset.num_samples} sub-frame bins of "
           f"{dataset.attrs['bin_ms']:.3g} ms ({args.trial_frames} frames x {args.subframe_bins}) x "
           f"{dataset.num_neurons} ROIs at {traces.frame_rate_hz:g} Hz; each ROI observed once per frame; events "
-          f"trail the spikes by ~{dataset.attrs['event_delay_ms']:.0f} ms (event_delay_ms; training moves them "
-          "earlier by default)")
+          f"trail the spikes by ~{dataset.attrs['event_delay_ms']:.0f} ms (event_delay_ms; training removes "
+          "it by default)")
     return 0
 
 

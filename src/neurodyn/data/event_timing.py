@@ -11,9 +11,10 @@ ignores (GCaMP6f sampled at ~30 Hz, AR(1): about one frame).
 
 Placing each event at its scan time (as sub-frame binning does) makes every rate a model fits to
 the events trail the spikes, and so the latent states, by that delay. ``event_delay_ms`` is the
-median of ``w`` (the time by which half of an event's spike weight lies further back);
-``advance_events`` moves the events that much earlier, so that rates inferred from them line up
-with the spikes.
+median of ``w`` (the time by which half of an event's spike weight lies further back). A model
+removes a delay of ``d`` bins by running ``d`` bins past the data (``append_unobserved_bins``) and
+reading its rates ``d`` bins later: its rate at bin ``t`` is then fit to the event of bin
+``t + d``. ``advance_events`` moves observations the same way for comparison with such rates.
 """
 
 from __future__ import annotations
@@ -88,20 +89,31 @@ def event_delay_ms(frame_period_ms: float, decay_ms: float | None, indicator_ris
     return float(1000.0 * u[np.searchsorted(cumulative, cumulative[-1] / 2)])
 
 
+def _check_bins(bins) -> int:
+    if int(bins) != bins or bins < 0:
+        raise NeurodynError(f"event delay must be a whole number of bins >= 0; got {bins}")
+    return int(bins)
+
+
 def advance_events(data: np.ndarray, bins: int) -> np.ndarray:
     """``data`` ``(trials, samples, N)`` moved ``bins`` samples earlier: ``out[:, t] = data[:, t + bins]``.
 
-    The first ``bins`` samples (spikes before the trial's start) are dropped and the last ``bins``
-    become NaN (unobserved: handled like any unsampled entry).
+    The first ``bins`` samples are dropped and the last ``bins`` become NaN (unobserved).
     """
     data = np.asarray(data)
-    if int(bins) != bins or bins < 0:
-        raise NeurodynError(f"event delay must be a whole number of bins >= 0; got {bins}")
-    bins = int(bins)
+    bins = _check_bins(bins)
     if bins == 0:
         return data
     if bins >= data.shape[1]:
         raise NeurodynError(f"an event delay of {bins} bins leaves nothing of trials {data.shape[1]} bins long")
-    out = np.full(data.shape, np.nan, dtype=np.result_type(data.dtype, np.float32))
-    out[:, :-bins] = data[:, bins:]
-    return out
+    return append_unobserved_bins(data, bins)[:, bins:]
+
+
+def append_unobserved_bins(data: np.ndarray, bins: int) -> np.ndarray:
+    """``data`` ``(trials, samples, N)`` followed by ``bins`` unobserved (NaN) samples ``(trials, samples + bins, N)``."""
+    data = np.asarray(data)
+    bins = _check_bins(bins)
+    if bins == 0:
+        return data
+    tail = np.full((data.shape[0], bins, *data.shape[2:]), np.nan, dtype=np.result_type(data.dtype, np.float32))
+    return np.concatenate([data, tail], axis=1)

@@ -12,7 +12,7 @@ import numpy as np
 
 from neurodyn.config import LfadsConfig
 from neurodyn.data.atomic import write_text_atomic
-from neurodyn.data.event_timing import advance_events
+from neurodyn.data.event_timing import append_unobserved_bins
 from neurodyn.data.seed_format import NeuralDataset, split_trials
 from neurodyn.errors import NeurodynError
 from neurodyn.observation.registry import read_dataset_for
@@ -77,8 +77,10 @@ def read_model_dataset(data_path: str | Path, config: LfadsConfig) -> tuple[Neur
     """The data file as the model sees it, and the config with the settings taken from the file.
 
     Reads and checks the file for the observation model, takes its ``heldout_neurons`` (unless the
-    config sets its own), resolves ``event_delay_bins`` and moves the events that many bins earlier
-    (``data.event_timing.advance_events``), so the rates fit to them line up with the spikes.
+    config sets its own) and resolves ``event_delay_bins`` = d. With d > 0 each trial is followed by
+    d unobserved bins, so the model runs d bins past the data; ``write_model_outputs`` then drops
+    the first d bins of every output, leaving rates at bin t that were fit to the events of bin
+    t + d (``data.event_timing``). The model never sees ``truth`` or ``latents``, so they are dropped.
     """
     dataset = read_dataset_for(data_path, config.observation)
     config = with_data_heldout_neurons(config, dataset)
@@ -87,7 +89,8 @@ def read_model_dataset(data_path: str | Path, config: LfadsConfig) -> tuple[Neur
         raise NeurodynError(f"{dataset.source}: event_delay_bins {delay} is not shorter than the trials "
                             f"({dataset.num_samples} bins)")
     config = LfadsConfig(**{**config.model_dump(), "event_delay_bins": delay})
-    return dataclasses.replace(dataset, data=advance_events(dataset.data, delay)), config
+    model_data = append_unobserved_bins(dataset.data, delay)
+    return dataclasses.replace(dataset, data=model_data, truth=None, latents=None), config
 
 
 def write_model_outputs(out_dir: Path, model: LFADS, dataset: NeuralDataset, train_idx: np.ndarray,
@@ -96,8 +99,10 @@ def write_model_outputs(out_dir: Path, model: LFADS, dataset: NeuralDataset, tra
 
     Posterior sample-and-average, or with ``inference: empirical_bayes`` the empirical-Bayes outputs
     against the training trials (leave-one-out for the training trials themselves), the
-    sample-and-average rates then kept as ``rates_sample_average``.
+    sample-and-average rates then kept as ``rates_sample_average``. Every output drops the first
+    ``event_delay_bins`` bins (see ``read_model_dataset``), so it has the data file's bins.
     """
+    delay = int(config.event_delay_bins)  # resolved by read_model_dataset
     for split, idx in (("train", train_idx), ("valid", valid_idx)):
         inferred = infer(model, dataset.data[idx], config.posterior_samples, config.valid_batch_size, config.seed)
         if config.inference == "empirical_bayes":
@@ -105,6 +110,8 @@ def write_model_outputs(out_dir: Path, model: LFADS, dataset: NeuralDataset, tra
             inferred.update(infer_empirical_bayes(
                 model, dataset.data[idx], dataset.data[train_idx], config.empirical_bayes_samples, config.seed,
                 data_ids=idx, reference_ids=train_idx, batch_size=config.valid_batch_size))
+        # Model bin t + d was fit to the events of data bin t + d, which report the spikes of bin t.
+        inferred = {name: value[:, delay:] for name, value in inferred.items()}
         write_split_output(out_dir / f"{split}_output.h5", inferred, idx,
                            attrs={"observation": config.observation, "posterior_samples": config.posterior_samples,
                                   "inference": config.inference, "event_delay_bins": config.event_delay_bins})
