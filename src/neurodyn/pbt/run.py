@@ -205,7 +205,7 @@ class PbtRun:
                  f"{self.settings.epochs_per_generation} epochs per generation, up to "
                  f"{self.settings.max_generations} generations; searching {', '.join(self.config.search_space)}; "
                  f"data {self.data_path} ({len(self.train_idx)} train / {len(self.valid_idx)} valid trials)"
-                 + (f"; rates read {self.config.model.event_delay_bins} bin(s) after the events they fit (event_delay_bins)"
+                 + (f"; event delay of {self.config.model.event_delay_bins} bin(s) removed (event_delay_bins)"
                     if self.config.model.event_delay_bins else ""))
         return state
 
