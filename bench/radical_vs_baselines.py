@@ -137,7 +137,7 @@ def main() -> None:
     parser.add_argument("--gen-dim", type=int, default=MODEL["gen_dim"], help="generator units (both models)")
     parser.add_argument("--factors-dim", type=int, default=MODEL["factors_dim"], help="factors (both models)")
     parser.add_argument("--ic-dim", type=int, default=MODEL["ic_dim"], help="initial-condition dimensions (both models)")
-    parser.add_argument("--event-delay", default="auto", type=lambda v: v if v == "auto" else int(v),
+    parser.add_argument("--event-delay", default="auto", choices=["auto", "0"],
                         help="event_delay_bins of both models ('auto': the data's event_delay_ms, i.e. 4 sub-bins "
                         "and 1 frame at the defaults; 0: fit events at their scan times); smoothing follows")
     parser.add_argument("--save-rates", type=Path, help="also write every method's rates, the latents and the split "
@@ -159,9 +159,10 @@ def main() -> None:
            if args.event_delay == "auto" else ""))
     train_idx, valid_idx = split_trials(dataset.num_trials, 0.2, 0, dataset.condition)
     frame_events = collapse_subframes(dataset.data, k)
-    settings = {"event_delay_bins": args.event_delay, "num_workers": args.workers, "max_generations": args.generations,
-                "epochs_per_generation": args.epochs_per_generation, "num_no_best_to_stop": args.generations,
-                "gen_dim": args.gen_dim, "factors_dim": args.factors_dim, "ic_dim": args.ic_dim}
+    settings = {"event_delay_bins": 0 if args.event_delay == "0" else "auto", "num_workers": args.workers,
+                "max_generations": args.generations, "epochs_per_generation": args.epochs_per_generation,
+                "num_no_best_to_stop": args.generations, "gen_dim": args.gen_dim, "factors_dim": args.factors_dim,
+                "ic_dim": args.ic_dim}
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
@@ -181,7 +182,7 @@ def main() -> None:
         results[f"RADICaL, {inference}"] = (sub_rates[inference], sub_seconds)
         results[f"frame-rate AutoLFADS, {inference}"] = (upsample_frames(frame_rates[inference], k), frame_seconds)
     started = time.perf_counter()
-    smoothing_delay = 0 if args.event_delay == 0 else round(dataset.attrs["event_delay_ms"] / dataset.attrs["bin_ms"])
+    smoothing_delay = 0 if args.event_delay == "0" else round(delay_ms / dataset.attrs["bin_ms"])
     results["Gaussian smoothing of events"] = (smoothing_rates(frame_events, dataset.latents, train_idx, k,
                                                                smoothing_delay),
                                                time.perf_counter() - started)
