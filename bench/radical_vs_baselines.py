@@ -73,7 +73,8 @@ def rate_correlation(true_rates: np.ndarray, inferred: np.ndarray) -> float:
     return float(np.mean(r))
 
 
-def pbt_rates(data_path: Path, out: Path, settings: dict, run_name: str) -> dict[str, np.ndarray]:
+def pbt_rates(data_path: Path, out: Path, settings: dict, run_name: str,
+              valid_idx: np.ndarray) -> dict[str, np.ndarray]:
     """Run AutoLFADS on ``data_path``; the best model's rates for every trial, trials-first, by inference
     method: ``{"empirical Bayes": ..., "sample average": ...}``."""
     config = validate_run_config({**MODEL, **settings, "run_name": run_name})
@@ -81,6 +82,8 @@ def pbt_rates(data_path: Path, out: Path, settings: dict, run_name: str) -> dict
     found = {}
     for name, key in (("empirical Bayes", "rates"), ("sample average", "rates_sample_average")):
         outputs = read_run_outputs(out, rates_key=key)
+        if not np.array_equal(np.sort(outputs["valid"].trial_idx), np.sort(valid_idx)):
+            raise RuntimeError("the model's validation trials are not the ones the benchmark scores")
         rates = np.empty((sum(o.trial_idx.size for o in outputs.values()), *outputs["train"].rates.shape[1:]))
         for output in outputs.values():
             rates[output.trial_idx] = output.rates
@@ -133,7 +136,8 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=40,
                         help="PBT generations per method (RADICaL keeps improving to ~40: 0.868 at 16, 0.961 at 40)")
     parser.add_argument("--epochs-per-generation", type=int, default=15)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="data seed")
+    parser.add_argument("--pbt-seed", type=int, default=0, help="seed of both populations and of the train/valid split")
     parser.add_argument("--gen-dim", type=int, default=MODEL["gen_dim"], help="generator units (both models)")
     parser.add_argument("--factors-dim", type=int, default=MODEL["factors_dim"], help="factors (both models)")
     parser.add_argument("--ic-dim", type=int, default=MODEL["ic_dim"], help="initial-condition dimensions (both models)")
@@ -157,12 +161,13 @@ def main() -> None:
           (f" = {round(delay_ms / dataset.attrs['bin_ms'])} sub-bins for RADICaL, "
            f"{round(delay_ms * dataset.attrs['frame_rate_hz'] / 1000)} frame(s) for the frame-rate model"
            if args.event_delay == "auto" else ""))
-    train_idx, valid_idx = split_trials(dataset.num_trials, 0.2, 0, dataset.condition)
+    # The models' own split (config seed), so the scored validation trials are ones they never trained on.
+    train_idx, valid_idx = split_trials(dataset.num_trials, 0.2, args.pbt_seed, dataset.condition)
     frame_events = collapse_subframes(dataset.data, k)
     settings = {"event_delay_bins": 0 if args.event_delay == "0" else "auto", "num_workers": args.workers,
                 "max_generations": args.generations, "epochs_per_generation": args.epochs_per_generation,
                 "num_no_best_to_stop": args.generations, "gen_dim": args.gen_dim, "factors_dim": args.factors_dim,
-                "ic_dim": args.ic_dim}
+                "ic_dim": args.ic_dim, "seed": args.pbt_seed}
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
@@ -173,10 +178,10 @@ def main() -> None:
                        "event_delay_ms": dataset.attrs["event_delay_ms"]}
         write_dataset(frame_path, NeuralDataset(data=frame_events, condition=dataset.condition, attrs=frame_attrs))
         started = time.perf_counter()
-        sub_rates = pbt_rates(sub_path, folder / "sub", settings, "sub")
+        sub_rates = pbt_rates(sub_path, folder / "sub", settings, "sub", valid_idx)
         sub_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        frame_rates = pbt_rates(frame_path, folder / "frame", settings, "frame")
+        frame_rates = pbt_rates(frame_path, folder / "frame", settings, "frame", valid_idx)
         frame_seconds = time.perf_counter() - started
     for inference in ("empirical Bayes", "sample average"):
         results[f"RADICaL, {inference}"] = (sub_rates[inference], sub_seconds)
