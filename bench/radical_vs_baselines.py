@@ -25,7 +25,9 @@ Both AutoLFADS variants are scored twice from the same run: rates inferred by em
 (sample-and-average, ``rates_sample_average`` in the output files).
 
     python bench/radical_vs_baselines.py [--lorenz-speed 4] [--workers 4] [--generations 40]
-        [--gen-dim 64 --factors-dim 10 --ic-dim 32]   (~25 min on 2 cores at the defaults)
+        [--gen-dim 64 --factors-dim 10 --ic-dim 32] [--seed 0] [--pbt-seed 0] [--event-delay auto|0]
+        [--save-rates FILE.npz]   (~25 min on 2 cores at the defaults; ~40 min at --gen-dim 100
+        --factors-dim 20 --ic-dim 64 --lorenz-speed 8, the seed config's sizes)
 """
 
 from __future__ import annotations
