@@ -40,13 +40,14 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from neurodyn.config import validate_run_config
+from neurodyn.config import LfadsConfig, validate_run_config
 from neurodyn.data.seed_format import NeuralDataset, split_trials, write_dataset
 from neurodyn.data.subframe import collapse_subframes
 from neurodyn.evaluate.metrics import map_to_latents
 from neurodyn.evaluate.run_outputs import read_run_outputs
 from neurodyn.pbt.run import run_pbt
 from neurodyn.synth.lorenz_2p import make_lorenz_2p
+from neurodyn.train.run import resolve_event_delay
 
 MODEL = {"observation": "zig", "inference": "empirical_bayes", "mask_as_input": True, "ic_enc_dim": 64, "ic_dim": 32, "gen_dim": 64, "factors_dim": 10, "batch_size": 64,
          "kl_increase_epochs": 10, "l2_increase_epochs": 10, "posterior_samples": 20,
@@ -158,15 +159,18 @@ def main() -> None:
     print(f"data: {dataset.num_trials} trials, {dataset.num_neurons} neurons, {dataset.num_samples // k} frames x "
           f"{k} sub-bins; Lorenz speed {args.lorenz_speed} units/s (a cycle of ~0.75 units lasts "
           f"~{0.75 / args.lorenz_speed / frame_s:.1f} frames)")
-    delay_ms = dataset.attrs["event_delay_ms"]
-    print(f"events trail the spikes by {delay_ms:.1f} ms (event_delay_ms); event_delay_bins {args.event_delay}" +
-          (f" = {round(delay_ms / dataset.attrs['bin_ms'])} sub-bins for RADICaL, "
-           f"{round(delay_ms * dataset.attrs['frame_rate_hz'] / 1000)} frame(s) for the frame-rate model"
-           if args.event_delay == "auto" else ""))
+    frame_events = collapse_subframes(dataset.data, k)
+    # The frame-rate file states the same event delay, in its own (frame) bins.
+    frame_dataset = NeuralDataset(data=frame_events, condition=dataset.condition,
+                                  attrs={"bin_ms": 1000.0 * frame_s, "event_delay_ms": dataset.attrs["event_delay_ms"]})
+    model_config = LfadsConfig(event_delay_bins=0 if args.event_delay == "0" else "auto")
+    sub_delay = resolve_event_delay(model_config, dataset)  # the same rounding training applies
+    print(f"events trail the spikes by {dataset.attrs['event_delay_ms']:.1f} ms (event_delay_ms); event_delay_bins "
+          f"{args.event_delay} = {sub_delay} sub-bins for RADICaL, {resolve_event_delay(model_config, frame_dataset)} "
+          "frame(s) for the frame-rate model")
     # The models' own split (config seed), so the scored validation trials are ones they never trained on.
     train_idx, valid_idx = split_trials(dataset.num_trials, 0.2, args.pbt_seed, dataset.condition)
-    frame_events = collapse_subframes(dataset.data, k)
-    settings = {"event_delay_bins": 0 if args.event_delay == "0" else "auto", "num_workers": args.workers,
+    settings = {"event_delay_bins": model_config.event_delay_bins, "num_workers": args.workers,
                 "max_generations": args.generations, "epochs_per_generation": args.epochs_per_generation,
                 "num_no_best_to_stop": args.generations, "gen_dim": args.gen_dim, "factors_dim": args.factors_dim,
                 "ic_dim": args.ic_dim, "seed": args.pbt_seed}
@@ -175,10 +179,7 @@ def main() -> None:
         folder = Path(folder)
         sub_path, frame_path = folder / "sub_data.h5", folder / "frame_data.h5"
         write_dataset(sub_path, dataset)
-        # The frame-rate file states the same event delay, in its own (frame) bins.
-        frame_attrs = {"bin_ms": 1000.0 / dataset.attrs["frame_rate_hz"],
-                       "event_delay_ms": dataset.attrs["event_delay_ms"]}
-        write_dataset(frame_path, NeuralDataset(data=frame_events, condition=dataset.condition, attrs=frame_attrs))
+        write_dataset(frame_path, frame_dataset)
         started = time.perf_counter()
         sub_rates = pbt_rates(sub_path, folder / "sub", settings, "sub", valid_idx)
         sub_seconds = time.perf_counter() - started
@@ -189,9 +190,8 @@ def main() -> None:
         results[f"RADICaL, {inference}"] = (sub_rates[inference], sub_seconds)
         results[f"frame-rate AutoLFADS, {inference}"] = (upsample_frames(frame_rates[inference], k), frame_seconds)
     started = time.perf_counter()
-    smoothing_delay = 0 if args.event_delay == "0" else round(delay_ms / dataset.attrs["bin_ms"])
     results["Gaussian smoothing of events"] = (smoothing_rates(frame_events, dataset.latents, train_idx, k,
-                                                               smoothing_delay),
+                                                               sub_delay),
                                                time.perf_counter() - started)
 
     if args.save_rates:

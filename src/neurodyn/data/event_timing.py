@@ -80,7 +80,7 @@ def event_delay_ms(frame_period_ms: float, decay_ms: float | None, indicator_ris
         if not (math.isfinite(value) and value >= 0):
             raise NeurodynError(f"event delay: {name} must be a non-negative number of ms; got {value}")
     frame_s = frame_period_ms / 1000.0
-    decay_s = math.inf if decay_ms is None else decay_ms / 1000.0
+    decay_s = positive["decay_ms"] / 1000.0
     longest_rise_s = max(indicator_rise_ms, deconvolution_rise_ms) / 1000.0
     step_s = frame_s / 1000.0
     u = np.arange(0.0, 3 * frame_s + 30 * longest_rise_s, step_s) + step_s / 2
