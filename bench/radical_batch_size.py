@@ -25,11 +25,10 @@ import torch
 
 from neurodyn.config import LfadsConfig
 from neurodyn.data.event_timing import append_unobserved_bins
-from neurodyn.data.seed_format import split_trials
 from neurodyn.evaluate.metrics import map_to_latents
 from neurodyn.synth.lorenz_2p import make_lorenz_2p
 from neurodyn.train.inference import infer
-from neurodyn.train.run import resolve_event_delay
+from neurodyn.train.run import resolve_event_delay, split_dataset
 from neurodyn.train.trainer import LfadsTrainer
 
 FIXED = {"observation": "zig", "mask_as_input": True, "ic_enc_dim": 64, "ic_dim": 64, "gen_dim": 100,
@@ -47,7 +46,7 @@ def train_and_score(batch_size: int, learning_rate: float, epochs: int,
     config = LfadsConfig(**FIXED, batch_size=batch_size, learning_rate_init=learning_rate)
     delay = resolve_event_delay(config, dataset)
     data = append_unobserved_bins(dataset.data, delay)
-    train_idx, valid_idx = split_trials(dataset.num_trials, 0.2, config.seed, dataset.condition)
+    train_idx, valid_idx = split_dataset(dataset, config)  # the split training uses
     trainer = LfadsTrainer(config, data[train_idx], data[valid_idx])
     rows, seconds = [], 0.0
     for epoch in range(1, epochs + 1):

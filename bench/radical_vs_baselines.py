@@ -47,13 +47,13 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from neurodyn.config import LfadsConfig, validate_run_config
-from neurodyn.data.seed_format import NeuralDataset, split_trials, write_dataset
+from neurodyn.data.seed_format import NeuralDataset, write_dataset
 from neurodyn.data.subframe import collapse_subframes
 from neurodyn.evaluate.metrics import map_to_latents
 from neurodyn.evaluate.run_outputs import read_run_outputs
 from neurodyn.pbt.run import run_pbt
 from neurodyn.synth.lorenz_2p import make_lorenz_2p
-from neurodyn.train.run import resolve_event_delay
+from neurodyn.train.run import resolve_event_delay, split_dataset
 
 MODEL = {"observation": "zig", "inference": "empirical_bayes", "mask_as_input": True, "ic_enc_dim": 64, "ic_dim": 32, "gen_dim": 64, "factors_dim": 10, "batch_size": 16,
          "kl_increase_epochs": 10, "l2_increase_epochs": 10, "posterior_samples": 20,
@@ -172,13 +172,13 @@ def main() -> None:
     # The frame-rate file states the same event delay, in its own (frame) bins.
     frame_dataset = NeuralDataset(data=frame_events, condition=dataset.condition,
                                   attrs={"bin_ms": 1000.0 * frame_s, "event_delay_ms": dataset.attrs["event_delay_ms"]})
-    model_config = LfadsConfig(event_delay_bins=0 if args.event_delay == "0" else "auto")
+    model_config = LfadsConfig(event_delay_bins=0 if args.event_delay == "0" else "auto", seed=args.pbt_seed)
     sub_delay = resolve_event_delay(model_config, dataset)  # the same rounding training applies
     print(f"events trail the spikes by {dataset.attrs['event_delay_ms']:.1f} ms (event_delay_ms); event_delay_bins "
           f"{args.event_delay} = {sub_delay} sub-bins for RADICaL, {resolve_event_delay(model_config, frame_dataset)} "
           "frame(s) for the frame-rate model")
-    # The models' own split (config seed), so the scored validation trials are ones they never trained on.
-    train_idx, valid_idx = split_trials(dataset.num_trials, 0.2, args.pbt_seed, dataset.condition)
+    # The models' own split, so the scored validation trials are ones they never trained on.
+    train_idx, valid_idx = split_dataset(dataset, model_config)
     settings = {"event_delay_bins": model_config.event_delay_bins, "num_workers": args.workers,
                 "max_generations": args.generations, "epochs_per_generation": args.epochs_per_generation,
                 "num_no_best_to_stop": args.generations, "gen_dim": args.gen_dim, "factors_dim": args.factors_dim,
