@@ -32,6 +32,7 @@ Both AutoLFADS variants are scored twice from the same run: rates inferred by em
 
     python bench/radical_vs_baselines.py [--lorenz-speed 4] [--workers 4] [--generations 40]
         [--gen-dim 64 --factors-dim 10 --ic-dim 32] [--batch-size 16] [--seed 0] [--pbt-seed 0] [--event-delay auto|0]
+        [--methods radical frame-rate smoothing]
         [--save-rates FILE.npz]   (~25 min on 2 cores at the defaults; ~40 min at --gen-dim 100
         --factors-dim 20 --ic-dim 64 --lorenz-speed 8, the seed config's sizes)
 """
@@ -61,6 +62,9 @@ MODEL = {"observation": "zig", "inference": "empirical_bayes", "mask_as_input": 
          "keep_ratio": {"explore_range": [0.5, 0.9], "init_sample_mode": "rand"},
          "kl_ic_weight": {"explore_range": [1e-6, 1e-3], "init_sample_mode": "logrand"},
          "l2_gen_scale": {"explore_range": [1e-5, 1e-1], "init_sample_mode": "logrand"}}
+
+SMOOTHING = "Gaussian smoothing of events"
+METHODS = {"radical": "RADICaL", "frame-rate": "frame-rate AutoLFADS", "smoothing": SMOOTHING}  # --methods: row name
 
 
 def upsample_frames(values: np.ndarray, num_subframe_bins: int) -> np.ndarray:
@@ -156,6 +160,9 @@ def main() -> None:
     parser.add_argument("--event-delay", default="auto", choices=["auto", "0"],
                         help="event_delay_bins of both models ('auto': the data's event_delay_ms, i.e. 4 sub-bins "
                         "and 1 frame at the defaults; 0: fit events at their scan times); smoothing follows")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
+                        help="which methods to run (default all); e.g. one model's spread over --pbt-seed values "
+                        "without re-training the other")
     parser.add_argument("--save-rates", type=Path, help="also write every method's rates, the latents and the split "
                         "to this .npz, for analyses without re-training")
     args = parser.parse_args()
@@ -189,19 +196,18 @@ def main() -> None:
         sub_path, frame_path = folder / "sub_data.h5", folder / "frame_data.h5"
         write_dataset(sub_path, dataset)
         write_dataset(frame_path, frame_dataset)
+        for method, name, path, bins_per_step in (("radical", "sub", sub_path, 1), ("frame-rate", "frame", frame_path, k)):
+            if method not in args.methods:
+                continue
+            started = time.perf_counter()
+            rates = pbt_rates(path, folder / name, settings, name, valid_idx)
+            seconds = time.perf_counter() - started
+            for inference in ("empirical Bayes", "sample average"):  # (upsampling by 1 returns the rates as they are)
+                results[f"{METHODS[method]}, {inference}"] = (upsample_frames(rates[inference], bins_per_step), seconds)
+    if "smoothing" in args.methods:
         started = time.perf_counter()
-        sub_rates = pbt_rates(sub_path, folder / "sub", settings, "sub", valid_idx)
-        sub_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        frame_rates = pbt_rates(frame_path, folder / "frame", settings, "frame", valid_idx)
-        frame_seconds = time.perf_counter() - started
-    for inference in ("empirical Bayes", "sample average"):
-        results[f"RADICaL, {inference}"] = (sub_rates[inference], sub_seconds)
-        results[f"frame-rate AutoLFADS, {inference}"] = (upsample_frames(frame_rates[inference], k), frame_seconds)
-    started = time.perf_counter()
-    results["Gaussian smoothing of events"] = (smoothing_rates(frame_events, dataset.latents, train_idx, k,
-                                                               sub_delay),
-                                               time.perf_counter() - started)
+        results[SMOOTHING] = (smoothing_rates(frame_events, dataset.latents, train_idx, k, sub_delay),
+                              time.perf_counter() - started)
 
     if args.save_rates:
         np.savez_compressed(args.save_rates, latents=dataset.latents, truth=dataset.truth, train_idx=train_idx,
@@ -219,8 +225,10 @@ def main() -> None:
         scores[name], lagged_scores[name] = mapping.r2, lagged
         print(f"{name:<38} {mapping.r2:>10.3f} {correlation:>10.3f} {lagged:>12.3f} {lagged_correlation:>6.3f} "
               f"{lag:>4} {seconds:>8.0f}")
+    if len(args.methods) < len(METHODS):
+        return  # the comparison needs every method
     for label, table in (("latent R^2", scores), ("lagged latent R^2", lagged_scores)):
-        smoothing = table["Gaussian smoothing of events"]
+        smoothing = table[SMOOTHING]
         for inference in ("empirical Bayes", "sample average"):
             radical, frame = table[f"RADICaL, {inference}"], table[f"frame-rate AutoLFADS, {inference}"]
             print(f"{label}, {inference}: RADICaL > frame-rate AutoLFADS > smoothing: "
