@@ -29,6 +29,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 from neurodyn.data.event_timing import event_delay_ms, event_kernel
+from neurodyn.data.subframe import frames_to_subframes
 from neurodyn.evaluate.metrics import map_to_latents
 from neurodyn.synth.lorenz_2p import stratified_scan_steps
 from neurodyn.synth.lorenz_spikes import lorenz_population
@@ -52,8 +53,7 @@ def ceilings(speed: float, seed: int = 0) -> dict[str, float]:
     sub_frame = expected_events[:, STEPS_PER_SUBBIN // 2::STEPS_PER_SUBBIN]  # mid sub-bin
     scan = stratified_scan_steps(scan_rng, NEURONS, frame_steps)
     per_frame = np.stack([expected_events[:, scan[n]::frame_steps, n] for n in range(NEURONS)], -1)
-    centres, sub_times = (np.arange(FRAMES) + 0.5) * K, np.arange(FRAMES * K) + 0.5
-    frame_rate = np.apply_along_axis(lambda row: np.interp(sub_times, centres, row), 1, per_frame)
+    frame_rate = frames_to_subframes(per_frame, K)
 
     delay = round(event_delay_ms(1000.0 / FRAME_RATE_HZ, 1000.0 * DECAY_S, 1000.0 * RISE_S) * FRAME_RATE_HZ * K
                   / 1000.0)

@@ -49,7 +49,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from neurodyn.config import LfadsConfig, validate_run_config
 from neurodyn.data.seed_format import NeuralDataset, write_dataset
-from neurodyn.data.subframe import collapse_subframes
+from neurodyn.data.subframe import collapse_subframes, frames_to_subframes
 from neurodyn.evaluate.metrics import map_to_latents
 from neurodyn.evaluate.run_outputs import read_run_outputs
 from neurodyn.pbt.run import run_pbt
@@ -65,16 +65,6 @@ MODEL = {"observation": "zig", "inference": "empirical_bayes", "mask_as_input": 
 
 SMOOTHING = "Gaussian smoothing of events"
 METHODS = {"radical": "RADICaL", "frame-rate": "frame-rate AutoLFADS", "smoothing": SMOOTHING}  # --methods: row name
-
-
-def upsample_frames(values: np.ndarray, num_subframe_bins: int) -> np.ndarray:
-    """``(trials, frames, N)`` frame-rate values -> ``(trials, frames * K, N)``, linear between frame centres."""
-    trials, frames, neurons = values.shape
-    frame_times = (np.arange(frames) + 0.5) * num_subframe_bins
-    sub_times = np.arange(frames * num_subframe_bins) + 0.5
-    flat = values.transpose(0, 2, 1).reshape(-1, frames)
-    out = np.stack([np.interp(sub_times, frame_times, row) for row in flat])
-    return out.reshape(trials, neurons, -1).transpose(0, 2, 1)
 
 
 def rate_correlation(true_rates: np.ndarray, inferred: np.ndarray) -> float:
@@ -112,7 +102,7 @@ def smoothing_rates(frame_events: np.ndarray, latents_sub: np.ndarray, train_idx
     best = None
     folds = np.array_split(np.random.default_rng(0).permutation(train_idx), 2)
     for sigma in (0.5, 1.0, 1.5, 2.0, 3.0):
-        smoothed = upsample_frames(gaussian_filter1d(np.nan_to_num(frame_events), sigma, axis=1), k) + floor
+        smoothed = frames_to_subframes(gaussian_filter1d(np.nan_to_num(frame_events), sigma, axis=1), k) + floor
         smoothed = np.concatenate([smoothed[:, delay_bins:], np.repeat(smoothed[:, -1:], delay_bins, axis=1)], axis=1)
         score = np.mean([map_to_latents(smoothed[a], latents_sub[a], smoothed[b], latents_sub[b]).r2
                          for a, b in (folds, folds[::-1])])
@@ -203,7 +193,7 @@ def main() -> None:
             rates = pbt_rates(path, folder / name, settings, name, valid_idx)
             seconds = time.perf_counter() - started
             for inference in ("empirical Bayes", "sample average"):  # (upsampling by 1 returns the rates as they are)
-                results[f"{METHODS[method]}, {inference}"] = (upsample_frames(rates[inference], bins_per_step), seconds)
+                results[f"{METHODS[method]}, {inference}"] = (frames_to_subframes(rates[inference], bins_per_step), seconds)
     if "smoothing" in args.methods:
         started = time.perf_counter()
         results[SMOOTHING] = (smoothing_rates(frame_events, dataset.latents, train_idx, k, sub_delay),

@@ -67,3 +67,15 @@ def test_collapse_subframes_inverts_bin_subframes():
     offsets = np.array([0.1, 0.3, 0.6, 0.95])
     binned = bin_subframes(events, offsets, 4)
     np.testing.assert_array_equal(collapse_subframes(binned, 4), events)
+
+
+def test_frames_to_subframes_interpolates_between_frame_centres():
+    from neurodyn.data.subframe import frames_to_subframes
+
+    # 2 sub-bins per frame: frame centres at sub-bin positions 1.0 and 3.0, sub-bin centres at
+    # 0.5, 1.5, 2.5, 3.5 -> held, 1/4 and 3/4 of the way between the frames, held.
+    values = np.array([[[0.0, 10.0], [4.0, 2.0]]])  # (1 trial, 2 frames, 2 neurons)
+    expected = np.array([[[0.0, 10.0], [1.0, 8.0], [3.0, 4.0], [4.0, 2.0]]])
+    np.testing.assert_allclose(frames_to_subframes(values, 2), expected)
+    # one sub-bin per frame leaves the values as they are
+    np.testing.assert_array_equal(frames_to_subframes(values, 1), values)

@@ -77,3 +77,18 @@ def collapse_subframes(data: np.ndarray, num_subframe_bins: int) -> np.ndarray:
     observed = ~np.isnan(frames)
     collapsed = np.where(observed, frames, 0.0).sum(axis=2)
     return np.where(observed.any(axis=2), collapsed, np.nan).astype(data.dtype)
+
+
+def frames_to_subframes(values: np.ndarray, num_subframe_bins: int) -> np.ndarray:
+    """Frame-rate values at sub-frame resolution: ``(trials, frames, N)`` -> ``(trials, frames * K, N)``.
+
+    Each frame's value sits at the frame's centre; sub-bins in between are interpolated linearly and
+    sub-bins before the first or after the last centre hold the nearest frame's value. This puts a
+    frame-rate model's rates on the same time grid as RADICaL's (and the true latents) for scoring.
+    """
+    trials, frames, neurons = values.shape
+    frame_centres = (np.arange(frames) + 0.5) * num_subframe_bins
+    subframe_centres = np.arange(frames * num_subframe_bins) + 0.5
+    rows = values.transpose(0, 2, 1).reshape(-1, frames)
+    out = np.stack([np.interp(subframe_centres, frame_centres, row) for row in rows])
+    return out.reshape(trials, neurons, -1).transpose(0, 2, 1)
