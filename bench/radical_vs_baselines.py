@@ -31,7 +31,8 @@ Both AutoLFADS variants are scored twice from the same run: rates inferred by em
 (sample-and-average, ``rates_sample_average`` in the output files).
 
     python bench/radical_vs_baselines.py [--lorenz-speed 4] [--workers 4] [--generations 40]
-        [--gen-dim 64 --factors-dim 10 --ic-dim 32] [--batch-size 16] [--seed 0] [--pbt-seed 0] [--event-delay auto|0]
+        [--gen-dim 64 --factors-dim 10 --ic-dim 32] [--batch-size 16] [--learning-rate 0.0025 0.0005 0.01]
+        [--seed 0] [--pbt-seed 0] [--event-delay auto|0]
         [--methods radical frame-rate smoothing]
         [--save-rates FILE.npz]   (~25 min on 2 cores at the defaults; ~40 min at --gen-dim 100
         --factors-dim 20 --ic-dim 64 --lorenz-speed 8, the seed config's sizes)
@@ -147,6 +148,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=MODEL["batch_size"],
                         help="trials per training step (both models); an epoch costs about the same at 16 as at 64 "
                         "on a CPU, and 4x the steps train RADICaL's long sparse sequences much faster per epoch")
+    parser.add_argument("--learning-rate", type=float, nargs=3, metavar=("INIT", "LOW", "HIGH"),
+                        default=[MODEL["learning_rate_init"]["init_sample_mode"],
+                                 *MODEL["learning_rate_init"]["explore_range"]],
+                        help="the learning-rate search of both models: initial value and range (default 0.0025 "
+                        "0.0005 0.01; the settings of runs A-D were --batch-size 64 --learning-rate 0.01 0.002 0.02)")
     parser.add_argument("--event-delay", default="auto", choices=["auto", "0"],
                         help="event_delay_bins of both models ('auto': the data's event_delay_ms, i.e. 4 sub-bins "
                         "and 1 frame at the defaults; 0: fit events at their scan times); smoothing follows")
@@ -179,7 +185,9 @@ def main() -> None:
     settings = {"event_delay_bins": model_config.event_delay_bins, "num_workers": args.workers,
                 "max_generations": args.generations, "epochs_per_generation": args.epochs_per_generation,
                 "num_no_best_to_stop": args.generations, "gen_dim": args.gen_dim, "factors_dim": args.factors_dim,
-                "ic_dim": args.ic_dim, "batch_size": args.batch_size, "seed": args.pbt_seed}
+                "ic_dim": args.ic_dim, "batch_size": args.batch_size, "seed": args.pbt_seed,
+                "learning_rate_init": {"init_sample_mode": args.learning_rate[0],
+                                       "explore_range": args.learning_rate[1:]}}
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
