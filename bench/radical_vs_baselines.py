@@ -194,14 +194,15 @@ def main() -> None:
         sub_path, frame_path = folder / "sub_data.h5", folder / "frame_data.h5"
         write_dataset(sub_path, dataset)
         write_dataset(frame_path, frame_dataset)
-        for method, name, path, bins_per_step in (("radical", "sub", sub_path, 1), ("frame-rate", "frame", frame_path, k)):
+        # (sub-bins per model bin: RADICaL's rates are already sub-frame, and 1 leaves them as they are)
+        for method, name, path, subbins in (("radical", "sub", sub_path, 1), ("frame-rate", "frame", frame_path, k)):
             if method not in args.methods:
                 continue
             started = time.perf_counter()
             rates = pbt_rates(path, folder / name, settings, name, valid_idx)
             seconds = time.perf_counter() - started
-            for inference in ("empirical Bayes", "sample average"):  # (upsampling by 1 returns the rates as they are)
-                results[f"{METHODS[method]}, {inference}"] = (frames_to_subframes(rates[inference], bins_per_step), seconds)
+            for inference in ("empirical Bayes", "sample average"):
+                results[f"{METHODS[method]}, {inference}"] = (frames_to_subframes(rates[inference], subbins), seconds)
     if "smoothing" in args.methods:
         started = time.perf_counter()
         results[SMOOTHING] = (smoothing_rates(frame_events, dataset.latents, train_idx, k, sub_delay),
@@ -223,7 +224,7 @@ def main() -> None:
         scores[name], lagged_scores[name] = mapping.r2, lagged
         print(f"{name:<38} {mapping.r2:>10.3f} {correlation:>10.3f} {lagged:>12.3f} {lagged_correlation:>6.3f} "
               f"{lag:>4} {seconds:>8.0f}")
-    if len(args.methods) < len(METHODS):
+    if set(args.methods) != set(METHODS):
         return  # the comparison needs every method
     for label, table in (("latent R^2", scores), ("lagged latent R^2", lagged_scores)):
         smoothing = table[SMOOTHING]
