@@ -29,8 +29,7 @@ import torch
 
 from neurodyn.config import LfadsConfig
 from neurodyn.data.event_timing import append_unobserved_bins
-from neurodyn.data.seed_format import NeuralDataset
-from neurodyn.data.subframe import collapse_subframes, frames_to_subframes
+from neurodyn.data.subframe import frame_rate_dataset, frames_to_subframes
 from neurodyn.evaluate.metrics import map_to_latents
 from neurodyn.synth.lorenz_2p import make_lorenz_2p
 from neurodyn.train.inference import infer
@@ -43,14 +42,6 @@ FIXED = {"observation": "zig", "mask_as_input": True, "ic_enc_dim": 64, "ic_dim"
          "learning_rate_patience": 10 ** 6, "early_stopping_patience": 10 ** 6}
 
 
-def frame_rate_view(dataset: NeuralDataset) -> NeuralDataset:
-    """The frame-rate baseline's data: one value per neuron and frame, the same event delay in ms."""
-    k = int(dataset.attrs["subframe_bins"])
-    return NeuralDataset(data=collapse_subframes(dataset.data, k), condition=dataset.condition,
-                         attrs={"bin_ms": 1000.0 / dataset.attrs["frame_rate_hz"],
-                                "event_delay_ms": dataset.attrs["event_delay_ms"]})
-
-
 def train_and_score(batch_size: int, learning_rate: float, epochs: int, every: int = 50, frame_rate: bool = False,
                     data_seed: int = 0) -> tuple[int, list[tuple[int, float, float]]]:
     """Train one model (RADICaL, or the frame-rate baseline with ``frame_rate``); its optimiser steps
@@ -59,12 +50,13 @@ def train_and_score(batch_size: int, learning_rate: float, epochs: int, every: i
     subframe_dataset = make_lorenz_2p(num_neurons=100, num_conditions=20, trials_per_condition=20,
                                       lorenz_speed=8.0, seed=data_seed)
     k = int(subframe_dataset.attrs["subframe_bins"])
-    dataset = frame_rate_view(subframe_dataset) if frame_rate else subframe_dataset
+    dataset = frame_rate_dataset(subframe_dataset) if frame_rate else subframe_dataset
     config = LfadsConfig(**FIXED, batch_size=batch_size, learning_rate_init=learning_rate)
     delay = resolve_event_delay(config, dataset)
     data = append_unobserved_bins(dataset.data, delay)
     train_idx, valid_idx = split_dataset(dataset, config)  # the split training uses
     trainer = LfadsTrainer(config, data[train_idx], data[valid_idx])
+    latents = subframe_dataset.latents
     rows, seconds = [], 0.0
     for epoch in range(1, epochs + 1):
         seconds += trainer.step_epoch()["seconds"]
@@ -72,7 +64,6 @@ def train_and_score(batch_size: int, learning_rate: float, epochs: int, every: i
             rates = infer(trainer.model, data, num_samples=1)["rates_posterior_mean"][:, delay:]
             if frame_rate:
                 rates = frames_to_subframes(rates, k)
-            latents = subframe_dataset.latents
             mapping = map_to_latents(rates[train_idx], latents[train_idx], rates[valid_idx], latents[valid_idx])
             rows.append((epoch, mapping.r2, seconds / epoch))
     return int(np.ceil(train_idx.size / batch_size)), rows

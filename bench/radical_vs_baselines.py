@@ -49,8 +49,8 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from neurodyn.config import LfadsConfig, validate_run_config
-from neurodyn.data.seed_format import NeuralDataset, write_dataset
-from neurodyn.data.subframe import collapse_subframes, frames_to_subframes
+from neurodyn.data.seed_format import write_dataset
+from neurodyn.data.subframe import frame_rate_dataset, frames_to_subframes
 from neurodyn.evaluate.metrics import map_to_latents
 from neurodyn.evaluate.run_outputs import read_run_outputs
 from neurodyn.pbt.run import run_pbt
@@ -171,10 +171,9 @@ def main() -> None:
     print(f"data: {dataset.num_trials} trials, {dataset.num_neurons} neurons, {dataset.num_samples // k} frames x "
           f"{k} sub-bins; Lorenz speed {args.lorenz_speed} units/s (a cycle of ~0.75 units lasts "
           f"~{0.75 / args.lorenz_speed / frame_s:.1f} frames)")
-    frame_events = collapse_subframes(dataset.data, k)
     # The frame-rate file states the same event delay, in its own (frame) bins.
-    frame_dataset = NeuralDataset(data=frame_events, condition=dataset.condition,
-                                  attrs={"bin_ms": 1000.0 * frame_s, "event_delay_ms": dataset.attrs["event_delay_ms"]})
+    frame_dataset = frame_rate_dataset(dataset)
+    frame_events = frame_dataset.data
     model_config = LfadsConfig(event_delay_bins=0 if args.event_delay == "0" else "auto", seed=args.pbt_seed)
     sub_delay = resolve_event_delay(model_config, dataset)  # the same rounding training applies
     print(f"events trail the spikes by {dataset.attrs['event_delay_ms']:.1f} ms (event_delay_ms); event_delay_bins "

@@ -79,3 +79,16 @@ def test_frames_to_subframes_interpolates_between_frame_centres():
     np.testing.assert_allclose(frames_to_subframes(values, 2), expected)
     # one sub-bin per frame leaves the values as they are
     np.testing.assert_array_equal(frames_to_subframes(values, 1), values)
+
+
+def test_frame_rate_dataset_is_the_frame_rate_view_of_a_subframe_file():
+    from neurodyn.data.seed_format import NeuralDataset
+    from neurodyn.data.subframe import bin_subframes, frame_rate_dataset
+
+    events = np.arange(1.0, 13.0).reshape(1, 4, 3)  # (1 trial, 4 frames, 3 neurons)
+    subframe = NeuralDataset(data=bin_subframes(events, np.array([0.1, 0.5, 0.9]), 2), condition=np.array([7]),
+                             attrs={"subframe_bins": 2, "frame_rate_hz": 25.0, "event_delay_ms": 31.5})
+    frames = frame_rate_dataset(subframe)
+    np.testing.assert_array_equal(frames.data, events)
+    np.testing.assert_array_equal(frames.condition, [7])
+    assert frames.attrs["bin_ms"] == 1000.0 / 25.0 and frames.attrs["event_delay_ms"] == 31.5

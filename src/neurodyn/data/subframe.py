@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from neurodyn.data.seed_format import NeuralDataset
 from neurodyn.errors import NeurodynError
 
 
@@ -92,3 +93,13 @@ def frames_to_subframes(values: np.ndarray, num_subframe_bins: int) -> np.ndarra
     rows = values.transpose(0, 2, 1).reshape(-1, frames)
     out = np.stack([np.interp(subframe_centres, frame_centres, row) for row in rows])
     return out.reshape(trials, neurons, -1).transpose(0, 2, 1)
+
+
+def frame_rate_dataset(dataset: NeuralDataset) -> NeuralDataset:
+    """A sub-frame dataset seen at the frame rate: one value per neuron and frame (``collapse_subframes``),
+    ``bin_ms`` one frame, the same ``event_delay_ms`` and conditions. This is what AutoLFADS without
+    sub-frame bins (the baseline RADICaL is compared with) trains on."""
+    num_subframe_bins = int(dataset.attrs["subframe_bins"])
+    return NeuralDataset(data=collapse_subframes(dataset.data, num_subframe_bins), condition=dataset.condition,
+                         attrs={"bin_ms": 1000.0 / dataset.attrs["frame_rate_hz"],
+                                "event_delay_ms": dataset.attrs["event_delay_ms"]})
