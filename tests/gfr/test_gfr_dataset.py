@@ -73,5 +73,5 @@ def test_corrupt_or_malformed_dataset_names_the_problem(tmp_path):
         df_from_json([{k: v for k, v in record(1, fitted_like_model(0)).items() if k != "params"}])
     bad = record(1, fitted_like_model(0))
     del bad["params"]["g"]["max_current"]
-    with pytest.raises(NeurodynError, match="cell 1: malformed GFR parameters"):
+    with pytest.raises(NeurodynError, match=r"record 0 \(cell 1\): GFR parameter 'g.max_current' is missing"):
         load_gfr_model([bad], 1, 10, 20)

@@ -22,9 +22,9 @@ PROTOCOL = Protocol(long_square_multiples=(-0.5, 1.0, 1.5, 2.0, 3.0), long_squar
 
 def synthetic_cell(cell_id=1, seed=0):
     params = GFR(bin_size=20).get_params()
-    params["a"][1] = 0.5
-    params["b"][3] = -2e-3
-    params["g"].update(max_current=400.0, max_firing_rate=0.15, poly_coeff=[0.3, 1.5], b=100.0)
+    params["a"][0][1] = 0.5  # published layout: a, b are (1, n), the activation values one-element lists
+    params["b"][0][3] = -2e-3
+    params["g"].update(max_current=[400.0], max_firing_rate=[0.15], poly_coeff=[[0.3, 1.5]], b=[100.0])
     cell = process_cell(cell_id, simulate_gfr_cell(params, 100.0, PROTOCOL, seed), bin_sizes=(20,))
     cell.max_firing_rate, cell.max_current = 0.15, 400.0
     return cell
@@ -145,5 +145,11 @@ def test_fit_cells_in_parallel_and_save(tmp_path):
     assert [r.cell_id for r in results] == [1, 2] and list(failures) == [3]
     assert "not found" in failures[3] and results[0].cre_line == "Sst"
     paths = save_fit_results(tmp_path / "out", results, failures, 20, 20)
-    assert [r["cell_id"] for r in read_dataset_json(paths["dataset"])] == [1, 2]
+    on_disk = read_dataset_json(paths["dataset"])
+    assert [r["cell_id"] for r in on_disk] == [1, 2]
+    for record in on_disk:  # the published layout, as the published get_params() writes it
+        p = record["params"]
+        assert np.shape(p["a"]) == np.shape(p["b"]) == (1, 8) and np.shape(p["ds"]) == (8,)
+        assert np.shape(p["g"]["poly_coeff"]) == (1, 2)
+        assert all(np.shape(p["g"][k]) == (1,) for k in ("max_current", "max_firing_rate", "b"))
     assert "not found" in paths["summary"].read_text()

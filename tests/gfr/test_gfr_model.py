@@ -97,12 +97,15 @@ def test_pass_through_initialisation_gives_g_of_current():
     np.testing.assert_allclose(model.predict(current), expected, rtol=1e-6)
 
 
-def test_get_params_has_the_seed_structure():
+def test_get_params_has_the_published_layout():
+    """Shapes of the published get_params(): a, b (1, n); poly_coeff (1, degree + 1); one-element lists."""
     p = GFR(bin_size=50, degree=3, activation_bin_size=100).get_params()
     assert set(p) == {"a", "b", "ds", "bin_size", "g"}
     assert set(p["g"]) == {"max_current", "max_firing_rate", "poly_coeff", "b", "bin_size"}
-    assert len(p["a"]) == len(p["b"]) == len(p["ds"]) == 7
-    assert len(p["g"]["poly_coeff"]) == 4 and p["bin_size"] == 50 and p["g"]["bin_size"] == 100
+    assert np.shape(p["a"]) == np.shape(p["b"]) == (1, 7) and np.shape(p["ds"]) == (7,)
+    assert np.shape(p["g"]["poly_coeff"]) == (1, 4)
+    assert all(np.shape(p["g"][k]) == (1,) for k in ("max_current", "max_firing_rate", "b"))
+    assert p["bin_size"] == 50 and p["g"]["bin_size"] == 100
 
 
 def test_from_params_rejects_a_wrong_decay_table():

@@ -61,10 +61,11 @@ def test_network_forward_is_the_published_neuron_maths_with_the_extra_zero_step(
     records = []
     for i in range(5):
         p = GFR(bin_size=20).get_params()
-        n = len(p["a"])
-        p["a"] = torch.randn(n).tolist()
-        p["b"] = (torch.randn(n) * 1e-3).tolist()
-        p["g"].update(max_current=100.0 + 50 * i, max_firing_rate=0.05 + 0.01 * i, b=3.0 * i, poly_coeff=[0.6, 1.3])
+        n = len(p["a"][0])  # published layout: a, b are (1, n), the activation values one-element lists
+        p["a"] = [torch.randn(n).tolist()]
+        p["b"] = [(torch.randn(n) * 1e-3).tolist()]
+        p["g"].update(max_current=[100.0 + 50 * i], max_firing_rate=[0.05 + 0.01 * i], b=[3.0 * i],
+                      poly_coeff=[[0.6, 1.3]])
         records.append(p)
     net = GFRNetwork(3, 5, 4, bin_size=20, neuron_params=records, horizon=7)
     for p, back in zip(records, net.neuron_params()):  # the training parameterisation round-trips
@@ -197,11 +198,11 @@ def test_matched_rnn_has_the_closest_parameter_count():
 
 def test_neurons_from_a_dataset():
     params = GFR(bin_size=20).get_params()
-    params["g"]["max_current"] = 250.0
+    params["g"]["max_current"] = [250.0]
     records = [{"bin_size": 20, "actv_bin_size": 20, "params": params}]
     picked = sample_neuron_params(records, 3, 20, 20)
     net = GFRNetwork(8, 3, neuron_params=picked)
     assert net.neurons.g.max_current.tolist() == [250.0] * 3
-    assert net.neuron_params()[0]["a"] == pytest.approx(params["a"])
+    assert net.neuron_params()[0]["a"][0] == pytest.approx(params["a"][0])
     with pytest.raises(NeurodynError, match="no cells for bin size 10"):
         sample_neuron_params(records, 3, 10, 20)

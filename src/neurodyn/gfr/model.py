@@ -17,6 +17,7 @@ so that many cells (or many restarts of one cell) run in one time loop.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -154,18 +155,24 @@ class GFR(nn.Module):
 
     @torch.no_grad()
     def get_params(self, neuron: int = 0) -> dict:
-        """The seed's parameter structure for one neuron (plain Python lists and numbers)."""
+        """One neuron's parameters in the published layout (what the published ``get_params()`` returns).
+
+        ``a`` and ``b`` are nested lists of shape (1, n), ``ds`` a list of n decay rates,
+        ``g.poly_coeff`` a nested list of shape (1, degree + 1), ``g.max_current`` (pA),
+        ``g.max_firing_rate`` (spikes/ms) and the threshold ``g.b`` (pA) one-element lists; the two bin
+        sizes are ints (ms). :func:`parse_params` reads it back (and the flat form) as plain vectors.
+        """
         g = self.g
         return {
-            "a": self.a[neuron].tolist(),
-            "b": self.b[neuron].tolist(),
+            "a": [self.a[neuron].tolist()],
+            "b": [self.b[neuron].tolist()],
             "ds": self.ds.tolist(),
             "bin_size": self.bin_size,
             "g": {
-                "max_current": float(g.max_current[neuron]),
-                "max_firing_rate": float(g.max_firing_rate[neuron]),
-                "poly_coeff": g.poly_coeff[neuron].tolist(),
-                "b": float(g.threshold[neuron]),
+                "max_current": [float(g.max_current[neuron])],
+                "max_firing_rate": [float(g.max_firing_rate[neuron])],
+                "poly_coeff": [g.poly_coeff[neuron].tolist()],
+                "b": [float(g.threshold[neuron])],
                 "bin_size": g.bin_size,
             },
         }
@@ -174,37 +181,183 @@ class GFR(nn.Module):
     def from_params(cls, params: dict | Sequence[dict], device: str = "cpu", source: str = "params") -> "GFR":
         """Build a GFR from one ``get_params()`` dict or a list of them (one neuron each).
 
-        All neurons of a batch must share the bin size, activation bin size and degree.
+        Each dict may be in the published layout or the flat one (see :func:`parse_params`). All
+        neurons of a batch must share the bin size, activation bin size and degree. A malformed dict
+        raises a NeurodynError naming ``source``, the neuron and the key.
         """
-        records = [params] if isinstance(params, dict) else list(params)
+        single = isinstance(params, dict)
+        records = [params] if single else list(params)
         if not records:
             raise NeurodynError(f"{source}: no neuron parameters given")
-        try:
-            first = records[0]
-            model = cls(len(records), int(first["bin_size"]), len(first["g"]["poly_coeff"]) - 1,
-                        int(first["g"]["bin_size"]), device="cpu")
-            for key in ("bin_size",):
-                if any(int(r[key]) != model.bin_size for r in records):
-                    raise NeurodynError(f"{source}: all neurons must share one '{key}'")
-            expected_ds = model.ds.numpy()
-            with torch.no_grad():
-                for i, r in enumerate(records):
-                    ds = np.asarray(r["ds"], dtype=float)
-                    if ds.shape != expected_ds.shape or not np.allclose(ds, expected_ds, atol=1e-6):
-                        raise NeurodynError(f"{source}: neuron {i} has 'ds' {ds.tolist()}, expected the decay "
-                                            f"table for bin size {model.bin_size} ms: {expected_ds.tolist()}")
-                    g = r["g"]
-                    if int(g["bin_size"]) != model.g.bin_size or len(g["poly_coeff"]) != model.g.degree + 1:
-                        raise NeurodynError(f"{source}: neuron {i} has a different activation bin size or degree")
-                    model.a[i] = torch.as_tensor(r["a"], dtype=torch.float32)
-                    model.b[i] = torch.as_tensor(r["b"], dtype=torch.float32)
-                    model.g.poly_coeff[i] = torch.as_tensor(g["poly_coeff"], dtype=torch.float32)
-                    model.g.threshold[i] = float(g["b"])
-                    model.g.max_current[i] = float(g["max_current"])
-                    model.g.max_firing_rate[i] = float(g["max_firing_rate"])
-        except NeurodynError:
-            raise
-        except (KeyError, TypeError, ValueError, RuntimeError) as error:
-            raise NeurodynError(f"{source}: malformed GFR parameters ({type(error).__name__}: {error}); expected "
-                                "keys a, b, ds, bin_size, g{max_current, max_firing_rate, poly_coeff, b, bin_size}")
+        cells = [parse_params(r, source if single else f"{source}: neuron {i}") for i, r in enumerate(records)]
+        first = cells[0]
+        for i, cell in enumerate(cells):
+            for what, value, expected in (("bin_size", cell.bin_size, first.bin_size),
+                                          ("g.bin_size", cell.activation_bin_size, first.activation_bin_size),
+                                          ("degree", cell.degree, first.degree)):
+                if value != expected:
+                    raise NeurodynError(f"{source}: neuron {i} has {what} {value}, neuron 0 has {expected}; "
+                                        "neurons of one batch must share it")
+        model = cls(len(cells), first.bin_size, first.degree, first.activation_bin_size, device="cpu")
+
+        def stacked(name: str) -> torch.Tensor:
+            return torch.as_tensor(np.stack([getattr(c, name) for c in cells]), dtype=torch.float32)
+
+        with torch.no_grad():
+            model.a.copy_(stacked("a"))
+            model.b.copy_(stacked("b"))
+            model.g.poly_coeff.copy_(stacked("poly_coeff"))
+            model.g.threshold.copy_(stacked("threshold"))
+            model.g.max_current.copy_(stacked("max_current"))
+            model.g.max_firing_rate.copy_(stacked("max_firing_rate"))
         return model.to(resolve_device(device))
+
+
+@dataclass(frozen=True)
+class CellParams:
+    """One neuron's parameters as plain NumPy values, whatever layout they were read from.
+
+    ``a``, ``b``, ``ds``: (n,); ``poly_coeff``: (degree + 1,); ``threshold`` (the activation's ``b``)
+    and ``max_current`` in pA, ``max_firing_rate`` in spikes/ms; bin sizes in ms.
+    """
+
+    a: np.ndarray
+    b: np.ndarray
+    ds: np.ndarray
+    bin_size: int
+    poly_coeff: np.ndarray
+    threshold: float
+    max_current: float
+    max_firing_rate: float
+    activation_bin_size: int
+
+    @property
+    def degree(self) -> int:
+        return len(self.poly_coeff) - 1
+
+    def published(self) -> dict:
+        """The published layout: nested (1, n) / (1, degree + 1) lists and one-element lists."""
+        return {
+            "a": [self.a.tolist()],
+            "b": [self.b.tolist()],
+            "ds": self.ds.tolist(),
+            "bin_size": self.bin_size,
+            "g": {"max_current": [self.max_current], "max_firing_rate": [self.max_firing_rate],
+                  "poly_coeff": [self.poly_coeff.tolist()], "b": [self.threshold],
+                  "bin_size": self.activation_bin_size},
+        }
+
+    def flat(self) -> dict:
+        """The flat layout neurodyn wrote before: plain lists and numbers."""
+        return {
+            "a": self.a.tolist(), "b": self.b.tolist(), "ds": self.ds.tolist(), "bin_size": self.bin_size,
+            "g": {"max_current": self.max_current, "max_firing_rate": self.max_firing_rate,
+                  "poly_coeff": self.poly_coeff.tolist(), "b": self.threshold,
+                  "bin_size": self.activation_bin_size},
+        }
+
+
+class _Reader:
+    """Reads the keys of one parameter dict; every complaint is one line naming the source and the key."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, key: str, problem: str) -> NeurodynError:
+        return NeurodynError(f"{self.source}: GFR parameter '{key}' {problem}")
+
+    def get(self, mapping, key: str, path: str):
+        if not isinstance(mapping, dict):
+            parent = path.rpartition(".")[0] or "params"
+            raise self.fail(parent, f"is {type(mapping).__name__}, expected an object with key '{key}'")
+        if key not in mapping:
+            raise self.fail(path, f"is missing; expected keys {PARAM_KEYS_TEXT}")
+        return mapping[key]
+
+    def numbers(self, value, key: str, expected: str) -> np.ndarray:
+        try:
+            array = np.asarray(value)
+        except (ValueError, TypeError):  # ragged nesting
+            raise self.fail(key, f"is not a rectangular list of numbers; expected {expected}")
+        if array.dtype.kind not in "iuf":
+            raise self.fail(key, f"holds non-numbers ({_short(value)}); expected {expected}")
+        array = array.astype(float)
+        if not np.all(np.isfinite(array)):
+            raise self.fail(key, f"holds a non-finite value ({_short(value)}); expected {expected}")
+        return array
+
+    def vector(self, value, key: str, expected: str, length: int | None = None) -> np.ndarray:
+        """A list of numbers, flat (k,) or nested once as the published (1, k)."""
+        array = self.numbers(value, key, expected)
+        if array.ndim == 2 and array.shape[0] == 1:
+            array = array[0]
+        if array.ndim != 1 or array.size == 0 or (length is not None and array.size != length):
+            raise self.fail(key, f"has shape {array.shape}; expected {expected}")
+        return array
+
+    def scalar(self, value, key: str) -> float:
+        """A number, bare or as the published one-element list."""
+        expected = "a number or a one-element list [x]"
+        array = self.numbers(value, key, expected)
+        if array.shape not in ((), (1,)):
+            raise self.fail(key, f"has shape {array.shape}; expected {expected}")
+        return float(array.reshape(()))
+
+    def integer(self, value, key: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not float(value).is_integer() or value <= 0:
+            raise self.fail(key, f"is {_short(value)}; expected a positive integer number of ms")
+        return int(value)
+
+
+PARAM_KEYS_TEXT = "a, b, ds, bin_size, g{max_current, max_firing_rate, poly_coeff, b, bin_size}"
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def parse_params(params: dict, source: str = "params") -> CellParams:
+    """Read one neuron's parameter dict in the published layout or the flat one.
+
+    Published layout (the published code's ``get_params()``, and records of its dataset):
+    ``a``, ``b`` nested (1, n); ``g.poly_coeff`` nested (1, degree + 1); ``g.max_current``,
+    ``g.max_firing_rate`` and ``g.b`` one-element lists. Flat layout (what neurodyn wrote before):
+    ``a``, ``b``, ``poly_coeff`` flat lists and the three activation values bare numbers. Either form is
+    accepted key by key. ``ds`` is a flat list of n decay rates that must be the table of ``bin_size``.
+
+    Raises
+    ------
+    NeurodynError
+        One line naming ``source`` (e.g. the cell) and the offending key, e.g.
+        ``cell 5: GFR parameter 'g.poly_coeff' has shape (2, 3); expected ...``.
+    """
+    read = _Reader(source)
+    if not isinstance(params, dict):
+        raise read.fail("params", f"is {type(params).__name__}, expected an object with keys {PARAM_KEYS_TEXT}")
+    bin_size = read.integer(read.get(params, "bin_size", "bin_size"), "bin_size")
+    if bin_size not in ALLOWED_BIN_SIZES:
+        raise read.fail("bin_size", f"is {bin_size}; expected one of {', '.join(map(str, ALLOWED_BIN_SIZES))} ms")
+    expected_ds = decay_rates(bin_size)
+    n = len(expected_ds)
+    ds = read.vector(read.get(params, "ds", "ds"), "ds", f"the {n} decay rates of bin size {bin_size} ms")
+    if ds.shape != expected_ds.shape or not np.allclose(ds, expected_ds, atol=1e-6):
+        raise read.fail("ds", f"is {_short(ds.tolist())}; expected the decay table for bin size {bin_size} ms: "
+                              f"{_short(expected_ds.tolist())}")
+    shape_text = f"{n} numbers, as [[...]] (published, shape (1, {n})) or a flat list"
+    a = read.vector(read.get(params, "a", "a"), "a", shape_text, n)
+    b = read.vector(read.get(params, "b", "b"), "b", shape_text, n)
+    g = read.get(params, "g", "g")
+    poly_coeff = read.vector(read.get(g, "poly_coeff", "g.poly_coeff"), "g.poly_coeff",
+                             "[[a0, ..., a_degree]] (published, shape (1, degree + 1)) or a flat list")
+    max_current = read.scalar(read.get(g, "max_current", "g.max_current"), "g.max_current")
+    if max_current <= 0:
+        raise read.fail("g.max_current", f"is {max_current}; expected sigma > 0 pA (the cell's max |current|)")
+    return CellParams(
+        a=a, b=b, ds=ds, bin_size=bin_size, poly_coeff=poly_coeff,
+        threshold=read.scalar(read.get(g, "b", "g.b"), "g.b"),
+        max_current=max_current,
+        max_firing_rate=read.scalar(read.get(g, "max_firing_rate", "g.max_firing_rate"), "g.max_firing_rate"),
+        activation_bin_size=read.integer(read.get(g, "bin_size", "g.bin_size"), "g.bin_size"),
+    )
