@@ -17,6 +17,7 @@ import pytest
 from neurodyn.errors import NeurodynError
 from neurodyn.gfr import GFR, df_from_json, load_gfr_model
 from neurodyn.gfr.dataset import read_dataset_json, write_dataset_json
+from neurodyn.gfr.model import parse_params
 
 #: (bin size, activation bin size) pairs of the published dataset's table, in ms.
 PUBLISHED_PAIRS = [(10, 20), (10, 100), (20, 20), (20, 100), (50, 100), (100, 100)]
@@ -236,3 +237,12 @@ def test_a_batch_of_neurons_must_share_the_degree():
     current = noisy_current(rng, 50)
     rates = batched.predict(current)
     np.testing.assert_array_equal(rates[:, 0], rates[:, 1])
+
+
+def test_parse_params_gives_both_layouts_back():
+    params = published_params(np.random.default_rng(3), 50, 100, 3)
+    cell = parse_params(params)
+    assert cell.degree == 3 and cell.bin_size == 50 and cell.activation_bin_size == 100
+    assert cell.published() == params
+    assert cell.flat() == flat_form(params)
+    assert parse_params(flat_form(params)).published() == params

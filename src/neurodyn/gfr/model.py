@@ -10,6 +10,11 @@ in spikes/ms, each of the ``n`` timescales steps as
 which is the seed's ``h_t = (1 - lambda) h_{t-dt} + dt alpha I_t + dt beta f_{t-dt}`` with
 ``alpha_i = a_i / dt`` and ``beta_i = 1000 b_i / dt`` (``1000 f`` is the rate in Hz).
 
+Parameter dicts (``GFR.get_params()``, the ``params`` of a ``gfr_dataset.json`` record) use the
+published layout: ``a``, ``b`` and ``g.poly_coeff`` nested once (shapes (1, n) and (1, degree + 1)),
+``g.max_current``, ``g.max_firing_rate`` and ``g.b`` one-element lists. :func:`parse_params` also reads
+the flat layout neurodyn wrote before (plain lists and numbers).
+
 All modules here are batched over independent neurons: parameters carry a leading ``neurons`` axis
 so that many cells (or many restarts of one cell) run in one time loop.
 """
