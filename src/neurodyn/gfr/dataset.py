@@ -39,11 +39,11 @@ def _record_source(source: str, index: int, record: dict) -> str:
     return f"{source}: record {index} (cell {record.get('cell_id')})"
 
 
-def validate_records(records, source: str, check_params: bool = True) -> list[dict]:
+def validate_records(records, source: str) -> list[dict]:
     """Check the dataset's structure; a NeurodynError names the first bad record (and cell) and key.
 
-    With ``check_params`` each record's ``params`` is read as well (published or flat layout), and
-    its bin sizes must agree with the record's ``bin_size`` and ``actv_bin_size``.
+    Each record's ``params`` is read too (published or flat layout, see ``parse_params``), and its bin
+    sizes must agree with the record's ``bin_size`` and ``actv_bin_size``.
     """
     if not isinstance(records, list):
         raise NeurodynError(f"{source}: expected a JSON list of cell records, got {type(records).__name__}")
@@ -58,12 +58,11 @@ def validate_records(records, source: str, check_params: bool = True) -> list[di
             _record_key(record)
         except (TypeError, ValueError):
             raise NeurodynError(f"{where}: cell_id, bin_size and actv_bin_size must be integers")
-        if check_params:
-            cell = parse_params(record["params"], where)
-            for key, inner, value in (("bin_size", "bin_size", cell.bin_size),
-                                      ("actv_bin_size", "g.bin_size", cell.activation_bin_size)):
-                if int(record[key]) != value:
-                    raise NeurodynError(f"{where}: '{key}' is {record[key]} but GFR parameter '{inner}' is {value}")
+        cell = parse_params(record["params"], where)
+        for key, inner, value in (("bin_size", "bin_size", cell.bin_size),
+                                  ("actv_bin_size", "g.bin_size", cell.activation_bin_size)):
+            if int(record[key]) != value:
+                raise NeurodynError(f"{where}: '{key}' is {record[key]} but GFR parameter '{inner}' is {value}")
     return records
 
 
