@@ -55,8 +55,8 @@ def published_params(rng, bin_size, activation_bin_size, degree):
 
 def published_record(cell_id, params, bin_size=None, actv_bin_size=None):
     return {"cell_id": cell_id, "cre-line": "Sst-IRES-Cre", "bin_size": bin_size or params["bin_size"],
-            "actv_bin_size": actv_bin_size or params["g"]["bin_size"], "val_evr": 0.81, "test_evr": 0.78, "train_loss": 0.21,
-            "test_loss": 0.25, "params": params}
+            "actv_bin_size": actv_bin_size or params["g"]["bin_size"], "val_evr": 0.81, "test_evr": 0.78,
+            "train_loss": 0.21, "test_loss": 0.25, "params": params}
 
 
 def published_forward(current, params):
