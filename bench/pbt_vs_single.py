@@ -26,10 +26,12 @@ import torch
 from neurodyn.config import LfadsConfig, validate_run_config
 from neurodyn.data.seed_format import split_trials, write_dataset
 from neurodyn.evaluate.metrics import rate_r2
-from neurodyn.evaluate.run_outputs import find_output_dir, read_run_outputs
+from neurodyn.runs.layout import find_output_dir
+from neurodyn.runs.outputs import read_run_outputs
 from neurodyn.lfads.model import LFADS
 from neurodyn.observation.registry import make_observation_model
-from neurodyn.pbt.engines import EmbeddedEngine, WorkerJob, default_max_processes, state_from_bytes
+from neurodyn.pbt.engines import EmbeddedEngine, WorkerJob, default_max_processes
+from neurodyn.runs.checkpoint import decode_state
 from neurodyn.pbt.run import run_pbt
 from neurodyn.pbt.search_space import as_config_value, initial_values, is_log_scaled
 from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
@@ -82,7 +84,7 @@ def random_search(train, valid, truth, workers: int, epochs: int, search_space, 
         values = {**FIXED, **{k: as_config_value(k, draws[k][w]) for k in draws}, "seed": seed + w}
         jobs.append(WorkerJob(w, 0, LfadsConfig(**values).model_dump(), None, epochs, seed))
     try:
-        states = [state_from_bytes(result.state) for result in engine.run(jobs)]
+        states = [decode_state(result.state) for result in engine.run(jobs)]
     finally:
         engine.close()
     seconds = time.perf_counter() - started

@@ -52,7 +52,7 @@ from neurodyn.config import LfadsConfig, validate_run_config
 from neurodyn.data.seed_format import write_dataset
 from neurodyn.data.subframe import frame_rate_dataset, frames_to_subframes
 from neurodyn.evaluate.metrics import map_to_latents
-from neurodyn.evaluate.run_outputs import read_run_outputs
+from neurodyn.runs.outputs import read_run_outputs
 from neurodyn.pbt.run import run_pbt
 from neurodyn.synth.lorenz_2p import make_lorenz_2p
 from neurodyn.train.run import resolve_event_delay, split_dataset

@@ -3,10 +3,10 @@
 from pathlib import Path
 
 import h5py
-import torch
 import yaml
 
 from neurodyn.data.seed_format import write_dataset
+from neurodyn.runs.checkpoint import load_checkpoint
 from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
 
 TINY_RUN = {"run_name": "tiny", "num_workers": 3, "epochs_per_generation": 2, "max_generations": 2,
@@ -39,16 +39,16 @@ def check_results(results: Path, run_name: str, num_workers: int, generations: i
             assert f["factors"].shape[1:] == (num_samples, len(idx))
             seen += idx.tolist()
     assert sorted(seen) == list(range(num_trials))
-    assert (best / "checkpoint.pt").is_file()
+    assert (best / "checkpoint.safetensors").is_file() and (best / "config.yaml").is_file()
     hyperparameters = yaml.safe_load((best / "hyperparameters.yaml").read_text())
     assert {"best_smoothed_valid_nll", "generation", "worker", "hyperparameters", "config"} <= set(hyperparameters)
     run_dir = results / run_name
     for w in range(num_workers):
         folder = run_dir / f"worker_{w:02d}"
-        assert {"train_log.csv", "hp_history.csv", "checkpoint.pt"} <= {p.name for p in folder.iterdir()}
+        assert {"train_log.csv", "hp_history.csv", "checkpoint.safetensors"} <= {p.name for p in folder.iterdir()}
         assert len((folder / "hp_history.csv").read_text().strip().splitlines()) == 1 + generations
         # the training log is the lineage of the worker's saved state, epoch by epoch
-        state = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=False)
+        state = load_checkpoint(folder / "checkpoint.safetensors")
         log_rows = (folder / "train_log.csv").read_text().strip().splitlines()[1:]
         assert [int(float(r.split(",")[0])) for r in log_rows] == [row["epoch"] for row in state["history"]]
     log_lines = (run_dir / "pbt_log.csv").read_text().strip().splitlines()

@@ -13,7 +13,7 @@ from neurodyn.cli import evaluate_commands
 from neurodyn.errors import NeurodynError
 from neurodyn.evaluate.metrics import bits_per_spike, map_to_latents, rate_r2
 from neurodyn.evaluate.report import evaluate_run, format_metrics
-from neurodyn.evaluate.run_outputs import read_run_outputs
+from neurodyn.runs.outputs import read_run_outputs
 
 NUM_TRIALS, NUM_SAMPLES, NUM_NEURONS, NUM_LATENTS, NUM_FACTORS = 24, 20, 8, 3, 4
 EXPECTED_KEYS = {

@@ -56,7 +56,7 @@ def test_training_takes_heldout_neurons_from_the_data_file(tmp_path):
 def test_evaluate_reports_co_bps_on_the_heldout_neurons(tmp_path):
     from neurodyn.evaluate.cobps import co_bps
     from neurodyn.evaluate.report import evaluate_run
-    from neurodyn.evaluate.run_outputs import read_run_outputs
+    from neurodyn.runs.outputs import read_run_outputs
 
     rng = np.random.default_rng(2)
     data = rng.poisson(1.0, (20, 8, 5)).astype(np.float32)

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import json
 import math
 import os
 import signal
@@ -18,7 +19,8 @@ from neurodyn.cli.main import main
 from neurodyn.config import LfadsConfig, load_run_config
 from neurodyn.data.seed_format import read_dataset, split_trials
 from neurodyn.pbt import engines
-from neurodyn.pbt.engines import WorkerJob, run_worker_generation, state_from_bytes
+from neurodyn.pbt.engines import WorkerJob, run_worker_generation
+from neurodyn.runs.checkpoint import decode_state
 from neurodyn.pbt.run import run_pbt
 
 from pbt_helpers import TINY_RUN, check_results, write_config, write_tiny_dataset
@@ -54,7 +56,7 @@ def test_exploit_copies_weights_optimizer_state_and_hyperparameters(tmp_path):
                                    train, valid)
     copied = {**base, "seed": 0, "learning_rate_init": 0.002, "keep_ratio": 0.55, "kl_ic_weight": 3e-4}
     result = run_worker_generation(WorkerJob(0, 1, copied, source.state, 0, 0), train, valid)
-    before, after = state_from_bytes(source.state), state_from_bytes(result.state)
+    before, after = decode_state(source.state), decode_state(result.state)
     for name, tensor in before["model"].items():
         torch.testing.assert_close(after["model"][name], tensor, msg=name)
     moments = lambda state: [s["exp_avg"] for s in state["optimizer"]["state"].values()]  # noqa: E731
@@ -123,7 +125,7 @@ def test_a_rerun_of_a_finished_run_changes_nothing_and_a_changed_config_is_refus
     assert (tmp_path / "res" / "tiny" / "pbt_log.csv").read_text() == log
     write_config(tmp_path, max_generations=3, epochs_per_generation=1)
     assert main(args) == 2
-    assert "different config" in capsys.readouterr().err
+    assert "another config" in capsys.readouterr().err
 
 
 def test_resume_after_sigkill_loses_no_completed_generation(tmp_path):
@@ -150,3 +152,82 @@ def test_resume_after_sigkill_loses_no_completed_generation(tmp_path):
     assert sorted(pairs) == [(g, w) for g in range(5) for w in range(3)], "each generation exactly once"
     assert "resuming after generation" in (tmp_path / "res" / "tiny" / "run.log").read_text()
     check_results(tmp_path / "res", "tiny", 3, 5)
+
+
+def test_unlimited_explore_of_keep_prob_finishes_the_run(tmp_path):
+    data = write_tiny_dataset(tmp_path)
+    config = load_run_config(write_config(tmp_path, num_workers=4, max_generations=4, epochs_per_generation=1,
+                                          keep_prob={"explore_range": [0.9, 1.0], "init_sample_mode": 1.0,
+                                                     "explore_param": 0.9, "limit_explore": False}))
+    lines = []
+    result = run_pbt(config, data, tmp_path / "res", progress=False, echo=lines.append)
+    assert result.generations == 4
+    rows = list(csv.DictReader((tmp_path / "res" / "tiny" / "pbt_log.csv").open()))
+    assert all(0 < float(r["keep_prob"]) <= 1.0 for r in rows)
+    check_results(tmp_path / "res", "tiny", 4, 4)
+
+
+def test_a_copy_with_nothing_explored_trains_differently_from_its_source(tmp_path):
+    train, valid = _split(write_tiny_dataset(tmp_path))
+    base = LfadsConfig(**{k: v for k, v in TINY_RUN.items() if k in LfadsConfig.model_fields}).model_dump()
+    start = run_worker_generation(WorkerJob(1, 0, {**base, "seed": 1}, None, 1, 0), train, valid)
+    source = run_worker_generation(WorkerJob(1, 1, {**base, "seed": 1}, start.state, 2, 0), train, valid)
+    copier = run_worker_generation(WorkerJob(0, 1, {**base, "seed": 0}, start.state, 2, 0), train, valid)
+    a, b = decode_state(source.state)["model"], decode_state(copier.state)["model"]
+    assert any(not torch.equal(a[name], b[name]) for name in a), "the copier replayed its source's random stream"
+    again = run_worker_generation(WorkerJob(0, 1, {**base, "seed": 0}, start.state, 2, 0), train, valid)
+    c = decode_state(again.state)["model"]
+    assert all(torch.equal(b[name], c[name]) for name in b), "a worker's stream is reproducible"
+
+
+def test_exploring_other_keys_keeps_the_decayed_learning_rate(tmp_path):
+    from neurodyn.train.trainer import LfadsTrainer
+
+    train, valid = _split(write_tiny_dataset(tmp_path))
+    base = {k: v for k, v in TINY_RUN.items() if k in LfadsConfig.model_fields}
+    trainer = LfadsTrainer(LfadsConfig(**base), train, valid)
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = 1e-4  # as if the plateau schedule had decayed it
+    trainer.set_hyperparameters(keep_ratio=0.5, kl_ic_weight=1e-3)
+    assert trainer.optimizer.param_groups[0]["lr"] == 1e-4
+    trainer.set_hyperparameters(learning_rate_init=3e-3)
+    assert trainer.optimizer.param_groups[0]["lr"] == 3e-3
+
+
+def test_a_changed_data_file_is_refused(tmp_path, capsys):
+    data = write_tiny_dataset(tmp_path)
+    config = write_config(tmp_path, max_generations=1, epochs_per_generation=1)
+    args = ["run", str(config), "--data", str(data), "--out", str(tmp_path / "res"), "--no-progress"]
+    assert main(args) == 0
+    from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
+    from neurodyn.data.seed_format import write_dataset
+
+    write_dataset(data, make_lorenz_spikes(num_neurons=8, num_samples=12, num_conditions=4, trials_per_condition=8,
+                                           seed=5))
+    assert main(args) == 2
+    assert "content has changed since" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+
+
+def test_ctrl_c_during_a_run_prints_one_line_and_keeps_the_completed_generations(tmp_path):
+    data = write_tiny_dataset(tmp_path)
+    config = write_config(tmp_path, max_generations=30, epochs_per_generation=2, max_processes=2)
+    command = [sys.executable, "-m", "neurodyn.cli.main", "run", str(config), "--data", str(data),
+               "--out", str(tmp_path / "res"), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    state_file = tmp_path / "res" / "tiny" / ".state" / "pbt_state.json"
+    # A session of its own, so the signal can go to the whole group, as a terminal's Ctrl-C does.
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and process.poll() is None:
+        if state_file.is_file() and '"generation": 1' in state_file.read_text():
+            break
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("neurodyn: interrupted during generation")
+    assert json.loads((tmp_path / "res" / "run.json").read_text())["status"] == "interrupted"
+    assert json.loads(state_file.read_text())["generation"] >= 1

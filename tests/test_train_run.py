@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from neurodyn.cli.main import main
-from neurodyn.evaluate.run_outputs import read_run_outputs
+from neurodyn.runs.outputs import read_run_outputs
 from neurodyn.data.event_timing import append_unobserved_bins
 from neurodyn.data.seed_format import write_dataset
 from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
@@ -49,7 +49,7 @@ def test_train_writes_outputs_in_the_seed_orientation(trained):
 
 def test_train_writes_checkpoint_config_and_log(trained):
     _, _, out = trained
-    assert (out / "checkpoint.pt").is_file()
+    assert (out / "checkpoint.safetensors").is_file()
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["gen_dim"] == 12 and resolved["keep_ratio"] == 0.7  # given + default keys
     rows = list(csv.DictReader((out / "train_log.csv").open()))

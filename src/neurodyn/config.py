@@ -9,6 +9,7 @@ Unknown keys are rejected with the closest valid key.
 from __future__ import annotations
 
 import difflib
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -163,7 +164,14 @@ def read_yaml(path: str | Path) -> Any:
     if not path.is_file():
         raise NeurodynError(f"config file {path} does not exist")
     try:
-        return yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
+    except UnicodeDecodeError:
+        hint = " (an h5 data file goes to --data)" if path.suffix.lower() in (".h5", ".hdf5", ".nwb") else ""
+        raise NeurodynError(f"{path}: not a YAML config (a binary file){hint}") from None
+    except IsADirectoryError:
+        raise NeurodynError(f"{path}: is a folder; expected a YAML config file") from None
+    try:
+        return yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
         raise NeurodynError(f"{path}: not valid YAML ({error})") from None
 
@@ -199,7 +207,8 @@ class SearchSpec(BaseModel):
     explore_range: list[float] = Field(description="[low, high] range, or a list of 3+ allowed values")
     init_sample_mode: str | float = Field("rand", description="rand | logrand | grid | a fixed initial value")
     explore_method: Literal["perturb", "resample"] = Field("perturb", description="how explore changes the value")
-    explore_param: float | None = Field(0.3, description="perturb: factor drawn from U(1-p, 1+p); resample: None")
+    explore_param: float | None = Field(None, description="perturb: factor drawn from U(1-p, 1+p) (default 0.3); "
+                                                          "resample: must be None (null)")
     explorable: bool = Field(True, description="whether explore changes this hyperparameter")
     limit_explore: bool = Field(True, description="keep explored values inside explore_range")
 
@@ -216,6 +225,15 @@ class SearchSpec(BaseModel):
             return lowered
         return float(mode)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_explore_param(cls, values: Any) -> Any:
+        # perturb needs a factor range (0.3 unless given); resample takes none, as the published template says.
+        if isinstance(values, dict) and values.get("explore_method", "perturb") == "perturb" \
+                and values.get("explore_param") is None:
+            values = {**values, "explore_param": 0.3}
+        return values
+
     @model_validator(mode="after")
     def _check_consistency(self) -> "SearchSpec":
         values = self.explore_range
@@ -227,6 +245,9 @@ class SearchSpec(BaseModel):
             raise ValueError("init_sample_mode 'logrand' needs a positive explore_range")
         if self.explore_method == "perturb" and not (self.explore_param is not None and 0 < self.explore_param < 1):
             raise ValueError("explore_method 'perturb' needs explore_param between 0 and 1")
+        if self.explore_method == "resample" and self.explore_param is not None:
+            raise ValueError("explore_method 'resample' draws anew from explore_range: explore_param must be None "
+                             f"(null), got {self.explore_param}")
         if isinstance(self.init_sample_mode, float) and not (min(values) <= self.init_sample_mode <= max(values)):
             raise ValueError(f"fixed initial value {self.init_sample_mode} lies outside explore_range {values}")
         return self
@@ -234,6 +255,26 @@ class SearchSpec(BaseModel):
     @property
     def is_discrete(self) -> bool:
         return len(self.explore_range) > 2
+
+
+def field_bounds(key: str) -> tuple[float, float]:
+    """The closed interval of values ``LfadsConfig`` accepts for ``key`` (from its gt/ge/lt/le).
+
+    A strict bound (gt/lt) is moved inward by one part in a million of its magnitude (1e-12 at 0),
+    so a value clipped to it is accepted.
+    """
+    low, high = -math.inf, math.inf
+    for constraint in LfadsConfig.model_fields[key].metadata:
+        for name, inward in (("ge", 0.0), ("gt", 1.0), ("le", 0.0), ("lt", -1.0)):
+            bound = getattr(constraint, name, None)
+            if bound is None:
+                continue
+            step = inward * max(abs(float(bound)) * 1e-6, 1e-12)
+            if name in ("ge", "gt"):
+                low = max(low, float(bound) + step)
+            else:
+                high = min(high, float(bound) + step)
+    return low, high
 
 
 def _spec(low: float, high: float, init: str | float) -> SearchSpec:
@@ -305,6 +346,10 @@ def validate_run_config(raw: dict[str, Any], source: str = "config") -> RunConfi
                                     f"{', '.join(SEARCHABLE_HYPERPARAMETERS)}")
             try:
                 search[key] = SearchSpec(**value)
+                low, high = field_bounds(key)
+                if min(search[key].explore_range) < low or max(search[key].explore_range) > high:
+                    raise NeurodynError(f"{source}: explore_range {search[key].explore_range} of '{key}' goes outside "
+                                        f"the values '{key}' accepts ({_describe_bounds(key)})")
             except ValidationError as error:
                 raise NeurodynError(f"{source}: search settings of '{key}': "
                                     + "; ".join(_describe_problem(item) for item in error.errors())) from None
@@ -323,6 +368,15 @@ def validate_run_config(raw: dict[str, Any], source: str = "config") -> RunConfi
         unused = set() if model.uses_controller else {"l2_con_scale", "kl_co_weight"}
         search = {k: v for k, v in DEFAULT_SEARCH_SPACE.items() if k not in model_raw and k not in unused}
     return RunConfig(pbt=pbt, model=model, search_space=search)
+
+
+def _describe_bounds(key: str) -> str:
+    parts = []
+    for constraint in LfadsConfig.model_fields[key].metadata:
+        for name, symbol in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            if getattr(constraint, name, None) is not None:
+                parts.append(f"{symbol} {getattr(constraint, name)}")
+    return " and ".join(parts) or "any number"
 
 
 def load_run_config(path: str | Path) -> RunConfig:

@@ -50,7 +50,8 @@ def run_radical_demo(out_dir: str | Path, progress: bool = True) -> dict:
           f"({dataset.attrs.get('subframe_bins')} per frame) x {dataset.num_trials} trials; events trail the "
           f"spikes by ~{dataset.attrs['event_delay_ms']:.0f} ms, which training removes (event_delay_bins: auto)")
     results = out_dir / "results"
-    run_pbt(run_config, data_path, results, progress=progress)
+    # The demo makes its data anew each time, so it replaces the results of an earlier demo run.
+    run_pbt(run_config, data_path, results, progress=progress, overwrite=True)
     result = map_latents_run(results, data_path)
     print(format_latent_mapping(result))
     print(f"figure: {result['figure']}")
@@ -68,7 +69,7 @@ def run_spikes_demo(out_dir: str | Path, max_epochs: int | None = None, progress
     write_dataset(data_path, dataset)
     print(f"wrote {data_path}: {dataset.num_neurons} neurons x {dataset.num_samples} bins x {dataset.num_trials} trials")
     run_dir = out_dir / config.run_name
-    train_model(config, data_path, run_dir, progress=progress)
+    train_model(config, data_path, run_dir, progress=progress, overwrite=True)
     metrics = evaluate_run(run_dir, data_path)
     print(format_metrics(metrics))
     print(f"figure: {metrics['figure']}")

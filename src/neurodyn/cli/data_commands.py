@@ -6,6 +6,7 @@ import argparse
 
 import numpy as np
 
+from neurodyn.cli.common import add_overwrite_flag
 from neurodyn.errors import NeurodynError
 
 
@@ -47,6 +48,7 @@ def _register_convert(subparsers) -> None:
                         help="what the data variable's MATLAB dimensions are, in order "
                         "(default: neurons,samples,trials; e.g. trials,samples,neurons)")
     parser.add_argument("--bin-ms", type=float, default=None, help="bin width in ms, stored as the attribute bin_ms")
+    add_overwrite_flag(parser)
     parser.set_defaults(func=_run_convert)
 
 
@@ -88,6 +90,7 @@ def _register_prepare_nwb(kinds) -> None:
     held.add_argument("--heldout-neurons", default=None, metavar="I,J,...",
                       help="hold out these neurons (indices into the written neuron axis, from 0)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the held-out choice (default: 0)")
+    add_overwrite_flag(parser)
     parser.set_defaults(func=_run_prepare_nwb)
 
 
@@ -166,6 +169,7 @@ def _register_prepare_2p(kinds) -> None:
                         help="NWB: scan lines per frame (default: the image masks' extent)")
     parser.add_argument("--line-axis", choices=("x", "y"), default="y",
                         help="NWB: mask axis along which the lines are stacked (default: y, the schema's)")
+    add_overwrite_flag(parser)
     parser.set_defaults(func=_run_prepare_2p)
 
 
@@ -232,6 +236,7 @@ def _register_export_nwb(targets) -> None:
     parser.add_argument("--data", required=True, metavar="DATA.h5", help="the data file the run was trained on")
     parser.add_argument("--nwb", required=True, metavar="FILE.nwb", help="the NWB file the data file was prepared from")
     parser.add_argument("--module", default="neurodyn", help="name of the processing module (default: neurodyn)")
+    add_overwrite_flag(parser)
     parser.set_defaults(func=_run_export_nwb)
 
 
@@ -256,6 +261,7 @@ def _register_export_nlb(targets) -> None:
     parser.add_argument("output", metavar="OUT.h5", help="submission file to write")
     parser.add_argument("--data", required=True, metavar="DATA.h5", help="the data file (with heldout_neurons)")
     parser.add_argument("--dataset", required=True, metavar="NAME", help="NLB dataset group name, e.g. mc_maze_20")
+    add_overwrite_flag(parser)
     parser.set_defaults(func=_run_export_nlb)
 
 

@@ -13,6 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--max-epochs", type=int, help="override the config's max_epochs")
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the config's device")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace a run already in --out (otherwise the same command continues it or reports it "
+                            "finished, and another run there is refused)")
     train.set_defaults(func=_train)
 
     demo = subparsers.add_parser("demo", help="the README demo: RADICaL on synthetic 2-photon Lorenz data "
@@ -32,10 +35,15 @@ def _train(args: argparse.Namespace) -> int:
     overrides = {key: value for key, value in (("max_epochs", args.max_epochs), ("device", args.device)) if value}
     if overrides:
         config = LfadsConfig(**{**config.model_dump(), **overrides})
-    result = train_model(config, args.data, args.out, progress=not args.no_progress)
+    from neurodyn.train.interrupt import StopSignals
+
+    with StopSignals() as signals:
+        result = train_model(config, args.data, args.out, progress=not args.no_progress, overwrite=args.overwrite,
+                             stop_requested=signals.requested)
     trainer = result.trainer
-    print(f"trained {trainer.epoch} epochs; best smoothed validation NLL {trainer.best_valid_nll:.5f} "
-          f"at epoch {trainer.best_epoch}; outputs in {result.out_dir}")
+    if trainer is not None:
+        print(f"trained {trainer.epoch} epoch{'s' if trainer.epoch != 1 else ''}; best smoothed validation NLL "
+              f"{trainer.best_valid_nll:.5f} at epoch {trainer.best_epoch}; outputs in {result.out_dir}")
     return 0
 
 

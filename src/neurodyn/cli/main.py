@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from neurodyn.errors import NeurodynError
+from neurodyn.cli.common import refuse_existing_output
+from neurodyn.errors import NeurodynError, RunInterrupted
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,10 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        refuse_existing_output(args)
         return int(args.func(args) or 0)
+    except RunInterrupted as stopped:
+        print(f"neurodyn: {stopped}", file=sys.stderr)
+        return 130
     except NeurodynError as error:
         print(f"neurodyn: error: {error}", file=sys.stderr)
         return 2

@@ -12,6 +12,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--out", required=True, help="results folder (pbt_best_model/ and <run_name>/)")
     run.add_argument("--ray-address", help="run the workers on this Ray cluster (e.g. auto or HOST:PORT)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace a run already in --out (otherwise the same command continues it or reports it "
+                          "finished, and another run there is refused)")
     run.set_defaults(func=_run)
 
 
@@ -21,7 +24,19 @@ def _run(args: argparse.Namespace) -> int:
 
     run_config = load_run_config(args.config)
     data_path = resolve_data_path(args.config, run_config.model.run_name, args.data)
-    result = run_pbt(run_config, data_path, args.out, ray_address=args.ray_address, progress=not args.no_progress)
+    import signal
+
+    # SIGTERM (e.g. from a job scheduler) stops the run like Ctrl-C: the completed generations are kept.
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        result = run_pbt(run_config, data_path, args.out, ray_address=args.ray_address,
+                         progress=not args.no_progress, overwrite=args.overwrite)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"best smoothed validation NLL {result.best_metric:.5f} with {result.best_hyperparameters}; "
           f"{result.finished}; results in {result.results_dir}")
     return 0
+
+
+def _raise_keyboard_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt

@@ -6,6 +6,8 @@ import argparse
 
 import numpy as np
 
+from neurodyn.cli.common import add_overwrite_flag
+
 from neurodyn.data.seed_format import write_dataset
 from neurodyn.synth.lorenz_2p import make_lorenz_2p
 from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
@@ -38,6 +40,7 @@ def register(subparsers) -> None:
                         help="peak firing rate of every neuron, spikes/s: the rate scale (default: 75)")
     lorenz.add_argument("--lorenz-time-per-bin", type=float, default=0.03,
                         help="Lorenz system time advanced per bin; larger = faster dynamics (default: 0.03)")
+    add_overwrite_flag(lorenz)
     lorenz.set_defaults(func=run_lorenz_spikes)
     _register_lorenz_2p(kinds)
 
@@ -74,6 +77,7 @@ def _register_lorenz_2p(kinds) -> None:
                        help="fluorescence noise std in units of one spike's peak dF/F (default: 0.3)")
     two_p.add_argument("--min-event", type=float, default=0.1,
                        help="deconvolved events below this size are set to zero (default: 0.1)")
+    add_overwrite_flag(two_p)
     two_p.set_defaults(func=run_lorenz_2p)
 
 

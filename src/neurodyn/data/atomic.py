@@ -11,6 +11,8 @@ from typing import Iterator, Mapping
 import h5py
 import numpy as np
 
+from neurodyn.errors import NeurodynError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -58,3 +60,12 @@ def write_h5_atomic(
                 f.create_dataset(name, data=np.asarray(value))
             for key, value in (attrs or {}).items():
                 f.attrs[key] = value
+
+
+def refuse_existing_file(path: str | os.PathLike, overwrite: bool) -> None:
+    """One clear line when the output file ``path`` exists and ``--overwrite`` was not given."""
+    path = Path(path)
+    if path.is_dir():
+        raise NeurodynError(f"{path} is a folder; give the name of a file to write")
+    if path.exists() and not overwrite:
+        raise NeurodynError(f"{path} exists; use --overwrite to replace it, or another output name")

@@ -26,15 +26,14 @@ import numpy as np
 from neurodyn.data.atomic import atomic_path, write_h5_atomic
 from neurodyn.data.seed_format import read_dataset
 from neurodyn.errors import NeurodynError
-from neurodyn.evaluate.run_outputs import OUTPUT_FILES, find_output_dir, read_run_outputs
+from neurodyn.runs.layout import find_output_dir, output_file_name
+from neurodyn.runs.outputs import read_run_outputs
 
 # Group names nlb_tools.evaluation.evaluate scores, each with its bin width in ms.
 NLB_DATASETS = {f"{name}{suffix}": bin_ms
                 for name in ("mc_maze", "mc_rtt", "area2_bump", "dmfc_rsg", "mc_maze_large", "mc_maze_medium",
                              "mc_maze_small")
                 for suffix, bin_ms in (("", 5.0), ("_20", 20.0))}
-# Keys of an output file that are not per-bin arrays.
-NON_BIN_KEYS = ("trial_idx",)
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ def write_nlb_submission(run_dir: str | os.PathLike, data_path: str | os.PathLik
             raise NeurodynError(f"{data_path}: 'heldout_neurons' goes up to {heldout.max()} but the run's rates have "
                                 f"{num_neurons} neurons; is this the data file the run was trained on?")
         if not np.all(np.isfinite(output.rates)) or (output.rates < 0).any():
-            raise NeurodynError(f"{find_output_dir(run_dir) / OUTPUT_FILES[split]}: 'rates' must be finite and "
+            raise NeurodynError(f"{find_output_dir(run_dir) / output_file_name(split)}: 'rates' must be finite and "
                                 "non-negative for an NLB submission")
         order = np.argsort(output.trial_idx, kind="stable")  # data-file order, as an NLB target file lists trials
         heldin = np.setdiff1d(np.arange(num_neurons), heldout)
@@ -90,31 +89,20 @@ def write_nlb_submission(run_dir: str | os.PathLike, data_path: str | os.PathLik
 
 
 def read_run_arrays(run_dir: str | os.PathLike) -> RunArrays:
-    """Every per-bin array of both output files (``rates``, ``factors``, ...), trials merged in data-file order."""
+    """Every per-bin array of the run's output files (``rates``, ``factors``, ...), trials merged in data-file order."""
     outputs = read_run_outputs(run_dir)  # checks the required keys and their shapes
-    output_dir = find_output_dir(run_dir)
-    per_split = {split: _per_bin_arrays(output_dir / OUTPUT_FILES[split], outputs[split].trial_idx.size,
-                                        outputs[split].rates.shape[1]) for split in OUTPUT_FILES}
-    names = [name for name in per_split["train"] if name in per_split["valid"]]
-    trial_idx = np.concatenate([outputs[split].trial_idx for split in OUTPUT_FILES])
-    split = np.concatenate([np.full(outputs[name].trial_idx.size, name) for name in OUTPUT_FILES])
+    splits = list(outputs)
+    num_samples = outputs["train"].rates.shape[1]
+    per_split = {split: {name: value.astype(np.float64) for name, value in outputs[split].arrays.items()
+                         if value.ndim == 3 and value.shape[1] == num_samples} for split in splits}
+    names = [name for name in per_split["train"] if all(name in per_split[s] for s in splits)]
+    trial_idx = np.concatenate([outputs[split].trial_idx for split in splits])
+    split = np.concatenate([np.full(outputs[name].trial_idx.size, name) for name in splits])
     order = np.argsort(trial_idx, kind="stable")
     if np.unique(trial_idx).size != trial_idx.size:
-        raise NeurodynError(f"{output_dir}: a trial appears in both train_output.h5 and valid_output.h5 'trial_idx'")
-    arrays = {name: np.concatenate([per_split[s][name] for s in OUTPUT_FILES])[order] for name in names}
+        raise NeurodynError(f"{find_output_dir(run_dir)}: a trial appears in more than one split's 'trial_idx'")
+    arrays = {name: np.concatenate([per_split[s][name] for s in splits])[order] for name in names}
     return RunArrays(arrays=arrays, trial_idx=trial_idx[order], split=split[order])
-
-
-def _per_bin_arrays(path: Path, num_trials: int, num_samples: int) -> dict[str, np.ndarray]:
-    """3-D arrays ``(dim, samples, trials)`` of an output file, trials-first."""
-    arrays = {}
-    with h5py.File(path, "r") as f:
-        for name, node in f.items():
-            if name in NON_BIN_KEYS or not isinstance(node, h5py.Dataset):
-                continue
-            if node.ndim == 3 and node.shape[1:] == (num_samples, num_trials):
-                arrays[name] = np.transpose(node[()]).astype(np.float64)
-    return arrays
 
 
 def export_run_to_nwb(run_dir: str | os.PathLike, data_path: str | os.PathLike, nwb_in: str | os.PathLike,

@@ -18,10 +18,11 @@ from neurodyn.errors import NeurodynError
 from neurodyn.evaluate.figures import plot_latent_predictions, save_figure
 from neurodyn.evaluate.metrics import map_to_latents
 from neurodyn.evaluate.report import check_outputs_match_data
-from neurodyn.evaluate.run_outputs import find_output_dir, read_run_outputs
+from neurodyn.runs.layout import LATENTS_FIGURE, LATENTS_JSON, find_output_dir
+from neurodyn.runs.outputs import read_run_outputs
 
-JSON_NAME = "map_to_latents.json"
-FIGURE_NAME = "map_to_latents.png"
+JSON_NAME = LATENTS_JSON
+FIGURE_NAME = LATENTS_FIGURE
 
 
 def map_latents_run(results_dir: str | os.PathLike, data_path: str | os.PathLike,

@@ -22,16 +22,17 @@ from neurodyn.errors import NeurodynError
 from neurodyn.evaluate.cobps import co_bps
 from neurodyn.evaluate.figures import plot_inferred_vs_true, save_figure
 from neurodyn.evaluate.metrics import bits_per_spike, map_to_latents, rate_r2
-from neurodyn.evaluate.run_outputs import RunOutput, find_output_dir, read_run_outputs
+from neurodyn.runs.layout import EVALUATION_FIGURE, EVALUATION_JSON, find_output_dir, output_file_name
+from neurodyn.runs.outputs import RunOutput, read_run_outputs
 
-JSON_NAME = "evaluation.json"
-FIGURE_NAME = "evaluation.png"
+JSON_NAME = EVALUATION_JSON
+FIGURE_NAME = EVALUATION_FIGURE
 
 
 def check_outputs_match_data(outputs: dict[str, RunOutput], dataset, output_dir: Path, data_path) -> None:
     """Raise if a run's output files do not belong to ``dataset`` (trial indices, neurons, samples)."""
     for split, out in outputs.items():
-        where = f"{output_dir / (split + '_output.h5')}"
+        where = f"{output_dir / output_file_name(split)}"
         if out.trial_idx.size and (out.trial_idx.min() < 0 or out.trial_idx.max() >= dataset.num_trials):
             raise NeurodynError(f"{where}: 'trial_idx' runs from {out.trial_idx.min()} to {out.trial_idx.max()} "
                                 f"but {data_path} has {dataset.num_trials} trials; was it trained on this file?")
@@ -39,7 +40,7 @@ def check_outputs_match_data(outputs: dict[str, RunOutput], dataset, output_dir:
             raise NeurodynError(f"{where}: 'rates' cover {out.rates.shape[2]} neurons x {out.rates.shape[1]} "
                                 f"samples but {data_path} has {dataset.num_neurons} x {dataset.num_samples}")
     if outputs["valid"].trial_idx.size == 0:
-        raise NeurodynError(f"{output_dir / 'valid_output.h5'}: holds no valid trials to evaluate")
+        raise NeurodynError(f"{output_dir / output_file_name('valid')}: holds no valid trials to evaluate")
 
 
 def _holds_counts(data: np.ndarray) -> bool:

@@ -1,18 +1,18 @@
 """Where PBT workers train: this machine's cores (embedded) or a Ray cluster.
 
 A job is one worker's generation: build the trainer, load the state it starts from (its own, or
-the one it copied), apply its hyperparameters, train ``epochs`` epochs, return the new state and
-metric. States travel as bytes, so the Ray engine needs no shared file system; the driver writes
-every file.
+the one it copied), apply its hyperparameters, start the worker's own random stream for this
+generation, train ``epochs`` epochs, return the new state and metric. States travel as the bytes
+of a neurodyn checkpoint (safetensors + JSON, never pickle), so the Ray engine needs no shared file
+system; the driver writes every file.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import os
+import signal
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any, Iterator
@@ -22,6 +22,7 @@ import torch
 
 from neurodyn.config import SEARCHABLE_HYPERPARAMETERS, LfadsConfig
 from neurodyn.errors import NeurodynError
+from neurodyn.runs.checkpoint import decode_state, encode_state
 
 
 @dataclass
@@ -44,14 +45,11 @@ class WorkerResult:
     seconds: float
 
 
-def state_to_bytes(state: dict[str, Any]) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
-
-
-def state_from_bytes(blob: bytes) -> dict[str, Any]:
-    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)
+def worker_stream_seed(run_seed: int, worker: int, generation: int) -> int:
+    """The seed of a worker's random stream in one generation: distinct per worker and generation, so a
+    worker that copied another does not replay its source's batch order, masks and noise."""
+    sequence = np.random.SeedSequence([int(run_seed) % 2 ** 32, worker, generation])
+    return int(sequence.generate_state(1, np.uint64)[0] % (2 ** 63))
 
 
 def run_worker_generation(job: WorkerJob, train_data: np.ndarray, valid_data: np.ndarray,
@@ -63,35 +61,46 @@ def run_worker_generation(job: WorkerJob, train_data: np.ndarray, valid_data: np
     config = LfadsConfig(**job.config)
     trainer = LfadsTrainer(config, train_data, valid_data, device=device)
     if job.start_state is not None:
-        trainer.load_state_dict(state_from_bytes(job.start_state))
+        trainer.load_state_dict(decode_state(job.start_state, f"state of worker {job.worker}"))
         # Only searched values change; architecture and per-worker keys come with the state it continues.
         hyperparameters = {k: job.config[k] for k in SEARCHABLE_HYPERPARAMETERS
                            if getattr(trainer.config, k) != job.config[k]}
         if hyperparameters:
             trainer.set_hyperparameters(**hyperparameters)
-    # Distinct, reproducible dropout and posterior noise per worker and generation.
-    torch.manual_seed(job.seed * 1_000_003 + job.worker * 1009 + job.generation)
+    trainer.reseed(worker_stream_seed(job.seed, job.worker, job.generation))
     first = len(trainer.history)
     for _ in range(job.epochs):
         trainer.step_epoch()
     metric = trainer.valid_nll_smoothed
     metric = float(metric) if metric is not None and math.isfinite(metric) else math.nan
-    return WorkerResult(job.worker, job.generation, metric, state_to_bytes(trainer.state_dict()),
+    return WorkerResult(job.worker, job.generation, metric, encode_state(trainer.state_dict()),
                         trainer.history[first:], time.perf_counter() - started)
 
 
 # -- embedded engine ------------------------------------------------------------------------------
 
-_PROCESS_DATA: dict[str, np.ndarray] = {}
+_PROCESS_DATA: dict[str, Any] = {}
 
 
-def _init_process(train_data: np.ndarray, valid_data: np.ndarray, threads: int) -> None:
+def assign_devices(num_processes: int, num_gpus: int, device_setting: str = "auto") -> list[str | None]:
+    """The device of each engine process: the GPUs in turn (``cuda:0``, ``cuda:1``, ..., ``cuda:0``, ...)
+    when there are GPUs and the config allows them, else None (the config's device)."""
+    if num_gpus <= 0 or device_setting == "cpu":
+        return [None] * num_processes
+    return [f"cuda:{i % num_gpus}" for i in range(num_processes)]
+
+
+def _init_process(train_data: np.ndarray, valid_data: np.ndarray, threads: int, devices) -> None:
+    # Ctrl-C reaches every process of the terminal's group: the driver alone handles it and stops the
+    # workers, so they print no tracebacks of their own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     _PROCESS_DATA["train"], _PROCESS_DATA["valid"] = train_data, valid_data
+    _PROCESS_DATA["device"] = devices.get()
 
 
 def _run_in_process(job: WorkerJob) -> WorkerResult:
-    return run_worker_generation(job, _PROCESS_DATA["train"], _PROCESS_DATA["valid"])
+    return run_worker_generation(job, _PROCESS_DATA["train"], _PROCESS_DATA["valid"], _PROCESS_DATA["device"])
 
 
 def cpu_cores() -> int:
@@ -108,19 +117,26 @@ class EmbeddedEngine:
     """Runs up to ``max_processes`` workers at once in local processes; nothing to start by hand.
 
     Each process gets an equal share of the CPU cores as torch threads, so the cores stay busy
-    without oversubscription. With ``max_processes == 1`` jobs run in this process.
+    without oversubscription, and on a machine with GPUs its own GPU (the GPUs in turn, see
+    ``assign_devices``). With ``max_processes == 1`` jobs run in this process.
     """
 
-    def __init__(self, train_data: np.ndarray, valid_data: np.ndarray, max_processes: int):
+    def __init__(self, train_data: np.ndarray, valid_data: np.ndarray, max_processes: int,
+                 device_setting: str = "auto"):
         self.max_processes = max_processes
         self.threads = max(1, cpu_cores() // max_processes)
         self.train_data, self.valid_data = train_data, valid_data
+        num_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        self.devices = assign_devices(max_processes, num_gpus, device_setting)
         self._pool = None
         if max_processes > 1:
             # spawn, not fork: torch's thread pools do not survive a fork reliably.
-            self._pool = ProcessPoolExecutor(max_processes, mp_context=get_context("spawn"),
-                                             initializer=_init_process,
-                                             initargs=(train_data, valid_data, self.threads))
+            context = get_context("spawn")
+            devices = context.Queue()
+            for device in self.devices:
+                devices.put(device)
+            self._pool = context.Pool(max_processes, initializer=_init_process,
+                                      initargs=(train_data, valid_data, self.threads, devices))
 
     def run(self, jobs: list[WorkerJob]) -> Iterator[WorkerResult]:
         """Yield each job's result as it finishes."""
@@ -129,20 +145,23 @@ class EmbeddedEngine:
             torch.set_num_threads(self.threads)
             try:
                 for job in jobs:
-                    yield run_worker_generation(job, self.train_data, self.valid_data)
+                    yield run_worker_generation(job, self.train_data, self.valid_data, self.devices[0])
             finally:
                 torch.set_num_threads(previous)
             return
-        futures = [self._pool.submit(_run_in_process, job) for job in jobs]
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
+        yield from self._pool.imap_unordered(_run_in_process, jobs)
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
+            self._pool.close()
+            self._pool.join()
+            self._pool = None
+
+    def terminate(self) -> None:
+        """Stop every worker process at once (after Ctrl-C)."""
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
             self._pool = None
 
 
@@ -189,6 +208,9 @@ class RayEngine:
             yield self.ray.get(done[0])
 
     def close(self) -> None:
+        pass
+
+    def terminate(self) -> None:
         pass
 
 

@@ -1,53 +1,40 @@
 """``neurodyn run``: an AutoLFADS population-based training run, resumable after a kill.
 
-Results folder layout::
-
-    RESULTS/pbt_best_model/      train_output.h5, valid_output.h5, checkpoint.pt, hyperparameters.yaml
-    RESULTS/<run_name>/          worker_XX/ (train_log.csv, hp_history.csv, checkpoint.pt), pbt_log.csv,
-                                 pbt_progress.png, run.log, .state/ (what a resumed run continues from)
-
-A generation is committed by writing ``.state/pbt_state.json`` (atomically) after every worker's
-new state is on disk; a killed run re-run with the same command continues from the last committed
-generation. ``pbt_best_model`` is built in a temporary folder and renamed into place, and the run
-log ends with ``Done.`` only once it is complete.
+The driver (``PbtRun``) receives where workers train (an engine: ``make_engine``, or a fake in
+tests) and where the run's files live (a ``runs.pbt_store.PbtStore``). Each generation it hands the
+workers' jobs to the engine, stores the states it gets back, applies the population's decision
+(``pbt.decisions.decide_after_generation``: best tracking, exploit, explore, stopping) and commits
+the state. The folder layout is ``runs.layout.PbtLayout``'s.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-import json
 import math
-import os
-import shutil
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 import yaml
 
-from neurodyn.config import LfadsConfig, RunConfig
-from neurodyn.data.atomic import atomic_path, write_text_atomic
+from neurodyn.config import LfadsConfig, RunConfig, config_to_yaml
+from neurodyn.data.atomic import write_text_atomic
 from neurodyn.data.seed_format import data_file_name, split_trials
-from neurodyn.errors import NeurodynError
-from neurodyn.lfads.model import LFADS
-from neurodyn.observation.registry import make_observation_model
-from neurodyn.pbt.engines import EmbeddedEngine, RayEngine, WorkerJob, default_max_processes, state_from_bytes
-from neurodyn.pbt.population import StoppingRule, best_worker, binary_tournament, truncation
-from neurodyn.pbt.search_space import as_config_value, explore, initial_values
-from neurodyn.train.outputs import save_checkpoint
-from neurodyn.train.run import history_to_csv, read_model_dataset, write_model_outputs
-
-BEST_DIR = "pbt_best_model"
-STATE_FILE = "pbt_state.json"
+from neurodyn.errors import NeurodynError, RunInterrupted
+from neurodyn.pbt.decisions import count_diverged, decide_after_generation
+from neurodyn.pbt.engines import (EmbeddedEngine, RayEngine, WorkerJob, WorkerResult, default_max_processes)
+from neurodyn.pbt.population import StoppingRule
+from neurodyn.pbt.search_space import as_config_value, initial_values
+from neurodyn.runs.checkpoint import build_model, save_checkpoint
+from neurodyn.runs.identity import RunIdentity, mark_status, open_run_folder
+from neurodyn.runs.layout import PbtLayout, TrainLayout
+from neurodyn.runs.pbt_store import PbtState, PbtStore, WorkerRecord
+from neurodyn.train.run import read_model_dataset, write_model_outputs
 
 
 def resolve_data_path(config_path: str | Path, run_name: str, data: str | Path | None) -> Path:
-    """``--data`` if given, else ``<run_name>_data.h5`` beside the config (the seed's convention)."""
+    """``--data`` if given, else ``<run_name>_data.h5`` beside the config (the RADICaL template's convention)."""
     if data is not None:
         return Path(data)
     folder = Path(config_path).resolve().parent
@@ -60,44 +47,15 @@ def resolve_data_path(config_path: str | Path, run_name: str, data: str | Path |
     return candidate
 
 
-@dataclass
-class WorkerRecord:
-    hyperparameters: dict[str, float]
-    start_state: str | None = None      # file (relative to .state/) this worker continues from
-    copied_from: int | None = None      # whom it copied before the coming generation
-    metric: float = math.nan
+class Engine(Protocol):
+    """Where workers train: runs a generation's jobs and yields their results as they finish."""
+
+    def run(self, jobs: list[WorkerJob]) -> Iterator[WorkerResult]: ...
+    def close(self) -> None: ...
+    def terminate(self) -> None: ...
 
 
-@dataclass
-class PbtState:
-    """Everything a resumed run needs (JSON)."""
-
-    config_digest: str
-    generation: int = 0
-    workers: list[WorkerRecord] = field(default_factory=list)
-    log_rows: list[dict[str, Any]] = field(default_factory=list)
-    stopping: dict[str, Any] = field(default_factory=dict)
-    best_metric: float = math.inf
-    best_generation: int = -1
-    best_worker: int = -1
-    best_hyperparameters: dict[str, float] = field(default_factory=dict)
-    best_file: str | None = None        # state of the best worker so far, relative to .state/
-    elapsed_seconds: float = 0.0
-    generation_seconds: list[float] = field(default_factory=list)
-    rng_state: dict[str, Any] = field(default_factory=dict)
-    finished: str | None = None         # why the run ended (None while running)
-    exported: bool = False
-
-    def to_json(self) -> str:
-        data = self.__dict__.copy()
-        data["workers"] = [w.__dict__ for w in self.workers]
-        return json.dumps(data, indent=1, default=float)
-
-    @classmethod
-    def from_json(cls, text: str) -> "PbtState":
-        data = json.loads(text)
-        data["workers"] = [WorkerRecord(**w) for w in data["workers"]]
-        return cls(**data)
+EngineFactory = Callable[[np.ndarray, np.ndarray, Callable[[str], None]], Engine]
 
 
 @dataclass
@@ -109,23 +67,10 @@ class PbtResult:
     finished: str
 
 
-class RunLog:
-    """Lines to ``run.log`` (flushed at once) and to the terminal."""
-
-    def __init__(self, path: Path, echo: Callable[[str], None]):
-        self.path, self.echo = path, echo
-
-    def __call__(self, line: str) -> None:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.path, "a") as handle:
-            handle.write(f"{stamp} {line}\n")
-        self.echo(line)
-
-
-def _digest(run_config: RunConfig, data_path: Path) -> str:
-    payload = json.dumps({"config": run_config.model_dump(), "data": str(data_path.resolve())}, sort_keys=True,
-                         default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+def run_identity_config(run_config: RunConfig) -> dict[str, Any]:
+    """The run's settings as one flat mapping (what ``run.json`` records and compares)."""
+    return {**run_config.pbt.model_dump(), **run_config.model.model_dump(),
+            "search_space": {key: spec.model_dump() for key, spec in run_config.search_space.items()}}
 
 
 def _worker_config(run_config: RunConfig, worker: int, hyperparameters: dict[str, float]) -> dict[str, Any]:
@@ -135,22 +80,39 @@ def _worker_config(run_config: RunConfig, worker: int, hyperparameters: dict[str
     return LfadsConfig(**values).model_dump()
 
 
-class PbtRun:
-    """One AutoLFADS run in ``results_dir``; ``execute()`` starts or resumes it."""
+def make_engine_factory(run_config: RunConfig, ray_address: str | None = None) -> EngineFactory:
+    """The engine the config asks for: Ray when ``engine: ray`` or an address is given, else embedded."""
+    settings = run_config.pbt
+    address = ray_address or settings.ray_address
 
-    def __init__(self, run_config: RunConfig, data_path: str | Path, results_dir: str | Path,
-                 ray_address: str | None = None, progress: bool = True,
-                 echo: Callable[[str], None] = print):
+    def factory(train: np.ndarray, valid: np.ndarray, log: Callable[[str], None]) -> Engine:
+        if address or settings.engine == "ray":
+            engine = RayEngine(train, valid, settings.max_processes, address)
+            log(f"engine: Ray cluster {address or '(local)'}, {engine.max_processes} workers at once")
+            return engine
+        processes = min(settings.max_processes or default_max_processes(), settings.num_workers)
+        engine = EmbeddedEngine(train, valid, processes, run_config.model.device)
+        on_gpus = sorted({d for d in engine.devices if d})
+        log(f"engine: embedded, {processes} worker process{'es' if processes != 1 else ''} x {engine.threads} "
+            f"thread{'s' if engine.threads != 1 else ''}" + (f" on {', '.join(on_gpus)}" if on_gpus else ""))
+        return engine
+
+    return factory
+
+
+class PbtRun:
+    """One AutoLFADS run; ``execute()`` starts or resumes it."""
+
+    def __init__(self, run_config: RunConfig, data_path: str | Path, store: PbtStore, engine_factory: EngineFactory,
+                 progress: bool = True, echo: Callable[[str], None] = print):
         self.config = run_config
         self.settings = run_config.pbt
         self.data_path = Path(data_path)
-        self.results_dir = Path(results_dir)
-        self.run_dir = self.results_dir / run_config.model.run_name
-        self.state_dir = self.run_dir / ".state"
-        self.ray_address = ray_address or self.settings.ray_address
+        self.store = store
+        self.layout = store.layout
+        self.engine_factory = engine_factory
         self.progress = progress
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.log = RunLog(self.run_dir / "run.log", echo)
+        self.log = store.run_log(echo)
         # Each worker's training-log lineage (the epochs behind its current state), kept in memory so
         # the logs need no reload of every state each generation; rebuilt from the states on resume.
         self.histories: dict[int, list[dict[str, float]]] = {}
@@ -171,20 +133,14 @@ class PbtRun:
         if not state.exported:
             self._export_best(state)
             state.exported = True
-            self._commit(state)
+            self.store.commit(state)
         self.log("Done.")
-        return PbtResult(self.results_dir, state.best_metric, state.best_hyperparameters, state.generation,
+        return PbtResult(self.layout.root, state.best_metric, state.best_hyperparameters, state.generation,
                          state.finished)
 
     def _load_or_start(self) -> PbtState:
-        digest = _digest(self.config, self.data_path)
-        state_file = self.state_dir / STATE_FILE
-        if state_file.is_file():
-            state = PbtState.from_json(state_file.read_text())
-            if state.config_digest != digest:
-                raise NeurodynError(f"{self.run_dir} holds a run with a different config or data file; use another "
-                                    "--out folder or delete that run to start anew")
-            self._remove_uncommitted(state)
+        state = self.store.load()
+        if state is not None:
             if state.finished:
                 self.log(f"run already finished ({state.finished}) after {state.generation} generations")
             else:
@@ -195,12 +151,10 @@ class PbtRun:
         n = self.settings.num_workers
         samples = {key: initial_values(spec, n, rng) for key, spec in self.config.search_space.items()}
         workers = [WorkerRecord({key: samples[key][w] for key in samples}) for w in range(n)]
-        state = PbtState(config_digest=digest, workers=workers,
-                         stopping={"patience": self.settings.num_no_best_to_stop,
-                                   "percent_change": self.settings.percent_change_to_stop},
+        state = PbtState(workers=workers, stopping={"patience": self.settings.num_no_best_to_stop,
+                                                    "percent_change": self.settings.percent_change_to_stop},
                          rng_state=rng.bit_generator.state)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._commit(state)
+        self.store.commit(state)
         self.log(f"AutoLFADS run '{self.config.model.run_name}': {n} workers, "
                  f"{self.settings.epochs_per_generation} epochs per generation, up to "
                  f"{self.settings.max_generations} generations; searching {', '.join(self.config.search_space)}; "
@@ -209,25 +163,14 @@ class PbtRun:
                     if self.config.model.event_delay_bins else ""))
         return state
 
-    def _make_engine(self):
-        train, valid = self.dataset.data[self.train_idx], self.dataset.data[self.valid_idx]
-        if self.ray_address or self.settings.engine == "ray":
-            engine = RayEngine(train, valid, self.settings.max_processes, self.ray_address)
-            self.log(f"engine: Ray cluster {self.ray_address or '(local)'}, {engine.max_processes} workers at once")
-        else:
-            processes = min(self.settings.max_processes or default_max_processes(), self.settings.num_workers)
-            engine = EmbeddedEngine(train, valid, processes)
-            self.log(f"engine: embedded, {processes} worker process(es) x {engine.threads} thread(s)")
-        return engine
-
     def _train_generations(self, state: PbtState) -> PbtState:
         from tqdm.auto import tqdm
 
         settings = self.settings
         rng = np.random.default_rng()
         rng.bit_generator.state = state.rng_state
-        stopping = StoppingRule(**state.stopping)
-        engine = self._make_engine()
+        train, valid = self.dataset.data[self.train_idx], self.dataset.data[self.valid_idx]
+        engine = self.engine_factory(train, valid, self.log)
         session_start = time.perf_counter() - state.elapsed_seconds
         bar = tqdm(total=settings.max_generations, initial=state.generation, desc="PBT", unit="gen",
                    disable=not self.progress, dynamic_ncols=True)
@@ -243,18 +186,11 @@ class PbtRun:
                         self.log(state.finished + ": exporting the best model so far")
                         break
                 generation_start = time.perf_counter()
-                self._run_generation(state, engine, rng, stopping)
+                self._run_generation(state, engine, rng)
                 state.generation_seconds.append(time.perf_counter() - generation_start)
                 state.elapsed_seconds = time.perf_counter() - session_start
                 state.rng_state = rng.bit_generator.state
-                state.stopping = {k: getattr(stopping, k) for k in
-                                  ("patience", "percent_change", "best", "generations_without_best", "history")}
-                if stopping.should_stop:
-                    state.finished = (f"no improvement of more than {settings.percent_change_to_stop}% for "
-                                      f"{settings.num_no_best_to_stop} generations")
-                elif state.generation >= settings.max_generations:
-                    state.finished = f"max_generations ({settings.max_generations}) reached"
-                self._commit(state)
+                self.store.commit(state)
                 self._write_reports(state)
                 bar.update(1)
                 left = ""
@@ -266,29 +202,30 @@ class PbtRun:
                     break
             if state.finished is None:  # loop ended by max_generations on resume
                 state.finished = f"max_generations ({settings.max_generations}) reached"
-                self._commit(state)
+                self.store.commit(state)
             if state.log_rows:  # the final picture, whatever the last report drew
                 from neurodyn.pbt.plots import plot_pbt_progress
 
-                plot_pbt_progress(state.log_rows, self.config.search_space, self.run_dir / "pbt_progress.png")
+                plot_pbt_progress(state.log_rows, self.config.search_space, self.layout.progress_figure)
+        except KeyboardInterrupt:
+            engine.terminate()
+            raise RunInterrupted(f"interrupted during generation {state.generation}; the {state.generation} "
+                                 "completed generation(s) are saved: run the same command again to continue") from None
         finally:
             bar.close()
             engine.close()
         return state
 
-    def _run_generation(self, state: PbtState, engine, rng: np.random.Generator, stopping: StoppingRule) -> None:
+    def _run_generation(self, state: PbtState, engine: Engine, rng: np.random.Generator) -> None:
         generation = state.generation
         jobs = []
         for w, record in enumerate(state.workers):
-            start = (self.state_dir / record.start_state).read_bytes() if record.start_state else None
+            start = self.store.read_state_bytes(record.start_state) if record.start_state else None
             jobs.append(WorkerJob(w, generation, _worker_config(self.config, w, record.hyperparameters), start,
                                   self.settings.epochs_per_generation, self.config.model.seed))
-        new_dir = self.state_dir / f"gen_{generation + 1:04d}"
-        new_dir.mkdir(parents=True, exist_ok=True)
-        results = {}
+        results, files = {}, {}
         for result in engine.run(jobs):
-            with atomic_path(new_dir / f"worker_{result.worker:02d}.pt") as tmp:
-                tmp.write_bytes(result.state)
+            files[result.worker] = self.store.write_worker_state(generation + 1, result.worker, result.state)
             results[result.worker] = result
         started_from = {w: self._lineage(state, w) for w in range(len(state.workers))}
         self.histories = {w: started_from[w] + results[w].history for w in results}
@@ -298,59 +235,34 @@ class PbtRun:
             state.log_rows.append({"generation": generation, "worker": w, **record.hyperparameters,
                                    "metric": metrics[w], "copied_from": "" if record.copied_from is None
                                    else record.copied_from, "seconds": round(results[w].seconds, 2)})
-        leader = best_worker(metrics)
-        diverged = sum(1 for m in metrics if not math.isfinite(m))
-        if leader is not None and metrics[leader] < state.best_metric:
+        decision = decide_after_generation(
+            metrics, [r.hyperparameters for r in state.workers], self.config.search_space, state.best_metric,
+            StoppingRule(**state.stopping), self.settings, generation + 1, rng)
+        leader = decision.leader
+        if decision.new_best:
             state.best_metric, state.best_generation, state.best_worker = metrics[leader], generation, leader
             state.best_hyperparameters = dict(state.workers[leader].hyperparameters)
-            state.best_file = f"best_gen_{generation + 1:04d}.pt"
-            with atomic_path(self.state_dir / state.best_file) as tmp:
-                shutil.copyfile(new_dir / f"worker_{leader:02d}.pt", tmp)
-        stopping.update(None if leader is None else metrics[leader])
-        # Exploit, then explore what was copied.
-        if self.settings.exploit_method == "truncation":
-            copies = truncation(metrics, rng, self.settings.truncation_fraction)
-        else:
-            copies = binary_tournament(metrics, rng)
-        previous = [dict(r.hyperparameters) for r in state.workers]
+            state.best_file = self.store.keep_best(generation + 1, files[leader])
+        state.stopping = {k: getattr(decision.stopping, k) for k in
+                          ("patience", "percent_change", "best", "generations_without_best", "history")}
         self.lineage_source = {}
         for w, record in enumerate(state.workers):
-            source = copies.get(w)
+            source = decision.copies.get(w)
             record.copied_from = source
-            record.start_state = f"{new_dir.name}/worker_{(w if source is None else source):02d}.pt"
+            record.start_state = files[w if source is None else source]
+            record.hyperparameters = decision.hyperparameters[w]
             self.lineage_source[w] = w if source is None else source
-            if source is not None:
-                record.hyperparameters = {key: explore(value, self.config.search_space[key], rng)
-                                          for key, value in previous[source].items()}
+        for note in decision.notes:
+            self.log(f"explore: {note}")
         state.generation = generation + 1
+        state.finished = decision.stop_reason
+        diverged = count_diverged(metrics)
         self.log(f"generation {generation}: best {metrics[leader] if leader is not None else math.nan:.5f} "
                  f"(worker {leader}), overall best {state.best_metric:.5f} (generation {state.best_generation}); "
-                 f"{len(copies)} workers copied another" + (f"; {diverged} diverged and were replaced" if diverged else ""))
+                 f"{len(decision.copies)} worker{'s' if len(decision.copies) != 1 else ''} copied another"
+                 + (f"; {diverged} diverged and were replaced" if diverged else ""))
 
     # -- files --------------------------------------------------------------------------------
-    def _commit(self, state: PbtState) -> None:
-        """Write the state (the commit point), then drop generation folders it no longer needs."""
-        write_text_atomic(self.state_dir / STATE_FILE, state.to_json())
-        keep = {Path(w.start_state).parent.name for w in state.workers if w.start_state}
-        keep |= {f"gen_{state.generation:04d}"}
-        for folder in self.state_dir.glob("gen_*"):
-            if folder.name not in keep:
-                shutil.rmtree(folder, ignore_errors=True)
-        for best in self.state_dir.glob("best_gen_*.pt"):
-            if best.name != state.best_file:
-                best.unlink(missing_ok=True)
-
-    def _remove_uncommitted(self, state: PbtState) -> None:
-        """A killed run may have left states of a generation it never committed: drop them."""
-        for folder in self.state_dir.glob("gen_*"):
-            if int(folder.name.split("_")[1]) > state.generation:
-                shutil.rmtree(folder, ignore_errors=True)
-        for best in self.state_dir.glob("best_gen_*.pt"):
-            if best.name != state.best_file:
-                best.unlink(missing_ok=True)
-        for leftover in self.run_dir.rglob(".*.tmp"):
-            leftover.unlink(missing_ok=True)
-
     def _lineage(self, state: PbtState, worker: int) -> list[dict[str, float]]:
         """The log rows behind the state ``worker`` starts the coming generation from."""
         record = state.workers[worker]
@@ -360,79 +272,90 @@ class PbtRun:
         if source is not None and source in self.histories:
             return list(self.histories[source])
         # After a resume: read it from the state file once.
-        return list(state_from_bytes((self.state_dir / record.start_state).read_bytes())["history"])
+        return list(self.store.read_state(record.start_state)["history"])
 
     def _write_reports(self, state: PbtState) -> None:
         """pbt_log.csv, each worker's folder (of the last generation) and the progress figure."""
         from neurodyn.pbt.plots import plot_pbt_progress
 
-        write_text_atomic(self.run_dir / "pbt_log.csv", _rows_to_csv(state.log_rows))
-        last_dir = self.state_dir / f"gen_{state.generation:04d}"
-        for w in range(len(state.workers)):
-            folder = self.run_dir / f"worker_{w:02d}"
-            folder.mkdir(exist_ok=True)
-            source = last_dir / f"worker_{w:02d}.pt"
-            with atomic_path(folder / "checkpoint.pt") as tmp:
-                tmp.unlink()
-                os.link(source, tmp)  # the same bytes as the committed state, without a second copy
-            write_text_atomic(folder / "train_log.csv", history_to_csv(self.histories[w]))
-            write_text_atomic(folder / "hp_history.csv",
-                              _rows_to_csv([r for r in state.log_rows if r["worker"] == w]))
+        self.store.write_reports(state, self.histories)
         # Drawing takes about a second: at most once a minute while running (and once at the end,
         # by _train_generations).
         if time.monotonic() - self.last_plot > 60:
-            plot_pbt_progress(state.log_rows, self.config.search_space, self.run_dir / "pbt_progress.png")
+            plot_pbt_progress(state.log_rows, self.config.search_space, self.layout.progress_figure)
             self.last_plot = time.monotonic()
 
     def _export_best(self, state: PbtState) -> None:
         """Posterior sample-and-average outputs of the best worker, written to pbt_best_model/ at once."""
         if state.best_generation < 0:
             raise NeurodynError(f"every worker diverged (NaN loss) in every generation; nothing to export. "
-                                f"See {self.run_dir / 'pbt_log.csv'}")
-        trainer_state = state_from_bytes((self.state_dir / state.best_file).read_bytes())
-        config = LfadsConfig(**trainer_state["config"])
+                                f"See {self.layout.pbt_log}")
+        trainer_state = self.store.read_state(state.best_file)
         num_neurons = self.dataset.num_neurons
-        observation = make_observation_model(config.observation, num_neurons,
-                                             **trainer_state.get("observation_options", {}))
-        model = LFADS(config, num_neurons, observation)
-        model.load_state_dict(trainer_state["model"])
-        final = self.results_dir / BEST_DIR
-        staging = Path(tempfile.mkdtemp(prefix=f".{BEST_DIR}.", dir=self.results_dir))
-        try:
-            write_model_outputs(staging, model, self.dataset, self.train_idx, self.valid_idx, config)
-            # Save weights as they were at the best generation (not the trainer's early-stopping copy).
+        model, config = build_model(trainer_state, num_neurons)
+
+        def write_files(files: TrainLayout) -> None:
+            write_model_outputs(files.root, model, self.dataset, self.train_idx, self.valid_idx, config)
+            # Weights as they were at the best generation (not the trainer's early-stopping copy).
             trainer_state["best_model_state"] = None
-            save_checkpoint(staging / "checkpoint.pt", {
+            save_checkpoint(files.checkpoint, {
                 "trainer": trainer_state, "num_neurons": num_neurons, "train_idx": self.train_idx,
                 "valid_idx": self.valid_idx, "data_path": str(self.data_path)})
-            write_text_atomic(staging / "hyperparameters.yaml", yaml.safe_dump({
+            write_text_atomic(files.config, config_to_yaml(config))
+            write_text_atomic(files.hyperparameters, yaml.safe_dump({
                 "best_smoothed_valid_nll": float(state.best_metric), "generation": state.best_generation,
                 "worker": state.best_worker, "hyperparameters": state.best_hyperparameters,
                 "config": config.model_dump()}, sort_keys=False))
-            if final.exists():
-                old = final.with_name(f".{BEST_DIR}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(final, old)
-                shutil.rmtree(old, ignore_errors=True)
-            os.replace(staging, final)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+
+        final = self.store.export_best(write_files)
         self.log(f"exported {final}: worker {state.best_worker} of generation {state.best_generation}, smoothed "
                  f"validation NLL {state.best_metric:.5f}")
 
 
-def _rows_to_csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    if rows:
-        fields = list(dict.fromkeys(key for row in rows for key in row))
-        writer = csv.DictWriter(buffer, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def run_pbt(run_config: RunConfig, data_path: str | Path, results_dir: str | Path, ray_address: str | None = None,
-            progress: bool = True, echo: Callable[[str], None] = print) -> PbtResult:
-    """Start or resume the AutoLFADS run of ``run_config`` on ``data_path`` in ``results_dir``."""
-    return PbtRun(run_config, data_path, results_dir, ray_address, progress, echo).execute()
+            progress: bool = True, echo: Callable[[str], None] = print, overwrite: bool = False,
+            engine_factory: EngineFactory | None = None) -> PbtResult:
+    """Start, continue or report the AutoLFADS run of ``run_config`` on ``data_path`` in ``results_dir``.
+
+    Parameters
+    ----------
+    run_config
+        PBT settings, the model's fixed settings and the search space (``config.load_run_config``).
+    data_path
+        The data file.
+    results_dir
+        The results folder (``pbt_best_model/`` and ``<run_name>/``). A folder holding this run
+        continues it (from the last completed generation) or reports that it has finished; a
+        folder holding another run is refused unless ``overwrite``.
+    ray_address
+        Train the workers on this Ray cluster.
+    progress
+        Show a progress bar.
+    echo
+        Where lines for the user go (they are also written to ``run.log``).
+    overwrite
+        Replace a run already in ``results_dir`` (only the files a run owns are removed).
+    engine_factory
+        Where workers train (default: ``make_engine_factory``); tests hand in a fake.
+
+    Returns
+    -------
+    PbtResult
+        The best smoothed validation NLL, its hyperparameters, generations run and why it ended.
+    """
+    layout = PbtLayout(results_dir, run_config.model.run_name)
+    identity = RunIdentity.of("run", run_identity_config(run_config), data_path)
+    decision = open_run_folder(layout.root, layout.owned_entries(), identity, overwrite)
+    if decision.message and decision.action != "continue":
+        echo(decision.message)
+    factory = engine_factory or make_engine_factory(run_config, ray_address)
+    try:
+        result = PbtRun(run_config, data_path, PbtStore(layout), factory, progress, echo).execute()
+    except RunInterrupted:
+        mark_status(layout.root, identity, "interrupted")
+        raise
+    mark_status(layout.root, identity, "finished", generations=result.generations, finished=result.finished)
+    return result
+
+
+__all__ = ["run_pbt", "PbtRun", "PbtResult", "make_engine_factory", "resolve_data_path"]

@@ -3,22 +3,34 @@
 * init: ``rand`` uniform in the range, ``logrand`` log-uniform, ``grid`` evenly spaced over the
   workers (log-spaced when the range spans more than a decade of positive values), or a fixed value.
   A range given as a list of allowed values is sampled from that list.
-* explore: ``perturb`` multiplies by a factor from U(1 - p, 1 + p); ``resample`` draws anew as in
-  ``rand`` (``logrand`` for log-scaled ranges). With ``limit_explore`` the result is kept inside
-  the range (clipped; for allowed-value lists, the nearest allowed value).
+* explore: ``perturb`` multiplies by a factor from U(1 - p, 1 + p); ``resample`` draws anew from the
+  distribution ``init_sample_mode`` names. With ``limit_explore`` the result is kept inside the
+  range (clipped; for allowed-value lists, the nearest allowed value); without it, inside the
+  values the config accepts for the key.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from neurodyn.config import LfadsConfig, SearchSpec
+from neurodyn.config import LfadsConfig, SearchSpec, field_bounds
 
 
 def is_log_scaled(spec: SearchSpec) -> bool:
-    """Whether a range is searched (and best plotted) on a log scale."""
+    """Whether a range is best plotted on a log scale (log-uniform sampling, or more than a decade)."""
     low, high = min(spec.explore_range), max(spec.explore_range)
     return spec.init_sample_mode == "logrand" or (low > 0 and high / low > 10)
+
+
+def samples_log_uniformly(spec: SearchSpec) -> bool:
+    """Whether ``resample`` draws log-uniformly: as ``init_sample_mode`` says (``logrand``; ``grid`` when its
+    grid is log-spaced); a fixed initial value says nothing, so its range's width decides (> a decade)."""
+    mode = spec.init_sample_mode
+    if mode == "logrand":
+        return True
+    if mode == "rand":
+        return False
+    return is_log_scaled(spec)
 
 
 def _draw(spec: SearchSpec, rng: np.random.Generator, log: bool) -> float:
@@ -55,14 +67,29 @@ def limit(value: float, spec: SearchSpec) -> float:
 
 
 def explore(value: float, spec: SearchSpec, rng: np.random.Generator) -> float:
-    """A new value of one hyperparameter after a worker copied another."""
+    """A new value of one hyperparameter after a worker copied another.
+
+    ``perturb`` multiplies by a factor from U(1 - p, 1 + p); ``resample`` draws anew from the range
+    (log-uniformly when ``samples_log_uniformly``). With ``limit_explore`` the value stays inside
+    ``explore_range``; without it, see ``keep_valid``.
+    """
     if not spec.explorable:
         return value
     if spec.explore_method == "resample":
-        new = _draw(spec, rng, log=is_log_scaled(spec))
+        new = _draw(spec, rng, log=samples_log_uniformly(spec))
     else:
         new = value * rng.uniform(1.0 - spec.explore_param, 1.0 + spec.explore_param)
     return limit(new, spec) if spec.limit_explore else new
+
+
+def keep_valid(key: str, value: float) -> tuple[float, str]:
+    """``value`` kept inside the values the config accepts for ``key`` (e.g. ``keep_prob`` <= 1), and a
+    note saying what was done (empty when nothing was)."""
+    low, high = field_bounds(key)
+    kept = float(min(max(value, low), high))
+    if kept != value:
+        return kept, f"{key} {value:.6g} is outside the values the config accepts; kept at {kept:.6g}"
+    return value, ""
 
 
 def as_config_value(key: str, value: float):

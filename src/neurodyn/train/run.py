@@ -1,47 +1,48 @@
-"""``neurodyn train``: train one LFADS model on a seed-format file and write its outputs."""
+"""``neurodyn train``: train one LFADS model on a data file and write its outputs.
+
+The folder's files are named and written by ``neurodyn.runs``. A run is identified by its config
+and the content of its data file (``run.json``); re-running the same command continues an
+interrupted run (from ``resume.safetensors``, saved when training is stopped by Ctrl-C or
+SIGTERM, and every few minutes) or reports that it has finished; anything else in the folder is
+refused unless ``overwrite`` is given.
+"""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from neurodyn.config import LfadsConfig
+from neurodyn.config import LfadsConfig, config_to_yaml
 from neurodyn.data.atomic import write_text_atomic
 from neurodyn.data.event_timing import append_unobserved_bins
 from neurodyn.data.seed_format import NeuralDataset, split_trials
-from neurodyn.errors import NeurodynError
-from neurodyn.observation.registry import read_dataset_for
+from neurodyn.errors import NeurodynError, RunInterrupted
 from neurodyn.lfads.model import LFADS
-from neurodyn.observation.registry import make_observation_model
+from neurodyn.observation.registry import read_dataset_for
+from neurodyn.runs.checkpoint import build_model, load_checkpoint, save_checkpoint
+from neurodyn.runs.identity import RunIdentity, mark_status, open_run_folder
+from neurodyn.runs.layout import TrainLayout
+from neurodyn.runs.outputs import write_split_output
+from neurodyn.runs.tables import rows_to_csv
 from neurodyn.train.inference import infer, infer_empirical_bayes
-from neurodyn.train.outputs import (CHECKPOINT_NAME, CONFIG_NAME, load_checkpoint, save_checkpoint,
-                                    write_resolved_config, write_split_output)
 from neurodyn.train.trainer import LfadsTrainer
 
-LOG_NAME = "train_log.csv"
+# Seconds between resumable states saved while training (so a killed run loses at most this much).
+RESUME_SAVE_SECONDS = 300.0
 
 
 @dataclass
 class TrainResult:
     out_dir: Path
-    trainer: LfadsTrainer
+    trainer: LfadsTrainer | None       # None when the run had already finished
     train_idx: np.ndarray
     valid_idx: np.ndarray
-
-
-def history_to_csv(history: list[dict[str, float]]) -> str:
-    """The per-epoch log rows as CSV text."""
-    buffer = io.StringIO()
-    if history:
-        writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-    return buffer.getvalue()
+    messages: list[str] = field(default_factory=list)
 
 
 def split_dataset(dataset: NeuralDataset, config: LfadsConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -93,6 +94,15 @@ def read_model_dataset(data_path: str | Path, config: LfadsConfig) -> tuple[Neur
     return dataclasses.replace(dataset, data=model_data, truth=None, latents=None), config
 
 
+def output_attributes(config: LfadsConfig, dataset: NeuralDataset) -> dict:
+    """The attributes every output file carries: how its arrays were made, and the bin width when known."""
+    attrs = {"observation": config.observation, "posterior_samples": config.posterior_samples,
+             "inference": config.inference, "event_delay_bins": int(config.event_delay_bins)}
+    if "bin_ms" in dataset.attrs:
+        attrs["bin_ms"] = float(dataset.attrs["bin_ms"])
+    return attrs
+
+
 def write_model_outputs(out_dir: Path, model: LFADS, dataset: NeuralDataset, train_idx: np.ndarray,
                         valid_idx: np.ndarray, config: LfadsConfig) -> None:
     """Inferred outputs of both splits: ``train_output.h5`` and ``valid_output.h5``.
@@ -102,6 +112,7 @@ def write_model_outputs(out_dir: Path, model: LFADS, dataset: NeuralDataset, tra
     sample-and-average rates then kept as ``rates_sample_average``. Every output drops the first
     ``event_delay_bins`` bins (see ``read_model_dataset``), so it has the data file's bins.
     """
+    layout = TrainLayout(out_dir)
     delay = int(config.event_delay_bins)  # resolved by read_model_dataset
     for split, idx in (("train", train_idx), ("valid", valid_idx)):
         inferred = infer(model, dataset.data[idx], config.posterior_samples, config.valid_batch_size, config.seed)
@@ -111,38 +122,108 @@ def write_model_outputs(out_dir: Path, model: LFADS, dataset: NeuralDataset, tra
                 model, dataset.data[idx], dataset.data[train_idx], config.empirical_bayes_samples, config.seed,
                 data_ids=idx, reference_ids=train_idx, batch_size=config.valid_batch_size))
         # Model bin t + d was fit to the events of data bin t + d, which report the spikes of bin t.
-        inferred = {name: value[:, delay:] for name, value in inferred.items()}
-        write_split_output(out_dir / f"{split}_output.h5", inferred, idx,
-                           attrs={"observation": config.observation, "posterior_samples": config.posterior_samples,
-                                  "inference": config.inference, "event_delay_bins": config.event_delay_bins})
+        inferred = {name: value[:, delay:] if value.ndim == 3 else value for name, value in inferred.items()}
+        write_split_output(layout.output(split), inferred, idx, attrs=output_attributes(config, dataset))
 
 
-def train_model(config: LfadsConfig, data_path: str | Path, out_dir: str | Path, progress: bool = True) -> TrainResult:
-    """Train on ``data_path``; write checkpoint, resolved config, CSV log and both output files to ``out_dir``."""
-    out_dir = Path(out_dir)
-    dataset, config = read_model_dataset(data_path, config)
-    train_idx, valid_idx = split_dataset(dataset, config)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    trainer = LfadsTrainer(config, dataset.data[train_idx], dataset.data[valid_idx])
+def checkpoint_state(trainer: LfadsTrainer, dataset: NeuralDataset, train_idx: np.ndarray, valid_idx: np.ndarray,
+                     data_path: str | Path) -> dict:
+    """What ``checkpoint.safetensors`` (and ``resume.safetensors``) holds."""
+    return {"trainer": trainer.state_dict(), "num_neurons": dataset.num_neurons,
+            "train_idx": np.asarray(train_idx), "valid_idx": np.asarray(valid_idx), "data_path": str(data_path)}
+
+
+def train_model(config: LfadsConfig, data_path: str | Path, out_dir: str | Path, progress: bool = True,
+                overwrite: bool = False, stop_requested: Callable[[], bool] | None = None,
+                echo: Callable[[str], None] = print) -> TrainResult:
+    """Train on ``data_path``; write the resolved config, CSV log, checkpoint and outputs to ``out_dir``.
+
+    Parameters
+    ----------
+    config
+        The model and training settings.
+    data_path
+        The data file (``data`` ``(num_neurons, num_samples, num_trials)``, optional keys).
+    out_dir
+        The run's folder. A folder holding this run (same config, same data content) continues it
+        or reports that it has finished; a folder holding another run is refused unless
+        ``overwrite``.
+    progress
+        Show a progress bar.
+    overwrite
+        Replace a run already in ``out_dir`` (only the files a run owns are removed).
+    stop_requested
+        Asked after every epoch; True stops training there, saves ``resume.safetensors`` and
+        raises ``RunInterrupted`` (the same call later continues to the same result).
+    echo
+        Where lines for the user go.
+
+    Returns
+    -------
+    TrainResult
+        The folder, the trainer (None when the run had already finished), the split and messages.
+    """
+    layout = TrainLayout(out_dir)
+    identity = RunIdentity.of("train", config.model_dump(), data_path)
+    dataset, model_config = read_model_dataset(data_path, config)
+    train_idx, valid_idx = split_dataset(dataset, model_config)
+    decision = open_run_folder(layout.root, layout.owned_entries(), identity, overwrite)
+    messages = [decision.message] if decision.message else []
+    for line in messages:
+        echo(line)
+    if decision.action == "finished":
+        return TrainResult(layout.root, None, train_idx, valid_idx, messages)
+    trainer = LfadsTrainer(model_config, dataset.data[train_idx], dataset.data[valid_idx])
+    if decision.action == "continue":
+        if layout.resume.is_file():
+            trainer.load_state_dict(load_checkpoint(layout.resume)["trainer"])
+            messages.append(f"resuming from epoch {trainer.epoch} ({layout.resume.name})")
+        else:
+            messages.append(f"no resumable state in {layout.root}; training from epoch 0")
+        echo(messages[-1])
     # After the trainer: it resolves settings from the data (e.g. s_min: auto -> the value used).
-    write_resolved_config(out_dir / CONFIG_NAME, trainer.config)
-    log_path = out_dir / LOG_NAME
-    trainer.fit(on_epoch=lambda row: write_text_atomic(log_path, history_to_csv(trainer.history)), progress=progress)
-    save_checkpoint(out_dir / CHECKPOINT_NAME, {
-        "trainer": trainer.state_dict(), "num_neurons": dataset.num_neurons,
-        "train_idx": train_idx, "valid_idx": valid_idx, "data_path": str(data_path),
-    })
-    write_model_outputs(out_dir, trainer.model, dataset, train_idx, valid_idx, trainer.config)
-    return TrainResult(out_dir, trainer, train_idx, valid_idx)
+    write_text_atomic(layout.config, config_to_yaml(trainer.config))
+    last_save = [time.monotonic()]
+
+    def save_resumable() -> None:
+        save_checkpoint(layout.resume, checkpoint_state(trainer, dataset, train_idx, valid_idx, data_path))
+        last_save[0] = time.monotonic()
+
+    def after_epoch(row: dict) -> None:
+        write_text_atomic(layout.train_log, rows_to_csv(trainer.history))
+        if time.monotonic() - last_save[0] > RESUME_SAVE_SECONDS:
+            save_resumable()
+
+    complete = trainer.fit(on_epoch=after_epoch, progress=progress, stop_requested=stop_requested)
+    if not complete:
+        save_resumable()
+        mark_status(layout.root, identity, "interrupted", epoch=trainer.epoch)
+        raise RunInterrupted(f"interrupted after epoch {trainer.epoch - 1}: saved a resumable state in "
+                             f"{layout.resume}; run the same command again to continue")
+    save_checkpoint(layout.checkpoint, checkpoint_state(trainer, dataset, train_idx, valid_idx, data_path))
+    write_model_outputs(layout.root, trainer.model, dataset, train_idx, valid_idx, trainer.config)
+    layout.resume.unlink(missing_ok=True)
+    mark_status(layout.root, identity, "finished", epochs=trainer.epoch, best_epoch=trainer.best_epoch)
+    for note in trainer.notes:
+        echo(f"note: {note}")
+    return TrainResult(layout.root, trainer, train_idx, valid_idx, messages + trainer.notes)
 
 
 def load_trained_model(run_dir: str | Path, device: str = "cpu") -> tuple[LFADS, LfadsConfig]:
-    """The model saved by ``train_model`` (its best weights) and its config."""
-    checkpoint = load_checkpoint(Path(run_dir) / CHECKPOINT_NAME)
-    state = checkpoint["trainer"]
-    config = LfadsConfig(**state["config"])
-    observation = make_observation_model(config.observation, checkpoint["num_neurons"],
-                                         **state.get("observation_options", {}))
-    model = LFADS(config, checkpoint["num_neurons"], observation)
-    model.load_state_dict(state["model"])
+    """The model a run saved (its best weights) and its config.
+
+    Parameters
+    ----------
+    run_dir
+        A ``neurodyn train`` folder or a ``pbt_best_model`` folder.
+    device
+        Where to put the model.
+
+    Returns
+    -------
+    (LFADS, LfadsConfig)
+        The model in eval mode and its resolved config.
+    """
+    checkpoint = load_checkpoint(TrainLayout(run_dir).checkpoint)
+    model, config = build_model(checkpoint["trainer"], int(checkpoint["num_neurons"]))
     return model.to(device).eval(), config

@@ -90,6 +90,7 @@ class LfadsTrainer:
         self.best_model_state: dict[str, torch.Tensor] | None = None
         self.epochs_since_best = 0
         self.skipped_steps = 0
+        self.notes: list[str] = []  # what a person should know about how training ended
 
     # -- set-up -------------------------------------------------------------------------------
     def _initialise_readout_bias(self) -> None:
@@ -112,8 +113,11 @@ class LfadsTrainer:
         if fixed:
             raise ValueError(f"cannot change {fixed} after the model is built")
         self.config = LfadsConfig(**{**self.config.model_dump(), **updates})
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.config.learning_rate_init
+        if "learning_rate_init" in updates:
+            # A new learning rate replaces the current one; any other change keeps the rate the
+            # plateau schedule has decayed to.
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.config.learning_rate_init
         self.scheduler.factor = self.config.learning_rate_decay
         self.scheduler.patience = self.config.learning_rate_patience
         self.scheduler.min_lrs = [self.config.learning_rate_stop] * len(self.optimizer.param_groups)
@@ -242,8 +246,13 @@ class LfadsTrainer:
         return self.epochs_since_best >= self.config.early_stopping_patience
 
     def fit(self, max_epochs: int | None = None, on_epoch: Callable[[dict[str, float]], None] | None = None,
-            progress: bool = True) -> None:
-        """Train until ``max_epochs`` (default: the config's) or early stopping, then keep the best weights."""
+            progress: bool = True, stop_requested: Callable[[], bool] | None = None) -> bool:
+        """Train until ``max_epochs`` (default: the config's) or early stopping, then keep the best weights.
+
+        ``stop_requested`` is asked after every epoch; when it says True, training stops there
+        without touching the weights (the state can be saved and training continued later) and
+        ``fit`` returns False. Returns True when training is complete.
+        """
         from tqdm.auto import tqdm
 
         max_epochs = self.config.max_epochs if max_epochs is None else max_epochs
@@ -255,12 +264,33 @@ class LfadsTrainer:
                 bar.set_postfix(valid_nll=f"{row['valid_nll_smoothed']:.4f}", lr=f"{row['learning_rate']:.1e}")
                 if on_epoch is not None:
                     on_epoch(row)
+                if stop_requested is not None and stop_requested() and self.epoch < max_epochs:
+                    return False
         self.restore_best()
+        return True
 
     def restore_best(self) -> None:
-        """Load the best weights seen after the ramps (if any; otherwise keep the current ones)."""
+        """Load the best weights seen after the ramps.
+
+        When training ended before the KL/L2 ramps were complete there are none: the last epoch's
+        weights (the ones trained with the most regularisation) are kept, recorded as the best, and
+        ``notes`` says so.
+        """
         if self.best_model_state is not None:
             self.model.load_state_dict(self.best_model_state)
+            return
+        if self.epoch == 0:
+            return
+        smoothed = self.valid_nll_smoothed if self.valid_nll_smoothed is not None else math.inf
+        self.best_epoch, self.best_valid_nll = self.epoch - 1, smoothed
+        self.best_model_state = copy.deepcopy(self.model.state_dict())
+        self.notes.append(f"training ended at epoch {self.epoch - 1}, before the KL/L2 ramps were complete (epoch "
+                          f"{self.ramps_complete_epoch}); kept the last epoch's weights (smoothed validation NLL "
+                          f"{smoothed:.5f}); raise max_epochs or shorten kl_increase_epochs/l2_increase_epochs")
+
+    def reseed(self, seed: int) -> None:
+        """Start a new random stream (batch order, masks, dropout, posterior samples) from ``seed``."""
+        self.generator.manual_seed(int(seed) % (2 ** 63))
 
     # -- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -1,0 +1,74 @@
+"""What the population does after a generation, as one pure function of the workers' metrics.
+
+``decide_after_generation`` takes the generation's metrics (smoothed validation NLL, NaN for a
+diverged worker), the workers' hyperparameters, the search space, the best result so far, the
+stopping rule's state and a random generator, and returns the new best (if any), who copies whom,
+the hyperparameters of the next generation (explored where copied), notes on any clipping, and
+why the run should stop (None to go on). It reads and writes no file and trains nothing, so it can
+be tested with chosen metrics; the driver (``pbt.run``) applies the decision.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from neurodyn.config import PbtSettings, SearchSpec
+from neurodyn.pbt.population import StoppingRule, best_worker, binary_tournament, truncation
+from neurodyn.pbt.search_space import explore, keep_valid
+
+
+@dataclass
+class GenerationDecision:
+    leader: int | None                         # the generation's best finite worker (None: all diverged)
+    new_best: bool                             # the leader beats the best so far
+    copies: dict[int, int]                     # copier -> source
+    hyperparameters: list[dict[str, float]]    # each worker's values for the next generation
+    stopping: StoppingRule                     # the stopping rule after this generation
+    stop_reason: str | None = None             # why the run ends now (None: go on)
+    notes: list[str] = field(default_factory=list)
+
+
+def count_diverged(metrics: list[float]) -> int:
+    return sum(1 for m in metrics if m is None or not math.isfinite(m))
+
+
+def decide_after_generation(metrics: list[float], hyperparameters: list[dict[str, float]],
+                            search_space: dict[str, SearchSpec], best_metric: float, stopping: StoppingRule,
+                            settings: PbtSettings, generations_done: int,
+                            rng: np.random.Generator) -> GenerationDecision:
+    """The population's decision after ``generations_done`` generations (see the module docstring).
+
+    ``stopping`` is not changed; the returned decision holds its updated copy.
+    """
+    leader = best_worker(metrics)
+    new_best = leader is not None and metrics[leader] < best_metric
+    stopping = copy.deepcopy(stopping)
+    stopping.update(None if leader is None else metrics[leader])
+    if settings.exploit_method == "truncation":
+        copies = truncation(metrics, rng, settings.truncation_fraction)
+    else:
+        copies = binary_tournament(metrics, rng)
+    notes: list[str] = []
+    following: list[dict[str, float]] = []
+    for worker, values in enumerate(hyperparameters):
+        source = copies.get(worker)
+        if source is None:
+            following.append(dict(values))
+            continue
+        explored = {}
+        for key, value in hyperparameters[source].items():
+            explored[key], note = keep_valid(key, explore(value, search_space[key], rng))
+            if note:
+                notes.append(f"worker {worker}: {note}")
+        following.append(explored)
+    stop_reason = None
+    if stopping.should_stop:
+        stop_reason = (f"no improvement of more than {settings.percent_change_to_stop}% for "
+                       f"{settings.num_no_best_to_stop} generations")
+    elif generations_done >= settings.max_generations:
+        stop_reason = f"max_generations ({settings.max_generations}) reached"
+    return GenerationDecision(leader, new_best, copies, following, stopping, stop_reason, notes)

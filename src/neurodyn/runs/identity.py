@@ -1,0 +1,158 @@
+"""What a run folder holds and whether a command may start, continue or must refuse.
+
+``run.json`` records the command kind (``train`` or ``run``), the config the run was made with, the
+data file's path and the SHA-256 of its content, and the run's status (``running``,
+``interrupted``, ``finished``). Re-running the same command on the same data continues an
+interrupted run or reports that it has finished; a folder holding another run (another config,
+another data file, or a data file whose content changed since) is refused unless ``--overwrite``
+is given, and then only the files a run owns are removed (``layout``).
+
+``decide_start`` is the decision as a pure function; ``open_run_folder`` reads the folder, applies it
+and writes ``run.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+from neurodyn.data.atomic import write_text_atomic
+from neurodyn.errors import NeurodynError
+from neurodyn.runs.layout import RUN_INFO_FILE
+
+# Keys that change where or how fast a run computes, not what it computes: a run may continue with
+# other values.
+RUNTIME_KEYS = frozenset({"device", "batch_threads", "max_processes", "ray_address", "engine"})
+
+Status = Literal["running", "interrupted", "finished"]
+Action = Literal["start", "continue", "finished"]
+
+
+def file_sha256(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
+    """SHA-256 of a file's content (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What makes two runs the same run: command, config (runtime keys left out) and data content."""
+
+    kind: str
+    config: dict[str, Any]
+    data_path: str
+    data_sha256: str
+
+    @classmethod
+    def of(cls, kind: str, config: dict[str, Any], data_path: str | Path) -> "RunIdentity":
+        kept = {k: v for k, v in config.items() if k not in RUNTIME_KEYS}
+        # Through JSON, so that a value read back from run.json compares equal (tuples -> lists, ...).
+        kept = json.loads(json.dumps(kept, default=str))
+        return cls(kind, kept, str(Path(data_path)), file_sha256(data_path))
+
+
+@dataclass(frozen=True)
+class StartDecision:
+    action: Action
+    message: str = ""        # what to tell the user (empty when there is nothing to say)
+    remove_existing: bool = False
+
+
+def _config_differences(old: dict[str, Any], new: dict[str, Any], limit: int = 4) -> str:
+    keys = sorted(set(old) | set(new))
+    changed = [k for k in keys if old.get(k) != new.get(k)]
+    shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed[:limit])
+    return shown + (f" and {len(changed) - limit} more" if len(changed) > limit else "")
+
+
+def decide_start(folder: str, recorded: dict[str, Any] | None, has_run_files: bool, identity: RunIdentity,
+                 overwrite: bool) -> StartDecision:
+    """Start, continue, report finished, or refuse (NeurodynError) — from what the folder holds.
+
+    ``recorded`` is the folder's ``run.json`` (None when absent); ``has_run_files`` whether any file
+    a run owns is there.
+    """
+    if overwrite:
+        return StartDecision("start", f"--overwrite: replacing the run in {folder}" if has_run_files else "",
+                             remove_existing=has_run_files)
+    if recorded is None:
+        if has_run_files:
+            raise NeurodynError(f"{folder} holds results of an earlier run without its {RUN_INFO_FILE}; use "
+                                "--overwrite to replace them, or another output folder")
+        return StartDecision("start")
+    replace = "use --overwrite to replace it, or another output folder"
+    if recorded.get("kind") != identity.kind:
+        raise NeurodynError(f"{folder} holds a 'neurodyn {recorded.get('kind')}' run, not a 'neurodyn "
+                            f"{identity.kind}' run; {replace}")
+    if recorded.get("data_sha256") != identity.data_sha256:
+        if Path(recorded.get("data_path", "")).resolve() == Path(identity.data_path).resolve():
+            raise NeurodynError(f"{folder} holds a run made with {identity.data_path}, whose content has changed "
+                                f"since (SHA-256 differs); {replace}")
+        raise NeurodynError(f"{folder} holds a run made with another data file ({recorded.get('data_path')}); "
+                            f"{replace}")
+    if recorded.get("config") != identity.config:
+        raise NeurodynError(f"{folder} holds a run made with another config: "
+                            f"{_config_differences(recorded.get('config', {}), identity.config)}; {replace}")
+    if recorded.get("status") == "finished":
+        return StartDecision("finished", f"the run in {folder} has finished; nothing to do (use --overwrite to "
+                                         "start it anew)")
+    return StartDecision("continue", f"continuing the {recorded.get('status', 'unfinished')} run in {folder}")
+
+
+def read_run_info(path: str | Path) -> dict[str, Any] | None:
+    """A folder's ``run.json`` (None when absent), with a clear error for a damaged one."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+    except (UnicodeDecodeError, ValueError) as error:
+        raise NeurodynError(f"{path}: damaged run record ({error}); use --overwrite to start the run anew") from None
+    if not isinstance(info, dict):
+        raise NeurodynError(f"{path}: damaged run record (not a JSON object); use --overwrite to start anew")
+    return info
+
+
+def write_run_info(path: str | Path, identity: RunIdentity, status: Status, **extra: Any) -> None:
+    """Record the run's identity and status (atomically)."""
+    write_text_atomic(path, json.dumps({**asdict(identity), "status": status, **extra}, indent=1) + "\n")
+
+
+def remove_entries(entries: Iterable[Path]) -> None:
+    for entry in entries:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        elif entry.exists() or entry.is_symlink():
+            entry.unlink()
+
+
+def open_run_folder(root: str | Path, owned: list[Path], identity: RunIdentity, overwrite: bool) -> StartDecision:
+    """Check ``root`` for the run of ``identity`` and prepare it (see ``decide_start``).
+
+    Creates ``root`` when needed; with ``--overwrite`` removes the files a run owns (``owned``) and
+    nothing else; writes ``run.json`` with status ``running`` unless the run has finished.
+    """
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise NeurodynError(f"{root} is a file; the output must be a folder (give a new or existing folder)")
+    info_path = root / RUN_INFO_FILE
+    recorded = read_run_info(info_path)
+    has_run_files = any(entry.exists() for entry in owned)
+    decision = decide_start(str(root), recorded, has_run_files, identity, overwrite)
+    if decision.remove_existing:
+        remove_entries(owned)
+    root.mkdir(parents=True, exist_ok=True)
+    if decision.action != "finished":
+        write_run_info(info_path, identity, "running")
+    return decision
+
+
+def mark_status(root: str | Path, identity: RunIdentity, status: Status, **extra: Any) -> None:
+    write_run_info(Path(root) / RUN_INFO_FILE, identity, status, **extra)

@@ -1,0 +1,166 @@
+"""The population's decisions after a generation, without training: chosen metrics in, decisions out;
+and the driver with a fake engine and the real store."""
+
+import copy
+import csv
+import math
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+
+from neurodyn.config import LfadsConfig, PbtSettings, SearchSpec, load_run_config, validate_run_config
+from neurodyn.errors import NeurodynError
+from neurodyn.pbt.decisions import decide_after_generation
+from neurodyn.pbt.engines import WorkerResult, assign_devices
+from neurodyn.pbt.population import StoppingRule
+from neurodyn.pbt.run import run_pbt
+from neurodyn.pbt.search_space import explore, keep_valid
+from neurodyn.runs.checkpoint import encode_state
+from neurodyn.train.trainer import LfadsTrainer
+
+from pbt_helpers import TINY_RUN, write_config, write_tiny_dataset
+
+SPACE = {"keep_ratio": SearchSpec(explore_range=[0.3, 0.9], explore_param=0.2),
+         "keep_prob": SearchSpec(explore_range=[0.9, 1.0], explore_param=0.9, limit_explore=False)}
+
+
+def _decide(metrics, best=math.inf, stopping=None, generations_done=1, seed=0, **settings):
+    hps = [{"keep_ratio": 0.5, "keep_prob": 0.95 + 0.01 * w} for w in range(len(metrics))]
+    stopping = stopping or StoppingRule(patience=3)
+    return decide_after_generation(metrics, hps, SPACE, best, stopping,
+                                   PbtSettings(**{"max_generations": 10, **settings}), generations_done,
+                                   np.random.default_rng(seed)), hps
+
+
+def test_the_best_worker_is_tracked_against_the_best_so_far():
+    decision, _ = _decide([3.0, 1.0, 2.0])
+    assert decision.leader == 1 and decision.new_best
+    decision, _ = _decide([3.0, 1.0, 2.0], best=0.5)
+    assert decision.leader == 1 and not decision.new_best
+
+
+def test_copies_follow_the_metrics_and_a_diverged_worker_is_always_replaced():
+    for seed in range(20):
+        decision, hps = _decide([3.0, math.nan, 2.0, 1.0], seed=seed)
+        assert 1 in decision.copies and decision.copies[1] != 1
+        metrics = [3.0, math.inf, 2.0, 1.0]
+        for copier, source in decision.copies.items():
+            assert metrics[source] < metrics[copier]
+        assert 3 not in decision.copies  # the best never copies
+        for worker, values in enumerate(decision.hyperparameters):
+            if worker not in decision.copies:
+                assert values == hps[worker]
+
+
+def test_truncation_copies_the_top_into_the_bottom():
+    decision, _ = _decide([4.0, 3.0, 2.0, 1.0], exploit_method="truncation", truncation_fraction=0.25)
+    assert decision.copies == {0: 3}
+
+
+def test_stopping_and_max_generations_are_decided_without_changing_the_input():
+    rule = StoppingRule(patience=2, best=1.0, generations_without_best=1, history=[1.0])
+    before = copy.deepcopy(rule)
+    decision, _ = _decide([2.0, 3.0], best=1.0, stopping=rule)
+    assert decision.stop_reason.startswith("no improvement") and rule == before
+    decision, _ = _decide([0.5, 3.0], generations_done=10)
+    assert decision.stop_reason == "max_generations (10) reached"
+    decision, _ = _decide([0.5, 3.0], generations_done=3)
+    assert decision.stop_reason is None
+
+
+def test_unlimited_explore_stays_inside_the_values_the_config_accepts_and_says_so():
+    notes, values = [], []
+    for seed in range(30):
+        decision, _ = _decide([5.0, 1.0, 4.0, 3.0], seed=seed)
+        notes += decision.notes
+        values += [hp["keep_prob"] for hp in decision.hyperparameters]
+    assert max(values) == 1.0 and all(0 < v <= 1.0 for v in values)
+    assert any("keep_prob" in note and "kept at 1" in note for note in notes)
+    LfadsConfig(keep_prob=max(values))  # accepted by the schema
+
+
+def test_keep_valid_uses_the_schema_bounds():
+    assert keep_valid("keep_prob", 1.3) == (1.0, "keep_prob 1.3 is outside the values the config accepts; kept at 1")
+    assert keep_valid("keep_prob", 0.7) == (0.7, "")
+    low, _ = keep_valid("learning_rate_init", -1.0)
+    assert 0 < low < 1e-9
+    assert keep_valid("batch_size", 0.2)[0] == 1.0
+
+
+@pytest.mark.parametrize("mode, log", [("rand", False), ("logrand", True)])
+def test_resample_draws_from_the_distribution_init_sample_mode_names(mode, log):
+    spec = SearchSpec(explore_range=[1e-4, 1.0], init_sample_mode=mode, explore_method="resample")
+    rng = np.random.default_rng(0)
+    draws = np.array([explore(0.5, spec, rng) for _ in range(3000)])
+    if log:
+        assert stats.kstest(np.log10(draws), stats.uniform(loc=-4, scale=4).cdf).pvalue > 0.01
+    else:
+        assert stats.kstest(draws, stats.uniform(loc=1e-4, scale=1.0 - 1e-4).cdf).pvalue > 0.01
+
+
+def test_resample_refuses_an_explore_param_and_perturb_defaults_to_0_3():
+    with pytest.raises(NeurodynError, match="explore_param must be None"):
+        validate_run_config({"keep_ratio": {"explore_range": [0.3, 0.9], "explore_method": "resample",
+                                            "explore_param": 0.3}})
+    config = validate_run_config({"keep_ratio": {"explore_range": [0.3, 0.9], "explore_method": "resample"},
+                                  "keep_prob": {"explore_range": [0.5, 1.0]}})
+    assert config.search_space["keep_ratio"].explore_param is None
+    assert config.search_space["keep_prob"].explore_param == 0.3
+
+
+def test_an_explore_range_outside_the_valid_values_is_refused():
+    with pytest.raises(NeurodynError, match=r"explore_range \[0.5, 1.2\] of 'keep_prob' goes outside"):
+        validate_run_config({"keep_prob": {"explore_range": [0.5, 1.2]}})
+
+
+def test_workers_are_placed_on_the_gpus_in_turn():
+    assert assign_devices(5, 2) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"]
+    assert assign_devices(3, 0) == [None, None, None]
+    assert assign_devices(2, 4, "cpu") == [None, None]
+
+
+# -- the driver with a fake engine ---------------------------------------------------------------------
+
+class FakeEngine:
+    """Returns chosen metrics (one list per generation) and a fixed small trainer state for every worker."""
+
+    def __init__(self, metrics_per_generation, state):
+        self.metrics = list(metrics_per_generation)
+        self.state = state
+        self.jobs_seen = []
+
+    def run(self, jobs):
+        metrics = self.metrics.pop(0)
+        self.jobs_seen.append(jobs)
+        for job in reversed(jobs):  # in any order, as processes finish
+            yield WorkerResult(job.worker, job.generation, metrics[job.worker], self.state,
+                               [{"epoch": job.generation}], 0.01)
+
+    def close(self):
+        pass
+
+    def terminate(self):
+        pass
+
+
+def test_the_driver_applies_the_decisions_to_the_chosen_metrics(tmp_path):
+    data = write_tiny_dataset(tmp_path)
+    run_config = load_run_config(write_config(tmp_path, num_workers=3, max_generations=3))
+    base = {k: v for k, v in TINY_RUN.items() if k in LfadsConfig.model_fields} | {"event_delay_bins": 0}
+    from neurodyn.data.seed_format import read_dataset
+
+    dataset = read_dataset(data)
+    state = encode_state(LfadsTrainer(LfadsConfig(**base), dataset.data[:20], dataset.data[20:]).state_dict())
+    engine = FakeEngine([[2.0, 1.0, 3.0], [math.nan, 0.5, 0.7], [0.9, 0.8, 0.6]], state)
+    result = run_pbt(run_config, data, tmp_path / "res", progress=False, echo=lambda line: None,
+                     engine_factory=lambda train, valid, log: engine)
+    assert result.best_metric == 0.5 and result.generations == 3
+    chosen = yaml.safe_load((tmp_path / "res" / "pbt_best_model" / "hyperparameters.yaml").read_text())
+    assert (chosen["generation"], chosen["worker"]) == (1, 1)
+    rows = list(csv.DictReader((tmp_path / "res" / "tiny" / "pbt_log.csv").open()))
+    assert [float(r["metric"]) for r in rows if r["generation"] == "1"][1] == 0.5
+    # the worker that diverged in generation 1 starts generation 2 from another worker's state
+    assert [r for r in rows if r["generation"] == "2" and r["worker"] == "0"][0]["copied_from"] in ("1", "2")
+    assert engine.jobs_seen[1][0].start_state is not None

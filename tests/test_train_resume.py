@@ -1,0 +1,168 @@
+"""``neurodyn train`` as a run one can trust: interrupt and resume to the same weights, re-runs, refusals."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from neurodyn.cli.main import main
+from neurodyn.config import LfadsConfig
+from neurodyn.data.seed_format import write_dataset
+from neurodyn.errors import NeurodynError, RunInterrupted
+from neurodyn.runs.checkpoint import load_checkpoint
+from neurodyn.runs.identity import read_run_info
+from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
+from neurodyn.train.run import train_model
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = {"run_name": "tiny", "ic_enc_dim": 8, "ci_enc_dim": 6, "con_dim": 6, "co_dim": 1, "ic_dim": 4,
+          "gen_dim": 12, "factors_dim": 5, "batch_size": 8, "max_epochs": 6, "kl_increase_epochs": 2,
+          "l2_increase_epochs": 2, "posterior_samples": 3, "device": "cpu", "batch_threads": 1}
+
+
+@pytest.fixture
+def data_path(tmp_path):
+    dataset = make_lorenz_spikes(num_neurons=6, num_samples=10, num_conditions=3, trials_per_condition=8, keep=4,
+                                 seed=3)
+    path = tmp_path / "tiny_data.h5"
+    write_dataset(path, dataset)
+    return path
+
+
+def _quiet(line):
+    pass
+
+
+def _final_weights(folder):
+    return load_checkpoint(folder / "checkpoint.safetensors")["trainer"]["model"]
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, data_path):
+    config = LfadsConfig(**CONFIG)
+    train_model(config, data_path, tmp_path / "whole", progress=False, echo=_quiet)
+    epochs_seen = []
+
+    def stop_after_three():
+        epochs_seen.append(1)
+        return len(epochs_seen) >= 3
+
+    out = tmp_path / "stopped"
+    with pytest.raises(RunInterrupted, match="run the same command again to continue"):
+        train_model(config, data_path, out, progress=False, stop_requested=stop_after_three, echo=_quiet)
+    assert (out / "resume.safetensors").is_file() and not (out / "checkpoint.safetensors").exists()
+    assert read_run_info(out / "run.json")["status"] == "interrupted"
+    lines = []
+    result = train_model(config, data_path, out, progress=False, echo=lines.append)
+    assert any("resuming from epoch 3" in line for line in lines)
+    assert result.trainer.epoch == 6 and not (out / "resume.safetensors").exists()
+    whole, resumed = _final_weights(tmp_path / "whole"), _final_weights(out)
+    for name, tensor in whole.items():
+        assert torch.equal(tensor, resumed[name]), name
+    assert (out / "train_log.csv").read_text() .count("\n") == 7  # header + 6 epochs, none repeated
+
+
+def test_a_finished_run_is_reported_and_left_alone(tmp_path, data_path):
+    config = LfadsConfig(**CONFIG)
+    out = tmp_path / "run"
+    train_model(config, data_path, out, progress=False, echo=_quiet)
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    lines = []
+    result = train_model(config, data_path, out, progress=False, echo=lines.append)
+    assert result.trainer is None and any("has finished; nothing to do" in line for line in lines)
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_another_config_or_changed_data_is_refused_and_overwrite_retrains(tmp_path, data_path, capsys):
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(yaml.safe_dump(CONFIG))
+    args = ["train", str(config_path), "--data", str(data_path), "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main(args) == 0
+    config_path.write_text(yaml.safe_dump({**CONFIG, "gen_dim": 9}))
+    assert main(args) == 2
+    assert "another config: gen_dim (12 -> 9)" in capsys.readouterr().err
+    config_path.write_text(yaml.safe_dump(CONFIG))
+    dataset = make_lorenz_spikes(num_neurons=6, num_samples=10, num_conditions=3, trials_per_condition=8, keep=4,
+                                 seed=4)
+    write_dataset(data_path, dataset)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "content has changed since" in err and err.count("\n") == 1
+    assert main(args + ["--overwrite"]) == 0
+    assert read_run_info(tmp_path / "run" / "run.json")["status"] == "finished"
+
+
+def test_max_epochs_below_the_ramps_keeps_the_last_weights_and_says_so(tmp_path, data_path):
+    config = LfadsConfig(**{**CONFIG, "max_epochs": 2, "kl_increase_epochs": 5, "l2_increase_epochs": 5})
+    lines = []
+    result = train_model(config, data_path, tmp_path / "run", progress=False, echo=lines.append)
+    assert result.trainer.best_epoch == 1 and np.isfinite(result.trainer.best_valid_nll)
+    assert any("before the KL/L2 ramps were complete" in line and "kept the last epoch's weights" in line
+               for line in lines)
+
+
+def test_output_naming_a_file_and_an_h5_file_as_config_give_one_line(tmp_path, data_path, capsys):
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(yaml.safe_dump(CONFIG))
+    (tmp_path / "afile").write_text("x")
+    assert main(["train", str(config_path), "--data", str(data_path), "--out", str(tmp_path / "afile")]) == 2
+    assert "is a file; the output must be a folder" in capsys.readouterr().err
+    assert main(["train", str(data_path), "--data", str(data_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "not a YAML config" in err and "--data" in err and err.count("\n") == 1
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def test_ctrl_c_during_train_saves_and_exits_130_then_the_command_continues(tmp_path, data_path):
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(yaml.safe_dump({**CONFIG, "max_epochs": 400, "early_stopping_patience": 400}))
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "neurodyn.cli.main", "train", str(config_path), "--data", str(data_path),
+               "--out", str(out), "--no-progress"]
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        log = out / "train_log.csv"
+        if log.is_file() and log.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("neurodyn: interrupted after epoch")
+    assert (out / "resume.safetensors").is_file()
+    epochs = load_checkpoint(out / "resume.safetensors")["trainer"]["epoch"]
+    config_path.write_text(yaml.safe_dump({**CONFIG, "max_epochs": 400, "early_stopping_patience": 400}))
+    # The same command continues where it stopped (a short run: stop it again right away).
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if (out / "train_log.csv").read_text().count("\n") >= epochs + 3:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and f"resuming from epoch {epochs}" in stdout + stderr
+
+
+def test_ctrl_c_while_starting_up_prints_one_line(tmp_path, data_path):
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(yaml.safe_dump(CONFIG))
+    command = [sys.executable, "-m", "neurodyn.cli.main", "train", str(config_path), "--data", str(data_path),
+               "--out", str(tmp_path / "run"), "--no-progress"]
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.6)  # inside the imports of torch and the data layer, or the first epochs
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert "Traceback" not in stderr
+    assert process.returncode in (0, 130)
