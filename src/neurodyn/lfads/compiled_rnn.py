@@ -62,9 +62,12 @@ def _build() -> ModuleType | None:
             pass
         if ninja_dir and shutil.which("ninja") is None:
             os.environ["PATH"] = f"{ninja_dir}{os.pathsep}{os.environ.get('PATH', '')}"
-        # torch keys its build cache on the source's hash, so an edited kernel is rebuilt.
+        # The source's hash is part of the name: torch only notices an edited source within one
+        # process, so two neurodyn versions sharing the build folder (two checkouts, an upgrade while
+        # another process runs) would otherwise load each other's kernel.
+        source_hash = hashlib.sha1(SOURCE.read_bytes()).hexdigest()[:10]
         return cpp_extension.load(
-            name=f"neurodyn_compiled_rnn_{cpu_tag()}",
+            name=f"neurodyn_compiled_rnn_{cpu_tag()}_{source_hash}",
             sources=[str(SOURCE)],
             # fast-math lets gcc vectorise exp/tanh over the gate values; it is not passed to the
             # linker, so it does not switch the whole process to flush-denormals-to-zero.
