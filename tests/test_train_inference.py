@@ -128,3 +128,16 @@ def test_empirical_bayes_generates_each_draw_with_its_reference_trials_inputs():
     assert result["generator_states"].shape == (4, T, 8)
     with pytest.raises(NeurodynError, match="reference_ext_input"):
         infer_empirical_bayes(model, data, reference, ext_input=data_ext)
+
+
+def test_drop_leading_bins_keeps_the_per_trial_outputs_whole():
+    from neurodyn.train.inference import drop_leading_bins
+
+    result = infer(make_model(co_dim=2), counts(), num_samples=2, write_generator_states=True)
+    dropped = drop_leading_bins(result, 3)
+    for name, value in result.items():
+        if name in ("ic_mean", "ic_std"):
+            np.testing.assert_array_equal(dropped[name], value)
+        else:
+            np.testing.assert_array_equal(dropped[name], value[:, 3:])
+            assert dropped[name].shape[1] == T - 3

@@ -220,3 +220,23 @@ def test_write_generator_states_may_change_but_ext_input_dim_may_not():
     with pytest.raises(ValueError, match="ext_input_dim"):
         trainer.set_hyperparameters(ext_input_dim=1)
     assert "ext_input_dim" not in SEARCHABLE_HYPERPARAMETERS
+
+
+def test_cd_and_temporal_shift_leave_ext_input_unchanged(monkeypatch):
+    from neurodyn.lfads.model import LFADS
+
+    data = _counts()
+    ext = np.random.default_rng(4).normal(size=(24, 12, 2)).astype(np.float32)
+    seen = []
+    original = LFADS.forward
+
+    def recording(self, *args, ext_input=None, **kwargs):
+        seen.append(ext_input.numpy().copy())
+        return original(self, *args, ext_input=ext_input, **kwargs)
+
+    monkeypatch.setattr(LFADS, "forward", recording)
+    config = LfadsConfig(**TINY, ext_input_dim=2, keep_ratio=0.5, temporal_shift_std=2.0)
+    LfadsTrainer(config, data[:16], data[16:], train_ext_input=ext[:16], valid_ext_input=ext[16:]).train_epoch()
+    rows = np.concatenate(seen)
+    order = np.argsort(rows[:, 0, 0])
+    np.testing.assert_array_equal(rows[order], ext[:16][np.argsort(ext[:16, 0, 0])])

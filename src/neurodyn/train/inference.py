@@ -11,6 +11,16 @@ from neurodyn.lfads.augmentations import inference_masks
 from neurodyn.lfads.model import LFADS, LfadsOutput
 
 
+# Outputs of ``infer`` with one value per trial, not per time step: ``(trials, ic_dim)``.
+PER_TRIAL_OUTPUTS = ("ic_mean", "ic_std")
+
+
+def drop_leading_bins(inferred: dict[str, np.ndarray], bins: int) -> dict[str, np.ndarray]:
+    """``inferred`` (from ``infer``) without the first ``bins`` time steps of each per-step output
+    ``(trials, T, ...)``; the per-trial outputs (``PER_TRIAL_OUTPUTS``) are kept whole."""
+    return {name: value if name in PER_TRIAL_OUTPUTS else value[:, bins:] for name, value in inferred.items()}
+
+
 def _ext_input_tensor(model: LFADS, ext_input: np.ndarray | None, data: torch.Tensor,
                       name: str = "ext_input") -> torch.Tensor | None:
     """``ext_input`` ``(trials, T, ext_input_dim)`` as a tensor beside ``data``, checked against the model."""
