@@ -11,6 +11,7 @@ from neurodyn.data.seed_format import (
     NeuralDataset,
     data_file_name,
     read_dataset,
+    split_train_valid_test,
     split_trials,
     write_dataset,
 )
@@ -322,3 +323,107 @@ def test_array_attributes_read_back_as_lists(tmp_path):
     path = tmp_path / "run1_data.h5"
     write_dataset(path, dataset)
     assert read_dataset(path).attrs["weights"] == [[1.5, 2.0], [3.0, 4.0]]
+
+
+# --- measured inputs (ext_input) and the file's own split ----------------------------------------
+
+EXT = 2
+
+
+def test_ext_input_and_split_round_trip_in_file_layout(tmp_path):
+    dataset = make_dataset()
+    dataset.ext_input = np.random.default_rng(5).standard_normal((TRIALS, SAMPLES, EXT)).astype(np.float32)
+    dataset.split = np.array(["train", "valid", "test", "train", "train", "valid"])
+    path = tmp_path / "run1_data.h5"
+    write_dataset(path, dataset)
+    with h5py.File(path, "r") as f:
+        assert f["ext_input"].shape == (EXT, SAMPLES, TRIALS)
+        np.testing.assert_array_equal(f["ext_input"][1, 4, 3], dataset.ext_input[3, 4, 1])
+        assert list(f["split"].asstr()[()]) == dataset.split.tolist()
+    back = read_dataset(path)
+    np.testing.assert_array_equal(back.ext_input, dataset.ext_input)
+    assert back.ext_input.dtype == np.float32 and back.ext_input_dim == EXT
+    assert back.split.tolist() == dataset.split.tolist()
+    part = back.subset(np.array([5, 2]))
+    np.testing.assert_array_equal(part.ext_input, dataset.ext_input[[5, 2]])
+    assert part.split.tolist() == ["valid", "test"]
+    assert make_dataset().ext_input_dim == 0
+
+
+@pytest.mark.parametrize("stored", [
+    np.array([0, 1, 2, 0, 0, 1]),  # integer codes
+    np.array([0.0, 1.0, 2.0, 0.0, 0.0, 1.0]),  # MATLAB doubles
+    np.array([b"train", b"valid", b"test", b"train", b"train", b"valid"]),  # fixed-length bytes
+    np.array(["train", "valid", "test", "train", "train", "valid"], dtype=h5py.string_dtype()),  # variable-length
+    np.array([[0, 1, 2, 0, 0, 1]]),  # MATLAB row vector
+])
+def test_split_is_read_from_any_way_h5_stores_it(tmp_path, stored):
+    path = tmp_path / "x_data.h5"
+    write_raw(path, data=np.ones((NEURONS, SAMPLES, TRIALS)), split=stored)
+    assert read_dataset(path).split.tolist() == ["train", "valid", "test", "train", "train", "valid"]
+
+
+@pytest.mark.parametrize("stored, fragment", [
+    (np.array([0, 1, 3, 0, 0, 1]), "unknown label(s) '3'"),
+    (np.array([b"train", b"valid", b"training", b"train", b"train", b"valid"]), "unknown label(s) 'training'"),
+    (np.array([0.5, 1, 1, 0, 0, 1]), "unknown label(s) '0.5'"),
+    (np.array([0, 1, 1, 0, 0]), f"expected ({TRIALS},)"),
+])
+def test_bad_split_is_named(tmp_path, stored, fragment):
+    path = tmp_path / "x_data.h5"
+    write_raw(path, data=np.ones((NEURONS, SAMPLES, TRIALS)), split=stored)
+    expect_error(path, "key 'split'", fragment, observation=None)
+
+
+def test_ext_input_shape_and_values_are_checked(tmp_path):
+    path = tmp_path / "x_data.h5"
+    data = np.ones((NEURONS, SAMPLES, TRIALS))
+    write_raw(path, data=data, ext_input=np.ones((EXT, SAMPLES - 1, TRIALS)))
+    expect_error(path, "key 'ext_input'", f"expected ({EXT}, {SAMPLES}, {TRIALS}) = "
+                 "(ext_input_dim, num_samples, num_trials)", observation=None)
+    write_raw(path, data=data, ext_input=np.ones((SAMPLES, TRIALS)))
+    expect_error(path, "key 'ext_input'", "(ext_input_dim, num_samples, num_trials)", observation=None)
+    for bad in (np.nan, np.inf):
+        ext = np.ones((EXT, SAMPLES, TRIALS))
+        ext[1, 2, 4] = bad
+        write_raw(path, data=data, ext_input=ext)
+        message = expect_error(path, "key 'ext_input'", "NaN or infinite", "trial indices 4", observation=None)
+        assert "\n" not in message
+    dataset = make_dataset()
+    dataset.ext_input = np.ones((TRIALS, SAMPLES + 1, EXT))
+    with pytest.raises(NeurodynError, match="'ext_input' has shape"):
+        write_dataset(tmp_path / "bad.h5", dataset)
+
+
+def test_split_from_the_file_gives_train_valid_and_test_trials():
+    dataset = make_dataset()
+    dataset.split = np.array([2, 0, 1, 0, 2, 0])
+    train, valid, test = split_train_valid_test(dataset, valid_ratio=0.5, seed=0)
+    assert train.tolist() == [1, 3, 5] and valid.tolist() == [2] and test.tolist() == [0, 4]
+    assert all(part.dtype == np.int64 for part in (train, valid, test))
+
+
+def test_without_a_split_key_the_seeded_valid_ratio_split_is_used_and_test_is_empty():
+    dataset = make_dataset()
+    train, valid, test = split_train_valid_test(dataset, valid_ratio=0.5, seed=4)
+    expected = split_trials(TRIALS, 0.5, 4, dataset.condition)
+    np.testing.assert_array_equal(train, expected[0])
+    np.testing.assert_array_equal(valid, expected[1])
+    assert test.size == 0 and test.dtype == np.int64
+
+
+@pytest.mark.parametrize("labels, missing", [([0, 0, 2, 2, 0, 0], "valid"), ([1, 2, 1, 1, 2, 2], "train")])
+def test_a_split_without_train_or_valid_trials_is_refused_for_training(labels, missing):
+    dataset = make_dataset()
+    dataset.split = np.array(labels)
+    dataset.source = "f_data.h5"
+    with pytest.raises(NeurodynError, match=f"f_data.h5: key 'split' names no '{missing}' trials"):
+        split_train_valid_test(dataset, valid_ratio=0.2, seed=0)
+
+
+def test_write_refuses_an_unknown_split_label_and_leaves_no_file(tmp_path):
+    dataset = make_dataset()
+    dataset.split = np.array(["train", "valid", "holdout", "train", "train", "valid"])
+    with pytest.raises(NeurodynError, match="key 'split' holds unknown label"):
+        write_dataset(tmp_path / "bad_data.h5", dataset)
+    assert not (tmp_path / "bad_data.h5").exists()

@@ -186,3 +186,121 @@ def test_build_is_named_by_cpu(monkeypatch):
     assert tag == compiled_rnn.cpu_tag() and len(tag) == 10
     monkeypatch.setattr(compiled_rnn.platform, "machine", lambda: "some-other-architecture")
     assert compiled_rnn.cpu_tag() != tag
+
+
+# --- measured inputs (ext_input) and generator states -------------------------------------------
+
+EXT = 2
+
+
+def make_decoder_with_ext_input(co_dim: int, clip: float) -> Decoder:
+    torch.manual_seed(0)
+    decoder = Decoder(gen_dim=7, factors_dim=3, co_dim=co_dim, con_dim=5, ci_dim=4, cell_clip_value=clip,
+                      dropout=Dropout(0.3), ext_input_dim=EXT).double()
+    for parameter in decoder.parameters():
+        torch.nn.init.normal_(parameter, std=0.8)
+    return decoder
+
+
+def ext_outputs_and_gradients(decoder: Decoder, monkeypatch, compiled: bool, sample: bool):
+    monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", "1" if compiled else "0")
+    inputs = torch.Generator().manual_seed(1)
+    gen_init = torch.randn(TRIALS, 7, dtype=torch.double, generator=inputs, requires_grad=True)
+    ext_input = torch.randn(TRIALS, STEPS, EXT, dtype=torch.double, generator=inputs, requires_grad=True)
+    leaves = [gen_init, ext_input, *decoder.parameters()]
+    if decoder.co_dim:
+        controller_inputs = torch.randn(TRIALS, STEPS, 4, dtype=torch.double, generator=inputs, requires_grad=True)
+        leaves.append(controller_inputs)
+        output = decoder(gen_init, STEPS, controller_inputs, sample, torch.Generator().manual_seed(5), ext_input)
+        outputs = (output.factors, output.co_mean, output.co_std, output.co_sample)
+    else:
+        output = decoder(gen_init, STEPS, None, sample, torch.Generator().manual_seed(5), ext_input)
+        outputs = (output.factors,)
+    values, grads = gradients_of(outputs, leaves)
+    return (*values, output.gen_states), grads
+
+
+@pytest.mark.parametrize("co_dim", [0, 2])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("clip", [0.6, 5.0])
+def test_compiled_loop_with_ext_input_matches_python_loop(kernel, monkeypatch, co_dim, training, clip):
+    """Values, generator states and every gradient (the measured inputs' and their weights' included)."""
+    decoder = make_decoder_with_ext_input(co_dim, clip)
+    decoder.train(training)
+    compiled = ext_outputs_and_gradients(decoder, monkeypatch, True, sample=True)
+    reference = ext_outputs_and_gradients(decoder, monkeypatch, False, sample=True)
+    assert_same(compiled, reference)
+    ext_grad = compiled[1][1]
+    w_ext_grad = compiled[1][2 + [name for name, _ in decoder.named_parameters()].index("generator.weight_ih_l0")]
+    assert ext_grad.abs().min() > 0  # every step's measured input reaches the outputs
+    assert w_ext_grad[:, co_dim:].abs().sum() > 0
+
+
+def test_ext_input_enters_the_generator_as_its_last_input_columns(monkeypatch):
+    """Independent check: the generator's input is [co_t, ext_t]: a step-by-step loop of torch.gru_cell
+    over that concatenation (clip large, no dropout, posterior means) gives the same factors."""
+    monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", "1")
+    decoder = make_decoder_with_ext_input(co_dim=2, clip=50.0).eval()
+    generator = torch.Generator().manual_seed(3)
+    gen_init = torch.randn(TRIALS, 7, dtype=torch.double, generator=generator)
+    controller_inputs = torch.randn(TRIALS, STEPS, 4, dtype=torch.double, generator=generator)
+    ext_input = torch.randn(TRIALS, STEPS, EXT, dtype=torch.double, generator=generator)
+    with torch.no_grad():
+        output = decoder(gen_init, STEPS, controller_inputs, False, None, ext_input)
+        gen_h, con_h = gen_init, decoder.controller_initial_state.expand(TRIALS, -1)
+        factor = decoder.factors(gen_h)
+        factors, states = [], []
+        for t in range(STEPS):
+            con_h = torch.gru_cell(torch.cat([controller_inputs[:, t], factor], -1), con_h,
+                                   *[getattr(decoder.controller, n) for n in
+                                     ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")])
+            co_mean = decoder.controller_output(con_h)[:, :2]
+            gen_h = torch.gru_cell(torch.cat([co_mean, ext_input[:, t]], -1), gen_h,
+                                   *[getattr(decoder.generator, n) for n in
+                                     ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")])
+            factor = decoder.factors(gen_h)
+            factors.append(factor)
+            states.append(gen_h)
+    torch.testing.assert_close(output.factors, torch.stack(factors, 1), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(output.gen_states, torch.stack(states, 1), rtol=1e-10, atol=1e-12)
+
+
+def test_compiled_per_step_generator_bias_gradients_match_finite_differences(kernel):
+    steps, trials, con, gen, factors, inputs_dim = 3, 2, 3, 4, 2, 2
+    rng = torch.Generator().manual_seed(0)
+
+    def leaf(*shape):
+        return torch.randn(*shape, dtype=torch.double, generator=rng).requires_grad_()
+
+    noise = torch.randn(steps, trials, inputs_dim, dtype=torch.double, generator=rng)
+    keep = (torch.rand(steps + 1, trials, gen, dtype=torch.double, generator=rng) > 0.3).double() / 0.7
+    tensors = [leaf(steps, trials, 3 * con), leaf(trials, gen), leaf(trials, con),
+               leaf(3 * con, factors), leaf(3 * con, con), leaf(3 * con), leaf(2 * inputs_dim, con),
+               leaf(2 * inputs_dim), leaf(3 * gen, inputs_dim), leaf(steps, trials, 3 * gen), leaf(3 * gen, gen),
+               leaf(3 * gen), leaf(factors, gen)]
+
+    def run(ci_projection, gen_init, con_init, *weights):
+        return compiled_rnn.run_controlled_decoder(kernel, ci_projection, gen_init, con_init, noise, keep,
+                                                   weights, 0.5)[:4]
+
+    assert gradcheck(run, tensors, eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("co_dim", [0, 2])
+def test_generator_states_of_compiled_and_python_paths_agree(kernel, monkeypatch, co_dim):
+    """Without measured inputs too; states are (B, T, G) and detached."""
+    torch.manual_seed(0)
+    decoder = Decoder(gen_dim=7, factors_dim=3, co_dim=co_dim, con_dim=5, ci_dim=4, cell_clip_value=0.6,
+                      dropout=Dropout(0.0)).double()
+    for parameter in decoder.parameters():
+        torch.nn.init.normal_(parameter, std=0.8)
+    gen_init = torch.randn(TRIALS, 7, dtype=torch.double)
+    controller_inputs = torch.randn(TRIALS, STEPS, 4, dtype=torch.double) if co_dim else None
+    states = []
+    for compiled in ("1", "0"):
+        monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", compiled)
+        output = decoder(gen_init, STEPS, controller_inputs, False)
+        assert output.gen_states.shape == (TRIALS, STEPS, 7) and not output.gen_states.requires_grad
+        states.append(output.gen_states)
+    torch.testing.assert_close(states[0], states[1], rtol=1e-10, atol=1e-12)
+    assert states[0].abs().max() <= 0.6  # the clipped states, as the loop carries them

@@ -66,3 +66,54 @@ def test_evaluate_reports_co_bps_on_the_heldout_neurons(tmp_path):
     result = evaluate_run(tmp_path / "run", tmp_path / "d.h5")
     valid = read_run_outputs(tmp_path / "run")["valid"]
     assert result["co_bps"] == pytest.approx(co_bps(valid.rates, data[valid.trial_idx], np.array([1, 4])))
+
+
+def test_heldout_neurons_pass_gradient_on_every_observed_entry_under_cd():
+    """CD masks the reconstruction of held-in neurons only: a held-out neuron is never encoder input, so
+    every observed entry of it trains the readout."""
+    from neurodyn.lfads.augmentations import reconstruction_loss, training_masks
+
+    torch.manual_seed(0)
+    model = LFADS(LfadsConfig(**SMALL, heldout_neurons=[1, 3]), 5, Poisson(5))
+    data = torch.tensor(np.random.default_rng(0).poisson(1.0, (4, 9, 5)).astype(np.float32))
+    data[0, 2, 1] = data[2, 5, 0] = np.nan
+    masks = training_masks(data, keep_ratio=0.5, generator=torch.Generator().manual_seed(1),
+                           encoder_input_mask=model.encoder_input_mask)
+    output = model(masks.encoder_input, True, masks.encoder_visible)
+    log_rate = output.readout.detach().requires_grad_()
+    reconstruction_loss(model.observation.elementwise_nll(log_rate, masks.target), masks).backward()
+    observed = ~torch.isnan(data)
+    heldout, heldin = [1, 3], [0, 2, 4]
+    # Poisson: d NLL / d log-rate = rate - count, non-zero on every observed entry.
+    assert (log_rate.grad[..., heldout, 0][observed[..., heldout]] != 0).all()
+    assert (log_rate.grad[..., heldout, 0][~observed[..., heldout]] == 0).all()
+    heldin_passes = masks.grad_mask[..., heldin] > 0
+    assert 0.3 < heldin_passes.float().mean() < 0.7  # held-in neurons keep CD
+    assert (log_rate.grad[..., heldin, 0][~heldin_passes] == 0).all()
+    # And the readout weights of a held-out neuron get gradient from all its observed entries: the
+    # same gradient as a loss with no CD at all on that neuron.
+    model.zero_grad()
+    reconstruction_loss(model.observation.elementwise_nll(output.readout, masks.target), masks).backward()
+    assert model.readout.weight.grad[heldout].abs().sum(1).min() > 0
+
+
+def test_trainer_forms_cd_masks_with_the_heldout_neurons_exempt(monkeypatch):
+    import neurodyn.train.trainer as trainer_module
+    from neurodyn.train.trainer import LfadsTrainer
+
+    seen = []
+    original = trainer_module.training_masks
+
+    def recording(*args, **kwargs):
+        masks = original(*args, **kwargs)
+        seen.append(masks)
+        return masks
+
+    monkeypatch.setattr(trainer_module, "training_masks", recording)
+    data = np.random.default_rng(3).poisson(1.0, (16, 8, 5)).astype(np.float32)
+    config = LfadsConfig(**SMALL, heldout_neurons=[2], keep_ratio=0.5, batch_size=8, device="cpu")
+    LfadsTrainer(config, data[:12], data[12:]).train_epoch()
+    assert seen
+    for masks in seen:
+        assert (masks.grad_mask[..., 2] == masks.observed[..., 2]).all()
+        assert masks.grad_mask[..., [0, 1, 3, 4]].mean() < 0.8

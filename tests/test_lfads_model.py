@@ -157,3 +157,44 @@ def test_mask_as_input_lets_the_encoder_tell_observed_zeros_from_missing_entries
     plain = _model().eval()
     assert plain.ic_encoder.gru.input_size == 3
     torch.testing.assert_close(plain(zeros, False, seen).readout, plain(zeros, False, unseen).readout)
+
+
+# --- measured inputs (ext_input) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("co_dim", [0, 2])
+def test_ext_input_changes_the_output_only_through_the_generator(co_dim):
+    model = _model(co_dim, ext_input_dim=2).eval()
+    x = torch.rand(2, 6, 3)
+    ext = torch.randn(2, 6, 2)
+    base = model(x, False, ext_input=ext)
+    changed = model(x, False, ext_input=ext + 1.0)
+    assert not torch.allclose(base.readout, changed.readout)
+    # The encoders never see it: the initial-condition posterior is unchanged.
+    torch.testing.assert_close(base.ic_mean, changed.ic_mean)
+    torch.testing.assert_close(base.ic_std, changed.ic_std)
+    # It enters through the generator's last input columns only: with those zeroed it does nothing.
+    with torch.no_grad():
+        model.decoder.generator.weight_ih_l0[:, co_dim:] = 0.0
+    torch.testing.assert_close(model(x, False, ext_input=ext).readout, model(x, False, ext_input=ext + 1.0).readout)
+
+
+def test_ext_input_shape_is_checked_against_the_model():
+    from neurodyn.errors import NeurodynError
+
+    x = torch.rand(2, 6, 3)
+    with pytest.raises(NeurodynError, match="ext_input .* is missing"):
+        _model(2, ext_input_dim=2)(x, False)
+    with pytest.raises(NeurodynError, match=r"expected \(2, 6, 2\)"):
+        _model(2, ext_input_dim=2)(x, False, ext_input=torch.zeros(2, 5, 2))
+    with pytest.raises(NeurodynError, match="ext_input_dim 0"):
+        _model(2)(x, False, ext_input=torch.zeros(2, 6, 2))
+
+
+def test_forward_returns_generator_states():
+    out = _model(2)(torch.rand(2, 6, 3), sample_posteriors=False)
+    assert out.gen_states.shape == (2, 6, 9)
+    # The factors are the normalised projection of the states (dropout off in eval mode).
+    model = _model(0).eval()
+    out = model(torch.rand(2, 6, 3), sample_posteriors=False)
+    torch.testing.assert_close(out.factors, model.decoder.factors(out.gen_states))

@@ -171,3 +171,72 @@ def test_batch_threads_auto_follows_torch_threads_and_rejects_zero():
     assert trainer.batch_threads == torch.get_num_threads()
     with pytest.raises(ValueError, match="batch_threads"):
         LfadsConfig(batch_threads=0)
+
+
+def test_ext_input_is_batched_with_its_trials(monkeypatch):
+    """Each trial's measured inputs reach the model beside that trial's data (training and validation)."""
+    from neurodyn.lfads.model import LFADS
+
+    data = np.repeat(np.arange(24, dtype=np.float32)[:, None, None], 12, 1).repeat(5, 2)  # trial i counts i
+    ext = np.repeat(np.arange(24, dtype=np.float32)[:, None, None], 12, 1).repeat(2, 2)
+    pairs = []
+    original = LFADS.forward
+
+    def recording(self, encoder_input, *args, ext_input=None, **kwargs):
+        pairs.append((encoder_input[:, 0, 0].detach().clone(), ext_input[:, 0, 0].clone()))
+        return original(self, encoder_input, *args, ext_input=ext_input, **kwargs)
+
+    monkeypatch.setattr(LFADS, "forward", recording)
+    config = LfadsConfig(**{**TINY, "batch_size": 5}, ext_input_dim=2, keep_ratio=1.0, co_dim=2)
+    trainer = LfadsTrainer(config, data[:16], data[16:], train_ext_input=ext[:16], valid_ext_input=ext[16:])
+    trainer.step_epoch()
+    assert len(pairs) == 4 + 1  # four training batches, one validation pass
+    for counts, inputs in pairs:
+        torch.testing.assert_close(counts, inputs)
+    assert sorted(torch.cat([c for c, _ in pairs]).tolist()) == list(range(24))
+
+
+def test_ext_input_must_match_the_data_and_the_config():
+    from neurodyn.errors import NeurodynError
+
+    data = _counts()
+    ext = np.zeros((24, 12, 2), np.float32)
+    with pytest.raises(NeurodynError, match="train_ext_input .* was not given"):
+        LfadsTrainer(LfadsConfig(**TINY, ext_input_dim=2), data[:16], data[16:])
+    with pytest.raises(NeurodynError, match=r"valid_ext_input has shape \(8, 12, 3\)"):
+        LfadsTrainer(LfadsConfig(**TINY, ext_input_dim=2), data[:16], data[16:], train_ext_input=ext[:16],
+                     valid_ext_input=np.zeros((8, 12, 3)))
+    with pytest.raises(NeurodynError, match="ext_input_dim 0"):
+        LfadsTrainer(LfadsConfig(**TINY), data[:16], data[16:], train_ext_input=ext[:16], valid_ext_input=ext[16:])
+
+
+def test_write_generator_states_may_change_but_ext_input_dim_may_not():
+    from neurodyn.config import SEARCHABLE_HYPERPARAMETERS
+
+    data = _counts()
+    trainer = LfadsTrainer(LfadsConfig(**TINY), data[:16], data[16:])
+    trainer.set_hyperparameters(write_generator_states=True)
+    assert trainer.config.write_generator_states
+    with pytest.raises(ValueError, match="ext_input_dim"):
+        trainer.set_hyperparameters(ext_input_dim=1)
+    assert "ext_input_dim" not in SEARCHABLE_HYPERPARAMETERS
+
+
+def test_cd_and_temporal_shift_leave_ext_input_unchanged(monkeypatch):
+    from neurodyn.lfads.model import LFADS
+
+    data = _counts()
+    ext = np.random.default_rng(4).normal(size=(24, 12, 2)).astype(np.float32)
+    seen = []
+    original = LFADS.forward
+
+    def recording(self, *args, ext_input=None, **kwargs):
+        seen.append(ext_input.numpy().copy())
+        return original(self, *args, ext_input=ext_input, **kwargs)
+
+    monkeypatch.setattr(LFADS, "forward", recording)
+    config = LfadsConfig(**TINY, ext_input_dim=2, keep_ratio=0.5, temporal_shift_std=2.0)
+    LfadsTrainer(config, data[:16], data[16:], train_ext_input=ext[:16], valid_ext_input=ext[16:]).train_epoch()
+    rows = np.concatenate(seen)
+    order = np.argsort(rows[:, 0, 0])
+    np.testing.assert_array_equal(rows[order], ext[:16][np.argsort(ext[:16, 0, 0])])

@@ -59,6 +59,9 @@ class LfadsConfig(BaseModel):
     gen_dim: int = Field(100, ge=1, description="generator GRU units")
     factors_dim: int = Field(40, ge=1, description="number of factors (normalised projection of the generator)")
     cell_clip_value: float = Field(5.0, gt=0.0, description="recurrent states are clipped to +-this value")
+    ext_input_dim: int = Field(0, ge=0, description="measured inputs per bin (the data file's 'ext_input', e.g. a "
+                                                     "stimulus) fed to the generator beside the inferred inputs; "
+                                                     "0 = none. Set from the data file when it has 'ext_input'")
     mask_as_input: bool = Field(False, description="the encoders also see where data were observed (0/1 per "
                                                    "neuron and bin), telling an observed zero from a missing entry")
 
@@ -95,6 +98,9 @@ class LfadsConfig(BaseModel):
                                          description="stop after this many epochs without a better smoothed "
                                                      "validation NLL (counted once the ramps are complete)")
     posterior_samples: int = Field(50, ge=1, description="posterior samples averaged for the output rates")
+    write_generator_states: bool = Field(False, description="also write the generator states (gen_dim, num_samples, "
+                                                            "trials), averaged over the posterior samples, to the "
+                                                            "output files (large: gen_dim values per bin)")
     inference: Literal["sample_average", "empirical_bayes"] = Field(
         "sample_average", description="how the output rates are inferred: average over samples of each trial's "
                                       "own posterior, or 'empirical_bayes': weight the training trials' posterior "

@@ -1,4 +1,4 @@
-"""The user's h5 data format (seed 000): read, validate, write and split into train/valid.
+"""The user's h5 data format (seed 000): read, validate, write and split into train/valid/test.
 
 File layout, as h5py reads it (MATLAB's column-major order makes it trials-last)::
 
@@ -8,6 +8,12 @@ File layout, as h5py reads it (MATLAB's column-major order makes it trials-last)
     condition  (num_trials,)                           optional; integer condition label per trial
     heldout_neurons (k,)                               optional; neuron indices never shown to the
                                                        encoder but reconstructed (co-bps evaluation)
+    ext_input  (ext_input_dim, num_samples, num_trials) optional; measured inputs per bin (e.g. a
+                                                       stimulus), finite everywhere, fed to the
+                                                       generator beside the inferred inputs
+    split      (num_trials,)                           optional; each trial's role: 'train', 'valid'
+                                                       or 'test' (strings, or integers 0 / 1 / 2);
+                                                       without it a seeded valid_ratio split is drawn
     file attributes                                    optional; e.g. bin_ms, generator settings
 
 In memory every array is trials-first: ``(num_trials, num_samples, num_neurons)``, the layout
@@ -27,7 +33,10 @@ from neurodyn.data.atomic import write_h5_atomic
 from neurodyn.errors import NeurodynError
 
 FILE_AXES = "(num_neurons, num_samples, num_trials)"
-OPTIONAL_KEYS = ("truth", "latents", "condition", "heldout_neurons")
+EXT_INPUT_AXES = "(ext_input_dim, num_samples, num_trials)"
+OPTIONAL_KEYS = ("truth", "latents", "condition", "heldout_neurons", "ext_input")
+# The trial roles of the 'split' key, in the order of their integer codes 0, 1, 2.
+SPLIT_LABELS = ("train", "valid", "test")
 
 
 def data_file_name(run_name: str) -> str:
@@ -46,6 +55,8 @@ class NeuralDataset:
     heldout_neurons: np.ndarray | None = None  # (k,) int64 neuron indices hidden from the encoder
     attrs: dict = field(default_factory=dict)  # file attributes (e.g. bin_ms, generator settings)
     source: str = "<memory>"  # file path, for error messages
+    ext_input: np.ndarray | None = None  # (num_trials, num_samples, ext_input_dim) float32 measured inputs
+    split: np.ndarray | None = None  # (num_trials,) str: 'train', 'valid' or 'test' (integers 0/1/2 accepted)
 
     def __post_init__(self):
         # One dtype per field, so that a write/read round trip returns identical arrays.
@@ -58,6 +69,10 @@ class NeuralDataset:
             self.condition = np.asarray(self.condition, dtype=np.int64)
         if self.heldout_neurons is not None:
             self.heldout_neurons = np.asarray(self.heldout_neurons, dtype=np.int64).reshape(-1)
+        if self.ext_input is not None:
+            self.ext_input = np.asarray(self.ext_input, dtype=np.float32)
+        if self.split is not None:
+            self.split = split_labels(self.split)
 
     @property
     def num_trials(self) -> int:
@@ -70,6 +85,11 @@ class NeuralDataset:
     @property
     def num_neurons(self) -> int:
         return self.data.shape[2]
+
+    @property
+    def ext_input_dim(self) -> int:
+        """Measured inputs per bin (0 without ``ext_input``)."""
+        return 0 if self.ext_input is None else self.ext_input.shape[2]
 
     def observed_mask(self) -> np.ndarray:
         """Boolean array shaped like ``data``: True where the neuron-time point was sampled."""
@@ -90,7 +110,28 @@ class NeuralDataset:
             heldout_neurons=self.heldout_neurons,
             attrs=dict(self.attrs),
             source=self.source,
+            ext_input=take(self.ext_input),
+            split=take(self.split),
         )
+
+
+def split_labels(split) -> np.ndarray:
+    """A ``split`` vector as str labels: bytes are decoded, whole numbers 0/1/2 named by ``SPLIT_LABELS``.
+
+    Anything else is kept as text (e.g. ``'3'``, ``'training'``), for the validation to name.
+    """
+    values = np.asarray(split)
+    labels = [_split_label(value) for value in values.reshape(-1).tolist()]
+    return np.array(labels, dtype=str).reshape(values.shape)
+
+
+def _split_label(value) -> str:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if is_number and float(value).is_integer() and 0 <= value < len(SPLIT_LABELS):
+        return SPLIT_LABELS[int(value)]
+    return str(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,6 +155,8 @@ def read_dataset(path: str | os.PathLike) -> NeuralDataset:
         heldout_neurons=arrays.get("heldout_neurons"),
         attrs=attrs,
         source=source,
+        ext_input=_to_trials_first(arrays.get("ext_input")),
+        split=arrays.get("split"),
     )
     validate_values(dataset)
     return dataset
@@ -138,6 +181,8 @@ def _load_h5(path: Path, source: str) -> tuple[dict[str, np.ndarray], dict]:
             for key in OPTIONAL_KEYS:
                 if key in f:
                     arrays[key] = _read_array(f, key, source)
+            if "split" in f:
+                arrays["split"] = _read_split(f, source)
             attrs = {key: _python_value(value) for key, value in f.attrs.items()}
     except NeurodynError:
         raise
@@ -152,7 +197,32 @@ def _load_h5(path: Path, source: str) -> tuple[dict[str, np.ndarray], dict]:
         _check_shape(latents, "latents", expected, "(num_latents, num_samples, num_trials)", source)
     if "condition" in arrays:
         arrays["condition"] = _condition_vector(arrays["condition"], num_trials, source)
+    if "ext_input" in arrays:
+        ext_input = arrays["ext_input"]
+        dim = ext_input.shape[0] if ext_input.ndim == 3 and ext_input.shape[0] > 0 else "ext_input_dim >= 1"
+        _check_shape(ext_input, "ext_input", (dim, num_samples, num_trials), EXT_INPUT_AXES, source)
+    if "split" in arrays:
+        split = arrays["split"]
+        if split.ndim == 2 and 1 in split.shape:  # MATLAB's (1, n) or (n, 1) vectors
+            split = split.reshape(-1)
+        _check_shape(split, "split", (num_trials,), "(num_trials,) like the last axis of 'data'", source)
+        arrays["split"] = split
     return arrays, attrs
+
+
+def _read_split(f: h5py.File, source: str) -> np.ndarray:
+    """The 'split' key as stored: integer codes, or strings (fixed-length bytes or variable-length)."""
+    node = f["split"]
+    if not isinstance(node, h5py.Dataset):
+        raise NeurodynError(f"{source}: key 'split' is a group, expected (num_trials,) labels "
+                            f"{'/'.join(SPLIT_LABELS)} or 0/1/2")
+    if h5py.check_string_dtype(node.dtype) is not None:
+        return np.asarray(node.asstr()[()], dtype=object)
+    array = node[()]
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biufS":
+        raise NeurodynError(f"{source}: key 'split' must hold labels {'/'.join(SPLIT_LABELS)} or integers 0/1/2 "
+                            f"(dtype {getattr(array, 'dtype', type(array))})")
+    return array
 
 
 def _read_array(f: h5py.File, key: str, source: str) -> np.ndarray:
@@ -239,6 +309,24 @@ def validate_structure(dataset: NeuralDataset) -> None:
             raise NeurodynError(f"{source}: 'heldout_neurons' repeats a neuron index")
         if heldout.size >= neurons:
             raise NeurodynError(f"{source}: 'heldout_neurons' holds out all {neurons} neurons; the encoder needs some")
+    ext_input = dataset.ext_input
+    if ext_input is not None and (ext_input.ndim != 3 or ext_input.shape[:2] != (trials, samples)
+                                  or ext_input.shape[2] == 0):
+        raise NeurodynError(f"{source}: 'ext_input' has shape {ext_input.shape}; expected ({trials}, {samples}, "
+                            "ext_input_dim >= 1) = (num_trials, num_samples, ext_input_dim) like 'data'")
+    if dataset.split is not None:
+        _validate_split(split_labels(dataset.split), trials, source)
+
+
+def _validate_split(split: np.ndarray, num_trials: int, source: str) -> None:
+    if split.shape != (num_trials,):
+        raise NeurodynError(f"{source}: key 'split' has shape {split.shape}; expected ({num_trials},) = "
+                            "(num_trials,), one label per trial")
+    unknown = sorted(set(split.tolist()) - set(SPLIT_LABELS))
+    if unknown:
+        shown = ", ".join(repr(label) for label in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        raise NeurodynError(f"{source}: key 'split' holds unknown label(s) {shown}; each trial must be "
+                            f"{', '.join(repr(label) for label in SPLIT_LABELS)} (or 0, 1, 2)")
 
 
 def validate_values(dataset: NeuralDataset) -> None:
@@ -261,6 +349,11 @@ def validate_values(dataset: NeuralDataset) -> None:
             raise NeurodynError(f"{source}: key 'truth' holds negative rates (min {dataset.truth.min():g})")
     if dataset.latents is not None and not np.isfinite(dataset.latents).all():
         raise NeurodynError(f"{source}: key 'latents' holds NaN or infinite values")
+    if dataset.ext_input is not None and not np.isfinite(dataset.ext_input).all():
+        bad = np.flatnonzero(~np.isfinite(dataset.ext_input).all(axis=(1, 2)))
+        raise NeurodynError(f"{source}: key 'ext_input' holds NaN or infinite values (trial indices "
+                            f"{', '.join(str(i) for i in bad[:10])}{', ...' if bad.size > 10 else ''}); measured "
+                            "inputs must be finite at every bin")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,7 +364,7 @@ def write_dataset(path: str | os.PathLike, dataset: NeuralDataset) -> None:
     """Validate and write ``dataset`` atomically in the file layout, ``attrs`` as h5 attributes."""
     validate_values(dataset)
     arrays = {"data": np.transpose(dataset.data, (2, 1, 0))}
-    for key in ("truth", "latents"):
+    for key in ("truth", "latents", "ext_input"):
         value = getattr(dataset, key)
         if value is not None:
             arrays[key] = np.transpose(value, (2, 1, 0))
@@ -279,6 +372,8 @@ def write_dataset(path: str | os.PathLike, dataset: NeuralDataset) -> None:
         arrays["condition"] = dataset.condition
     if dataset.heldout_neurons is not None:
         arrays["heldout_neurons"] = dataset.heldout_neurons
+    if dataset.split is not None:
+        arrays["split"] = np.array(split_labels(dataset.split).tolist(), dtype=h5py.string_dtype())
     try:
         write_h5_atomic(path, arrays, dataset.attrs)
     except TypeError as error:  # an attribute h5 cannot store, e.g. None or a dict
@@ -286,7 +381,31 @@ def write_dataset(path: str | os.PathLike, dataset: NeuralDataset) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Train / valid split
+# Train / valid / test split
+
+
+def split_train_valid_test(
+    dataset: NeuralDataset, valid_ratio: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The trials' roles as ``(train_idx, valid_idx, test_idx)``, each sorted int64.
+
+    From the data file's ``split`` key when present (which must name at least one train and one
+    valid trial); otherwise the seeded ``split_trials`` of all trials (condition-balanced when the
+    dataset has ``condition``) and an empty test set. Test trials must never be trained on nor used
+    for any choice (early stopping, learning-rate decay, PBT fitness).
+    """
+    if dataset.split is None:
+        train, valid = split_trials(dataset.num_trials, valid_ratio, seed, dataset.condition)
+        return train, valid, np.zeros(0, dtype=np.int64)
+    labels = split_labels(dataset.split)
+    _validate_split(labels, dataset.num_trials, dataset.source)
+    train, valid, test = (np.flatnonzero(labels == label).astype(np.int64) for label in SPLIT_LABELS)
+    for label, trials in (("train", train), ("valid", valid)):
+        if trials.size == 0:
+            raise NeurodynError(f"{dataset.source}: key 'split' names no '{label}' trials ({train.size} train, "
+                                f"{valid.size} valid, {test.size} test); training needs at least one train and one "
+                                "valid trial")
+    return train, valid, test
 
 
 def split_trials(

@@ -14,6 +14,10 @@ entries of the reconstruction may pass gradient:
   target. Training only.
 Both masks compose: the gradient mask is observed AND dropped. With a shift, "observed" and CD
 positions refer to the shifted arrays.
+
+Held-out neurons (co-bps; 0 in the model's ``encoder_input_mask``) never reach the encoder, so no
+count of theirs can be copied to the output: CD does not apply to them and every observed entry of
+theirs passes gradient.
 """
 
 from __future__ import annotations
@@ -76,11 +80,14 @@ def shift_channels(data: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
 
 
 def training_masks(data: torch.Tensor, keep_ratio: float, cd_pass_fraction: float = 0.0,
-                   generator: torch.Generator | None = None, temporal_shift_std: float = 0.0) -> BatchMasks:
+                   generator: torch.Generator | None = None, temporal_shift_std: float = 0.0,
+                   encoder_input_mask: torch.Tensor | None = None) -> BatchMasks:
     """Masks for a training step on ``data`` ``(B, T, N)`` (NaN = unobserved).
 
     ``temporal_shift_std`` > 0 shifts the encoder input's and the target's channels independently
     (see the module docstring) before SBTT and CD are applied to the shifted arrays.
+    ``encoder_input_mask`` ``(N,)``: the model's, 0 for held-out neurons, whose observed entries all
+    pass gradient whatever CD drew (None: every neuron is encoder input).
     """
     input_data = target_data = data
     if temporal_shift_std > 0:
@@ -103,6 +110,8 @@ def training_masks(data: torch.Tensor, keep_ratio: float, cd_pass_fraction: floa
     passes = ~kept
     if cd_pass_fraction > 0.0:
         passes = passes | (kept & coordinated_dropout_mask(data.shape, cd_pass_fraction, data.device, generator))
+    if encoder_input_mask is not None:
+        passes = passes | (encoder_input_mask == 0)
     encoder_input = encoder_input * kept / keep_ratio
     return BatchMasks(encoder_input, target, observed.to(data.dtype), (observed & passes).to(data.dtype),
                       (input_observed & kept).to(data.dtype))

@@ -4,6 +4,8 @@
 //   either direction, states optionally clipped (nn.GRU for the encoders; the autonomous generator).
 // decoder_*: the controller + generator loop, same mathematics as Decoder._controlled_python in
 //   decoder.py (factors read from the dropped-out generator state feed the controller's next step).
+//   The generator's input bias is either its constant bias (3G) or a per-step bias (T,B,3G) that
+//   also holds the measured inputs' projection W_ext ext_t + b (computed outside the loop).
 // Both use PyTorch's GRU gate order (r, z, n) and state clipping to +-clip after every update.
 // PyTorch issues ~30 small operations per step and autograd twice that on the way back; here each
 // step is a few matrix products plus one fused pass over the gate values, and each weight gradient
@@ -175,10 +177,11 @@ std::vector<torch::Tensor> gru_sequence_backward(torch::Tensor grad_states, torc
 std::vector<torch::Tensor> decoder_forward(
     torch::Tensor ci_projection, torch::Tensor gen_init, torch::Tensor con_init, torch::Tensor noise,
     torch::Tensor keep, torch::Tensor w_factor_in, torch::Tensor w_con_hh, torch::Tensor b_con_hh,
-    torch::Tensor w_co, torch::Tensor b_co, torch::Tensor w_gen_ih, torch::Tensor b_gen_ih,
+    torch::Tensor w_co, torch::Tensor b_co, torch::Tensor w_gen_ih, torch::Tensor gen_input_bias,
     torch::Tensor w_gen_hh, torch::Tensor b_gen_hh, torch::Tensor w_factor, double clip) {
   const int64_t T = ci_projection.size(0), B = ci_projection.size(1);
   const int64_t C = w_con_hh.size(1), G = w_gen_hh.size(1), F = w_factor.size(0), K = noise.size(2);
+  const bool per_step_bias = gen_input_bias.dim() == 3;
   auto opts = ci_projection.options();
   auto factors_all = torch::empty({T + 1, B, F}, opts);
   auto co_mean = torch::empty({T, B, K}, opts), co_std = torch::empty({T, B, K}, opts);
@@ -224,7 +227,7 @@ std::vector<torch::Tensor> decoder_forward(
         }
       }
 
-      torch::addmm_out(gx_gen, b_gen_ih, co_t, w_gen_ih_t);
+      torch::addmm_out(gx_gen, per_step_bias ? gen_input_bias[t] : gen_input_bias, co_t, w_gen_ih_t);
       auto gen_next = gen_states[t + 1];
       gru_step_forward<scalar_t>(gx_gen, gen_states[t], w_gen_hh_t, b_gen_hh, gh_gen, gen_gates[t], gen_gh_n[t],
                                  gen_unclipped[t], gen_next, clip_value);
@@ -240,7 +243,8 @@ std::vector<torch::Tensor> decoder_forward(
 
 // Gradients of decoder_forward given the gradients of its outputs factors_all[1:] (T,B,F), co_mean,
 // co_std and co (T,B,K). Returns {d ci_projection, d gen_init, d con_init, d w_factor_in, d w_con_hh,
-// d b_con_hh, d w_co, d b_co, d w_gen_ih, d b_gen_ih, d w_gen_hh, d b_gen_hh, d w_factor}.
+// d b_con_hh, d w_co, d b_co, d w_gen_ih, d gen_input_bias, d w_gen_hh, d b_gen_hh, d w_factor};
+// d gen_input_bias is (T,B,3G) when per_step_bias (the forward's bias was per step), else (3G).
 std::vector<torch::Tensor> decoder_backward(
     torch::Tensor grad_factors, torch::Tensor grad_co_mean, torch::Tensor grad_co_std, torch::Tensor grad_co,
     torch::Tensor noise, torch::Tensor keep, torch::Tensor w_factor_in, torch::Tensor w_con_hh,
@@ -248,7 +252,7 @@ std::vector<torch::Tensor> decoder_backward(
     torch::Tensor factors_all, torch::Tensor co_std, torch::Tensor co, torch::Tensor con_states,
     torch::Tensor gen_states, torch::Tensor kept, torch::Tensor con_gates, torch::Tensor con_gh_n,
     torch::Tensor con_unclipped, torch::Tensor gen_gates, torch::Tensor gen_gh_n, torch::Tensor gen_unclipped,
-    double clip) {
+    double clip, bool per_step_bias) {
   const int64_t T = grad_factors.size(0), B = grad_factors.size(1);
   const int64_t C = w_con_hh.size(1), G = w_gen_hh.size(1), F = w_factor.size(0), K = noise.size(2);
   auto opts = grad_factors.options();
@@ -312,12 +316,13 @@ std::vector<torch::Tensor> decoder_backward(
   auto dw_co = torch::mm(rows(dco_out).t(), rows(next(con_states)));
   auto db_co = rows(dco_out).sum(0);
   auto dw_gen_ih = torch::mm(rows(dgx_gen).t(), rows(co));
-  auto db_gen_ih = rows(dgx_gen).sum(0);
+  // A per-step bias gets each step's gradient: that of the generator's input projection itself.
+  auto d_gen_input_bias = per_step_bias ? dgx_gen : rows(dgx_gen).sum(0);
   auto dw_gen_hh = torch::mm(rows(dgh_gen).t(), rows(previous(gen_states)));
   auto db_gen_hh = rows(dgh_gen).sum(0);
   auto dw_factor = torch::mm(rows(dfactors).t(), rows(kept));
   return {dgx_con, dgen, dcon, dw_factor_in, dw_con_hh, db_con_hh, dw_co, db_co,
-          dw_gen_ih, db_gen_ih, dw_gen_hh, db_gen_hh, dw_factor};
+          dw_gen_ih, d_gen_input_bias, dw_gen_hh, db_gen_hh, dw_factor};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

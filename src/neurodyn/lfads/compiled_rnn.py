@@ -62,9 +62,12 @@ def _build() -> ModuleType | None:
             pass
         if ninja_dir and shutil.which("ninja") is None:
             os.environ["PATH"] = f"{ninja_dir}{os.pathsep}{os.environ.get('PATH', '')}"
-        # torch keys its build cache on the source's hash, so an edited kernel is rebuilt.
+        # The source's hash is part of the name: torch only notices an edited source within one
+        # process, so two neurodyn versions sharing the build folder (two checkouts, an upgrade while
+        # another process runs) would otherwise load each other's kernel.
+        source_hash = hashlib.sha1(SOURCE.read_bytes()).hexdigest()[:10]
         return cpp_extension.load(
-            name=f"neurodyn_compiled_rnn_{cpu_tag()}",
+            name=f"neurodyn_compiled_rnn_{cpu_tag()}_{source_hash}",
             sources=[str(SOURCE)],
             # fast-math lets gcc vectorise exp/tanh over the gate values; it is not passed to the
             # linker, so it does not switch the whole process to flush-denormals-to-zero.
@@ -85,26 +88,30 @@ def load_compiled_rnn() -> ModuleType | None:
 
 
 class _ControlledDecoderFunction(torch.autograd.Function):
-    """Autograd wrapper: forward and backward both run in the compiled kernel."""
+    """Autograd wrapper: forward and backward both run in the compiled kernel.
+
+    The generator states it also returns are for reading only (marked non-differentiable)."""
 
     @staticmethod
     def forward(ctx, ci_projection, gen_init, con_init, noise, keep, w_factor_in, w_con_hh, b_con_hh, w_co, b_co,
-                w_gen_ih, b_gen_ih, w_gen_hh, b_gen_hh, w_factor, clip, kernel):
+                w_gen_ih, gen_input_bias, w_gen_hh, b_gen_hh, w_factor, clip, kernel):
         (factors_all, co_mean, co_std, co, con_states, gen_states, kept, con_gates, con_gh_n, con_unclipped,
          gen_gates, gen_gh_n, gen_unclipped) = kernel.decoder_forward(
             ci_projection, gen_init, con_init, noise, keep, w_factor_in, w_con_hh, b_con_hh, w_co, b_co,
-            w_gen_ih, b_gen_ih, w_gen_hh, b_gen_hh, w_factor, clip)
-        ctx.kernel, ctx.clip = kernel, clip
+            w_gen_ih, gen_input_bias, w_gen_hh, b_gen_hh, w_factor, clip)
+        ctx.kernel, ctx.clip, ctx.per_step_bias = kernel, clip, gen_input_bias.dim() == 3
         # Everything through save_for_backward (tensors kept on ctx would form a reference cycle with
         # the outputs and leak); intermediates included, which makes this function differentiable once.
         ctx.save_for_backward(noise, keep, w_factor_in, w_con_hh, w_co, w_gen_ih, w_gen_hh, w_factor,
                               factors_all, co_std, co, con_states, gen_states, kept, con_gates, con_gh_n,
                               con_unclipped, gen_gates, gen_gh_n, gen_unclipped)
-        return factors_all[1:], co_mean, co_std, co
+        states = gen_states[1:]
+        ctx.mark_non_differentiable(states)
+        return factors_all[1:], co_mean, co_std, co, states
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_factors, grad_co_mean, grad_co_std, grad_co):
+    def backward(ctx, grad_factors, grad_co_mean, grad_co_std, grad_co, _grad_gen_states):
         saved = ctx.saved_tensors
         noise, keep, w_factor_in, w_con_hh, w_co, w_gen_ih, w_gen_hh, w_factor = saved[:8]
         intermediates = saved[8:]
@@ -116,7 +123,7 @@ class _ControlledDecoderFunction(torch.autograd.Function):
         grads = ctx.kernel.decoder_backward(
             dense(grad_factors, factors_all[1:]), dense(grad_co_mean, co_std), dense(grad_co_std, co_std),
             dense(grad_co, co_std), noise, keep, w_factor_in, w_con_hh, w_co, w_gen_ih, w_gen_hh, w_factor,
-            *intermediates, ctx.clip)
+            *intermediates, ctx.clip, ctx.per_step_bias)
         d_ci_projection, d_gen_init, d_con_init, *d_weights = grads
         return (d_ci_projection, d_gen_init, d_con_init, None, None, *d_weights, None, None)
 
@@ -127,9 +134,11 @@ def run_controlled_decoder(kernel: ModuleType, ci_projection: torch.Tensor, gen_
     """Run the compiled loop. Time-major inputs: ``ci_projection (T, B, 3C)`` (controller input
     projection of the CI outputs, with its bias), ``gen_init (B, G)``, ``con_init (B, C)``, ``noise
     (T, B, K)`` (zeros for the posterior mean), ``keep (T + 1, B, G)`` dropout multipliers (ones
-    without dropout); ``weights`` = (w_factor_in, w_con_hh, b_con_hh, w_co, b_co, w_gen_ih, b_gen_ih,
-    w_gen_hh, b_gen_hh, w_factor). Returns time-major factors ``(T, B, F)``, co_mean, co_std, co
-    ``(T, B, K)``."""
+    without dropout); ``weights`` = (w_factor_in, w_con_hh, b_con_hh, w_co, b_co, w_gen_ih,
+    gen_input_bias, w_gen_hh, b_gen_hh, w_factor), where ``w_gen_ih (3G, K)`` acts on the inferred
+    inputs and ``gen_input_bias`` is the generator's input bias ``(3G,)`` or a per-step bias ``(T, B,
+    3G)`` (measured inputs' projection plus the bias). Returns time-major factors ``(T, B, F)``,
+    co_mean, co_std, co ``(T, B, K)`` and the generator states ``(T, B, G)`` (no gradient)."""
     contiguous = [t.contiguous() for t in (ci_projection, gen_init, con_init, noise, keep, *weights)]
     return _ControlledDecoderFunction.apply(*contiguous, float(clip), kernel)
 

@@ -3,7 +3,8 @@
 Data flow for a batch ``(B, T, N)`` (encoder input, unobserved entries already zero-filled):
 dropout -> IC encoder (BiGRU) -> IC posterior N(mean, std) -> sample -> generator initial state;
 CI encoder (BiGRU, lagged) -> controller -> inferred inputs -> generator -> factors -> readout ->
-observation-model parameters per neuron and time.
+observation-model parameters per neuron and time. Measured inputs ``ext_input`` ``(B, T, E)`` (e.g.
+a stimulus; ``ext_input_dim`` E > 0) go to the generator only, beside the inferred inputs.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ class LfadsOutput:
     """Everything one forward pass produces.
 
     readout ``(B, T, N, P)`` (P = observation parameters per neuron); factors ``(B, T, F)``;
-    ic_mean/ic_std ``(B, ic_dim)``; co_* ``(B, T, co_dim)`` or None without a controller.
+    ic_mean/ic_std ``(B, ic_dim)``; co_* ``(B, T, co_dim)`` or None without a controller;
+    gen_states ``(B, T, gen_dim)`` the generator states (detached, for outputs).
     """
 
     readout: torch.Tensor
@@ -37,6 +39,7 @@ class LfadsOutput:
     co_mean: torch.Tensor | None
     co_std: torch.Tensor | None
     co_sample: torch.Tensor | None
+    gen_states: torch.Tensor | None = None
 
 
 class LFADS(nn.Module):
@@ -47,6 +50,7 @@ class LFADS(nn.Module):
         self.num_neurons = num_neurons
         self.ic_dim = config.ic_dim
         self.co_dim = config.co_dim
+        self.ext_input_dim = config.ext_input_dim
         self.ci_lag = config.ci_lag
         self.ic_prior_var = config.ic_prior_var
         self.ic_post_var_min = config.ic_post_var_min
@@ -62,7 +66,7 @@ class LFADS(nn.Module):
         self.decoder = Decoder(
             gen_dim=config.gen_dim, factors_dim=config.factors_dim, co_dim=config.co_dim,
             con_dim=config.con_dim, ci_dim=2 * config.ci_enc_dim, cell_clip_value=config.cell_clip_value,
-            dropout=self.dropout,
+            dropout=self.dropout, ext_input_dim=config.ext_input_dim,
         )
         self.observation = observation
         self.readout = nn.Linear(config.factors_dim, num_neurons * observation.params_per_neuron)
@@ -81,11 +85,14 @@ class LFADS(nn.Module):
 
     def forward(self, encoder_input: torch.Tensor, sample_posteriors: bool,
                 encoder_visible: torch.Tensor | None = None,
-                rng: torch.Generator | None = None) -> LfadsOutput:
+                rng: torch.Generator | None = None, ext_input: torch.Tensor | None = None) -> LfadsOutput:
         """encoder_input ``(B, T, N)`` zero-filled data; encoder_visible ``(B, T, N)`` 1 where it holds an
         observed value (used with ``mask_as_input``; default: everything visible). ``rng``
-        drives every random draw (dropout, posterior samples); None = torch's global generator."""
+        drives every random draw (dropout, posterior samples); None = torch's global generator.
+        ``ext_input`` ``(B, T, ext_input_dim)``: the measured inputs, fed to the generator at every
+        step (required when ``ext_input_dim`` > 0, refused otherwise); never seen by the encoders."""
         batch, num_steps, _ = encoder_input.shape
+        self.check_ext_input(ext_input, batch, num_steps)
         x = self.dropout(encoder_input * self.encoder_input_mask, rng)
         if self.mask_as_input:
             visible = torch.ones_like(encoder_input) if encoder_visible is None else encoder_visible
@@ -103,10 +110,24 @@ class LFADS(nn.Module):
         if self.co_dim > 0:
             ci_outputs, _ = self.ci_encoder(x)
             controller_inputs = lag_controller_inputs(ci_outputs, self.ci_lag)
-        decoded = self.decoder(gen_init, num_steps, controller_inputs, sample_posteriors, rng)
+        decoded = self.decoder(gen_init, num_steps, controller_inputs, sample_posteriors, rng, ext_input)
         readout = self.readout(decoded.factors).view(batch, num_steps, self.num_neurons, -1)
         return LfadsOutput(readout, decoded.factors, ic_mean, ic_std,
-                           decoded.co_mean, decoded.co_std, decoded.co_sample)
+                           decoded.co_mean, decoded.co_std, decoded.co_sample, decoded.gen_states)
+
+    def check_ext_input(self, ext_input: torch.Tensor | None, batch: int, num_steps: int) -> None:
+        """Raise NeurodynError unless ``ext_input`` is ``(batch, num_steps, ext_input_dim)`` (None when 0)."""
+        expected = (batch, num_steps, self.ext_input_dim)
+        if self.ext_input_dim == 0:
+            if ext_input is not None:
+                raise NeurodynError(f"the model was built without measured inputs (ext_input_dim 0) but got "
+                                    f"ext_input of shape {tuple(ext_input.shape)}")
+        elif ext_input is None:
+            raise NeurodynError(f"the model takes measured inputs: ext_input {expected} = "
+                                "(trials, num_samples, ext_input_dim) is missing")
+        elif tuple(ext_input.shape) != expected:
+            raise NeurodynError(f"ext_input has shape {tuple(ext_input.shape)}; expected {expected} = "
+                                "(trials, num_samples, ext_input_dim)")
 
     def kl_ic(self, output: LfadsOutput) -> torch.Tensor:
         """KL of the IC posterior to its prior, per trial ``(B,)``."""

@@ -8,19 +8,64 @@ import torch
 
 from neurodyn.errors import NeurodynError
 from neurodyn.lfads.augmentations import inference_masks
-from neurodyn.lfads.model import LFADS
+from neurodyn.lfads.model import LFADS, LfadsOutput
+
+
+# Outputs of ``infer`` with one value per trial, not per time step: ``(trials, ic_dim)``.
+PER_TRIAL_OUTPUTS = ("ic_mean", "ic_std")
+
+
+def drop_leading_bins(inferred: dict[str, np.ndarray], bins: int) -> dict[str, np.ndarray]:
+    """``inferred`` (from ``infer``) without the first ``bins`` time steps of each per-step output
+    ``(trials, T, ...)``; the per-trial outputs (``PER_TRIAL_OUTPUTS``) are kept whole."""
+    return {name: value if name in PER_TRIAL_OUTPUTS else value[:, bins:] for name, value in inferred.items()}
+
+
+def _ext_input_tensor(model: LFADS, ext_input: np.ndarray | None, data: torch.Tensor,
+                      name: str = "ext_input") -> torch.Tensor | None:
+    """``ext_input`` ``(trials, T, ext_input_dim)`` as a tensor beside ``data``, checked against the model."""
+    ext = None if ext_input is None else torch.as_tensor(np.asarray(ext_input, dtype=np.float32), device=data.device)
+    try:
+        model.check_ext_input(ext, data.shape[0], data.shape[1])
+    except NeurodynError as error:
+        raise NeurodynError(f"{name}: {error}") from None
+    return ext
+
+
+def _sampled_pieces(model: LFADS, output: LfadsOutput, generator_states: bool) -> dict[str, torch.Tensor]:
+    """The per-sample outputs that are averaged over posterior samples, trials-first."""
+    pieces = {"rates": model.observation.mean(output.readout), "factors": output.factors}
+    pieces.update(model.observation.named_params(output.readout))
+    if output.co_mean is not None:
+        pieces["inferred_inputs"] = output.co_mean
+        pieces["inferred_inputs_std"] = output.co_std
+    if generator_states:
+        pieces["generator_states"] = output.gen_states
+    return pieces
 
 
 @torch.no_grad()
 def infer(model: LFADS, data: np.ndarray, num_samples: int = 50, batch_size: int = 512,
-          seed: int = 0) -> dict[str, np.ndarray]:
-    """Rates, factors and observation parameters of ``data`` ``(trials, T, N)`` (NaN = unobserved).
+          seed: int = 0, ext_input: np.ndarray | None = None,
+          write_generator_states: bool = False) -> dict[str, np.ndarray]:
+    """Rates, factors, observation parameters and latent posteriors of ``data`` ``(trials, T, N)`` (NaN = unobserved).
 
     The posteriors (IC and inferred inputs) are sampled ``num_samples`` times with dropout off and the
-    results averaged ("posterior sample and average"). Returns trials-first arrays:
-    ``rates`` ``(trials, T, N)`` (expected value per bin), ``factors`` ``(trials, T, F)``, each named
-    observation parameter ``(trials, T, N)``, and ``rates_posterior_mean`` from one pass at the
-    posterior means.
+    results averaged ("posterior sample and average"). ``ext_input`` ``(trials, T, ext_input_dim)``:
+    the trials' measured inputs (required exactly when the model has ``ext_input_dim`` > 0).
+
+    Returns trials-first arrays:
+
+    * ``rates`` ``(trials, T, N)`` (expected value per bin), ``factors`` ``(trials, T, F)`` and each named
+      observation parameter ``(trials, T, N)``, averaged over the samples;
+    * ``rates_posterior_mean`` ``(trials, T, N)`` from one pass at the posterior means;
+    * ``ic_mean``, ``ic_std`` ``(trials, ic_dim)``: the initial-condition posterior (the encoder's, the
+      same for every sample);
+    * with a controller only (``co_dim`` > 0; absent for an autonomous model): ``inferred_inputs``
+      ``(trials, T, co_dim)``, the controller outputs' posterior means, and ``inferred_inputs_std``
+      (same shape), their posterior standard deviations, each averaged over the samples like the rates
+      (each sample's controller follows its own initial-condition draw);
+    * with ``write_generator_states``: ``generator_states`` ``(trials, T, gen_dim)`` averaged over the samples.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -28,22 +73,27 @@ def infer(model: LFADS, data: np.ndarray, num_samples: int = 50, batch_size: int
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
         data_t = torch.as_tensor(np.asarray(data, dtype=np.float32), device=device)
+        ext_t = _ext_input_tensor(model, ext_input, data_t)
         trials_per_pass = max(1, batch_size // num_samples)
         sums: dict[str, list[np.ndarray]] = {}
         for start in range(0, data_t.shape[0], trials_per_pass):
-            masks = inference_masks(data_t[start:start + trials_per_pass])
+            rows = slice(start, start + trials_per_pass)
+            masks = inference_masks(data_t[rows])
+            ext = None if ext_t is None else ext_t[rows]
             n = masks.encoder_input.shape[0]
             repeated = masks.encoder_input.repeat(num_samples, 1, 1)
             visible = masks.encoder_visible.repeat(num_samples, 1, 1)
-            output = model(repeated, sample_posteriors=True, encoder_visible=visible)
-            pieces = {"rates": model.observation.mean(output.readout), "factors": output.factors}
-            pieces.update(model.observation.named_params(output.readout))
-            for name, value in pieces.items():
+            output = model(repeated, sample_posteriors=True, encoder_visible=visible,
+                           ext_input=None if ext is None else ext.repeat(num_samples, 1, 1))
+            for name, value in _sampled_pieces(model, output, write_generator_states).items():
                 averaged = value.reshape(num_samples, n, *value.shape[1:]).mean(0)
                 sums.setdefault(name, []).append(averaged.cpu().numpy())
-            mean_output = model(masks.encoder_input, sample_posteriors=False, encoder_visible=masks.encoder_visible)
+            mean_output = model(masks.encoder_input, sample_posteriors=False, encoder_visible=masks.encoder_visible,
+                                ext_input=ext)
             sums.setdefault("rates_posterior_mean", []).append(
                 model.observation.mean(mean_output.readout).cpu().numpy())
+            sums.setdefault("ic_mean", []).append(mean_output.ic_mean.cpu().numpy())
+            sums.setdefault("ic_std", []).append(mean_output.ic_std.cpu().numpy())
     return {name: np.concatenate(parts, axis=0) for name, parts in sums.items()}
 
 
@@ -51,7 +101,9 @@ def infer(model: LFADS, data: np.ndarray, num_samples: int = 50, batch_size: int
 def infer_empirical_bayes(model: LFADS, data: np.ndarray, reference_data: np.ndarray, samples_per_trial: int = 5,
                           seed: int = 0, data_ids: np.ndarray | None = None,
                           reference_ids: np.ndarray | None = None, batch_size: int = 512,
-                          max_pair_entries: int = 2 ** 24) -> dict[str, np.ndarray]:
+                          max_pair_entries: int = 2 ** 24, ext_input: np.ndarray | None = None,
+                          reference_ext_input: np.ndarray | None = None,
+                          write_generator_states: bool = False) -> dict[str, np.ndarray]:
     """Posterior averaging with the training trials' posteriors as the prior ("empirical Bayes").
 
     With very sparse data a single trial says little about its latent state, but trials of an
@@ -64,8 +116,16 @@ def infer_empirical_bayes(model: LFADS, data: np.ndarray, reference_data: np.nda
 
     ``data_ids`` / ``reference_ids`` name the trials (e.g. indices into one file): a trial is never
     weighted against its own draws, so training trials get a leave-one-out prior. Returns the keys of
-    ``infer`` except ``rates_posterior_mean``, trials-first. ``max_pair_entries`` caps the size of one
-    block of (trial, draw) likelihoods where an observation model evaluates them entry by entry.
+    ``infer`` except ``rates_posterior_mean``, trials-first: the draws' rates, factors, observation
+    parameters, inferred inputs (with a controller) and generator states (``write_generator_states``)
+    weighted-averaged; ``ic_mean``/``ic_std`` are the trial's own encoder posterior, as in ``infer``.
+    ``max_pair_entries`` caps the size of one block of (trial, draw) likelihoods where an observation
+    model evaluates them entry by entry.
+
+    With measured inputs (``ext_input_dim`` > 0), ``reference_ext_input`` and ``ext_input``
+    ``(trials, T, ext_input_dim)`` are those of the reference trials and of ``data``. A draw is
+    generated with its reference trial's inputs, so the weighting pools trials whose inputs are alike
+    (e.g. repeats of one condition); ``ext_input`` gives the trials' own encoder posteriors.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -74,6 +134,8 @@ def infer_empirical_bayes(model: LFADS, data: np.ndarray, reference_data: np.nda
     if data_t.shape[1:] != reference_t.shape[1:]:
         raise NeurodynError(f"empirical Bayes: trials of shape {tuple(data_t.shape[1:])} cannot be weighted against "
                             f"reference trials of shape {tuple(reference_t.shape[1:])}")
+    ext_t = _ext_input_tensor(model, ext_input, data_t)
+    reference_ext_t = _ext_input_tensor(model, reference_ext_input, reference_t, "reference_ext_input")
     num_trials = data_t.shape[0]
     data_ids = torch.as_tensor(np.arange(num_trials) if data_ids is None else np.asarray(data_ids), device=device)
     reference_ids = torch.as_tensor(np.full(reference_t.shape[0], -1) if reference_ids is None
@@ -94,11 +156,13 @@ def infer_empirical_bayes(model: LFADS, data: np.ndarray, reference_data: np.nda
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
         for start in range(0, reference_t.shape[0], references_per_pass):
-            reference_masks = inference_masks(reference_t[start:start + references_per_pass])
+            rows = slice(start, start + references_per_pass)
+            reference_masks = inference_masks(reference_t[rows])
             output = model(reference_masks.encoder_input.repeat(samples_per_trial, 1, 1), sample_posteriors=True,
-                           encoder_visible=reference_masks.encoder_visible.repeat(samples_per_trial, 1, 1))
-            draws = {"rates": model.observation.mean(output.readout), "factors": output.factors,
-                     **model.observation.named_params(output.readout)}
+                           encoder_visible=reference_masks.encoder_visible.repeat(samples_per_trial, 1, 1),
+                           ext_input=None if reference_ext_t is None else reference_ext_t[rows].repeat(
+                               samples_per_trial, 1, 1))
+            draws = _sampled_pieces(model, output, write_generator_states)
             draw_ids = reference_ids[start:start + references_per_pass].repeat(samples_per_trial)
             for first in range(0, num_trials, trials_per_block):
                 block = slice(first, first + trials_per_block)
@@ -119,5 +183,21 @@ def infer_empirical_bayes(model: LFADS, data: np.ndarray, reference_data: np.nda
                 best[block] = new_best
     if not torch.all(weight_sum > 0):
         raise NeurodynError("empirical Bayes: some trials have no reference draw to be weighted against")
-    return {name: (value / weight_sum.view(-1, *[1] * (value.dim() - 1))).cpu().numpy()
-            for name, value in sums.items()}
+    result = {name: (value / weight_sum.view(-1, *[1] * (value.dim() - 1))).cpu().numpy()
+              for name, value in sums.items()}
+    result.update(_encoder_posteriors(model, data_t, ext_t, batch_size))
+    return result
+
+
+def _encoder_posteriors(model: LFADS, data: torch.Tensor, ext_input: torch.Tensor | None,
+                        batch_size: int) -> dict[str, np.ndarray]:
+    """``ic_mean`` and ``ic_std`` ``(trials, ic_dim)``: each trial's initial-condition posterior."""
+    means, stds = [], []
+    for start in range(0, data.shape[0], batch_size):
+        rows = slice(start, start + batch_size)
+        masks = inference_masks(data[rows])
+        output = model(masks.encoder_input, sample_posteriors=False, encoder_visible=masks.encoder_visible,
+                       ext_input=None if ext_input is None else ext_input[rows])
+        means.append(output.ic_mean.cpu().numpy())
+        stds.append(output.ic_std.cpu().numpy())
+    return {"ic_mean": np.concatenate(means), "ic_std": np.concatenate(stds)}

@@ -22,6 +22,7 @@ import torch
 
 from neurodyn.config import SEARCHABLE_HYPERPARAMETERS, LfadsConfig
 from neurodyn.device import resolve_device
+from neurodyn.errors import NeurodynError
 from neurodyn.lfads.augmentations import inference_masks, training_masks
 from neurodyn.lfads.model import LFADS
 from neurodyn.observation.base import masked_nll_sum
@@ -32,7 +33,7 @@ from neurodyn.train.schedules import linear_ramp, smooth
 # Hyperparameters that may change during training (PBT explores them); all others fix the architecture.
 MUTABLE_HYPERPARAMETERS = SEARCHABLE_HYPERPARAMETERS + (
     "valid_batch_size", "learning_rate_patience", "learning_rate_stop", "early_stopping_patience",
-    "max_epochs", "posterior_samples",
+    "max_epochs", "posterior_samples", "write_generator_states",
 )
 
 # Fewer trials than this per shard and a thread costs more than it saves.
@@ -57,10 +58,16 @@ def _sharing_cpu(threads: int):
 
 
 class LfadsTrainer:
-    """Trains LFADS on ``train_data`` and scores it on ``valid_data``, both ``(trials, T, N)`` with NaN = unobserved."""
+    """Trains LFADS on ``train_data`` and scores it on ``valid_data``, both ``(trials, T, N)`` with NaN = unobserved.
+
+    With measured inputs (``ext_input_dim`` > 0), ``train_ext_input`` and ``valid_ext_input``
+    ``(trials, T, ext_input_dim)`` hold them for the same trials in the same order; they are batched
+    with the data and go to the generator unchanged (no CD, no temporal shift).
+    """
 
     def __init__(self, config: LfadsConfig, train_data: np.ndarray, valid_data: np.ndarray,
-                 device: str | torch.device | None = None):
+                 device: str | torch.device | None = None, train_ext_input: np.ndarray | None = None,
+                 valid_ext_input: np.ndarray | None = None):
         self.config = config
         self.device = resolve_device(config.device) if device is None else torch.device(device)
         torch.manual_seed(config.seed)
@@ -68,6 +75,8 @@ class LfadsTrainer:
         self.generator.manual_seed(config.seed)
         self.train_data = torch.as_tensor(np.asarray(train_data, dtype=np.float32), device=self.device)
         self.valid_data = torch.as_tensor(np.asarray(valid_data, dtype=np.float32), device=self.device)
+        self.train_ext_input = self._ext_input_tensor(train_ext_input, self.train_data, "train_ext_input")
+        self.valid_ext_input = self._ext_input_tensor(valid_ext_input, self.valid_data, "valid_ext_input")
         num_neurons = self.train_data.shape[-1]
         self.observation_options = observation_class(config.observation).options_from_config(
             config, np.asarray(train_data, dtype=np.float32))
@@ -93,6 +102,21 @@ class LfadsTrainer:
         self.notes: list[str] = []  # what a person should know about how training ended
 
     # -- set-up -------------------------------------------------------------------------------
+    def _ext_input_tensor(self, ext_input: np.ndarray | None, data: torch.Tensor, name: str) -> torch.Tensor | None:
+        """``ext_input`` as a tensor on the device, checked against ``data`` and ``ext_input_dim``."""
+        dim = self.config.ext_input_dim
+        expected = (*data.shape[:2], dim)
+        if ext_input is None:
+            if dim > 0:
+                raise NeurodynError(f"ext_input_dim is {dim} but {name} {expected} = (trials, num_samples, "
+                                    "ext_input_dim) was not given")
+            return None
+        ext_input = np.asarray(ext_input, dtype=np.float32)
+        if dim == 0 or ext_input.shape != expected:
+            raise NeurodynError(f"{name} has shape {ext_input.shape}; expected {expected} = (trials, num_samples, "
+                                f"ext_input_dim) with ext_input_dim {dim} from the config")
+        return torch.as_tensor(ext_input, device=self.device)
+
     def _initialise_readout_bias(self) -> None:
         """Start the readout at each neuron's mean observed value so early epochs learn structure, not scale."""
         data = self.train_data
@@ -142,8 +166,10 @@ class LfadsTrainer:
         threads = self.batch_threads
         with _sharing_cpu(threads) as pool:
             for start in range(0, num_trials, c.batch_size):
-                batch = self.train_data[order[start:start + c.batch_size]]
-                terms = self._train_step(batch, weights, kl_ramp, l2_ramp, threads, pool)
+                trials = order[start:start + c.batch_size]
+                batch = self.train_data[trials]
+                ext_batch = None if self.train_ext_input is None else self.train_ext_input[trials]
+                terms = self._train_step(batch, weights, kl_ramp, l2_ramp, threads, pool, ext_batch)
                 n = batch.shape[0]
                 for key, value in zip(sums, terms):
                     sums[key] += value * n
@@ -159,8 +185,10 @@ class LfadsTrainer:
         return torch.get_num_threads() if self.device.type == "cpu" else 1
 
     def _train_step(self, batch: torch.Tensor, weights: RegularisationWeights, kl_ramp: float, l2_ramp: float,
-                    threads: int, pool: concurrent.futures.ThreadPoolExecutor | None) -> tuple[float, ...]:
-        """One optimiser step on ``batch``; returns the batch's (loss, nll, kl_ic, kl_co, l2).
+                    threads: int, pool: concurrent.futures.ThreadPoolExecutor | None,
+                    ext_batch: torch.Tensor | None = None) -> tuple[float, ...]:
+        """One optimiser step on ``batch`` (with its measured inputs ``ext_batch``, if any); returns the
+        batch's (loss, nll, kl_ic, kl_co, l2).
 
         The batch is split into up to ``threads`` shards of at least ``MIN_SHARD_TRIALS`` trials, each
         run forward and backward on its own thread with its own seeded generator; the shards' losses
@@ -168,7 +196,8 @@ class LfadsTrainer:
         The gradients are summed in shard order, so a seed gives the same run whatever the timing.
         """
         c = self.config
-        masks = training_masks(batch, c.keep_ratio, c.cd_pass_fraction, self.generator, c.temporal_shift_std)
+        masks = training_masks(batch, c.keep_ratio, c.cd_pass_fraction, self.generator, c.temporal_shift_std,
+                               self.model.encoder_input_mask)
         num_shards = max(1, min(threads, batch.shape[0] // MIN_SHARD_TRIALS))
         bounds = np.linspace(0, batch.shape[0], num_shards + 1).round().astype(int)
         seeds = torch.randint(0, 2 ** 62, (num_shards,), generator=self.generator, device=self.device).tolist()
@@ -176,11 +205,12 @@ class LfadsTrainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
 
         def run_shard(index: int) -> tuple[tuple[float, ...], tuple[torch.Tensor | None, ...]]:
-            shard = masks.select(slice(int(bounds[index]), int(bounds[index + 1])))
+            trials = slice(int(bounds[index]), int(bounds[index + 1]))
+            shard = masks.select(trials)
             rng = torch.Generator(device=self.device)
             rng.manual_seed(seeds[index])
             output = self.model(shard.encoder_input, sample_posteriors=True, encoder_visible=shard.encoder_visible,
-                                rng=rng)
+                                rng=rng, ext_input=None if ext_batch is None else ext_batch[trials])
             terms = lfads_loss(self.model, output, shard, weights, kl_ramp, l2_ramp,
                                dataclasses.replace(share, carries_penalties=index == 0))
             grads = torch.autograd.grad(terms.total, params, allow_unused=True)
@@ -204,14 +234,20 @@ class LfadsTrainer:
         return terms
 
     @torch.no_grad()
-    def validation_nll(self, data: torch.Tensor | None = None) -> float:
-        """Mean NLL over observed entries using the posterior means (deterministic, no dropout, no CD)."""
-        data = self.valid_data if data is None else data
+    def validation_nll(self, data: torch.Tensor | None = None, ext_input: torch.Tensor | None = None) -> float:
+        """Mean NLL over observed entries using the posterior means (deterministic, no dropout, no CD).
+
+        Default: the validation trials and their measured inputs; other ``data`` comes with its own
+        ``ext_input`` ``(trials, T, ext_input_dim)`` when the model takes measured inputs."""
+        if data is None:
+            data, ext_input = self.valid_data, self.valid_ext_input
         self.model.eval()
         total, count = 0.0, 0.0
         for start in range(0, data.shape[0], self.config.valid_batch_size):
-            masks = inference_masks(data[start:start + self.config.valid_batch_size])
-            output = self.model(masks.encoder_input, sample_posteriors=False, encoder_visible=masks.encoder_visible)
+            rows = slice(start, start + self.config.valid_batch_size)
+            masks = inference_masks(data[rows])
+            output = self.model(masks.encoder_input, sample_posteriors=False, encoder_visible=masks.encoder_visible,
+                                ext_input=None if ext_input is None else ext_input[rows])
             nll = self.model.observation.elementwise_nll(output.readout, masks.target)
             total += float(masked_nll_sum(nll, masks.observed))
             count += float(masks.observed.sum())

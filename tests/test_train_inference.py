@@ -1,0 +1,143 @@
+"""Posterior sample-and-average inference: the latent outputs (initial conditions, inferred inputs,
+generator states) and measured inputs."""
+
+import numpy as np
+import pytest
+import torch
+
+from neurodyn.config import LfadsConfig
+from neurodyn.errors import NeurodynError
+from neurodyn.lfads.model import LFADS
+from neurodyn.observation.poisson import Poisson
+from neurodyn.train.inference import infer, infer_empirical_bayes
+
+T, N = 9, 4
+SMALL = dict(ic_enc_dim=6, ci_enc_dim=5, con_dim=6, ic_dim=3, gen_dim=8, factors_dim=3, device="cpu")
+
+
+def make_model(co_dim: int, ext_input_dim: int = 0) -> LFADS:
+    torch.manual_seed(0)
+    config = LfadsConfig(**SMALL, co_dim=co_dim, ext_input_dim=ext_input_dim)
+    return LFADS(config, N, Poisson(N)).eval()
+
+
+def counts(trials: int = 5, seed: int = 0) -> np.ndarray:
+    data = np.random.default_rng(seed).poisson(1.0, (trials, T, N)).astype(np.float32)
+    data[0, 3, 1] = np.nan
+    return data
+
+
+def test_keys_and_shapes_with_a_controller():
+    result = infer(make_model(co_dim=2), counts(), num_samples=4, write_generator_states=True)
+    assert result["inferred_inputs"].shape == result["inferred_inputs_std"].shape == (5, T, 2)
+    assert result["ic_mean"].shape == result["ic_std"].shape == (5, 3)
+    assert result["generator_states"].shape == (5, T, 8)
+    assert (result["inferred_inputs_std"] > 0).all() and (result["ic_std"] > 0).all()
+
+
+def test_an_autonomous_model_has_no_inferred_inputs_and_states_only_on_request():
+    result = infer(make_model(co_dim=0), counts(), num_samples=3)
+    assert "inferred_inputs" not in result and "inferred_inputs_std" not in result
+    assert "generator_states" not in result
+    assert result["ic_mean"].shape == (5, 3)
+
+
+def test_ic_posterior_is_the_encoders_and_does_not_depend_on_sampling():
+    model = make_model(co_dim=2)
+    data = counts()
+    first, second = infer(model, data, num_samples=2, seed=0), infer(model, data, num_samples=7, seed=3)
+    with torch.no_grad():
+        output = model(torch.nan_to_num(torch.tensor(data)), sample_posteriors=False)
+    for result in (first, second):
+        np.testing.assert_allclose(result["ic_mean"], output.ic_mean.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(result["ic_std"], output.ic_std.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("co_dim", [0, 2])
+def test_generator_states_are_averaged_like_the_factors(co_dim):
+    """Factors are a linear map of the generator states (dropout off), so the average of the samples'
+    factors must be that map applied to the average of their states."""
+    model = make_model(co_dim)
+    result = infer(model, counts(), num_samples=6, write_generator_states=True)
+    with torch.no_grad():
+        mapped = model.decoder.factors(torch.tensor(result["generator_states"])).numpy()
+    np.testing.assert_allclose(result["factors"], mapped, rtol=1e-4, atol=1e-5)
+
+
+def test_inferred_inputs_are_posterior_means_and_stds_averaged_over_samples():
+    """With a known controller-output std (weights of the log-variance rows zero, bias 2 log 0.3) every
+    sample's std is 0.3; with a zero-variance IC posterior and that std shrunk to ~0 all samples equal
+    the posterior-mean pass, whose controller means are then the inferred inputs."""
+    model = make_model(co_dim=2)
+    with torch.no_grad():
+        model.decoder.controller_output.weight[2:] = 0.0
+        model.decoder.controller_output.bias[2:] = 2 * np.log(0.3)
+    result = infer(model, counts(), num_samples=5)
+    np.testing.assert_allclose(result["inferred_inputs_std"], 0.3, rtol=1e-5)
+    with torch.no_grad():
+        model.decoder.controller_output.bias[2:] = -60.0
+        model.ic_posterior.weight[3:] = 0.0
+        model.ic_posterior.bias[3:] = -60.0
+    model.ic_post_var_min = 0.0
+    result = infer(model, counts(), num_samples=5)
+    with torch.no_grad():
+        output = model(torch.nan_to_num(torch.tensor(counts())), sample_posteriors=False)
+    np.testing.assert_allclose(result["inferred_inputs"], output.co_mean.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_ext_input_is_required_checked_and_changes_the_rates():
+    model = make_model(co_dim=2, ext_input_dim=1)
+    data = counts()
+    ext = np.zeros((5, T, 1), np.float32)
+    kicked = ext.copy()
+    kicked[:, 4] = 3.0
+    quiet, moved = infer(model, data, 3, ext_input=ext), infer(model, data, 3, ext_input=kicked)
+    np.testing.assert_allclose(quiet["rates"][:, :4], moved["rates"][:, :4], rtol=1e-5)  # causal
+    assert not np.allclose(quiet["rates"][:, 4:], moved["rates"][:, 4:])
+    np.testing.assert_allclose(quiet["ic_mean"], moved["ic_mean"])  # the encoder never sees it
+    with pytest.raises(NeurodynError, match="ext_input: .* is missing"):
+        infer(model, data, 3)
+    with pytest.raises(NeurodynError, match=r"ext_input: .*expected \(5, 9, 1\)"):
+        infer(model, data, 3, ext_input=ext[:4])
+
+
+def test_empirical_bayes_generates_each_draw_with_its_reference_trials_inputs():
+    """A deterministic model (zero-variance posteriors): the result is the likelihood-weighted average of
+    the reference trials' rates, each computed with that trial's own measured inputs."""
+    from scipy import stats
+
+    model = make_model(co_dim=0, ext_input_dim=1)
+    with torch.no_grad():
+        model.ic_posterior.weight[3:] = 0.0
+        model.ic_posterior.bias[3:] = -60.0
+    model.ic_post_var_min = 0.0
+    rng = np.random.default_rng(1)
+    reference, data = counts(3, seed=2), counts(4, seed=3)
+    reference_ext = rng.normal(0, 2, (3, T, 1)).astype(np.float32)
+    data_ext = rng.normal(0, 2, (4, T, 1)).astype(np.float32)
+    reference_rates = infer(model, reference, 1, ext_input=reference_ext)["rates_posterior_mean"]
+    result = infer_empirical_bayes(model, data, reference, samples_per_trial=2, ext_input=data_ext,
+                                   reference_ext_input=reference_ext, write_generator_states=True)
+    for trial, rates in zip(data, result["rates"]):
+        observed = ~np.isnan(trial)
+        log_lik = np.array([stats.poisson.logpmf(trial[observed], r[observed]).sum() for r in reference_rates])
+        weights = np.exp(log_lik - log_lik.max())
+        np.testing.assert_allclose(rates, np.tensordot(weights / weights.sum(), reference_rates, 1), rtol=1e-4)
+    own = infer(model, data, 1, ext_input=data_ext)
+    np.testing.assert_allclose(result["ic_mean"], own["ic_mean"], rtol=1e-5, atol=1e-6)
+    assert result["generator_states"].shape == (4, T, 8)
+    with pytest.raises(NeurodynError, match="reference_ext_input"):
+        infer_empirical_bayes(model, data, reference, ext_input=data_ext)
+
+
+def test_drop_leading_bins_keeps_the_per_trial_outputs_whole():
+    from neurodyn.train.inference import drop_leading_bins
+
+    result = infer(make_model(co_dim=2), counts(), num_samples=2, write_generator_states=True)
+    dropped = drop_leading_bins(result, 3)
+    for name, value in result.items():
+        if name in ("ic_mean", "ic_std"):
+            np.testing.assert_array_equal(dropped[name], value)
+        else:
+            np.testing.assert_array_equal(dropped[name], value[:, 3:])
+            assert dropped[name].shape[1] == T - 3
