@@ -30,7 +30,7 @@ from neurodyn.runs.layout import find_output_dir
 from neurodyn.runs.outputs import read_run_outputs
 from neurodyn.lfads.model import LFADS
 from neurodyn.observation.registry import make_observation_model
-from neurodyn.pbt.engines import EmbeddedEngine, WorkerJob, default_max_processes
+from neurodyn.pbt.engines import EmbeddedEngine, WorkerData, WorkerJob, default_max_processes
 from neurodyn.runs.checkpoint import decode_state
 from neurodyn.pbt.run import run_pbt
 from neurodyn.pbt.search_space import as_config_value, initial_values, is_log_scaled
@@ -78,7 +78,7 @@ def random_search(train, valid, truth, workers: int, epochs: int, search_space, 
         mode = "logrand" if is_log_scaled(spec) else "rand"
         draws[key] = initial_values(spec.model_copy(update={"init_sample_mode": mode}), workers, rng)
     started = time.perf_counter()
-    engine = EmbeddedEngine(train, valid, min(workers, default_max_processes()))
+    engine = EmbeddedEngine(WorkerData(train, valid), min(workers, default_max_processes()))
     jobs = []
     for w in range(workers):
         values = {**FIXED, **{k: as_config_value(k, draws[k][w]) for k in draws}, "seed": seed + w}

@@ -54,7 +54,8 @@ def train_and_score(batch_size: int, learning_rate: float, epochs: int, every: i
     config = LfadsConfig(**FIXED, batch_size=batch_size, learning_rate_init=learning_rate)
     delay = resolve_event_delay(config, dataset)
     data = append_unobserved_bins(dataset.data, delay)
-    train_idx, valid_idx = split_dataset(dataset, config)  # the split training uses
+    split = split_dataset(dataset, config)  # the split training uses
+    train_idx, valid_idx = split.train, split.valid
     trainer = LfadsTrainer(config, data[train_idx], data[valid_idx])
     latents = subframe_dataset.latents
     rows, seconds = [], 0.0

@@ -180,7 +180,8 @@ def main() -> None:
           f"{args.event_delay} = {sub_delay} sub-bins for RADICaL, {resolve_event_delay(model_config, frame_dataset)} "
           "frame(s) for the frame-rate model")
     # The models' own split, so the scored validation trials are ones they never trained on.
-    train_idx, valid_idx = split_dataset(dataset, model_config)
+    split = split_dataset(dataset, model_config)
+    train_idx, valid_idx = split.train, split.valid
     settings = {"event_delay_bins": model_config.event_delay_bins, "num_workers": args.workers,
                 "max_generations": args.generations, "epochs_per_generation": args.epochs_per_generation,
                 "num_no_best_to_stop": args.generations, "gen_dim": args.gen_dim, "factors_dim": args.factors_dim,

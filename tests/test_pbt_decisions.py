@@ -155,7 +155,7 @@ def test_the_driver_applies_the_decisions_to_the_chosen_metrics(tmp_path):
     state = encode_state(LfadsTrainer(LfadsConfig(**base), dataset.data[:20], dataset.data[20:]).state_dict())
     engine = FakeEngine([[2.0, 1.0, 3.0], [math.nan, 0.5, 0.7], [0.9, 0.8, 0.6]], state)
     result = run_pbt(run_config, data, tmp_path / "res", progress=False, echo=lambda line: None,
-                     engine_factory=lambda train, valid, log: engine)
+                     engine_factory=lambda data, log: engine)
     assert result.best_metric == 0.5 and result.generations == 3
     chosen = yaml.safe_load((tmp_path / "res" / "pbt_best_model" / "hyperparameters.yaml").read_text())
     assert (chosen["generation"], chosen["worker"]) == (1, 1)

@@ -19,7 +19,7 @@ from neurodyn.cli.main import main
 from neurodyn.config import LfadsConfig, load_run_config
 from neurodyn.data.seed_format import read_dataset, split_trials
 from neurodyn.pbt import engines
-from neurodyn.pbt.engines import WorkerJob, run_worker_generation
+from neurodyn.pbt.engines import WorkerData, WorkerJob, run_worker_generation
 from neurodyn.runs.checkpoint import decode_state
 from neurodyn.pbt.run import run_pbt
 
@@ -53,9 +53,9 @@ def test_exploit_copies_weights_optimizer_state_and_hyperparameters(tmp_path):
     train, valid = _split(write_tiny_dataset(tmp_path))
     base = LfadsConfig(**{k: v for k, v in TINY_RUN.items() if k in LfadsConfig.model_fields}).model_dump()
     source = run_worker_generation(WorkerJob(1, 0, {**base, "seed": 1, "learning_rate_init": 0.01}, None, 2, 0),
-                                   train, valid)
+                                   WorkerData(train, valid))
     copied = {**base, "seed": 0, "learning_rate_init": 0.002, "keep_ratio": 0.55, "kl_ic_weight": 3e-4}
-    result = run_worker_generation(WorkerJob(0, 1, copied, source.state, 0, 0), train, valid)
+    result = run_worker_generation(WorkerJob(0, 1, copied, source.state, 0, 0), WorkerData(train, valid))
     before, after = decode_state(source.state), decode_state(result.state)
     for name, tensor in before["model"].items():
         torch.testing.assert_close(after["model"][name], tensor, msg=name)
@@ -87,8 +87,8 @@ def test_a_diverged_worker_is_replaced_and_the_run_goes_on(tmp_path, monkeypatch
     data = write_tiny_dataset(tmp_path)
     real = engines.run_worker_generation
 
-    def diverging(job, train, valid, device=None):
-        result = real(job, train, valid, device)
+    def diverging(job, data, device=None):
+        result = real(job, data, device)
         if job.worker == 0 and job.generation == 0:
             result.metric = math.nan
         return result
@@ -170,12 +170,12 @@ def test_unlimited_explore_of_keep_prob_finishes_the_run(tmp_path):
 def test_a_copy_with_nothing_explored_trains_differently_from_its_source(tmp_path):
     train, valid = _split(write_tiny_dataset(tmp_path))
     base = LfadsConfig(**{k: v for k, v in TINY_RUN.items() if k in LfadsConfig.model_fields}).model_dump()
-    start = run_worker_generation(WorkerJob(1, 0, {**base, "seed": 1}, None, 1, 0), train, valid)
-    source = run_worker_generation(WorkerJob(1, 1, {**base, "seed": 1}, start.state, 2, 0), train, valid)
-    copier = run_worker_generation(WorkerJob(0, 1, {**base, "seed": 0}, start.state, 2, 0), train, valid)
+    start = run_worker_generation(WorkerJob(1, 0, {**base, "seed": 1}, None, 1, 0), WorkerData(train, valid))
+    source = run_worker_generation(WorkerJob(1, 1, {**base, "seed": 1}, start.state, 2, 0), WorkerData(train, valid))
+    copier = run_worker_generation(WorkerJob(0, 1, {**base, "seed": 0}, start.state, 2, 0), WorkerData(train, valid))
     a, b = decode_state(source.state)["model"], decode_state(copier.state)["model"]
     assert any(not torch.equal(a[name], b[name]) for name in a), "the copier replayed its source's random stream"
-    again = run_worker_generation(WorkerJob(0, 1, {**base, "seed": 0}, start.state, 2, 0), train, valid)
+    again = run_worker_generation(WorkerJob(0, 1, {**base, "seed": 0}, start.state, 2, 0), WorkerData(train, valid))
     c = decode_state(again.state)["model"]
     assert all(torch.equal(b[name], c[name]) for name in b), "a worker's stream is reproducible"
 

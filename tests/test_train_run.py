@@ -13,7 +13,7 @@ from neurodyn.data.event_timing import append_unobserved_bins
 from neurodyn.data.seed_format import write_dataset
 from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
 from neurodyn.train.inference import infer, infer_empirical_bayes
-from neurodyn.train.run import load_trained_model, write_model_outputs
+from neurodyn.train.run import TrialSplit, load_trained_model, write_model_outputs
 
 CONFIG = {"run_name": "tiny", "ic_enc_dim": 8, "ci_enc_dim": 6, "con_dim": 6, "co_dim": 1, "ic_dim": 4,
           "gen_dim": 12, "factors_dim": 5, "batch_size": 16, "max_epochs": 3, "kl_increase_epochs": 1,
@@ -100,7 +100,7 @@ def test_empirical_bayes_outputs_weight_the_training_trials(trained, tmp_path):
     config = config.model_copy(update={"inference": "empirical_bayes", "empirical_bayes_samples": 2})
     train_idx = np.sort(h5py.File(out / "train_output.h5")["trial_idx"][()])
     valid_idx = np.sort(h5py.File(out / "valid_output.h5")["trial_idx"][()])
-    write_model_outputs(tmp_path, model, dataset, train_idx, valid_idx, config)
+    write_model_outputs(tmp_path, model, dataset, TrialSplit(train_idx, valid_idx, np.zeros(0, np.int64)), config)
     for split, idx in (("train", train_idx), ("valid", valid_idx)):
         with h5py.File(tmp_path / f"{split}_output.h5") as f:
             assert f.attrs["inference"] == "empirical_bayes"

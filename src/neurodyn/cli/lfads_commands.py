@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from neurodyn.cli.common import add_overwrite_flag
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="train one LFADS model on a seed-format h5 file")
@@ -17,6 +19,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="replace a run already in --out (otherwise the same command continues it or reports it "
                             "finished, and another run there is refused)")
     train.set_defaults(func=_train)
+
+    infer = subparsers.add_parser(
+        "infer", help="apply a trained model to every trial of another data file (same neurons and bin width)",
+        description="Rebuilds the model of a 'neurodyn train' folder, a pbt_best_model folder or a 'neurodyn run' "
+        "results folder and writes the outputs of every trial of --data (rates, factors, inferred inputs, initial "
+        "conditions, ...) in the layout of <split>_output.h5, with trial_idx indexing the new file.")
+    infer.add_argument("run_dir", metavar="RUN_DIR", help="the trained model's folder")
+    infer.add_argument("--data", required=True, metavar="NEW.h5", help="the data file to infer")
+    infer.add_argument("--out", required=True, dest="output", metavar="OUT.h5", help="the output file to write")
+    add_overwrite_flag(infer)
+    infer.set_defaults(func=_infer)
 
     demo = subparsers.add_parser("demo", help="the README demo: RADICaL on synthetic 2-photon Lorenz data "
                                               "(or --kind spikes: LFADS on Lorenz spikes)")
@@ -44,6 +57,14 @@ def _train(args: argparse.Namespace) -> int:
     if trainer is not None:
         print(f"trained {trainer.epoch} epoch{'s' if trainer.epoch != 1 else ''}; best smoothed validation NLL "
               f"{trainer.best_valid_nll:.5f} at epoch {trainer.best_epoch}; outputs in {result.out_dir}")
+    return 0
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from neurodyn.train.apply import infer_new_data
+
+    shapes = infer_new_data(args.run_dir, args.data, args.output)
+    print(f"wrote {args.output}: " + ", ".join(f"{name} {shape}" for name, shape in shapes.items()))
     return 0
 
 

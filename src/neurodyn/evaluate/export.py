@@ -65,7 +65,9 @@ def write_nlb_submission(run_dir: str | os.PathLike, data_path: str | os.PathLik
         raise NeurodynError(f"{data_path}: bins of {bin_ms:g} ms, but NLB's '{dataset_name}' is scored at "
                             f"{NLB_DATASETS[dataset_name]:g} ms bins (names ending in _20 are 20 ms, the others 5 ms)")
     arrays = {}
-    for split, prefix in (("train", "train"), ("valid", "eval")):
+    # NLB's eval trials are the held-out ones: the file's test trials when it names them, else the valid split.
+    eval_split = "test" if "test" in outputs else "valid"
+    for split, prefix in (("train", "train"), (eval_split, "eval")):
         output = outputs[split]
         num_neurons = output.rates.shape[-1]
         if heldout.max() >= num_neurons:

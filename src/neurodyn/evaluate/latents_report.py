@@ -42,7 +42,11 @@ def map_latents_run(results_dir: str | os.PathLike, data_path: str | os.PathLike
         raise NeurodynError(f"{data_path}: key 'latents' is missing; map-to-latents needs the true latent states "
                             "(num_latents, num_samples, num_trials)")
     check_outputs_match_data(outputs, dataset, output_dir, data_path)
-    train, test = outputs["train"], outputs["valid"]
+    # Scored on the file's test trials when it names them (never used for any choice), else on the
+    # validation trials.
+    train = outputs["train"]
+    scored_split = "test" if "test" in outputs else "valid"
+    test = outputs[scored_split]
     true_latents = dataset.latents[test.trial_idx]
     mapping = map_to_latents(train.rates, dataset.latents[train.trial_idx], test.rates, true_latents)
     figure_path = Path(figure_path) if figure_path is not None else results_dir / FIGURE_NAME
@@ -58,6 +62,7 @@ def map_latents_run(results_dir: str | os.PathLike, data_path: str | os.PathLike
         "ridge_alpha": mapping.alpha,
         "num_train_trials": int(train.trial_idx.size),
         "num_test_trials": int(test.trial_idx.size),
+        "scored_split": scored_split,
         "output_dir": str(output_dir),
         "data_path": str(data_path),
         "json": str(json_path),

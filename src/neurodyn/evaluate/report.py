@@ -122,6 +122,9 @@ def evaluate_run(
         result["latent_r2_per_dim"] = [_finite_or_none(v) for v in mapping.r2_per_dim]
         result["latent_ridge_alpha"] = mapping.alpha
 
+    if "test" in outputs:
+        result["test"] = _held_out_metrics(outputs["test"], train, dataset)
+
     figure_path = Path(figure_path) if figure_path is not None else run_dir / FIGURE_NAME
     condition = dataset.condition[valid.trial_idx] if dataset.condition is not None else None
     fig = plot_inferred_vs_true(
@@ -137,6 +140,24 @@ def evaluate_run(
     result.update(evaluation_json=str(json_path), figure=str(figure_path), notes=notes)
     write_text_atomic(json_path, json.dumps(result, indent=2, allow_nan=False) + "\n")
     return result
+
+
+def _held_out_metrics(held_out: RunOutput, train: RunOutput, dataset) -> dict:
+    """The scores of the test trials (the file's ``split``): never trained on nor used for any choice."""
+    counts = advance_events(dataset.data[held_out.trial_idx], held_out.event_delay_bins)
+    scores = {"num_trials": int(held_out.trial_idx.size), "rate_r2": None, "bits_per_spike": None, "co_bps": None,
+              "latent_r2": None}
+    if dataset.truth is not None:
+        scores["rate_r2"] = _finite_or_none(rate_r2(dataset.truth[held_out.trial_idx], held_out.rates))
+    if _holds_counts(counts):
+        scores["bits_per_spike"] = _finite_or_none(bits_per_spike(held_out.rates, counts))
+        if dataset.heldout_neurons is not None and dataset.heldout_neurons.size:
+            scores["co_bps"] = _finite_or_none(co_bps(held_out.rates, counts, dataset.heldout_neurons))
+    if dataset.latents is not None and train.trial_idx.size >= 2:
+        mapping = map_to_latents(train.rates, dataset.latents[train.trial_idx], held_out.rates,
+                                 dataset.latents[held_out.trial_idx])
+        scores["latent_r2"] = _finite_or_none(mapping.r2)
+    return scores
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -160,6 +181,14 @@ def format_metrics(result: dict) -> str:
     if result.get("latent_r2_per_dim") is not None:
         per_dim = ", ".join(_fmt(v, 3) for v in result["latent_r2_per_dim"])
         lines.append(f"    per latent dimension: {per_dim} (ridge alpha {result['latent_ridge_alpha']:.3g})")
+    if result.get("test"):
+        test = result["test"]
+        lines += [f"  test trials ({test['num_trials']}, never used for training or any choice):",
+                  f"    rate R^2:       {_fmt(test['rate_r2'])}",
+                  f"    bits per spike: {_fmt(test['bits_per_spike'])}"]
+        if test.get("co_bps") is not None:
+            lines.append(f"    co-bps:         {_fmt(test['co_bps'])}")
+        lines.append(f"    latent R^2:     {_fmt(test['latent_r2'])}")
     lines += [f"  note: {note}" for note in result.get("notes", [])]
     if result.get("evaluation_json"):
         lines.append(f"  saved: {result['evaluation_json']}, {result['figure']}")

@@ -45,6 +45,17 @@ class WorkerResult:
     seconds: float
 
 
+@dataclass
+class WorkerData:
+    """The trials every worker trains and is scored on, trials-first ``(trials, T, N)`` (NaN = unobserved),
+    and their measured inputs ``(trials, T, ext_input_dim)`` when the data file has ``ext_input``."""
+
+    train: np.ndarray
+    valid: np.ndarray
+    train_ext_input: np.ndarray | None = None
+    valid_ext_input: np.ndarray | None = None
+
+
 def worker_stream_seed(run_seed: int, worker: int, generation: int) -> int:
     """The seed of a worker's random stream in one generation: distinct per worker and generation, so a
     worker that copied another does not replay its source's batch order, masks and noise."""
@@ -52,14 +63,14 @@ def worker_stream_seed(run_seed: int, worker: int, generation: int) -> int:
     return int(sequence.generate_state(1, np.uint64)[0] % (2 ** 63))
 
 
-def run_worker_generation(job: WorkerJob, train_data: np.ndarray, valid_data: np.ndarray,
-                          device: str | None = None) -> WorkerResult:
+def run_worker_generation(job: WorkerJob, data: WorkerData, device: str | None = None) -> WorkerResult:
     """Train one worker for one generation (runs in an engine process)."""
     from neurodyn.train.trainer import LfadsTrainer
 
     started = time.perf_counter()
     config = LfadsConfig(**job.config)
-    trainer = LfadsTrainer(config, train_data, valid_data, device=device)
+    trainer = LfadsTrainer(config, data.train, data.valid, device=device, train_ext_input=data.train_ext_input,
+                           valid_ext_input=data.valid_ext_input)
     if job.start_state is not None:
         trainer.load_state_dict(decode_state(job.start_state, f"state of worker {job.worker}"))
         # Only searched values change; architecture and per-worker keys come with the state it continues.
@@ -90,17 +101,17 @@ def assign_devices(num_processes: int, num_gpus: int, device_setting: str = "aut
     return [f"cuda:{i % num_gpus}" for i in range(num_processes)]
 
 
-def _init_process(train_data: np.ndarray, valid_data: np.ndarray, threads: int, devices) -> None:
+def _init_process(data: WorkerData, threads: int, devices) -> None:
     # Ctrl-C reaches every process of the terminal's group: the driver alone handles it and stops the
     # workers, so they print no tracebacks of their own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
-    _PROCESS_DATA["train"], _PROCESS_DATA["valid"] = train_data, valid_data
+    _PROCESS_DATA["data"] = data
     _PROCESS_DATA["device"] = devices.get()
 
 
 def _run_in_process(job: WorkerJob) -> WorkerResult:
-    return run_worker_generation(job, _PROCESS_DATA["train"], _PROCESS_DATA["valid"], _PROCESS_DATA["device"])
+    return run_worker_generation(job, _PROCESS_DATA["data"], _PROCESS_DATA["device"])
 
 
 def cpu_cores() -> int:
@@ -121,11 +132,10 @@ class EmbeddedEngine:
     ``assign_devices``). With ``max_processes == 1`` jobs run in this process.
     """
 
-    def __init__(self, train_data: np.ndarray, valid_data: np.ndarray, max_processes: int,
-                 device_setting: str = "auto"):
+    def __init__(self, data: WorkerData, max_processes: int, device_setting: str = "auto"):
         self.max_processes = max_processes
         self.threads = max(1, cpu_cores() // max_processes)
-        self.train_data, self.valid_data = train_data, valid_data
+        self.data = data
         num_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         self.devices = assign_devices(max_processes, num_gpus, device_setting)
         self._pool = None
@@ -136,7 +146,7 @@ class EmbeddedEngine:
             for device in self.devices:
                 devices.put(device)
             self._pool = context.Pool(max_processes, initializer=_init_process,
-                                      initargs=(train_data, valid_data, self.threads, devices))
+                                      initargs=(data, self.threads, devices))
 
     def run(self, jobs: list[WorkerJob]) -> Iterator[WorkerResult]:
         """Yield each job's result as it finishes."""
@@ -145,7 +155,7 @@ class EmbeddedEngine:
             torch.set_num_threads(self.threads)
             try:
                 for job in jobs:
-                    yield run_worker_generation(job, self.train_data, self.valid_data, self.devices[0])
+                    yield run_worker_generation(job, self.data, self.devices[0])
             finally:
                 torch.set_num_threads(previous)
             return
@@ -175,7 +185,7 @@ class RayEngine:
     store once; states travel as bytes, so no shared file system is needed.
     """
 
-    def __init__(self, train_data: np.ndarray, valid_data: np.ndarray, max_processes: int | None,
+    def __init__(self, data: WorkerData, max_processes: int | None,
                  address: str | None):
         try:
             import ray
@@ -197,13 +207,13 @@ class RayEngine:
             options["num_gpus"] = gpus / self.max_processes
         self.threads = max(1, int(cpus // self.max_processes))
         self._task = ray.remote(_ray_task).options(**options)
-        self._train_ref, self._valid_ref = ray.put(train_data), ray.put(valid_data)
+        self._data_ref = ray.put(data)
 
     def run(self, jobs: list[WorkerJob]) -> Iterator[WorkerResult]:
         queue, running = list(jobs), []
         while queue or running:
             while queue and len(running) < self.max_processes:
-                running.append(self._task.remote(queue.pop(0), self._train_ref, self._valid_ref, self.threads))
+                running.append(self._task.remote(queue.pop(0), self._data_ref, self.threads))
             done, running = self.ray.wait(running, num_returns=1)
             yield self.ray.get(done[0])
 
@@ -229,6 +239,6 @@ def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
                             "'ray start --head' or leave out --ray-address to use the embedded engine") from None
 
 
-def _ray_task(job: WorkerJob, train_data: np.ndarray, valid_data: np.ndarray, threads: int) -> WorkerResult:
+def _ray_task(job: WorkerJob, data: WorkerData, threads: int) -> WorkerResult:
     torch.set_num_threads(threads)
-    return run_worker_generation(job, train_data, valid_data)
+    return run_worker_generation(job, data)

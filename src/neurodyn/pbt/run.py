@@ -20,17 +20,18 @@ import yaml
 
 from neurodyn.config import LfadsConfig, RunConfig, config_to_yaml
 from neurodyn.data.atomic import write_text_atomic
-from neurodyn.data.seed_format import data_file_name, split_trials
+from neurodyn.data.seed_format import data_file_name
 from neurodyn.errors import NeurodynError, RunInterrupted
 from neurodyn.pbt.decisions import count_diverged, decide_after_generation
-from neurodyn.pbt.engines import (EmbeddedEngine, RayEngine, WorkerJob, WorkerResult, default_max_processes)
+from neurodyn.pbt.engines import (EmbeddedEngine, RayEngine, WorkerData, WorkerJob, WorkerResult,
+                                  default_max_processes)
 from neurodyn.pbt.population import StoppingRule
 from neurodyn.pbt.search_space import as_config_value, initial_values
 from neurodyn.runs.checkpoint import build_model, save_checkpoint
 from neurodyn.runs.identity import RunIdentity, mark_status, open_run_folder
 from neurodyn.runs.layout import PbtLayout, TrainLayout
 from neurodyn.runs.pbt_store import PbtState, PbtStore, WorkerRecord
-from neurodyn.train.run import read_model_dataset, write_model_outputs
+from neurodyn.train.run import checkpoint_state, read_model_dataset, split_dataset, write_model_outputs
 
 
 def resolve_data_path(config_path: str | Path, run_name: str, data: str | Path | None) -> Path:
@@ -55,7 +56,7 @@ class Engine(Protocol):
     def terminate(self) -> None: ...
 
 
-EngineFactory = Callable[[np.ndarray, np.ndarray, Callable[[str], None]], Engine]
+EngineFactory = Callable[[WorkerData, Callable[[str], None]], Engine]
 
 
 @dataclass
@@ -85,13 +86,13 @@ def make_engine_factory(run_config: RunConfig, ray_address: str | None = None) -
     settings = run_config.pbt
     address = ray_address or settings.ray_address
 
-    def factory(train: np.ndarray, valid: np.ndarray, log: Callable[[str], None]) -> Engine:
+    def factory(data: WorkerData, log: Callable[[str], None]) -> Engine:
         if address or settings.engine == "ray":
-            engine = RayEngine(train, valid, settings.max_processes, address)
+            engine = RayEngine(data, settings.max_processes, address)
             log(f"engine: Ray cluster {address or '(local)'}, {engine.max_processes} workers at once")
             return engine
         processes = min(settings.max_processes or default_max_processes(), settings.num_workers)
-        engine = EmbeddedEngine(train, valid, processes, run_config.model.device)
+        engine = EmbeddedEngine(data, processes, run_config.model.device)
         on_gpus = sorted({d for d in engine.devices if d})
         log(f"engine: embedded, {processes} worker process{'es' if processes != 1 else ''} x {engine.threads} "
             f"thread{'s' if engine.threads != 1 else ''}" + (f" on {', '.join(on_gpus)}" if on_gpus else ""))
@@ -124,8 +125,8 @@ class PbtRun:
         dataset, model = read_model_dataset(self.data_path, self.config.model)
         if model != self.config.model:
             self.config = self.config.model_copy(update={"model": model})
-        self.train_idx, self.valid_idx = split_trials(dataset.num_trials, self.config.model.valid_ratio,
-                                                      self.config.model.seed, dataset.condition)
+        # Test trials (the file's 'split') never reach the workers: no choice may depend on them.
+        self.split = split_dataset(dataset, self.config.model)
         self.dataset = dataset
         state = self._load_or_start()
         if state.finished is None:
@@ -158,7 +159,8 @@ class PbtRun:
         self.log(f"AutoLFADS run '{self.config.model.run_name}': {n} workers, "
                  f"{self.settings.epochs_per_generation} epochs per generation, up to "
                  f"{self.settings.max_generations} generations; searching {', '.join(self.config.search_space)}; "
-                 f"data {self.data_path} ({len(self.train_idx)} train / {len(self.valid_idx)} valid trials)"
+                 f"data {self.data_path} ({len(self.split.train)} train / {len(self.split.valid)} valid"
+                 + (f" / {len(self.split.test)} test" if len(self.split.test) else "") + " trials)"
                  + (f"; event delay of {self.config.model.event_delay_bins} bin(s) removed (event_delay_bins)"
                     if self.config.model.event_delay_bins else ""))
         return state
@@ -169,8 +171,10 @@ class PbtRun:
         settings = self.settings
         rng = np.random.default_rng()
         rng.bit_generator.state = state.rng_state
-        train, valid = self.dataset.data[self.train_idx], self.dataset.data[self.valid_idx]
-        engine = self.engine_factory(train, valid, self.log)
+        ext = self.dataset.ext_input
+        data = WorkerData(self.dataset.data[self.split.train], self.dataset.data[self.split.valid],
+                          None if ext is None else ext[self.split.train], None if ext is None else ext[self.split.valid])
+        engine = self.engine_factory(data, self.log)
         session_start = time.perf_counter() - state.elapsed_seconds
         bar = tqdm(total=settings.max_generations, initial=state.generation, desc="PBT", unit="gen",
                    disable=not self.progress, dynamic_ncols=True)
@@ -295,12 +299,10 @@ class PbtRun:
         model, config = build_model(trainer_state, num_neurons)
 
         def write_files(files: TrainLayout) -> None:
-            write_model_outputs(files.root, model, self.dataset, self.train_idx, self.valid_idx, config)
+            write_model_outputs(files.root, model, self.dataset, self.split, config)
             # Weights as they were at the best generation (not the trainer's early-stopping copy).
             trainer_state["best_model_state"] = None
-            save_checkpoint(files.checkpoint, {
-                "trainer": trainer_state, "num_neurons": num_neurons, "train_idx": self.train_idx,
-                "valid_idx": self.valid_idx, "data_path": str(self.data_path)})
+            save_checkpoint(files.checkpoint, checkpoint_state(trainer_state, self.dataset, self.split, self.data_path))
             write_text_atomic(files.config, config_to_yaml(config))
             write_text_atomic(files.hyperparameters, yaml.safe_dump({
                 "best_smoothed_valid_nll": float(state.best_metric), "generation": state.best_generation,

@@ -20,7 +20,7 @@ import numpy as np
 from neurodyn.config import LfadsConfig, config_to_yaml
 from neurodyn.data.atomic import write_text_atomic
 from neurodyn.data.event_timing import append_unobserved_bins
-from neurodyn.data.seed_format import NeuralDataset, split_trials
+from neurodyn.data.seed_format import NeuralDataset, split_train_valid_test
 from neurodyn.errors import NeurodynError, RunInterrupted
 from neurodyn.lfads.model import LFADS
 from neurodyn.observation.registry import read_dataset_for
@@ -29,25 +29,71 @@ from neurodyn.runs.identity import RunIdentity, mark_status, open_run_folder
 from neurodyn.runs.layout import TrainLayout
 from neurodyn.runs.outputs import write_split_output
 from neurodyn.runs.tables import rows_to_csv
-from neurodyn.train.inference import infer, infer_empirical_bayes
+from neurodyn.train.inference import drop_leading_bins, infer, infer_empirical_bayes
 from neurodyn.train.trainer import LfadsTrainer
 
 # Seconds between resumable states saved while training (so a killed run loses at most this much).
 RESUME_SAVE_SECONDS = 300.0
 
 
+@dataclass(frozen=True)
+class TrialSplit:
+    """The trials' roles (indices into the data file, sorted): trained on, chosen by, and held out.
+
+    Test trials are never trained on nor used for any choice (early stopping, learning-rate decay,
+    PBT fitness); they only get outputs.
+    """
+
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+
+    def with_outputs(self) -> list[tuple[str, np.ndarray]]:
+        """(split name, trials) of every split that gets an output file (test only when it has trials)."""
+        return [(name, idx) for name, idx in (("train", self.train), ("valid", self.valid), ("test", self.test))
+                if name != "test" or idx.size]
+
+
 @dataclass
 class TrainResult:
     out_dir: Path
     trainer: LfadsTrainer | None       # None when the run had already finished
-    train_idx: np.ndarray
-    valid_idx: np.ndarray
+    split: TrialSplit
     messages: list[str] = field(default_factory=list)
 
+    @property
+    def train_idx(self) -> np.ndarray:
+        return self.split.train
 
-def split_dataset(dataset: NeuralDataset, config: LfadsConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded train/valid trial indices (condition-balanced when the file has ``condition``)."""
-    return split_trials(dataset.num_trials, config.valid_ratio, config.seed, dataset.condition)
+    @property
+    def valid_idx(self) -> np.ndarray:
+        return self.split.valid
+
+
+def split_dataset(dataset: NeuralDataset, config: LfadsConfig) -> TrialSplit:
+    """The file's ``split`` when it has one, else a seeded train/valid split (condition-balanced when the
+    file has ``condition``) and no test trials."""
+    return TrialSplit(*split_train_valid_test(dataset, config.valid_ratio, config.seed))
+
+
+def with_data_ext_input_dim(config: LfadsConfig, dataset: NeuralDataset) -> LfadsConfig:
+    """The config with ``ext_input_dim`` taken from the file's ``ext_input`` (refused when it disagrees)."""
+    if config.ext_input_dim == dataset.ext_input_dim:
+        return config
+    if config.ext_input_dim == 0:
+        return LfadsConfig(**{**config.model_dump(), "ext_input_dim": dataset.ext_input_dim})
+    raise NeurodynError(f"{dataset.source}: the config sets ext_input_dim {config.ext_input_dim} but the file's "
+                        f"'ext_input' has {dataset.ext_input_dim} input(s) per bin"
+                        + (" (no key 'ext_input')" if dataset.ext_input is None else ""))
+
+
+def delay_ext_input(ext_input: np.ndarray | None, delay: int) -> np.ndarray | None:
+    """Measured inputs on the model's time axis when it runs ``delay`` bins behind the data: model bin
+    t + d reports data time t, so the inputs move d bins later (zeros in the first d bins)."""
+    if ext_input is None or delay == 0:
+        return ext_input
+    pad = np.zeros((ext_input.shape[0], delay, ext_input.shape[2]), dtype=ext_input.dtype)
+    return np.concatenate([pad, ext_input], axis=1)
 
 
 def with_data_heldout_neurons(config: LfadsConfig, dataset: NeuralDataset) -> LfadsConfig:
@@ -84,14 +130,15 @@ def read_model_dataset(data_path: str | Path, config: LfadsConfig) -> tuple[Neur
     t + d (``data.event_timing``). The model never sees ``truth`` or ``latents``, so they are dropped.
     """
     dataset = read_dataset_for(data_path, config.observation)
-    config = with_data_heldout_neurons(config, dataset)
+    config = with_data_ext_input_dim(with_data_heldout_neurons(config, dataset), dataset)
     delay = resolve_event_delay(config, dataset)
     if delay >= dataset.num_samples:
         raise NeurodynError(f"{dataset.source}: event_delay_bins {delay} is not shorter than the trials "
                             f"({dataset.num_samples} bins)")
     config = LfadsConfig(**{**config.model_dump(), "event_delay_bins": delay})
     model_data = append_unobserved_bins(dataset.data, delay)
-    return dataclasses.replace(dataset, data=model_data, truth=None, latents=None), config
+    return dataclasses.replace(dataset, data=model_data, ext_input=delay_ext_input(dataset.ext_input, delay),
+                               truth=None, latents=None), config
 
 
 def output_attributes(config: LfadsConfig, dataset: NeuralDataset) -> dict:
@@ -103,34 +150,48 @@ def output_attributes(config: LfadsConfig, dataset: NeuralDataset) -> dict:
     return attrs
 
 
-def write_model_outputs(out_dir: Path, model: LFADS, dataset: NeuralDataset, train_idx: np.ndarray,
-                        valid_idx: np.ndarray, config: LfadsConfig) -> None:
-    """Inferred outputs of both splits: ``train_output.h5`` and ``valid_output.h5``.
+def infer_outputs(model: LFADS, dataset: NeuralDataset, idx: np.ndarray, config: LfadsConfig,
+                  reference_idx: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The outputs of trials ``idx`` of a dataset as ``read_model_dataset`` gives it, on the data file's bins.
 
     Posterior sample-and-average, or with ``inference: empirical_bayes`` the empirical-Bayes outputs
-    against the training trials (leave-one-out for the training trials themselves), the
-    sample-and-average rates then kept as ``rates_sample_average``. Every output drops the first
-    ``event_delay_bins`` bins (see ``read_model_dataset``), so it has the data file's bins.
+    against the ``reference_idx`` trials (the training trials; each trial is left out of its own
+    prior), the sample-and-average rates then kept as ``rates_sample_average``. The first
+    ``event_delay_bins`` bins are dropped (see ``read_model_dataset``).
     """
+    ext = None if dataset.ext_input is None else dataset.ext_input[idx]
+    inferred = infer(model, dataset.data[idx], config.posterior_samples, config.valid_batch_size, config.seed,
+                     ext_input=ext, write_generator_states=config.write_generator_states)
+    if config.inference == "empirical_bayes":
+        if reference_idx is None:
+            raise NeurodynError("empirical Bayes needs the training trials as the prior's reference")
+        inferred["rates_sample_average"] = inferred["rates"]
+        reference_ext = None if dataset.ext_input is None else dataset.ext_input[reference_idx]
+        inferred.update(infer_empirical_bayes(
+            model, dataset.data[idx], dataset.data[reference_idx], config.empirical_bayes_samples, config.seed,
+            data_ids=idx, reference_ids=reference_idx, batch_size=config.valid_batch_size, ext_input=ext,
+            reference_ext_input=reference_ext, write_generator_states=config.write_generator_states))
+    # Model bin t + d was fit to the events of data bin t + d, which report the spikes of bin t.
+    return drop_leading_bins(inferred, int(config.event_delay_bins))
+
+
+def write_model_outputs(out_dir: Path, model: LFADS, dataset: NeuralDataset, split: TrialSplit,
+                        config: LfadsConfig) -> None:
+    """Inferred outputs of every split: ``train_output.h5``, ``valid_output.h5`` and, when the file names
+    test trials, ``test_output.h5`` (see ``infer_outputs``; ``event_delay_bins`` resolved)."""
     layout = TrainLayout(out_dir)
-    delay = int(config.event_delay_bins)  # resolved by read_model_dataset
-    for split, idx in (("train", train_idx), ("valid", valid_idx)):
-        inferred = infer(model, dataset.data[idx], config.posterior_samples, config.valid_batch_size, config.seed)
-        if config.inference == "empirical_bayes":
-            inferred["rates_sample_average"] = inferred["rates"]
-            inferred.update(infer_empirical_bayes(
-                model, dataset.data[idx], dataset.data[train_idx], config.empirical_bayes_samples, config.seed,
-                data_ids=idx, reference_ids=train_idx, batch_size=config.valid_batch_size))
-        # Model bin t + d was fit to the events of data bin t + d, which report the spikes of bin t.
-        inferred = {name: value[:, delay:] if value.ndim == 3 else value for name, value in inferred.items()}
-        write_split_output(layout.output(split), inferred, idx, attrs=output_attributes(config, dataset))
+    for name, idx in split.with_outputs():
+        inferred = infer_outputs(model, dataset, idx, config, split.train)
+        write_split_output(layout.output(name), inferred, idx, attrs=output_attributes(config, dataset))
 
 
-def checkpoint_state(trainer: LfadsTrainer, dataset: NeuralDataset, train_idx: np.ndarray, valid_idx: np.ndarray,
-                     data_path: str | Path) -> dict:
-    """What ``checkpoint.safetensors`` (and ``resume.safetensors``) holds."""
-    return {"trainer": trainer.state_dict(), "num_neurons": dataset.num_neurons,
-            "train_idx": np.asarray(train_idx), "valid_idx": np.asarray(valid_idx), "data_path": str(data_path)}
+def checkpoint_state(trainer_state: dict, dataset: NeuralDataset, split: TrialSplit, data_path: str | Path) -> dict:
+    """What ``checkpoint.safetensors`` (and ``resume.safetensors``) holds: the trainer state, the data's
+    shape and bin width (what ``neurodyn infer`` checks new data against) and the split."""
+    return {"trainer": trainer_state, "num_neurons": dataset.num_neurons, "num_samples": dataset.num_samples,
+            "bin_ms": float(dataset.attrs["bin_ms"]) if "bin_ms" in dataset.attrs else None,
+            "train_idx": np.asarray(split.train), "valid_idx": np.asarray(split.valid),
+            "test_idx": np.asarray(split.test), "data_path": str(data_path)}
 
 
 def train_model(config: LfadsConfig, data_path: str | Path, out_dir: str | Path, progress: bool = True,
@@ -166,14 +227,17 @@ def train_model(config: LfadsConfig, data_path: str | Path, out_dir: str | Path,
     layout = TrainLayout(out_dir)
     identity = RunIdentity.of("train", config.model_dump(), data_path)
     dataset, model_config = read_model_dataset(data_path, config)
-    train_idx, valid_idx = split_dataset(dataset, model_config)
+    split = split_dataset(dataset, model_config)
     decision = open_run_folder(layout.root, layout.owned_entries(), identity, overwrite)
     messages = [decision.message] if decision.message else []
     for line in messages:
         echo(line)
     if decision.action == "finished":
-        return TrainResult(layout.root, None, train_idx, valid_idx, messages)
-    trainer = LfadsTrainer(model_config, dataset.data[train_idx], dataset.data[valid_idx])
+        return TrainResult(layout.root, None, split, messages)
+    ext = dataset.ext_input
+    trainer = LfadsTrainer(model_config, dataset.data[split.train], dataset.data[split.valid],
+                           train_ext_input=None if ext is None else ext[split.train],
+                           valid_ext_input=None if ext is None else ext[split.valid])
     if decision.action == "continue":
         if layout.resume.is_file():
             trainer.load_state_dict(load_checkpoint(layout.resume)["trainer"])
@@ -186,7 +250,7 @@ def train_model(config: LfadsConfig, data_path: str | Path, out_dir: str | Path,
     last_save = [time.monotonic()]
 
     def save_resumable() -> None:
-        save_checkpoint(layout.resume, checkpoint_state(trainer, dataset, train_idx, valid_idx, data_path))
+        save_checkpoint(layout.resume, checkpoint_state(trainer.state_dict(), dataset, split, data_path))
         last_save[0] = time.monotonic()
 
     def after_epoch(row: dict) -> None:
@@ -200,13 +264,13 @@ def train_model(config: LfadsConfig, data_path: str | Path, out_dir: str | Path,
         mark_status(layout.root, identity, "interrupted", epoch=trainer.epoch)
         raise RunInterrupted(f"interrupted after epoch {trainer.epoch - 1}: saved a resumable state in "
                              f"{layout.resume}; run the same command again to continue")
-    save_checkpoint(layout.checkpoint, checkpoint_state(trainer, dataset, train_idx, valid_idx, data_path))
-    write_model_outputs(layout.root, trainer.model, dataset, train_idx, valid_idx, trainer.config)
+    save_checkpoint(layout.checkpoint, checkpoint_state(trainer.state_dict(), dataset, split, data_path))
+    write_model_outputs(layout.root, trainer.model, dataset, split, trainer.config)
     layout.resume.unlink(missing_ok=True)
     mark_status(layout.root, identity, "finished", epochs=trainer.epoch, best_epoch=trainer.best_epoch)
     for note in trainer.notes:
         echo(f"note: {note}")
-    return TrainResult(layout.root, trainer, train_idx, valid_idx, messages + trainer.notes)
+    return TrainResult(layout.root, trainer, split, messages + trainer.notes)
 
 
 def load_trained_model(run_dir: str | Path, device: str = "cpu") -> tuple[LFADS, LfadsConfig]:
