@@ -32,7 +32,7 @@ def register(subparsers) -> None:
     latents = subparsers.add_parser(
         "map-to-latents",
         help="ridge map from inferred rates to the true latents: R^2 per dimension and a figure",
-        description="The seed's map_to_latents: ridge regression (alpha by cross-validation on training "
+        description="The map_to_latents analysis of RADICaL (Zhu et al. 2022): ridge regression (alpha by cross-validation on training "
         "trials) from a run's inferred log-rates to the data file's 'latents', R^2 on the test (valid) "
         "trials, and a figure of predicted vs true latents for example conditions.",
     )

@@ -4,12 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
-from neurodyn.data.seed_format import write_dataset
-from neurodyn.synth.lorenz_2p import make_lorenz_2p
-from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
-
 
 def register(subparsers) -> None:
     """Add the ``synth`` command and its sub-commands."""
@@ -78,6 +72,11 @@ def _register_lorenz_2p(kinds) -> None:
 
 
 def run_lorenz_spikes(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from neurodyn.data.seed_format import write_dataset
+    from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
+
     dataset = make_lorenz_spikes(
         num_neurons=args.neurons,
         num_samples=args.bins,
@@ -103,6 +102,11 @@ def run_lorenz_spikes(args: argparse.Namespace) -> int:
 
 
 def run_lorenz_2p(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from neurodyn.data.seed_format import write_dataset
+    from neurodyn.synth.lorenz_2p import make_lorenz_2p
+
     dataset = make_lorenz_2p(
         num_neurons=args.neurons,
         num_frames=args.frames,

@@ -213,11 +213,14 @@ class PbtRun:
         train, valid = self.dataset.data[self.train_idx], self.dataset.data[self.valid_idx]
         if self.ray_address or self.settings.engine == "ray":
             engine = RayEngine(train, valid, self.settings.max_processes, self.ray_address)
-            self.log(f"engine: Ray cluster {self.ray_address or '(local)'}, {engine.max_processes} workers at once")
+            at_once = engine.max_processes
+            self.log(f"engine: Ray cluster {self.ray_address or '(local)'}, {at_once} worker{'s' if at_once != 1 else ''} "
+                     "at once")
         else:
             processes = min(self.settings.max_processes or default_max_processes(), self.settings.num_workers)
             engine = EmbeddedEngine(train, valid, processes)
-            self.log(f"engine: embedded, {processes} worker process(es) x {engine.threads} thread(s)")
+            self.log(f"engine: embedded, {processes} worker process{'es' if processes != 1 else ''} x {engine.threads} "
+                     f"thread{'s' if engine.threads != 1 else ''}")
         return engine
 
     def _train_generations(self, state: PbtState) -> PbtState:
@@ -325,7 +328,8 @@ class PbtRun:
         state.generation = generation + 1
         self.log(f"generation {generation}: best {metrics[leader] if leader is not None else math.nan:.5f} "
                  f"(worker {leader}), overall best {state.best_metric:.5f} (generation {state.best_generation}); "
-                 f"{len(copies)} workers copied another" + (f"; {diverged} diverged and were replaced" if diverged else ""))
+                 f"{len(copies)} worker{'s' if len(copies) != 1 else ''} copied another"
+                 + (f"; {diverged} diverged and were replaced" if diverged else ""))
 
     # -- files --------------------------------------------------------------------------------
     def _commit(self, state: PbtState) -> None:
