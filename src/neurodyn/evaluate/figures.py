@@ -251,7 +251,7 @@ def plot_data_summary(
 ) -> Figure:
     """Summary of a run on data without ground truth.
 
-    Row 1: for ``num_neurons`` example neurons (those whose observed data vary most), the
+    Row 1: for ``num_neurons`` example neurons (those whose averaged model rates vary most), the
     condition-averaged data (dots and thin line; trial-averaged when ``condition`` is None) and
     the model's condition-averaged rates (thick line), one colour per condition (at most
     ``num_conditions`` shown). Row 2: the leading principal components of the factors averaged per
@@ -280,8 +280,8 @@ def plot_data_summary(
     labels, data_avg = condition_averages(data, condition)
     _, rate_avg = condition_averages(rates, condition)
     shown = np.arange(min(labels.size, num_conditions))
-    spread = np.nan_to_num(np.nanvar(data_avg.reshape(-1, data.shape[-1]), axis=0), nan=-1.0)
-    neurons = np.sort(np.argsort(spread)[::-1][:min(num_neurons, data.shape[-1])])
+    # Chosen by the model's averages: with a few trials per condition the data averages are mostly noise.
+    neurons = pick_example_neurons(rate_avg, min(num_neurons, data.shape[-1]))
     projected, explained = leading_components(factors, num_components)
     _, pc_avg = condition_averages(projected, condition)
     time = np.arange(rates.shape[1]) * (bin_ms if bin_ms else 1.0)

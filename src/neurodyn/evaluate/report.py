@@ -58,6 +58,24 @@ def evaluate_run(
 ) -> dict:
     """Evaluate the run in ``run_dir`` (a run directory or a PBT results directory) on ``data_path``.
 
+    Parameters
+    ----------
+    run_dir : str or PathLike
+        A ``neurodyn train`` output folder, or a ``neurodyn run`` results folder (its
+        ``pbt_best_model/`` is scored).
+    data_path : str or PathLike
+        The data file the run was trained on. Metrics whose ground truth it lacks (``truth``,
+        ``latents``, spike counts, ``heldout_neurons``) are skipped with a note.
+    figure_path : str or PathLike, optional
+        Where to write the example-trial figure (default ``run_dir/evaluation.png``).
+
+    Returns
+    -------
+    dict
+        The contents of ``evaluation.json`` (below).
+
+    Notes
+    -----
     Writes ``run_dir/evaluation.json`` and the figure (``run_dir/evaluation.png`` unless
     ``figure_path`` is given), both atomically. Returns the dict stored in the JSON: ``rate_r2``,
     ``bits_per_spike``, ``latent_r2``, ``latent_r2_per_dim``, ``latent_ridge_alpha`` (each None

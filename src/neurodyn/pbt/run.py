@@ -47,7 +47,7 @@ STATE_FILE = "pbt_state.json"
 
 
 def resolve_data_path(config_path: str | Path, run_name: str, data: str | Path | None) -> Path:
-    """``--data`` if given, else ``<run_name>_data.h5`` beside the config (the seed's convention)."""
+    """``--data`` if given, else ``<run_name>_data.h5`` beside the config (the AutoLFADS convention)."""
     if data is not None:
         return Path(data)
     folder = Path(config_path).resolve().parent
@@ -438,5 +438,30 @@ def _rows_to_csv(rows: list[dict[str, Any]]) -> str:
 
 def run_pbt(run_config: RunConfig, data_path: str | Path, results_dir: str | Path, ray_address: str | None = None,
             progress: bool = True, echo: Callable[[str], None] = print) -> PbtResult:
-    """Start or resume the AutoLFADS run of ``run_config`` on ``data_path`` in ``results_dir``."""
+    """Start or resume the AutoLFADS (population-based training) run of ``run_config``.
+
+    Parameters
+    ----------
+    run_config : RunConfig
+        PBT settings, fixed model settings and search space, e.g. from
+        ``neurodyn.config.load_run_config("config.yaml")``.
+    data_path : str or Path
+        The h5 data file (same format as for ``train_model``).
+    results_dir : str or Path
+        Results folder. Holds ``pbt_best_model/`` (the exported best worker) and
+        ``<run_name>/`` (workers, logs and the state a resumed run continues from). Running again
+        with the same config and data continues an interrupted run; a finished run is left as is.
+    ray_address : str, optional
+        Run the workers on this Ray cluster (``"auto"`` or ``HOST:PORT``) instead of the embedded engine.
+    progress : bool, default True
+        Show a progress bar.
+    echo : callable, default print
+        Receives each line of the run's log.
+
+    Returns
+    -------
+    PbtResult
+        ``results_dir``, ``best_metric`` (smoothed validation NLL of the best worker),
+        ``best_hyperparameters``, ``generations`` completed, and ``finished`` (why the run stopped).
+    """
     return PbtRun(run_config, data_path, results_dir, ray_address, progress, echo).execute()

@@ -17,10 +17,27 @@ def infer(model: LFADS, data: np.ndarray, num_samples: int = 50, batch_size: int
     """Rates, factors and observation parameters of ``data`` ``(trials, T, N)`` (NaN = unobserved).
 
     The posteriors (IC and inferred inputs) are sampled ``num_samples`` times with dropout off and the
-    results averaged ("posterior sample and average"). Returns trials-first arrays:
-    ``rates`` ``(trials, T, N)`` (expected value per bin), ``factors`` ``(trials, T, F)``, each named
-    observation parameter ``(trials, T, N)``, and ``rates_posterior_mean`` from one pass at the
-    posterior means.
+    results averaged ("posterior sample and average").
+
+    Parameters
+    ----------
+    model : LFADS
+        A trained model, e.g. from ``neurodyn.train.run.load_trained_model``.
+    data : ndarray, shape (trials, T, N)
+        Observations in the unit the model was trained on; NaN = not observed.
+    num_samples : int, default 50
+        Posterior samples averaged per trial.
+    batch_size : int, default 512
+        Trials x samples evaluated at once (lower it when memory is short).
+    seed : int, default 0
+        Seed of the posterior samples (the result is reproducible).
+
+    Returns
+    -------
+    dict of ndarray
+        Trials-first arrays: ``rates`` ``(trials, T, N)`` (expected value per bin), ``factors``
+        ``(trials, T, F)``, each named observation parameter ``(trials, T, N)`` (e.g. ZIG ``q``,
+        ``alpha``, ``beta``), and ``rates_posterior_mean`` from one pass at the posterior means.
     """
     model.eval()
     device = next(model.parameters()).device

@@ -118,7 +118,33 @@ def write_model_outputs(out_dir: Path, model: LFADS, dataset: NeuralDataset, tra
 
 
 def train_model(config: LfadsConfig, data_path: str | Path, out_dir: str | Path, progress: bool = True) -> TrainResult:
-    """Train on ``data_path``; write checkpoint, resolved config, CSV log and both output files to ``out_dir``."""
+    """Train one LFADS model and write everything it produces to ``out_dir``.
+
+    Parameters
+    ----------
+    config : LfadsConfig
+        Model, training and inference settings (``LfadsConfig()`` gives the defaults).
+    data_path : str or Path
+        The h5 data file: ``data`` ``(num_neurons, num_samples, num_trials)`` as h5py reads it,
+        NaN where a neuron-time point was not observed.
+    out_dir : str or Path
+        Output folder, created if needed; the files are written straight into it.
+    progress : bool, default True
+        Show a progress bar.
+
+    Returns
+    -------
+    TrainResult
+        ``out_dir``, the ``trainer`` (its ``history``, ``best_epoch``, ``best_valid_nll`` and final
+        ``config``), and ``train_idx`` / ``valid_idx``, the rows of the data file in each split.
+
+    Notes
+    -----
+    Writes ``checkpoint.pt`` (best weights), ``config.yaml`` (resolved config), ``train_log.csv``
+    (one row per epoch, rewritten as training goes) and ``train_output.h5`` / ``valid_output.h5``
+    (``rates`` ``(num_neurons, num_samples, n)`` in expected counts per bin, ``factors``,
+    ``trial_idx``; see the file-formats page of the documentation).
+    """
     out_dir = Path(out_dir)
     dataset, config = read_model_dataset(data_path, config)
     train_idx, valid_idx = split_dataset(dataset, config)
@@ -137,7 +163,22 @@ def train_model(config: LfadsConfig, data_path: str | Path, out_dir: str | Path,
 
 
 def load_trained_model(run_dir: str | Path, device: str = "cpu") -> tuple[LFADS, LfadsConfig]:
-    """The model saved by ``train_model`` (its best weights) and its config."""
+    """The model saved by ``train_model`` (its best weights) and its config.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A ``neurodyn train`` output folder, or a PBT run's ``pbt_best_model/``, holding ``checkpoint.pt``.
+    device : str, default "cpu"
+        Where to put the model: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+
+    Returns
+    -------
+    model : LFADS
+        The trained model in evaluation mode (use ``neurodyn.train.inference.infer`` to run it on data).
+    config : LfadsConfig
+        The config it was trained with, values resolved from the data included.
+    """
     checkpoint = load_checkpoint(Path(run_dir) / CHECKPOINT_NAME)
     state = checkpoint["trainer"]
     config = LfadsConfig(**state["config"])
