@@ -77,3 +77,30 @@ def test_summary_figure_draws_data_and_model_per_condition(with_condition, bin_m
         assert ("training curve (train_log.csv)" in titles) == with_log
     finally:
         plt.close(fig)
+
+
+def test_training_logs_of_a_train_folder_and_of_a_population(tmp_path):
+    from neurodyn.evaluate.figures import find_training_logs
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train_log.csv").write_text("epoch,train_nll\n0,1.0\n")
+    found = find_training_logs(run)
+    assert found["pbt_log"] is None and list(found["train_log"]["train_nll"]) == [1.0]
+
+    results = tmp_path / "results"
+    (results / "pbt_best_model").mkdir(parents=True)
+    (results / "session").mkdir()
+    (results / "session" / "pbt_log.csv").write_text(
+        "generation,worker,metric,copied_from\n0,0,0.9,\n0,1,0.8,\n1,0,0.85,1\n1,1,nan,\n")
+    found = find_training_logs(results / "pbt_best_model", results)
+    assert found["train_log"] is None
+    np.testing.assert_array_equal(found["pbt_log"]["generation"], [0, 0, 1, 1])
+    fig = plot_data_summary(np.ones((2, 3, 2)), np.ones((2, 3, 2)), np.random.default_rng(0).normal(size=(2, 3, 3)),
+                            **found)
+    try:
+        curve = next(ax for ax in fig.axes if ax.get_title() == "population training (pbt_log.csv)")
+        best = curve.get_lines()[1]
+        np.testing.assert_allclose(best.get_ydata(), [0.8, 0.8])  # best so far, NaN worker ignored
+    finally:
+        plt.close(fig)

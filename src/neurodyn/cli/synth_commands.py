@@ -1,4 +1,4 @@
-"""``neurodyn synth ...``: write synthetic benchmark datasets in the user's h5 format."""
+"""``neurodyn synth ...``: write synthetic benchmark datasets as h5 data files."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 
 def register(subparsers) -> None:
     """Add the ``synth`` command and its sub-commands."""
-    synth = subparsers.add_parser("synth", help="write a synthetic dataset (h5, the user's data format)")
+    synth = subparsers.add_parser("synth", help="write a synthetic dataset with known ground truth as an h5 data file")
     kinds = synth.add_subparsers(dest="synth_kind", required=True, metavar="KIND")
 
     lorenz = kinds.add_parser(

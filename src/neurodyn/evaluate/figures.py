@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import matplotlib
 
@@ -237,6 +238,47 @@ def read_train_log(path: str | os.PathLike) -> dict[str, np.ndarray] | None:
     return {column: np.array([number(row[column]) for row in rows]) for column in rows[0]}
 
 
+def find_training_logs(output_dir: str | os.PathLike,
+                       results_dir: str | os.PathLike | None = None) -> dict[str, dict[str, np.ndarray] | None]:
+    """The logs that show how a run trained: ``{"train_log": ..., "pbt_log": ...}`` (each None when absent).
+
+    ``train_log`` is ``output_dir/train_log.csv`` (a ``neurodyn train`` folder); ``pbt_log`` is the
+    ``pbt_log.csv`` of a ``neurodyn run`` results folder ``results_dir`` (``RESULTS/<run_name>/``),
+    used when the folder holds exactly one run.
+    """
+    pbt_log = None
+    if results_dir is not None:
+        candidates = sorted(Path(results_dir).glob("*/pbt_log.csv"))
+        if len(candidates) == 1:
+            pbt_log = read_train_log(candidates[0])
+    return {"train_log": read_train_log(Path(output_dir) / "train_log.csv"), "pbt_log": pbt_log}
+
+
+def _plot_training_curve(ax, train_log: dict[str, np.ndarray] | None, pbt_log: dict[str, np.ndarray] | None) -> None:
+    if train_log is not None and "epoch" in train_log:
+        for column, style in (("train_nll", "-"), ("valid_nll", "-"), ("valid_nll_smoothed", "--")):
+            if column in train_log:
+                ax.plot(train_log["epoch"], train_log[column], style, lw=1.3, label=column)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel("NLL per observed entry", fontsize=8)
+        ax.set_title("training curve (train_log.csv)", fontsize=9)
+        ax.legend(fontsize=7, frameon=False)
+    elif pbt_log is not None and {"generation", "metric"} <= set(pbt_log):
+        generation, metric = pbt_log["generation"], pbt_log["metric"]
+        ax.plot(generation, metric, "o", ms=2.5, color=COUNT_COLOR, alpha=0.6, label="workers")
+        finite = np.isfinite(metric)
+        steps = np.unique(generation[finite])
+        best = [np.min(metric[finite & (generation == g)]) for g in steps]
+        ax.plot(steps, np.minimum.accumulate(best), lw=1.6, color=INFERRED_COLOR, label="best so far")
+        ax.set_xlabel("generation", fontsize=8)
+        ax.set_ylabel("smoothed validation NLL", fontsize=8)
+        ax.set_title("population training (pbt_log.csv)", fontsize=9)
+        ax.legend(fontsize=7, frameon=False)
+    else:
+        ax.axis("off")
+        ax.text(0.0, 0.5, "no train_log.csv or pbt_log.csv\nbeside the outputs", fontsize=8)
+
+
 def plot_data_summary(
     rates: np.ndarray,
     data: np.ndarray,
@@ -244,6 +286,7 @@ def plot_data_summary(
     condition: np.ndarray | None = None,
     bin_ms: float | None = None,
     train_log: dict[str, np.ndarray] | None = None,
+    pbt_log: dict[str, np.ndarray] | None = None,
     num_neurons: int = 4,
     num_conditions: int = 6,
     num_components: int = 3,
@@ -257,7 +300,8 @@ def plot_data_summary(
     ``num_conditions`` shown). Row 2: the leading principal components of the factors averaged per
     condition, against time, and the first two against each other. Row 3: the training curve from
     ``train_log`` (the columns of ``train_log.csv``: ``train_nll``, ``valid_nll``,
-    ``valid_nll_smoothed`` per epoch), or a note when there is none.
+    ``valid_nll_smoothed`` per epoch), else the population's progress from ``pbt_log`` (every
+    worker's metric per generation and the best so far), else a note.
 
     Parameters
     ----------
@@ -269,8 +313,9 @@ def plot_data_summary(
         Integer condition label per trial.
     bin_ms : float, optional
         Bin width in ms; the time axis is in ms when given, in bins otherwise.
-    train_log : dict of ndarray, optional
-        As returned by ``read_train_log``.
+    train_log, pbt_log : dict of ndarray, optional
+        Columns of ``train_log.csv`` / ``pbt_log.csv``, as returned by ``read_train_log`` or
+        ``find_training_logs``.
 
     Returns
     -------
@@ -323,19 +368,7 @@ def plot_data_summary(
         axes[1, col].axis("off")
     axes[1, 0].legend(fontsize=7, frameon=False)
 
-    curve = axes[2, 0]
-    if train_log is not None and "epoch" in train_log:
-        epochs = train_log["epoch"]
-        for column, style in (("train_nll", "-"), ("valid_nll", "-"), ("valid_nll_smoothed", "--")):
-            if column in train_log:
-                curve.plot(epochs, train_log[column], style, lw=1.3, label=column)
-        curve.set_xlabel("epoch", fontsize=8)
-        curve.set_ylabel("NLL per observed entry", fontsize=8)
-        curve.set_title("training curve (train_log.csv)", fontsize=9)
-        curve.legend(fontsize=7, frameon=False)
-    else:
-        curve.axis("off")
-        curve.text(0.0, 0.5, "no train_log.csv beside the outputs\n(a PBT run keeps one per worker)", fontsize=8)
+    _plot_training_curve(axes[2, 0], train_log, pbt_log)
     for col in range(1, columns):
         axes[2, col].axis("off")
     for ax in axes.ravel():

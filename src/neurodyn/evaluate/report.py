@@ -20,7 +20,7 @@ from neurodyn.data.event_timing import advance_events
 from neurodyn.data.seed_format import read_dataset
 from neurodyn.errors import NeurodynError
 from neurodyn.evaluate.cobps import co_bps
-from neurodyn.evaluate.figures import plot_data_summary, plot_inferred_vs_true, read_train_log, save_figure
+from neurodyn.evaluate.figures import find_training_logs, plot_data_summary, plot_inferred_vs_true, save_figure
 from neurodyn.evaluate.metrics import bits_per_spike, map_to_latents, rate_r2
 from neurodyn.evaluate.run_outputs import RunOutput, find_output_dir, read_run_outputs
 
@@ -155,7 +155,7 @@ def evaluate_run(
     bin_ms = dataset.attrs.get("bin_ms")
     save_figure(plot_data_summary(valid.rates, counts, valid.factors, condition,
                                   bin_ms=float(bin_ms) if bin_ms is not None else None,
-                                  train_log=read_train_log(output_dir / "train_log.csv"),
+                                  **find_training_logs(output_dir, run_dir if output_dir != run_dir else None),
                                   title=f"{run_dir.name}: valid trials of {Path(data_path).name}"), summary_path)
 
     json_path = run_dir / JSON_NAME
