@@ -173,7 +173,7 @@ def format_metrics(result: dict) -> str:
     lines = [
         f"Evaluation of {result['output_dir']} on {result['data_path']}",
         f"  trials: {result['num_train_trials']} train, {result['num_valid_trials']} valid; "
-        f"{result['num_neurons']} neurons x {result['num_samples']} samples",
+        f"{result['num_samples']} bins x {result['num_neurons']} neurons",
         f"  rate R^2 (valid, all entries):         {_fmt(result['rate_r2'])}",
         f"  bits per spike (valid, observed):      {_fmt(result['bits_per_spike'])}",
     ]

@@ -186,7 +186,7 @@ class PbtRun:
                                     "--out folder or delete that run to start anew")
             self._remove_uncommitted(state)
             if state.finished:
-                self.log(f"run already finished ({state.finished}) after {state.generation} generations")
+                self.log(f"run already finished ({state.finished}) after {state.generation} generation{'s' if state.generation != 1 else ''}")
             else:
                 self.log(f"resuming after generation {state.generation} (best smoothed validation NLL "
                          f"{state.best_metric:.5f})")
@@ -253,8 +253,9 @@ class PbtRun:
                 state.stopping = {k: getattr(stopping, k) for k in
                                   ("patience", "percent_change", "best", "generations_without_best", "history")}
                 if stopping.should_stop:
+                    patience = settings.num_no_best_to_stop
                     state.finished = (f"no improvement of more than {settings.percent_change_to_stop}% for "
-                                      f"{settings.num_no_best_to_stop} generations")
+                                      f"{patience} generation{'s' if patience != 1 else ''}")
                 elif state.generation >= settings.max_generations:
                     state.finished = f"max_generations ({settings.max_generations}) reached"
                 self._commit(state)
