@@ -198,7 +198,9 @@ def test_cli_convert_writes_and_reports(tmp_path, capsys):
     code = main(["convert", str(tmp_path / "in.mat"), str(tmp_path / "run_data.h5"), "--truth", "truth",
                  "--condition", "cond", "--bin-ms", "20"])
     assert code == 0
-    assert f"{NEURONS} neurons x {SAMPLES} samples x {TRIALS} trials; with truth, condition" in capsys.readouterr().out
+    # trials x bins x neurons, the order of every summary line (synth, prepare)
+    assert (f"{TRIALS} trials x {SAMPLES} bins of 20 ms x {NEURONS} neurons; with truth, condition"
+            in capsys.readouterr().out)
     assert read_dataset(tmp_path / "run_data.h5").attrs["bin_ms"] == 20.0
 
 

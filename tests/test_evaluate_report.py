@@ -19,7 +19,7 @@ NUM_TRIALS, NUM_SAMPLES, NUM_NEURONS, NUM_LATENTS, NUM_FACTORS = 24, 20, 8, 3, 4
 EXPECTED_KEYS = {
     "rate_r2", "bits_per_spike", "co_bps", "latent_r2", "latent_r2_per_dim", "latent_ridge_alpha", "num_train_trials",
     "num_valid_trials", "num_neurons", "num_samples", "run_dir", "output_dir", "data_path", "evaluation_json",
-    "figure", "notes",
+    "figure", "summary_figure", "notes",
 }
 
 
@@ -85,7 +85,8 @@ def test_evaluate_run_writes_json_and_png_with_metric_values(synthetic):
     png = s["run_dir"] / "evaluation.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in s["run_dir"].iterdir()) == [  # no temp files left behind
-        "evaluation.json", "evaluation.png", "train_output.h5", "valid_output.h5"]
+        "evaluation.json", "evaluation.png", "evaluation_summary.png", "train_output.h5", "valid_output.h5"]
+    assert (s["run_dir"] / "evaluation_summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     valid, train = s["valid_idx"], s["train_idx"]
     assert result["num_valid_trials"] == valid.size and result["num_train_trials"] == train.size

@@ -1,7 +1,7 @@
 """The one validated configuration schema for every YAML key neurodyn reads.
 
-Keys are flat, as in the user's config template (seed 000). Hyperparameter names follow the
-seed (``learning_rate_init``, ``keep_prob``, ``keep_ratio``, ...). Every key has a default that
+Keys are flat, as in the RADICaL/AutoLFADS config template. Hyperparameter names follow
+AutoLFADS (``learning_rate_init``, ``keep_prob``, ``keep_ratio``, ...). Every key has a default that
 works on a dataset like the synthetic Lorenz set, so a config holding only ``run_name`` is valid.
 Unknown keys are rejected with the closest valid key.
 """
@@ -26,10 +26,14 @@ class LfadsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # -- run --------------------------------------------------------------------------------
-    run_name: str = Field("neurodyn_run", description="prefix of <run_name>_data.h5 and name of the run's folder")
+    run_name: str = Field("neurodyn_run", description="names the data file <run_name>_data.h5 that `neurodyn run` reads when "
+                                                     "--data is not given, and the folder of a PBT run's workers, "
+                                                     "logs and state (RESULTS/<run_name>/); `neurodyn train` "
+                                                     "writes straight into --out")
     seed: int = Field(0, description="seed for the train/valid split, initial weights and sampling")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' uses a CUDA GPU when present")
-    observation: str = Field("poisson", description="observation model: poisson (zig, gamma with RADICaL)")
+    observation: str = Field("poisson", description="observation model: poisson (spike counts), zig (deconvolved "
+                                                   "calcium events, RADICaL) or gamma (rectified EMG)")
 
     # -- observation-model settings (used by the models that need them) ------------------------
     s_min: float | Literal["auto"] = Field("auto", description="ZIG: smallest event size; 'auto' = just below the "
@@ -206,7 +210,7 @@ SEARCHABLE_HYPERPARAMETERS = (
 
 
 class SearchSpec(BaseModel):
-    """How PBT samples and explores one hyperparameter (the seed's names)."""
+    """How PBT samples and explores one hyperparameter (the AutoLFADS names)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -300,7 +304,7 @@ DEFAULT_SEARCH_SPACE: dict[str, SearchSpec] = {
 
 
 class PbtSettings(BaseModel):
-    """Settings of a population-based training run (the seed's names; ``Duration`` in minutes)."""
+    """Settings of a population-based training run (the AutoLFADS names; ``Duration`` in minutes)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

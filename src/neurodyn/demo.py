@@ -46,8 +46,8 @@ def run_radical_demo(out_dir: str | Path, progress: bool = True) -> dict:
     print("synthesizing 2-photon Lorenz data (spikes -> GCaMP fluorescence -> OASIS events -> sub-frame bins) ...")
     dataset = make_lorenz_2p(**RADICAL_DATA)
     write_dataset(data_path, dataset)
-    print(f"wrote {data_path}: {dataset.num_neurons} neurons x {dataset.num_samples} sub-frame bins "
-          f"({dataset.attrs.get('subframe_bins')} per frame) x {dataset.num_trials} trials; events trail the "
+    print(f"wrote {data_path}: {dataset.num_trials} trials x {dataset.num_samples} sub-frame bins "
+          f"({dataset.attrs.get('subframe_bins')} per frame) x {dataset.num_neurons} neurons; events trail the "
           f"spikes by ~{dataset.attrs['event_delay_ms']:.0f} ms, which training removes (event_delay_bins: auto)")
     results = out_dir / "results"
     # The demo makes its data anew each time, so it replaces the results of an earlier demo run.
@@ -67,7 +67,7 @@ def run_spikes_demo(out_dir: str | Path, max_epochs: int | None = None, progress
     data_path = out_dir / f"{config.run_name}_data.h5"
     dataset = make_lorenz_spikes(seed=config.seed)
     write_dataset(data_path, dataset)
-    print(f"wrote {data_path}: {dataset.num_neurons} neurons x {dataset.num_samples} bins x {dataset.num_trials} trials")
+    print(f"wrote {data_path}: {dataset.num_trials} trials x {dataset.num_samples} bins x {dataset.num_neurons} neurons")
     run_dir = out_dir / config.run_name
     train_model(config, data_path, run_dir, progress=progress, overwrite=True)
     metrics = evaluate_run(run_dir, data_path)

@@ -21,7 +21,8 @@ def test_simulate_then_fit(tmp_path, capsys):
                  "--degree", "3", "--C", "0.01", "--save_path", str(tmp_path / "out"), "--config_path", str(config),
                  "--data_dir", str(data)])
     assert code == 0
-    assert "cells accepted" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "simulated 1 cell into" in out and "of 1 cell accepted" in out  # singular for one cell
     assert (tmp_path / "out" / "fit_summary_50_100.csv").exists()
     assert isinstance(json.loads((tmp_path / "out" / "gfr_dataset.json").read_text()), list)
 
@@ -51,3 +52,33 @@ def test_network_command(tmp_path, capsys):
     summary = json.loads((tmp_path / "network_results.json").read_text())
     gfr, rnn = summary["models"]["GFR-RNN"], summary["models"]["vanilla RNN"]
     assert abs(gfr["trainable_parameters"] - rnn["trainable_parameters"]) < 0.1 * gfr["trainable_parameters"]
+
+
+def test_kebab_case_flags_and_the_published_spellings_parse_alike():
+    from neurodyn.cli.main import build_parser
+
+    parser = build_parser()
+    kebab = parser.parse_args(["gfr", "fit", "ids.csv", "--bin-size", "50", "--activation-bin-size", "100",
+                               "--config-path", "c.json", "--save-path", "out", "--data-dir", "d"])
+    snake = parser.parse_args(["gfr", "fit", "ids.csv", "--bin_size", "50", "--activation_bin_size", "100",
+                               "--config_path", "c.json", "--save_path", "out", "--data_dir", "d"])
+    assert vars(kebab) == vars(snake)
+    assert vars(kebab)["bin_size"] == 50 and vars(kebab)["config_path"] == "c.json"
+    defaults = parser.parse_args(["gfr", "network"])
+    assert defaults.batch_size == 32 and defaults.n_nodes == 65 and defaults.freeze_neurons is False
+    assert parser.parse_args(["gfr", "network", "--freeze_neurons"]).freeze_neurons is True
+
+
+def test_the_help_shows_only_the_kebab_case_spelling(capsys):
+    with pytest.raises(SystemExit):
+        main(["gfr", "fit", "--help"])
+    text = capsys.readouterr().out
+    assert "--config-path" in text and "--config_path" not in text and "--bin-size" in text
+
+
+def test_parser_choices_match_the_model_constants():
+    from neurodyn.cli.gfr_commands import ACTIVATION_BIN_SIZES_MS, BIN_SIZES_MS
+    from neurodyn.gfr.model import ALLOWED_ACTIVATION_BIN_SIZES, ALLOWED_BIN_SIZES
+
+    assert tuple(BIN_SIZES_MS) == tuple(ALLOWED_BIN_SIZES)
+    assert tuple(ACTIVATION_BIN_SIZES_MS) == tuple(ALLOWED_ACTIVATION_BIN_SIZES)

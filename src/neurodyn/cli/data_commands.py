@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 from neurodyn.cli.common import add_overwrite_flag
 from neurodyn.errors import NeurodynError
 
@@ -31,7 +29,7 @@ def _register_convert(subparsers) -> None:
     parser = subparsers.add_parser(
         "convert",
         help="convert a MATLAB .mat file (v5 or v7.3) into the h5 data file",
-        description="Replaces the seed's convert_h5.m: reads the data variable (MATLAB size num_neurons x "
+        description="Replaces the AutoLFADS/RADICaL analysis' convert_h5.m: reads the data variable (MATLAB size num_neurons x "
         "num_samples x num_trials, or a cell array of num_neurons x num_samples trials) and optional truth, "
         "latents and condition variables, and writes the h5 data file (key 'data' (num_neurons, num_samples, "
         "num_trials) as h5py reads it).",
@@ -95,6 +93,8 @@ def _register_prepare_nwb(kinds) -> None:
 
 
 def _run_prepare_nwb(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from neurodyn.data.nwb_spikes import SpikeBinning, prepare_nwb_spikes
 
     binning = SpikeBinning(bin_ms=args.bin_ms, align=args.align,
@@ -124,6 +124,8 @@ def _index_list(text: str, option: str) -> list[int]:
 
 
 def _shown(values, limit: int = 20) -> str:
+    import numpy as np
+
     values = list(np.asarray(values).tolist())
     return ", ".join(str(v) for v in values[:limit]) + (", ..." if len(values) > limit else "")
 
@@ -206,8 +208,10 @@ def _run_prepare_2p(args: argparse.Namespace) -> int:
     return 0
 
 
-def _trial_starts(text: str) -> np.ndarray:
+def _trial_starts(text: str):
     from pathlib import Path
+
+    import numpy as np
 
     path = Path(text)
     content = path.read_text() if path.is_file() else text

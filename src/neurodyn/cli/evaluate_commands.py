@@ -18,21 +18,24 @@ def register(subparsers) -> None:
     """Add the ``evaluate`` sub-command to the ``neurodyn`` parser."""
     parser = subparsers.add_parser(
         "evaluate",
-        help="score a run: rate R^2, bits per spike, latent R^2; writes evaluation.json and a figure",
+        help="score a run (rate R^2, bits per spike, co-bps, latent R^2) and draw it; writes evaluation.json and figures",
         description="Evaluate a trained run (or a PBT results directory with pbt_best_model/) on its data "
         "file: rate R^2 against 'truth', bits per spike on observed entries, and the ridge map from "
-        "inferred log-rates to 'latents'. Metrics whose ground truth is absent are skipped.",
+        "inferred log-rates to 'latents'. Metrics whose ground truth is absent are skipped. Also draws "
+        "evaluation_summary.png: condition-averaged data vs model rates, the factors' principal components and "
+        "the training curve, useful on real data.",
     )
     parser.add_argument("run_dir", metavar="DIR", help="run directory holding train_output.h5 and valid_output.h5")
     parser.add_argument("--data", required=True, metavar="DATA.h5", help="the data file the run was trained on")
     parser.add_argument("--figure", metavar="PATH", default=None,
-                        help="where to write the PNG figure (default: DIR/evaluation.png)")
+                        help="where to write the example-trial figure (default: DIR/evaluation.png); the summary "
+                        "figure goes beside it as NAME_summary.png")
     parser.set_defaults(func=_run_evaluate)
 
     latents = subparsers.add_parser(
         "map-to-latents",
         help="ridge map from inferred rates to the true latents: R^2 per dimension and a figure",
-        description="The seed's map_to_latents: ridge regression (alpha by cross-validation on training "
+        description="The map_to_latents analysis of RADICaL (Zhu et al. 2022): ridge regression (alpha by cross-validation on training "
         "trials) from a run's inferred log-rates to the data file's 'latents', R^2 on the test (valid) "
         "trials, and a figure of predicted vs true latents for example conditions.",
     )
@@ -40,7 +43,7 @@ def register(subparsers) -> None:
     latents.add_argument("--data", required=True, metavar="DATA.h5", help="the data file the run was trained on")
     latents.add_argument("--figure", metavar="PATH", default=None,
                          help="where to write the PNG (default: RESULTS/map_to_latents.png)")
-    latents.add_argument("--conditions", type=int, default=4, help="example conditions in the figure")
+    latents.add_argument("--conditions", type=int, default=4, help="example conditions in the figure (default: 4)")
     latents.set_defaults(func=_run_map_to_latents)
 
 

@@ -8,8 +8,8 @@ from neurodyn.cli.common import add_overwrite_flag
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    train = subparsers.add_parser("train", help="train one LFADS model on a seed-format h5 file")
-    train.add_argument("config", help="YAML config (every key optional; see README)")
+    train = subparsers.add_parser("train", help="train one LFADS model on an h5 data file")
+    train.add_argument("config", help="YAML config (every key optional; see the config reference)")
     train.add_argument("--data", required=True, help="input h5 file: data (num_neurons, num_samples, num_trials)")
     train.add_argument("--out", required=True, help="output directory")
     train.add_argument("--max-epochs", type=int, help="override the config's max_epochs")
@@ -31,12 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_overwrite_flag(infer)
     infer.set_defaults(func=_infer)
 
-    demo = subparsers.add_parser("demo", help="the README demo: RADICaL on synthetic 2-photon Lorenz data "
+    demo = subparsers.add_parser("demo", help="the demo: RADICaL on synthetic 2-photon Lorenz data "
                                               "(or --kind spikes: LFADS on Lorenz spikes)")
     demo.add_argument("--out", default="demo_results", help="output directory (default: demo_results)")
     demo.add_argument("--kind", choices=["radical", "spikes"], default="radical", help="which demo (default radical)")
     demo.add_argument("--max-epochs", type=int, help="spikes demo: shorter run for a quick look")
-    demo.add_argument("--no-progress", action="store_true")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
 
 

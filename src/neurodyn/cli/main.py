@@ -8,6 +8,22 @@ import sys
 from neurodyn.cli.common import refuse_existing_output
 from neurodyn.errors import NeurodynError, RunInterrupted
 
+# This module and the command modules import only the standard library at import time: the heavy
+# libraries (torch, numpy, h5py, sklearn, matplotlib) are imported inside the command functions, so
+# `neurodyn --help` and `neurodyn --version` answer at once (tests/test_cli_main.py checks it).
+
+
+def package_version() -> str:
+    """The installed neurodyn version (the source tree's when it is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("neurodyn")
+    except PackageNotFoundError:
+        from neurodyn import __version__
+
+        return __version__
+
 
 def build_parser() -> argparse.ArgumentParser:
     from neurodyn.cli import (
@@ -22,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neurodyn", description="Infer the hidden dynamics of neural populations and single neurons."
     )
+    parser.add_argument("--version", action="version", version=f"neurodyn {package_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     lfads_commands.register(subparsers)
     pbt_commands.register(subparsers)

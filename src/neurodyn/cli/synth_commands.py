@@ -1,21 +1,15 @@
-"""``neurodyn synth ...``: write synthetic benchmark datasets in the user's h5 format."""
+"""``neurodyn synth ...``: write synthetic benchmark datasets as h5 data files."""
 
 from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 from neurodyn.cli.common import add_overwrite_flag
-
-from neurodyn.data.seed_format import write_dataset
-from neurodyn.synth.lorenz_2p import make_lorenz_2p
-from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
 
 
 def register(subparsers) -> None:
     """Add the ``synth`` command and its sub-commands."""
-    synth = subparsers.add_parser("synth", help="write a synthetic dataset (h5, the user's data format)")
+    synth = subparsers.add_parser("synth", help="write a synthetic dataset with known ground truth as an h5 data file")
     kinds = synth.add_subparsers(dest="synth_kind", required=True, metavar="KIND")
 
     lorenz = kinds.add_parser(
@@ -82,6 +76,11 @@ def _register_lorenz_2p(kinds) -> None:
 
 
 def run_lorenz_spikes(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from neurodyn.data.seed_format import write_dataset
+    from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
+
     dataset = make_lorenz_spikes(
         num_neurons=args.neurons,
         num_samples=args.bins,
@@ -107,6 +106,11 @@ def run_lorenz_spikes(args: argparse.Namespace) -> int:
 
 
 def run_lorenz_2p(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from neurodyn.data.seed_format import write_dataset
+    from neurodyn.synth.lorenz_2p import make_lorenz_2p
+
     dataset = make_lorenz_2p(
         num_neurons=args.neurons,
         num_frames=args.frames,

@@ -99,7 +99,9 @@ def describe_dataset(dataset: NeuralDataset) -> str:
     """One line: trials x samples x neurons and which optional keys are present."""
     extras = [key for key in ("truth", "latents", "condition") if getattr(dataset, key) is not None]
     unobserved = float(np.isnan(dataset.data).mean())
-    return (f"{dataset.num_neurons} neurons x {dataset.num_samples} samples x {dataset.num_trials} trials"
+    bin_ms = dataset.attrs.get("bin_ms")
+    bins = f"{dataset.num_samples} bins" + (f" of {float(bin_ms):g} ms" if bin_ms is not None else "")
+    return (f"{dataset.num_trials} trials x {bins} x {dataset.num_neurons} neurons"
             f"{'; with ' + ', '.join(extras) if extras else ''}"
             f"{f'; {unobserved:.1%} of entries NaN (not sampled)' if unobserved else ''}")
 

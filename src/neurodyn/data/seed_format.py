@@ -1,4 +1,4 @@
-"""The user's h5 data format (seed 000): read, validate, write and split into train/valid/test.
+"""The h5 data format of the RADICaL/AutoLFADS analysis: read, validate, write and split into train/valid/test.
 
 File layout, as h5py reads it (MATLAB's column-major order makes it trials-last)::
 
@@ -141,9 +141,26 @@ def _split_label(value) -> str:
 def read_dataset(path: str | os.PathLike) -> NeuralDataset:
     """Read and validate a data file (format, shapes, NaN/inf); returns trials-first arrays.
 
-    Raises NeurodynError naming the file and key for every problem found. The values an
-    observation model needs (e.g. Poisson: non-negative integer counts) are checked by
-    ``neurodyn.observation.registry.read_dataset_for``.
+    The values an observation model needs (e.g. Poisson: non-negative integer counts) are checked
+    by ``neurodyn.observation.registry.read_dataset_for``.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        An h5 data file: ``data`` ``(num_neurons, num_samples, num_trials)`` as h5py reads it, and
+        optionally ``truth``, ``latents``, ``condition``, ``heldout_neurons`` and file attributes.
+
+    Returns
+    -------
+    NeuralDataset
+        ``data`` ``(num_trials, num_samples, num_neurons)`` float32 (NaN = not observed),
+        ``truth`` and ``latents`` likewise trials-first (or None), ``condition`` ``(num_trials,)``,
+        ``heldout_neurons`` ``(k,)`` and ``attrs`` (the file attributes, e.g. ``bin_ms``).
+
+    Raises
+    ------
+    NeurodynError
+        One line naming the file and key for every problem found.
     """
     source = str(path)
     arrays, attrs = _load_h5(Path(path), source)
@@ -361,7 +378,21 @@ def validate_values(dataset: NeuralDataset) -> None:
 
 
 def write_dataset(path: str | os.PathLike, dataset: NeuralDataset) -> None:
-    """Validate and write ``dataset`` atomically in the file layout, ``attrs`` as h5 attributes."""
+    """Validate and write ``dataset`` atomically in the file layout, ``attrs`` as h5 attributes.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The h5 file to write (complete or absent, never half-written).
+    dataset : NeuralDataset
+        Trials-first arrays, ``data`` ``(num_trials, num_samples, num_neurons)``; they are stored
+        as ``(num_neurons, num_samples, num_trials)``, the layout ``read_dataset`` reads.
+
+    Raises
+    ------
+    NeurodynError
+        When the arrays are inconsistent or an attribute cannot be stored in HDF5.
+    """
     validate_values(dataset)
     arrays = {"data": np.transpose(dataset.data, (2, 1, 0))}
     for key in ("truth", "latents", "ext_input"):

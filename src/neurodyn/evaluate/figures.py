@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import matplotlib
 
@@ -164,6 +165,215 @@ def plot_latent_predictions(
     for ax in axes[:num_latents].ravel():
         ax.tick_params(labelsize=7)
     axes[0, -1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# The summary a scientist wants on real data (no ground truth): PSTHs, factor PCs, training curve.
+
+
+def condition_averages(values: np.ndarray, condition: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Average ``values`` ``(trials, samples, dims)`` over the trials of each condition, ignoring NaN.
+
+    Returns ``(labels, averages)``: ``labels`` ``(C,)`` the distinct conditions in sorted order and
+    ``averages`` ``(C, samples, dims)``. Without ``condition`` every trial is one condition (label 0),
+    so the result is the trial average. An entry unobserved on every trial of a condition stays NaN.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if condition is None:
+        condition = np.zeros(values.shape[0], dtype=np.int64)
+    condition = np.asarray(condition)
+    labels = np.unique(condition)
+    averages = np.full((labels.size, *values.shape[1:]), np.nan)
+    for index, label in enumerate(labels):
+        members = values[condition == label]
+        observed = ~np.isnan(members)
+        counts = observed.sum(axis=0)
+        totals = np.where(observed, members, 0.0).sum(axis=0)
+        averages[index] = np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
+    return labels, averages
+
+
+def leading_components(factors: np.ndarray, num_components: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Principal components of the factors ``(trials, samples, factors)`` over every (trial, bin).
+
+    Returns ``(projected, explained)``: the factors projected on their ``k = min(num_components,
+    factors)`` leading components ``(trials, samples, k)`` (centred, each component's sign chosen so
+    that its largest loading is positive) and the fraction of the factors' variance each explains ``(k,)``.
+    """
+    factors = np.asarray(factors, dtype=np.float64)
+    rows = factors.reshape(-1, factors.shape[-1])
+    centred = rows - rows.mean(axis=0)
+    _, singular_values, components = np.linalg.svd(centred, full_matrices=False)
+    k = min(num_components, components.shape[0])
+    components = components[:k]
+    signs = np.sign(components[np.arange(k), np.abs(components).argmax(axis=1)])
+    components = components * signs[:, None]
+    total = float((singular_values ** 2).sum())
+    explained = (singular_values[:k] ** 2) / total if total > 0 else np.zeros(k)
+    return (centred @ components.T).reshape(*factors.shape[:2], k), explained
+
+
+def read_train_log(path: str | os.PathLike) -> dict[str, np.ndarray] | None:
+    """The columns of a run's ``train_log.csv`` as float arrays (None when the file is absent or empty)."""
+    import csv
+
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+    if not rows:
+        return None
+
+    def number(text: str) -> float:
+        try:
+            return float(text)
+        except (TypeError, ValueError):
+            return float("nan")
+
+    return {column: np.array([number(row[column]) for row in rows]) for column in rows[0]}
+
+
+def find_training_logs(output_dir: str | os.PathLike,
+                       results_dir: str | os.PathLike | None = None) -> dict[str, dict[str, np.ndarray] | None]:
+    """The logs that show how a run trained: ``{"train_log": ..., "pbt_log": ...}`` (each None when absent).
+
+    ``train_log`` is ``output_dir/train_log.csv`` (a ``neurodyn train`` folder); ``pbt_log`` is the
+    ``pbt_log.csv`` of a ``neurodyn run`` results folder ``results_dir`` (``RESULTS/<run_name>/``),
+    used when the folder holds exactly one run.
+    """
+    pbt_log = None
+    if results_dir is not None:
+        candidates = sorted(Path(results_dir).glob("*/pbt_log.csv"))
+        if len(candidates) == 1:
+            pbt_log = read_train_log(candidates[0])
+    return {"train_log": read_train_log(Path(output_dir) / "train_log.csv"), "pbt_log": pbt_log}
+
+
+def _plot_training_curve(ax, train_log: dict[str, np.ndarray] | None, pbt_log: dict[str, np.ndarray] | None) -> None:
+    if train_log is not None and "epoch" in train_log:
+        for column, style in (("train_nll", "-"), ("valid_nll", "-"), ("valid_nll_smoothed", "--")):
+            if column in train_log:
+                ax.plot(train_log["epoch"], train_log[column], style, lw=1.3, label=column)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel("NLL per observed entry", fontsize=8)
+        ax.set_title("training curve (train_log.csv)", fontsize=9)
+        ax.legend(fontsize=7, frameon=False)
+    elif pbt_log is not None and {"generation", "metric"} <= set(pbt_log):
+        generation, metric = pbt_log["generation"], pbt_log["metric"]
+        ax.plot(generation, metric, "o", ms=2.5, color=COUNT_COLOR, alpha=0.6, label="workers")
+        finite = np.isfinite(metric)
+        steps = np.unique(generation[finite])
+        best = [np.min(metric[finite & (generation == g)]) for g in steps]
+        ax.plot(steps, np.minimum.accumulate(best), lw=1.6, color=INFERRED_COLOR, label="best so far")
+        ax.set_xlabel("generation", fontsize=8)
+        ax.set_ylabel("smoothed validation NLL", fontsize=8)
+        ax.set_title("population training (pbt_log.csv)", fontsize=9)
+        ax.legend(fontsize=7, frameon=False)
+    else:
+        ax.axis("off")
+        ax.text(0.0, 0.5, "no train_log.csv or pbt_log.csv\nbeside the outputs", fontsize=8)
+
+
+def plot_data_summary(
+    rates: np.ndarray,
+    data: np.ndarray,
+    factors: np.ndarray,
+    condition: np.ndarray | None = None,
+    bin_ms: float | None = None,
+    train_log: dict[str, np.ndarray] | None = None,
+    pbt_log: dict[str, np.ndarray] | None = None,
+    num_neurons: int = 4,
+    num_conditions: int = 6,
+    num_components: int = 3,
+    title: str = "",
+) -> Figure:
+    """Summary of a run on data without ground truth.
+
+    Row 1: for ``num_neurons`` example neurons (those whose averaged model rates vary most), the
+    condition-averaged data (dots and thin line; trial-averaged when ``condition`` is None) and
+    the model's condition-averaged rates (thick line), one colour per condition (at most
+    ``num_conditions`` shown). Row 2: the leading principal components of the factors averaged per
+    condition, against time, and the first two against each other. Row 3: the training curve from
+    ``train_log`` (the columns of ``train_log.csv``: ``train_nll``, ``valid_nll``,
+    ``valid_nll_smoothed`` per epoch), else the population's progress from ``pbt_log`` (every
+    worker's metric per generation and the best so far), else a note.
+
+    Parameters
+    ----------
+    rates, data : ndarray, shape (trials, samples, neurons)
+        The model's rates and the observations, in the same unit (e.g. expected count per bin);
+        NaN in ``data`` = unobserved.
+    factors : ndarray, shape (trials, samples, factors)
+    condition : ndarray, shape (trials,), optional
+        Integer condition label per trial.
+    bin_ms : float, optional
+        Bin width in ms; the time axis is in ms when given, in bins otherwise.
+    train_log, pbt_log : dict of ndarray, optional
+        Columns of ``train_log.csv`` / ``pbt_log.csv``, as returned by ``read_train_log`` or
+        ``find_training_logs``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    rates, data = np.asarray(rates, dtype=np.float64), np.asarray(data, dtype=np.float64)
+    labels, data_avg = condition_averages(data, condition)
+    _, rate_avg = condition_averages(rates, condition)
+    shown = np.arange(min(labels.size, num_conditions))
+    # Chosen by the model's averages: with a few trials per condition the data averages are mostly noise.
+    neurons = pick_example_neurons(rate_avg, min(num_neurons, data.shape[-1]))
+    projected, explained = leading_components(factors, num_components)
+    _, pc_avg = condition_averages(projected, condition)
+    time = np.arange(rates.shape[1]) * (bin_ms if bin_ms else 1.0)
+    time_label = "time (ms)" if bin_ms else "time bin"
+    colors = plt.get_cmap("tab10")
+
+    columns = max(len(neurons), projected.shape[-1] + 1, 2)
+    fig, axes = plt.subplots(3, columns, figsize=(3.1 * columns, 8.4), squeeze=False)
+    for col, neuron in enumerate(neurons):
+        ax = axes[0, col]
+        for k in shown:
+            ax.plot(time, data_avg[k, :, neuron], "o-", ms=2.2, lw=0.6, alpha=0.55, color=colors(k % 10))
+            ax.plot(time, rate_avg[k, :, neuron], lw=1.8, color=colors(k % 10))
+        ax.set_title(f"neuron {neuron}", fontsize=9)
+        ax.set_xlabel(time_label, fontsize=8)
+        if col == 0:
+            ax.set_ylabel("mean per bin\n(dots: data, line: model)", fontsize=8)
+    for col in range(len(neurons), columns):
+        axes[0, col].axis("off")
+
+    for pc in range(projected.shape[-1]):
+        ax = axes[1, pc]
+        for k in shown:
+            ax.plot(time, pc_avg[k, :, pc], lw=1.5, color=colors(k % 10),
+                    label=f"condition {labels[k]}" if condition is not None else "all trials")
+        ax.set_title(f"factor PC {pc + 1} ({explained[pc]:.0%} of variance)", fontsize=9)
+        ax.set_xlabel(time_label, fontsize=8)
+    plane = axes[1, projected.shape[-1]]
+    if projected.shape[-1] >= 2:
+        for k in shown:
+            plane.plot(pc_avg[k, :, 0], pc_avg[k, :, 1], lw=1.3, color=colors(k % 10))
+            plane.plot(pc_avg[k, 0, 0], pc_avg[k, 0, 1], "o", ms=4, color=colors(k % 10))
+        plane.set_xlabel("PC 1", fontsize=8)
+        plane.set_ylabel("PC 2", fontsize=8)
+        plane.set_title("PC 1 vs PC 2 (dot: start)", fontsize=9)
+    else:
+        plane.axis("off")
+    for col in range(projected.shape[-1] + 1, columns):
+        axes[1, col].axis("off")
+    axes[1, 0].legend(fontsize=7, frameon=False)
+
+    _plot_training_curve(axes[2, 0], train_log, pbt_log)
+    for col in range(1, columns):
+        axes[2, col].axis("off")
+    for ax in axes.ravel():
+        ax.tick_params(labelsize=7)
+        ax.spines[["top", "right"]].set_visible(False)
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()

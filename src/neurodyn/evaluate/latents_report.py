@@ -1,7 +1,7 @@
 """``neurodyn map-to-latents``: how well a run's inferred rates recover the true latent states.
 
-The seed's ``map_to_latents`` analysis: a ridge regression (penalty chosen by cross-validation on
-the training trials) from the inferred log-rates to the true ``latents``, fit on the training
+The ``map_to_latents`` analysis of RADICaL's synthetic benchmark: a ridge regression (penalty
+chosen by cross-validation on the training trials) from the inferred log-rates to the true ``latents``, fit on the training
 trials and scored (R^2 per latent dimension and overall) on the held-out trials, plus a figure of
 predicted vs true latents for several example conditions.
 """

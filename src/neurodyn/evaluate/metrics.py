@@ -133,6 +133,21 @@ def map_to_latents(
     and std; every trial x sample is one row. The penalty is chosen from ``alphas`` by K-fold
     cross-validation that keeps each training trial's samples in one fold (neighbouring samples
     are strongly correlated, so splitting within trials would favour too little regularisation).
+
+    Parameters
+    ----------
+    train_rates, test_rates : ndarray, shape (trials, samples, neurons)
+        Inferred rates (expected counts or event sizes per bin) of the training and test trials.
+    train_latents, test_latents : ndarray, shape (trials, samples, latents)
+        True latent states of the same trials.
+    alphas : ndarray, optional
+        Candidate ridge penalties (default: 15 values from 1e-3 to 1e4, log-spaced).
+
+    Returns
+    -------
+    LatentMapping
+        ``r2`` (test R^2, uniform average over latent dimensions), ``r2_per_dim``, ``alpha`` and
+        ``test_predictions`` ``(trials, samples, latents)``.
     """
     train_rates, test_rates = np.asarray(train_rates), np.asarray(test_rates)
     train_latents = np.asarray(train_latents, dtype=np.float64)

@@ -20,7 +20,7 @@ from neurodyn.data.event_timing import advance_events
 from neurodyn.data.seed_format import read_dataset
 from neurodyn.errors import NeurodynError
 from neurodyn.evaluate.cobps import co_bps
-from neurodyn.evaluate.figures import plot_inferred_vs_true, save_figure
+from neurodyn.evaluate.figures import find_training_logs, plot_data_summary, plot_inferred_vs_true, save_figure
 from neurodyn.evaluate.metrics import bits_per_spike, map_to_latents, rate_r2
 from neurodyn.runs.layout import EVALUATION_FIGURE, EVALUATION_JSON, find_output_dir, output_file_name
 from neurodyn.runs.outputs import RunOutput, read_run_outputs
@@ -59,11 +59,30 @@ def evaluate_run(
 ) -> dict:
     """Evaluate the run in ``run_dir`` (a run directory or a PBT results directory) on ``data_path``.
 
+    Parameters
+    ----------
+    run_dir : str or PathLike
+        A ``neurodyn train`` output folder, or a ``neurodyn run`` results folder (its
+        ``pbt_best_model/`` is scored).
+    data_path : str or PathLike
+        The data file the run was trained on. Metrics whose ground truth it lacks (``truth``,
+        ``latents``, spike counts, ``heldout_neurons``) are skipped with a note.
+    figure_path : str or PathLike, optional
+        Where to write the example-trial figure (default ``run_dir/evaluation.png``).
+
+    Returns
+    -------
+    dict
+        The contents of ``evaluation.json`` (below).
+
+    Notes
+    -----
     Writes ``run_dir/evaluation.json`` and the figure (``run_dir/evaluation.png`` unless
     ``figure_path`` is given), both atomically. Returns the dict stored in the JSON: ``rate_r2``,
     ``bits_per_spike``, ``latent_r2``, ``latent_r2_per_dim``, ``latent_ridge_alpha`` (each None
     when skipped), ``num_train_trials``, ``num_valid_trials``, ``num_neurons``, ``num_samples``,
-    ``run_dir``, ``output_dir``, ``data_path``, ``evaluation_json``, ``figure``, ``notes``.
+    ``run_dir``, ``output_dir``, ``data_path``, ``evaluation_json``, ``figure``, ``summary_figure``
+    (``evaluation_summary.png``: condition-averaged data vs model, factor PCs, training curve), ``notes``.
     """
     run_dir = Path(run_dir)
     output_dir = find_output_dir(run_dir)
@@ -135,9 +154,16 @@ def evaluate_run(
         f"(rate R^2 {_fmt(result['rate_r2'], 3)}, latent R^2 {_fmt(result['latent_r2'], 3)})",
     )
     save_figure(fig, figure_path)
+    # What a scientist looks at on real data, ground truth or not: PSTHs, factor PCs, training curve.
+    summary_path = figure_path.with_name(f"{figure_path.stem}_summary.png")
+    bin_ms = dataset.attrs.get("bin_ms")
+    save_figure(plot_data_summary(valid.rates, counts, valid.factors, condition,
+                                  bin_ms=float(bin_ms) if bin_ms is not None else None,
+                                  **find_training_logs(output_dir, run_dir if output_dir != run_dir else None),
+                                  title=f"{run_dir.name}: valid trials of {Path(data_path).name}"), summary_path)
 
     json_path = run_dir / JSON_NAME
-    result.update(evaluation_json=str(json_path), figure=str(figure_path), notes=notes)
+    result.update(evaluation_json=str(json_path), figure=str(figure_path), summary_figure=str(summary_path), notes=notes)
     write_text_atomic(json_path, json.dumps(result, indent=2, allow_nan=False) + "\n")
     return result
 
@@ -169,7 +195,7 @@ def format_metrics(result: dict) -> str:
     lines = [
         f"Evaluation of {result['output_dir']} on {result['data_path']}",
         f"  trials: {result['num_train_trials']} train, {result['num_valid_trials']} valid; "
-        f"{result['num_neurons']} neurons x {result['num_samples']} samples",
+        f"{result['num_samples']} bins x {result['num_neurons']} neurons",
         f"  rate R^2 (valid, all entries):         {_fmt(result['rate_r2'])}",
         f"  bits per spike (valid, observed):      {_fmt(result['bits_per_spike'])}",
     ]
@@ -191,5 +217,7 @@ def format_metrics(result: dict) -> str:
         lines.append(f"    latent R^2:     {_fmt(test['latent_r2'])}")
     lines += [f"  note: {note}" for note in result.get("notes", [])]
     if result.get("evaluation_json"):
-        lines.append(f"  saved: {result['evaluation_json']}, {result['figure']}")
+        saved = [result["evaluation_json"], result["figure"]] + ([result["summary_figure"]]
+                                                               if result.get("summary_figure") else [])
+        lines.append(f"  saved: {', '.join(saved)}")
     return "\n".join(lines)

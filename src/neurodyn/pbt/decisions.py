@@ -67,8 +67,9 @@ def decide_after_generation(metrics: list[float], hyperparameters: list[dict[str
         following.append(explored)
     stop_reason = None
     if stopping.should_stop:
+        patience = settings.num_no_best_to_stop
         stop_reason = (f"no improvement of more than {settings.percent_change_to_stop}% for "
-                       f"{settings.num_no_best_to_stop} generations")
+                       f"{patience} generation{'s' if patience != 1 else ''}")
     elif generations_done >= settings.max_generations:
         stop_reason = f"max_generations ({settings.max_generations}) reached"
     return GenerationDecision(leader, new_best, copies, following, stopping, stop_reason, notes)

@@ -143,7 +143,8 @@ class PbtRun:
         state = self.store.load()
         if state is not None:
             if state.finished:
-                self.log(f"run already finished ({state.finished}) after {state.generation} generations")
+                self.log(f"run already finished ({state.finished}) after {state.generation} "
+                         f"generation{'s' if state.generation != 1 else ''}")
             else:
                 self.log(f"resuming after generation {state.generation} (best smoothed validation NLL "
                          f"{state.best_metric:.5f})")

@@ -51,21 +51,42 @@ def infer(model: LFADS, data: np.ndarray, num_samples: int = 50, batch_size: int
     """Rates, factors, observation parameters and latent posteriors of ``data`` ``(trials, T, N)`` (NaN = unobserved).
 
     The posteriors (IC and inferred inputs) are sampled ``num_samples`` times with dropout off and the
-    results averaged ("posterior sample and average"). ``ext_input`` ``(trials, T, ext_input_dim)``:
-    the trials' measured inputs (required exactly when the model has ``ext_input_dim`` > 0).
+    results averaged ("posterior sample and average").
 
-    Returns trials-first arrays:
+    Parameters
+    ----------
+    model : LFADS
+        A trained model, e.g. from ``neurodyn.train.run.load_trained_model``.
+    data : ndarray, shape (trials, T, N)
+        Observations in the unit the model was trained on; NaN = not observed.
+    num_samples : int, default 50
+        Posterior samples averaged per trial.
+    batch_size : int, default 512
+        Trials x samples evaluated at once (lower it when memory is short).
+    seed : int, default 0
+        Seed of the posterior samples (the result is reproducible).
+    ext_input : ndarray, shape (trials, T, ext_input_dim), optional
+        The trials' measured inputs (required exactly when the model has ``ext_input_dim`` > 0).
+    write_generator_states : bool, default False
+        Also return the generator states.
 
-    * ``rates`` ``(trials, T, N)`` (expected value per bin), ``factors`` ``(trials, T, F)`` and each named
-      observation parameter ``(trials, T, N)``, averaged over the samples;
-    * ``rates_posterior_mean`` ``(trials, T, N)`` from one pass at the posterior means;
-    * ``ic_mean``, ``ic_std`` ``(trials, ic_dim)``: the initial-condition posterior (the encoder's, the
-      same for every sample);
-    * with a controller only (``co_dim`` > 0; absent for an autonomous model): ``inferred_inputs``
-      ``(trials, T, co_dim)``, the controller outputs' posterior means, and ``inferred_inputs_std``
-      (same shape), their posterior standard deviations, each averaged over the samples like the rates
-      (each sample's controller follows its own initial-condition draw);
-    * with ``write_generator_states``: ``generator_states`` ``(trials, T, gen_dim)`` averaged over the samples.
+    Returns
+    -------
+    dict of ndarray
+        Trials-first arrays:
+
+        * ``rates`` ``(trials, T, N)`` (expected value per bin), ``factors`` ``(trials, T, F)`` and each
+          named observation parameter ``(trials, T, N)`` (e.g. ZIG ``q``, ``alpha``, ``beta``), averaged
+          over the samples;
+        * ``rates_posterior_mean`` ``(trials, T, N)`` from one pass at the posterior means;
+        * ``ic_mean``, ``ic_std`` ``(trials, ic_dim)``: the initial-condition posterior (the encoder's,
+          the same for every sample);
+        * with a controller only (``co_dim`` > 0; absent for an autonomous model): ``inferred_inputs``
+          ``(trials, T, co_dim)``, the controller outputs' posterior means, and ``inferred_inputs_std``
+          (same shape), their posterior standard deviations, each averaged over the samples like the
+          rates (each sample's controller follows its own initial-condition draw);
+        * with ``write_generator_states``: ``generator_states`` ``(trials, T, gen_dim)`` averaged over
+          the samples.
     """
     model.eval()
     device = next(model.parameters()).device
