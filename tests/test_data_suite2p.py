@@ -54,7 +54,9 @@ def write_suite2p_folder(folder, fluorescence, neuropil, fs=FRAME_RATE, ly=LINES
     np.save(folder / "stat.npy", np.array(stat, dtype=object), allow_pickle=True)
 
 
-SETTINGS = TwoPhotonSettings(trial_frames=TRIAL_FRAMES, subframe_bins=K, decay_s=DECAY_S, min_event_size=0.3)
+# The simulated indicator is instantaneous (AR(1) calcium, a jump per spike): both time constants are known.
+SETTINGS = TwoPhotonSettings(trial_frames=TRIAL_FRAMES, subframe_bins=K, decay_s=DECAY_S, min_event_size=0.3,
+                             indicator_rise_s=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +99,8 @@ def test_each_roi_is_observed_once_per_frame_in_its_scan_subbin(prepared):
     frame_ms, decay_ms = 1000 / FRAME_RATE, 1000 * DECAY_S
     expected_delay = decay_ms * np.log(2 / (1 + np.exp(-frame_ms / decay_ms)))
     assert prepared.attrs["event_delay_ms"] == pytest.approx(expected_delay, abs=0.1)
+    assert prepared.attrs["event_kinetics_source"] == "decay given, rise given"
+    assert (prepared.attrs["indicator_decay_ms"], prepared.attrs["indicator_rise_ms"]) == (decay_ms, 0.0)
 
 
 def test_events_are_the_corrected_traces_deconvolved_and_cut(recording, prepared):
