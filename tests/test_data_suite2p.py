@@ -191,8 +191,21 @@ def test_cli_prepare_2p_from_suite2p(recording, tmp_path, capsys):
                  str(tmp_path / "starts.txt"), "--trial-frames", str(TRIAL_FRAMES), "--subframe-bins", str(K),
                  "--decay-s", str(DECAY_S), "--min-event-size", "0.3"])
     assert code == 0
-    assert f"4 trials x {TRIAL_FRAMES * K} sub-frame bins" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"4 trials x {TRIAL_FRAMES * K} sub-frame bins" in out
     dataset = read_dataset(tmp_path / "run_data.h5")
     assert dataset.attrs["subframe_bins"] == K and len(dataset.attrs["scan_offsets"]) == 4
+    # the summary line and the file say which kinetics the event delay assumes, and where they came from
+    attrs = dataset.attrs
+    assert (attrs["indicator_decay_ms"], attrs["indicator_rise_ms"]) == (1000 * DECAY_S, 20.0)
+    assert attrs["event_kinetics_source"] == "decay given, rise assumed"
+    assert (f"by ~{attrs['event_delay_ms']:.0f} ms" in out
+            and "assuming indicator decay 400 ms and rise 20 ms (decay given, rise assumed;" in out)
+    assert main(["prepare", "2p", str(folder), str(tmp_path / "estimated.h5"), "--trial-starts",
+                 str(tmp_path / "starts.txt"), "--trial-frames", str(TRIAL_FRAMES), "--min-event-size", "0.3"]) == 0
+    estimated = read_dataset(tmp_path / "estimated.h5").attrs
+    assert estimated["event_kinetics_source"] == "decay estimated, rise assumed"
+    assert estimated["indicator_decay_rois"] == 4 and 200 < estimated["indicator_decay_ms"] < 600
+    assert f"decay {estimated['indicator_decay_ms']:.0f} ms" in capsys.readouterr().out
     assert main(["prepare", "2p", str(folder), str(tmp_path / "x.h5"), "--trial-frames", "10"]) == 2
     assert "give --trial-starts" in capsys.readouterr().err
