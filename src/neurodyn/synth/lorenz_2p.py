@@ -26,7 +26,12 @@ sub-bin; ``condition``. Each observation is one frame's event, in units of about
 inferred event rate while keeping sub-frame time resolution. An event sums the spikes of about
 the frame before the scan, seen through the indicator's rise, so it trails ``truth`` and
 ``latents``: ``attrs['event_delay_ms']`` is that delay (``data.event_timing``), which training
-removes by default (``event_delay_bins: auto``). The latent R^2 is the primary metric.
+removes by default (``event_delay_bins: auto``); ``indicator_decay_ms``, ``indicator_rise_ms`` and
+``event_kinetics_source`` ("decay given, rise given": the true kinetics) name what it assumes, as
+``neurodyn prepare 2p`` does for a recording. The latent R^2 is the primary metric.
+
+``make_lorenz_2p_recording`` returns the fluorescence behind the events (steps 1-3) as a recording
+for ``data.prepare_2p``, to test the real-data pipeline against the known truth.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 from neurodyn.data.deconvolution import deconvolve_traces
-from neurodyn.data.event_timing import calcium_kernel_peak, event_delay_ms
+from neurodyn.data.event_timing import calcium_kernel_peak, resolve_event_kinetics
 from neurodyn.data.prepare_2p import FluorescenceTraces
 from neurodyn.data.seed_format import NeuralDataset
 from neurodyn.data.subframe import bin_subframes
@@ -128,8 +133,9 @@ def make_lorenz_2p(
         "min_event_size": float(min_event_size),
         "deconvolution": "OASIS AR(1), known decay, L1, noise estimated, baseline 0",
         # median time from the spikes behind an event to its sample (data.event_timing): the
-        # training's event_delay_bins 'auto' moves events this much earlier
-        "event_delay_ms": event_delay_ms(1000.0 / frame_rate_hz, decay_ms, indicator_rise_ms=rise_ms),
+        # training's event_delay_bins 'auto' moves events this much earlier; with the kinetics it
+        # assumes (the true ones, AR(1) deconvolution), named as 'neurodyn prepare 2p' names them
+        **resolve_event_kinetics(frame_rate_hz, given_decay_ms=decay_ms, given_rise_ms=rise_ms).attrs(),
         "lorenz_speed": float(lorenz_speed),  # Lorenz time units per second
         "lorenz_sigma": SIGMA,
         "lorenz_rho": RHO,
