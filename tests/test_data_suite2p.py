@@ -138,6 +138,12 @@ def test_neuropil_correction_removes_the_neuropil_transient(recording):
     assert uncorrected.attrs["neuropil_coefficient"] == 0.0
 
 
+def test_bad_indicator_rise_is_an_error_before_deconvolving(recording):
+    _, traces, *_ = recording
+    with pytest.raises(NeurodynError, match=r"indicator rise time constant must be >= 0 seconds; got -0\.01"):
+        prepare_two_photon(traces, TRIAL_STARTS, TwoPhotonSettings(trial_frames=TRIAL_FRAMES, indicator_rise_s=-0.01))
+
+
 def test_scan_offsets_formula_and_range():
     np.testing.assert_allclose(scan_offsets([0, 31, 63], 64), [0.5 / 64, 31.5 / 64, 63.5 / 64])
     with pytest.raises(NeurodynError, match=r"lines must lie in \[0, 63\]"):

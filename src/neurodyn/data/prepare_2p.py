@@ -28,6 +28,7 @@ from neurodyn.errors import NeurodynError
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class FluorescenceTraces:
     """One imaging plane's traces as loaded from disk."""
@@ -104,6 +105,9 @@ def prepare_two_photon(traces: FluorescenceTraces, trial_starts_s, settings: Two
         raise NeurodynError(f"frames per trial must be a positive integer; got {settings.trial_frames}")
     if not settings.neuropil_coefficient >= 0:
         raise NeurodynError(f"neuropil coefficient must be >= 0; got {settings.neuropil_coefficient}")
+    rise = settings.indicator_rise_s
+    if rise is not None and not (np.isfinite(rise) and rise >= 0):
+        raise NeurodynError(f"indicator rise time constant must be >= 0 seconds; got {rise}")
     corrected = traces.fluorescence.astype(np.float64)
     if traces.neuropil is not None and settings.neuropil_coefficient > 0:
         corrected = corrected - settings.neuropil_coefficient * traces.neuropil
@@ -142,9 +146,6 @@ def event_kinetics(ar_coefficients: np.ndarray, frame_rate_hz: float, settings: 
     fitted = None
     if settings.decay_s is None:  # OASIS fitted an AR(1) model to each trace (a rise needs a given decay)
         fitted = ar1_decay_ms(np.asarray(ar_coefficients)[..., 0], frame_rate_hz)
-    if settings.indicator_rise_s is not None and not (np.isfinite(settings.indicator_rise_s)
-                                                       and settings.indicator_rise_s >= 0):
-        raise NeurodynError(f"indicator rise time constant must be >= 0 seconds; got {settings.indicator_rise_s}")
     return resolve_event_kinetics(
         frame_rate_hz, deconvolution_rise_ms=1000.0 * settings.rise_s,
         given_decay_ms=None if settings.decay_s is None else 1000.0 * settings.decay_s,
