@@ -79,3 +79,22 @@ def test_bad_settings_and_oasis_failures_become_neurodyn_errors(monkeypatch):
     monkeypatch.setattr(functions, "deconvolve", failing)
     with pytest.raises(NeurodynError, match=r"traces\[0\]: OASIS deconvolution failed: ValueError: g must be positive"):
         deconvolve_traces(traces, FRAME_RATE, decay_s=DECAY_S)
+
+
+def test_fits_report_the_ar1_model_each_trace_was_deconvolved_with():
+    from neurodyn.data.deconvolution import ar1_decay_ms, deconvolve_traces_with_fits
+
+    traces, _ = _simulated_traces(np.random.default_rng(4), 3, 1500)
+    given = deconvolve_traces_with_fits(traces, FRAME_RATE, decay_s=DECAY_S)
+    assert given.ar_coefficients.shape == (3, 1)
+    np.testing.assert_allclose(given.ar_coefficients, np.exp(-1 / (FRAME_RATE * DECAY_S)), rtol=1e-12)
+    np.testing.assert_array_equal(given.events, deconvolve_traces(traces, FRAME_RATE, decay_s=DECAY_S))
+    many, _ = _simulated_traces(np.random.default_rng(5), 9, 1500)
+    fitted = deconvolve_traces_with_fits(many, FRAME_RATE)  # OASIS estimates g per trace (shrunk by 2%)
+    decays = ar1_decay_ms(fitted.ar_coefficients[:, 0], FRAME_RATE)
+    assert np.median(decays) == pytest.approx(1000 * DECAY_S, rel=0.2)  # noisy per trace, the median is close
+    np.testing.assert_allclose(decays, 1000 * DECAY_S, rtol=0.5)
+    # closed form: g = exp(-frame / tau) -> tau; no decay (g >= 1) is inf, no fit (g <= 0, NaN) is NaN
+    np.testing.assert_allclose(ar1_decay_ms(np.array([np.exp(-0.1), np.exp(-2.0)]), 50.0), [200.0, 10.0], rtol=1e-12)
+    edge = ar1_decay_ms(np.array([1.0, 1.5, 0.0, -0.3, np.nan]), 30.0)
+    assert np.isinf(edge[:2]).all() and np.isnan(edge[2:]).all()

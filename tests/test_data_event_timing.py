@@ -151,3 +151,91 @@ def test_files_without_a_delay_are_not_moved_and_a_delay_without_bin_width_is_an
 def test_config_rejects_a_negative_delay():
     with pytest.raises(NeurodynError, match="event_delay_bins.*'auto' or an integer >= 0"):
         validate_config({"event_delay_bins": -1})
+
+
+# -- the kinetics a real recording's delay assumes (prepare 2p) -------------------------------------------------
+
+DEFAULT_RISE_MS = 20.0  # the synthetic set's default indicator rise
+SYNTHETIC = dict(num_neurons=60, num_frames=24, subframe_bins=8, num_conditions=6, trials_per_condition=6,
+                 lorenz_speed=6.0, seed=3)
+
+
+def _best_lag(events: np.ndarray, truth: np.ndarray, max_lag: int = 16) -> int:
+    """The lag (bins) that best lines up events with the true rates (correlation over observed entries)."""
+    observed = ~np.isnan(events)
+
+    def correlation(lag: int) -> float:
+        return float(np.corrcoef(events[:, lag:][observed[:, lag:]],
+                                 truth[:, :events.shape[1] - lag][observed[:, lag:]])[0, 1])
+
+    return max(range(max_lag + 1), key=correlation)
+
+
+def _prepare_synthetic(**settings):
+    pytest.importorskip("oasis")
+    from neurodyn.data.prepare_2p import TwoPhotonSettings, prepare_two_photon
+    from neurodyn.synth.lorenz_2p import make_lorenz_2p_recording
+
+    kinetics = {k: settings.pop(k) for k in ("rise_ms", "decay_ms") if k in settings}
+    synthetic = make_lorenz_2p(**SYNTHETIC, **kinetics)
+    recording, starts = make_lorenz_2p_recording(**SYNTHETIC, **kinetics)
+    prepared = prepare_two_photon(recording, starts, TwoPhotonSettings(
+        trial_frames=SYNTHETIC["num_frames"], subframe_bins=SYNTHETIC["subframe_bins"], min_event_size=0.1,
+        **settings))
+    return synthetic, prepared
+
+
+def test_prepare_2p_on_a_synthetic_recording_estimates_the_decay_and_removes_the_true_delay():
+    """The synthetic set's own fluorescence through prepare 2p with no kinetics given: the decay is estimated from
+    the deconvolution's AR(1) fits, the rise assumed; the delay written is the lag that lines the prepared events up
+    with the true rates, and the old default (an instantaneous indicator: about half a frame) is not."""
+    synthetic, prepared = _prepare_synthetic()
+    attrs = prepared.attrs
+    assert np.array_equal(np.isnan(prepared.data), np.isnan(synthetic.data))  # same trials, same sub-bins
+    assert attrs["event_kinetics_source"] == "decay estimated, rise assumed"
+    assert attrs["indicator_decay_rois"] == SYNTHETIC["num_neurons"]
+    assert attrs["indicator_decay_ms"] == pytest.approx(300.0, rel=0.15)  # the generator's decay
+    assert (attrs["indicator_rise_ms"], attrs["deconvolution_rise_ms"]) == (20.0, 0.0)
+    assert attrs["event_delay_ms"] == pytest.approx(synthetic.attrs["event_delay_ms"], abs=1.0)
+    best = _best_lag(prepared.data, synthetic.truth)
+    assert abs(best - attrs["event_delay_ms"] / attrs["bin_ms"]) <= 1.5, (best, attrs["event_delay_ms"])
+    half_frame_bins = SYNTHETIC["subframe_bins"] / 2
+    assert abs(best - half_frame_bins) > 2
+
+
+def test_given_kinetics_are_used_and_labelled_given():
+    """A slower indicator (rise 50 ms): with its kinetics given, the delay is the synthetic pipeline's, and the
+    prepared events trail the true rates as the synthetic set's events do (a slow rise skews the event kernel, so
+    the correlation peak sits before its median: compare like with like)."""
+    synthetic, prepared = _prepare_synthetic(rise_ms=50.0, decay_s=0.3, indicator_rise_s=0.05)
+    attrs = prepared.attrs
+    assert attrs["event_kinetics_source"] == "decay given, rise given"
+    assert (attrs["indicator_decay_ms"], attrs["indicator_rise_ms"], attrs["indicator_decay_rois"]) == (300.0, 50.0, 0)
+    assert attrs["event_delay_ms"] == pytest.approx(synthetic.attrs["event_delay_ms"], abs=0.01)
+    assert attrs["event_delay_ms"] > 1.5 * event_delay_ms(32.0, 300.0, DEFAULT_RISE_MS)  # the rise matters
+    assert abs(_best_lag(prepared.data, synthetic.truth) - _best_lag(synthetic.data, synthetic.truth)) <= 1
+
+
+def test_resolved_kinetics_sources_and_fallbacks():
+    from neurodyn.data.event_timing import DEFAULT_INDICATOR_RISE_MS, resolve_event_kinetics
+
+    fitted = np.array([250.0, np.nan, 310.0, np.inf, 280.0, -1.0])  # NaN / negative: no fit; inf: no decay
+    kinetics = resolve_event_kinetics(30.0, fitted_decays_ms=fitted)
+    assert (kinetics.decay_ms, kinetics.decay_rois, kinetics.source) == (295.0, 4, "decay estimated, rise assumed")
+    assert kinetics.rise_ms == DEFAULT_INDICATOR_RISE_MS
+    assert kinetics.delay_ms == event_delay_ms(1000 / 30, 295.0, DEFAULT_INDICATOR_RISE_MS)
+    assert "median of 4 ROIs' OASIS AR(1) fits" in kinetics.describe()
+    # No usable fit: decay taken as much longer than a frame; an instantaneous rise given gives half a frame.
+    nothing = resolve_event_kinetics(30.0, given_rise_ms=0.0, fitted_decays_ms=np.array([np.nan]))
+    assert nothing.source == "decay assumed, rise given" and math.isinf(nothing.decay_ms)
+    assert nothing.delay_ms == pytest.approx(1000 / 30 / 2, abs=0.05)
+    # An AR(2) deconvolution's rise is the indicator's unless another is given.
+    ar2 = resolve_event_kinetics(30.0, deconvolution_rise_ms=40.0, given_decay_ms=400.0)
+    assert (ar2.rise_ms, ar2.source) == (40.0, "decay given, rise given")
+    assert ar2.delay_ms == event_delay_ms(1000 / 30, 400.0, 40.0, 40.0)
+    assert set(ar2.attrs()) == {"event_delay_ms", "indicator_decay_ms", "indicator_rise_ms", "deconvolution_rise_ms",
+                                "event_kinetics_source", "indicator_decay_rois"}
+    with pytest.raises(NeurodynError, match="indicator_rise_ms"):
+        resolve_event_kinetics(30.0, given_rise_ms=-5.0)
+    with pytest.raises(NeurodynError, match="frame rate"):
+        resolve_event_kinetics(0.0)

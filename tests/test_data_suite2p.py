@@ -54,7 +54,9 @@ def write_suite2p_folder(folder, fluorescence, neuropil, fs=FRAME_RATE, ly=LINES
     np.save(folder / "stat.npy", np.array(stat, dtype=object), allow_pickle=True)
 
 
-SETTINGS = TwoPhotonSettings(trial_frames=TRIAL_FRAMES, subframe_bins=K, decay_s=DECAY_S, min_event_size=0.3)
+# The simulated indicator is instantaneous (AR(1) calcium, a jump per spike): both time constants are known.
+SETTINGS = TwoPhotonSettings(trial_frames=TRIAL_FRAMES, subframe_bins=K, decay_s=DECAY_S, min_event_size=0.3,
+                             indicator_rise_s=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +99,8 @@ def test_each_roi_is_observed_once_per_frame_in_its_scan_subbin(prepared):
     frame_ms, decay_ms = 1000 / FRAME_RATE, 1000 * DECAY_S
     expected_delay = decay_ms * np.log(2 / (1 + np.exp(-frame_ms / decay_ms)))
     assert prepared.attrs["event_delay_ms"] == pytest.approx(expected_delay, abs=0.1)
+    assert prepared.attrs["event_kinetics_source"] == "decay given, rise given"
+    assert (prepared.attrs["indicator_decay_ms"], prepared.attrs["indicator_rise_ms"]) == (decay_ms, 0.0)
 
 
 def test_events_are_the_corrected_traces_deconvolved_and_cut(recording, prepared):
@@ -132,6 +136,12 @@ def test_neuropil_correction_removes_the_neuropil_transient(recording):
     assert np.nansum(corrected.data[bump_trial, window]) == 0
     assert (np.nansum(uncorrected.data[bump_trial, window], axis=0) > 1.0).all()
     assert uncorrected.attrs["neuropil_coefficient"] == 0.0
+
+
+def test_bad_indicator_rise_is_an_error_before_deconvolving(recording):
+    _, traces, *_ = recording
+    with pytest.raises(NeurodynError, match=r"indicator rise time constant must be >= 0 seconds; got -0\.01"):
+        prepare_two_photon(traces, TRIAL_STARTS, TwoPhotonSettings(trial_frames=TRIAL_FRAMES, indicator_rise_s=-0.01))
 
 
 def test_scan_offsets_formula_and_range():
@@ -187,8 +197,21 @@ def test_cli_prepare_2p_from_suite2p(recording, tmp_path, capsys):
                  str(tmp_path / "starts.txt"), "--trial-frames", str(TRIAL_FRAMES), "--subframe-bins", str(K),
                  "--decay-s", str(DECAY_S), "--min-event-size", "0.3"])
     assert code == 0
-    assert f"4 trials x {TRIAL_FRAMES * K} sub-frame bins" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"4 trials x {TRIAL_FRAMES * K} sub-frame bins" in out
     dataset = read_dataset(tmp_path / "run_data.h5")
     assert dataset.attrs["subframe_bins"] == K and len(dataset.attrs["scan_offsets"]) == 4
+    # the summary line and the file say which kinetics the event delay assumes, and where they came from
+    attrs = dataset.attrs
+    assert (attrs["indicator_decay_ms"], attrs["indicator_rise_ms"]) == (1000 * DECAY_S, 20.0)
+    assert attrs["event_kinetics_source"] == "decay given, rise assumed"
+    assert (f"by ~{attrs['event_delay_ms']:.0f} ms" in out
+            and "assuming indicator decay 400 ms and rise 20 ms (decay given, rise assumed;" in out)
+    assert main(["prepare", "2p", str(folder), str(tmp_path / "estimated.h5"), "--trial-starts",
+                 str(tmp_path / "starts.txt"), "--trial-frames", str(TRIAL_FRAMES), "--min-event-size", "0.3"]) == 0
+    estimated = read_dataset(tmp_path / "estimated.h5").attrs
+    assert estimated["event_kinetics_source"] == "decay estimated, rise assumed"
+    assert estimated["indicator_decay_rois"] == 4 and 200 < estimated["indicator_decay_ms"] < 600
+    assert f"decay {estimated['indicator_decay_ms']:.0f} ms" in capsys.readouterr().out
     assert main(["prepare", "2p", str(folder), str(tmp_path / "x.h5"), "--trial-frames", "10"]) == 2
     assert "give --trial-starts" in capsys.readouterr().err

@@ -14,9 +14,12 @@ from neurodyn.observation.zig import ZeroInflatedGamma, zig_nll
 
 
 def _scipy_zig_nll(q, alpha, beta, x, s_min):
-    """Independent ZIG NLL: SciPy's gamma with its support shifted by loc = s_min."""
+    """Independent ZIG NLL: SciPy's gamma with its support shifted by loc = s_min. Above s_min the
+    mixture's density q * gamma.pdf; at or below it the mixture's probability of "x <= s_min",
+    (1 - q) + q * gamma.cdf(s_min)."""
     event = -np.log(q) - stats.gamma.logpdf(x, a=alpha, loc=s_min, scale=1.0 / beta)
-    return np.where(x > 0, event, -np.log1p(-q))
+    censored = -np.log((1 - q) + q * stats.gamma.cdf(s_min, a=alpha, loc=s_min, scale=1.0 / beta))
+    return np.where(x > s_min, event, censored)
 
 
 def _sigmoid(x):
@@ -29,9 +32,10 @@ def test_zig_nll_matches_scipy_on_both_branches():
     q, alpha, beta = rng.uniform(0.05, 0.95, n), rng.uniform(0.5, 15, n), rng.uniform(0.5, 19, n)
     s_min = 0.07
     x = np.where(rng.random(n) < 0.5, 0.0, s_min + rng.gamma(2.0, 0.3, n))
+    x[:20] = np.linspace(2e-6, s_min, 20)  # small values between the zero tolerance and s_min, s_min itself
     ours = zig_nll(*(torch.tensor(v) for v in (q, alpha, beta, x)), s_min).numpy()
     np.testing.assert_allclose(ours, _scipy_zig_nll(q, alpha, beta, x, s_min), rtol=1e-10)
-    assert (x == 0).sum() > 50 and (x > 0).sum() > 50
+    assert (x == 0).sum() > 50 and (x > s_min).sum() > 50
 
 
 def test_model_maps_readout_to_q_alpha_beta_and_mean():
@@ -207,6 +211,7 @@ def test_pairwise_log_likelihood_sums_scipy_zig_over_observed_entries():
     rng = np.random.default_rng(5)
     readout = torch.tensor(rng.normal(0, 1, size=(4, 2, 3, 3)))  # 4 candidates, T=2, N=3, P=3
     target = np.where(rng.random((5, 2, 3)) < 0.5, 0.0, 0.1 + rng.gamma(2.0, 0.3, (5, 2, 3)))
+    target[0, 0], target[1, 1, :2] = 0.05, [1e-3, 0.1]  # at or below s_min: the censored zero class
     observed = rng.random((5, 2, 3)) < 0.7
     params = {k: v.detach().numpy() for k, v in model.named_params(readout).items()}
     expected = np.array([[-_scipy_zig_nll(params["q"][m], params["alpha"][m], params["beta"][m], target[b], 0.1)
@@ -216,3 +221,93 @@ def test_pairwise_log_likelihood_sums_scipy_zig_over_observed_entries():
     # The base class's entry-by-entry blocks (one trial per block here) give the same matrix.
     generic = super(ZeroInflatedGamma, model).pairwise_log_likelihood(*args, max_entries=1)
     np.testing.assert_allclose(generic.detach().numpy(), expected, rtol=1e-10)
+
+
+def test_values_at_or_below_s_min_score_as_zeros_and_never_reward_a_model():
+    """A value between the zero tolerance and s_min is the class "x <= s_min" (probability 1 - q): its NLL is
+    that of a zero, >= 0, and independent of alpha and beta, even where the gamma density near s_min is
+    unbounded (alpha < 1) and scoring it as an event just above s_min would reward the model."""
+    s_min = 0.2
+    model = ZeroInflatedGamma(3, s_min=s_min).double()
+    readout = torch.tensor([[[0.3, -3.0, 2.0], [-1.0, 0.5, -0.5], [2.0, -6.0, 4.0]]], dtype=torch.float64,
+                           requires_grad=True)
+    below = torch.tensor([[1e-4, 0.15, s_min]], dtype=torch.float64)
+    nll = model.elementwise_nll(readout, below)
+    nll.sum().backward()
+    params = {k: v.detach().numpy() for k, v in model.named_params(readout).items()}
+    assert params["alpha"].min() < 1  # the density just above s_min is unbounded for this neuron
+    np.testing.assert_allclose(nll.detach().numpy(), _scipy_zig_nll(params["q"], params["alpha"], params["beta"],
+                                                                     below.numpy(), s_min), rtol=1e-12)
+    with torch.no_grad():
+        np.testing.assert_array_equal(nll.numpy(), model.elementwise_nll(readout, torch.zeros_like(below)).numpy())
+    assert (nll.detach() >= 0).all()
+    assert (readout.grad[..., 1:] == 0).all() and (readout.grad[..., 0] != 0).all()
+
+
+def test_no_scale_or_readout_value_gives_nan_loss_or_gradients():
+    """Scales driven to or below zero and saturated sigmoids: alpha and beta stay >= the floor, loss and gradients
+    finite, and a scale at or a little below zero still gets a gradient (it can recover)."""
+    for dtype in (torch.float32, torch.float64):
+        model = ZeroInflatedGamma(4, s_min=0.1, l2_gamma_distance_scale=1e-4).to(dtype)
+        with torch.no_grad():
+            model.gamma_scales.scales.copy_(torch.tensor([[0.0, -0.02, -5.0, -1e4], [0.0, -1e4, 1e-3, -0.02]]))
+        raw = np.zeros((6, 4, 3))
+        raw[0], raw[1], raw[2] = 200.0, -200.0, np.array([-200.0, 200.0, -200.0])
+        readout = torch.tensor(raw, dtype=dtype, requires_grad=True)
+        target = torch.tensor(np.tile([[0.0, 0.05, 0.3, 4.0]], (6, 1)), dtype=dtype)
+        loss = model.elementwise_nll(readout, target).sum() + model.penalty()
+        loss.backward()
+        params = {k: v.detach() for k, v in model.named_params(readout).items()}
+        assert torch.isfinite(loss) and torch.isfinite(readout.grad).all()
+        scale_grad = model.gamma_scales.scales.grad
+        assert torch.isfinite(scale_grad).all()
+        assert (params["alpha"] >= 1e-4).all() and (params["beta"] >= 1e-4).all()  # compared in dtype
+        assert torch.isfinite(model.mean(readout)).all()
+        assert scale_grad[0, 0] != 0 and scale_grad[0, 1] != 0  # NLL and penalty gradient at s = 0 and s < 0
+
+    from neurodyn.observation.gamma import Gamma
+
+    gamma = Gamma(2)
+    with torch.no_grad():
+        gamma.gamma_scales.scales.fill_(-1.0)
+    readout = torch.full((3, 2, 2), -150.0, requires_grad=True)
+    loss = gamma.elementwise_nll(readout, torch.full((3, 2), 0.7)).sum()
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(readout.grad).all()
+
+
+def test_effective_scale_is_the_scale_itself_in_the_usual_range_and_positive_below():
+    model = ZeroInflatedGamma(3).double()
+    with torch.no_grad():
+        model.gamma_scales.scales.copy_(torch.tensor([[0.25, 1.0, 20.0], [0.0, -0.01, -3.0]], dtype=torch.float64))
+    effective = model.gamma_scales.effective_scales().detach().numpy()
+    np.testing.assert_array_equal(effective[0], [0.25, 1.0, 20.0])
+    # SCALE_SOFTNESS x softplus(s / SCALE_SOFTNESS), by NumPy: 0.01 log(1 + exp(100 s))
+    np.testing.assert_allclose(effective[1], 0.01 * np.log1p(np.exp(100 * np.array([0.0, -0.01, -3.0]))), rtol=1e-12)
+    assert (effective > 0).all()
+
+
+def test_s_min_auto_is_not_decided_by_one_outlier_which_then_counts_as_zero():
+    rng = np.random.default_rng(6)
+    clean = _events(rng, (40, 20, 3), 0.3)
+    clean_options = ZeroInflatedGamma.options_from_config(LfadsConfig(observation="zig"), clean)
+    assert clean_options["s_min"] == pytest.approx(0.9 * clean[clean > 0].min(), rel=1e-12)  # threshold-cut data
+    with_outlier = clean.copy()
+    zero_entries = np.argwhere(clean[..., 1] == 0)
+    trial, time = zero_entries[0]
+    with_outlier[trial, time, 1] = 1e-4  # one stray tiny event (a deconvolution fragment)
+    options = ZeroInflatedGamma.options_from_config(LfadsConfig(observation="zig"), with_outlier)
+    assert options["s_min"] == clean_options["s_min"]
+    # The outlier lies below s_min: it is a zero for the likelihood and for the starting event fraction.
+    assert options["initial_event_fraction"] == clean_options["initial_event_fraction"]
+    model = ZeroInflatedGamma(3, s_min=options["s_min"]).double()
+    readout = torch.tensor(rng.normal(0, 1, (1, 3, 3)))
+    with torch.no_grad():
+        assert (model.elementwise_nll(readout, torch.tensor([[0.0, 1e-4, 0.0]], dtype=torch.float64))
+                == model.elementwise_nll(readout, torch.zeros(1, 3, dtype=torch.float64))).all()
+    # Events spread down to zero (no detection threshold): s_min sits at the lower edge of the bulk, and
+    # only a small fraction of the events falls below it.
+    spread = np.where(rng.random((40, 20, 3)) < 0.3, rng.exponential(1.0, (40, 20, 3)), 0.0)
+    s_min = ZeroInflatedGamma.options_from_config(LfadsConfig(observation="zig"), spread)["s_min"]
+    events = spread[spread > 0]
+    assert 0 < s_min < np.quantile(events, 0.01) and (events <= s_min).mean() < 0.01

@@ -138,3 +138,28 @@ def test_short_zig_training_run_gives_finite_rates_and_zig_parameters(tiny):
         params = {k: v.numpy() for k, v in trainer.model.observation.named_params(readout).items()}
     expected = params["q"] * (params["alpha"] / params["beta"] + trainer.config.s_min)
     np.testing.assert_allclose(inferred["rates_posterior_mean"], expected, rtol=1e-5)
+
+
+def test_recording_is_the_fluorescence_behind_the_events_and_kinetics_are_named(tiny):
+    from neurodyn.data.deconvolution import deconvolve_traces
+    from neurodyn.data.event_timing import event_delay_ms
+    from neurodyn.data.subframe import bin_subframes
+    from neurodyn.errors import NeurodynError
+    from neurodyn.synth.lorenz_2p import make_lorenz_2p_recording
+
+    recording, starts = make_lorenz_2p_recording(**TINY)
+    frames_per_trial = TINY["iti_frames"] + TINY["num_frames"]
+    assert recording.fluorescence.shape == (12, 24 * frames_per_trial) and recording.neuropil is None
+    np.testing.assert_allclose(starts * recording.frame_rate_hz, np.arange(24) * frames_per_trial + TINY["iti_frames"])
+    # Deconvolved as the generator does (known decay, baseline 0) and binned at each scan line: the set's events.
+    events = deconvolve_traces(recording.fluorescence, recording.frame_rate_hz, decay_s=0.3, baseline=0.0,
+                               min_event_size=0.1)
+    events = events.reshape(12, 24, frames_per_trial)[:, :, TINY["iti_frames"]:].transpose(1, 2, 0)
+    offsets = (recording.roi_lines + 0.5) / recording.lines_per_frame
+    np.testing.assert_allclose(bin_subframes(events, offsets, TINY["subframe_bins"]), tiny.data, rtol=1e-6, atol=1e-7)
+    attrs = tiny.attrs
+    assert attrs["event_kinetics_source"] == "decay given, rise given"
+    assert (attrs["indicator_decay_ms"], attrs["indicator_rise_ms"], attrs["deconvolution_rise_ms"]) == (300.0, 20.0, 0.0)
+    assert attrs["event_delay_ms"] == event_delay_ms(32.0, 300.0, 20.0)
+    with pytest.raises(NeurodynError, match=r"unknown setting\(s\) \['neurons'\]"):
+        make_lorenz_2p_recording(neurons=3)

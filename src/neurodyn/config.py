@@ -36,8 +36,11 @@ class LfadsConfig(BaseModel):
                                                    "calcium events, RADICaL) or gamma (rectified EMG)")
 
     # -- observation-model settings (used by the models that need them) ------------------------
-    s_min: float | Literal["auto"] = Field("auto", description="ZIG: smallest event size; 'auto' = just below the "
-                                                               "smallest non-zero observed event")
+    s_min: float | Literal["auto"] = Field(
+        "auto", description="ZIG: smallest event size; observed values at or below it count as zero (no event). "
+                            "'auto' = 0.9 x the smallest non-zero training event that is at least half the 1% "
+                            "quantile of the non-zero training events (just below the smallest event, unless a few "
+                            "stray tiny events lie far below the rest: those count as zero)")
     gamma_prior: float = Field(20.0, gt=0.0, description="ZIG/Gamma: prior value of the trainable sigmoid scales")
     l2_gamma_distance_scale: float = Field(1e-4, ge=0.0, description="ZIG/Gamma: penalty on scales' distance to the prior")
     temporal_shift_std: float = Field(0.0, ge=0.0, description="EMG augmentation: std (bins) of per-channel shifts; 0 = off")

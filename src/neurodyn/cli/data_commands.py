@@ -200,11 +200,13 @@ def _run_prepare_2p(args: argparse.Namespace) -> int:
                                  rise_s=args.rise_s, min_event_size=args.min_event_size)
     dataset = prepare_two_photon(traces, starts, settings)
     write_dataset(args.output, dataset)
+    attrs = dataset.attrs
     print(f"wrote {args.output}: {dataset.num_trials} trials x {dataset.num_samples} sub-frame bins of "
-          f"{dataset.attrs['bin_ms']:.3g} ms ({args.trial_frames} frames x {args.subframe_bins}) x "
+          f"{attrs['bin_ms']:.3g} ms ({args.trial_frames} frames x {args.subframe_bins}) x "
           f"{dataset.num_neurons} ROIs at {traces.frame_rate_hz:g} Hz; each ROI observed once per frame; events "
-          f"trail the spikes by ~{dataset.attrs['event_delay_ms']:.0f} ms (event_delay_ms; training removes "
-          "it by default)")
+          f"trail the spikes by ~{attrs['event_delay_ms']:.0f} ms (event_delay_ms; training removes it by default), "
+          f"assuming indicator decay {attrs['indicator_decay_ms']:.0f} ms and rise {attrs['indicator_rise_ms']:.0f} ms "
+          f"({attrs['event_kinetics_source']}; --decay-s and --rise-s set them)")
     return 0
 
 

@@ -7,6 +7,8 @@ noise and finds the sparsest events consistent with the noise level (Friedrich, 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from neurodyn.errors import NeurodynError
@@ -17,10 +19,31 @@ PENALTIES = {"l1": 1, "l0": 0}
 RESIDUE_FRACTION = 1e-9
 
 
+@dataclass(frozen=True)
+class Deconvolution:
+    """Events and the AR model each trace was deconvolved with."""
+
+    events: np.ndarray  # (..., frames) event sizes >= 0
+    ar_coefficients: np.ndarray  # (..., p): OASIS's g per trace (AR(1): [g_decay]; AR(2): [g1, g2]), fitted or given
+    frame_rate_hz: float
+
+
 def deconvolve_traces(traces: np.ndarray, frame_rate_hz: float, decay_s: float | None = None, rise_s: float = 0.0,
                       noise_std: float | None = None, baseline: float | None = None, penalty: str = "l1",
                       min_event_size: float = 0.0, source: str = "traces") -> np.ndarray:
     """Event sizes ``(..., frames)`` (>= 0, same shape) from fluorescence ``traces`` ``(..., frames)``.
+
+    The events of ``deconvolve_traces_with_fits`` (see there for the arguments).
+    """
+    return deconvolve_traces_with_fits(traces, frame_rate_hz, decay_s, rise_s, noise_std, baseline, penalty,
+                                       min_event_size, source).events
+
+
+def deconvolve_traces_with_fits(traces: np.ndarray, frame_rate_hz: float, decay_s: float | None = None,
+                                rise_s: float = 0.0, noise_std: float | None = None, baseline: float | None = None,
+                                penalty: str = "l1", min_event_size: float = 0.0,
+                                source: str = "traces") -> Deconvolution:
+    """Events ``(..., frames)`` from fluorescence ``traces`` ``(..., frames)``, and each trace's AR coefficients.
 
     Each trace (one per leading index, e.g. per neuron) is deconvolved on its own.
     frame_rate_hz: samples per second; decay_s / rise_s: the indicator's time constants in
@@ -28,7 +51,9 @@ def deconvolve_traces(traces: np.ndarray, frame_rate_hz: float, decay_s: float |
     > 0: AR(2)); noise_std: trace noise std (None: estimated per trace); baseline: fluorescence
     baseline (None: fitted, >= 0); penalty: "l1" or "l0" sparsity; min_event_size: events
     smaller than this are set to zero afterwards (L1 leaves many tiny fragments). Event sizes are
-    in the trace's units (the calcium jump an event causes).
+    in the trace's units (the calcium jump an event causes). ``ar_coefficients`` ``(..., 1)`` for
+    AR(1) (``[g]``, ``g = exp(-frame period / decay)``), ``(..., 2)`` for AR(2): the model OASIS
+    fitted to the trace, or the one the given time constants define.
     """
     functions = _oasis_functions()
     traces = np.asarray(traces, dtype=np.float64)
@@ -36,6 +61,8 @@ def deconvolve_traces(traces: np.ndarray, frame_rate_hz: float, decay_s: float |
     if not min_event_size >= 0:
         raise NeurodynError(f"min_event_size must be non-negative; got {min_event_size}")
     events = np.empty_like(traces)
+    order = 2 if rise_s else 1
+    coefficients = np.full((*traces.shape[:-1], order), np.nan)
     for index in np.ndindex(traces.shape[:-1]):
         trace = traces[index]
         where = f"{source}{list(index) if index else ''}"
@@ -52,7 +79,20 @@ def deconvolve_traces(traces: np.ndarray, frame_rate_hz: float, decay_s: float |
             raise NeurodynError(f"{where}: OASIS deconvolution returned non-finite events")
         tolerance = max(RESIDUE_FRACTION * float(np.ptp(trace)), min_event_size)
         events[index] = np.where(sizes > tolerance, sizes, 0.0)
-    return events
+        coefficients[index] = np.ravel(np.asarray(result.g, dtype=np.float64))[:order]
+    return Deconvolution(events=events, ar_coefficients=coefficients, frame_rate_hz=float(frame_rate_hz))
+
+
+def ar1_decay_ms(ar_coefficients: np.ndarray, frame_rate_hz: float) -> np.ndarray:
+    """Decay time constant (ms) of each AR(1) coefficient ``g`` ``(...,)``: ``-frame period / ln g``.
+
+    ``g >= 1`` (no decay within the trace) gives inf, ``g <= 0`` or NaN (no fit) gives NaN.
+    """
+    g = np.asarray(ar_coefficients, dtype=np.float64)
+    frame_ms = 1000.0 / frame_rate_hz
+    with np.errstate(divide="ignore", invalid="ignore"):
+        decay = np.where(g >= 1, np.inf, -frame_ms / np.log(np.where(g > 0, g, np.nan)))
+    return np.where(g > 0, decay, np.nan)
 
 
 def _oasis_functions():

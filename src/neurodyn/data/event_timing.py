@@ -15,11 +15,20 @@ median of ``w`` (the time by which half of an event's spike weight lies further 
 removes a delay of ``d`` bins by running ``d`` bins past the data (``append_unobserved_bins``) and
 reading its rates ``d`` bins later: its rate at bin ``t`` is then fit to the event of bin
 ``t + d``. ``advance_events`` moves observations the same way for comparison with such rates.
+
+On a real recording the kinetics come from what is known (``EventKinetics``): a decay given by
+the user or estimated from the data (the median over ROIs of the decay of OASIS's AR(1) fit to
+each trace, the model the events were deconvolved with); a rise given by the user (or the AR(2)
+deconvolution's), otherwise assumed (``DEFAULT_INDICATOR_RISE_MS``, GCaMP6f-like, as in the
+synthetic set). An AR(1) deconvolution does not see the rise, and a rise much shorter than a frame
+cannot be fitted reliably from frame-rate traces whose firing rates vary; the assumption is stated
+in the data file (``event_kinetics_source``) rather than hidden.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -87,6 +96,90 @@ def event_delay_ms(frame_period_ms: float, decay_ms: float | None, indicator_ris
     weight = event_kernel(u, frame_s, decay_s, indicator_rise_ms / 1000.0, deconvolution_rise_ms / 1000.0)
     cumulative = np.cumsum(weight)
     return float(1000.0 * u[np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
+DEFAULT_INDICATOR_RISE_MS = 20.0  # assumed rise when none is given: GCaMP6f-like, as the synthetic 2p set
+
+
+@dataclass(frozen=True)
+class EventKinetics:
+    """The indicator kinetics an event delay assumes, and where each number came from.
+
+    ``decay_source``: "given", "estimated" (median over ``decay_rois`` ROIs' fitted decays) or
+    "assumed" (no usable fit: much longer than a frame, ``decay_ms`` inf); ``rise_source``:
+    "given" or "assumed". ``deconvolution_rise_ms`` is the rise of the deconvolution's own model
+    (0 = AR(1)).
+    """
+
+    frame_period_ms: float
+    decay_ms: float
+    rise_ms: float
+    deconvolution_rise_ms: float
+    decay_source: str
+    rise_source: str
+    decay_rois: int = 0
+
+    def __post_init__(self):
+        self.delay_ms  # noqa: B018 -- computing it checks every value (one clear error naming the bad one)
+
+    @property
+    def delay_ms(self) -> float:
+        """Median delay (ms) between the spikes an event reports and its sample (``event_delay_ms``)."""
+        return event_delay_ms(self.frame_period_ms, None if math.isinf(self.decay_ms) else self.decay_ms,
+                              self.rise_ms, self.deconvolution_rise_ms)
+
+    @property
+    def source(self) -> str:
+        """``"decay <source>, rise <source>"``, e.g. ``"decay estimated, rise assumed"``."""
+        return f"decay {self.decay_source}, rise {self.rise_source}"
+
+    def attrs(self) -> dict:
+        """The data file's attributes: ``event_delay_ms``, ``indicator_decay_ms``, ``indicator_rise_ms``,
+        ``deconvolution_rise_ms``, ``event_kinetics_source``, ``indicator_decay_rois``."""
+        return {"event_delay_ms": self.delay_ms, "indicator_decay_ms": float(self.decay_ms),
+                "indicator_rise_ms": float(self.rise_ms), "deconvolution_rise_ms": float(self.deconvolution_rise_ms),
+                "event_kinetics_source": self.source, "indicator_decay_rois": int(self.decay_rois)}
+
+    def describe(self) -> str:
+        """One line: the delay and the kinetics it assumes, with their sources."""
+        decay = {"given": "given", "assumed": "assumed much longer than a frame: no usable fit",
+                 "estimated": f"estimated: median of {self.decay_rois} ROIs' OASIS AR(1) fits"}[self.decay_source]
+        rise = ("given" if self.rise_source == "given" else
+                "assumed, GCaMP6f-like: an AR(1) deconvolution cannot estimate it; give the indicator's rise "
+                "if it differs")
+        return (f"events trail the spikes by ~{self.delay_ms:.0f} ms (event_delay_ms), assuming indicator decay "
+                f"{self.decay_ms:.0f} ms ({decay}) and rise {self.rise_ms:.0f} ms ({rise})")
+
+
+def resolve_event_kinetics(frame_rate_hz: float, deconvolution_rise_ms: float = 0.0,
+                           given_decay_ms: float | None = None, given_rise_ms: float | None = None,
+                           fitted_decays_ms: np.ndarray | None = None) -> EventKinetics:
+    """The kinetics behind an event delay from what is known (see the module docstring).
+
+    ``fitted_decays_ms`` ``(rois,)``: each ROI's decay fitted by the deconvolution (NaN = no fit, inf
+    = no decay), used when ``given_decay_ms`` is None. ``given_rise_ms`` None: the deconvolution's
+    rise when it is AR(2), else ``DEFAULT_INDICATOR_RISE_MS`` (assumed).
+    """
+    if not (math.isfinite(frame_rate_hz) and frame_rate_hz > 0):
+        raise NeurodynError(f"event delay: frame rate must be a positive number of Hz; got {frame_rate_hz}")
+    decay_rois = 0
+    if given_decay_ms is not None:
+        decay_ms, decay_source = float(given_decay_ms), "given"
+    else:
+        fitted = np.asarray([] if fitted_decays_ms is None else fitted_decays_ms, dtype=np.float64).reshape(-1)
+        usable = fitted[~np.isnan(fitted) & (fitted > 0)]
+        if usable.size:
+            decay_ms, decay_source, decay_rois = float(np.median(usable)), "estimated", int(usable.size)
+        else:
+            decay_ms, decay_source = math.inf, "assumed"
+    if given_rise_ms is not None:
+        rise_ms, rise_source = float(given_rise_ms), "given"
+    elif deconvolution_rise_ms > 0:
+        rise_ms, rise_source = float(deconvolution_rise_ms), "given"
+    else:
+        rise_ms, rise_source = DEFAULT_INDICATOR_RISE_MS, "assumed"
+    return EventKinetics(1000.0 / frame_rate_hz, decay_ms, rise_ms, float(deconvolution_rise_ms), decay_source,
+                         rise_source, decay_rois)
 
 
 def _check_bins(bins) -> int:

@@ -8,20 +8,25 @@
    (lines spread evenly over the frame period; fly-back time is ignored), so each ROI's offset
    is its centroid line's;
 5. sub-frame binning (``data.subframe``): ``K`` bins per frame, each ROI's event in the bin of its
-   scan time, NaN elsewhere -> ``data`` ``(trials, frames * K, rois)``.
+   scan time, NaN elsewhere -> ``data`` ``(trials, frames * K, rois)``;
+6. event timing (``data.event_timing``): how long the events trail the spikes, from the indicator
+   kinetics given, estimated from the deconvolution's fits, or assumed (each stated in the file).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
-from neurodyn.data.deconvolution import deconvolve_traces
-from neurodyn.data.event_timing import event_delay_ms
+from neurodyn.data.deconvolution import ar1_decay_ms, deconvolve_traces_with_fits
+from neurodyn.data.event_timing import EventKinetics, resolve_event_kinetics
 from neurodyn.data.seed_format import NeuralDataset
 from neurodyn.data.subframe import bin_subframes
 from neurodyn.errors import NeurodynError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,9 @@ class TwoPhotonSettings:
     penalty: str = "l1"
     min_event_size: float = 0.0
     noise_std: float | None = None  # None: OASIS estimates each trace's noise
+    # The indicator's rise for the event delay; None: rise_s when > 0 (AR(2) deconvolution), else assumed
+    # (data.event_timing.DEFAULT_INDICATOR_RISE_MS): an AR(1) deconvolution cannot see the rise.
+    indicator_rise_s: float | None = None
 
 
 def scan_offsets(roi_lines: np.ndarray, lines_per_frame: int, source: str = "ROIs") -> np.ndarray:
@@ -87,7 +95,9 @@ def prepare_two_photon(traces: FluorescenceTraces, trial_starts_s, settings: Two
     Attributes: ``frame_rate_hz``, ``subframe_bins``, ``bin_ms`` (sub-frame bin width),
     ``scan_offsets`` ``(rois,)``, ``roi_indices``, ``trial_start_frames``, ``align_times_s``
     (start of each trial's first frame), ``window_start_ms`` (0), ``neuropil_coefficient``,
-    ``event_delay_ms`` (how long events trail the spikes: ``data.event_timing``).
+    ``event_delay_ms`` (how long events trail the spikes: ``data.event_timing``) and the kinetics it
+    assumes: ``indicator_decay_ms``, ``indicator_rise_ms``, ``deconvolution_rise_ms``,
+    ``event_kinetics_source`` (e.g. "decay estimated, rise assumed"), ``indicator_decay_rois``.
     """
     source = traces.source
     _check_traces(traces)
@@ -95,12 +105,18 @@ def prepare_two_photon(traces: FluorescenceTraces, trial_starts_s, settings: Two
         raise NeurodynError(f"frames per trial must be a positive integer; got {settings.trial_frames}")
     if not settings.neuropil_coefficient >= 0:
         raise NeurodynError(f"neuropil coefficient must be >= 0; got {settings.neuropil_coefficient}")
+    rise = settings.indicator_rise_s
+    if rise is not None and not (np.isfinite(rise) and rise >= 0):
+        raise NeurodynError(f"indicator rise time constant must be >= 0 seconds; got {rise}")
     corrected = traces.fluorescence.astype(np.float64)
     if traces.neuropil is not None and settings.neuropil_coefficient > 0:
         corrected = corrected - settings.neuropil_coefficient * traces.neuropil
-    events = deconvolve_traces(corrected, traces.frame_rate_hz, decay_s=settings.decay_s, rise_s=settings.rise_s,
-                               penalty=settings.penalty, min_event_size=settings.min_event_size,
-                               noise_std=settings.noise_std, source=f"{source} ROI")
+    deconvolution = deconvolve_traces_with_fits(
+        corrected, traces.frame_rate_hz, decay_s=settings.decay_s, rise_s=settings.rise_s, penalty=settings.penalty,
+        min_event_size=settings.min_event_size, noise_std=settings.noise_std, source=f"{source} ROI")
+    events = deconvolution.events
+    kinetics = event_kinetics(deconvolution.ar_coefficients, traces.frame_rate_hz, settings)
+    logger.info("%s: %s", source, kinetics.describe())
     offsets = scan_offsets(traces.roi_lines, traces.lines_per_frame, source)
     first = trial_start_frames(traces.frame_times_s, trial_starts_s, settings.trial_frames, source)
     frame_index = first[:, None] + np.arange(settings.trial_frames)[None, :]  # (trials, frames)
@@ -120,11 +136,21 @@ def prepare_two_photon(traces: FluorescenceTraces, trial_starts_s, settings: Two
     }
     if settings.decay_s is not None:
         attrs["decay_s"] = float(settings.decay_s)
-    # The deconvolution's own indicator model (rise, decay) is the best knowledge of the kinetics here.
-    attrs["event_delay_ms"] = event_delay_ms(1000.0 / traces.frame_rate_hz,
-                                             None if settings.decay_s is None else 1000.0 * settings.decay_s,
-                                             1000.0 * settings.rise_s, 1000.0 * settings.rise_s)
+    attrs.update(kinetics.attrs())
     return NeuralDataset(data=data, attrs=attrs, source=source)
+
+
+def event_kinetics(ar_coefficients: np.ndarray, frame_rate_hz: float, settings: TwoPhotonSettings) -> EventKinetics:
+    """The kinetics behind the event delay: the settings' where given, else the decay of each ROI's
+    fitted AR(1) model ``ar_coefficients`` ``(rois, 1)`` (median over ROIs) and an assumed rise."""
+    fitted = None
+    if settings.decay_s is None:  # OASIS fitted an AR(1) model to each trace (a rise needs a given decay)
+        fitted = ar1_decay_ms(np.asarray(ar_coefficients)[..., 0], frame_rate_hz)
+    return resolve_event_kinetics(
+        frame_rate_hz, deconvolution_rise_ms=1000.0 * settings.rise_s,
+        given_decay_ms=None if settings.decay_s is None else 1000.0 * settings.decay_s,
+        given_rise_ms=None if settings.indicator_rise_s is None else 1000.0 * settings.indicator_rise_s,
+        fitted_decays_ms=fitted)
 
 
 def _check_traces(traces: FluorescenceTraces) -> None:

@@ -2,15 +2,32 @@
 
 Per neuron and time bin, an event ``x`` (non-negative, mostly zero, continuous sizes) has
 
-    p(x) = 1 - q                                  if x == 0
-    p(x) = q * Gamma(x - s_min; alpha, beta)      if x > 0   (shape alpha, rate beta)
+    P(x <= s_min) = 1 - q                         (no event above s_min: reported as 0)
+    p(x) = q * Gamma(x - s_min; alpha, beta)      if x > s_min   (shape alpha, rate beta)
 
-The gamma's support is shifted by ``s_min``, set just below the smallest non-zero event. The
-readout gives three numbers per neuron: ``q = sigmoid(.)`` clipped to [1e-5, 1 - 1e-5], and
+The gamma's support is shifted by ``s_min``, the smallest event size the model describes. An
+observed value at or below ``s_min`` (a zero, a deconvolution residue, or a small event below
+the detection threshold the data were cut at) is scored as the censored observation
+"x <= s_min", whose probability is ``1 - q``: the zero branch. This is the likelihood of a
+fixed function of the data, so it stays a proper score: its NLL ``-log(1 - q)`` is >= 0, does
+not depend on alpha or beta, and no model is rewarded for such a value beyond the probability it
+gives the class. (Scoring it as an event "just above ``s_min``" would evaluate a density there,
+which for ``alpha < 1`` is unbounded and rewarded models for values outside their support.)
+
+The readout gives three numbers per neuron: ``q = sigmoid(.)`` clipped to [1e-5, 1 - 1e-5], and
 ``alpha``, ``beta = sigmoid(.) * s`` with ``s`` a trainable per-neuron scale (one vector for
 alpha, one for beta), pulled towards ``gamma_prior`` by the penalty
-``0.5 * l2_gamma_distance_scale * sum (s - gamma_prior)^2``. The inferred event rate is the
-distribution's mean, ``q * (alpha / beta + s_min)`` (event size per bin).
+``0.5 * l2_gamma_distance_scale * sum (s - gamma_prior)^2``. The scale enters through a sharp
+softplus (``SCALE_SOFTNESS``; exactly ``s`` for ``s > 20 * SCALE_SOFTNESS``) and alpha and beta
+never fall below ``PARAM_FLOOR``, so that no value of ``s`` or the readout (a scale driven to or
+below zero, a saturated sigmoid) gives NaN. The inferred event rate is the distribution's mean,
+``q * (alpha / beta + s_min)`` (event size per bin).
+
+``s_min: auto`` is ``AUTO_S_MIN_FRACTION`` x the smallest non-zero training event that is not an
+outlier: events below ``AUTO_S_MIN_OUTLIER_FRACTION`` x the ``AUTO_S_MIN_QUANTILE`` quantile of
+the non-zero training events are outliers (they then count as zeros, like any value <= s_min).
+On data cut at a detection threshold (a dense lower edge) this is just below the smallest event;
+a few stray tiny events (fewer than 1% of them) no longer decide it.
 
 Deconvolution leaves floating-point residues around zero (e.g. 1e-9, -3e-15): observed values
 within ``zero_tolerance`` of zero count as zero, in the likelihood itself so that training,
@@ -34,11 +51,17 @@ logger = logging.getLogger(__name__)
 
 Q_CLIP = 1e-5  # q is kept in [Q_CLIP, 1 - Q_CLIP] so that neither branch's log-probability is -inf
 ZERO_TOLERANCE = 1e-6  # |x| <= this counts as zero: deconvolution residues, far below any real event
-AUTO_S_MIN_FRACTION = 0.9  # s_min: auto = this fraction of the smallest non-zero training event
+AUTO_S_MIN_FRACTION = 0.9  # s_min: auto = this fraction of the smallest non-outlying non-zero training event
+# Outliers for s_min: auto: non-zero events below this fraction of this quantile of all non-zero events.
+AUTO_S_MIN_QUANTILE = 0.01
+AUTO_S_MIN_OUTLIER_FRACTION = 0.5
 DEFAULT_S_MIN = 0.1  # the published default, used when a model is built without data (e.g. to validate a file)
 # Scaled parameters start inside (0, scale), away from the sigmoid's flat ends.
 INIT_SIGMOID_RANGE = (0.01, 0.99)
-EXCESS_FLOOR = 1e-8  # an event at or below s_min is scored at this excess, so its NLL stays finite
+# The trainable scales enter as SCALE_SOFTNESS * softplus(s / SCALE_SOFTNESS): s itself for s > 0.2,
+# positive (with a gradient) below; alpha and beta are kept >= PARAM_FLOOR (a saturated sigmoid is 0).
+SCALE_SOFTNESS = 0.01
+PARAM_FLOOR = 1e-4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -54,7 +77,9 @@ class SigmoidScales(nn.Module):
     """Trainable per-neuron scales ``s`` mapping raw readout values to ``sigmoid(raw) * s``.
 
     ``scales`` is ``(num_scaled, N)``: one row per scaled parameter (e.g. alpha, beta), all
-    initialised at ``prior``. ``penalty = 0.5 * weight * sum (scales - prior)^2``.
+    initialised at ``prior``. ``penalty = 0.5 * weight * sum (scales - prior)^2``. The scale used
+    is ``effective_scales`` (``s`` itself in the usual range, positive for any ``s``) and every
+    value is at least ``PARAM_FLOOR``, so a scale pushed to or below zero gives no NaN.
     """
 
     def __init__(self, num_scaled: int, num_neurons: int, prior: float, weight: float):
@@ -63,9 +88,16 @@ class SigmoidScales(nn.Module):
         self.weight = float(weight)
         self.scales = nn.Parameter(torch.full((num_scaled, num_neurons), self.prior))
 
+    def effective_scales(self) -> torch.Tensor:
+        """``(num_scaled, N)``: ``SCALE_SOFTNESS * softplus(s / SCALE_SOFTNESS)``, equal to ``s`` for ``s > 0.2``.
+
+        A sharp softplus rather than a clamp: a scale driven below zero still gets a gradient back.
+        """
+        return nn.functional.softplus(self.scales, beta=1.0 / SCALE_SOFTNESS)
+
     def forward(self, raw: torch.Tensor) -> torch.Tensor:
-        """raw ``(..., N, num_scaled)`` -> ``sigmoid(raw) * s`` of the same shape."""
-        return torch.sigmoid(raw) * self.scales.transpose(0, 1)
+        """raw ``(..., N, num_scaled)`` -> ``max(sigmoid(raw) * s, PARAM_FLOOR)`` of the same shape."""
+        return (torch.sigmoid(raw) * self.effective_scales().transpose(0, 1)).clamp_min(PARAM_FLOOR)
 
     def penalty(self) -> torch.Tensor:
         return 0.5 * self.weight * (self.scales - self.prior).pow(2).sum()
@@ -76,7 +108,7 @@ class SigmoidScales(nn.Module):
 
     def raw_for(self, values: torch.Tensor) -> torch.Tensor:
         """Raw readout ``(N, num_scaled)`` giving ``values`` ``(N, num_scaled)`` (clipped into the sigmoid's range)."""
-        scales = self.scales.detach().transpose(0, 1)
+        scales = self.effective_scales().detach().transpose(0, 1)
         low, high = INIT_SIGMOID_RANGE
         fraction = (values / scales).clamp(low, high)
         return torch.log(fraction) - torch.log1p(-fraction)
@@ -117,19 +149,24 @@ def count_near_zero(observed: np.ndarray, tolerance: float) -> tuple[int, float]
 # ZIG
 
 
+def event_threshold(s_min: float, zero_tolerance: float = ZERO_TOLERANCE) -> float:
+    """Observed values above this are events (gamma branch); all others count as zero: ``max(s_min, zero_tolerance)``."""
+    return max(float(s_min), float(zero_tolerance))
+
+
 def zig_nll(q: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, target: torch.Tensor, s_min: float,
             zero_tolerance: float = ZERO_TOLERANCE) -> torch.Tensor:
     """Negative log-likelihood of each ``target`` entry under ZIG(q, alpha, beta; s_min); all the same shape.
 
-    Entries with ``target <= zero_tolerance`` take the zero branch ``-log(1 - q)``; others
-    ``-log q - log Gamma(target - s_min; alpha, beta)``. An event at or below ``s_min`` (possible
-    outside the training data) is scored at a tiny positive excess so the value stays finite.
+    Entries with ``target > max(s_min, zero_tolerance)`` are events:
+    ``-log q - log Gamma(target - s_min; alpha, beta)``. All others (zeros, residues, values at or
+    below ``s_min``) are the censored observation ``x <= s_min`` of probability ``1 - q``:
+    ``-log(1 - q)`` (see the module docstring).
     """
-    is_event = target > zero_tolerance
-    # The gamma branch is evaluated everywhere; a safe excess at zero entries keeps NaN out of its
-    # (discarded) values and therefore out of the gradient.
+    is_event = target > event_threshold(s_min, zero_tolerance)
+    # The gamma branch is evaluated everywhere; a safe excess at non-event entries keeps NaN out of
+    # its (discarded) values and therefore out of the gradient.
     excess = torch.where(is_event, target - s_min, torch.ones_like(target))
-    excess = excess.clamp_min(EXCESS_FLOOR)
     event_nll = -torch.log(q) - gamma_log_density(excess, alpha, beta)
     zero_nll = -torch.log1p(-q)
     return torch.where(is_event, event_nll, zero_nll)
@@ -158,27 +195,31 @@ class ZeroInflatedGamma(ObservationModel):
     # -- options --------------------------------------------------------------------------------
     @classmethod
     def options_from_config(cls, config, train_data) -> dict:
-        """Resolve ``s_min`` (``auto``: ``AUTO_S_MIN_FRACTION`` x the smallest non-zero training event)
-        and per-neuron starting values (fraction of non-zero entries; gamma moments of the excess)."""
-        data = np.asarray(train_data, dtype=np.float64)
+        """Resolve ``s_min`` (``auto``: see ``auto_s_min``) and per-neuron starting values (fraction of
+        entries above ``s_min``; gamma moments of their excess over ``s_min``)."""
+        original = np.asarray(train_data)
+        data = original.astype(np.float64)
         observed = ~np.isnan(data)
-        is_event = observed & (data > ZERO_TOLERANCE)
+        nonzero = observed & (data > ZERO_TOLERANCE)
         residues, largest = count_near_zero(data[observed], ZERO_TOLERANCE)
         if residues:
             logger.info("ZIG: %d observed training values within %g of zero (largest magnitude %.3g) count as zero",
                         residues, ZERO_TOLERANCE, largest)
-        if not is_event.any():
+        if not nonzero.any():
             raise NeurodynError("observation 'zig': the training data hold no non-zero events; "
                                 "ZIG needs deconvolved events (non-negative, some above zero)")
-        smallest = float(data[is_event].min())
-        if config.s_min == "auto":
-            s_min = AUTO_S_MIN_FRACTION * smallest
-        else:
-            s_min = float(config.s_min)
-            below = int((data[is_event] <= s_min).sum())
-            if below:
-                warnings.warn(f"s_min = {s_min:g} is not below {below} training event(s) (smallest {smallest:.3g}); "
-                              "they are scored as if just above s_min — use 's_min: auto'", stacklevel=2)
+        smallest = float(data[nonzero].min())
+        s_min = auto_s_min(data[nonzero]) if config.s_min == "auto" else float(config.s_min)
+        # Compared in the data's own precision, as the likelihood compares its (float32) targets.
+        threshold = np.asarray(event_threshold(s_min), dtype=original.dtype if original.dtype.kind == "f" else None)
+        is_event = observed & (original > threshold)
+        below = int(nonzero.sum() - is_event.sum())
+        if below and config.s_min == "auto":
+            logger.info("ZIG: s_min auto = %.4g; %d of %d non-zero training events (from %.3g) lie far below the "
+                        "others and count as zero", s_min, below, int(nonzero.sum()), smallest)
+        elif below:
+            warnings.warn(f"s_min = {s_min:g} is not below {below} training event(s) (smallest {smallest:.3g}); "
+                          "values at or below s_min count as zero — use 's_min: auto'", stacklevel=2)
         options = dict(s_min=s_min, gamma_prior=float(config.gamma_prior),
                        l2_gamma_distance_scale=float(config.l2_gamma_distance_scale))
         options.update(_initial_values(data, observed, is_event, s_min, float(config.gamma_prior)))
@@ -200,8 +241,8 @@ class ZeroInflatedGamma(ObservationModel):
         # indicators, log excess and excess at events): one matrix product each, same branches as zig_nll.
         q, alpha, beta = (p.flatten(1) for p in self._params(readout))
         observed = observed.to(target.dtype)
-        is_event = target > self.zero_tolerance
-        excess = torch.where(is_event, target - self.s_min, torch.ones_like(target)).clamp_min(EXCESS_FLOOR)
+        is_event = target > event_threshold(self.s_min, self.zero_tolerance)
+        excess = torch.where(is_event, target - self.s_min, torch.ones_like(target))
         event = (is_event * observed).flatten(1)
         zero = observed.flatten(1) - event
         event_log_excess = event * torch.log(excess.flatten(1))
@@ -225,7 +266,7 @@ class ZeroInflatedGamma(ObservationModel):
         self.gamma_scales.configure(config.gamma_prior, config.l2_gamma_distance_scale)
 
     def initial_readout_bias(self, mean_observed: torch.Tensor) -> torch.Tensor | None:
-        """Bias ``(N, 3)``: q = each neuron's fraction of non-zero training entries; alpha, beta from the
+        """Bias ``(N, 3)``: q = each neuron's fraction of training entries above s_min; alpha, beta from the
         moments of its event excess (``mean_observed`` is not needed: both come from ``options_from_config``)."""
         if self.initial_event_fraction is None:
             return None
@@ -252,6 +293,20 @@ class ZeroInflatedGamma(ObservationModel):
             warnings.warn(f"{source}: key 'data': {residues} observed value(s) within {self.zero_tolerance:g} of "
                           f"zero (largest magnitude {largest:.3g}) are deconvolution residues and count as zero",
                           stacklevel=2)
+
+
+def auto_s_min(events: np.ndarray) -> float:
+    """``s_min: auto`` from the non-zero training events ``(n,)`` (all > 0).
+
+    ``AUTO_S_MIN_FRACTION`` x the smallest event that is at least ``AUTO_S_MIN_OUTLIER_FRACTION``
+    x the ``AUTO_S_MIN_QUANTILE`` quantile of ``events``. Deconvolved events cut at a detection
+    threshold have a dense lower edge: there the rule gives 0.9 x the smallest event. A few stray
+    events far below that edge (fewer than 1% of all) are outliers that would otherwise set the
+    gamma's support for every neuron; they count as zeros instead.
+    """
+    events = np.asarray(events, dtype=np.float64).reshape(-1)
+    edge = AUTO_S_MIN_OUTLIER_FRACTION * float(np.quantile(events, AUTO_S_MIN_QUANTILE))
+    return AUTO_S_MIN_FRACTION * float(events[events >= edge].min())
 
 
 def _initial_values(data: np.ndarray, observed: np.ndarray, is_event: np.ndarray, s_min: float,

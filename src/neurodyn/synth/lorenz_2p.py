@@ -26,16 +26,25 @@ sub-bin; ``condition``. Each observation is one frame's event, in units of about
 inferred event rate while keeping sub-frame time resolution. An event sums the spikes of about
 the frame before the scan, seen through the indicator's rise, so it trails ``truth`` and
 ``latents``: ``attrs['event_delay_ms']`` is that delay (``data.event_timing``), which training
-removes by default (``event_delay_bins: auto``). The latent R^2 is the primary metric.
+removes by default (``event_delay_bins: auto``); ``indicator_decay_ms``, ``indicator_rise_ms`` and
+``event_kinetics_source`` ("decay given, rise given": the true kinetics) name what it assumes, as
+``neurodyn prepare 2p`` does for a recording. The latent R^2 is the primary metric.
+
+``make_lorenz_2p_recording`` returns the fluorescence behind the events (steps 1-3) as a recording
+for ``data.prepare_2p``, to test the real-data pipeline against the known truth.
 """
 
 from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.signal import lfilter
 
 from neurodyn.data.deconvolution import deconvolve_traces
-from neurodyn.data.event_timing import calcium_kernel_peak, event_delay_ms
+from neurodyn.data.event_timing import calcium_kernel_peak, resolve_event_kinetics
+from neurodyn.data.prepare_2p import FluorescenceTraces
 from neurodyn.data.seed_format import NeuralDataset
 from neurodyn.data.subframe import bin_subframes
 from neurodyn.errors import NeurodynError
@@ -84,32 +93,11 @@ def make_lorenz_2p(
     by condition (``condition[k] = k // trials_per_condition``).
     """
     _check_settings(locals())
-    ic_rng, readout_rng, scan_rng, spike_rng, noise_rng = (
-        np.random.default_rng(stream) for stream in np.random.SeedSequence(seed).spawn(5))
-    frame_steps = subframe_bins * spike_steps_per_subframe
-    step_s = 1.0 / (frame_rate_hz * frame_steps)
-    frames_per_trial = iti_frames + num_frames  # the ITI comes first, then the trial
-    steps_per_trial = frames_per_trial * frame_steps
-    trial_start = iti_frames * frame_steps
-
-    population = lorenz_population(ic_rng, readout_rng, num_conditions, steps_per_trial, lorenz_speed * step_s, 1,
-                                   burn_in_time, initial_state_spread, num_neurons, min_rate_hz * step_s,
-                                   max_rate_hz * step_s)
+    session = _simulate_session(locals())
+    traces, step_s, condition = session.traces, session.step_s, session.condition
+    frames_per_trial, trial_start, scan_offsets = session.frames_per_trial, session.trial_start, session.scan_offsets
+    num_trials, population, spikes_in_trials = condition.size, session.population, session.spikes_in_trials
     latents, condition_rates = population.latents, population.rates  # per condition; spikes per step
-
-    scan_steps = stratified_scan_steps(scan_rng, num_neurons, frame_steps)
-    scan_offsets = (scan_steps + 0.5) / frame_steps  # mid-step, so the sub-bin is unambiguous
-    condition = np.repeat(np.arange(num_conditions, dtype=np.int64), trials_per_condition)
-    num_trials = condition.size
-
-    traces = np.empty((num_neurons, num_trials * frames_per_trial))
-    spikes_in_trials = 0.0
-    for n in range(num_neurons):
-        spikes = spike_rng.poisson(condition_rates[:, :, n][condition]).astype(np.float64)  # (trials, steps)
-        spikes_in_trials += spikes[:, trial_start:].sum()
-        calcium = calcium_trace(spikes.reshape(-1), step_s, rise_ms / 1000.0, decay_ms / 1000.0)
-        traces[n] = calcium[scan_steps[n]::frame_steps]
-    traces += noise_std * noise_rng.standard_normal(traces.shape)
 
     events = deconvolve_traces(traces, frame_rate_hz, decay_s=decay_ms / 1000.0, baseline=0.0, penalty="l1",
                                min_event_size=min_event_size, source="lorenz-2p fluorescence, neuron")
@@ -145,8 +133,9 @@ def make_lorenz_2p(
         "min_event_size": float(min_event_size),
         "deconvolution": "OASIS AR(1), known decay, L1, noise estimated, baseline 0",
         # median time from the spikes behind an event to its sample (data.event_timing): the
-        # training's event_delay_bins 'auto' moves events this much earlier
-        "event_delay_ms": event_delay_ms(1000.0 / frame_rate_hz, decay_ms, indicator_rise_ms=rise_ms),
+        # training's event_delay_bins 'auto' moves events this much earlier; with the kinetics it
+        # assumes (the true ones, AR(1) deconvolution), named as 'neurodyn prepare 2p' names them
+        **resolve_event_kinetics(frame_rate_hz, given_decay_ms=decay_ms, given_rise_ms=rise_ms).attrs(),
         "lorenz_speed": float(lorenz_speed),  # Lorenz time units per second
         "lorenz_sigma": SIGMA,
         "lorenz_rho": RHO,
@@ -160,6 +149,83 @@ def make_lorenz_2p(
     }
     return NeuralDataset(data=data, truth=truth, latents=trial_latents, condition=condition, attrs=attrs,
                          source="<lorenz-2p>")
+
+
+def make_lorenz_2p_recording(**settings) -> tuple[FluorescenceTraces, np.ndarray]:
+    """The fluorescence ``make_lorenz_2p(**settings)`` deconvolves, as a recording for ``data.prepare_2p``.
+
+    Returns the traces (one continuous session: ``(neurons, trials * (iti_frames + num_frames))``,
+    frame ``f`` starting at ``f / frame_rate_hz`` s; each neuron's scan step within the frame as
+    its "line", ``subframe_bins * spike_steps_per_subframe`` lines per frame; no neuropil) and
+    each trial's start time ``(trials,)`` (its first frame after the ITI), so that
+    ``prepare_two_photon`` cuts the same trials as ``make_lorenz_2p``, whose ``truth`` and
+    ``latents`` they share.
+    """
+    merged = {**_DEFAULTS, **settings}
+    unknown = sorted(set(settings) - set(_DEFAULTS))
+    if unknown:
+        raise NeurodynError(f"make_lorenz_2p_recording: unknown setting(s) {unknown}")
+    _check_settings(merged)
+    session = _simulate_session(merged)
+    frames = session.traces.shape[1]
+    first_frames = np.arange(session.condition.size) * session.frames_per_trial + merged["iti_frames"]
+    traces = FluorescenceTraces(
+        fluorescence=session.traces, neuropil=None, frame_times_s=np.arange(frames) / merged["frame_rate_hz"],
+        frame_rate_hz=float(merged["frame_rate_hz"]), roi_lines=session.scan_steps.astype(np.float64),
+        lines_per_frame=int(session.frame_steps), roi_indices=np.arange(merged["num_neurons"]),
+        source="<lorenz-2p recording>")
+    return traces, first_frames / merged["frame_rate_hz"]
+
+
+_DEFAULTS = {name: parameter.default for name, parameter in inspect.signature(make_lorenz_2p).parameters.items()}
+
+
+@dataclass(frozen=True)
+class _Session:
+    traces: np.ndarray  # (neurons, trials * frames_per_trial) noisy fluorescence, one sample per frame
+    scan_steps: np.ndarray  # (neurons,) scan step within the frame
+    scan_offsets: np.ndarray  # (neurons,) scan time, fraction of a frame
+    frame_steps: int
+    step_s: float
+    frames_per_trial: int  # ITI + trial
+    trial_start: int  # spike step at which the trial starts (after the ITI)
+    condition: np.ndarray  # (trials,)
+    population: object  # synth.lorenz_spikes population: latents, rates, weights, ...
+    spikes_in_trials: float
+
+
+def _simulate_session(settings: dict) -> _Session:
+    """Steps 1-3 of the module docstring: Lorenz latents, Poisson spikes, calcium sampled per frame plus noise."""
+    ic_rng, readout_rng, scan_rng, spike_rng, noise_rng = (
+        np.random.default_rng(stream) for stream in np.random.SeedSequence(settings["seed"]).spawn(5))
+    num_neurons, frame_rate_hz = settings["num_neurons"], settings["frame_rate_hz"]
+    frame_steps = settings["subframe_bins"] * settings["spike_steps_per_subframe"]
+    step_s = 1.0 / (frame_rate_hz * frame_steps)
+    frames_per_trial = settings["iti_frames"] + settings["num_frames"]  # the ITI comes first, then the trial
+    steps_per_trial = frames_per_trial * frame_steps
+    trial_start = settings["iti_frames"] * frame_steps
+
+    population = lorenz_population(ic_rng, readout_rng, settings["num_conditions"], steps_per_trial,
+                                   settings["lorenz_speed"] * step_s, 1, settings["burn_in_time"],
+                                   settings["initial_state_spread"], num_neurons, settings["min_rate_hz"] * step_s,
+                                   settings["max_rate_hz"] * step_s)
+    condition_rates = population.rates  # per condition; spikes per step
+
+    scan_steps = stratified_scan_steps(scan_rng, num_neurons, frame_steps)
+    scan_offsets = (scan_steps + 0.5) / frame_steps  # mid-step, so the sub-bin is unambiguous
+    condition = np.repeat(np.arange(settings["num_conditions"], dtype=np.int64), settings["trials_per_condition"])
+
+    traces = np.empty((num_neurons, condition.size * frames_per_trial))
+    spikes_in_trials = 0.0
+    for n in range(num_neurons):
+        spikes = spike_rng.poisson(condition_rates[:, :, n][condition]).astype(np.float64)  # (trials, steps)
+        spikes_in_trials += spikes[:, trial_start:].sum()
+        calcium = calcium_trace(spikes.reshape(-1), step_s, settings["rise_ms"] / 1000.0,
+                                settings["decay_ms"] / 1000.0)
+        traces[n] = calcium[scan_steps[n]::frame_steps]
+    traces += settings["noise_std"] * noise_rng.standard_normal(traces.shape)
+    return _Session(traces, scan_steps, scan_offsets, frame_steps, step_s, frames_per_trial, trial_start, condition,
+                    population, float(spikes_in_trials))
 
 
 def _check_settings(settings: dict) -> None:
