@@ -1,0 +1,437 @@
+"""W LFADS models of one architecture as a single module with a leading worker dimension.
+
+PBT trains many workers that share an architecture and differ only in hyperparameters. Held as
+one module, every parameter of ``LFADS`` gets a leading worker axis ``W`` (``(W, *shape)``) and
+every activation one too: a batch is ``(W, B, T, N)`` (each worker its own trials and masks). The
+recurrent loops (bidirectional encoders, controller, generator) advance all workers in one
+batched matrix product per time step; nothing loops over workers in the compute.
+
+The mathematics is ``LFADS``'s, step for step (see ``lfads.model``, ``lfads.decoder``,
+``lfads.encoders``, ``lfads.priors``, ``observation``): the same GRU gate formulation, state clip,
+normalised factors, controller input ``[ci_t, factors_{t-1}]``, AR(1) prior, IC KL, recurrent L2
+and observation models. The random numbers a single model draws inside its forward pass (dropout
+masks, posterior noise) are drawn beforehand per worker by ``draw_forward_noise``, from each
+worker's own generator and in the single model's order, so that worker k sees exactly the numbers
+a single model with the same generator would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neurodyn.errors import NeurodynError
+from neurodyn.lfads.encoders import lag_controller_inputs
+from neurodyn.lfads.model import LFADS, LfadsOutput
+from neurodyn.lfads.priors import gaussian_log_density, kl_diagonal_to_isotropic
+from neurodyn.observation.gamma import gamma_nll
+from neurodyn.observation.poisson import poisson_nll
+from neurodyn.observation.zig import PARAM_FLOOR, Q_CLIP, SCALE_SOFTNESS, zig_nll
+
+# Observation models the population can batch (their parameters are stacked like the rest).
+BATCHED_OBSERVATIONS = ("poisson", "zig", "gamma")
+
+
+@dataclass
+class ForwardNoise:
+    """The random numbers of one training forward pass, stacked over workers.
+
+    Dropout multipliers (``0`` or ``1 / keep``; ones for a worker without dropout) and standard
+    normal posterior noise, each ``(W, ...)`` with the single model's shape after the worker axis:
+    encoder input ``(W, B, T, N)``, IC encoder final state ``(W, B, 2 ic_enc)``, IC noise ``(W, B,
+    ic_dim)``, generator initial state ``(W, B, G)``; with a controller: controller inputs ``(W, B,
+    T, 2 ci_enc)``, inferred-input noise ``(W, T, B, co_dim)`` and the generator states' multipliers
+    ``state_keep`` ``(W, T + 1, B, G)`` (the decoder's per-step masks); autonomous: ``state_keep`` ``(W,
+    B, T, G)``. None where the pass draws nothing (no sampling: no noise).
+    """
+
+    input_keep: torch.Tensor
+    ic_final_keep: torch.Tensor
+    ic_noise: torch.Tensor | None
+    gen_init_keep: torch.Tensor
+    ci_keep: torch.Tensor | None = None
+    co_noise: torch.Tensor | None = None
+    state_keep: torch.Tensor | None = None
+
+
+def _keep_multipliers(shape: tuple[int, ...], dropout_p: float, dtype: torch.dtype, device: torch.device,
+                      rng: torch.Generator) -> torch.Tensor:
+    """``lfads.dropout.Dropout.keep_multipliers`` drawn the same way (ones when ``dropout_p`` is 0)."""
+    if dropout_p == 0.0:
+        return torch.ones(shape, dtype=dtype, device=device)
+    keep = torch.empty(shape, dtype=dtype, device=device).bernoulli_(1.0 - dropout_p, generator=rng)
+    return keep.div_(1.0 - dropout_p)
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-worker ``F.linear``: x ``(W, ..., in)``, weight ``(W, out, in)``, bias ``(W, out)`` -> ``(W, ..., out)``."""
+    workers, inner = x.shape[0], x.shape[1:-1]
+    flat = x.reshape(workers, -1, x.shape[-1])
+    if bias is None:
+        out = torch.bmm(flat, weight.transpose(1, 2))
+    else:
+        out = torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))
+    return out.view(workers, *inner, weight.shape[1])
+
+
+def _gru_step(gates_x: torch.Tensor, h: torch.Tensor, w_hh_t: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
+    """One GRU step for all workers (PyTorch gate order r, z, n), input projection already done.
+
+    gates_x ``(W, B, 3H)`` = ``W_ih x + b_ih``; h ``(W, B, H)``; w_hh_t ``(W, H, 3H)`` (transposed);
+    b_hh ``(W, 1, 3H)``. ``n = tanh(x_n + r * (W_hn h + b_hn))``, ``h' = n + z (h - n)``.
+    """
+    hidden = h.shape[-1]
+    gates_h = torch.baddbmm(b_hh, h, w_hh_t)
+    x_rz, x_n = gates_x.split([2 * hidden, hidden], dim=-1)
+    h_rz, h_n = gates_h.split([2 * hidden, hidden], dim=-1)
+    reset, update = torch.sigmoid(x_rz + h_rz).chunk(2, dim=-1)
+    candidate = torch.tanh(torch.addcmul(x_n, reset, h_n))
+    return torch.lerp(candidate, h, update)
+
+
+class PopulationLFADS(nn.Module):
+    """``len(models)`` LFADS models of one architecture, stacked along a leading worker axis.
+
+    Build with ``from_models``; read one worker back with ``worker_state_dict(k)`` (a state
+    ``LFADS.load_state_dict`` accepts) and write one with ``load_worker_state(k, state)``.
+    Per-worker settings that are not weights (dropout rate, the observation scales' prior and
+    penalty weight) are set with ``set_worker_settings``.
+    """
+
+    def __init__(self, template: LFADS, num_workers: int):
+        super().__init__()
+        if template.observation.name not in BATCHED_OBSERVATIONS:
+            raise NeurodynError(f"the population engine cannot batch observation model "
+                                f"'{template.observation.name}'; expected one of {list(BATCHED_OBSERVATIONS)}")
+        self.num_workers = num_workers
+        self.num_neurons = template.num_neurons
+        self.ic_dim, self.co_dim, self.ext_input_dim = template.ic_dim, template.co_dim, template.ext_input_dim
+        self.ci_lag = template.ci_lag
+        self.ic_prior_var, self.ic_post_var_min = template.ic_prior_var, template.ic_post_var_min
+        self.mask_as_input = template.mask_as_input
+        self.cell_clip_value = template.decoder.cell_clip_value
+        self.observation_name = template.observation.name
+        self.params_per_neuron = template.observation.params_per_neuron
+        self.s_min = getattr(template.observation, "s_min", None)
+        self.zero_tolerance = getattr(template.observation, "zero_tolerance", None)
+        self.state_keys = list(template.state_dict().keys())
+        self.parameter_names = [name for name, _ in template.named_parameters()]
+        self.weights = nn.ParameterDict({
+            _key(name): nn.Parameter(value.detach().unsqueeze(0).repeat(num_workers, *([1] * value.dim())))
+            for name, value in template.named_parameters()})
+        for name, value in template.named_buffers():
+            self.register_buffer(_key(name), value.detach().unsqueeze(0).repeat(num_workers, *([1] * value.dim())))
+        self.dropout_p = [float(template.dropout.p)] * num_workers
+        scales = getattr(template.observation, "gamma_scales", None)
+        self.scale_prior = [scales.prior if scales else 0.0] * num_workers
+        self.scale_weight = [scales.weight if scales else 0.0] * num_workers
+
+    # -- building and reading workers --------------------------------------------------------------
+    @classmethod
+    def from_models(cls, models: list[LFADS]) -> "PopulationLFADS":
+        """Stack ``models`` (same architecture, same observation settings) into one population."""
+        if not models:
+            raise NeurodynError("a population needs at least one model")
+        population = cls(models[0], len(models)).to(next(models[0].parameters()).device)
+        reference = models[0].state_dict()
+        for k, model in enumerate(models):
+            state = model.state_dict()
+            shapes = {key: tuple(value.shape) for key, value in state.items()}
+            expected = {key: tuple(value.shape) for key, value in reference.items()}
+            if shapes != expected or model.observation.name != population.observation_name \
+                    or getattr(model.observation, "s_min", None) != population.s_min:
+                raise NeurodynError(f"model {k} of the population has another architecture or observation setting "
+                                    "than model 0; every worker of a population must share them")
+            population.load_worker_state(k, state)
+            population.set_worker_settings(k, model)
+        return population
+
+    def set_worker_settings(self, k: int, model_or_settings) -> None:
+        """Take worker ``k``'s dropout rate and observation-scale prior/weight from an ``LFADS`` model."""
+        self.dropout_p[k] = float(model_or_settings.dropout.p)
+        scales = getattr(model_or_settings.observation, "gamma_scales", None)
+        if scales is not None:
+            self.scale_prior[k], self.scale_weight[k] = scales.prior, scales.weight
+
+    def _stacked(self, name: str) -> torch.Tensor:
+        key = _key(name)
+        return self.weights[key] if key in self.weights else getattr(self, key)
+
+    @torch.no_grad()
+    def worker_state_dict(self, k: int) -> dict[str, torch.Tensor]:
+        """Worker ``k`` as an ``LFADS`` state dict (copies, not views)."""
+        return {name: self._stacked(name)[k].detach().clone() for name in self.state_keys}
+
+    @torch.no_grad()
+    def load_worker_state(self, k: int, state: dict[str, torch.Tensor]) -> None:
+        """Write an ``LFADS`` state dict into worker ``k``'s slice."""
+        missing = sorted(set(self.state_keys) - set(state))
+        if missing:
+            raise NeurodynError(f"the state for worker {k} lacks {missing[:3]}; expected an LFADS state dict "
+                                "of the population's architecture")
+        for name in self.state_keys:
+            target = self._stacked(name)
+            if tuple(state[name].shape) != tuple(target.shape[1:]):
+                raise NeurodynError(f"the state for worker {k} has '{name}' of shape {tuple(state[name].shape)}; "
+                                    f"expected {tuple(target.shape[1:])}")
+            target[k].copy_(state[name])
+
+    @torch.no_grad()
+    def copy_worker(self, copier: int, source: int) -> None:
+        """Worker ``copier`` takes worker ``source``'s weights and settings."""
+        for name in self.state_keys:
+            target = self._stacked(name)
+            target[copier].copy_(target[source])
+        self.dropout_p[copier] = self.dropout_p[source]
+        self.scale_prior[copier], self.scale_weight[copier] = self.scale_prior[source], self.scale_weight[source]
+
+    def stacked_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """``(LFADS parameter name, stacked parameter)`` in ``LFADS.parameters()`` order."""
+        return [(name, self.weights[_key(name)]) for name in self.parameter_names]
+
+    # -- random numbers ---------------------------------------------------------------------------
+    def draw_forward_noise(self, rngs: list[torch.Generator], batch: int, num_steps: int, sample: bool,
+                           like: torch.Tensor) -> ForwardNoise:
+        """Each worker's random numbers for one training pass, drawn from ``rngs[k]`` in the order
+        ``LFADS.forward`` draws them (encoder-input dropout, IC-state dropout, IC noise, initial-state
+        dropout, then the decoder's). ``like`` gives dtype and device."""
+        dtype, device = like.dtype, like.device
+        gen_dim = self._stacked("ic_to_generator.weight").shape[1]
+        ic_enc = self._stacked("ic_encoder.gru.weight_hh_l0").shape[2]
+        draws: dict[str, list[torch.Tensor]] = {}
+
+        def add(name: str, value: torch.Tensor) -> None:
+            draws.setdefault(name, []).append(value)
+
+        for k, rng in enumerate(rngs):
+            p = self.dropout_p[k]
+            add("input_keep", _keep_multipliers((batch, num_steps, self.num_neurons), p, dtype, device, rng))
+            add("ic_final_keep", _keep_multipliers((batch, 2 * ic_enc), p, dtype, device, rng))
+            if sample:
+                add("ic_noise", torch.randn((batch, self.ic_dim), generator=rng, device=device, dtype=dtype))
+            add("gen_init_keep", _keep_multipliers((batch, gen_dim), p, dtype, device, rng))
+            if self.co_dim > 0:
+                ci_dim = 2 * self._stacked("ci_encoder.gru.weight_hh_l0").shape[2]
+                add("ci_keep", _keep_multipliers((batch, num_steps, ci_dim), p, dtype, device, rng))
+                if sample:
+                    add("co_noise", torch.randn(num_steps, batch, self.co_dim, generator=rng, device=device,
+                                                dtype=dtype))
+                add("gen_keep", _keep_multipliers((num_steps + 1, batch, gen_dim), p, dtype, device, rng))
+            else:
+                add("state_keep", _keep_multipliers((batch, num_steps, gen_dim), p, dtype, device, rng))
+        stacked = {name: torch.stack(values) for name, values in draws.items()}
+        return ForwardNoise(stacked["input_keep"], stacked["ic_final_keep"], stacked.get("ic_noise"),
+                            stacked["gen_init_keep"], stacked.get("ci_keep"), stacked.get("co_noise"),
+                            stacked.get("gen_keep", stacked.get("state_keep")))
+
+    # -- forward ------------------------------------------------------------------------------------
+    def forward(self, encoder_input: torch.Tensor, sample_posteriors: bool, encoder_visible: torch.Tensor | None = None,
+                noise: ForwardNoise | None = None, ext_input: torch.Tensor | None = None) -> LfadsOutput:
+        """All workers' forward passes. encoder_input ``(W, B, T, N)`` zero-filled; encoder_visible
+        likewise (for ``mask_as_input``); ``noise`` from ``draw_forward_noise`` for a training pass (None:
+        no dropout; then ``sample_posteriors`` must be False); ext_input ``(W, B, T, E)``. Returns an
+        ``LfadsOutput`` whose tensors have the worker axis first (readout ``(W, B, T, N, P)``)."""
+        workers, batch, num_steps, _ = encoder_input.shape
+        if workers != self.num_workers:
+            raise NeurodynError(f"encoder_input has {workers} workers; the population has {self.num_workers}")
+        if sample_posteriors and noise is None:
+            raise ValueError("sampling the posteriors needs the noise of draw_forward_noise")
+        if (ext_input is None) != (self.ext_input_dim == 0):
+            raise NeurodynError(f"the population takes {self.ext_input_dim} measured inputs per step; got "
+                                f"{'none' if ext_input is None else tuple(ext_input.shape)}")
+        mask = self.encoder_input_mask.unsqueeze(1).unsqueeze(1)
+        x = encoder_input * mask
+        if noise is not None:
+            x = x * noise.input_keep
+        if self.mask_as_input:
+            visible = torch.ones_like(encoder_input) if encoder_visible is None else encoder_visible
+            x = torch.cat([x, visible * mask], dim=-1)
+        _, ic_final = self._bidirectional("ic_encoder", x)
+        if noise is not None:
+            ic_final = ic_final * noise.ic_final_keep
+        ic_mean, ic_logvar = _linear(ic_final, self._stacked("ic_posterior.weight"),
+                                     self._stacked("ic_posterior.bias")).chunk(2, dim=-1)
+        ic_std = torch.sqrt(torch.exp(ic_logvar) + self.ic_post_var_min)
+        ic = ic_mean + ic_std * noise.ic_noise if sample_posteriors else ic_mean
+        gen_init = _linear(ic, self._stacked("ic_to_generator.weight"), self._stacked("ic_to_generator.bias"))
+        if noise is not None:
+            gen_init = gen_init * noise.gen_init_keep
+        if self.co_dim > 0:
+            ci_outputs, _ = self._bidirectional("ci_encoder", x)
+            controller_inputs = lag_controller_inputs(ci_outputs.flatten(0, 1), self.ci_lag).view(ci_outputs.shape)
+            factors, co_mean, co_std, co_sample, states = self._controlled(
+                gen_init, controller_inputs, sample_posteriors, noise, ext_input)
+        else:
+            factors, states = self._autonomous(gen_init, num_steps, noise, ext_input)
+            co_mean = co_std = co_sample = None
+        readout = _linear(factors, self._stacked("readout.weight"), self._stacked("readout.bias"))
+        readout = readout.view(workers, batch, num_steps, self.num_neurons, -1)
+        return LfadsOutput(readout, factors, ic_mean, ic_std, co_mean, co_std, co_sample, states)
+
+    def _bidirectional(self, prefix: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``BidirectionalEncoder`` for all workers: outputs ``(W, B, T, 2H)`` and final states ``(W, B, 2H)``.
+
+        Both directions run in the same loop: they are stacked along the worker axis (``2W``), the
+        backward direction fed its input projection in reversed time."""
+        workers, batch, num_steps, _ = x.shape
+        g = f"{prefix}.gru."
+        w_ih = torch.cat([self._stacked(g + "weight_ih_l0"), self._stacked(g + "weight_ih_l0_reverse")])
+        b_ih = torch.cat([self._stacked(g + "bias_ih_l0"), self._stacked(g + "bias_ih_l0_reverse")])
+        w_hh = torch.cat([self._stacked(g + "weight_hh_l0"), self._stacked(g + "weight_hh_l0_reverse")])
+        b_hh = torch.cat([self._stacked(g + "bias_hh_l0"), self._stacked(g + "bias_hh_l0_reverse")])
+        hidden = w_hh.shape[2]
+        projection = _linear(torch.cat([x, x]), w_ih, b_ih)  # (2W, B, T, 3H)
+        projection = torch.cat([projection[:workers], projection[workers:].flip(2)]).permute(2, 0, 1, 3)
+        initial = self._stacked(f"{prefix}.initial_state")  # (W, 2, 1, H)
+        h = torch.cat([initial[:, 0], initial[:, 1]]).expand(2 * workers, batch, hidden)
+        w_hh_t, b_hh = w_hh.transpose(1, 2), b_hh.unsqueeze(1)
+        states = []
+        for gates_x in projection.unbind(0):
+            h = _gru_step(gates_x, h, w_hh_t, b_hh)
+            states.append(h)
+        states = torch.stack(states, dim=2)  # (2W, B, T, H)
+        forward, backward = states[:workers], states[workers:].flip(2)
+        outputs = torch.cat([forward, backward], dim=-1)
+        return outputs, torch.cat([forward[:, :, -1], backward[:, :, 0]], dim=-1)
+
+    def _clip(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(h, -self.cell_clip_value, self.cell_clip_value)
+
+    def _normalised_factor_weight(self) -> torch.Tensor:
+        return F.normalize(self._stacked("decoder.factors.weight"), dim=2)
+
+    def _generator_input_bias(self, ext_input: torch.Tensor | None) -> list[torch.Tensor] | torch.Tensor:
+        """``b_ih`` ``(W, 1, 3G)``, or with measured inputs the per-step ``W_ext ext_t + b_ih``, a list of
+        ``T`` tensors ``(W, B, 3G)`` (see ``Decoder._generator_input_bias``)."""
+        bias = self._stacked("decoder.generator.bias_ih_l0")
+        if ext_input is None:
+            return bias.unsqueeze(1)
+        w_ext = self._stacked("decoder.generator.weight_ih_l0")[:, :, self.co_dim:]
+        return _linear(ext_input, w_ext, bias).unbind(2)
+
+    def _autonomous(self, gen_init: torch.Tensor, num_steps: int, noise: ForwardNoise | None,
+                    ext_input: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        bias = self._generator_input_bias(ext_input)
+        w_hh_t = self._stacked("decoder.generator.weight_hh_l0").transpose(1, 2)
+        b_hh = self._stacked("decoder.generator.bias_hh_l0").unsqueeze(1)
+        h, states = gen_init, []
+        for t in range(num_steps):
+            gates_x = bias if ext_input is None else bias[t]
+            h = self._clip(_gru_step(gates_x.expand(*h.shape[:2], -1), h, w_hh_t, b_hh))
+            states.append(h)
+        states = torch.stack(states, dim=2)  # (W, B, T, G)
+        kept = states if noise is None else states * noise.state_keep
+        return _linear(kept, self._normalised_factor_weight()), states.detach()
+
+    def _controlled(self, gen_init: torch.Tensor, controller_inputs: torch.Tensor, sample: bool,
+                    noise: ForwardNoise | None, ext_input: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        workers, batch, num_steps, ci_dim = controller_inputs.shape
+        if noise is not None:
+            controller_inputs = controller_inputs * noise.ci_keep
+        factor_weight = self._normalised_factor_weight()
+        factor_weight_t = factor_weight.transpose(1, 2)
+        w_con_ih = self._stacked("decoder.controller.weight_ih_l0")
+        w_ci, w_factor_in = w_con_ih.split([ci_dim, factor_weight.shape[1]], dim=2)
+        ci_projection = _linear(controller_inputs, w_ci, self._stacked("decoder.controller.bias_ih_l0")).unbind(2)
+        w_factor_in_t = w_factor_in.transpose(1, 2)
+        w_con_hh_t = self._stacked("decoder.controller.weight_hh_l0").transpose(1, 2)
+        b_con_hh = self._stacked("decoder.controller.bias_hh_l0").unsqueeze(1)
+        w_co_t = self._stacked("decoder.controller_output.weight").transpose(1, 2)
+        b_co = self._stacked("decoder.controller_output.bias").unsqueeze(1)
+        w_gen_co_t = self._stacked("decoder.generator.weight_ih_l0")[:, :, :self.co_dim].transpose(1, 2)
+        w_gen_hh_t = self._stacked("decoder.generator.weight_hh_l0").transpose(1, 2)
+        b_gen_hh = self._stacked("decoder.generator.bias_hh_l0").unsqueeze(1)
+        gen_bias = self._generator_input_bias(ext_input)
+        keep = None if noise is None else noise.state_keep.unbind(1)  # T + 1 of (W, B, G)
+        co_noise = None if noise is None or noise.co_noise is None or not sample else noise.co_noise.unbind(1)
+        gen_h = gen_init
+        con_h = self._stacked("decoder.controller_initial_state").expand(workers, batch, -1)
+        factor = torch.bmm(gen_h if keep is None else gen_h * keep[0], factor_weight_t)
+        factors, means, stds, samples, gen_states = [], [], [], [], []
+        for t in range(num_steps):
+            gates_x = torch.baddbmm(ci_projection[t], factor, w_factor_in_t)
+            con_h = self._clip(_gru_step(gates_x, con_h, w_con_hh_t, b_con_hh))
+            co_mean, co_logvar = torch.baddbmm(b_co, con_h, w_co_t).chunk(2, dim=-1)
+            co_std = torch.exp(0.5 * co_logvar)
+            co = co_mean if co_noise is None else torch.addcmul(co_mean, co_std, co_noise[t])
+            step_bias = gen_bias if ext_input is None else gen_bias[t]
+            gen_h = self._clip(_gru_step(torch.baddbmm(step_bias, co, w_gen_co_t), gen_h, w_gen_hh_t, b_gen_hh))
+            factor = torch.bmm(gen_h if keep is None else gen_h * keep[t + 1], factor_weight_t)
+            factors.append(factor)
+            means.append(co_mean)
+            stds.append(co_std)
+            samples.append(co)
+            gen_states.append(gen_h)
+        return (torch.stack(factors, 2), torch.stack(means, 2), torch.stack(stds, 2), torch.stack(samples, 2),
+                torch.stack(gen_states, 2).detach())
+
+    # -- objective terms ------------------------------------------------------------------------------
+    def kl_ic(self, output: LfadsOutput) -> torch.Tensor:
+        """KL of each worker's IC posterior to its prior, per trial ``(W, B)``."""
+        return kl_diagonal_to_isotropic(output.ic_mean, output.ic_std, self.ic_prior_var)
+
+    def kl_co(self, output: LfadsOutput) -> torch.Tensor:
+        """One-sample KL of the inferred inputs to each worker's AR(1) prior, per trial ``(W, B)``."""
+        if self.co_dim == 0:
+            return output.ic_mean.new_zeros(output.ic_mean.shape[:2])
+        z = output.co_sample
+        log_q = gaussian_log_density(z, output.co_mean, output.co_std ** 2).sum((-1, -2))
+        alpha = torch.exp(-1.0 / torch.exp(self._stacked("co_prior.log_tau"))).unsqueeze(1)  # (W, 1, D)
+        noise_var = torch.exp(self._stacked("co_prior.log_nvar")).unsqueeze(1)
+        process_var = noise_var / (1.0 - alpha ** 2)
+        first = gaussian_log_density(z[:, :, 0], torch.zeros_like(z[:, :, 0]), process_var.expand_as(z[:, :, 0]))
+        rest = gaussian_log_density(z[:, :, 1:], alpha.unsqueeze(2) * z[:, :, :-1],
+                                    noise_var.unsqueeze(2).expand_as(z[:, :, 1:]))
+        return log_q - (first.sum(-1) + rest.sum((-1, -2)))
+
+    def recurrent_l2(self, l2_gen_scale: torch.Tensor, l2_con_scale: torch.Tensor) -> torch.Tensor:
+        """``LFADS.recurrent_l2`` per worker ``(W,)`` for per-worker scales ``(W,)``: a kernel whose scale
+        is 0 is left out of both the sum and the count it is divided by."""
+        gen = self._stacked("decoder.generator.weight_hh_l0")
+        terms = [(gen, l2_gen_scale)]
+        if self.co_dim > 0:
+            terms.append((self._stacked("decoder.controller.weight_hh_l0"), l2_con_scale))
+        total = gen.new_zeros(self.num_workers)
+        count = gen.new_zeros(self.num_workers)
+        for weight, scale in terms:
+            used = scale > 0
+            value = (scale * 0.5) * weight.pow(2).flatten(1).sum(1)
+            total = total + torch.where(used, value, torch.zeros_like(value))
+            count = count + used.to(count.dtype) * weight[0].numel()
+        return torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))
+
+    def _scaled(self, raw: torch.Tensor) -> torch.Tensor:
+        """``SigmoidScales`` per worker: raw ``(W, B, T, N, 2)`` -> ``max(sigmoid(raw) * s_k, PARAM_FLOOR)``."""
+        scales = F.softplus(self._stacked("observation.gamma_scales.scales"), beta=1.0 / SCALE_SOFTNESS)
+        workers, num_scaled, neurons = scales.shape
+        scales = scales.transpose(1, 2).reshape(workers, *([1] * (raw.dim() - 3)), neurons, num_scaled)
+        return (torch.sigmoid(raw) * scales).clamp_min(PARAM_FLOOR)
+
+    def elementwise_nll(self, readout: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Each worker's observation NLL per entry: readout ``(W, B, T, N, P)``, target ``(W, B, T, N)``."""
+        if self.observation_name == "poisson":
+            return poisson_nll(readout[..., 0], target)
+        if self.observation_name == "gamma":
+            scaled = self._scaled(readout[..., 0:2])
+            safe_target = torch.where(target > 0, target, torch.ones_like(target))
+            return gamma_nll(scaled[..., 0], scaled[..., 1], safe_target)
+        q = torch.sigmoid(readout[..., 0]).clamp(Q_CLIP, 1.0 - Q_CLIP)
+        scaled = self._scaled(readout[..., 1:3])
+        return zig_nll(q, scaled[..., 0], scaled[..., 1], target, self.s_min, self.zero_tolerance)
+
+    def observation_penalty(self) -> torch.Tensor:
+        """The observation model's penalty per worker ``(W,)`` (zeros for Poisson)."""
+        if self.observation_name == "poisson":
+            return self._stacked("readout.bias").new_zeros(self.num_workers)
+        scales = self._stacked("observation.gamma_scales.scales")
+        prior = scales.new_tensor(self.scale_prior).view(-1, 1, 1)
+        weight = scales.new_tensor(self.scale_weight)
+        return (0.5 * weight) * (scales - prior).pow(2).flatten(1).sum(1)
+
+
+def _key(name: str) -> str:
+    """A parameter name usable as a module attribute (``ic_encoder.gru.weight_ih_l0`` -> ``ic_encoder__gru__...``)."""
+    return name.replace(".", "__")

@@ -1,0 +1,153 @@
+"""The stacked population model against W single LFADS models (float64, PyTorch loops on both sides).
+
+Each worker of ``PopulationLFADS`` must compute what the single model it was stacked from computes:
+the forward pass (eval and training, with each worker's own dropout masks and posterior noise), the
+objective's terms and the gradient of each worker's loss with respect to its own weights.
+"""
+
+import pytest
+import torch
+
+from neurodyn.config import LfadsConfig
+from neurodyn.errors import NeurodynError
+from neurodyn.lfads.model import LFADS
+from neurodyn.lfads.population import PopulationLFADS
+from neurodyn.observation.registry import make_observation_model
+
+SMALL = dict(ic_enc_dim=5, ci_enc_dim=4, con_dim=5, ic_dim=3, gen_dim=6, factors_dim=3, ci_lag=1)
+NEURONS, TRIALS, STEPS = 4, 3, 6
+OBSERVATION_OPTIONS = {"poisson": {}, "zig": dict(s_min=0.1, gamma_prior=5.0, l2_gamma_distance_scale=0.01),
+                       "gamma": dict(gamma_prior=5.0, l2_gamma_distance_scale=0.01)}
+
+
+@pytest.fixture(autouse=True)
+def pytorch_loops(monkeypatch):
+    # The compiled kernels are float32; float64 comparisons use the PyTorch reference loops.
+    monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", "0")
+
+
+def _models(observation="poisson", keep_probs=(0.8, 1.0, 0.6), **overrides):
+    models = []
+    for k, keep_prob in enumerate(keep_probs):
+        torch.manual_seed(10 + k)
+        config = LfadsConfig(**{**SMALL, "keep_prob": keep_prob, "observation": observation, **overrides})
+        options = dict(OBSERVATION_OPTIONS[observation])
+        if "gamma_prior" in options:
+            options["gamma_prior"] += k  # a per-worker searched value
+        observation_model = make_observation_model(observation, NEURONS, **options)
+        model = LFADS(config, NEURONS, observation_model).double()
+        with torch.no_grad():  # weights away from their initial values (e.g. the zero initial states)
+            for parameter in model.parameters():
+                parameter.add_(0.1 * torch.randn_like(parameter))
+        models.append(model)
+    return models
+
+
+def _data(num_workers, observation, ext_dim=0, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    shape = (num_workers, TRIALS, STEPS, NEURONS)
+    if observation == "poisson":
+        data = torch.poisson(torch.full(shape, 1.5, dtype=torch.float64), generator=generator)
+    else:
+        data = torch.rand(shape, generator=generator, dtype=torch.float64) * 2.0
+        if observation == "zig":
+            data[data < 0.8] = 0.0
+    ext = torch.randn(num_workers, TRIALS, STEPS, ext_dim, generator=generator, dtype=torch.float64) if ext_dim else None
+    return data, ext
+
+
+def _single_loss(model, output, target):
+    nll = model.observation.elementwise_nll(output.readout, target).sum()
+    return nll + model.kl_ic(output).sum() + model.kl_co(output).sum() + model.recurrent_l2(0.3, 0.2) \
+        + model.observation.penalty()
+
+
+def _population_loss(population, output, target):
+    workers = population.num_workers
+    nll = population.elementwise_nll(output.readout, target).flatten(1).sum(1)
+    scale = torch.full((workers,), 0.3, dtype=torch.float64), torch.full((workers,), 0.2, dtype=torch.float64)
+    return nll + population.kl_ic(output).sum(1) + population.kl_co(output).sum(1) \
+        + population.recurrent_l2(*scale) + population.observation_penalty()
+
+
+CASES = [
+    dict(observation="poisson"),
+    dict(observation="poisson", co_dim=2),
+    dict(observation="poisson", co_dim=2, ext_input_dim=2, cell_clip_value=0.7),
+    dict(observation="poisson", ext_input_dim=2, heldout_neurons=[1], mask_as_input=True),
+    dict(observation="zig", co_dim=1),
+    dict(observation="gamma"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: "-".join(f"{k}={v}" for k, v in case.items()))
+@pytest.mark.parametrize("training", [False, True])
+def test_each_worker_computes_what_its_single_model_computes(case, training):
+    models = _models(**case)
+    population = PopulationLFADS.from_models(models)
+    data, ext = _data(len(models), case["observation"], case.get("ext_input_dim", 0))
+    visible = (torch.rand(data.shape, generator=torch.Generator().manual_seed(3)) > 0.2).double()
+    for model in [*models, population]:
+        model.train(training)
+    noise = None
+    if training:
+        rngs = [torch.Generator().manual_seed(100 + k) for k in range(len(models))]
+        noise = population.draw_forward_noise(rngs, TRIALS, STEPS, sample=True, like=data)
+    output = population(data, sample_posteriors=training, encoder_visible=visible, noise=noise, ext_input=ext)
+    losses = _population_loss(population, output, data)
+    gradients = torch.autograd.grad(losses.sum(), [p for _, p in population.stacked_parameters()], allow_unused=True)
+    for k, model in enumerate(models):
+        rng = torch.Generator().manual_seed(100 + k) if training else None
+        single = model(data[k], sample_posteriors=training, encoder_visible=visible[k], rng=rng,
+                       ext_input=None if ext is None else ext[k])
+        for name in ("readout", "factors", "ic_mean", "ic_std", "co_mean", "co_std", "co_sample", "gen_states"):
+            expected = getattr(single, name)
+            if expected is None:
+                assert getattr(output, name) is None, name
+                continue
+            torch.testing.assert_close(getattr(output, name)[k], expected, rtol=1e-12, atol=1e-12, msg=name)
+        loss = _single_loss(model, single, data[k])
+        torch.testing.assert_close(losses[k], loss, rtol=1e-12, atol=1e-12)
+        single_gradients = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+        for (name, _), gradient, expected in zip(population.stacked_parameters(), gradients, single_gradients):
+            # A weight the pass does not use (the autonomous generator's input kernel) has no gradient on
+            # one side and a zero one on the other.
+            gradient = torch.zeros_like(population.weights[name.replace('.', '__')]) if gradient is None else gradient
+            expected = torch.zeros_like(gradient[k]) if expected is None else expected
+            torch.testing.assert_close(gradient[k], expected, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_training_noise_differs_between_workers_and_is_not_all_ones():
+    models = _models(keep_probs=(0.5, 0.5))
+    population = PopulationLFADS.from_models(models).train()
+    rngs = [torch.Generator().manual_seed(7), torch.Generator().manual_seed(8)]
+    noise = population.draw_forward_noise(rngs, TRIALS, STEPS, sample=True, like=torch.zeros((), dtype=torch.float64))
+    assert set(noise.input_keep.unique().tolist()) == {0.0, 2.0}
+    assert not torch.equal(noise.input_keep[0], noise.input_keep[1])
+
+
+def test_worker_state_round_trip_and_copy():
+    models = _models(co_dim=2)
+    population = PopulationLFADS.from_models(models)
+    for k, model in enumerate(models):
+        state = population.worker_state_dict(k)
+        assert state.keys() == model.state_dict().keys()
+        for key, value in model.state_dict().items():
+            assert torch.equal(state[key], value), key
+    state = population.worker_state_dict(0)
+    state["readout.bias"] += 1.0  # a copy, not a view
+    assert not torch.equal(population.worker_state_dict(0)["readout.bias"], state["readout.bias"])
+    population.load_worker_state(2, state)
+    assert torch.equal(population.worker_state_dict(2)["readout.bias"], state["readout.bias"])
+    population.copy_worker(1, 2)
+    for key, value in population.worker_state_dict(2).items():
+        assert torch.equal(population.worker_state_dict(1)[key], value), key
+    assert population.dropout_p[1] == population.dropout_p[2]
+
+
+def test_models_of_another_architecture_are_refused():
+    torch.manual_seed(0)
+    small = LFADS(LfadsConfig(**SMALL), NEURONS, make_observation_model("poisson", NEURONS))
+    larger = LFADS(LfadsConfig(**{**SMALL, "gen_dim": 7}), NEURONS, make_observation_model("poisson", NEURONS))
+    with pytest.raises(NeurodynError, match="architecture"):
+        PopulationLFADS.from_models([small, larger])
