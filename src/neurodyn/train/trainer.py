@@ -127,6 +127,23 @@ class LfadsTrainer:
             with torch.no_grad():
                 self.model.readout.bias.copy_(bias.reshape(-1))
 
+    def set_dtype(self, dtype: torch.dtype) -> None:
+        """Compute in ``dtype`` from now on: model, data, measured inputs, Adam moments and best weights
+        are converted (float64 lets tests compare implementations to tight tolerances; float32 is the
+        default). The random streams are unchanged: each draw keeps the dtype it had."""
+        self.model.to(dtype)
+        self.train_data, self.valid_data = self.train_data.to(dtype), self.valid_data.to(dtype)
+        if self.train_ext_input is not None:
+            self.train_ext_input = self.train_ext_input.to(dtype)
+            self.valid_ext_input = self.valid_ext_input.to(dtype)
+        for state in self.optimizer.state.values():
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in state:
+                    state[key] = state[key].to(dtype)
+        if self.best_model_state is not None:
+            self.best_model_state = {key: value.to(dtype) if value.is_floating_point() else value
+                                     for key, value in self.best_model_state.items()}
+
     @property
     def ramps_complete_epoch(self) -> int:
         return max(self.config.kl_increase_epochs, self.config.l2_increase_epochs)

@@ -1,0 +1,336 @@
+"""Training a PBT population as one batched model, each worker exactly as ``LfadsTrainer`` would.
+
+``PopulationTrainer`` trains W workers that share an architecture and their data. The weights of
+all workers are one ``PopulationLFADS`` (a leading worker axis on every tensor) and so are Adam's
+moments; one training step is one batched forward and backward pass for every worker. What is per
+worker is held per worker:
+
+* hyperparameters (learning rate, dropout keep_prob, CD keep_ratio and cd_pass_fraction, KL and L2
+  weights, loss_scale, max_grad_norm, Adam epsilon, temporal_shift_std, the observation scales'
+  prior and penalty): gathered into ``(W,)`` tensors from each worker's config for every step;
+* the gradient-norm clip (the norm of each worker's own slice of all parameters), Adam's step
+  count and bias correction, a skipped (non-finite) step;
+* the learning-rate plateau schedule, ramps, smoothed validation NLL, early stopping, best weights,
+  history and random stream: kept in one ``LfadsTrainer`` per worker (its *member*), whose model
+  and optimiser are only written when a worker's state is exported (``state_dict_of``).
+
+Worker k draws its random numbers (batch order, SBTT/CD masks and temporal shifts, the shard seed,
+dropout masks, posterior noise) from its member's generator in exactly the order ``LfadsTrainer``
+does with one shard (``batch_threads: 1``), so worker k follows the run of a single trainer with
+the same seed and hyperparameters (a loop over workers draws the numbers; the compute is batched).
+Every worker must use the same ``batch_size``. There is no ``fit``: PBT trains each generation for a
+fixed number of epochs (``step_epoch``), and stopping one worker early while the others train on is
+left to the engine. Validation batches use worker 0's
+``valid_batch_size`` (it only changes how the sum is split, not its value).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+
+from neurodyn.errors import NeurodynError
+from neurodyn.lfads.augmentations import inference_masks, training_masks
+from neurodyn.lfads.population import PopulationLFADS
+from neurodyn.observation.base import masked_nll_sum
+from neurodyn.train.schedules import linear_ramp, smooth
+from neurodyn.train.trainer import LfadsTrainer
+
+# Adam's moment decay rates: torch's defaults, which LfadsTrainer uses.
+ADAM_BETAS = (0.9, 0.999)
+# torch.nn.utils.clip_grad_norm_ divides by (norm + this).
+CLIP_NORM_EPS = 1e-6
+TERM_NAMES = ("loss", "train_nll", "kl_ic", "kl_co", "l2")
+
+
+class PopulationTrainer:
+    """Trains ``members`` (``LfadsTrainer`` objects of one architecture, built on the same data) as one
+    batched population. Each member's current state (weights, Adam state, schedule, bookkeeping) is
+    taken over; ``dtype`` (e.g. ``torch.float64``) converts the members first."""
+
+    def __init__(self, members: list[LfadsTrainer], dtype: torch.dtype | None = None):
+        if not members:
+            raise NeurodynError("a population needs at least one worker")
+        if dtype is not None:
+            for member in members:
+                member.set_dtype(dtype)
+        self.members = members
+        first = members[0]
+        for k, member in enumerate(members[1:], start=1):
+            if not (_same_data(member.train_data, first.train_data) and _same_data(member.valid_data, first.valid_data)):
+                raise NeurodynError(f"worker {k} of the population was built on other data than worker 0; "
+                                    "every worker of a population trains on the same trials")
+        self.device = first.device
+        self.train_data, self.valid_data = first.train_data, first.valid_data
+        self.train_ext_input, self.valid_ext_input = first.train_ext_input, first.valid_ext_input
+        self.model = PopulationLFADS.from_models([member.model for member in members])
+        self.parameters = [parameter for _, parameter in self.model.stacked_parameters()]
+        self.exp_avg = [torch.zeros_like(p) for p in self.parameters]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.parameters]
+        self.adam_steps = [0] * len(members)
+        for k, member in enumerate(members):
+            self._import_optimizer_state(k, member)
+
+    @classmethod
+    def from_configs(cls, configs: list, train_data, valid_data, device=None, train_ext_input=None,
+                     valid_ext_input=None, dtype: torch.dtype | None = None) -> "PopulationTrainer":
+        """A new population of ``len(configs)`` workers (each ``LfadsConfig`` its own seed and hyperparameters)."""
+        members = [LfadsTrainer(config, train_data, valid_data, device=device, train_ext_input=train_ext_input,
+                                valid_ext_input=valid_ext_input) for config in configs]
+        return cls(members, dtype)
+
+    @property
+    def num_workers(self) -> int:
+        return len(self.members)
+
+    # -- per-worker values ------------------------------------------------------------------------
+    def _per_worker(self, values: list[float]) -> torch.Tensor:
+        return torch.tensor(values, dtype=self.train_data.dtype, device=self.device)
+
+    def _config_values(self, key: str) -> torch.Tensor:
+        return self._per_worker([float(getattr(member.config, key)) for member in self.members])
+
+    def learning_rates(self) -> list[float]:
+        """Each worker's current learning rate (its plateau schedule's)."""
+        return [member.optimizer.param_groups[0]["lr"] for member in self.members]
+
+    def _batch_size(self) -> int:
+        sizes = sorted({member.config.batch_size for member in self.members})
+        if len(sizes) > 1:
+            raise NeurodynError(f"the population engine needs one batch_size for every worker; got {sizes} "
+                                "(leave batch_size out of the search, or use engine: embedded)")
+        return sizes[0]
+
+    # -- one epoch ----------------------------------------------------------------------------------
+    def train_epoch(self) -> list[dict[str, float]]:
+        """One pass over the training trials for every worker (each its own shuffled order); returns each
+        worker's trial-weighted means of the terms, as ``LfadsTrainer.train_epoch``."""
+        batch_size = self._batch_size()
+        num_trials = self.train_data.shape[0]
+        ramps = {
+            "kl": [linear_ramp(m.epoch, m.config.kl_increase_epochs) for m in self.members],
+            "l2": [linear_ramp(m.epoch, m.config.l2_increase_epochs) for m in self.members],
+        }
+        orders = [torch.randperm(num_trials, device=self.device, generator=m.generator) for m in self.members]
+        sums = torch.zeros(self.num_workers, len(TERM_NAMES), dtype=torch.float64)
+        for start in range(0, num_trials, batch_size):
+            trials = [order[start:start + batch_size] for order in orders]
+            terms = self._train_step(trials, self._per_worker(ramps["kl"]), self._per_worker(ramps["l2"]))
+            sums += terms * len(trials[0])
+        results = []
+        for k in range(self.num_workers):
+            row = {key: float(value) / num_trials for key, value in zip(TERM_NAMES, sums[k])}
+            row.update(kl_ramp=ramps["kl"][k], l2_ramp=ramps["l2"][k])
+            results.append(row)
+        return results
+
+    def _train_step(self, trials: list[torch.Tensor], kl_ramp: torch.Tensor, l2_ramp: torch.Tensor) -> torch.Tensor:
+        """One optimiser step for every worker on its own ``trials``; returns ``(W, 5)`` (loss, nll, kl_ic,
+        kl_co, l2) per worker."""
+        masks, rngs, ext = [], [], []
+        for k, member in enumerate(self.members):
+            c = member.config
+            batch = self.train_data[trials[k]]
+            masks.append(training_masks(batch, c.keep_ratio, c.cd_pass_fraction, member.generator,
+                                        c.temporal_shift_std, self.model.encoder_input_mask[k]))
+            # LfadsTrainer's shard seed (one shard): drawn after the masks, seeding the forward pass's stream.
+            seed = torch.randint(0, 2 ** 62, (1,), generator=member.generator, device=self.device).tolist()[0]
+            rng = torch.Generator(device=self.device)
+            rng.manual_seed(seed)
+            rngs.append(rng)
+            if self.train_ext_input is not None:
+                ext.append(self.train_ext_input[trials[k]])
+        stack = {name: torch.stack([getattr(m, name) for m in masks])
+                 for name in ("encoder_input", "target", "observed", "grad_mask", "encoder_visible")}
+        batch, num_steps = stack["target"].shape[1:3]
+        noise = self.model.draw_forward_noise(rngs, batch, num_steps, sample=True, like=stack["target"])
+        output = self.model(stack["encoder_input"], sample_posteriors=True, encoder_visible=stack["encoder_visible"],
+                            noise=noise, ext_input=torch.stack(ext) if ext else None)
+        elementwise = self.model.elementwise_nll(output.readout, stack["target"])
+        # The value counts every observed entry; the gradient flows only where grad_mask allows
+        # (as lfads.augmentations.reconstruction_loss).
+        passing = torch.where(stack["grad_mask"] > 0, elementwise, elementwise.detach())
+        nll = masked_nll_sum(passing, stack["observed"], dim=(1, 2, 3)) / stack["observed"].sum((1, 2, 3)).clamp_min(1.0)
+        kl_ic = self.model.kl_ic(output).sum(1) / batch
+        kl_co = self.model.kl_co(output).sum(1) / batch
+        l2 = self.model.recurrent_l2(self._config_values("l2_gen_scale"), self._config_values("l2_con_scale")) \
+            + self.model.observation_penalty()
+        kl = self._config_values("kl_ic_weight") * kl_ic + self._config_values("kl_co_weight") * kl_co
+        total = self._config_values("loss_scale") * (nll + l2_ramp * l2 + kl_ramp * kl)
+        gradients = torch.autograd.grad(total.sum(), self.parameters, allow_unused=True)
+        gradients = [torch.zeros_like(p) if g is None else g for p, g in zip(self.parameters, gradients)]
+        norms = self._clip_gradients(gradients)
+        terms = torch.stack([total, nll, kl_ic, kl_co, l2], dim=1).detach().to(torch.float64).cpu()
+        finite = (torch.isfinite(norms).cpu() & torch.isfinite(terms[:, 0])).tolist()
+        for k, ok in enumerate(finite):
+            if not ok:  # a non-finite step would poison the weights (LfadsTrainer skips it the same way)
+                self.members[k].skipped_steps += 1
+        self._adam_step(gradients, finite)
+        return terms
+
+    def _clip_gradients(self, gradients: list[torch.Tensor]) -> torch.Tensor:
+        """``clip_grad_norm_`` per worker, in place: each worker's gradient (its slice of every parameter)
+        scaled by ``min(max_grad_norm / (norm + 1e-6), 1)``. Returns the norms ``(W,)``."""
+        per_parameter = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in gradients], dim=1)
+        norms = torch.linalg.vector_norm(per_parameter, dim=1)
+        coefficient = (self._config_values("max_grad_norm") / (norms + CLIP_NORM_EPS)).clamp(max=1.0)
+        for gradient in gradients:
+            gradient.mul_(coefficient.view(-1, *([1] * (gradient.dim() - 1))))
+        return norms
+
+    @torch.no_grad()
+    def _adam_step(self, gradients: list[torch.Tensor], take_step: list[bool]) -> None:
+        """torch's Adam (foreach, no weight decay) on the stacked tensors with per-worker learning rate,
+        epsilon and step count; a worker whose step is not taken keeps its weights and moments."""
+        beta1, beta2 = ADAM_BETAS
+        for k, ok in enumerate(take_step):
+            self.adam_steps[k] += int(ok)
+        # The scalars in Python floats, as torch computes them.
+        steps = [max(step, 1) for step in self.adam_steps]
+        step_size = self._per_worker([-(lr / (1 - beta1 ** s)) for lr, s in zip(self.learning_rates(), steps)])
+        correction2_sqrt = self._per_worker([(1 - beta2 ** s) ** 0.5 for s in steps])
+        epsilon = self._config_values("adam_epsilon")
+        taken = torch.tensor(take_step, device=self.device)
+        all_taken = all(take_step)
+        for parameter, gradient, exp_avg, exp_avg_sq in zip(self.parameters, gradients, self.exp_avg, self.exp_avg_sq):
+            shape = (-1, *([1] * (parameter.dim() - 1)))
+            new_avg = torch.lerp(exp_avg, gradient, 1 - beta1)
+            new_avg_sq = torch.addcmul(exp_avg_sq * beta2, gradient, gradient, value=1 - beta2)
+            denominator = new_avg_sq.sqrt() / correction2_sqrt.view(shape) + epsilon.view(shape)
+            new_parameter = parameter + step_size.view(shape) * (new_avg / denominator)
+            if not all_taken:
+                keep = taken.view(shape)
+                new_avg = torch.where(keep, new_avg, exp_avg)
+                new_avg_sq = torch.where(keep, new_avg_sq, exp_avg_sq)
+                new_parameter = torch.where(keep, new_parameter, parameter)
+            exp_avg.copy_(new_avg)
+            exp_avg_sq.copy_(new_avg_sq)
+            parameter.copy_(new_parameter)
+
+    @torch.no_grad()
+    def validation_nll(self) -> list[float]:
+        """Each worker's mean NLL over the observed validation entries (posterior means, no dropout)."""
+        workers = self.num_workers
+        totals = torch.zeros(workers, dtype=torch.float64)
+        count = 0.0
+        size = self.members[0].config.valid_batch_size
+        for start in range(0, self.valid_data.shape[0], size):
+            rows = slice(start, start + size)
+            masks = inference_masks(self.valid_data[rows])
+
+            def every_worker(tensor):
+                return tensor.unsqueeze(0).expand(workers, *tensor.shape)
+
+            ext = None if self.valid_ext_input is None else every_worker(self.valid_ext_input[rows])
+            output = self.model(every_worker(masks.encoder_input), sample_posteriors=False,
+                                encoder_visible=every_worker(masks.encoder_visible), ext_input=ext)
+            nll = self.model.elementwise_nll(output.readout, every_worker(masks.target))
+            totals += masked_nll_sum(nll, every_worker(masks.observed), dim=(1, 2, 3)).to(torch.float64).cpu()
+            count += float(masks.observed.sum())
+        return (totals / max(count, 1.0)).tolist()
+
+    def step_epoch(self) -> list[dict[str, float]]:
+        """Train every worker one epoch, validate, update each worker's schedules and best weights (as
+        ``LfadsTrainer.step_epoch``); returns each worker's log row. A row's ``seconds`` is the
+        population's epoch time divided by the number of workers."""
+        started = time.perf_counter()
+        rows = [{"epoch": member.epoch} for member in self.members]
+        for row, terms in zip(rows, self.train_epoch()):
+            row.update(terms)
+        valid = self.validation_nll()
+        seconds = (time.perf_counter() - started) / self.num_workers
+        for k, (member, row, valid_nll) in enumerate(zip(self.members, rows, valid)):
+            member.valid_nll_smoothed = smooth(member.valid_nll_smoothed, valid_nll)
+            smoothed = member.valid_nll_smoothed if math.isfinite(member.valid_nll_smoothed) else math.inf
+            member.scheduler.step(smoothed)
+            ramps_done = member.epoch >= member.ramps_complete_epoch
+            if ramps_done and smoothed < member.best_valid_nll:
+                member.best_valid_nll = smoothed
+                member.best_epoch = member.epoch
+                member.best_model_state = self.model.worker_state_dict(k)
+                member.epochs_since_best = 0
+            elif ramps_done:
+                member.epochs_since_best += 1
+            row.update(valid_nll=valid_nll, valid_nll_smoothed=member.valid_nll_smoothed,
+                       learning_rate=member.optimizer.param_groups[0]["lr"], seconds=seconds)
+            member.history.append(row)
+            member.epoch += 1
+        return rows
+
+    def restore_best(self) -> None:
+        """Every worker's ``LfadsTrainer.restore_best``: its best weights after the ramps (or the last ones)."""
+        for k, member in enumerate(self.members):
+            member.model.load_state_dict(self.model.worker_state_dict(k))
+            member.restore_best()
+            self.model.load_worker_state(k, member.model.state_dict())
+
+    # -- hyperparameters and random streams --------------------------------------------------------
+    def set_hyperparameters(self, k: int, **updates: Any) -> None:
+        """``LfadsTrainer.set_hyperparameters`` for worker ``k`` (architecture keys are refused)."""
+        self.members[k].set_hyperparameters(**updates)
+        self.model.set_worker_settings(k, self.members[k].model)
+
+    def reseed(self, k: int, seed: int) -> None:
+        """Start worker ``k``'s random stream from ``seed`` (``LfadsTrainer.reseed``)."""
+        self.members[k].reseed(seed)
+
+    # -- state ---------------------------------------------------------------------------------------
+    def state_dict_of(self, k: int) -> dict[str, Any]:
+        """Worker ``k``'s state as ``LfadsTrainer.state_dict`` gives it (``LfadsTrainer.load_state_dict``
+        accepts it: the PBT store and export keep working)."""
+        member = self.members[k]
+        member.model.load_state_dict(self.model.worker_state_dict(k))
+        member.optimizer.load_state_dict(self._optimizer_state(k, member))
+        return member.state_dict()
+
+    def load_worker_state(self, k: int, state: dict[str, Any]) -> None:
+        """Make worker ``k`` continue from an ``LfadsTrainer.state_dict`` (same architecture)."""
+        member = self.members[k]
+        member.load_state_dict(state)
+        self.model.load_worker_state(k, member.model.state_dict())
+        self.model.set_worker_settings(k, member.model)
+        self._import_optimizer_state(k, member)
+
+    def exploit(self, copier: int, source: int) -> None:
+        """Worker ``copier`` becomes a copy of worker ``source``: weights, Adam moments and step count
+        (copied inside the stacked tensors), hyperparameters, schedule, bookkeeping and random stream
+        (as an ``LfadsTrainer`` loading the source's ``state_dict``)."""
+        if copier == source:
+            return
+        self.model.copy_worker(copier, source)
+        with torch.no_grad():
+            for tensor in (*self.exp_avg, *self.exp_avg_sq):
+                tensor[copier].copy_(tensor[source])
+        self.adam_steps[copier] = self.adam_steps[source]
+        bookkeeping = self.members[source].state_dict()
+        bookkeeping["model"] = self.model.worker_state_dict(copier)
+        self.members[copier].load_state_dict(bookkeeping)
+
+    def _optimizer_state(self, k: int, member: LfadsTrainer) -> dict[str, Any]:
+        """Worker ``k``'s Adam state in the layout of ``member.optimizer.state_dict()``."""
+        state = {}
+        if self.adam_steps[k] > 0:
+            for index, (exp_avg, exp_avg_sq) in enumerate(zip(self.exp_avg, self.exp_avg_sq)):
+                state[index] = {"step": torch.tensor(float(self.adam_steps[k])),
+                                "exp_avg": exp_avg[k].detach().clone(), "exp_avg_sq": exp_avg_sq[k].detach().clone()}
+        return {"state": state, "param_groups": member.optimizer.state_dict()["param_groups"]}
+
+    @torch.no_grad()
+    def _import_optimizer_state(self, k: int, member: LfadsTrainer) -> None:
+        """Take worker ``k``'s Adam moments and step count from its member's optimiser (zeros when fresh)."""
+        state = member.optimizer.state_dict()["state"]
+        steps = [int(entry["step"]) for entry in state.values() if "step" in entry]
+        self.adam_steps[k] = max(steps, default=0)
+        for index, (exp_avg, exp_avg_sq) in enumerate(zip(self.exp_avg, self.exp_avg_sq)):
+            entry = state.get(index)
+            exp_avg[k].copy_(entry["exp_avg"] if entry else torch.zeros_like(exp_avg[k]))
+            exp_avg_sq[k].copy_(entry["exp_avg_sq"] if entry else torch.zeros_like(exp_avg_sq[k]))
+
+
+def _same_data(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal shapes and values, NaN (unobserved) matching NaN."""
+    return a.shape == b.shape and bool(torch.equal(torch.isnan(a), torch.isnan(b))) \
+        and bool(torch.equal(torch.nan_to_num(a), torch.nan_to_num(b)))

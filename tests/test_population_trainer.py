@@ -1,0 +1,203 @@
+"""PopulationTrainer against single LfadsTrainers (float64): worker k follows the run of a single trainer
+with the same seed and hyperparameters — log rows, weights, Adam state, schedule and random stream —
+with different hyperparameters per worker, the controller, CD, SBTT, held-out neurons, measured
+inputs and each observation model; exploit inside the stack; states that LfadsTrainer accepts."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from neurodyn.config import LfadsConfig
+from neurodyn.errors import NeurodynError
+from neurodyn.train.population_trainer import PopulationTrainer
+from neurodyn.train.trainer import LfadsTrainer
+
+TINY = dict(ic_enc_dim=5, ci_enc_dim=4, con_dim=5, ic_dim=3, gen_dim=6, factors_dim=3, batch_size=8,
+            valid_batch_size=5, device="cpu", batch_threads=1, kl_increase_epochs=1, l2_increase_epochs=2,
+            learning_rate_patience=0, learning_rate_decay=0.5, max_grad_norm=5.0)
+# Per-worker searched values: every worker of a population differs from the others.
+WORKERS = [
+    dict(seed=1, learning_rate_init=4e-3, keep_prob=0.9, keep_ratio=0.7, kl_ic_weight=1e-2, l2_gen_scale=1e-2),
+    dict(seed=2, learning_rate_init=1e-2, keep_prob=1.0, keep_ratio=1.0, kl_co_weight=1e-3, l2_con_scale=0.0,
+         loss_scale=10.0),
+    dict(seed=3, learning_rate_init=2e-3, keep_prob=0.7, keep_ratio=0.5, cd_pass_fraction=0.3, l2_gen_scale=0.0,
+         max_grad_norm=0.05),
+]
+TRIALS, STEPS, NEURONS, EXT = 20, 7, 5, 2
+
+
+@pytest.fixture(autouse=True)
+def pytorch_loops(monkeypatch):
+    # The compiled kernels are float32; both sides run the PyTorch loops in float64.
+    monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", "0")
+
+
+def _data(observation: str, missing: float = 0.2, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    shape = (TRIALS, STEPS, NEURONS)
+    if observation == "poisson":
+        data = rng.poisson(1.2, shape).astype(np.float32)
+    elif observation == "zig":
+        data = np.where(rng.random(shape) < 0.4, rng.gamma(2.0, 0.5, shape) + 0.2, 0.0).astype(np.float32)
+    else:
+        data = rng.gamma(3.0, 0.4, shape).astype(np.float32)
+    data[rng.random(shape) < missing] = np.nan  # SBTT: unobserved entries
+    return data
+
+
+def _configs(**case) -> list[LfadsConfig]:
+    return [LfadsConfig(**{**TINY, **worker, **case}) for worker in WORKERS]
+
+
+def _inputs(case: dict):
+    data = _data(case.get("observation", "poisson"))
+    ext = None
+    if case.get("ext_input_dim"):
+        ext = np.random.default_rng(5).normal(size=(TRIALS, STEPS, EXT)).astype(np.float32)
+    split = 14
+    return dict(train_data=data[:split], valid_data=data[split:],
+                train_ext_input=None if ext is None else ext[:split],
+                valid_ext_input=None if ext is None else ext[split:])
+
+
+def _single(config: LfadsConfig, inputs: dict) -> LfadsTrainer:
+    trainer = LfadsTrainer(config, **inputs)
+    trainer.set_dtype(torch.float64)
+    return trainer
+
+
+def assert_worker_matches(population: PopulationTrainer, k: int, single: LfadsTrainer, tolerance: float = 1e-9):
+    member = population.members[k]
+    assert len(member.history) == len(single.history)
+    for row, expected in zip(member.history, single.history):
+        for key, value in expected.items():
+            if key == "seconds":
+                continue
+            assert row[key] == pytest.approx(value, rel=tolerance, abs=tolerance), (k, row["epoch"], key)
+    weights = population.model.worker_state_dict(k)
+    for name, value in single.model.state_dict().items():
+        torch.testing.assert_close(weights[name], value, rtol=tolerance, atol=tolerance, msg=f"worker {k}: {name}")
+    state = population.state_dict_of(k)
+    expected_state = single.state_dict()
+    # The same random numbers were drawn, in the same order: the streams are in the same place.
+    assert torch.equal(state["generator"], expected_state["generator"])
+    for key in ("epoch", "best_epoch", "epochs_since_best", "skipped_steps"):
+        assert state[key] == expected_state[key], key
+    assert state["scheduler"]["num_bad_epochs"] == expected_state["scheduler"]["num_bad_epochs"]
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(
+        expected_state["optimizer"]["param_groups"][0]["lr"], rel=1e-12)
+    optimizer_state = state["optimizer"]["state"]
+    for index, entry in expected_state["optimizer"]["state"].items():
+        assert float(optimizer_state[index]["step"]) == float(entry["step"])
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(optimizer_state[index][key], entry[key], rtol=1e-7, atol=tolerance)
+
+
+CASES = {
+    "autonomous": dict(),
+    "controller-heldout-ext": dict(co_dim=2, heldout_neurons=[3], ext_input_dim=EXT, mask_as_input=True),
+    "zig-controller": dict(observation="zig", co_dim=1, s_min=0.15, l2_gamma_distance_scale=1e-2),
+    "gamma-shift": dict(observation="gamma", temporal_shift_std=1.0, cell_clip_value=0.8),
+}
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_each_worker_follows_its_single_trainer(case):
+    inputs = _inputs(case)
+    configs = _configs(**case)
+    population = PopulationTrainer.from_configs(configs, **inputs, dtype=torch.float64)
+    singles = [_single(config, inputs) for config in configs]
+    for _ in range(3):
+        rows = population.step_epoch()
+        for single in singles:
+            single.step_epoch()
+    assert len(rows) == len(configs)
+    for k, single in enumerate(singles):
+        assert_worker_matches(population, k, single)
+    # The workers really differ (their hyperparameters do).
+    assert len({round(row["valid_nll"], 12) for row in rows}) == len(configs)
+
+
+def test_exploit_copies_a_worker_inside_the_stack_and_states_round_trip():
+    inputs = _inputs({})
+    configs = _configs()
+    population = PopulationTrainer.from_configs(configs, **inputs, dtype=torch.float64)
+    singles = [_single(config, inputs) for config in configs]
+    for _ in range(2):
+        population.step_epoch()
+        for single in singles:
+            single.step_epoch()
+    # PBT: worker 0 copies worker 2, explores a hyperparameter and starts a new random stream.
+    population.exploit(0, 2)
+    population.set_hyperparameters(0, learning_rate_init=3e-3, keep_prob=0.8)
+    population.reseed(0, 1234)
+    copy = _single(configs[0], inputs)
+    copy.load_state_dict(singles[2].state_dict())
+    copy.set_hyperparameters(learning_rate_init=3e-3, keep_prob=0.8)
+    copy.reseed(1234)
+    singles[0] = copy
+    # Worker 1 continues from a state exported and loaded back (as the PBT store does).
+    population.load_worker_state(1, population.state_dict_of(1))
+    for _ in range(2):
+        population.step_epoch()
+        for single in singles:
+            single.step_epoch()
+    for k, single in enumerate(singles):
+        assert_worker_matches(population, k, single)
+    # The plateau schedule acted (per worker) on at least one worker.
+    assert any(member.optimizer.param_groups[0]["lr"] < member.config.learning_rate_init
+               for member in population.members)
+    # An exported state continues in a single LfadsTrainer exactly where the population left it.
+    resumed = _single(configs[2], inputs)
+    resumed.load_state_dict(population.state_dict_of(2))
+    resumed.step_epoch()
+    singles[2].step_epoch()
+    assert resumed.history[-1]["valid_nll"] == pytest.approx(singles[2].history[-1]["valid_nll"], rel=1e-9)
+
+
+def test_a_non_finite_worker_skips_its_step_and_leaves_the_others_alone():
+    inputs = _inputs({})
+    configs = _configs()
+    population = PopulationTrainer.from_configs(configs, **inputs, dtype=torch.float64)
+    singles = [_single(config, inputs) for config in configs]
+    with torch.no_grad():
+        population.model.weights["readout__bias"][1].fill_(math.inf)
+        singles[1].model.readout.bias.fill_(math.inf)
+    population.step_epoch()
+    for single in singles:
+        single.step_epoch()
+    assert population.members[1].skipped_steps == singles[1].skipped_steps > 0
+    assert population.members[0].skipped_steps == 0
+    for k in (0, 2):
+        assert_worker_matches(population, k, singles[k])
+
+
+def test_restore_best_loads_each_workers_best_weights():
+    inputs = _inputs({})
+    configs = _configs()
+    population = PopulationTrainer.from_configs(configs, **inputs, dtype=torch.float64)
+    singles = [_single(config, inputs) for config in configs]
+    for _ in range(3):
+        population.step_epoch()
+        for single in singles:
+            single.step_epoch()
+    population.restore_best()
+    for k, single in enumerate(singles):
+        single.restore_best()
+        for name, value in single.model.state_dict().items():
+            torch.testing.assert_close(population.model.worker_state_dict(k)[name], value, rtol=1e-9, atol=1e-9)
+
+
+def test_different_batch_sizes_and_different_data_are_refused():
+    inputs = _inputs({})
+    configs = _configs()
+    configs[1] = LfadsConfig(**{**configs[1].model_dump(), "batch_size": 4})
+    population = PopulationTrainer.from_configs(configs, **inputs)
+    with pytest.raises(NeurodynError, match="batch_size"):
+        population.step_epoch()
+    other = dict(inputs, train_data=inputs["train_data"] + 1.0)
+    members = [LfadsTrainer(configs[0], **inputs), LfadsTrainer(configs[0], **other)]
+    with pytest.raises(NeurodynError, match="other data"):
+        PopulationTrainer(members)
