@@ -324,7 +324,9 @@ class PbtSettings(BaseModel):
         "binary_tournament", description="how poor workers choose whom to copy")
     truncation_fraction: float = Field(0.25, gt=0.0, le=0.5,
                                        description="truncation: the bottom fraction copies the top fraction")
-    engine: Literal["embedded", "ray"] = Field("embedded", description="embedded (this machine) or ray (a cluster)")
+    engine: Literal["embedded", "ray", "population"] = Field(
+        "embedded", description="embedded (this machine, one process per worker), ray (a cluster) or population "
+                                "(this machine, every worker in one batched model; needs one batch_size for all)")
     ray_address: str | None = Field(None, description="address of an existing Ray cluster (engine: ray)")
 
 

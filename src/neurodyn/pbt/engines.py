@@ -65,9 +65,20 @@ def worker_stream_seed(run_seed: int, worker: int, generation: int) -> int:
 
 def run_worker_generation(job: WorkerJob, data: WorkerData, device: str | None = None) -> WorkerResult:
     """Train one worker for one generation (runs in an engine process)."""
+    started = time.perf_counter()
+    trainer = prepare_worker(job, data, device)
+    first = len(trainer.history)
+    for _ in range(job.epochs):
+        trainer.step_epoch()
+    return worker_result(job, trainer.valid_nll_smoothed, trainer.state_dict(), trainer.history[first:],
+                         time.perf_counter() - started)
+
+
+def prepare_worker(job: WorkerJob, data: WorkerData, device: str | None = None):
+    """The ``LfadsTrainer`` a job starts from: built, its start state loaded, its searched values applied
+    and its random stream for this generation started."""
     from neurodyn.train.trainer import LfadsTrainer
 
-    started = time.perf_counter()
     config = LfadsConfig(**job.config)
     trainer = LfadsTrainer(config, data.train, data.valid, device=device, train_ext_input=data.train_ext_input,
                            valid_ext_input=data.valid_ext_input)
@@ -79,13 +90,14 @@ def run_worker_generation(job: WorkerJob, data: WorkerData, device: str | None =
         if hyperparameters:
             trainer.set_hyperparameters(**hyperparameters)
     trainer.reseed(worker_stream_seed(job.seed, job.worker, job.generation))
-    first = len(trainer.history)
-    for _ in range(job.epochs):
-        trainer.step_epoch()
-    metric = trainer.valid_nll_smoothed
-    metric = float(metric) if metric is not None and math.isfinite(metric) else math.nan
-    return WorkerResult(job.worker, job.generation, metric, encode_state(trainer.state_dict()),
-                        trainer.history[first:], time.perf_counter() - started)
+    return trainer
+
+
+def worker_result(job: WorkerJob, smoothed_nll: float | None, state: dict[str, Any], history: list[dict[str, float]],
+                  seconds: float) -> WorkerResult:
+    """A job's result: the smoothed validation NLL as the metric (NaN when diverged) and the encoded state."""
+    metric = float(smoothed_nll) if smoothed_nll is not None and math.isfinite(smoothed_nll) else math.nan
+    return WorkerResult(job.worker, job.generation, metric, encode_state(state), history, seconds)
 
 
 # -- embedded engine ------------------------------------------------------------------------------

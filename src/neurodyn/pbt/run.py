@@ -23,7 +23,7 @@ from neurodyn.data.atomic import write_text_atomic
 from neurodyn.data.seed_format import data_file_name
 from neurodyn.errors import NeurodynError, RunInterrupted
 from neurodyn.pbt.decisions import count_diverged, decide_after_generation
-from neurodyn.pbt.engines import (EmbeddedEngine, RayEngine, WorkerData, WorkerJob, WorkerResult,
+from neurodyn.pbt.engines import (EmbeddedEngine, RayEngine, WorkerData, WorkerJob, WorkerResult, cpu_cores,
                                   default_max_processes)
 from neurodyn.pbt.population import StoppingRule
 from neurodyn.pbt.search_space import as_config_value, initial_values
@@ -82,7 +82,8 @@ def _worker_config(run_config: RunConfig, worker: int, hyperparameters: dict[str
 
 
 def make_engine_factory(run_config: RunConfig, ray_address: str | None = None) -> EngineFactory:
-    """The engine the config asks for: Ray when ``engine: ray`` or an address is given, else embedded."""
+    """The engine the config asks for: Ray when ``engine: ray`` or an address is given, the batched
+    population with ``engine: population``, else embedded."""
     settings = run_config.pbt
     address = ray_address or settings.ray_address
 
@@ -91,6 +92,13 @@ def make_engine_factory(run_config: RunConfig, ray_address: str | None = None) -
             engine = RayEngine(data, settings.max_processes, address)
             log(f"engine: Ray cluster {address or '(local)'}, {engine.max_processes} workers at once")
             return engine
+        if settings.engine == "population":
+            from neurodyn.pbt.population_engine import PopulationEngine
+
+            population = PopulationEngine(data, threads=cpu_cores())
+            log(f"engine: population, {settings.num_workers} workers in one batched model "
+                f"({population.threads} thread{'s' if population.threads != 1 else ''} on CPU, or the config's GPU)")
+            return population
         processes = min(settings.max_processes or default_max_processes(), settings.num_workers)
         engine = EmbeddedEngine(data, processes, run_config.model.device)
         on_gpus = sorted({d for d in engine.devices if d})

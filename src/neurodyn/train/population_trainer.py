@@ -63,6 +63,9 @@ class PopulationTrainer:
             if not (_same_data(member.train_data, first.train_data) and _same_data(member.valid_data, first.valid_data)):
                 raise NeurodynError(f"worker {k} of the population was built on other data than worker 0; "
                                     "every worker of a population trains on the same trials")
+        for member in members[1:]:  # one copy of the data, not one per worker
+            member.train_data, member.valid_data = first.train_data, first.valid_data
+            member.train_ext_input, member.valid_ext_input = first.train_ext_input, first.valid_ext_input
         self.device = first.device
         self.train_data, self.valid_data = first.train_data, first.valid_data
         self.train_ext_input, self.valid_ext_input = first.train_ext_input, first.valid_ext_input
