@@ -249,7 +249,7 @@ class PopulationLFADS(nn.Module):
         if self.mask_as_input:
             visible = torch.ones_like(encoder_input) if encoder_visible is None else encoder_visible
             x = torch.cat([x, visible * mask], dim=-1)
-        _, ic_final = self._bidirectional("ic_encoder", x)
+        _, ic_final = self._bidirectional("ic_encoder", x, outputs=False)
         if noise is not None:
             ic_final = ic_final * noise.ic_final_keep
         ic_mean, ic_logvar = _linear(ic_final, self._stacked("ic_posterior.weight"),
@@ -271,11 +271,14 @@ class PopulationLFADS(nn.Module):
         readout = readout.view(workers, batch, num_steps, self.num_neurons, -1)
         return LfadsOutput(readout, factors, ic_mean, ic_std, co_mean, co_std, co_sample, states)
 
-    def _bidirectional(self, prefix: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``BidirectionalEncoder`` for all workers: outputs ``(W, B, T, 2H)`` and final states ``(W, B, 2H)``.
+    def _bidirectional(self, prefix: str, x: torch.Tensor, outputs: bool = True
+                       ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """``BidirectionalEncoder`` for all workers: outputs ``(W, B, T, 2H)`` (None unless ``outputs``) and
+        final states ``(W, B, 2H)``.
 
         Both directions run in the same loop: they are stacked along the worker axis (``2W``), the
-        backward direction fed its input projection in reversed time."""
+        backward direction fed the input reversed in time (the input is narrower than the gates, so it
+        is the cheaper tensor to reverse)."""
         workers, batch, num_steps, _ = x.shape
         g = f"{prefix}.gru."
         w_ih = torch.cat([self._stacked(g + "weight_ih_l0"), self._stacked(g + "weight_ih_l0_reverse")])
@@ -283,19 +286,20 @@ class PopulationLFADS(nn.Module):
         w_hh = torch.cat([self._stacked(g + "weight_hh_l0"), self._stacked(g + "weight_hh_l0_reverse")])
         b_hh = torch.cat([self._stacked(g + "bias_hh_l0"), self._stacked(g + "bias_hh_l0_reverse")])
         hidden = w_hh.shape[2]
-        projection = _linear(torch.cat([x, x]), w_ih, b_ih)  # (2W, B, T, 3H)
-        projection = torch.cat([projection[:workers], projection[workers:].flip(2)]).permute(2, 0, 1, 3)
+        time_major = torch.cat([x, x.flip(2)]).transpose(1, 2)  # (2W, T, B, N)
+        projection = _linear(time_major, w_ih, b_ih).unbind(1)  # T of (2W, B, 3H)
         initial = self._stacked(f"{prefix}.initial_state")  # (W, 2, 1, H)
         h = torch.cat([initial[:, 0], initial[:, 1]]).expand(2 * workers, batch, hidden)
         w_hh_t, b_hh = w_hh.transpose(1, 2), b_hh.unsqueeze(1)
         states = []
-        for gates_x in projection.unbind(0):
+        for gates_x in projection:
             h = _gru_step(gates_x, h, w_hh_t, b_hh)
             states.append(h)
+        final = torch.cat([h[:workers], h[workers:]], dim=-1)
+        if not outputs:
+            return None, final
         states = torch.stack(states, dim=2)  # (2W, B, T, H)
-        forward, backward = states[:workers], states[workers:].flip(2)
-        outputs = torch.cat([forward, backward], dim=-1)
-        return outputs, torch.cat([forward[:, :, -1], backward[:, :, 0]], dim=-1)
+        return torch.cat([states[:workers], states[workers:].flip(2)], dim=-1), final
 
     def _clip(self, h: torch.Tensor) -> torch.Tensor:
         return torch.clamp(h, -self.cell_clip_value, self.cell_clip_value)
