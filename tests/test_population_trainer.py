@@ -201,3 +201,19 @@ def test_different_batch_sizes_and_different_data_are_refused():
     members = [LfadsTrainer(configs[0], **inputs), LfadsTrainer(configs[0], **other)]
     with pytest.raises(NeurodynError, match="other data"):
         PopulationTrainer(members)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("case", [CASES["autonomous"], CASES["controller-heldout-ext"]], ids=["autonomous", "controller"])
+def test_on_a_gpu_each_worker_follows_its_single_trainer(case):
+    inputs = _inputs(case)
+    configs = [LfadsConfig(**{**config.model_dump(), "device": "cuda"}) for config in _configs(**case)]
+    population = PopulationTrainer.from_configs(configs, **inputs, dtype=torch.float64)
+    singles = [_single(config, inputs) for config in configs]
+    assert population.device.type == "cuda"
+    for _ in range(2):
+        population.step_epoch()
+        for single in singles:
+            single.step_epoch()
+    for k, single in enumerate(singles):
+        assert_worker_matches(population, k, single, tolerance=1e-8)
