@@ -143,3 +143,11 @@ def test_resume_after_sigkill_with_the_population_engine(tmp_path):
     assert sorted((int(r["generation"]), int(r["worker"])) for r in rows) == [(g, w) for g in range(4) for w in range(3)]
     assert "resuming after generation" in (tmp_path / "res" / "tiny" / "run.log").read_text()
     check_results(tmp_path / "res", "tiny", 3, 4)
+
+
+def test_a_searched_batch_size_is_refused_with_the_population_engine(tmp_path):
+    data = write_tiny_dataset(tmp_path)
+    config = write_config(tmp_path, engine="population",
+                          batch_size={"explore_range": [8, 16], "init_sample_mode": "rand"})
+    with pytest.raises(NeurodynError, match="batch_size"):
+        run_pbt(load_run_config(config), data, tmp_path / "res", progress=False, echo=lambda line: None)

@@ -95,6 +95,10 @@ def make_engine_factory(run_config: RunConfig, ray_address: str | None = None) -
         if settings.engine == "population":
             from neurodyn.pbt.population_engine import PopulationEngine
 
+            if "batch_size" in run_config.search_space:
+                raise NeurodynError("engine: population trains every worker with one batch_size; remove batch_size "
+                                    "from the search space or use engine: embedded")
+
             population = PopulationEngine(data, threads=cpu_cores())
             log(f"engine: population, {settings.num_workers} workers in one batched model "
                 f"({population.threads} thread{'s' if population.threads != 1 else ''} on CPU, or the config's GPU)")
