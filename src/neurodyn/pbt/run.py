@@ -31,7 +31,8 @@ from neurodyn.runs.checkpoint import build_model, save_checkpoint
 from neurodyn.runs.identity import RunIdentity, mark_status, open_run_folder
 from neurodyn.runs.layout import PbtLayout, TrainLayout
 from neurodyn.runs.pbt_store import PbtState, PbtStore, WorkerRecord
-from neurodyn.train.run import checkpoint_state, read_model_dataset, split_dataset, write_model_outputs
+from neurodyn.train.run import (checkpoint_state, describe_event_delay, read_model_dataset, split_dataset,
+                                write_model_outputs)
 
 
 def resolve_data_path(config_path: str | Path, run_name: str, data: str | Path | None) -> Path:
@@ -162,8 +163,8 @@ class PbtRun:
                  f"{self.settings.max_generations} generations; searching {', '.join(self.config.search_space)}; "
                  f"data {self.data_path} ({len(self.split.train)} train / {len(self.split.valid)} valid"
                  + (f" / {len(self.split.test)} test" if len(self.split.test) else "") + " trials)"
-                 + (f"; event delay of {self.config.model.event_delay_bins} bin(s) removed (event_delay_bins)"
-                    if self.config.model.event_delay_bins else ""))
+                 + (f"; {delay_note}" if (delay_note := describe_event_delay(
+                     self.config.model, self.dataset.attrs, str(self.data_path))) else ""))
         return state
 
     def _train_generations(self, state: PbtState) -> PbtState:
