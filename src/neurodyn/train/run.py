@@ -273,6 +273,9 @@ def train_model(config: LfadsConfig, data_path: str | Path, out_dir: str | Path,
         echo(messages[-1])
     # After the trainer: it resolves settings from the data (e.g. s_min: auto -> the value used).
     write_text_atomic(layout.config, config_to_yaml(trainer.config))
+    if decision.action == "start":
+        for note in trainer.resolved_notes:
+            echo(note)
     last_save = [time.monotonic()]
 
     def save_resumable() -> None:
