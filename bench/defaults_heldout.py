@@ -29,7 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 OLD_DEFAULTS = {"batch_size": 128, "learning_rate_init": 0.004, "mask_as_input": False}

@@ -10,7 +10,7 @@ import torch
 from neurodyn.cli.main import main
 from neurodyn.config import LfadsConfig
 from neurodyn.observation.registry import read_dataset_for
-from neurodyn.data.seed_format import read_dataset, write_dataset
+from neurodyn.data.seed_format import write_dataset
 from neurodyn.data.event_timing import calcium_kernel_peak
 from neurodyn.synth.lorenz_2p import calcium_trace, make_lorenz_2p
 from neurodyn.train.inference import infer
