@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from sklearn.decomposition import PCA
 
-from neurodyn.evaluate.figures import condition_averages, leading_components, plot_data_summary, read_train_log
+from neurodyn.evaluate.figures import condition_averages, leading_components, plot_data_summary
+from neurodyn.runs.tables import read_csv_columns as read_train_log
 
 
 def test_condition_averages_match_a_per_condition_loop_and_skip_nan():
@@ -80,7 +81,7 @@ def test_summary_figure_draws_data_and_model_per_condition(with_condition, bin_m
 
 
 def test_training_logs_of_a_train_folder_and_of_a_population(tmp_path):
-    from neurodyn.evaluate.figures import find_training_logs
+    from neurodyn.runs.tables import find_training_logs
 
     run = tmp_path / "run"
     run.mkdir()

@@ -86,7 +86,9 @@ def test_clip_is_active_in_the_comparison(kernel):
     assert (gen_unclipped.abs() > 0.6).any() and (gen_unclipped.abs() < 0.6).any()
 
 
-def test_compiled_gradients_match_finite_differences(kernel):
+def _check_decoder_gradients(kernel, per_step_generator_bias: bool) -> None:
+    """gradcheck of the compiled controlled decoder (float64) against finite differences; the generator's
+    input bias is one vector, or one per step and trial (measured inputs)."""
     steps, trials, con, gen, factors, inputs_dim = 3, 2, 3, 4, 2, 2
     rng = torch.Generator().manual_seed(0)
 
@@ -95,16 +97,21 @@ def test_compiled_gradients_match_finite_differences(kernel):
 
     noise = torch.randn(steps, trials, inputs_dim, dtype=torch.double, generator=rng)
     keep = (torch.rand(steps + 1, trials, gen, dtype=torch.double, generator=rng) > 0.3).double() / 0.7
+    generator_bias = leaf(steps, trials, 3 * gen) if per_step_generator_bias else leaf(3 * gen)
     tensors = [leaf(steps, trials, 3 * con), leaf(trials, gen), leaf(trials, con),
                leaf(3 * con, factors), leaf(3 * con, con), leaf(3 * con), leaf(2 * inputs_dim, con),
-               leaf(2 * inputs_dim), leaf(3 * gen, inputs_dim), leaf(3 * gen), leaf(3 * gen, gen), leaf(3 * gen),
+               leaf(2 * inputs_dim), leaf(3 * gen, inputs_dim), generator_bias, leaf(3 * gen, gen), leaf(3 * gen),
                leaf(factors, gen)]
 
     def run(ci_projection, gen_init, con_init, *weights):
         return compiled_rnn.run_controlled_decoder(kernel, ci_projection, gen_init, con_init, noise, keep,
-                                                       weights, 0.5)
+                                                   weights, 0.5)[:4]
 
     assert gradcheck(run, tensors, eps=1e-6, atol=1e-6)
+
+
+def test_compiled_gradients_match_finite_differences(kernel):
+    _check_decoder_gradients(kernel, per_step_generator_bias=False)
 
 
 def test_compiled_bidirectional_encoder_matches_nn_gru(kernel, monkeypatch):
@@ -266,24 +273,7 @@ def test_ext_input_enters_the_generator_as_its_last_input_columns(monkeypatch):
 
 
 def test_compiled_per_step_generator_bias_gradients_match_finite_differences(kernel):
-    steps, trials, con, gen, factors, inputs_dim = 3, 2, 3, 4, 2, 2
-    rng = torch.Generator().manual_seed(0)
-
-    def leaf(*shape):
-        return torch.randn(*shape, dtype=torch.double, generator=rng).requires_grad_()
-
-    noise = torch.randn(steps, trials, inputs_dim, dtype=torch.double, generator=rng)
-    keep = (torch.rand(steps + 1, trials, gen, dtype=torch.double, generator=rng) > 0.3).double() / 0.7
-    tensors = [leaf(steps, trials, 3 * con), leaf(trials, gen), leaf(trials, con),
-               leaf(3 * con, factors), leaf(3 * con, con), leaf(3 * con), leaf(2 * inputs_dim, con),
-               leaf(2 * inputs_dim), leaf(3 * gen, inputs_dim), leaf(steps, trials, 3 * gen), leaf(3 * gen, gen),
-               leaf(3 * gen), leaf(factors, gen)]
-
-    def run(ci_projection, gen_init, con_init, *weights):
-        return compiled_rnn.run_controlled_decoder(kernel, ci_projection, gen_init, con_init, noise, keep,
-                                                   weights, 0.5)[:4]
-
-    assert gradcheck(run, tensors, eps=1e-6, atol=1e-6)
+    _check_decoder_gradients(kernel, per_step_generator_bias=True)
 
 
 @pytest.mark.parametrize("co_dim", [0, 2])

@@ -164,3 +164,28 @@ def test_the_driver_applies_the_decisions_to_the_chosen_metrics(tmp_path):
     # the worker that diverged in generation 1 starts generation 2 from another worker's state
     assert [r for r in rows if r["generation"] == "2" and r["worker"] == "0"][0]["copied_from"] in ("1", "2")
     assert engine.jobs_seen[1][0].start_state is not None
+
+
+def test_worker_zero_starts_from_the_config_and_the_others_are_drawn():
+    from neurodyn.pbt.decisions import initial_population
+
+    space = {"keep_prob": SearchSpec(explore_range=[0.4, 1.0], init_sample_mode="rand"),
+             "l2_gen_scale": SearchSpec(explore_range=[1e-3, 1.0], init_sample_mode="logrand"),
+             "learning_rate_init": SearchSpec(explore_range=[1e-5, 5e-3], init_sample_mode=4e-3)}
+    model = LfadsConfig(keep_prob=0.95, l2_gen_scale=1e-4, learning_rate_init=2e-3)
+    workers = initial_population(space, model, 6, True, np.random.default_rng(0))
+    # the config's values, clipped into the range (l2_gen_scale 1e-4 lies below it)
+    assert workers[0] == {"keep_prob": 0.95, "l2_gen_scale": 1e-3, "learning_rate_init": 2e-3}
+    assert all(w["learning_rate_init"] == 4e-3 for w in workers[1:])
+    assert len({w["keep_prob"] for w in workers[1:]}) == 5
+    drawn = initial_population(space, model, 6, False, np.random.default_rng(0))
+    assert drawn[1:] == workers[1:] and drawn[0]["keep_prob"] != 0.95
+
+
+def test_a_run_starts_worker_zero_from_the_config(tmp_path):
+    data = write_tiny_dataset(tmp_path)
+    run_config = load_run_config(write_config(tmp_path, num_workers=3, max_generations=1, epochs_per_generation=1,
+                                              keep_prob={"explore_range": [0.4, 1.0], "init_sample_mode": "rand"}))
+    run_pbt(run_config, data, tmp_path / "res", progress=False, echo=lambda line: None)
+    rows = list(csv.DictReader((tmp_path / "res" / "tiny" / "pbt_log.csv").open()))
+    assert float(rows[0]["keep_prob"]) == LfadsConfig().keep_prob

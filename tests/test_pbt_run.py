@@ -11,8 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pytest
 import torch
 
 from neurodyn.cli.main import main

@@ -9,7 +9,7 @@ import yaml
 
 from neurodyn.cli.main import main
 from neurodyn.config import load_run_config
-from neurodyn.data.seed_format import read_dataset, write_dataset
+from neurodyn.data.seed_format import write_dataset
 from neurodyn.pbt.run import run_pbt
 from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
 

@@ -10,7 +10,7 @@ import torch
 from neurodyn.cli.main import main
 from neurodyn.config import LfadsConfig
 from neurodyn.observation.registry import read_dataset_for
-from neurodyn.data.seed_format import read_dataset, write_dataset
+from neurodyn.data.seed_format import write_dataset
 from neurodyn.data.event_timing import calcium_kernel_peak
 from neurodyn.synth.lorenz_2p import calcium_trace, make_lorenz_2p
 from neurodyn.train.inference import infer
@@ -134,7 +134,9 @@ def test_short_zig_training_run_gives_finite_rates_and_zig_parameters(tiny):
     assert np.all((q > 0) & (q < 1)) and np.all(alpha > 0) and np.all(beta > 0)
     # the inferred rate is the ZIG mean q * (alpha / beta + s_min): check on the posterior-mean pass
     with torch.no_grad():
-        readout = trainer.model(torch.nan_to_num(torch.tensor(valid)), sample_posteriors=False).readout
+        visible = torch.tensor(~np.isnan(valid), dtype=torch.float32)  # mask_as_input: auto is on for these data
+        readout = trainer.model(torch.nan_to_num(torch.tensor(valid)), sample_posteriors=False,
+                                encoder_visible=visible).readout
         params = {k: v.numpy() for k, v in trainer.model.observation.named_params(readout).items()}
     expected = params["q"] * (params["alpha"] / params["beta"] + trainer.config.s_min)
     np.testing.assert_allclose(inferred["rates_posterior_mean"], expected, rtol=1e-5)

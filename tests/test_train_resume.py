@@ -15,7 +15,7 @@ import yaml
 from neurodyn.cli.main import main
 from neurodyn.config import LfadsConfig
 from neurodyn.data.seed_format import write_dataset
-from neurodyn.errors import NeurodynError, RunInterrupted
+from neurodyn.errors import RunInterrupted
 from neurodyn.runs.checkpoint import load_checkpoint
 from neurodyn.runs.identity import read_run_info
 from neurodyn.synth.lorenz_spikes import make_lorenz_spikes

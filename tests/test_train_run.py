@@ -133,3 +133,18 @@ def test_event_delay_runs_the_model_past_the_data_and_writes_rates_later_by_the_
     again = infer(model, extended, config.posterior_samples, config.valid_batch_size, config.seed)
     assert again["rates"].shape[1] == 18
     np.testing.assert_allclose(np.transpose(again["rates"][:, 3:], (2, 1, 0)), rates, rtol=1e-5)
+
+
+def test_the_log_says_which_event_delay_is_removed_and_when_none_is():
+    from neurodyn.config import LfadsConfig
+    from neurodyn.train.run import describe_event_delay
+
+    attrs = {"event_delay_ms": 31.7, "indicator_decay_ms": 307.2, "indicator_rise_ms": 20.0,
+             "event_kinetics_source": "decay estimated, rise assumed"}
+    zig = LfadsConfig(observation="zig", event_delay_bins=4)
+    assert describe_event_delay(zig, attrs, "d.h5") == (
+        "event delay of 4 bins removed (event_delay_ms 31.7; indicator decay 307 ms, rise 20 ms; "
+        "decay estimated, rise assumed)")
+    missing = describe_event_delay(LfadsConfig(observation="zig", event_delay_bins=0), {}, "d.h5")
+    assert missing.startswith("no event-delay correction: d.h5 has no attribute 'event_delay_ms'")
+    assert describe_event_delay(LfadsConfig(event_delay_bins=0), {}, "d.h5") is None

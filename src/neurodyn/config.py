@@ -20,6 +20,11 @@ from neurodyn.errors import NeurodynError
 
 
 
+# The smallest value of keys that also accept 'auto' (their schema cannot carry ge/gt bounds).
+AUTO_FIELD_MINIMUM = {"batch_threads": 1, "event_delay_bins": 0, "batch_size": 1}
+AUTO_FIELD_POSITIVE = ("learning_rate_init",)
+
+
 class LfadsConfig(BaseModel):
     """Model, regularisation and training settings of one LFADS model."""
 
@@ -69,8 +74,10 @@ class LfadsConfig(BaseModel):
     ext_input_dim: int = Field(0, ge=0, description="measured inputs per bin (the data file's 'ext_input', e.g. a "
                                                      "stimulus) fed to the generator beside the inferred inputs; "
                                                      "0 = none. Set from the data file when it has 'ext_input'")
-    mask_as_input: bool = Field(False, description="the encoders also see where data were observed (0/1 per "
-                                                   "neuron and bin), telling an observed zero from a missing entry")
+    mask_as_input: bool | Literal["auto"] = Field(
+        "auto", description="the encoders also see where data were observed (0/1 per neuron and bin), telling an "
+                            "observed zero from a missing entry; 'auto' = on when the training data have unobserved "
+                            "(NaN) entries")
 
     # -- priors -----------------------------------------------------------------------------
     ic_prior_var: float = Field(0.1, gt=0.0, description="variance of the Gaussian IC prior")
@@ -91,14 +98,19 @@ class LfadsConfig(BaseModel):
     l2_increase_epochs: int = Field(80, ge=0, description="epochs over which the L2 weight ramps from 0 to 1")
 
     # -- optimisation -----------------------------------------------------------------------
-    learning_rate_init: float = Field(4e-3, gt=0.0, description="initial Adam learning rate")
+    learning_rate_init: float | Literal["auto"] = Field(
+        "auto", description="initial Adam learning rate; 'auto' = matched to the batch size: 0.004 at 128 trials per "
+                            "step, smaller for smaller batches (0.004 * (batch_size / 128) ** 0.226, e.g. 0.0025 at 16)")
     learning_rate_decay: float = Field(0.95, gt=0.0, le=1.0, description="factor applied on a validation plateau")
     learning_rate_patience: int = Field(6, ge=0, description="epochs without improvement before a decay")
     learning_rate_stop: float = Field(1e-5, ge=0.0, description="learning-rate floor")
     adam_epsilon: float = Field(1e-8, gt=0.0, description="Adam epsilon")
     loss_scale: float = Field(1e4, gt=0.0, description="the loss is multiplied by this before the gradient")
     max_grad_norm: float = Field(200.0, gt=0.0, description="global gradient-norm clip")
-    batch_size: int = Field(128, ge=1, description="trials per training step")
+    batch_size: int | Literal["auto"] = Field(
+        "auto", description="trials per training step; 'auto' = enough steps per epoch for the training trials: the "
+                            "largest power of two <= training trials / 16, between 16 and 128 (all trials when fewer "
+                            "than 16)")
     valid_batch_size: int = Field(512, ge=1, description="trials per validation/inference step")
     max_epochs: int = Field(400, ge=1, description="upper bound on training epochs")
     early_stopping_patience: int = Field(40, ge=1,
@@ -128,12 +140,19 @@ class LfadsConfig(BaseModel):
             raise ValueError(f"expected one of {sorted(OBSERVATION_MODELS)}")
         return name
 
-    @field_validator("batch_threads", "event_delay_bins")
+    @field_validator("batch_threads", "event_delay_bins", "batch_size")
     @classmethod
     def _check_auto_or_count(cls, value, info):
-        minimum = {"batch_threads": 1, "event_delay_bins": 0}[info.field_name]
+        minimum = AUTO_FIELD_MINIMUM[info.field_name]
         if value != "auto" and value < minimum:
             raise ValueError(f"expected 'auto' or an integer >= {minimum}")
+        return value
+
+    @field_validator("learning_rate_init")
+    @classmethod
+    def _check_auto_or_positive(cls, value):
+        if value != "auto" and not value > 0:
+            raise ValueError("expected 'auto' or a number > 0")
         return value
 
     @property
@@ -277,6 +296,10 @@ def field_bounds(key: str) -> tuple[float, float]:
     so a value clipped to it is accepted.
     """
     low, high = -math.inf, math.inf
+    if key in AUTO_FIELD_MINIMUM:
+        low = float(AUTO_FIELD_MINIMUM[key])
+    if key in AUTO_FIELD_POSITIVE:
+        low = 1e-12
     for constraint in LfadsConfig.model_fields[key].metadata:
         for name, inward in (("ge", 0.0), ("gt", 1.0), ("le", 0.0), ("lt", -1.0)):
             bound = getattr(constraint, name, None)
@@ -324,6 +347,10 @@ class PbtSettings(BaseModel):
         "binary_tournament", description="how poor workers choose whom to copy")
     truncation_fraction: float = Field(0.25, gt=0.0, le=0.5,
                                        description="truncation: the bottom fraction copies the top fraction")
+    start_from_config: bool = Field(True, description="worker 0 starts at the model config's values of the searched "
+                                                      "keys (what one 'neurodyn train' with this config would use, "
+                                                      "clipped to each explore_range), the others as init_sample_mode "
+                                                      "says; so the search always includes the config's own settings")
     engine: Literal["embedded", "ray", "population"] = Field(
         "embedded", description="embedded (this machine, one process per worker), ray (a cluster) or population "
                                 "(this machine, every worker in one batched model; needs one batch_size for all)")
@@ -386,7 +413,8 @@ def validate_run_config(raw: dict[str, Any], source: str = "config") -> RunConfi
 
 
 def _describe_bounds(key: str) -> str:
-    parts = []
+    parts = [f">= {AUTO_FIELD_MINIMUM[key]}"] if key in AUTO_FIELD_MINIMUM else []
+    parts += ["> 0"] if key in AUTO_FIELD_POSITIVE else []
     for constraint in LfadsConfig.model_fields[key].metadata:
         for name, symbol in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
             if getattr(constraint, name, None) is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import matplotlib
 
@@ -217,43 +216,6 @@ def leading_components(factors: np.ndarray, num_components: int = 3) -> tuple[np
     return (centred @ components.T).reshape(*factors.shape[:2], k), explained
 
 
-def read_train_log(path: str | os.PathLike) -> dict[str, np.ndarray] | None:
-    """The columns of a run's ``train_log.csv`` as float arrays (None when the file is absent or empty)."""
-    import csv
-
-    try:
-        with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except (FileNotFoundError, IsADirectoryError):
-        return None
-    if not rows:
-        return None
-
-    def number(text: str) -> float:
-        try:
-            return float(text)
-        except (TypeError, ValueError):
-            return float("nan")
-
-    return {column: np.array([number(row[column]) for row in rows]) for column in rows[0]}
-
-
-def find_training_logs(output_dir: str | os.PathLike,
-                       results_dir: str | os.PathLike | None = None) -> dict[str, dict[str, np.ndarray] | None]:
-    """The logs that show how a run trained: ``{"train_log": ..., "pbt_log": ...}`` (each None when absent).
-
-    ``train_log`` is ``output_dir/train_log.csv`` (a ``neurodyn train`` folder); ``pbt_log`` is the
-    ``pbt_log.csv`` of a ``neurodyn run`` results folder ``results_dir`` (``RESULTS/<run_name>/``),
-    used when the folder holds exactly one run.
-    """
-    pbt_log = None
-    if results_dir is not None:
-        candidates = sorted(Path(results_dir).glob("*/pbt_log.csv"))
-        if len(candidates) == 1:
-            pbt_log = read_train_log(candidates[0])
-    return {"train_log": read_train_log(Path(output_dir) / "train_log.csv"), "pbt_log": pbt_log}
-
-
 def _plot_training_curve(ax, train_log: dict[str, np.ndarray] | None, pbt_log: dict[str, np.ndarray] | None) -> None:
     if train_log is not None and "epoch" in train_log:
         for column, style in (("train_nll", "-"), ("valid_nll", "-"), ("valid_nll_smoothed", "--")):
@@ -314,8 +276,8 @@ def plot_data_summary(
     bin_ms : float, optional
         Bin width in ms; the time axis is in ms when given, in bins otherwise.
     train_log, pbt_log : dict of ndarray, optional
-        Columns of ``train_log.csv`` / ``pbt_log.csv``, as returned by ``read_train_log`` or
-        ``find_training_logs``.
+        Columns of ``train_log.csv`` / ``pbt_log.csv``, as returned by
+        ``neurodyn.runs.tables.read_csv_columns`` or ``find_training_logs``.
 
     Returns
     -------

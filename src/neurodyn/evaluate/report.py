@@ -20,7 +20,8 @@ from neurodyn.data.event_timing import advance_events
 from neurodyn.data.seed_format import read_dataset
 from neurodyn.errors import NeurodynError
 from neurodyn.evaluate.cobps import co_bps
-from neurodyn.evaluate.figures import find_training_logs, plot_data_summary, plot_inferred_vs_true, save_figure
+from neurodyn.evaluate.figures import plot_data_summary, plot_inferred_vs_true, save_figure
+from neurodyn.runs.tables import find_training_logs
 from neurodyn.evaluate.metrics import bits_per_spike, map_to_latents, rate_r2
 from neurodyn.runs.layout import EVALUATION_FIGURE, EVALUATION_JSON, find_output_dir, output_file_name
 from neurodyn.runs.outputs import RunOutput, read_run_outputs

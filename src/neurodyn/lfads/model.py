@@ -55,8 +55,9 @@ class LFADS(nn.Module):
         self.ic_prior_var = config.ic_prior_var
         self.ic_post_var_min = config.ic_post_var_min
         self.dropout = Dropout(1.0 - config.keep_prob)
-        self.mask_as_input = config.mask_as_input
-        encoder_input_dim = num_neurons * (2 if config.mask_as_input else 1)
+        # 'auto' is resolved from the data by the trainer; a model built without data takes it as off.
+        self.mask_as_input = config.mask_as_input is True
+        encoder_input_dim = num_neurons * (2 if self.mask_as_input else 1)
         self.ic_encoder = BidirectionalEncoder(encoder_input_dim, config.ic_enc_dim)
         self.ic_posterior = nn.Linear(2 * config.ic_enc_dim, 2 * config.ic_dim)
         self.ic_to_generator = nn.Linear(config.ic_dim, config.gen_dim)

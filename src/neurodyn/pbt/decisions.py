@@ -1,4 +1,4 @@
-"""What the population does after a generation, as one pure function of the workers' metrics.
+"""What the population does before its first generation and after each one, as pure functions.
 
 ``decide_after_generation`` takes the generation's metrics (smoothed validation NLL, NaN for a
 diverged worker), the workers' hyperparameters, the search space, the best result so far, the
@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from neurodyn.config import PbtSettings, SearchSpec
+from neurodyn.config import LfadsConfig, PbtSettings, SearchSpec
 from neurodyn.pbt.population import StoppingRule, best_worker, binary_tournament, truncation
-from neurodyn.pbt.search_space import explore, keep_valid
+from neurodyn.pbt.search_space import explore, initial_values, keep_valid, limit
 
 
 @dataclass
@@ -30,6 +30,22 @@ class GenerationDecision:
     stopping: StoppingRule                     # the stopping rule after this generation
     stop_reason: str | None = None             # why the run ends now (None: go on)
     notes: list[str] = field(default_factory=list)
+
+
+def initial_population(search_space: dict[str, SearchSpec], model: LfadsConfig, num_workers: int,
+                       start_from_config: bool, rng: np.random.Generator) -> list[dict[str, float]]:
+    """Each worker's starting values of the searched keys.
+
+    Every key is drawn as its ``init_sample_mode`` says; with ``start_from_config`` worker 0 instead
+    takes the model config's value of each key (clipped to its range; the nearest allowed value of a
+    list), the settings one ``neurodyn train`` with this config would use, so the population always
+    contains the user's own starting point.
+    """
+    samples = {key: initial_values(spec, num_workers, rng) for key, spec in search_space.items()}
+    workers = [{key: samples[key][w] for key in samples} for w in range(num_workers)]
+    if start_from_config and num_workers:
+        workers[0] = {key: limit(float(getattr(model, key)), spec) for key, spec in search_space.items()}
+    return workers
 
 
 def count_diverged(metrics: list[float]) -> int:

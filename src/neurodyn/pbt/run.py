@@ -22,16 +22,18 @@ from neurodyn.config import LfadsConfig, RunConfig, config_to_yaml
 from neurodyn.data.atomic import write_text_atomic
 from neurodyn.data.seed_format import data_file_name
 from neurodyn.errors import NeurodynError, RunInterrupted
-from neurodyn.pbt.decisions import count_diverged, decide_after_generation
+from neurodyn.pbt.decisions import count_diverged, decide_after_generation, initial_population
 from neurodyn.pbt.engines import (EmbeddedEngine, RayEngine, WorkerData, WorkerJob, WorkerResult, cpu_cores,
                                   default_max_processes)
 from neurodyn.pbt.population import StoppingRule
-from neurodyn.pbt.search_space import as_config_value, initial_values
+from neurodyn.pbt.search_space import as_config_value
 from neurodyn.runs.checkpoint import build_model, save_checkpoint
 from neurodyn.runs.identity import RunIdentity, mark_status, open_run_folder
 from neurodyn.runs.layout import PbtLayout, TrainLayout
 from neurodyn.runs.pbt_store import PbtState, PbtStore, WorkerRecord
-from neurodyn.train.run import checkpoint_state, read_model_dataset, split_dataset, write_model_outputs
+from neurodyn.train.defaults import resolve_data_defaults
+from neurodyn.train.run import (checkpoint_state, describe_event_delay, read_model_dataset, split_dataset,
+                                write_model_outputs)
 
 
 def resolve_data_path(config_path: str | Path, run_name: str, data: str | Path | None) -> Path:
@@ -140,6 +142,10 @@ class PbtRun:
         # Test trials (the file's 'split') never reach the workers: no choice may depend on them.
         self.split = split_dataset(dataset, self.config.model)
         self.dataset = dataset
+        # 'auto' settings resolved once from the training trials, so every worker (and worker 0's start
+        # from the config) gets the same numbers.
+        resolved, self.resolved_notes = resolve_data_defaults(self.config.model, dataset.data[self.split.train])
+        self.config = self.config.model_copy(update={"model": resolved})
         state = self._load_or_start()
         if state.finished is None:
             state = self._train_generations(state)
@@ -163,19 +169,23 @@ class PbtRun:
             return state
         rng = np.random.default_rng(self.config.model.seed)
         n = self.settings.num_workers
-        samples = {key: initial_values(spec, n, rng) for key, spec in self.config.search_space.items()}
-        workers = [WorkerRecord({key: samples[key][w] for key in samples}) for w in range(n)]
+        starts = initial_population(self.config.search_space, self.config.model, n, self.settings.start_from_config,
+                                    rng)
+        workers = [WorkerRecord(values) for values in starts]
         state = PbtState(workers=workers, stopping={"patience": self.settings.num_no_best_to_stop,
                                                     "percent_change": self.settings.percent_change_to_stop},
                          rng_state=rng.bit_generator.state)
         self.store.commit(state)
         self.log(f"AutoLFADS run '{self.config.model.run_name}': {n} workers, "
                  f"{self.settings.epochs_per_generation} epochs per generation, up to "
-                 f"{self.settings.max_generations} generations; searching {', '.join(self.config.search_space)}; "
+                 f"{self.settings.max_generations} generations; searching {', '.join(self.config.search_space)}"
+                 + (" (worker 0 from the config's values)" if self.settings.start_from_config else "") + "; "
                  f"data {self.data_path} ({len(self.split.train)} train / {len(self.split.valid)} valid"
                  + (f" / {len(self.split.test)} test" if len(self.split.test) else "") + " trials)"
-                 + (f"; event delay of {self.config.model.event_delay_bins} bin(s) removed (event_delay_bins)"
-                    if self.config.model.event_delay_bins else ""))
+                 + (f"; {delay_note}" if (delay_note := describe_event_delay(
+                     self.config.model, self.dataset.attrs, str(self.data_path))) else ""))
+        for note in self.resolved_notes:
+            self.log(note)
         return state
 
     def _train_generations(self, state: PbtState) -> PbtState:

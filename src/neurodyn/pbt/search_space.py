@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
 
 from neurodyn.config import LfadsConfig, SearchSpec, field_bounds
@@ -95,4 +97,5 @@ def keep_valid(key: str, value: float) -> tuple[float, str]:
 def as_config_value(key: str, value: float):
     """Cast a sampled number to the config field's type (e.g. ``batch_size`` is an integer)."""
     annotation = LfadsConfig.model_fields[key].annotation
-    return int(round(value)) if annotation is int else float(value)
+    is_integer = annotation is int or int in typing.get_args(annotation)
+    return int(round(value)) if is_integer else float(value)

@@ -120,6 +120,29 @@ def resolve_event_delay(config: LfadsConfig, dataset: NeuralDataset) -> int:
     return int(round(delay_ms / bin_ms))
 
 
+def describe_event_delay(config: LfadsConfig, attrs: dict, source: str) -> str | None:
+    """A line for the log about the event delay training removes, or None when there is nothing to say.
+
+    ``config`` has ``event_delay_bins`` resolved; ``attrs`` are the data file's attributes. Calcium events
+    (ZIG) from a file without ``event_delay_ms`` get no correction, which is worth saying.
+    """
+    delay = int(config.event_delay_bins)
+    if delay:
+        details = [f"event_delay_ms {float(attrs['event_delay_ms']):.1f}"] if "event_delay_ms" in attrs else \
+            ["event_delay_bins in the config"]
+        kinetics = [f"{name} {float(attrs[key]):.0f} ms" for key, name in
+                    (("indicator_decay_ms", "decay"), ("indicator_rise_ms", "rise")) if key in attrs]
+        if kinetics:
+            details.append("indicator " + ", ".join(kinetics))
+        if "event_kinetics_source" in attrs:
+            details.append(str(attrs["event_kinetics_source"]))
+        return f"event delay of {delay} bin{'s' if delay != 1 else ''} removed ({'; '.join(details)})"
+    if config.observation == "zig" and config.event_delay_bins == 0 and "event_delay_ms" not in attrs:
+        return (f"no event-delay correction: {source} has no attribute 'event_delay_ms' (calcium events trail the "
+                "spikes they report; 'neurodyn prepare 2p' computes it, or set event_delay_bins)")
+    return None
+
+
 def read_model_dataset(data_path: str | Path, config: LfadsConfig) -> tuple[NeuralDataset, LfadsConfig]:
     """The data file as the model sees it, and the config with the settings taken from the file.
 
@@ -230,6 +253,9 @@ def train_model(config: LfadsConfig, data_path: str | Path, out_dir: str | Path,
     split = split_dataset(dataset, model_config)
     decision = open_run_folder(layout.root, layout.owned_entries(), identity, overwrite)
     messages = [decision.message] if decision.message else []
+    delay_note = describe_event_delay(model_config, dataset.attrs, str(data_path))
+    if delay_note and decision.action != "finished":
+        messages.append(delay_note)
     for line in messages:
         echo(line)
     if decision.action == "finished":
@@ -247,6 +273,9 @@ def train_model(config: LfadsConfig, data_path: str | Path, out_dir: str | Path,
         echo(messages[-1])
     # After the trainer: it resolves settings from the data (e.g. s_min: auto -> the value used).
     write_text_atomic(layout.config, config_to_yaml(trainer.config))
+    if decision.action == "start":
+        for note in trainer.resolved_notes:
+            echo(note)
     last_save = [time.monotonic()]
 
     def save_resumable() -> None:

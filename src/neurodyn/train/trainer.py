@@ -27,6 +27,7 @@ from neurodyn.lfads.augmentations import inference_masks, training_masks
 from neurodyn.lfads.model import LFADS
 from neurodyn.observation.base import masked_nll_sum
 from neurodyn.observation.registry import make_observation_model, observation_class
+from neurodyn.train.defaults import resolve_data_defaults
 from neurodyn.train.objective import BatchShare, RegularisationWeights, lfads_loss
 from neurodyn.train.schedules import linear_ramp, smooth
 
@@ -68,6 +69,8 @@ class LfadsTrainer:
     def __init__(self, config: LfadsConfig, train_data: np.ndarray, valid_data: np.ndarray,
                  device: str | torch.device | None = None, train_ext_input: np.ndarray | None = None,
                  valid_ext_input: np.ndarray | None = None):
+        # 'auto' settings (batch size, learning rate, mask_as_input) are resolved from the training trials.
+        config, self.resolved_notes = resolve_data_defaults(config, np.asarray(train_data))
         self.config = config
         self.device = resolve_device(config.device) if device is None else torch.device(device)
         torch.manual_seed(config.seed)

@@ -1,0 +1,105 @@
+"""What a user gets from the defaults on data neurodyn was never tuned on; prints a table.
+
+Held-out synthetic sets (generative families of the benchmarks, parameters the defaults were not
+chosen on) are written to a temporary folder and trained through ``neurodyn.train.run.train_model``
+exactly as ``neurodyn train CONFIG --data FILE`` would, with a config that names only what the row
+says. Each row runs twice: with today's defaults (``batch_size``, ``learning_rate_init`` and
+``mask_as_input`` derived from the data, ``auto``) and with the fixed values they replaced
+(128 trials per step, learning rate 0.004, no mask input). Scored with each trial's own posterior
+(sample-and-average rates, the standard inference) on the validation trials: latent R^2 of
+``map_to_latents`` for the 2p set, rate R^2 against the true rates for the spiking set.
+
+Sets (``--sets``):
+  2p      60 neurons, 25 Hz frames, 4 sub-frame bins, 600 trials (480 training), data seed 11,
+          config ``observation: zig`` (the issue's 2p row, one model instead of a population)
+  keep3   35 neurons, 3 observed per bin, 65 conditions x 24 trials, data seed 11, default config
+          (the issue's sparse-spikes row)
+
+    python bench/defaults_heldout.py [--sets 2p keep3] [--epochs 200] [--processes 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+OLD_DEFAULTS = {"batch_size": 128, "learning_rate_init": 0.004, "mask_as_input": False}
+
+
+def _dataset(name: str):
+    from neurodyn.synth.lorenz_2p import make_lorenz_2p
+    from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
+
+    if name == "2p":
+        return make_lorenz_2p(num_neurons=60, frame_rate_hz=25.0, subframe_bins=4, num_conditions=30,
+                              trials_per_condition=20, seed=11), {"observation": "zig"}
+    if name == "keep3":
+        return make_lorenz_spikes(num_neurons=35, keep=3, seed=11), {}
+    raise ValueError(name)
+
+
+def run_one(name: str, defaults: str, epochs: int) -> dict:
+    """Train one model on set ``name`` with today's defaults ('auto') or the old fixed ones; score it."""
+    from neurodyn.config import LfadsConfig
+    from neurodyn.data.seed_format import write_dataset
+    from neurodyn.evaluate.metrics import map_to_latents, rate_r2
+    from neurodyn.runs.outputs import read_run_outputs
+    from neurodyn.train.run import train_model
+
+    torch.set_num_threads(1)
+    dataset, keys = _dataset(name)
+    settings = {**keys, "max_epochs": epochs, "batch_threads": 1, **(OLD_DEFAULTS if defaults == "old" else {})}
+    with tempfile.TemporaryDirectory() as folder:
+        data_path = Path(folder) / "data.h5"
+        write_dataset(data_path, dataset)
+        started = time.perf_counter()
+        result = train_model(LfadsConfig(**settings), data_path, Path(folder) / "run", progress=False,
+                             echo=lambda line: None)
+        seconds = time.perf_counter() - started
+        outputs = read_run_outputs(Path(folder) / "run")
+    train, valid = outputs["train"], outputs["valid"]
+    score = {"set": name, "defaults": defaults, "epochs": result.trainer.epoch, "seconds": seconds,
+             "batch_size": result.trainer.config.batch_size,
+             "learning_rate_init": result.trainer.config.learning_rate_init,
+             "mask_as_input": result.trainer.config.mask_as_input}
+    if name == "2p":
+        mapping = map_to_latents(train.rates, dataset.latents[train.trial_idx], valid.rates,
+                                 dataset.latents[valid.trial_idx])
+        score.update(metric="latent R^2", value=mapping.r2)
+    else:
+        score.update(metric="rate R^2", value=rate_r2(dataset.truth[valid.trial_idx], valid.rates))
+    return score
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sets", nargs="+", default=["2p", "keep3"], choices=["2p", "keep3"])
+    parser.add_argument("--epochs", type=int, default=200, help="max_epochs of every model")
+    parser.add_argument("--processes", type=int, default=2, help="models trained at once (one core each)")
+    args = parser.parse_args()
+    jobs = [(name, defaults) for name in args.sets for defaults in ("auto", "old")]
+    started = time.perf_counter()
+    with concurrent.futures.ProcessPoolExecutor(args.processes) as pool:
+        scores = list(pool.map(run_one, *zip(*jobs), [args.epochs] * len(jobs)))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    print(f"# {datetime.date.today()}, commit {commit}, {platform.processor() or platform.machine()}, "
+          f"torch {torch.__version__}; python bench/defaults_heldout.py --sets {' '.join(args.sets)} "
+          f"--epochs {args.epochs}")
+    print(f"{'set':<6} {'defaults':<9} {'metric':<11} {'value':>6} {'batch':>5} {'lr':>7} {'mask':>5} "
+          f"{'epochs':>6} {'seconds':>7}")
+    for s in scores:
+        print(f"{s['set']:<6} {s['defaults']:<9} {s['metric']:<11} {s['value']:>6.3f} {s['batch_size']:>5} "
+              f"{s['learning_rate_init']:>7.4f} {str(s['mask_as_input']):>5} {s['epochs']:>6} {s['seconds']:>7.0f}")
+    print(f"({time.perf_counter() - started:.0f} s in all)")
+
+
+if __name__ == "__main__":
+    main()

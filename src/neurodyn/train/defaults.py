@@ -1,0 +1,62 @@
+"""Settings that default to values derived from the data (``auto`` in the config).
+
+The right batch size, learning rate and encoder input depend on the data a user brings: with 480
+training trials and 128 trials per step an epoch is 3-4 optimiser steps, far too few. A config that
+sets a key keeps it; ``auto`` keys are resolved here, once, from the training trials, and the
+values used are written to the run's ``config.yaml`` and stated in its log.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from neurodyn.config import LfadsConfig
+
+# Trials per step: the largest power of two <= training trials / STEPS_PER_EPOCH, within these bounds.
+STEPS_PER_EPOCH = 16
+BATCH_BOUNDS = (16, 128)
+# Learning rate at 128 trials per step (the earlier default), scaled as batch_size ** LR_EXPONENT:
+# 0.0025 at 16 trials per step, where small 2-photon sets train best (bench/radical_batch_size.py).
+REFERENCE_LR, REFERENCE_BATCH, LR_EXPONENT = 4e-3, 128, 0.226
+
+
+def auto_batch_size(num_train_trials: int) -> int:
+    """The largest power of two <= trials / STEPS_PER_EPOCH, clipped to BATCH_BOUNDS (all trials when fewer)."""
+    if num_train_trials <= BATCH_BOUNDS[0]:
+        return max(1, num_train_trials)
+    target = num_train_trials / STEPS_PER_EPOCH
+    power = 2 ** int(math.floor(math.log2(target))) if target >= 1 else 1
+    return int(min(max(power, BATCH_BOUNDS[0]), BATCH_BOUNDS[1]))
+
+
+def auto_learning_rate(batch_size: int) -> float:
+    """The learning rate matched to ``batch_size`` (3 significant digits)."""
+    value = REFERENCE_LR * (batch_size / REFERENCE_BATCH) ** LR_EXPONENT
+    return float(f"{value:.3g}")
+
+
+def resolve_data_defaults(config: LfadsConfig, train_data: np.ndarray) -> tuple[LfadsConfig, list[str]]:
+    """``config`` with its ``auto`` keys resolved from ``train_data`` ``(trials, T, N)`` (NaN = unobserved),
+    and one line per resolved key saying what was chosen and why."""
+    updates, notes = {}, []
+    num_trials = int(train_data.shape[0])
+    batch_size = config.batch_size
+    if batch_size == "auto":
+        batch_size = auto_batch_size(num_trials)
+        updates["batch_size"] = batch_size
+        notes.append(f"batch_size auto -> {batch_size} ({num_trials} training trials: "
+                     f"{math.ceil(num_trials / batch_size)} steps per epoch)")
+    if config.learning_rate_init == "auto":
+        updates["learning_rate_init"] = auto_learning_rate(int(batch_size))
+        notes.append(f"learning_rate_init auto -> {updates['learning_rate_init']:g} (matched to {batch_size} trials "
+                     "per step)")
+    if config.mask_as_input == "auto":
+        unobserved = float(np.isnan(train_data).mean())
+        updates["mask_as_input"] = unobserved > 0
+        notes.append(f"mask_as_input auto -> {'on' if unobserved > 0 else 'off'} ({unobserved:.0%} of the training "
+                     "entries are unobserved)")
+    if not updates:
+        return config, []
+    return LfadsConfig(**{**config.model_dump(), **updates}), notes

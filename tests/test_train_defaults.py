@@ -1,0 +1,62 @@
+"""Settings derived from the data: batch size, learning rate and mask_as_input default to 'auto'."""
+
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+from neurodyn.config import LfadsConfig
+from neurodyn.data.seed_format import write_dataset
+from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
+from neurodyn.train.defaults import auto_batch_size, auto_learning_rate, resolve_data_defaults
+from neurodyn.train.run import train_model
+
+
+@pytest.mark.parametrize("trials, batch", [(5, 5), (16, 16), (100, 16), (320, 16), (480, 16), (512, 32),
+                                           (1248, 64), (2048, 128), (100000, 128)])
+def test_batch_size_gives_enough_steps_per_epoch(trials, batch):
+    assert auto_batch_size(trials) == batch
+    if trials >= 16 * 16:
+        assert math.ceil(trials / batch) >= 16 or batch == 128
+
+
+def test_learning_rate_follows_the_batch_size():
+    assert auto_learning_rate(128) == 0.004
+    assert auto_learning_rate(16) == pytest.approx(0.004 * (16 / 128) ** 0.226, rel=1e-3)
+    assert 0.0024 < auto_learning_rate(16) < 0.0026
+    rates = [auto_learning_rate(b) for b in (16, 32, 64, 128)]
+    assert rates == sorted(rates)
+
+
+def test_auto_keys_are_resolved_from_the_training_trials_and_explained():
+    data = np.zeros((480, 10, 6))
+    data[:, ::2, 1] = np.nan
+    config, notes = resolve_data_defaults(LfadsConfig(), data)
+    assert (config.batch_size, config.mask_as_input) == (16, True)
+    assert config.learning_rate_init == auto_learning_rate(16)
+    assert notes[0] == "batch_size auto -> 16 (480 training trials: 30 steps per epoch)"
+    assert any("mask_as_input auto -> on (8% of the training entries are unobserved)" in n for n in notes)
+    dense, _ = resolve_data_defaults(LfadsConfig(), np.zeros((40, 10, 6)))
+    assert dense.mask_as_input is False
+
+
+def test_a_config_that_sets_a_key_keeps_it():
+    config = LfadsConfig(batch_size=64, learning_rate_init=0.01, mask_as_input=False)
+    resolved, notes = resolve_data_defaults(config, np.full((480, 10, 6), np.nan))
+    assert resolved == config and notes == []
+    only_batch, _ = resolve_data_defaults(LfadsConfig(batch_size=64), np.zeros((480, 10, 6)))
+    assert only_batch.learning_rate_init == auto_learning_rate(64)
+
+
+def test_train_writes_and_logs_the_values_it_used(tmp_path):
+    dataset = make_lorenz_spikes(num_neurons=6, num_samples=8, num_conditions=4, trials_per_condition=10, keep=3)
+    write_dataset(tmp_path / "d.h5", dataset)
+    config = LfadsConfig(ic_enc_dim=6, gen_dim=8, ic_dim=3, factors_dim=3, max_epochs=1, kl_increase_epochs=1,
+                         l2_increase_epochs=1, posterior_samples=2, device="cpu")
+    lines = []
+    train_model(config, tmp_path / "d.h5", tmp_path / "run", progress=False, echo=lines.append)
+    resolved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert (resolved["batch_size"], resolved["mask_as_input"]) == (16, True)  # 32 training trials, NaN entries
+    assert resolved["learning_rate_init"] == auto_learning_rate(16)
+    assert "batch_size auto -> 16 (32 training trials: 2 steps per epoch)" in lines
