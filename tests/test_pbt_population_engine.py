@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from neurodyn.cli.main import main
 from neurodyn.config import LfadsConfig, load_run_config
 from neurodyn.data.seed_format import read_dataset, split_trials
 from neurodyn.errors import NeurodynError
