@@ -122,7 +122,7 @@ def test_duration_with_the_population_engine_exports_the_best_model(tmp_path):
 
 def test_resume_after_sigkill_with_the_population_engine(tmp_path):
     data = write_tiny_dataset(tmp_path)
-    config = write_config(tmp_path, engine="population", max_generations=4, epochs_per_generation=2)
+    config = write_config(tmp_path, engine="population", max_generations=4, epochs_per_generation=1)
     command = [sys.executable, "-m", "neurodyn.cli.main", "run", str(config), "--data", str(data),
                "--out", str(tmp_path / "res"), "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
