@@ -15,7 +15,7 @@ import yaml
 from neurodyn.cli.main import main
 from neurodyn.config import LfadsConfig
 from neurodyn.data.seed_format import write_dataset
-from neurodyn.errors import RunInterrupted
+from neurodyn.errors import NeurodynError, RunInterrupted
 from neurodyn.runs.checkpoint import load_checkpoint
 from neurodyn.runs.identity import read_run_info
 from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
@@ -72,11 +72,11 @@ def test_a_finished_run_is_reported_and_left_alone(tmp_path, data_path):
     config = LfadsConfig(**CONFIG)
     out = tmp_path / "run"
     train_model(config, data_path, out, progress=False, echo=_quiet)
-    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != ".neurodyn.lock"}
     lines = []
     result = train_model(config, data_path, out, progress=False, echo=lines.append)
     assert result.trainer is None and any("has finished; nothing to do" in line for line in lines)
-    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != ".neurodyn.lock"} == before
 
 
 def test_another_config_or_changed_data_is_refused_and_overwrite_retrains(tmp_path, data_path, capsys):
@@ -175,3 +175,13 @@ def test_ctrl_c_while_starting_up_prints_one_line(tmp_path, data_path):
     assert "Traceback" not in stderr
     assert process.returncode == 130
     assert stderr.strip().splitlines()[-1].startswith("neurodyn: interrupted")
+
+
+def test_a_folder_in_use_by_another_run_is_refused(tmp_path, data_path):
+    from neurodyn.runs.identity import RunLock
+
+    with RunLock(tmp_path / "run"):
+        with pytest.raises(NeurodynError, match=r"in use by another neurodyn run \(pid \d+\)"):
+            train_model(LfadsConfig(**CONFIG), data_path, tmp_path / "run", progress=False, echo=_quiet)
+    result = train_model(LfadsConfig(**CONFIG), data_path, tmp_path / "run", progress=False, echo=_quiet)
+    assert result.trainer is not None  # the lock is released with the run that held it

@@ -27,12 +27,15 @@ def _run(args: argparse.Namespace) -> int:
     import signal
 
     # SIGTERM (e.g. from a job scheduler) stops the run like Ctrl-C: the completed generations are kept.
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    # SIGINT too, even when a script started the run in the background with SIGINT ignored (as shells
+    # do for background jobs), so `kill -INT` stops it as it stops `neurodyn train`.
+    previous = {signum: signal.signal(signum, _raise_keyboard_interrupt) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         result = run_pbt(run_config, data_path, args.out, ray_address=args.ray_address,
                          progress=not args.no_progress, overwrite=args.overwrite)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     print(f"best smoothed validation NLL {result.best_metric:.5f} with {result.best_hyperparameters}; "
           f"{result.finished}; results in {result.results_dir}")
     return 0

@@ -23,7 +23,8 @@ from neurodyn.evaluate.cobps import co_bps
 from neurodyn.evaluate.figures import plot_data_summary, plot_inferred_vs_true, save_figure
 from neurodyn.runs.tables import find_training_logs
 from neurodyn.evaluate.metrics import bits_per_spike, map_to_latents, rate_r2
-from neurodyn.runs.layout import EVALUATION_FIGURE, EVALUATION_JSON, find_output_dir, output_file_name
+from neurodyn.runs.layout import (EVALUATION_FIGURE, EVALUATION_JSON, EVALUATION_SUMMARY_FIGURE, find_output_dir,
+                                  output_file_name)
 from neurodyn.runs.outputs import RunOutput, read_run_outputs
 
 JSON_NAME = EVALUATION_JSON
@@ -156,7 +157,8 @@ def evaluate_run(
     )
     save_figure(fig, figure_path)
     # What a scientist looks at on real data, ground truth or not: PSTHs, factor PCs, training curve.
-    summary_path = figure_path.with_name(f"{figure_path.stem}_summary.png")
+    summary_path = (run_dir / EVALUATION_SUMMARY_FIGURE if figure_path == run_dir / FIGURE_NAME
+                    else figure_path.with_name(f"{figure_path.stem}_summary.png"))
     bin_ms = dataset.attrs.get("bin_ms")
     save_figure(plot_data_summary(valid.rates, counts, valid.factors, condition,
                                   bin_ms=float(bin_ms) if bin_ms is not None else None,

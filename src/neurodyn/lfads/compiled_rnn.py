@@ -17,6 +17,7 @@ import logging
 import os
 import platform
 import shutil
+import sys
 import threading
 from pathlib import Path
 from types import ModuleType
@@ -66,8 +67,14 @@ def _build() -> ModuleType | None:
         # process, so two neurodyn versions sharing the build folder (two checkouts, an upgrade while
         # another process runs) would otherwise load each other's kernel.
         source_hash = hashlib.sha1(SOURCE.read_bytes()).hexdigest()[:10]
+        name = f"neurodyn_compiled_rnn_{cpu_tag()}_{source_hash}"
+        build_root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+        if not any(Path(build_root).glob(f"{name}*/{name}*.so")):
+            # The first build takes tens of seconds with nothing else to show: say what is happening.
+            print("neurodyn: building the compiled recurrent kernels (once per machine; about 30 s)",
+                  file=sys.stderr, flush=True)
         return cpp_extension.load(
-            name=f"neurodyn_compiled_rnn_{cpu_tag()}_{source_hash}",
+            name=name,
             sources=[str(SOURCE)],
             # fast-math lets gcc vectorise exp/tanh over the gate values; it is not passed to the
             # linker, so it does not switch the whole process to flush-denormals-to-zero.

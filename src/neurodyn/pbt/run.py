@@ -28,7 +28,7 @@ from neurodyn.pbt.engines import (EmbeddedEngine, RayEngine, WorkerData, WorkerJ
 from neurodyn.pbt.population import StoppingRule
 from neurodyn.pbt.search_space import as_config_value
 from neurodyn.runs.checkpoint import build_model, save_checkpoint
-from neurodyn.runs.identity import RunIdentity, mark_status, open_run_folder
+from neurodyn.runs.identity import RunIdentity, RunLock, mark_status, open_run_folder
 from neurodyn.runs.layout import PbtLayout, TrainLayout
 from neurodyn.runs.pbt_store import PbtState, PbtStore, WorkerRecord
 from neurodyn.train.defaults import resolve_data_defaults
@@ -368,6 +368,13 @@ def run_pbt(run_config: RunConfig, data_path: str | Path, results_dir: str | Pat
     PbtResult
         The best smoothed validation NLL, its hyperparameters, generations run and why it ended.
     """
+    with RunLock(results_dir):
+        return _run_pbt(run_config, data_path, results_dir, ray_address, progress, echo, overwrite, engine_factory)
+
+
+def _run_pbt(run_config: RunConfig, data_path: str | Path, results_dir: str | Path, ray_address: str | None,
+             progress: bool, echo: Callable[[str], None], overwrite: bool,
+             engine_factory: EngineFactory | None) -> PbtResult:
     layout = PbtLayout(results_dir, run_config.model.run_name)
     identity = RunIdentity.of("run", run_identity_config(run_config), data_path)
     decision = open_run_folder(layout.root, layout.owned_entries(), identity, overwrite)

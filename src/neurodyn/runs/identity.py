@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any, Iterable, Literal
 
 from neurodyn.data.atomic import write_text_atomic
 from neurodyn.errors import NeurodynError
-from neurodyn.runs.layout import RUN_INFO_FILE
+from neurodyn.runs.layout import LOCK_FILE, RUN_INFO_FILE
 
 # Keys that change where or how fast a run computes, not what it computes: a run may continue with
 # other values.
@@ -103,7 +104,7 @@ def decide_start(folder: str, recorded: dict[str, Any] | None, has_run_files: bo
     if recorded.get("status") == "finished":
         return StartDecision("finished", f"the run in {folder} has finished; nothing to do (use --overwrite to "
                                          "start it anew)")
-    return StartDecision("continue", f"continuing the {recorded.get('status', 'unfinished')} run in {folder}")
+    return StartDecision("continue", f"continuing the unfinished run in {folder}")
 
 
 def read_run_info(path: str | Path) -> dict[str, Any] | None:
@@ -156,3 +157,40 @@ def open_run_folder(root: str | Path, owned: list[Path], identity: RunIdentity, 
 
 def mark_status(root: str | Path, identity: RunIdentity, status: Status, **extra: Any) -> None:
     write_run_info(Path(root) / RUN_INFO_FILE, identity, status, **extra)
+
+
+class RunLock:
+    """Holds ``root/.neurodyn.lock`` (an exclusive ``flock``) while a run writes its folder, so a second
+    process started on the same folder stops with one line instead of writing the same files."""
+
+    def __init__(self, root: str | Path):
+        self.path = Path(root) / LOCK_FILE
+        self._handle = None
+
+    def __enter__(self) -> "RunLock":
+        import fcntl
+
+        if self.path.parent.exists() and not self.path.parent.is_dir():
+            raise NeurodynError(f"{self.path.parent} is a file; the output must be a folder (give a new or existing "
+                                "folder)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise NeurodynError(f"{self.path.parent} is in use by another neurodyn run ({holder}); wait for it to "
+                                "finish or stop it, or use another output folder") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing releases the lock; the file stays (it is empty of meaning)
+            self._handle = None

@@ -37,6 +37,8 @@ STATE_DIR = ".state"
 PBT_STATE_FILE = "pbt_state.json"
 EVALUATION_JSON = "evaluation.json"
 EVALUATION_FIGURE = "evaluation.png"
+EVALUATION_SUMMARY_FIGURE = "evaluation_summary.png"
+LOCK_FILE = ".neurodyn.lock"
 LATENTS_JSON = "map_to_latents.json"
 LATENTS_FIGURE = "map_to_latents.png"
 # The checkpoint name of neurodyn 0.1 (a pickle): recognised only to refuse it with a clear message.
@@ -92,6 +94,7 @@ class TrainLayout:
         """Everything a run writes here (what ``--overwrite`` removes; nothing else is touched)."""
         return [self.run_info, self.config, self.train_log, self.checkpoint, self.resume, self.hyperparameters,
                 self.root / LEGACY_CHECKPOINT_FILE, self.root / EVALUATION_JSON, self.root / EVALUATION_FIGURE,
+                self.root / EVALUATION_SUMMARY_FIGURE,
                 self.root / LATENTS_JSON, self.root / LATENTS_FIGURE, *(self.output(s) for s in SPLITS)]
 
 
@@ -164,7 +167,8 @@ class PbtLayout:
     def owned_entries(self) -> list[Path]:
         """Everything a run writes in ``root`` (what ``--overwrite`` removes)."""
         return [self.run_info, self.root / BEST_MODEL_DIR, self.run_dir, self.root / LATENTS_JSON,
-                self.root / LATENTS_FIGURE, self.root / EVALUATION_JSON, self.root / EVALUATION_FIGURE]
+                self.root / LATENTS_FIGURE, self.root / EVALUATION_JSON, self.root / EVALUATION_FIGURE,
+                self.root / EVALUATION_SUMMARY_FIGURE]
 
 
 def find_output_dir(path: str | Path) -> Path:

@@ -25,7 +25,7 @@ from neurodyn.errors import NeurodynError, RunInterrupted
 from neurodyn.lfads.model import LFADS
 from neurodyn.observation.registry import read_dataset_for
 from neurodyn.runs.checkpoint import build_model, load_checkpoint, save_checkpoint
-from neurodyn.runs.identity import RunIdentity, mark_status, open_run_folder
+from neurodyn.runs.identity import RunIdentity, RunLock, mark_status, open_run_folder
 from neurodyn.runs.layout import TrainLayout
 from neurodyn.runs.outputs import write_split_output
 from neurodyn.runs.tables import rows_to_csv
@@ -247,6 +247,12 @@ def train_model(config: LfadsConfig, data_path: str | Path, out_dir: str | Path,
     TrainResult
         The folder, the trainer (None when the run had already finished), the split and messages.
     """
+    with RunLock(out_dir):
+        return _train_model(config, data_path, out_dir, progress, overwrite, stop_requested, echo)
+
+
+def _train_model(config: LfadsConfig, data_path: str | Path, out_dir: str | Path, progress: bool, overwrite: bool,
+                 stop_requested: Callable[[], bool] | None, echo: Callable[[str], None]) -> TrainResult:
     layout = TrainLayout(out_dir)
     identity = RunIdentity.of("train", config.model_dump(), data_path)
     dataset, model_config = read_model_dataset(data_path, config)
