@@ -46,8 +46,21 @@ def _dataset(name: str):
     raise ValueError(name)
 
 
+def _variant_settings(variant: str) -> dict:
+    """``auto`` (today's defaults), ``old`` (the fixed values they replaced), or either followed by
+    ``:KEY=VALUE,...`` overrides (e.g. ``auto:mask_as_input=false``) to see which setting matters."""
+    import yaml
+
+    base, _, overrides = variant.partition(":")
+    settings = dict(OLD_DEFAULTS) if base == "old" else {}
+    for item in filter(None, overrides.split(",")):
+        key, _, value = item.partition("=")
+        settings[key] = yaml.safe_load(value)
+    return settings
+
+
 def run_one(name: str, defaults: str, epochs: int) -> dict:
-    """Train one model on set ``name`` with today's defaults ('auto') or the old fixed ones; score it."""
+    """Train one model on set ``name`` with the settings of variant ``defaults``; score it."""
     from neurodyn.config import LfadsConfig
     from neurodyn.data.seed_format import write_dataset
     from neurodyn.evaluate.metrics import map_to_latents, rate_r2
@@ -56,7 +69,7 @@ def run_one(name: str, defaults: str, epochs: int) -> dict:
 
     torch.set_num_threads(1)
     dataset, keys = _dataset(name)
-    settings = {**keys, "max_epochs": epochs, "batch_threads": 1, **(OLD_DEFAULTS if defaults == "old" else {})}
+    settings = {**keys, "max_epochs": epochs, "batch_threads": 1, **_variant_settings(defaults)}
     with tempfile.TemporaryDirectory() as folder:
         data_path = Path(folder) / "data.h5"
         write_dataset(data_path, dataset)
@@ -84,19 +97,21 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=["2p", "keep3"], choices=["2p", "keep3"])
     parser.add_argument("--epochs", type=int, default=200, help="max_epochs of every model")
     parser.add_argument("--processes", type=int, default=2, help="models trained at once (one core each)")
+    parser.add_argument("--variants", nargs="+", default=["auto", "old"],
+                        help="auto, old, or either with :KEY=VALUE,... overrides (e.g. auto:mask_as_input=false)")
     args = parser.parse_args()
-    jobs = [(name, defaults) for name in args.sets for defaults in ("auto", "old")]
+    jobs = [(name, defaults) for name in args.sets for defaults in args.variants]
     started = time.perf_counter()
     with concurrent.futures.ProcessPoolExecutor(args.processes) as pool:
         scores = list(pool.map(run_one, *zip(*jobs), [args.epochs] * len(jobs)))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"# {datetime.date.today()}, commit {commit}, {platform.processor() or platform.machine()}, "
           f"torch {torch.__version__}; python bench/defaults_heldout.py --sets {' '.join(args.sets)} "
-          f"--epochs {args.epochs}")
-    print(f"{'set':<6} {'defaults':<9} {'metric':<11} {'value':>6} {'batch':>5} {'lr':>7} {'mask':>5} "
+          f"--epochs {args.epochs} --variants {' '.join(args.variants)}")
+    print(f"{'set':<6} {'defaults':<28} {'metric':<11} {'value':>6} {'batch':>5} {'lr':>7} {'mask':>5} "
           f"{'epochs':>6} {'seconds':>7}")
     for s in scores:
-        print(f"{s['set']:<6} {s['defaults']:<9} {s['metric']:<11} {s['value']:>6.3f} {s['batch_size']:>5} "
+        print(f"{s['set']:<6} {s['defaults']:<28} {s['metric']:<11} {s['value']:>6.3f} {s['batch_size']:>5} "
               f"{s['learning_rate_init']:>7.4f} {str(s['mask_as_input']):>5} {s['epochs']:>6} {s['seconds']:>7.0f}")
     print(f"({time.perf_counter() - started:.0f} s in all)")
 
