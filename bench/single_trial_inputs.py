@@ -12,7 +12,7 @@ Models, each trained once with the ``LfadsConfig`` defaults except what the comp
 * controller: ``co_dim 2`` (inferred inputs), every other key default;
 * ext_input: ``co_dim 0``, the kick given as the measured input ``ext_input`` (its sign at the
   kick's bins), so the generator is told when and which way the state was pushed;
-* Gaussian smoothing of the spike counts (no model): the kernel width (0.5-6 bins) that gives the
+* Gaussian smoothing of the spike counts (no model): the kernel width (1-16 bins) that gives the
   best R^2 against the true rates of the validation trials (an oracle choice that favours it).
 
 Scores on the test trials: rate R^2 against the true rates (``evaluate.metrics.rate_r2``) of the
@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import datetime
+import json
 import os
 import platform
 import shlex
@@ -55,7 +56,7 @@ DATA = dict(num_neurons=29, num_samples=50, bin_ms=20.0, kick_size=10.0, kick_du
 TEST_FRACTION = 0.2
 # Bins either side of the true kick bin within which an inferred-input peak counts as found.
 KICK_TOLERANCE_BINS = 2
-SMOOTHING_WIDTHS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)  # Gaussian kernel std, bins
+SMOOTHING_WIDTHS = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)  # Gaussian kernel std, bins
 # What each model changes from the LfadsConfig defaults.
 MODELS = {
     "autonomous": dict(co_dim=0),
@@ -89,6 +90,16 @@ def kick_peak_bins(inferred_inputs: np.ndarray, first_bin: int) -> np.ndarray:
     deviation = inferred_inputs - np.median(inferred_inputs, axis=1, keepdims=True)
     magnitude = np.linalg.norm(deviation, axis=-1)[:, first_bin:]
     return first_bin + np.argmax(magnitude, axis=1)
+
+
+def kick_contrast(inferred_inputs: np.ndarray, kick_bin: np.ndarray, first_bin: int, tolerance: int) -> float:
+    """How much the inferred inputs stand out at the kick: their mean deviation (as in ``kick_peak_bins``)
+    within ``tolerance`` bins of the kick over their mean deviation at the other bins from ``first_bin`` on."""
+    deviation = np.linalg.norm(inferred_inputs - np.median(inferred_inputs, axis=1, keepdims=True), axis=-1)
+    bins = np.arange(inferred_inputs.shape[1])
+    near = np.abs(bins[None] - kick_bin[:, None]) <= tolerance
+    window = bins[None] >= first_bin
+    return float(deviation[near & window].mean() / deviation[~near & window].mean())
 
 
 def kicks_found(peaks: np.ndarray, kick_bin: np.ndarray, tolerance: int) -> float:
@@ -133,14 +144,17 @@ def train_and_score(name: str, trials: int, seed: int, epochs: int | None, overr
                     ext_input=None if ext is None else ext[test])
     row = dict(model=name, r2=rate_r2(dataset.truth[test], outputs["rates"]), epochs=trainer.epoch,
                best_epoch=trainer.best_epoch, valid_nll=trainer.best_valid_nll,
-               seconds=time.perf_counter() - started)
+               seconds=time.perf_counter() - started,
+               history=[{k: float(v) for k, v in epoch.items()} for epoch in trainer.history])
     if "inferred_inputs" in outputs:
         kick_bin = np.asarray(dataset.attrs["kick_bin"])[test]
         first_bin = DATA["earliest_kick_bin"] - KICK_TOLERANCE_BINS
         peaks = kick_peak_bins(outputs["inferred_inputs"], first_bin)
         row.update(found=kicks_found(peaks, kick_bin, KICK_TOLERANCE_BINS),
                    chance=chance_found(kick_bin, first_bin, dataset.num_samples, KICK_TOLERANCE_BINS),
-                   peak_offset_median=float(np.median(peaks - kick_bin)))
+                   peak_offset_median=float(np.median(peaks - kick_bin)),
+                   contrast=kick_contrast(outputs["inferred_inputs"], kick_bin, first_bin, KICK_TOLERANCE_BINS),
+                   kl_co=float(trainer.history[-1]["kl_co"]))
     return row
 
 
@@ -156,7 +170,7 @@ def smoothing_score(trials: int, seed: int) -> dict:
     _, valid, test = split_roles(dataset.num_trials, LfadsConfig().valid_ratio, seed)
 
     def smoothed(idx, width):
-        return gaussian_filter1d(dataset.data[idx], width, axis=1, mode="nearest")
+        return gaussian_filter1d(dataset.data[idx].astype(np.float64), width, axis=1)
 
     width = max(SMOOTHING_WIDTHS, key=lambda w: rate_r2(dataset.truth[valid], smoothed(valid, w)))
     return dict(model="smoothing", r2=rate_r2(dataset.truth[test], smoothed(test, width)), width=width,
@@ -169,7 +183,13 @@ def parse_overrides(pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep:
             raise SystemExit(f"--set expects KEY=VALUE, got {pair!r}")
-        overrides[key] = yaml.safe_load(value)
+        try:
+            overrides[key] = int(value)
+        except ValueError:
+            try:
+                overrides[key] = float(value)  # YAML would read 1e-3 as text
+            except ValueError:
+                overrides[key] = yaml.safe_load(value)
     return overrides
 
 
@@ -208,6 +228,7 @@ def print_table(rows: list[dict], args, overrides: dict, wall: float, num_test: 
     if overrides:
         print(f"config changes from the defaults besides co_dim: {overrides}")
     header = (f"{'model':<12} | {'test rate R^2':>13} | {'kicks found':>11} | {'chance':>6} | {'peak - kick':>11} | "
+              f"{'contrast':>8} | "
               f"{'epochs (best)':>13} | {'wall s':>6}")
     print(header)
     print("-" * len(header))
@@ -216,11 +237,14 @@ def print_table(rows: list[dict], args, overrides: dict, wall: float, num_test: 
         found = f"{row['found']:.0%}" if "found" in row else "-"
         chance = f"{row['chance']:.0%}" if "chance" in row else "-"
         offset = f"{row['peak_offset_median']:+.0f}" if "peak_offset_median" in row else "-"
+        contrast = f"{row['contrast']:.2f}" if "contrast" in row else "-"
         epochs = f"{row['epochs']} ({row['best_epoch']})" if "epochs" in row else f"width {row['width']:g} bins"
-        print(f"{row['model']:<12} | {row['r2']:>13.3f} | {found:>11} | {chance:>6} | {offset:>11} | {epochs:>13} | "
+        print(f"{row['model']:<12} | {row['r2']:>13.3f} | {found:>11} | {chance:>6} | {offset:>11} | {contrast:>8} | "
+              f"{epochs:>13} | "
               f"{row['seconds']:>6.0f}")
     print(f"wall {wall:.0f} s ({wall / 60:.1f} min); 'peak - kick' is the median offset (bins) of the inferred-input "
-          f"peak from the kick bin; found = within {KICK_TOLERANCE_BINS} bins")
+          f"peak from the kick bin; found = within {KICK_TOLERANCE_BINS} bins; contrast = mean inferred-input "
+          f"deviation near the kick / elsewhere")
 
 
 def main() -> None:
@@ -233,6 +257,7 @@ def main() -> None:
                         help="LfadsConfig keys changed from the defaults (controller keys only for the controller)")
     parser.add_argument("--seed", type=int, default=0, help="data, split, initialisation and sampling seed")
     parser.add_argument("--quick", action="store_true", help="smoke run: 120 trials, 3 epochs, 5 samples")
+    parser.add_argument("--save-json", metavar="FILE", help="also write the rows and training histories as JSON")
     args = parser.parse_args()
     overrides = parse_overrides(args.overrides)
     if args.quick:
@@ -248,11 +273,16 @@ def main() -> None:
         for future in concurrent.futures.as_completed(futures):
             row = future.result()
             rows.append(row)
-            extra = f", kicks found {row['found']:.0%}" if "found" in row else ""
+            extra = (f", kicks found {row['found']:.0%} (chance {row['chance']:.0%}), contrast {row['contrast']:.2f}, "
+                     f"last kl_co {row['kl_co']:.3g}" if "found" in row else "")
             print(f"{row['model']}: test R^2 {row['r2']:.3f}{extra}, {row['epochs']} epochs (best "
                   f"{row['best_epoch']}), {row['seconds']:.0f} s", flush=True)
     num_test = int(round(TEST_FRACTION * args.trials))
     print_table(rows, args, overrides, time.perf_counter() - started, num_test)
+    if args.save_json:
+        from neurodyn.data.atomic import write_text_atomic
+
+        write_text_atomic(args.save_json, json.dumps({"command": sys.argv, "overrides": overrides, "rows": rows}))
 
 
 if __name__ == "__main__":
