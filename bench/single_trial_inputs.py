@@ -67,10 +67,10 @@ CONTROLLER_KEYS = {"co_dim", "ci_enc_dim", "ci_lag", "con_dim", "co_prior_tau", 
                    "l2_con_scale"}
 
 
-def make_data(trials: int, seed: int):
+def make_data(trials: int, seed: int, kick_size: float):
     from neurodyn.synth.lorenz_kicks import make_lorenz_kicks
 
-    return make_lorenz_kicks(num_trials=trials, seed=seed, **DATA)
+    return make_lorenz_kicks(num_trials=trials, seed=seed, **{**DATA, "kick_size": kick_size})
 
 
 def split_roles(num_trials: int, valid_ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -112,7 +112,8 @@ def chance_found(kick_bin: np.ndarray, first_bin: int, num_samples: int, toleran
     return float(np.mean([np.mean(np.abs(window - k) <= tolerance) for k in kick_bin]))
 
 
-def train_and_score(name: str, trials: int, seed: int, epochs: int | None, overrides: dict, quick: bool) -> dict:
+def train_and_score(name: str, trials: int, seed: int, kick_size: float, epochs: int | None, overrides: dict,
+                    quick: bool) -> dict:
     """Train one model (in a worker process with one torch thread) and score it on the test trials."""
     import torch
 
@@ -123,7 +124,7 @@ def train_and_score(name: str, trials: int, seed: int, epochs: int | None, overr
     from neurodyn.train.trainer import LfadsTrainer
 
     started = time.perf_counter()
-    dataset = make_data(trials, seed)
+    dataset = make_data(trials, seed, kick_size)
     settings = dict(MODELS[name], seed=seed, device="cpu")
     uses_controller = settings["co_dim"] > 0
     settings.update({k: v for k, v in overrides.items() if uses_controller or k not in CONTROLLER_KEYS})
@@ -158,7 +159,7 @@ def train_and_score(name: str, trials: int, seed: int, epochs: int | None, overr
     return row
 
 
-def smoothing_score(trials: int, seed: int) -> dict:
+def smoothing_score(trials: int, seed: int, kick_size: float) -> dict:
     """Gaussian smoothing of the counts: width chosen on the validation trials' true rates, scored on test."""
     from scipy.ndimage import gaussian_filter1d
 
@@ -166,7 +167,7 @@ def smoothing_score(trials: int, seed: int) -> dict:
     from neurodyn.evaluate.metrics import rate_r2
 
     started = time.perf_counter()
-    dataset = make_data(trials, seed)
+    dataset = make_data(trials, seed, kick_size)
     _, valid, test = split_roles(dataset.num_trials, LfadsConfig().valid_ratio, seed)
 
     def smoothed(idx, width):
@@ -219,7 +220,7 @@ def print_table(rows: list[dict], args, overrides: dict, wall: float, num_test: 
     import torch
 
     print(f"\nSingle-trial inputs: Lorenz kicks, {args.trials} trials ({num_test} test) x {DATA['num_samples']} bins "
-          f"x {DATA['num_neurons']} neurons, kick size {DATA['kick_size']:g} along {DATA['kick_axes']}, seed "
+          f"x {DATA['num_neurons']} neurons, kick size {args.kick_size:g} along {DATA['kick_axes']}, seed "
           f"{args.seed}")
     print(f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; commit: {commit_line()}; "
           f"torch {torch.__version__}")
@@ -256,6 +257,8 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                         help="LfadsConfig keys changed from the defaults (controller keys only for the controller)")
     parser.add_argument("--seed", type=int, default=0, help="data, split, initialisation and sampling seed")
+    parser.add_argument("--kick-size", type=float, default=DATA["kick_size"],
+                        help="kick strength in Lorenz units (the attractor's std is about 8 per axis; default: 10)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 120 trials, 3 epochs, 5 samples")
     parser.add_argument("--save-json", metavar="FILE", help="also write the rows and training histories as JSON")
     args = parser.parse_args()
@@ -265,10 +268,11 @@ def main() -> None:
     started = time.perf_counter()
     rows = []
     if "smoothing" in args.models:
-        rows.append(smoothing_score(args.trials, args.seed))
+        rows.append(smoothing_score(args.trials, args.seed, args.kick_size))
     names = [m for m in args.models if m != "smoothing"]
     with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.processes)) as pool:
-        futures = [pool.submit(train_and_score, name, args.trials, args.seed, args.epochs, overrides, args.quick)
+        futures = [pool.submit(train_and_score, name, args.trials, args.seed, args.kick_size, args.epochs, overrides,
+                               args.quick)
                    for name in names]
         for future in concurrent.futures.as_completed(futures):
             row = future.result()
