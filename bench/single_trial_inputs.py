@@ -216,13 +216,13 @@ def commit_line() -> str:
     return commit + dirty
 
 
-def print_table(rows: list[dict], args, overrides: dict, wall: float, num_test: int) -> None:
+def print_table(rows: list[dict], args, overrides: dict, wall: float, num_test: int, commit: str) -> None:
     import torch
 
     print(f"\nSingle-trial inputs: Lorenz kicks, {args.trials} trials ({num_test} test) x {DATA['num_samples']} bins "
           f"x {DATA['num_neurons']} neurons, kick size {args.kick_size:g} along {DATA['kick_axes']}, seed "
           f"{args.seed}")
-    print(f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; commit: {commit_line()}; "
+    print(f"finished: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; commit at the start: {commit}; "
           f"torch {torch.__version__}")
     print(f"machine: {machine_line()}")
     print(f"command: {' '.join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])}")
@@ -263,6 +263,7 @@ def main() -> None:
     parser.add_argument("--save-json", metavar="FILE", help="also write the rows and training histories as JSON")
     args = parser.parse_args()
     overrides = parse_overrides(args.overrides)
+    commit = commit_line()
     if args.quick:
         args.trials, args.epochs = 120, 3
     started = time.perf_counter()
@@ -282,11 +283,12 @@ def main() -> None:
             print(f"{row['model']}: test R^2 {row['r2']:.3f}{extra}, {row['epochs']} epochs (best "
                   f"{row['best_epoch']}), {row['seconds']:.0f} s", flush=True)
     num_test = int(round(TEST_FRACTION * args.trials))
-    print_table(rows, args, overrides, time.perf_counter() - started, num_test)
+    print_table(rows, args, overrides, time.perf_counter() - started, num_test, commit)
     if args.save_json:
         from neurodyn.data.atomic import write_text_atomic
 
-        write_text_atomic(args.save_json, json.dumps({"command": sys.argv, "overrides": overrides, "rows": rows}))
+        write_text_atomic(args.save_json, json.dumps({"command": sys.argv, "commit": commit, "overrides": overrides,
+                                                        "rows": rows}))
 
 
 if __name__ == "__main__":
