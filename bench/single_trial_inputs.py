@@ -27,7 +27,8 @@ drawn uniformly in that window would score.
 Usage (models trained ``--processes`` at a time, one torch thread each)::
 
     PYTHONPATH=src python bench/single_trial_inputs.py [--trials 800] [--epochs 400] [--processes 2]
-        [--models autonomous controller ext_input] [--set KEY=VALUE ...] [--seed 0] [--quick]
+        [--models autonomous controller ext_input smoothing] [--set KEY=VALUE ...] [--kick-size 10]
+        [--seed 0] [--save-json FILE] [--quick]   (about 12-17 min on 2 shared cores)
 
 ``--set`` changes LfadsConfig keys of the models that use them (e.g. ``--set kl_co_weight=1e-5``
 for the investigation of the controller's settings); the table names them.
