@@ -36,7 +36,44 @@ def register(subparsers) -> None:
                         help="Lorenz system time advanced per bin; larger = faster dynamics (default: 0.03)")
     add_overwrite_flag(lorenz)
     lorenz.set_defaults(func=run_lorenz_spikes)
+    _register_lorenz_kicks(kinds)
     _register_lorenz_2p(kinds)
+
+
+def _register_lorenz_kicks(kinds) -> None:
+    kicks = kinds.add_parser(
+        "lorenz-kicks",
+        help="single-trial Lorenz spiking population: no trial repeats, one input kick per trial",
+        description="Every trial starts from its own Lorenz state; at a random bin its state is pushed along "
+        "one axis (random sign) for a bin or two; log-linear readout -> Poisson counts. Writes data, truth "
+        "(expected count per bin), latents, condition (one per trial) and ext_input (the kick: its sign at "
+        "the kick's bins, one channel per kick axis); attributes kick_bin, kick_axis and kick_sign per trial.",
+    )
+    kicks.add_argument("output", metavar="OUT.h5", help="file to write, e.g. kicks_data.h5 for run_name 'kicks'")
+    kicks.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    kicks.add_argument("--neurons", type=int, default=29, help="number of neurons (default: 29)")
+    kicks.add_argument("--trials", type=int, default=600, help="number of trials, none repeated (default: 600)")
+    kicks.add_argument("--bins", type=int, default=50, help="time bins per trial (default: 50)")
+    kicks.add_argument("--bin-ms", type=float, default=20.0, help="bin width in ms (default: 20)")
+    kicks.add_argument("--kick-size", type=float, default=10.0,
+                       help="kick strength: the push's displacement in Lorenz units were the flow frozen; the "
+                       "attractor's std is about 8 per axis (default: 10)")
+    kicks.add_argument("--kick-bins", type=int, default=2, help="bins the push lasts (default: 2)")
+    kicks.add_argument("--kick-axes", default="x",
+                       help="Lorenz axes a kick may push along, e.g. x or xyz; one ext_input channel each (default: x)")
+    kicks.add_argument("--earliest-kick", type=int, default=10, metavar="BIN",
+                       help="earliest kick bin (default: 10)")
+    kicks.add_argument("--latest-kick", type=int, default=None, metavar="BIN",
+                       help="latest kick bin (default: bins - 10)")
+    kicks.add_argument("--min-rate", type=float, default=2.5, metavar="HZ",
+                       help="lowest firing rate of every neuron, spikes/s (default: 2.5)")
+    kicks.add_argument("--max-rate", type=float, default=75.0, metavar="HZ",
+                       help="peak firing rate of every neuron, spikes/s (default: 75)")
+    kicks.add_argument("--no-ext-input", action="store_true",
+                       help="leave out ext_input (the kicks stay in the attributes): a model trained on the file "
+                       "must infer them")
+    add_overwrite_flag(kicks)
+    kicks.set_defaults(func=run_lorenz_kicks)
 
 
 def _register_lorenz_2p(kinds) -> None:
@@ -101,6 +138,42 @@ def run_lorenz_spikes(args: argparse.Namespace) -> int:
         f"{dataset.num_neurons} neurons; {dataset.attrs['keep']} of {dataset.num_neurons} observed per bin; "
         f"true rate {dataset.truth.min():.2f}-{dataset.truth.max():.2f} (mean {dataset.truth.mean():.2f}) "
         f"spikes per bin; {np.nanmean(dataset.data[observed]):.2f} mean observed count; seed {args.seed}"
+    )
+    return 0
+
+
+def run_lorenz_kicks(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from neurodyn.data.seed_format import write_dataset
+    from neurodyn.synth.lorenz_kicks import make_lorenz_kicks
+
+    dataset = make_lorenz_kicks(
+        num_neurons=args.neurons,
+        num_samples=args.bins,
+        bin_ms=args.bin_ms,
+        num_trials=args.trials,
+        kick_size=args.kick_size,
+        kick_duration_bins=args.kick_bins,
+        kick_axes=args.kick_axes,
+        earliest_kick_bin=args.earliest_kick,
+        latest_kick_bin=args.latest_kick,
+        seed=args.seed,
+        min_rate_hz=args.min_rate,
+        max_rate_hz=args.max_rate,
+    )
+    if args.no_ext_input:
+        dataset.ext_input = None
+    write_dataset(args.output, dataset)
+    kick_bin = np.asarray(dataset.attrs["kick_bin"])
+    measured = "not written" if args.no_ext_input else f"has {dataset.ext_input_dim} channel(s)"
+    print(
+        f"wrote {args.output}: {dataset.num_trials} trials (each its own initial state) x {dataset.num_samples} "
+        f"bins of {args.bin_ms:g} ms x {dataset.num_neurons} neurons; one kick per trial of size "
+        f"{args.kick_size:g} along {args.kick_axes} over {args.kick_bins} bin(s), at bins "
+        f"{kick_bin.min()}-{kick_bin.max()} (attribute kick_bin; ext_input {measured}); "
+        f"true rate {dataset.truth.min():.2f}-{dataset.truth.max():.2f} (mean {dataset.truth.mean():.2f}) spikes "
+        f"per bin; seed {args.seed}"
     )
     return 0
 
