@@ -32,11 +32,14 @@ def test_learning_rate_follows_the_batch_size():
 def test_auto_keys_are_resolved_from_the_training_trials_and_explained():
     data = np.zeros((480, 10, 6))
     data[:, ::2, 1] = np.nan
-    config, notes = resolve_data_defaults(LfadsConfig(), data)
+    config, notes = resolve_data_defaults(LfadsConfig(observation="zig"), data)
     assert (config.batch_size, config.mask_as_input) == (16, True)
     assert config.learning_rate_init == auto_learning_rate(16)
     assert notes[0] == "batch_size auto -> 16 (480 training trials: 30 steps per epoch)"
-    assert any("mask_as_input auto -> on (8% of the training entries are unobserved)" in n for n in notes)
+    assert "mask_as_input auto -> on (8% of the training entries are unobserved)" in notes
+    spikes, notes = resolve_data_defaults(LfadsConfig(), data)
+    assert spikes.mask_as_input is False
+    assert "mask_as_input auto -> off (8% of the training entries are unobserved; off for poisson observations)" in notes
     dense, _ = resolve_data_defaults(LfadsConfig(), np.zeros((40, 10, 6)))
     assert dense.mask_as_input is False
 
@@ -57,6 +60,6 @@ def test_train_writes_and_logs_the_values_it_used(tmp_path):
     lines = []
     train_model(config, tmp_path / "d.h5", tmp_path / "run", progress=False, echo=lines.append)
     resolved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
-    assert (resolved["batch_size"], resolved["mask_as_input"]) == (16, True)  # 32 training trials, NaN entries
+    assert (resolved["batch_size"], resolved["mask_as_input"]) == (16, False)  # 32 training trials of spike counts
     assert resolved["learning_rate_init"] == auto_learning_rate(16)
     assert "batch_size auto -> 16 (32 training trials: 2 steps per epoch)" in lines

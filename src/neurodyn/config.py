@@ -77,7 +77,8 @@ class LfadsConfig(BaseModel):
     mask_as_input: bool | Literal["auto"] = Field(
         "auto", description="the encoders also see where data were observed (0/1 per neuron and bin), telling an "
                             "observed zero from a missing entry; 'auto' = on when the training data have unobserved "
-                            "(NaN) entries")
+                            "(NaN) entries and the observation model is zig or gamma (off for spike counts, where it "
+                            "measured worse)")
 
     # -- priors -----------------------------------------------------------------------------
     ic_prior_var: float = Field(0.1, gt=0.0, description="variance of the Gaussian IC prior")
