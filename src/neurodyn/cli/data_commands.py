@@ -56,7 +56,7 @@ def _run_convert(args: argparse.Namespace) -> int:
     axes = tuple(part.strip() for part in args.axes.split(","))
     variables = MatVariables(data=args.var, truth=args.truth, latents=args.latents, condition=args.condition)
     dataset = convert_mat_file(args.mat_file, args.output, variables, axes, args.bin_ms)
-    print(f"wrote {args.output}: {describe_dataset(dataset)} (from '{dataset.attrs['source_variable']}')")
+    print(f"wrote {args.output} from variable '{dataset.attrs['source_variable']}': {describe_dataset(dataset)}")
     return 0
 
 
