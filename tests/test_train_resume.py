@@ -185,3 +185,24 @@ def test_a_folder_in_use_by_another_run_is_refused(tmp_path, data_path):
             train_model(LfadsConfig(**CONFIG), data_path, tmp_path / "run", progress=False, echo=_quiet)
     result = train_model(LfadsConfig(**CONFIG), data_path, tmp_path / "run", progress=False, echo=_quiet)
     assert result.trainer is not None  # the lock is released with the run that held it
+
+
+def test_an_unfinished_run_and_an_old_pickled_checkpoint_get_clear_lines(tmp_path, data_path, capsys):
+    import pickle
+
+    from neurodyn.train.run import load_trained_model
+
+    stops = []
+    with pytest.raises(RunInterrupted):
+        train_model(LfadsConfig(**CONFIG), data_path, tmp_path / "run", progress=False, echo=_quiet,
+                    stop_requested=lambda: stops.append(1) or True)
+    assert main(["evaluate", str(tmp_path / "run"), "--data", str(data_path)]) == 2
+    err = capsys.readouterr().err
+    assert "the run is unfinished (status 'interrupted' in run.json)" in err and err.count("\n") == 1
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "checkpoint.pt").write_bytes(pickle.dumps({"weights": 1}))
+    with pytest.raises(NeurodynError, match="holds checkpoint.pt, a pickled checkpoint of neurodyn 0.1: refused"):
+        load_trained_model(old)
+    assert main(["infer", str(old), "--data", str(data_path), "--out", str(tmp_path / "o.h5")]) == 2
+    assert "a pickled checkpoint of neurodyn 0.1: refused" in capsys.readouterr().err

@@ -24,6 +24,7 @@ from neurodyn.config import LfadsConfig
 from neurodyn.data.atomic import atomic_path
 from neurodyn.errors import NeurodynError
 from neurodyn.lfads.model import LFADS
+from neurodyn.runs.layout import LEGACY_CHECKPOINT_FILE
 from neurodyn.observation.registry import make_observation_model
 
 FORMAT_NAME = "neurodyn.checkpoint"
@@ -146,6 +147,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """The state saved at ``path`` (tensors on the CPU); never unpickles anything."""
     path = Path(path)
     if not path.is_file():
+        legacy = path.with_name(LEGACY_CHECKPOINT_FILE)
+        if legacy.is_file():
+            raise NeurodynError(f"{path.parent} holds {legacy.name}, a pickled checkpoint of neurodyn 0.1: refused "
+                                "(neurodyn never unpickles a file, as pickle can run code); train the model again "
+                                f"with this version, which writes {path.name}")
         raise NeurodynError(f"checkpoint {path} does not exist")
     return decode_state(path.read_bytes(), str(path))
 

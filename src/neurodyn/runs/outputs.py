@@ -22,7 +22,7 @@ import numpy as np
 
 from neurodyn.data.atomic import write_h5_atomic
 from neurodyn.errors import NeurodynError
-from neurodyn.runs.layout import SPLITS, find_output_dir, output_file_name
+from neurodyn.runs.layout import RUN_INFO_FILE, SPLITS, find_output_dir, output_file_name
 
 REQUIRED_KEYS = ("rates", "factors", "trial_idx")
 
@@ -100,10 +100,26 @@ def read_run_outputs(run_dir: str | os.PathLike, rates_key: str = "rates") -> di
     if not path.is_dir():
         raise NeurodynError(f"{path}: not a directory (expected a run directory or a PBT results directory)")
     output_dir = find_output_dir(path)
+    if not (output_dir / output_file_name("valid")).is_file():
+        status = _unfinished_status(path)
+        if status:
+            raise NeurodynError(f"{path}: the run is unfinished (status '{status}' in {RUN_INFO_FILE}), so it has no "
+                                "outputs yet; run the same 'neurodyn train' or 'neurodyn run' command to finish it")
     outputs = {split: read_split_output(output_dir / output_file_name(split), rates_key) for split in ("train", "valid")}
     if (output_dir / output_file_name("test")).is_file():
         outputs["test"] = read_split_output(output_dir / output_file_name("test"), rates_key)
     return outputs
+
+
+def _unfinished_status(folder: Path) -> str | None:
+    """The status recorded in ``folder/run.json`` when it says the run has not finished (else None)."""
+    import json
+
+    try:
+        status = json.loads((folder / RUN_INFO_FILE).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return status if status in ("running", "interrupted") else None
 
 
 def output_path(run_dir: str | os.PathLike, split: str) -> Path:

@@ -20,7 +20,7 @@ from neurodyn.data.event_timing import append_unobserved_bins
 from neurodyn.errors import NeurodynError
 from neurodyn.observation.registry import read_dataset_for
 from neurodyn.runs.checkpoint import build_model, load_checkpoint
-from neurodyn.runs.layout import BEST_MODEL_DIR, TrainLayout
+from neurodyn.runs.layout import BEST_MODEL_DIR, LEGACY_CHECKPOINT_FILE, TrainLayout
 from neurodyn.runs.outputs import write_split_output
 from neurodyn.train.run import delay_ext_input, infer_outputs, output_attributes
 
@@ -31,6 +31,8 @@ def model_folder(run_dir: str | Path) -> TrainLayout:
     layout = TrainLayout(run_dir)
     if not layout.checkpoint.is_file() and (run_dir / BEST_MODEL_DIR).is_dir():
         layout = TrainLayout(run_dir / BEST_MODEL_DIR)
+    if not layout.checkpoint.is_file() and (layout.root / LEGACY_CHECKPOINT_FILE).is_file():
+        load_checkpoint(layout.checkpoint)  # refuses the pickled checkpoint.pt with its own line
     if not layout.checkpoint.is_file():
         raise NeurodynError(f"{run_dir}: no {layout.checkpoint.name} (expected a 'neurodyn train' folder, a "
                             f"{BEST_MODEL_DIR} folder or a 'neurodyn run' results folder of a finished run)")
