@@ -26,7 +26,6 @@ left to the engine. Validation batches use worker 0's
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -36,7 +35,7 @@ from neurodyn.errors import NeurodynError
 from neurodyn.lfads.augmentations import inference_masks, training_masks
 from neurodyn.lfads.population import PopulationLFADS
 from neurodyn.observation.base import masked_nll_sum
-from neurodyn.train.schedules import linear_ramp, smooth
+from neurodyn.train.schedules import linear_ramp
 from neurodyn.train.trainer import LfadsTrainer
 
 # Adam's moment decay rates: torch's defaults, which LfadsTrainer uses.
@@ -246,21 +245,7 @@ class PopulationTrainer:
         valid = self.validation_nll()
         seconds = (time.perf_counter() - started) / self.num_workers
         for k, (member, row, valid_nll) in enumerate(zip(self.members, rows, valid)):
-            member.valid_nll_smoothed = smooth(member.valid_nll_smoothed, valid_nll)
-            smoothed = member.valid_nll_smoothed if math.isfinite(member.valid_nll_smoothed) else math.inf
-            member.scheduler.step(smoothed)
-            ramps_done = member.epoch >= member.ramps_complete_epoch
-            if ramps_done and smoothed < member.best_valid_nll:
-                member.best_valid_nll = smoothed
-                member.best_epoch = member.epoch
-                member.best_model_state = self.model.worker_state_dict(k)
-                member.epochs_since_best = 0
-            elif ramps_done:
-                member.epochs_since_best += 1
-            row.update(valid_nll=valid_nll, valid_nll_smoothed=member.valid_nll_smoothed,
-                       learning_rate=member.optimizer.param_groups[0]["lr"], seconds=seconds)
-            member.history.append(row)
-            member.epoch += 1
+            member.end_epoch(row, valid_nll, lambda k=k: self.model.worker_state_dict(k), seconds)
         return rows
 
     def restore_best(self) -> None:

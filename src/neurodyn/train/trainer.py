@@ -279,6 +279,16 @@ class LfadsTrainer:
         row: dict[str, float] = {"epoch": self.epoch}
         row.update(self.train_epoch())
         valid_nll = self.validation_nll()
+        return self.end_epoch(row, valid_nll, lambda: copy.deepcopy(self.model.state_dict()),
+                              time.perf_counter() - started)
+
+    def end_epoch(self, row: dict[str, float], valid_nll: float, best_weights: Callable[[], dict[str, torch.Tensor]],
+                  seconds: float) -> dict[str, float]:
+        """The bookkeeping after an epoch's validation: smoothed NLL, learning-rate schedule, best weights
+        (``best_weights()`` gives a copy of the current ones) and patience; logs and returns ``row``.
+
+        Shared with ``PopulationTrainer``, whose workers keep their bookkeeping in an ``LfadsTrainer``.
+        """
         self.valid_nll_smoothed = smooth(self.valid_nll_smoothed, valid_nll)
         smoothed = self.valid_nll_smoothed if math.isfinite(self.valid_nll_smoothed) else math.inf
         self.scheduler.step(smoothed)
@@ -286,12 +296,12 @@ class LfadsTrainer:
         if ramps_done and smoothed < self.best_valid_nll:
             self.best_valid_nll = smoothed
             self.best_epoch = self.epoch
-            self.best_model_state = copy.deepcopy(self.model.state_dict())
+            self.best_model_state = best_weights()
             self.epochs_since_best = 0
         elif ramps_done:
             self.epochs_since_best += 1
         row.update(valid_nll=valid_nll, valid_nll_smoothed=self.valid_nll_smoothed,
-                   learning_rate=self.optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - started)
+                   learning_rate=self.optimizer.param_groups[0]["lr"], seconds=seconds)
         self.history.append(row)
         self.epoch += 1
         return row
