@@ -28,10 +28,8 @@ from neurodyn.data.seed_format import split_trials, write_dataset
 from neurodyn.evaluate.metrics import rate_r2
 from neurodyn.runs.layout import find_output_dir
 from neurodyn.runs.outputs import read_run_outputs
-from neurodyn.lfads.model import LFADS
-from neurodyn.observation.registry import make_observation_model
 from neurodyn.pbt.engines import EmbeddedEngine, WorkerData, WorkerJob, default_max_processes
-from neurodyn.runs.checkpoint import decode_state
+from neurodyn.runs.checkpoint import build_model, decode_state
 from neurodyn.pbt.run import run_pbt
 from neurodyn.pbt.search_space import as_config_value, initial_values, is_log_scaled
 from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
@@ -48,14 +46,6 @@ def _selected_nll(state_or_trainer) -> float:
     get = state_or_trainer.get if isinstance(state_or_trainer, dict) else lambda k: getattr(state_or_trainer, k)
     best = get("best_valid_nll")
     return best if math.isfinite(best) else get("valid_nll_smoothed")
-
-
-def _model_from_state(state: dict, weights: dict, num_neurons: int) -> LFADS:
-    config = LfadsConfig(**state["config"])
-    model = LFADS(config, num_neurons, make_observation_model(config.observation, num_neurons,
-                                                              **state.get("observation_options", {})))
-    model.load_state_dict(weights)
-    return model
 
 
 def single_default(train, valid, truth, epochs: int) -> dict:
@@ -89,7 +79,7 @@ def random_search(train, valid, truth, workers: int, epochs: int, search_space, 
         engine.close()
     seconds = time.perf_counter() - started
     best = min(states, key=lambda s: _selected_nll(s) if math.isfinite(_selected_nll(s)) else math.inf)
-    model = _model_from_state(best, best["best_model_state"] or best["model"], train.shape[-1])
+    model, _ = build_model(best, train.shape[-1], weights="best_model_state")
     rates = infer(model, valid, FIXED["posterior_samples"])["rates"]
     return {"valid_nll": _selected_nll(best), "rate_r2": rate_r2(truth, rates), "seconds": seconds}
 

@@ -27,7 +27,7 @@ from neurodyn.data.atomic import atomic_path, write_h5_atomic
 from neurodyn.data.seed_format import read_dataset
 from neurodyn.errors import NeurodynError
 from neurodyn.runs.layout import find_output_dir, output_file_name
-from neurodyn.runs.outputs import read_run_outputs
+from neurodyn.runs.outputs import held_out_split, read_run_outputs
 
 # Group names nlb_tools.evaluation.evaluate scores, each with its bin width in ms.
 NLB_DATASETS = {f"{name}{suffix}": bin_ms
@@ -66,7 +66,7 @@ def write_nlb_submission(run_dir: str | os.PathLike, data_path: str | os.PathLik
                             f"{NLB_DATASETS[dataset_name]:g} ms bins (names ending in _20 are 20 ms, the others 5 ms)")
     arrays = {}
     # NLB's eval trials are the held-out ones: the file's test trials when it names them, else the valid split.
-    eval_split = "test" if "test" in outputs else "valid"
+    eval_split = held_out_split(outputs)
     for split, prefix in (("train", "train"), (eval_split, "eval")):
         output = outputs[split]
         num_neurons = output.rates.shape[-1]

@@ -19,7 +19,7 @@ from neurodyn.evaluate.figures import plot_latent_predictions, save_figure
 from neurodyn.evaluate.metrics import map_to_latents
 from neurodyn.evaluate.report import check_outputs_match_data
 from neurodyn.runs.layout import LATENTS_FIGURE, LATENTS_JSON, find_output_dir
-from neurodyn.runs.outputs import read_run_outputs
+from neurodyn.runs.outputs import held_out_split, read_run_outputs
 
 JSON_NAME = LATENTS_JSON
 FIGURE_NAME = LATENTS_FIGURE
@@ -45,7 +45,7 @@ def map_latents_run(results_dir: str | os.PathLike, data_path: str | os.PathLike
     # Scored on the file's test trials when it names them (never used for any choice), else on the
     # validation trials.
     train = outputs["train"]
-    scored_split = "test" if "test" in outputs else "valid"
+    scored_split = held_out_split(outputs)
     test = outputs[scored_split]
     true_latents = dataset.latents[test.trial_idx]
     mapping = map_to_latents(train.rates, dataset.latents[train.trial_idx], test.rates, true_latents)

@@ -11,13 +11,12 @@ be tested with chosen metrics; the driver (``pbt.run``) applies the decision.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from neurodyn.config import LfadsConfig, PbtSettings, SearchSpec
-from neurodyn.pbt.population import StoppingRule, best_worker, binary_tournament, truncation
+from neurodyn.pbt.population import StoppingRule, best_worker, binary_tournament, is_bad, truncation
 from neurodyn.pbt.search_space import explore, initial_values, keep_valid, limit
 
 
@@ -49,7 +48,8 @@ def initial_population(search_space: dict[str, SearchSpec], model: LfadsConfig, 
 
 
 def count_diverged(metrics: list[float]) -> int:
-    return sum(1 for m in metrics if m is None or not math.isfinite(m))
+    """Workers whose metric is NaN, infinite or missing (the tournament's notion of diverged)."""
+    return sum(1 for m in metrics if is_bad(m))
 
 
 def decide_after_generation(metrics: list[float], hyperparameters: list[dict[str, float]],

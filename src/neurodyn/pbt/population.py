@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-def _is_bad(metric: float) -> bool:
+def is_bad(metric: float) -> bool:
     return metric is None or not math.isfinite(metric)
 
 
@@ -23,16 +23,16 @@ def binary_tournament(metrics: list[float], rng: np.random.Generator) -> dict[in
     finite worker instead, so a NaN worker is always replaced while any worker is finite.
     """
     n = len(metrics)
-    finite = [i for i in range(n) if not _is_bad(metrics[i])]
+    finite = [i for i in range(n) if not is_bad(metrics[i])]
     copies = {}
     for worker in range(n):
         opponent = int(rng.choice([i for i in range(n) if i != worker]))
-        if _is_bad(metrics[worker]):
-            if not _is_bad(metrics[opponent]):
+        if is_bad(metrics[worker]):
+            if not is_bad(metrics[opponent]):
                 copies[worker] = opponent
             elif finite:
                 copies[worker] = min(finite, key=lambda i: metrics[i])
-        elif not _is_bad(metrics[opponent]) and metrics[opponent] < metrics[worker]:
+        elif not is_bad(metrics[opponent]) and metrics[opponent] < metrics[worker]:
             copies[worker] = opponent
     return copies
 
@@ -40,18 +40,18 @@ def binary_tournament(metrics: list[float], rng: np.random.Generator) -> dict[in
 def truncation(metrics: list[float], rng: np.random.Generator, fraction: float = 0.25) -> dict[int, int]:
     """The bottom ``fraction`` of workers (diverged ones first) each copy a random worker of the top fraction."""
     n = len(metrics)
-    order = sorted(range(n), key=lambda i: (math.inf if _is_bad(metrics[i]) else metrics[i]))
+    order = sorted(range(n), key=lambda i: (math.inf if is_bad(metrics[i]) else metrics[i]))
     count = max(1, int(round(fraction * n)))
-    top = [i for i in order[:count] if not _is_bad(metrics[i])]
+    top = [i for i in order[:count] if not is_bad(metrics[i])]
     if not top:
         return {}
-    bottom = set(order[-count:]) | {i for i in range(n) if _is_bad(metrics[i])}
+    bottom = set(order[-count:]) | {i for i in range(n) if is_bad(metrics[i])}
     return {worker: int(rng.choice(top)) for worker in sorted(bottom) if worker not in top}
 
 
 def best_worker(metrics: list[float]) -> int | None:
     """Index of the lowest finite metric (None if every worker diverged)."""
-    finite = [i for i in range(len(metrics)) if not _is_bad(metrics[i])]
+    finite = [i for i in range(len(metrics)) if not is_bad(metrics[i])]
     return min(finite, key=lambda i: metrics[i]) if finite else None
 
 

@@ -9,6 +9,7 @@ the state. The folder layout is ``runs.layout.PbtLayout``'s.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -270,8 +271,7 @@ class PbtRun:
             state.best_metric, state.best_generation, state.best_worker = metrics[leader], generation, leader
             state.best_hyperparameters = dict(state.workers[leader].hyperparameters)
             state.best_file = self.store.keep_best(generation + 1, files[leader])
-        state.stopping = {k: getattr(decision.stopping, k) for k in
-                          ("patience", "percent_change", "best", "generations_without_best", "history")}
+        state.stopping = dataclasses.asdict(decision.stopping)
         self.lineage_source = {}
         for w, record in enumerate(state.workers):
             source = decision.copies.get(w)

@@ -141,8 +141,7 @@ def open_run_folder(root: str | Path, owned: list[Path], identity: RunIdentity, 
     nothing else; writes ``run.json`` with status ``running`` unless the run has finished.
     """
     root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise NeurodynError(f"{root} is a file; the output must be a folder (give a new or existing folder)")
+    require_folder(root)
     info_path = root / RUN_INFO_FILE
     recorded = read_run_info(info_path)
     has_run_files = any(entry.exists() for entry in owned)
@@ -153,6 +152,12 @@ def open_run_folder(root: str | Path, owned: list[Path], identity: RunIdentity, 
     if decision.action != "finished":
         write_run_info(info_path, identity, "running")
     return decision
+
+
+def require_folder(root: Path) -> None:
+    """One line when a run's output folder names an existing file."""
+    if root.exists() and not root.is_dir():
+        raise NeurodynError(f"{root} is a file; the output must be a folder (give a new or existing folder)")
 
 
 def mark_status(root: str | Path, identity: RunIdentity, status: Status, **extra: Any) -> None:
@@ -170,9 +175,7 @@ class RunLock:
     def __enter__(self) -> "RunLock":
         import fcntl
 
-        if self.path.parent.exists() and not self.path.parent.is_dir():
-            raise NeurodynError(f"{self.path.parent} is a file; the output must be a folder (give a new or existing "
-                                "folder)")
+        require_folder(self.path.parent)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+")
         try:

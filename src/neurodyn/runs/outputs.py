@@ -22,6 +22,7 @@ import numpy as np
 
 from neurodyn.data.atomic import write_h5_atomic
 from neurodyn.errors import NeurodynError
+from neurodyn.runs.identity import read_run_info
 from neurodyn.runs.layout import RUN_INFO_FILE, SPLITS, find_output_dir, output_file_name
 
 REQUIRED_KEYS = ("rates", "factors", "trial_idx")
@@ -113,13 +114,18 @@ def read_run_outputs(run_dir: str | os.PathLike, rates_key: str = "rates") -> di
 
 def _unfinished_status(folder: Path) -> str | None:
     """The status recorded in ``folder/run.json`` when it says the run has not finished (else None)."""
-    import json
-
     try:
-        status = json.loads((folder / RUN_INFO_FILE).read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
+        info = read_run_info(folder / RUN_INFO_FILE)
+    except NeurodynError:  # a damaged record: the missing output file is the clearer message
         return None
+    status = None if info is None else info.get("status")
     return status if status in ("running", "interrupted") else None
+
+
+def held_out_split(outputs: dict[str, RunOutput]) -> str:
+    """The split a run is scored on as held out: ``test`` when the data file named test trials (never used
+    for any choice), else ``valid``."""
+    return "test" if "test" in outputs else "valid"
 
 
 def output_path(run_dir: str | os.PathLike, split: str) -> Path:
