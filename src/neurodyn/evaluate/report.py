@@ -9,6 +9,7 @@ skipped with a note.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 import math
 import os
 from pathlib import Path
@@ -94,10 +95,7 @@ def evaluate_run(
     dataset = read_dataset(data_path)
     check_outputs_match_data(outputs, dataset, output_dir, data_path)
     train, valid = outputs["train"], outputs["valid"]
-    # The observations as the model was fit to them (moved earlier by its event delay, if any).
-    counts = advance_events(dataset.data[valid.trial_idx], valid.event_delay_bins)
-    notes: list[str] = []
-
+    scored = _split_scores(valid, train, dataset)
     result: dict = {
         "run_dir": str(run_dir),
         "output_dir": str(output_dir),
@@ -106,45 +104,14 @@ def evaluate_run(
         "num_valid_trials": int(valid.trial_idx.size),
         "num_neurons": int(dataset.num_neurons),
         "num_samples": int(dataset.num_samples),
-        "rate_r2": None,
-        "bits_per_spike": None,
-        "co_bps": None,
-        "latent_r2": None,
-        "latent_r2_per_dim": None,
-        "latent_ridge_alpha": None,
+        **scored.scores,
     }
-
-    true_rates = None
-    if dataset.truth is None:
-        notes.append("rate R^2 skipped: the data file has no 'truth' (true rates)")
-    else:
-        true_rates = dataset.truth[valid.trial_idx]
-        result["rate_r2"] = _finite_or_none(rate_r2(true_rates, valid.rates))
-
-    if _holds_counts(counts):
-        result["bits_per_spike"] = _finite_or_none(bits_per_spike(valid.rates, counts))
-        if dataset.heldout_neurons is not None and dataset.heldout_neurons.size:
-            # The model never saw these neurons' activity: their bits per spike measure how well the
-            # population dynamics predict unseen neurons (the Neural Latents Benchmark's co-bps).
-            result["co_bps"] = _finite_or_none(co_bps(valid.rates, counts, dataset.heldout_neurons))
-    else:
-        notes.append("bits per spike skipped: the observed data are not spike counts (non-integer or negative)")
-
-    mapping = None
-    true_latents = None
-    if dataset.latents is None:
-        notes.append("latent R^2 skipped: the data file has no 'latents'")
-    elif train.trial_idx.size < 2:
-        notes.append("latent R^2 skipped: fewer than 2 train trials to fit the ridge map")
-    else:
-        true_latents = dataset.latents[valid.trial_idx]
-        mapping = map_to_latents(train.rates, dataset.latents[train.trial_idx], valid.rates, true_latents)
-        result["latent_r2"] = _finite_or_none(mapping.r2)
-        result["latent_r2_per_dim"] = [_finite_or_none(v) for v in mapping.r2_per_dim]
-        result["latent_ridge_alpha"] = mapping.alpha
-
+    notes, counts, true_rates, true_latents, mapping = (scored.notes, scored.counts, scored.true_rates,
+                                                       scored.true_latents, scored.mapping)
     if "test" in outputs:
-        result["test"] = _held_out_metrics(outputs["test"], train, dataset)
+        test = _split_scores(outputs["test"], train, dataset).scores
+        result["test"] = {"num_trials": int(outputs["test"].trial_idx.size),
+                          **{key: test[key] for key in ("rate_r2", "bits_per_spike", "co_bps", "latent_r2")}}
 
     figure_path = Path(figure_path) if figure_path is not None else run_dir / FIGURE_NAME
     condition = dataset.condition[valid.trial_idx] if dataset.condition is not None else None
@@ -171,22 +138,52 @@ def evaluate_run(
     return result
 
 
-def _held_out_metrics(held_out: RunOutput, train: RunOutput, dataset) -> dict:
-    """The scores of the test trials (the file's ``split``): never trained on nor used for any choice."""
-    counts = advance_events(dataset.data[held_out.trial_idx], held_out.event_delay_bins)
-    scores = {"num_trials": int(held_out.trial_idx.size), "rate_r2": None, "bits_per_spike": None, "co_bps": None,
-              "latent_r2": None}
-    if dataset.truth is not None:
-        scores["rate_r2"] = _finite_or_none(rate_r2(dataset.truth[held_out.trial_idx], held_out.rates))
+@dataclass
+class _SplitScores:
+    """One split's scores (the JSON keys) and what the figures reuse."""
+
+    scores: dict
+    notes: list[str]
+    counts: np.ndarray
+    true_rates: np.ndarray | None
+    true_latents: np.ndarray | None
+    mapping: object | None
+
+
+def _split_scores(scored: RunOutput, train: RunOutput, dataset) -> _SplitScores:
+    """Rate R^2, bits per spike, co-bps and latent R^2 of one split's trials (each None when the data
+    lack what it needs, with a note); the latent map is fit on the train trials."""
+    # The observations as the model was fit to them (moved earlier by its event delay, if any).
+    counts = advance_events(dataset.data[scored.trial_idx], scored.event_delay_bins)
+    notes: list[str] = []
+    scores: dict = {"rate_r2": None, "bits_per_spike": None, "co_bps": None, "latent_r2": None,
+                    "latent_r2_per_dim": None, "latent_ridge_alpha": None}
+    true_rates = None
+    if dataset.truth is None:
+        notes.append("rate R^2 skipped: the data file has no 'truth' (true rates)")
+    else:
+        true_rates = dataset.truth[scored.trial_idx]
+        scores["rate_r2"] = _finite_or_none(rate_r2(true_rates, scored.rates))
     if _holds_counts(counts):
-        scores["bits_per_spike"] = _finite_or_none(bits_per_spike(held_out.rates, counts))
+        scores["bits_per_spike"] = _finite_or_none(bits_per_spike(scored.rates, counts))
         if dataset.heldout_neurons is not None and dataset.heldout_neurons.size:
-            scores["co_bps"] = _finite_or_none(co_bps(held_out.rates, counts, dataset.heldout_neurons))
-    if dataset.latents is not None and train.trial_idx.size >= 2:
-        mapping = map_to_latents(train.rates, dataset.latents[train.trial_idx], held_out.rates,
-                                 dataset.latents[held_out.trial_idx])
+            # The model never saw these neurons' activity: their bits per spike measure how well the
+            # population dynamics predict unseen neurons (the Neural Latents Benchmark's co-bps).
+            scores["co_bps"] = _finite_or_none(co_bps(scored.rates, counts, dataset.heldout_neurons))
+    else:
+        notes.append("bits per spike skipped: the observed data are not spike counts (non-integer or negative)")
+    mapping = true_latents = None
+    if dataset.latents is None:
+        notes.append("latent R^2 skipped: the data file has no 'latents'")
+    elif train.trial_idx.size < 2:
+        notes.append("latent R^2 skipped: fewer than 2 train trials to fit the ridge map")
+    else:
+        true_latents = dataset.latents[scored.trial_idx]
+        mapping = map_to_latents(train.rates, dataset.latents[train.trial_idx], scored.rates, true_latents)
         scores["latent_r2"] = _finite_or_none(mapping.r2)
-    return scores
+        scores["latent_r2_per_dim"] = [_finite_or_none(v) for v in mapping.r2_per_dim]
+        scores["latent_ridge_alpha"] = mapping.alpha
+    return _SplitScores(scores, notes, counts, true_rates, true_latents, mapping)
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
