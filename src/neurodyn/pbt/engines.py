@@ -77,18 +77,16 @@ def run_worker_generation(job: WorkerJob, data: WorkerData, device: str | None =
 def prepare_worker(job: WorkerJob, data: WorkerData, device: str | None = None):
     """The ``LfadsTrainer`` a job starts from: built, its start state loaded, its searched values applied
     and its random stream for this generation started."""
-    from neurodyn.train.defaults import resolve_data_defaults
     from neurodyn.train.trainer import LfadsTrainer
 
-    # The driver resolves 'auto' settings before it makes jobs; resolving here too keeps a job made by
-    # hand (a config with 'auto') comparable with the state it continues.
-    config, _ = resolve_data_defaults(LfadsConfig(**job.config), data.train)
-    trainer = LfadsTrainer(config, data.train, data.valid, device=device, train_ext_input=data.train_ext_input,
-                           valid_ext_input=data.valid_ext_input)
+    trainer = LfadsTrainer(LfadsConfig(**job.config), data.train, data.valid, device=device,
+                           train_ext_input=data.train_ext_input, valid_ext_input=data.valid_ext_input)
+    # The job's values as the trainer resolved them from the data ('auto' keys of a job made by hand
+    # included), to compare with the state it continues.
+    wanted = trainer.config.model_dump()
     if job.start_state is not None:
         trainer.load_state_dict(decode_state(job.start_state, f"state of worker {job.worker}"))
         # Only searched values change; architecture and per-worker keys come with the state it continues.
-        wanted = config.model_dump()
         hyperparameters = {k: wanted[k] for k in SEARCHABLE_HYPERPARAMETERS if getattr(trainer.config, k) != wanted[k]}
         if hyperparameters:
             trainer.set_hyperparameters(**hyperparameters)
