@@ -21,7 +21,7 @@ from neurodyn.errors import NeurodynError
 
 
 # The smallest value of keys that also accept 'auto' (their schema cannot carry ge/gt bounds).
-AUTO_FIELD_MINIMUM = {"batch_threads": 1, "event_delay_bins": 0, "batch_size": 1}
+AUTO_FIELD_MINIMUM = {"batch_threads": 1, "event_delay_bins": 0, "batch_size": 1, "readin_dim": 1}
 AUTO_FIELD_POSITIVE = ("learning_rate_init",)
 
 
@@ -70,6 +70,12 @@ class LfadsConfig(BaseModel):
     ic_dim: int = Field(64, ge=1, description="dimensions of the initial-condition latent")
     gen_dim: int = Field(100, ge=1, description="generator GRU units")
     factors_dim: int = Field(40, ge=1, description="number of factors (normalised projection of the generator)")
+    readin_dim: int | Literal["auto"] = Field(
+        "auto", description="several sessions (stitching): shared encoder inputs each session's read-in maps its "
+                            "neurons to; 'auto' = factors_dim. Unused with one data file")
+    session_neurons: list[int] = Field(default_factory=list,
+                                       description="several sessions (stitching): neurons of each session, in the "
+                                                   "order of the data files; set from the files (leave it out)")
     cell_clip_value: float = Field(5.0, gt=0.0, description="recurrent states are clipped to +-this value")
     ext_input_dim: int = Field(0, ge=0, description="measured inputs per bin (the data file's 'ext_input', e.g. a "
                                                      "stimulus) fed to the generator beside the inferred inputs; "
@@ -141,7 +147,7 @@ class LfadsConfig(BaseModel):
             raise ValueError(f"expected one of {sorted(OBSERVATION_MODELS)}")
         return name
 
-    @field_validator("batch_threads", "event_delay_bins", "batch_size")
+    @field_validator("batch_threads", "event_delay_bins", "batch_size", "readin_dim")
     @classmethod
     def _check_auto_or_count(cls, value, info):
         minimum = AUTO_FIELD_MINIMUM[info.field_name]

@@ -5,6 +5,9 @@ dropout -> IC encoder (BiGRU) -> IC posterior N(mean, std) -> sample -> generato
 CI encoder (BiGRU, lagged) -> controller -> inferred inputs -> generator -> factors -> readout ->
 observation-model parameters per neuron and time. Measured inputs ``ext_input`` ``(B, T, E)`` (e.g.
 a stimulus; ``ext_input_dim`` E > 0) go to the generator only, beside the inferred inputs.
+
+A stitched model (``session_neurons`` with two or more sessions) adds a per-session read-in
+before the encoders (``neurodyn.lfads.stitching``); each trial then comes with its session index.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from neurodyn.lfads.decoder import Decoder
 from neurodyn.lfads.dropout import Dropout
 from neurodyn.lfads.encoders import BidirectionalEncoder, lag_controller_inputs
 from neurodyn.lfads.priors import AutoregressivePrior, kl_diagonal_to_isotropic
+from neurodyn.lfads.stitching import SessionReadin
 from neurodyn.observation.base import ObservationModel
 
 
@@ -58,6 +62,15 @@ class LFADS(nn.Module):
         # 'auto' is resolved from the data by the trainer; a model built without data takes it as off.
         self.mask_as_input = config.mask_as_input is True
         encoder_input_dim = num_neurons * (2 if self.mask_as_input else 1)
+        self.session_neurons = list(config.session_neurons)
+        self.readin = None
+        if self.is_stitched:
+            if sum(self.session_neurons) != num_neurons:
+                raise NeurodynError(f"session_neurons {self.session_neurons} add up to {sum(self.session_neurons)} "
+                                    f"neurons, not the model's {num_neurons}")
+            readin_dim = config.factors_dim if config.readin_dim == "auto" else int(config.readin_dim)
+            self.readin = SessionReadin(encoder_input_dim, readin_dim, len(self.session_neurons))
+            encoder_input_dim = readin_dim
         self.ic_encoder = BidirectionalEncoder(encoder_input_dim, config.ic_enc_dim)
         self.ic_posterior = nn.Linear(2 * config.ic_enc_dim, 2 * config.ic_dim)
         self.ic_to_generator = nn.Linear(config.ic_dim, config.gen_dim)
@@ -80,24 +93,35 @@ class LFADS(nn.Module):
             input_mask[config.heldout_neurons] = 0.0
         self.register_buffer("encoder_input_mask", input_mask)
 
+    @property
+    def is_stitched(self) -> bool:
+        """True for a model of several sessions (per-session read-in; each trial needs its session index)."""
+        return len(self.session_neurons) > 1
+
     def set_keep_prob(self, keep_prob: float) -> None:
         """Change the dropout keep probability (PBT explores it between generations)."""
         self.dropout.p = 1.0 - keep_prob
 
     def forward(self, encoder_input: torch.Tensor, sample_posteriors: bool,
                 encoder_visible: torch.Tensor | None = None,
-                rng: torch.Generator | None = None, ext_input: torch.Tensor | None = None) -> LfadsOutput:
+                rng: torch.Generator | None = None, ext_input: torch.Tensor | None = None,
+                session: torch.Tensor | None = None) -> LfadsOutput:
         """encoder_input ``(B, T, N)`` zero-filled data; encoder_visible ``(B, T, N)`` 1 where it holds an
         observed value (used with ``mask_as_input``; default: everything visible). ``rng``
         drives every random draw (dropout, posterior samples); None = torch's global generator.
         ``ext_input`` ``(B, T, ext_input_dim)``: the measured inputs, fed to the generator at every
-        step (required when ``ext_input_dim`` > 0, refused otherwise); never seen by the encoders."""
+        step (required when ``ext_input_dim`` > 0, refused otherwise); never seen by the encoders.
+        ``session`` ``(B,)`` int: each trial's session (required by a stitched model, ignored otherwise)."""
         batch, num_steps, _ = encoder_input.shape
         self.check_ext_input(ext_input, batch, num_steps)
         x = self.dropout(encoder_input * self.encoder_input_mask, rng)
         if self.mask_as_input:
             visible = torch.ones_like(encoder_input) if encoder_visible is None else encoder_visible
             x = torch.cat([x, visible * self.encoder_input_mask], dim=-1)
+        if self.readin is not None:
+            if session is None:
+                raise NeurodynError("a stitched model needs each trial's session index")
+            x = self.readin(x, session)
         _, ic_final = self.ic_encoder(x)
         ic_mean, ic_logvar = self.ic_posterior(self.dropout(ic_final, rng)).chunk(2, dim=-1)
         ic_std = torch.sqrt(torch.exp(ic_logvar) + self.ic_post_var_min)

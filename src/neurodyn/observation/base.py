@@ -75,6 +75,12 @@ class ObservationModel(nn.Module):
         """Readout bias ``(N, P)`` that makes each neuron's expected value its observed mean ``(N,)``; None = keep."""
         return None
 
+    def readout_weight_for_activity(self, activity_map, mean):
+        """Readout weights ``(N, P, k)`` (NumPy) that move each neuron's expected value by ``activity_map``
+        ``(k, N)`` per unit of the first k factors, around its mean activity ``mean`` ``(N,)``, to first
+        order; None = keep the default initialisation (used to initialise stitched models)."""
+        return None
+
     def validate_targets(self, data, source: str) -> None:
         """Raise a NeurodynError if observed entries of ``data`` (NumPy, NaN = unobserved) are invalid."""
 

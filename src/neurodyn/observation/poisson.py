@@ -42,6 +42,10 @@ class Poisson(ObservationModel):
         # Floor the mean so a silent neuron starts at a small rate rather than log(0).
         return torch.log(mean_observed.clamp_min(1e-3)).unsqueeze(-1)
 
+    def readout_weight_for_activity(self, activity_map, mean):
+        # log-rate link: d log(rate) = d rate / rate, at each neuron's mean (floored like the bias).
+        return (np.asarray(activity_map) / np.maximum(np.asarray(mean), 1e-3)).T[:, None, :]
+
     def validate_targets(self, data, source: str) -> None:
         observed = np.asarray(data)[~np.isnan(data)]
         if observed.size and observed.min() < 0:

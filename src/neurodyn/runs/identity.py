@@ -52,11 +52,17 @@ class RunIdentity:
     data_sha256: str
 
     @classmethod
-    def of(cls, kind: str, config: dict[str, Any], data_path: str | Path) -> "RunIdentity":
+    def of(cls, kind: str, config: dict[str, Any], data_path: str | Path | list[str | Path]) -> "RunIdentity":
+        """The identity of a run of ``config`` on one data file, or on several (stitched sessions, in order:
+        their paths joined by ' + ', the SHA-256 of their SHA-256s)."""
         kept = {k: v for k, v in config.items() if k not in RUNTIME_KEYS}
         # Through JSON, so that a value read back from run.json compares equal (tuples -> lists, ...).
         kept = json.loads(json.dumps(kept, default=str))
-        return cls(kind, kept, str(Path(data_path)), file_sha256(data_path))
+        paths = [data_path] if isinstance(data_path, (str, Path)) else list(data_path)
+        if len(paths) == 1:
+            return cls(kind, kept, str(Path(paths[0])), file_sha256(paths[0]))
+        combined = hashlib.sha256("\n".join(file_sha256(path) for path in paths).encode()).hexdigest()
+        return cls(kind, kept, " + ".join(str(Path(path)) for path in paths), combined)
 
 
 @dataclass(frozen=True)

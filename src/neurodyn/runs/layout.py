@@ -8,6 +8,8 @@ A ``neurodyn train`` folder (``TrainLayout``)::
     OUT/checkpoint.safetensors  the trained model (best weights) and the trainer state
     OUT/resume.safetensors      the state an interrupted run continues from (removed when it finishes)
     OUT/<split>_output.h5       inferred outputs per split (train, valid, and test when the file names one)
+    OUT/<session>/<split>_output.h5   instead, for several data files (stitching): one folder per session,
+                                named by its file's stem
 
 A ``neurodyn run`` results folder (``PbtLayout``)::
 
@@ -90,9 +92,14 @@ class TrainLayout:
     def output(self, split: str) -> Path:
         return self.root / output_file_name(split)
 
-    def owned_entries(self) -> list[Path]:
-        """Everything a run writes here (what ``--overwrite`` removes; nothing else is touched)."""
-        return [self.run_info, self.config, self.train_log, self.checkpoint, self.resume, self.hyperparameters,
+    def session(self, name: str) -> "TrainLayout":
+        """The folder of one session's outputs (a model of several data files)."""
+        return TrainLayout(self.root / name)
+
+    def owned_entries(self, session_names: tuple[str, ...] | list[str] = ()) -> list[Path]:
+        """Everything a run writes here (what ``--overwrite`` removes; nothing else is touched), the
+        folders of the sessions ``session_names`` included."""
+        return [*(self.root / name for name in session_names), self.run_info, self.config, self.train_log, self.checkpoint, self.resume, self.hyperparameters,
                 self.root / LEGACY_CHECKPOINT_FILE, self.root / EVALUATION_JSON, self.root / EVALUATION_FIGURE,
                 self.root / EVALUATION_SUMMARY_FIGURE,
                 self.root / LATENTS_JSON, self.root / LATENTS_FIGURE, *(self.output(s) for s in SPLITS)]
@@ -171,9 +178,14 @@ class PbtLayout:
                 self.root / EVALUATION_SUMMARY_FIGURE]
 
 
-def find_output_dir(path: str | Path) -> Path:
-    """The folder holding a run's output files: ``path`` itself, or its ``pbt_best_model/``."""
+def find_output_dir(path: str | Path, data_path: str | Path | None = None) -> Path:
+    """The folder holding a run's output files: ``path`` itself, or its ``pbt_best_model/``; for a model
+    of several sessions, the folder of the session of ``data_path`` (named by its file's stem) in there."""
     path = Path(path)
     if not (path / output_file_name("valid")).exists() and (path / BEST_MODEL_DIR).is_dir():
-        return path / BEST_MODEL_DIR
+        path = path / BEST_MODEL_DIR
+    if data_path is not None and not (path / output_file_name("valid")).exists():
+        session = path / Path(data_path).stem
+        if (session / output_file_name("valid")).exists():
+            return session
     return path

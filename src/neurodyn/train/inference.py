@@ -13,6 +13,8 @@ from neurodyn.lfads.model import LFADS, LfadsOutput
 
 # Outputs of ``infer`` with one value per trial, not per time step: ``(trials, ic_dim)``.
 PER_TRIAL_OUTPUTS = ("ic_mean", "ic_std")
+# Outputs of ``infer`` without a neuron axis (every other output is ``(trials, T, N)``).
+LATENT_OUTPUTS = PER_TRIAL_OUTPUTS + ("factors", "inferred_inputs", "inferred_inputs_std", "generator_states")
 
 
 def drop_leading_bins(inferred: dict[str, np.ndarray], bins: int) -> dict[str, np.ndarray]:
@@ -32,6 +34,16 @@ def _ext_input_tensor(model: LFADS, ext_input: np.ndarray | None, data: torch.Te
     return ext
 
 
+def _session_ids(model: LFADS, session: int | None, count: int, device: torch.device) -> torch.Tensor | None:
+    """``count`` copies of the session index for a stitched model (None for a model of one session)."""
+    if not model.is_stitched:
+        return None
+    if session is None or not 0 <= int(session) < len(model.session_neurons):
+        raise NeurodynError(f"the model stitches {len(model.session_neurons)} sessions: name the session of the "
+                            f"trials (0 to {len(model.session_neurons) - 1}); got {session}")
+    return torch.full((count,), int(session), dtype=torch.int64, device=device)
+
+
 def _sampled_pieces(model: LFADS, output: LfadsOutput, generator_states: bool) -> dict[str, torch.Tensor]:
     """The per-sample outputs that are averaged over posterior samples, trials-first."""
     pieces = {"rates": model.observation.mean(output.readout), "factors": output.factors}
@@ -47,7 +59,7 @@ def _sampled_pieces(model: LFADS, output: LfadsOutput, generator_states: bool) -
 @torch.no_grad()
 def infer(model: LFADS, data: np.ndarray, num_samples: int = 50, batch_size: int = 512,
           seed: int = 0, ext_input: np.ndarray | None = None,
-          write_generator_states: bool = False) -> dict[str, np.ndarray]:
+          write_generator_states: bool = False, session: int | None = None) -> dict[str, np.ndarray]:
     """Rates, factors, observation parameters and latent posteriors of ``data`` ``(trials, T, N)`` (NaN = unobserved).
 
     The posteriors (IC and inferred inputs) are sampled ``num_samples`` times with dropout off and the
@@ -69,6 +81,9 @@ def infer(model: LFADS, data: np.ndarray, num_samples: int = 50, batch_size: int
         The trials' measured inputs (required exactly when the model has ``ext_input_dim`` > 0).
     write_generator_states : bool, default False
         Also return the generator states.
+    session : int, optional
+        The session every trial of ``data`` belongs to (a stitched model; ``data`` then spans the
+        union of the sessions' neurons, see ``neurodyn.data.sessions``).
 
     Returns
     -------
@@ -105,12 +120,13 @@ def infer(model: LFADS, data: np.ndarray, num_samples: int = 50, batch_size: int
             repeated = masks.encoder_input.repeat(num_samples, 1, 1)
             visible = masks.encoder_visible.repeat(num_samples, 1, 1)
             output = model(repeated, sample_posteriors=True, encoder_visible=visible,
-                           ext_input=None if ext is None else ext.repeat(num_samples, 1, 1))
+                           ext_input=None if ext is None else ext.repeat(num_samples, 1, 1),
+                           session=_session_ids(model, session, repeated.shape[0], device))
             for name, value in _sampled_pieces(model, output, write_generator_states).items():
                 averaged = value.reshape(num_samples, n, *value.shape[1:]).mean(0)
                 sums.setdefault(name, []).append(averaged.cpu().numpy())
             mean_output = model(masks.encoder_input, sample_posteriors=False, encoder_visible=masks.encoder_visible,
-                                ext_input=ext)
+                                ext_input=ext, session=_session_ids(model, session, n, device))
             sums.setdefault("rates_posterior_mean", []).append(
                 model.observation.mean(mean_output.readout).cpu().numpy())
             sums.setdefault("ic_mean", []).append(mean_output.ic_mean.cpu().numpy())
@@ -124,7 +140,7 @@ def infer_empirical_bayes(model: LFADS, data: np.ndarray, reference_data: np.nda
                           reference_ids: np.ndarray | None = None, batch_size: int = 512,
                           max_pair_entries: int = 2 ** 24, ext_input: np.ndarray | None = None,
                           reference_ext_input: np.ndarray | None = None,
-                          write_generator_states: bool = False) -> dict[str, np.ndarray]:
+                          write_generator_states: bool = False, session: int | None = None) -> dict[str, np.ndarray]:
     """Posterior averaging with the training trials' posteriors as the prior ("empirical Bayes").
 
     With very sparse data a single trial says little about its latent state, but trials of an
@@ -147,6 +163,8 @@ def infer_empirical_bayes(model: LFADS, data: np.ndarray, reference_data: np.nda
     ``(trials, T, ext_input_dim)`` are those of the reference trials and of ``data``. A draw is
     generated with its reference trial's inputs, so the weighting pools trials whose inputs are alike
     (e.g. repeats of one condition); ``ext_input`` gives the trials' own encoder posteriors.
+
+    A stitched model weighs the trials of one ``session`` against reference trials of the same session.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -179,10 +197,12 @@ def infer_empirical_bayes(model: LFADS, data: np.ndarray, reference_data: np.nda
         for start in range(0, reference_t.shape[0], references_per_pass):
             rows = slice(start, start + references_per_pass)
             reference_masks = inference_masks(reference_t[rows])
-            output = model(reference_masks.encoder_input.repeat(samples_per_trial, 1, 1), sample_posteriors=True,
+            repeated = reference_masks.encoder_input.repeat(samples_per_trial, 1, 1)
+            output = model(repeated, sample_posteriors=True,
                            encoder_visible=reference_masks.encoder_visible.repeat(samples_per_trial, 1, 1),
                            ext_input=None if reference_ext_t is None else reference_ext_t[rows].repeat(
-                               samples_per_trial, 1, 1))
+                               samples_per_trial, 1, 1),
+                           session=_session_ids(model, session, repeated.shape[0], device))
             draws = _sampled_pieces(model, output, write_generator_states)
             draw_ids = reference_ids[start:start + references_per_pass].repeat(samples_per_trial)
             for first in range(0, num_trials, trials_per_block):
@@ -206,19 +226,20 @@ def infer_empirical_bayes(model: LFADS, data: np.ndarray, reference_data: np.nda
         raise NeurodynError("empirical Bayes: some trials have no reference draw to be weighted against")
     result = {name: (value / weight_sum.view(-1, *[1] * (value.dim() - 1))).cpu().numpy()
               for name, value in sums.items()}
-    result.update(_encoder_posteriors(model, data_t, ext_t, batch_size))
+    result.update(_encoder_posteriors(model, data_t, ext_t, batch_size, session))
     return result
 
 
 def _encoder_posteriors(model: LFADS, data: torch.Tensor, ext_input: torch.Tensor | None,
-                        batch_size: int) -> dict[str, np.ndarray]:
+                        batch_size: int, session: int | None = None) -> dict[str, np.ndarray]:
     """``ic_mean`` and ``ic_std`` ``(trials, ic_dim)``: each trial's initial-condition posterior."""
     means, stds = [], []
     for start in range(0, data.shape[0], batch_size):
         rows = slice(start, start + batch_size)
         masks = inference_masks(data[rows])
         output = model(masks.encoder_input, sample_posteriors=False, encoder_visible=masks.encoder_visible,
-                       ext_input=None if ext_input is None else ext_input[rows])
+                       ext_input=None if ext_input is None else ext_input[rows],
+                       session=_session_ids(model, session, masks.encoder_input.shape[0], data.device))
         means.append(output.ic_mean.cpu().numpy())
         stds.append(output.ic_std.cpu().numpy())
     return {"ic_mean": np.concatenate(means), "ic_std": np.concatenate(stds)}

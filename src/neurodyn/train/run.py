@@ -21,15 +21,16 @@ from neurodyn.config import LfadsConfig, config_to_yaml
 from neurodyn.data.atomic import write_text_atomic
 from neurodyn.data.event_timing import append_unobserved_bins
 from neurodyn.data.seed_format import NeuralDataset, split_train_valid_test
+from neurodyn.data.sessions import SessionLayout, combine_sessions, session_names
 from neurodyn.errors import NeurodynError, RunInterrupted
 from neurodyn.lfads.model import LFADS
 from neurodyn.observation.registry import read_dataset_for
 from neurodyn.runs.checkpoint import build_model, load_checkpoint, save_checkpoint
-from neurodyn.runs.identity import RunIdentity, RunLock, mark_status, open_run_folder
+from neurodyn.runs.identity import RunIdentity, RunLock, mark_status, open_run_folder, read_run_info
 from neurodyn.runs.layout import TrainLayout
 from neurodyn.runs.outputs import write_split_output
 from neurodyn.runs.tables import rows_to_csv
-from neurodyn.train.inference import drop_leading_bins, infer, infer_empirical_bayes
+from neurodyn.train.inference import LATENT_OUTPUTS, drop_leading_bins, infer, infer_empirical_bayes
 from neurodyn.train.trainer import LfadsTrainer
 
 # Seconds between resumable states saved while training (so a killed run loses at most this much).
@@ -164,6 +165,98 @@ def read_model_dataset(data_path: str | Path, config: LfadsConfig) -> tuple[Neur
                                truth=None, latents=None), config
 
 
+def as_path_list(data_paths) -> list[Path]:
+    """One data file or several (stitched sessions) as a list of paths."""
+    return [Path(data_paths)] if isinstance(data_paths, (str, Path)) else [Path(p) for p in data_paths]
+
+
+@dataclass
+class ModelData:
+    """What a model trains on: the data as the model sees it, the config with the settings the data
+    decide, the trials' roles and, for several sessions, where each session sits.
+
+    With several data files ``dataset`` spans the union of the sessions' neurons
+    (``neurodyn.data.sessions``); its ``condition`` (labels taken as naming the same conditions in
+    every session) only initialises the read-in layers.
+    """
+
+    dataset: NeuralDataset
+    config: LfadsConfig
+    split: TrialSplit
+    sessions: SessionLayout | None = None
+
+    def session_ids(self, idx: np.ndarray) -> np.ndarray | None:
+        """The session of each trial of ``idx`` (None for one session)."""
+        return None if self.sessions is None else self.sessions.session_of_trial()[np.asarray(idx)]
+
+    def trainer_inputs(self) -> dict:
+        """The arrays ``LfadsTrainer`` (and a PBT worker) takes besides the config."""
+        ext, split = self.dataset.ext_input, self.split
+        stitched = self.sessions is not None
+        return {"train_data": self.dataset.data[split.train], "valid_data": self.dataset.data[split.valid],
+                "train_ext_input": None if ext is None else ext[split.train],
+                "valid_ext_input": None if ext is None else ext[split.valid],
+                "train_session": self.session_ids(split.train), "valid_session": self.session_ids(split.valid),
+                "train_condition": self.dataset.condition[split.train]
+                if stitched and self.dataset.condition is not None else None}
+
+
+def read_model_data(data_paths, config: LfadsConfig) -> ModelData:
+    """One data file (``read_model_dataset`` and ``split_dataset``) or several sessions stitched into
+    one model.
+
+    Each session is read and checked as one file would be, and split on its own (its ``split`` key,
+    or the seeded ``valid_ratio`` split of its trials); the sessions must agree on the trial length,
+    bin width, measured inputs and event delay. Their ``heldout_neurons`` become combined columns
+    and ``session_neurons`` records each session's neurons.
+    """
+    paths = as_path_list(data_paths)
+    if len(paths) == 1:
+        dataset, config = read_model_dataset(paths[0], config)
+        return ModelData(dataset, config, split_dataset(dataset, config))
+    if config.heldout_neurons:
+        raise NeurodynError("heldout_neurons in the config cannot say which session they belong to; with several "
+                            "data files put each session's 'heldout_neurons' in its file")
+    names = session_names(paths)
+    datasets, configs = zip(*(read_model_dataset(path, config) for path in paths))
+    delays = [int(c.event_delay_bins) for c in configs]
+    for path, delay in zip(paths, delays):
+        if delay != delays[0]:
+            raise NeurodynError(f"{path}: an event delay of {delay} bins but {paths[0]} has {delays[0]}; sessions of "
+                                "one model share it (set event_delay_bins in the config)")
+    combined, layout = combine_sessions(list(datasets), names)
+    if config.session_neurons and list(config.session_neurons) != list(layout.num_neurons):
+        raise NeurodynError(f"the config sets session_neurons {list(config.session_neurons)} but the data files have "
+                            f"{list(layout.num_neurons)} neurons; leave session_neurons out")
+    if all(d.condition is not None for d in datasets):
+        combined.condition = np.concatenate([d.condition for d in datasets])
+    config = LfadsConfig(**{**configs[0].model_dump(), "heldout_neurons": [] if combined.heldout_neurons is None
+                            else combined.heldout_neurons.tolist(), "session_neurons": list(layout.num_neurons)})
+    splits = [split_dataset(d, config) for d in datasets]
+    split = TrialSplit(*(np.concatenate([getattr(part, role) + offset for part, offset in
+                                         zip(splits, layout.trial_offsets)]) for role in ("train", "valid", "test")))
+    return ModelData(combined, config, split, layout)
+
+
+def describe_sessions(data: ModelData) -> str:
+    """A line for the log: the sessions stitched into one model and their trials."""
+    sessions, split = data.sessions, data.split
+    parts = [f"{name} ({sessions.num_neurons[s]} neurons, {sessions.local_trials(s, split.train).size} train / "
+             f"{sessions.local_trials(s, split.valid).size} valid trials)" for s, name in enumerate(sessions.names)]
+    return f"stitching {sessions.num_sessions} sessions: " + ", ".join(parts)
+
+
+def session_folders(layout: TrainLayout, sessions: SessionLayout | None) -> list[str]:
+    """The session folders a train folder may hold: this run's sessions and those of the run it holds
+    (named in its ``run.json``), so ``--overwrite`` removes the outputs of either."""
+    names = list(sessions.names) if sessions is not None else []
+    recorded = read_run_info(layout.run_info) or {}
+    earlier = str(recorded.get("data_path", "")).split(" + ")
+    if len(earlier) > 1:
+        names += [Path(path).stem for path in earlier if Path(path).stem not in names]
+    return names
+
+
 def output_attributes(config: LfadsConfig, dataset: NeuralDataset) -> dict:
     """The attributes every output file carries: how its arrays were made, and the bin width when known."""
     attrs = {"observation": config.observation, "posterior_samples": config.posterior_samples,
@@ -174,17 +267,18 @@ def output_attributes(config: LfadsConfig, dataset: NeuralDataset) -> dict:
 
 
 def infer_outputs(model: LFADS, dataset: NeuralDataset, idx: np.ndarray, config: LfadsConfig,
-                  reference_idx: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                  reference_idx: np.ndarray | None = None, session: int | None = None) -> dict[str, np.ndarray]:
     """The outputs of trials ``idx`` of a dataset as ``read_model_dataset`` gives it, on the data file's bins.
 
     Posterior sample-and-average, or with ``inference: empirical_bayes`` the empirical-Bayes outputs
     against the ``reference_idx`` trials (the training trials; each trial is left out of its own
     prior), the sample-and-average rates then kept as ``rates_sample_average``. The first
-    ``event_delay_bins`` bins are dropped (see ``read_model_dataset``).
+    ``event_delay_bins`` bins are dropped (see ``read_model_dataset``). A stitched model takes the
+    ``session`` of the trials (all of ``idx`` and ``reference_idx`` belong to it).
     """
     ext = None if dataset.ext_input is None else dataset.ext_input[idx]
     inferred = infer(model, dataset.data[idx], config.posterior_samples, config.valid_batch_size, config.seed,
-                     ext_input=ext, write_generator_states=config.write_generator_states)
+                     ext_input=ext, write_generator_states=config.write_generator_states, session=session)
     if config.inference == "empirical_bayes":
         if reference_idx is None:
             raise NeurodynError("empirical Bayes needs the training trials as the prior's reference")
@@ -193,31 +287,54 @@ def infer_outputs(model: LFADS, dataset: NeuralDataset, idx: np.ndarray, config:
         inferred.update(infer_empirical_bayes(
             model, dataset.data[idx], dataset.data[reference_idx], config.empirical_bayes_samples, config.seed,
             data_ids=idx, reference_ids=reference_idx, batch_size=config.valid_batch_size, ext_input=ext,
-            reference_ext_input=reference_ext, write_generator_states=config.write_generator_states))
+            reference_ext_input=reference_ext, write_generator_states=config.write_generator_states,
+            session=session))
     # Model bin t + d was fit to the events of data bin t + d, which report the spikes of bin t.
     return drop_leading_bins(inferred, int(config.event_delay_bins))
 
 
 def write_model_outputs(out_dir: Path, model: LFADS, dataset: NeuralDataset, split: TrialSplit,
-                        config: LfadsConfig) -> None:
+                        config: LfadsConfig, sessions: SessionLayout | None = None) -> None:
     """Inferred outputs of every split: ``train_output.h5``, ``valid_output.h5`` and, when the file names
-    test trials, ``test_output.h5`` (see ``infer_outputs``; ``event_delay_bins`` resolved)."""
+    test trials, ``test_output.h5`` (see ``infer_outputs``; ``event_delay_bins`` resolved).
+
+    For several sessions each goes to ``out_dir/<session>/``: its own trials (``trial_idx`` indexing
+    its file) and neurons, inferred through its read-in, empirical Bayes against its own training trials.
+    """
     layout = TrainLayout(out_dir)
-    for name, idx in split.with_outputs():
-        inferred = infer_outputs(model, dataset, idx, config, split.train)
-        write_split_output(layout.output(name), inferred, idx, attrs=output_attributes(config, dataset))
+    if sessions is None:
+        for name, idx in split.with_outputs():
+            inferred = infer_outputs(model, dataset, idx, config, split.train)
+            write_split_output(layout.output(name), inferred, idx, attrs=output_attributes(config, dataset))
+        return
+    for s, session_name in enumerate(sessions.names):
+        offset, neurons = sessions.trial_offsets[s], sessions.neurons(s)
+        reference = sessions.local_trials(s, split.train) + offset
+        for name, idx in split.with_outputs():
+            local = sessions.local_trials(s, idx)
+            if name == "test" and not local.size:
+                continue
+            inferred = infer_outputs(model, dataset, local + offset, config, reference, session=s)
+            inferred = {key: value if key in LATENT_OUTPUTS else value[..., neurons] for key, value in inferred.items()}
+            attrs = {**output_attributes(config, dataset), "session": session_name, "data_path": sessions.sources[s]}
+            write_split_output(layout.session(session_name).output(name), inferred, local, attrs=attrs)
 
 
-def checkpoint_state(trainer_state: dict, dataset: NeuralDataset, split: TrialSplit, data_path: str | Path) -> dict:
+def checkpoint_state(trainer_state: dict, data: ModelData, data_paths) -> dict:
     """What ``checkpoint.safetensors`` (and ``resume.safetensors``) holds: the trainer state, the data's
-    shape and bin width (what ``neurodyn infer`` checks new data against) and the split."""
-    return {"trainer": trainer_state, "num_neurons": dataset.num_neurons, "num_samples": dataset.num_samples,
-            "bin_ms": float(dataset.attrs["bin_ms"]) if "bin_ms" in dataset.attrs else None,
-            "train_idx": np.asarray(split.train), "valid_idx": np.asarray(split.valid),
-            "test_idx": np.asarray(split.test), "data_path": str(data_path)}
+    shape and bin width (what ``neurodyn infer`` checks new data against), the split and, for several
+    sessions, their layout (names, files, neurons, trials)."""
+    dataset, split = data.dataset, data.split
+    state = {"trainer": trainer_state, "num_neurons": dataset.num_neurons, "num_samples": dataset.num_samples,
+             "bin_ms": float(dataset.attrs["bin_ms"]) if "bin_ms" in dataset.attrs else None,
+             "train_idx": np.asarray(split.train), "valid_idx": np.asarray(split.valid),
+             "test_idx": np.asarray(split.test), "data_path": " + ".join(str(p) for p in as_path_list(data_paths))}
+    if data.sessions is not None:
+        state["sessions"] = data.sessions.to_dict()
+    return state
 
 
-def train_model(config: LfadsConfig, data_path: str | Path, out_dir: str | Path, progress: bool = True,
+def train_model(config: LfadsConfig, data_path, out_dir: str | Path, progress: bool = True,
                 overwrite: bool = False, stop_requested: Callable[[], bool] | None = None,
                 echo: Callable[[str], None] = print) -> TrainResult:
     """Train on ``data_path``; write the resolved config, CSV log, checkpoint and outputs to ``out_dir``.
@@ -227,7 +344,9 @@ def train_model(config: LfadsConfig, data_path: str | Path, out_dir: str | Path,
     config
         The model and training settings.
     data_path
-        The data file (``data`` ``(num_neurons, num_samples, num_trials)``, optional keys).
+        The data file (``data`` ``(num_neurons, num_samples, num_trials)``, optional keys), or a list
+        of several: sessions stitched into one model (``read_model_data``), whose outputs go to
+        ``out_dir/<file stem>/``.
     out_dir
         The run's folder. A folder holding this run (same config, same data content) continues it
         or reports that it has finished; a folder holding another run is refused unless
@@ -251,25 +370,26 @@ def train_model(config: LfadsConfig, data_path: str | Path, out_dir: str | Path,
         return _train_model(config, data_path, out_dir, progress, overwrite, stop_requested, echo)
 
 
-def _train_model(config: LfadsConfig, data_path: str | Path, out_dir: str | Path, progress: bool, overwrite: bool,
+def _train_model(config: LfadsConfig, data_path, out_dir: str | Path, progress: bool, overwrite: bool,
                  stop_requested: Callable[[], bool] | None, echo: Callable[[str], None]) -> TrainResult:
     layout = TrainLayout(out_dir)
-    identity = RunIdentity.of("train", config.model_dump(), data_path)
-    dataset, model_config = read_model_dataset(data_path, config)
-    split = split_dataset(dataset, model_config)
-    decision = open_run_folder(layout.root, layout.owned_entries(), identity, overwrite)
+    paths = as_path_list(data_path)
+    identity = RunIdentity.of("train", config.model_dump(), paths)
+    data = read_model_data(paths, config)
+    dataset, model_config, split = data.dataset, data.config, data.split
+    decision = open_run_folder(layout.root, layout.owned_entries(session_folders(layout, data.sessions)), identity,
+                               overwrite)
     messages = [decision.message] if decision.message else []
-    delay_note = describe_event_delay(model_config, dataset.attrs, str(data_path))
+    if data.sessions is not None and decision.action == "start":
+        messages.append(describe_sessions(data))
+    delay_note = describe_event_delay(model_config, dataset.attrs, " + ".join(map(str, paths)))
     if delay_note and decision.action != "finished":
         messages.append(delay_note)
     for line in messages:
         echo(line)
     if decision.action == "finished":
         return TrainResult(layout.root, None, split, messages)
-    ext = dataset.ext_input
-    trainer = LfadsTrainer(model_config, dataset.data[split.train], dataset.data[split.valid],
-                           train_ext_input=None if ext is None else ext[split.train],
-                           valid_ext_input=None if ext is None else ext[split.valid])
+    trainer = LfadsTrainer(model_config, **data.trainer_inputs())
     if decision.action == "continue":
         if layout.resume.is_file():
             trainer.load_state_dict(load_checkpoint(layout.resume)["trainer"])
@@ -285,7 +405,7 @@ def _train_model(config: LfadsConfig, data_path: str | Path, out_dir: str | Path
     last_save = [time.monotonic()]
 
     def save_resumable() -> None:
-        save_checkpoint(layout.resume, checkpoint_state(trainer.state_dict(), dataset, split, data_path))
+        save_checkpoint(layout.resume, checkpoint_state(trainer.state_dict(), data, paths))
         last_save[0] = time.monotonic()
 
     def after_epoch(row: dict) -> None:
@@ -299,8 +419,8 @@ def _train_model(config: LfadsConfig, data_path: str | Path, out_dir: str | Path
         mark_status(layout.root, identity, "interrupted", epoch=trainer.epoch)
         raise RunInterrupted(f"interrupted after epoch {trainer.epoch - 1}: saved a resumable state in "
                              f"{layout.resume}; run the same command again to continue")
-    save_checkpoint(layout.checkpoint, checkpoint_state(trainer.state_dict(), dataset, split, data_path))
-    write_model_outputs(layout.root, trainer.model, dataset, split, trainer.config)
+    save_checkpoint(layout.checkpoint, checkpoint_state(trainer.state_dict(), data, paths))
+    write_model_outputs(layout.root, trainer.model, dataset, split, trainer.config, data.sessions)
     layout.resume.unlink(missing_ok=True)
     mark_status(layout.root, identity, "finished", epochs=trainer.epoch, best_epoch=trainer.best_epoch)
     for note in trainer.notes:

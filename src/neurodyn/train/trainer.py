@@ -25,6 +25,7 @@ from neurodyn.device import resolve_device
 from neurodyn.errors import NeurodynError
 from neurodyn.lfads.augmentations import inference_masks, training_masks
 from neurodyn.lfads.model import LFADS
+from neurodyn.lfads.stitching import initialise_stitched_model
 from neurodyn.observation.base import masked_nll_sum
 from neurodyn.observation.registry import make_observation_model, observation_class
 from neurodyn.train.defaults import resolve_data_defaults
@@ -64,11 +65,17 @@ class LfadsTrainer:
     With measured inputs (``ext_input_dim`` > 0), ``train_ext_input`` and ``valid_ext_input``
     ``(trials, T, ext_input_dim)`` hold them for the same trials in the same order; they are batched
     with the data and go to the generator unchanged (no CD, no temporal shift).
+
+    A stitched model (``session_neurons`` with several sessions; data over the union of the
+    sessions' neurons, see ``neurodyn.data.sessions``) needs ``train_session`` and ``valid_session``
+    ``(trials,)``, each trial's session index; ``train_condition`` ``(trials,)`` (optional) gives the
+    condition labels its read-in and readout are initialised from (``neurodyn.lfads.stitching``).
     """
 
     def __init__(self, config: LfadsConfig, train_data: np.ndarray, valid_data: np.ndarray,
                  device: str | torch.device | None = None, train_ext_input: np.ndarray | None = None,
-                 valid_ext_input: np.ndarray | None = None):
+                 valid_ext_input: np.ndarray | None = None, train_session: np.ndarray | None = None,
+                 valid_session: np.ndarray | None = None, train_condition: np.ndarray | None = None):
         # 'auto' settings (batch size, learning rate, mask_as_input) are resolved from the training trials.
         config, self.resolved_notes = resolve_data_defaults(config, np.asarray(train_data))
         self.config = config
@@ -89,7 +96,12 @@ class LfadsTrainer:
         if resolved:
             self.config = config = LfadsConfig(**{**config.model_dump(), **resolved})
         self.model = LFADS(config, num_neurons, observation).to(self.device)
+        self.train_session = self._session_tensor(train_session, self.train_data, "train_session")
+        self.valid_session = self._session_tensor(valid_session, self.valid_data, "valid_session")
         self._initialise_readout_bias()
+        if self.model.is_stitched:
+            initialise_stitched_model(self.model, np.asarray(train_data, dtype=np.float32),
+                                      self.train_session.cpu().numpy(), train_condition)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate_init, eps=config.adam_epsilon, foreach=True)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="min", factor=config.learning_rate_decay,
@@ -119,6 +131,19 @@ class LfadsTrainer:
             raise NeurodynError(f"{name} has shape {ext_input.shape}; expected {expected} = (trials, num_samples, "
                                 f"ext_input_dim) with ext_input_dim {dim} from the config")
         return torch.as_tensor(ext_input, device=self.device)
+
+    def _session_tensor(self, session: np.ndarray | None, data: torch.Tensor, name: str) -> torch.Tensor | None:
+        """Each trial's session index as a tensor (stitched models only), checked against ``data``."""
+        if not self.model.is_stitched:
+            return None
+        sessions = len(self.model.session_neurons)
+        if session is None:
+            raise NeurodynError(f"a model of {sessions} sessions needs {name} ({data.shape[0]},): each trial's session")
+        session = np.asarray(session)
+        if session.shape != (data.shape[0],) or session.min(initial=0) < 0 or session.max(initial=0) >= sessions:
+            raise NeurodynError(f"{name} must hold one session index in [0, {sessions}) per trial "
+                                f"({data.shape[0]},); got shape {session.shape}")
+        return torch.as_tensor(session.astype(np.int64), device=self.device)
 
     def _initialise_readout_bias(self) -> None:
         """Start the readout at each neuron's mean observed value so early epochs learn structure, not scale."""
@@ -189,7 +214,8 @@ class LfadsTrainer:
                 trials = order[start:start + c.batch_size]
                 batch = self.train_data[trials]
                 ext_batch = None if self.train_ext_input is None else self.train_ext_input[trials]
-                terms = self._train_step(batch, weights, kl_ramp, l2_ramp, threads, pool, ext_batch)
+                session_batch = None if self.train_session is None else self.train_session[trials]
+                terms = self._train_step(batch, weights, kl_ramp, l2_ramp, threads, pool, ext_batch, session_batch)
                 n = batch.shape[0]
                 for key, value in zip(sums, terms):
                     sums[key] += value * n
@@ -206,9 +232,10 @@ class LfadsTrainer:
 
     def _train_step(self, batch: torch.Tensor, weights: RegularisationWeights, kl_ramp: float, l2_ramp: float,
                     threads: int, pool: concurrent.futures.ThreadPoolExecutor | None,
-                    ext_batch: torch.Tensor | None = None) -> tuple[float, ...]:
-        """One optimiser step on ``batch`` (with its measured inputs ``ext_batch``, if any); returns the
-        batch's (loss, nll, kl_ic, kl_co, l2).
+                    ext_batch: torch.Tensor | None = None,
+                    session_batch: torch.Tensor | None = None) -> tuple[float, ...]:
+        """One optimiser step on ``batch`` (with its measured inputs ``ext_batch`` and sessions
+        ``session_batch``, if any); returns the batch's (loss, nll, kl_ic, kl_co, l2).
 
         The batch is split into up to ``threads`` shards of at least ``MIN_SHARD_TRIALS`` trials, each
         run forward and backward on its own thread with its own seeded generator; the shards' losses
@@ -230,7 +257,8 @@ class LfadsTrainer:
             rng = torch.Generator(device=self.device)
             rng.manual_seed(seeds[index])
             output = self.model(shard.encoder_input, sample_posteriors=True, encoder_visible=shard.encoder_visible,
-                                rng=rng, ext_input=None if ext_batch is None else ext_batch[trials])
+                                rng=rng, ext_input=None if ext_batch is None else ext_batch[trials],
+                                session=None if session_batch is None else session_batch[trials])
             terms = lfads_loss(self.model, output, shard, weights, kl_ramp, l2_ramp,
                                dataclasses.replace(share, carries_penalties=index == 0))
             grads = torch.autograd.grad(terms.total, params, allow_unused=True)
@@ -254,20 +282,23 @@ class LfadsTrainer:
         return terms
 
     @torch.no_grad()
-    def validation_nll(self, data: torch.Tensor | None = None, ext_input: torch.Tensor | None = None) -> float:
+    def validation_nll(self, data: torch.Tensor | None = None, ext_input: torch.Tensor | None = None,
+                       session: torch.Tensor | None = None) -> float:
         """Mean NLL over observed entries using the posterior means (deterministic, no dropout, no CD).
 
-        Default: the validation trials and their measured inputs; other ``data`` comes with its own
-        ``ext_input`` ``(trials, T, ext_input_dim)`` when the model takes measured inputs."""
+        Default: the validation trials, their measured inputs and sessions; other ``data`` comes with
+        its own ``ext_input`` ``(trials, T, ext_input_dim)`` when the model takes measured inputs, and
+        ``session`` ``(trials,)`` for a stitched model."""
         if data is None:
-            data, ext_input = self.valid_data, self.valid_ext_input
+            data, ext_input, session = self.valid_data, self.valid_ext_input, self.valid_session
         self.model.eval()
         total, count = 0.0, 0.0
         for start in range(0, data.shape[0], self.config.valid_batch_size):
             rows = slice(start, start + self.config.valid_batch_size)
             masks = inference_masks(data[rows])
             output = self.model(masks.encoder_input, sample_posteriors=False, encoder_visible=masks.encoder_visible,
-                                ext_input=None if ext_input is None else ext_input[rows])
+                                ext_input=None if ext_input is None else ext_input[rows],
+                                session=None if session is None else session[rows])
             nll = self.model.observation.elementwise_nll(output.readout, masks.target)
             total += float(masked_nll_sum(nll, masks.observed))
             count += float(masks.observed.sum())
