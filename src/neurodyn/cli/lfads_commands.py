@@ -10,7 +10,9 @@ from neurodyn.cli.common import add_overwrite_flag
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="train one LFADS model on an h5 data file")
     train.add_argument("config", help="YAML config (every key optional; see the config reference)")
-    train.add_argument("--data", required=True, help="input h5 file: data (num_neurons, num_samples, num_trials)")
+    train.add_argument("--data", required=True, nargs="+", metavar="DATA.h5",
+                       help="input h5 file: data (num_neurons, num_samples, num_trials); several files = sessions "
+                            "stitched into one model (outputs in OUT/<file stem>/)")
     train.add_argument("--out", required=True, help="output directory")
     train.add_argument("--max-epochs", type=int, help="override the config's max_epochs")
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the config's device")
@@ -28,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     infer.add_argument("run_dir", metavar="RUN_DIR", help="the trained model's folder")
     infer.add_argument("--data", required=True, metavar="NEW.h5", help="the data file to infer")
     infer.add_argument("--out", required=True, dest="output", metavar="OUT.h5", help="the output file to write")
+    infer.add_argument("--session", metavar="NAME", default=None,
+                       help="a model of several sessions: the session the new file records (default: the session "
+                            "named like the file's stem)")
     add_overwrite_flag(infer)
     infer.set_defaults(func=_infer)
 
@@ -51,7 +56,8 @@ def _train(args: argparse.Namespace) -> int:
     from neurodyn.train.interrupt import StopSignals
 
     with StopSignals() as signals:
-        result = train_model(config, args.data, args.out, progress=not args.no_progress, overwrite=args.overwrite,
+        data = args.data if len(args.data) > 1 else args.data[0]
+        result = train_model(config, data, args.out, progress=not args.no_progress, overwrite=args.overwrite,
                              stop_requested=signals.requested)
     trainer = result.trainer
     if trainer is not None:
@@ -63,7 +69,7 @@ def _train(args: argparse.Namespace) -> int:
 def _infer(args: argparse.Namespace) -> int:
     from neurodyn.train.apply import infer_new_data
 
-    shapes = infer_new_data(args.run_dir, args.data, args.output)
+    shapes = infer_new_data(args.run_dir, args.data, args.output, session=args.session)
     print(f"wrote {args.output}: " + ", ".join(f"{name} {shape}" for name, shape in shapes.items()))
     return 0
 

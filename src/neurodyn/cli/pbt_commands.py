@@ -8,7 +8,9 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser("run", help="AutoLFADS: population-based training of LFADS (resumable)")
     run.add_argument("config", help="YAML config: PBT settings, model settings, search settings (see the config reference)")
-    run.add_argument("--data", help="input h5 file (default: <run_name>_data.h5 beside the config)")
+    run.add_argument("--data", nargs="+", metavar="DATA.h5",
+                     help="input h5 file (default: <run_name>_data.h5 beside the config); several files = sessions "
+                          "stitched into one model (outputs in OUT/pbt_best_model/<file stem>/)")
     run.add_argument("--out", required=True, help="results folder (pbt_best_model/ and <run_name>/)")
     run.add_argument("--ray-address", help="run the workers on this Ray cluster (e.g. auto or HOST:PORT)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")

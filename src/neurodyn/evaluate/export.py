@@ -55,7 +55,7 @@ def write_nlb_submission(run_dir: str | os.PathLike, data_path: str | os.PathLik
     """Write the NLB submission h5 ``out_path``; returns each written key's shape."""
     if not dataset_name or "/" in dataset_name:
         raise NeurodynError(f"NLB dataset name must be a plain group name such as 'mc_maze_20'; got {dataset_name!r}")
-    outputs = read_run_outputs(run_dir)
+    outputs = read_run_outputs(run_dir, data_path=data_path)
     heldout = read_dataset(data_path).heldout_neurons
     if heldout is None:
         raise NeurodynError(f"{data_path}: no key 'heldout_neurons' (k,); an NLB submission needs held-out neurons "
@@ -74,7 +74,7 @@ def write_nlb_submission(run_dir: str | os.PathLike, data_path: str | os.PathLik
             raise NeurodynError(f"{data_path}: 'heldout_neurons' goes up to {heldout.max()} but the run's rates have "
                                 f"{num_neurons} neurons; is this the data file the run was trained on?")
         if not np.all(np.isfinite(output.rates)) or (output.rates < 0).any():
-            raise NeurodynError(f"{find_output_dir(run_dir) / output_file_name(split)}: 'rates' must be finite and "
+            raise NeurodynError(f"{find_output_dir(run_dir, data_path) / output_file_name(split)}: 'rates' must be finite and "
                                 "non-negative for an NLB submission")
         order = np.argsort(output.trial_idx, kind="stable")  # data-file order, as an NLB target file lists trials
         heldin = np.setdiff1d(np.arange(num_neurons), heldout)
@@ -90,9 +90,10 @@ def write_nlb_submission(run_dir: str | os.PathLike, data_path: str | os.PathLik
 # NWB export
 
 
-def read_run_arrays(run_dir: str | os.PathLike) -> RunArrays:
-    """Every per-bin array of the run's output files (``rates``, ``factors``, ...), trials merged in data-file order."""
-    outputs = read_run_outputs(run_dir)  # checks the required keys and their shapes
+def read_run_arrays(run_dir: str | os.PathLike, data_path: str | os.PathLike | None = None) -> RunArrays:
+    """Every per-bin array of the run's output files (``rates``, ``factors``, ...), trials merged in data-file order
+    (of ``data_path``'s session, for a model of several sessions)."""
+    outputs = read_run_outputs(run_dir, data_path=data_path)  # checks the required keys and their shapes
     splits = list(outputs)
     num_samples = outputs["train"].rates.shape[1]
     per_split = {split: {name: value.astype(np.float64) for name, value in outputs[split].arrays.items()
@@ -102,7 +103,8 @@ def read_run_arrays(run_dir: str | os.PathLike) -> RunArrays:
     split = np.concatenate([np.full(outputs[name].trial_idx.size, name) for name in splits])
     order = np.argsort(trial_idx, kind="stable")
     if np.unique(trial_idx).size != trial_idx.size:
-        raise NeurodynError(f"{find_output_dir(run_dir)}: a trial appears in more than one split's 'trial_idx'")
+        raise NeurodynError(f"{find_output_dir(run_dir, data_path)}: a trial appears in more than one split's "
+                            "'trial_idx'")
     arrays = {name: np.concatenate([per_split[s][name] for s in splits])[order] for name in names}
     return RunArrays(arrays=arrays, trial_idx=trial_idx[order], split=split[order])
 
@@ -118,7 +120,7 @@ def export_run_to_nwb(run_dir: str | os.PathLike, data_path: str | os.PathLike, 
         raise NeurodynError(f"{nwb_out}: the export is written to a copy; choose an output path other than the input")
     if not nwb_in.is_file():
         raise NeurodynError(f"{nwb_in}: NWB file not found")
-    run = read_run_arrays(run_dir)
+    run = read_run_arrays(run_dir, data_path)
     timing = _bin_timing(data_path, run)
     num_trials, num_samples = run.arrays["rates"].shape[:2]
     timestamps = (timing["align_times_s"][run.trial_idx][:, None]

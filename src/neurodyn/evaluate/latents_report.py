@@ -18,7 +18,7 @@ from neurodyn.errors import NeurodynError
 from neurodyn.evaluate.figures import plot_latent_predictions, save_figure
 from neurodyn.evaluate.metrics import map_to_latents
 from neurodyn.evaluate.report import check_outputs_match_data
-from neurodyn.runs.layout import LATENTS_FIGURE, LATENTS_JSON, find_output_dir
+from neurodyn.runs.layout import LATENTS_FIGURE, LATENTS_JSON, find_output_dir, report_dir
 from neurodyn.runs.outputs import held_out_split, read_run_outputs
 
 JSON_NAME = LATENTS_JSON
@@ -35,8 +35,8 @@ def map_latents_run(results_dir: str | os.PathLike, data_path: str | os.PathLike
     paths.
     """
     results_dir = Path(results_dir)
-    output_dir = find_output_dir(results_dir)
-    outputs = read_run_outputs(output_dir)
+    output_dir = find_output_dir(results_dir, data_path)
+    outputs = read_run_outputs(output_dir, data_path=data_path)
     dataset = read_dataset(data_path)
     if dataset.latents is None:
         raise NeurodynError(f"{data_path}: key 'latents' is missing; map-to-latents needs the true latent states "
@@ -49,6 +49,7 @@ def map_latents_run(results_dir: str | os.PathLike, data_path: str | os.PathLike
     test = outputs[scored_split]
     true_latents = dataset.latents[test.trial_idx]
     mapping = map_to_latents(train.rates, dataset.latents[train.trial_idx], test.rates, true_latents)
+    results_dir = report_dir(results_dir, output_dir)
     figure_path = Path(figure_path) if figure_path is not None else results_dir / FIGURE_NAME
     condition = dataset.condition[test.trial_idx] if dataset.condition is not None else None
     figure = plot_latent_predictions(

@@ -25,7 +25,7 @@ from neurodyn.evaluate.figures import plot_data_summary, plot_inferred_vs_true, 
 from neurodyn.runs.tables import find_training_logs
 from neurodyn.evaluate.metrics import bits_per_spike, map_to_latents, rate_r2
 from neurodyn.runs.layout import (EVALUATION_FIGURE, EVALUATION_JSON, EVALUATION_SUMMARY_FIGURE, find_output_dir,
-                                  output_file_name)
+                                  output_file_name, report_dir)
 from neurodyn.runs.outputs import RunOutput, read_run_outputs
 
 JSON_NAME = EVALUATION_JSON
@@ -88,8 +88,8 @@ def evaluate_run(
     (``evaluation_summary.png``: condition-averaged data vs model, factor PCs, training curve), ``notes``.
     """
     run_dir = Path(run_dir)
-    output_dir = find_output_dir(run_dir)
-    outputs = read_run_outputs(output_dir)
+    output_dir = find_output_dir(run_dir, data_path)
+    outputs = read_run_outputs(output_dir, data_path=data_path)
     # No observation-model check: evaluate serves Poisson and ZIG runs alike; bits per spike
     # checks for spike counts itself and is skipped otherwise.
     dataset = read_dataset(data_path)
@@ -113,6 +113,7 @@ def evaluate_run(
         result["test"] = {"num_trials": int(outputs["test"].trial_idx.size),
                           **{key: test[key] for key in ("rate_r2", "bits_per_spike", "co_bps", "latent_r2")}}
 
+    run_dir = report_dir(run_dir, output_dir)
     figure_path = Path(figure_path) if figure_path is not None else run_dir / FIGURE_NAME
     condition = dataset.condition[valid.trial_idx] if dataset.condition is not None else None
     fig = plot_inferred_vs_true(

@@ -48,12 +48,17 @@ class WorkerResult:
 @dataclass
 class WorkerData:
     """The trials every worker trains and is scored on, trials-first ``(trials, T, N)`` (NaN = unobserved),
-    and their measured inputs ``(trials, T, ext_input_dim)`` when the data file has ``ext_input``."""
+    their measured inputs ``(trials, T, ext_input_dim)`` when the data file has ``ext_input`` and, for
+    several sessions, each trial's session ``(trials,)`` and the training trials' conditions (see
+    ``LfadsTrainer``)."""
 
     train: np.ndarray
     valid: np.ndarray
     train_ext_input: np.ndarray | None = None
     valid_ext_input: np.ndarray | None = None
+    train_session: np.ndarray | None = None
+    valid_session: np.ndarray | None = None
+    train_condition: np.ndarray | None = None
 
 
 def worker_stream_seed(run_seed: int, worker: int, generation: int) -> int:
@@ -80,7 +85,9 @@ def prepare_worker(job: WorkerJob, data: WorkerData, device: str | None = None):
     from neurodyn.train.trainer import LfadsTrainer
 
     trainer = LfadsTrainer(LfadsConfig(**job.config), data.train, data.valid, device=device,
-                           train_ext_input=data.train_ext_input, valid_ext_input=data.valid_ext_input)
+                           train_ext_input=data.train_ext_input, valid_ext_input=data.valid_ext_input,
+                           train_session=data.train_session, valid_session=data.valid_session,
+                           train_condition=data.train_condition)
     # The job's values as the trainer resolved them from the data ('auto' keys of a job made by hand
     # included), to compare with the state it continues.
     wanted = trainer.config.model_dump()

@@ -33,12 +33,16 @@ from neurodyn.runs.identity import RunIdentity, RunLock, mark_status, open_run_f
 from neurodyn.runs.layout import PbtLayout, TrainLayout
 from neurodyn.runs.pbt_store import PbtState, PbtStore, WorkerRecord
 from neurodyn.train.defaults import resolve_data_defaults
-from neurodyn.train.run import (checkpoint_state, describe_event_delay, read_model_dataset, split_dataset,
-                                write_model_outputs)
+from neurodyn.train.run import (as_path_list, checkpoint_state, describe_event_delay, describe_sessions,
+                                read_model_data, write_model_outputs)
 
 
-def resolve_data_path(config_path: str | Path, run_name: str, data: str | Path | None) -> Path:
-    """``--data`` if given, else ``<run_name>_data.h5`` beside the config (the RADICaL template's convention)."""
+def resolve_data_path(config_path: str | Path, run_name: str, data) -> Path | list[Path]:
+    """``--data`` if given (one file, or a list of several: sessions to stitch), else ``<run_name>_data.h5``
+    beside the config (the RADICaL template's convention)."""
+    if data is not None and not isinstance(data, (str, Path)):
+        paths = [Path(path) for path in data]
+        return paths[0] if len(paths) == 1 else paths
     if data is not None:
         return Path(data)
     folder = Path(config_path).resolve().parent
@@ -101,6 +105,9 @@ def make_engine_factory(run_config: RunConfig, ray_address: str | None = None) -
             if "batch_size" in run_config.search_space:
                 raise NeurodynError("engine: population trains every worker with one batch_size; remove batch_size "
                                     "from the search space or use engine: embedded")
+            if data.train_session is not None:
+                raise NeurodynError("engine: population does not train models of several sessions (stitching); use "
+                                    "engine: embedded or engine: ray")
 
             population = PopulationEngine(data, threads=cpu_cores())
             log(f"engine: population, {settings.num_workers} workers in one batched model "
@@ -119,11 +126,12 @@ def make_engine_factory(run_config: RunConfig, ray_address: str | None = None) -
 class PbtRun:
     """One AutoLFADS run; ``execute()`` starts or resumes it."""
 
-    def __init__(self, run_config: RunConfig, data_path: str | Path, store: PbtStore, engine_factory: EngineFactory,
+    def __init__(self, run_config: RunConfig, data_path, store: PbtStore, engine_factory: EngineFactory,
                  progress: bool = True, echo: Callable[[str], None] = print):
         self.config = run_config
         self.settings = run_config.pbt
-        self.data_path = Path(data_path)
+        self.data_paths = as_path_list(data_path)
+        self.data_path = " + ".join(str(path) for path in self.data_paths)
         self.store = store
         self.layout = store.layout
         self.engine_factory = engine_factory
@@ -137,11 +145,12 @@ class PbtRun:
 
     # -- the run ----------------------------------------------------------------------------------
     def execute(self) -> PbtResult:
-        dataset, model = read_model_dataset(self.data_path, self.config.model)
+        self.data = read_model_data(self.data_paths, self.config.model)
+        dataset, model = self.data.dataset, self.data.config
         if model != self.config.model:
             self.config = self.config.model_copy(update={"model": model})
         # Test trials (the file's 'split') never reach the workers: no choice may depend on them.
-        self.split = split_dataset(dataset, self.config.model)
+        self.split = self.data.split
         self.dataset = dataset
         # 'auto' settings resolved once from the training trials, so every worker (and worker 0's start
         # from the config) gets the same numbers.
@@ -185,6 +194,8 @@ class PbtRun:
                  + (f" / {len(self.split.test)} test" if len(self.split.test) else "") + " trials)"
                  + (f"; {delay_note}" if (delay_note := describe_event_delay(
                      self.config.model, self.dataset.attrs, str(self.data_path))) else ""))
+        if self.data.sessions is not None:
+            self.log(describe_sessions(self.data))
         for note in self.resolved_notes:
             self.log(note)
         return state
@@ -195,9 +206,10 @@ class PbtRun:
         settings = self.settings
         rng = np.random.default_rng()
         rng.bit_generator.state = state.rng_state
-        ext = self.dataset.ext_input
-        data = WorkerData(self.dataset.data[self.split.train], self.dataset.data[self.split.valid],
-                          None if ext is None else ext[self.split.train], None if ext is None else ext[self.split.valid])
+        inputs = self.data.trainer_inputs()
+        data = WorkerData(inputs["train_data"], inputs["valid_data"], inputs["train_ext_input"],
+                          inputs["valid_ext_input"], inputs["train_session"], inputs["valid_session"],
+                          inputs["train_condition"])
         engine = self.engine_factory(data, self.log)
         session_start = time.perf_counter() - state.elapsed_seconds
         bar = tqdm(total=settings.max_generations, initial=state.generation, desc="PBT", unit="gen",
@@ -322,10 +334,10 @@ class PbtRun:
         model, config = build_model(trainer_state, num_neurons)
 
         def write_files(files: TrainLayout) -> None:
-            write_model_outputs(files.root, model, self.dataset, self.split, config)
+            write_model_outputs(files.root, model, self.dataset, self.split, config, self.data.sessions)
             # Weights as they were at the best generation (not the trainer's early-stopping copy).
             trainer_state["best_model_state"] = None
-            save_checkpoint(files.checkpoint, checkpoint_state(trainer_state, self.dataset, self.split, self.data_path))
+            save_checkpoint(files.checkpoint, checkpoint_state(trainer_state, self.data, self.data_paths))
             write_text_atomic(files.config, config_to_yaml(config))
             write_text_atomic(files.hyperparameters, yaml.safe_dump({
                 "best_smoothed_valid_nll": float(state.best_metric), "generation": state.best_generation,
@@ -337,7 +349,7 @@ class PbtRun:
                  f"validation NLL {state.best_metric:.5f}")
 
 
-def run_pbt(run_config: RunConfig, data_path: str | Path, results_dir: str | Path, ray_address: str | None = None,
+def run_pbt(run_config: RunConfig, data_path, results_dir: str | Path, ray_address: str | None = None,
             progress: bool = True, echo: Callable[[str], None] = print, overwrite: bool = False,
             engine_factory: EngineFactory | None = None) -> PbtResult:
     """Start, continue or report the AutoLFADS run of ``run_config`` on ``data_path`` in ``results_dir``.
@@ -347,7 +359,8 @@ def run_pbt(run_config: RunConfig, data_path: str | Path, results_dir: str | Pat
     run_config
         PBT settings, the model's fixed settings and the search space (``config.load_run_config``).
     data_path
-        The data file.
+        The data file, or a list of several: sessions stitched into one model (each session's
+        outputs go to ``pbt_best_model/<file stem>/``).
     results_dir
         The results folder (``pbt_best_model/`` and ``<run_name>/``). A folder holding this run
         continues it (from the last completed generation) or reports that it has finished; a
@@ -372,11 +385,11 @@ def run_pbt(run_config: RunConfig, data_path: str | Path, results_dir: str | Pat
         return _run_pbt(run_config, data_path, results_dir, ray_address, progress, echo, overwrite, engine_factory)
 
 
-def _run_pbt(run_config: RunConfig, data_path: str | Path, results_dir: str | Path, ray_address: str | None,
+def _run_pbt(run_config: RunConfig, data_path, results_dir: str | Path, ray_address: str | None,
              progress: bool, echo: Callable[[str], None], overwrite: bool,
              engine_factory: EngineFactory | None) -> PbtResult:
     layout = PbtLayout(results_dir, run_config.model.run_name)
-    identity = RunIdentity.of("run", run_identity_config(run_config), data_path)
+    identity = RunIdentity.of("run", run_identity_config(run_config), as_path_list(data_path))
     decision = open_run_folder(layout.root, layout.owned_entries(), identity, overwrite)
     if decision.message and decision.action != "continue":
         echo(decision.message)

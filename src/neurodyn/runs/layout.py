@@ -178,6 +178,15 @@ class PbtLayout:
                 self.root / EVALUATION_SUMMARY_FIGURE]
 
 
+def report_dir(run_dir: str | Path, output_dir: str | Path) -> Path:
+    """Where ``evaluate`` and ``map-to-latents`` write for the outputs in ``output_dir`` (``find_output_dir``):
+    a session's own folder for a model of several sessions, else the run (or results) folder."""
+    run_dir, output_dir = Path(run_dir), Path(output_dir)
+    if output_dir != run_dir and output_dir.name != BEST_MODEL_DIR:
+        return output_dir
+    return run_dir
+
+
 def find_output_dir(path: str | Path, data_path: str | Path | None = None) -> Path:
     """The folder holding a run's output files: ``path`` itself, or its ``pbt_best_model/``; for a model
     of several sessions, the folder of the session of ``data_path`` (named by its file's stem) in there."""

@@ -90,18 +90,25 @@ def read_split_output(path: str | Path, rates_key: str = "rates") -> RunOutput:
                      arrays=arrays, attrs=attrs)
 
 
-def read_run_outputs(run_dir: str | os.PathLike, rates_key: str = "rates") -> dict[str, RunOutput]:
+def read_run_outputs(run_dir: str | os.PathLike, rates_key: str = "rates",
+                     data_path: str | os.PathLike | None = None) -> dict[str, RunOutput]:
     """``{"train": RunOutput, "valid": RunOutput}`` plus ``"test"`` when the run wrote one.
 
     ``run_dir`` is a run directory or a PBT results directory holding ``pbt_best_model/``.
     ``rates_key`` picks another rates array as ``rates`` (e.g. ``rates_sample_average``, written
-    with ``inference: empirical_bayes``).
+    with ``inference: empirical_bayes``). For a model of several sessions, ``data_path`` (one
+    session's file) picks that session's outputs.
     """
     path = Path(run_dir)
     if not path.is_dir():
         raise NeurodynError(f"{path}: not a directory (expected a run directory or a PBT results directory)")
-    output_dir = find_output_dir(path)
+    output_dir = find_output_dir(path, data_path)
     if not (output_dir / output_file_name("valid")).is_file():
+        sessions = sorted(folder.name for folder in output_dir.iterdir()
+                          if (folder / output_file_name("valid")).is_file()) if output_dir.is_dir() else []
+        if sessions:
+            raise NeurodynError(f"{path}: a model of several sessions ({', '.join(sessions)}); give the data file of "
+                                "one of them (its outputs are in the folder named by the file's stem)")
         status = _unfinished_status(path)
         if status:
             raise NeurodynError(f"{path}: the run is unfinished (status '{status}' in {RUN_INFO_FILE}), so it has no "
@@ -128,9 +135,9 @@ def held_out_split(outputs: dict[str, RunOutput]) -> str:
     return "test" if "test" in outputs else "valid"
 
 
-def output_path(run_dir: str | os.PathLike, split: str) -> Path:
-    """Where the output file of ``split`` of the run in ``run_dir`` is (for messages)."""
-    return find_output_dir(run_dir) / output_file_name(split)
+def output_path(run_dir: str | os.PathLike, split: str, data_path: str | os.PathLike | None = None) -> Path:
+    """Where the output file of ``split`` of the run in ``run_dir`` (of ``data_path``'s session) is (for messages)."""
+    return find_output_dir(run_dir, data_path) / output_file_name(split)
 
 
 __all__ = ["RunOutput", "read_run_outputs", "read_split_output", "write_split_output", "to_file_layout",

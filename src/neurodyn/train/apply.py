@@ -22,6 +22,8 @@ from neurodyn.observation.registry import read_dataset_for
 from neurodyn.runs.checkpoint import build_model, load_checkpoint
 from neurodyn.runs.layout import BEST_MODEL_DIR, LEGACY_CHECKPOINT_FILE, TrainLayout
 from neurodyn.runs.outputs import write_split_output
+from neurodyn.data.sessions import SessionLayout
+from neurodyn.train.inference import LATENT_OUTPUTS
 from neurodyn.train.run import delay_ext_input, infer_outputs, output_attributes
 
 
@@ -39,9 +41,22 @@ def model_folder(run_dir: str | Path) -> TrainLayout:
     return layout
 
 
-def check_new_data(dataset, checkpoint: dict, config: LfadsConfig, source: str) -> None:
-    """One clear line for data that do not fit the model (neurons, bin width, measured inputs)."""
-    neurons = int(checkpoint["num_neurons"])
+def pick_session(sessions: SessionLayout, data_path: str | Path, name: str | None) -> int:
+    """The session of a stitched model that new data record: ``name``, else the one named like the file's stem."""
+    wanted = name if name is not None else Path(data_path).stem
+    if wanted in sessions.names:
+        return sessions.names.index(wanted)
+    listing = ", ".join(sessions.names)
+    if name is not None:
+        raise NeurodynError(f"--session {name}: the model's sessions are {listing}")
+    raise NeurodynError(f"{data_path}: the model stitches several sessions ({listing}) and none is named "
+                        f"'{wanted}'; say which one the file records with --session NAME")
+
+
+def check_new_data(dataset, checkpoint: dict, config: LfadsConfig, source: str, neurons: int | None = None) -> None:
+    """One clear line for data that do not fit the model (neurons — ``neurons`` when given, e.g. a
+    session's — bin width, measured inputs)."""
+    neurons = int(checkpoint["num_neurons"]) if neurons is None else neurons
     if dataset.num_neurons != neurons:
         raise NeurodynError(f"{source}: key 'data' has {dataset.num_neurons} neurons "
                             f"(num_neurons, num_samples, num_trials) but the model was trained on {neurons}")
@@ -58,7 +73,8 @@ def check_new_data(dataset, checkpoint: dict, config: LfadsConfig, source: str) 
                             f"takes {config.ext_input_dim}")
 
 
-def infer_new_data(run_dir: str | Path, data_path: str | Path, out_path: str | Path) -> dict[str, tuple]:
+def infer_new_data(run_dir: str | Path, data_path: str | Path, out_path: str | Path,
+                   session: str | None = None) -> dict[str, tuple]:
     """Write the outputs of every trial of ``data_path`` under the model in ``run_dir`` to ``out_path``.
 
     Parameters
@@ -69,6 +85,9 @@ def infer_new_data(run_dir: str | Path, data_path: str | Path, out_path: str | P
         The new data file (same neurons and bin width as the model's training data).
     out_path
         The output h5 file: the layout of ``<split>_output.h5``, ``trial_idx`` indexing ``data_path``.
+    session
+        A model of several sessions: the session ``data_path`` records (default: the session named
+        like its stem); the file must have that session's neurons.
 
     Returns
     -------
@@ -79,17 +98,29 @@ def infer_new_data(run_dir: str | Path, data_path: str | Path, out_path: str | P
     checkpoint = load_checkpoint(layout.checkpoint)
     model, config = build_model(checkpoint["trainer"], int(checkpoint["num_neurons"]))
     dataset = read_dataset_for(data_path, config.observation)
-    check_new_data(dataset, checkpoint, config, str(data_path))
+    sessions = SessionLayout.from_dict(checkpoint["sessions"]) if "sessions" in checkpoint else None
+    index = None if sessions is None else pick_session(sessions, data_path, session)
+    check_new_data(dataset, checkpoint, config, str(data_path),
+                   None if sessions is None else sessions.num_neurons[index])
     delay = int(config.event_delay_bins)
     if delay >= dataset.num_samples:
         raise NeurodynError(f"{data_path}: trials of {dataset.num_samples} bins are not longer than the model's "
                             f"event delay ({delay} bins)")
-    model_view = dataclasses.replace(dataset, data=append_unobserved_bins(dataset.data, delay),
-                                     ext_input=delay_ext_input(dataset.ext_input, delay))
+    model_data = append_unobserved_bins(dataset.data, delay)
+    if sessions is not None:
+        # The union of the sessions' neurons, the file's own block observed (neurodyn.data.sessions).
+        padded = np.full((*model_data.shape[:2], int(checkpoint["num_neurons"])), np.nan, dtype=np.float32)
+        padded[..., sessions.neurons(index)] = model_data
+        model_data = padded
+    model_view = dataclasses.replace(dataset, data=model_data, ext_input=delay_ext_input(dataset.ext_input, delay))
     # Empirical Bayes would weigh the new trials against training trials this file does not hold.
     config = config.model_copy(update={"inference": "sample_average"})
     trials = np.arange(dataset.num_trials)
-    inferred = infer_outputs(model, model_view, trials, config)
+    inferred = infer_outputs(model, model_view, trials, config, session=index)
     attrs = {**output_attributes(config, dataset), "model": str(layout.root)}
+    if sessions is not None:
+        neurons = sessions.neurons(index)
+        inferred = {key: value if key in LATENT_OUTPUTS else value[..., neurons] for key, value in inferred.items()}
+        attrs["session"] = sessions.names[index]
     write_split_output(out_path, inferred, trials, attrs=attrs)
     return {name: tuple(reversed(value.shape)) for name, value in inferred.items()}
