@@ -1,0 +1,309 @@
+"""Several sessions in one model (stitching): combining the data, the per-session read-in and its PCR
+initialisation, training, outputs per session, infer / evaluate per session, and the checks on input."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import yaml
+from scipy.ndimage import gaussian_filter1d
+from sklearn.decomposition import PCA
+from sklearn.linear_model import Ridge
+
+from neurodyn.cli.main import main
+from neurodyn.config import LfadsConfig
+from neurodyn.data.seed_format import NeuralDataset, write_dataset
+from neurodyn.data.sessions import combine_sessions, session_names
+from neurodyn.errors import NeurodynError
+from neurodyn.lfads.model import LFADS
+from neurodyn.lfads.stitching import SessionReadin, averaged_activity, pcr_alignment, shared_condition_labels
+from neurodyn.observation.registry import make_observation_model
+from neurodyn.runs.checkpoint import load_checkpoint
+from neurodyn.runs.outputs import read_split_output
+from neurodyn.synth.lorenz_sessions import make_lorenz_sessions
+from neurodyn.train.run import read_model_data, train_model
+from neurodyn.train.trainer import LfadsTrainer
+
+SMALL = {"ic_enc_dim": 8, "ci_enc_dim": 6, "con_dim": 6, "ic_dim": 4, "gen_dim": 12, "factors_dim": 5,
+         "batch_size": 16, "max_epochs": 3, "kl_increase_epochs": 1, "l2_increase_epochs": 1,
+         "posterior_samples": 4, "device": "cpu"}
+NEURONS, TRIALS_PER_CONDITION = [9, 6, 5], [3, 3, 1]
+
+
+def write_sessions(folder, neurons=NEURONS, trials=TRIALS_PER_CONDITION, **options):
+    paths = []
+    for index, dataset in enumerate(make_lorenz_sessions(neurons, trials, num_conditions=6, num_samples=14,
+                                                         **options)):
+        path = folder / f"day{index}.h5"
+        write_dataset(path, dataset)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def stitched(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stitch")
+    paths = write_sessions(root)
+    config_path = root / "config.yaml"
+    config_path.write_text(yaml.safe_dump(SMALL))
+    out = root / "run"
+    assert main(["train", str(config_path), "--data", *map(str, paths), "--out", str(out), "--no-progress"]) == 0
+    return root, paths, out
+
+
+# -- combining the data ---------------------------------------------------------------------------
+
+def test_combined_dataset_puts_each_session_on_its_own_block_of_neurons():
+    rng = np.random.default_rng(0)
+    a = NeuralDataset(rng.poisson(1.0, (4, 6, 3)).astype(float), heldout_neurons=[2])
+    b = NeuralDataset(rng.poisson(1.0, (5, 6, 2)).astype(float), heldout_neurons=[0], attrs={"bin_ms": 10.0})
+    a.attrs["bin_ms"] = 10.0
+    combined, layout = combine_sessions([a, b], ("a", "b"))
+    assert combined.data.shape == (9, 6, 5)
+    np.testing.assert_array_equal(combined.data[:4, :, :3], a.data)
+    np.testing.assert_array_equal(combined.data[4:, :, 3:], b.data)
+    assert np.isnan(combined.data[:4, :, 3:]).all() and np.isnan(combined.data[4:, :, :3]).all()
+    assert combined.heldout_neurons.tolist() == [2, 3]
+    assert layout.neuron_offsets == (0, 3) and layout.trial_offsets == (0, 4)
+    np.testing.assert_array_equal(layout.session_of_trial(), [0] * 4 + [1] * 5)
+    np.testing.assert_array_equal(layout.local_trials(1, np.array([1, 5, 8])), [1, 4])
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: NeuralDataset(d.data[:, :5], attrs=d.attrs), "trials of 5 bins"),
+    (lambda d: NeuralDataset(d.data, attrs={"bin_ms": 5.0}), "attribute 'bin_ms'"),
+    (lambda d: NeuralDataset(d.data.copy(), attrs=dict(d.attrs)), "holds the same data as"),
+])
+def test_sessions_that_cannot_share_a_model_get_one_line_naming_the_file(change, message):
+    first = NeuralDataset(np.random.default_rng(1).poisson(1.0, (4, 6, 3)).astype(float), attrs={"bin_ms": 10.0},
+                          source="first.h5")
+    second = change(first)
+    second.source = "second.h5"
+    with pytest.raises(NeurodynError, match=message) as error:
+        combine_sessions([first, second], ("first", "second"))
+    assert str(error.value).startswith("second.h5:")
+
+
+def test_two_files_with_one_stem_are_refused():
+    with pytest.raises(NeurodynError, match="same file name"):
+        session_names(["a/day.h5", "b/day.h5"])
+
+
+def test_a_session_the_observation_model_does_not_fit_is_named(tmp_path):
+    paths = write_sessions(tmp_path)
+    with h5py.File(paths[1], "r+") as f:
+        f["data"][0, 0, 0] = 0.5  # not a spike count
+    with pytest.raises(NeurodynError, match="day1.h5: key 'data' holds non-integer values"):
+        read_model_data(paths, LfadsConfig(**SMALL))
+
+
+def test_different_event_delays_are_refused(tmp_path):
+    paths = write_sessions(tmp_path)
+    with h5py.File(paths[2], "r+") as f:
+        f.attrs["event_delay_ms"] = 40.0
+    with pytest.raises(NeurodynError, match="day2.h5: an event delay of 2 bins"):
+        read_model_data(paths, LfadsConfig(**SMALL))
+
+
+def test_each_session_is_split_on_its_own(tmp_path):
+    paths = write_sessions(tmp_path)
+    data = read_model_data(paths, LfadsConfig(**SMALL))
+    for s in range(3):
+        train = data.sessions.local_trials(s, data.split.train)
+        valid = data.sessions.local_trials(s, data.split.valid)
+        assert train.size and valid.size
+        assert np.union1d(train, valid).size == data.sessions.num_trials[s]
+    assert data.config.session_neurons == NEURONS
+
+
+# -- the read-in and its PCR initialisation -------------------------------------------------------
+
+def test_session_readin_is_a_separate_linear_map_per_session():
+    torch.manual_seed(0)
+    readin = SessionReadin(input_dim=7, readin_dim=3, num_sessions=2)
+    blocks = [slice(0, 4), slice(4, 7)]
+    x = torch.zeros(5, 6, 7)
+    session = torch.tensor([0, 1, 1, 0, 1])
+    for trial, s in enumerate(session.tolist()):
+        x[trial, :, blocks[s]] = torch.randn(6, blocks[s].stop - blocks[s].start)
+    out = readin(x, session)
+    for trial, s in enumerate(session.tolist()):
+        expected = torch.nn.functional.linear(x[trial, :, blocks[s]], readin.weight[:, blocks[s]], readin.bias[s])
+        torch.testing.assert_close(out[trial], expected)
+
+
+def test_pcr_alignment_matches_an_independent_pca_and_ridge():
+    rng = np.random.default_rng(3)
+    shared = rng.standard_normal((40, 3))
+    averages = [shared @ rng.standard_normal((3, n)) + 0.1 * rng.standard_normal((40, n)) + 2.0 for n in (6, 4, 5)]
+    k = 3
+    alignments = pcr_alignment(averages, readin_dim=k)
+    centred = [a - a.mean(0) for a in averages]
+    scores = PCA(n_components=k, svd_solver="full").fit_transform(np.concatenate(centred, axis=1))
+    basis = scores / scores.std(0)
+    for block, average, alignment in zip(centred, averages, alignments):
+        lam = 1e-3 * np.mean(np.diag(block.T @ block))
+        ridge = Ridge(alpha=lam, fit_intercept=False).fit(block, basis)
+        # Principal components are defined up to sign: compare with each component's sign aligned.
+        signs = np.sign(np.sum(alignment.weight * ridge.coef_.T, axis=0))
+        np.testing.assert_allclose(alignment.weight * signs, ridge.coef_.T, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(alignment.bias, -average.mean(0) @ alignment.weight, rtol=1e-10)
+        activity_map = np.linalg.pinv(basis) @ block
+        np.testing.assert_allclose(alignment.activity_map * signs[:, None], activity_map, rtol=1e-6, atol=1e-9)
+        # The read-in of a session's averaged activity gives (about) the shared basis.
+        readin = average @ alignment.weight + alignment.bias
+        assert np.corrcoef(readin[:, 0], basis[:, 0] * signs[0])[0, 1] > 0.99
+
+
+def test_averaged_activity_is_the_smoothed_condition_mean_of_observed_entries():
+    rng = np.random.default_rng(4)
+    data = rng.poisson(2.0, (6, 10, 3)).astype(float)
+    data[0, 2, 1] = np.nan
+    condition = np.array([0, 1, 0, 1, 0, 1])
+    result = averaged_activity(data, condition, np.array([1, 0]))
+    expected = []
+    for label in (1, 0):
+        mean = np.nanmean(data[condition == label], axis=0)
+        expected.append(gaussian_filter1d(mean, 2.0, axis=0, mode="nearest"))
+    np.testing.assert_allclose(result, np.concatenate(expected), rtol=1e-12)
+
+
+def test_condition_labels_shared_by_every_session():
+    assert shared_condition_labels([np.array([0, 1, 2]), np.array([2, 1, 5])]).tolist() == [1, 2]
+    assert shared_condition_labels([np.array([0]), None]) is None
+    assert shared_condition_labels([np.array([0]), np.array([1])]) is None
+
+
+def test_trainer_initialises_the_readin_by_pcr_and_needs_the_sessions(tmp_path):
+    data = read_model_data(write_sessions(tmp_path), LfadsConfig(**SMALL))
+    inputs = data.trainer_inputs()
+    trainer = LfadsTrainer(data.config, **inputs)
+    # The read-in of the training trials' condition averages is centred: the PCR bias is -mean x W.
+    s, block = 1, data.sessions.neurons(1)
+    members = inputs["train_session"] == s
+    average = averaged_activity(inputs["train_data"][members][..., block], inputs["train_condition"][members],
+                                shared_condition_labels([inputs["train_condition"][inputs["train_session"] == i]
+                                                         for i in range(3)]))
+    readin = average @ trainer.model.readin.weight.detach().numpy()[:, block].T + \
+        trainer.model.readin.bias.detach().numpy()[s]
+    np.testing.assert_allclose(readin.mean(0), 0.0, atol=1e-4)
+    with pytest.raises(NeurodynError, match="train_session"):
+        LfadsTrainer(data.config, **{**inputs, "train_session": None})
+
+
+def test_a_trials_output_does_not_depend_on_other_sessions_weights():
+    config = LfadsConfig(**SMALL, session_neurons=[4, 3])
+    torch.manual_seed(0)
+    model = LFADS(config, 7, make_observation_model("poisson", 7)).eval()
+    x = torch.zeros(2, 8, 7)
+    x[:, :, :4] = torch.poisson(torch.full((2, 8, 4), 1.0))
+    session = torch.zeros(2, dtype=torch.int64)
+    before = model(x, sample_posteriors=False, session=session).readout[..., :4, :]
+    with torch.no_grad():
+        model.readin.weight[:, 4:] += 1.0
+        model.readin.bias[1] += 1.0
+        model.readout.weight[4:] += 1.0
+    after = model(x, sample_posteriors=False, session=session).readout[..., :4, :]
+    torch.testing.assert_close(before, after)
+    with pytest.raises(NeurodynError, match="session index"):
+        model(x, sample_posteriors=False)
+
+
+# -- end to end -----------------------------------------------------------------------------------
+
+def test_train_writes_each_sessions_outputs_in_its_own_folder(stitched):
+    root, paths, out = stitched
+    checkpoint = load_checkpoint(out / "checkpoint.safetensors")
+    assert checkpoint["sessions"]["names"] == ["day0", "day1", "day2"]
+    for path, neurons, trials in zip(paths, NEURONS, TRIALS_PER_CONDITION):
+        seen = []
+        for split in ("train", "valid"):
+            output = read_split_output(out / path.stem / f"{split}_output.h5")
+            assert output.rates.shape[1:] == (14, neurons)
+            assert output.arrays["factors"].shape[-1] == SMALL["factors_dim"]
+            seen += output.trial_idx.tolist()
+            with h5py.File(out / path.stem / f"{split}_output.h5") as f:
+                assert f.attrs["session"] == path.stem
+        assert sorted(seen) == list(range(6 * trials))
+        assert not (out / f"{path.stem}" / "test_output.h5").exists()
+    assert not (out / "valid_output.h5").exists()
+
+
+def test_infer_applies_the_model_to_a_sessions_file(stitched, tmp_path):
+    root, paths, out = stitched
+    target = tmp_path / "day1_again.h5"
+    assert main(["infer", str(out), "--data", str(paths[1]), "--out", str(target), "--session", "day1"]) == 0
+    valid = read_split_output(out / "day1" / "valid_output.h5", rates_key="rates_posterior_mean")
+    again = read_split_output(target, rates_key="rates_posterior_mean")
+    np.testing.assert_allclose(again.rates[valid.trial_idx], valid.rates, rtol=1e-4, atol=1e-6)
+    # The session named like the file's stem is found without --session.
+    assert main(["infer", str(out), "--data", str(paths[2]), "--out", str(tmp_path / "b.h5")]) == 0
+
+
+def test_infer_refuses_a_file_of_another_session_or_no_session(stitched, tmp_path, capsys):
+    root, paths, out = stitched
+    assert main(["infer", str(out), "--data", str(paths[1]), "--out", str(tmp_path / "x.h5"),
+                 "--session", "day0"]) != 0
+    assert "has 6 neurons" in capsys.readouterr().err
+    other = tmp_path / "other.h5"
+    other.write_bytes(paths[1].read_bytes())
+    assert main(["infer", str(out), "--data", str(other), "--out", str(tmp_path / "y.h5")]) != 0
+    assert "--session NAME" in capsys.readouterr().err
+
+
+def test_evaluate_and_map_to_latents_work_per_session(stitched, capsys):
+    root, paths, out = stitched
+    assert main(["evaluate", str(out), "--data", str(paths[2])]) == 0
+    assert (out / "day2" / "evaluation.json").is_file()
+    assert main(["map-to-latents", str(out), "--data", str(paths[0])]) == 0
+    assert (out / "day0" / "map_to_latents.json").is_file()
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", str(root / "config.yaml")]) != 0
+
+
+def test_rerunning_continues_and_a_changed_session_is_refused(stitched, tmp_path):
+    root, paths, out = stitched
+    config = LfadsConfig(**SMALL)
+    assert "nothing to do" in train_model(config, paths, out, progress=False, echo=lambda _: None).messages[0]
+    copies = write_sessions(tmp_path, seed=5)
+    with pytest.raises(NeurodynError, match="another data file"):
+        train_model(config, copies, out, progress=False, echo=lambda _: None)
+
+
+def test_overwrite_removes_the_earlier_sessions_folders(tmp_path):
+    config = LfadsConfig(**{**SMALL, "max_epochs": 1})
+    paths = write_sessions(tmp_path, neurons=[5, 4], trials=[2, 2])
+    out = tmp_path / "run"
+    train_model(config, paths, out, progress=False, echo=lambda _: None)
+    assert (out / "day1" / "valid_output.h5").is_file()
+    train_model(config, paths[0], out, progress=False, overwrite=True, echo=lambda _: None)
+    assert not (out / "day1").exists() and (out / "valid_output.h5").is_file()
+
+
+def test_heldout_neurons_in_the_config_are_refused_with_several_sessions(tmp_path):
+    paths = write_sessions(tmp_path)
+    with pytest.raises(NeurodynError, match="heldout_neurons"):
+        read_model_data(paths, LfadsConfig(**SMALL, heldout_neurons=[1]))
+
+
+def test_a_pbt_run_of_several_sessions_exports_each_sessions_outputs(tmp_path):
+    from pbt_helpers import write_config
+
+    paths = write_sessions(tmp_path, neurons=[5, 4], trials=[2, 2])
+    config = write_config(tmp_path, num_workers=2, max_generations=1)
+    out = tmp_path / "results"
+    assert main(["run", str(config), "--data", *map(str, paths), "--out", str(out), "--no-progress"]) == 0
+    best = out / "pbt_best_model"
+    for path, neurons in zip(paths, (5, 4)):
+        assert read_split_output(best / path.stem / "valid_output.h5").rates.shape[-1] == neurons
+    assert load_checkpoint(best / "checkpoint.safetensors")["trainer"]["config"]["session_neurons"] == [5, 4]
+    assert "stitching 2 sessions" in (out / "tiny" / "run.log").read_text()
+
+
+def test_the_population_engine_refuses_several_sessions(tmp_path, capsys):
+    from pbt_helpers import write_config
+
+    paths = write_sessions(tmp_path, neurons=[5, 4], trials=[2, 2])
+    config = write_config(tmp_path, engine="population")
+    assert main(["run", str(config), "--data", *map(str, paths), "--out", str(tmp_path / "r"), "--no-progress"]) != 0
+    assert "engine: population does not train models of several sessions" in capsys.readouterr().err
