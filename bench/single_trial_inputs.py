@@ -40,16 +40,15 @@ import argparse
 import concurrent.futures
 import datetime
 import json
-import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import yaml
+
+from _common import commit_line, machine_line
 
 # The data design (the Lorenz spiking benchmark's sizes, trials that never repeat).
 DATA = dict(num_neurons=29, num_samples=50, bin_ms=20.0, kick_size=10.0, kick_duration_bins=2, kick_axes="x",
@@ -193,28 +192,6 @@ def parse_overrides(pairs: list[str]) -> dict:
             except ValueError:
                 overrides[key] = yaml.safe_load(value)
     return overrides
-
-
-def machine_line() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    return f"{platform.node()}: {cpu}, {os.cpu_count()} cores, load at the end {load}; Python {platform.python_version()}"
-
-
-def commit_line() -> str:
-    def git(*args):
-        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = " (uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""
-    return commit + dirty
 
 
 def print_table(rows: list[dict], args, overrides: dict, wall: float, num_test: int, commit: str) -> None:
