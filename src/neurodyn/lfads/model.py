@@ -42,6 +42,17 @@ class LfadsOutput:
     gen_states: torch.Tensor | None = None
 
 
+def hide_from_encoders(neuron_mask: torch.Tensor, num_steps: int, forward_bins: int) -> torch.Tensor:
+    """What the encoders may see of a trial of ``num_steps`` bins: ``neuron_mask`` ``(..., N)`` (0 for
+    held-out neurons) repeated over the bins, ``(..., num_steps, N)``, with the last ``forward_bins``
+    bins 0 (the forward-prediction window: the generator runs through it, no encoder sees it)."""
+    if forward_bins >= num_steps:
+        raise NeurodynError(f"forward_bins {forward_bins} is not shorter than the trials ({num_steps} bins): "
+                            "the encoders would see nothing")
+    in_window = torch.arange(num_steps, device=neuron_mask.device) < num_steps - forward_bins
+    return neuron_mask.unsqueeze(-2) * in_window.to(neuron_mask.dtype).unsqueeze(-1)
+
+
 class LFADS(nn.Module):
     """LFADS for ``num_neurons`` neurons with the given observation model; sizes from ``config``."""
 
@@ -79,6 +90,8 @@ class LFADS(nn.Module):
                 raise NeurodynError(f"heldout_neurons {config.heldout_neurons} do not fit {num_neurons} neurons")
             input_mask[config.heldout_neurons] = 0.0
         self.register_buffer("encoder_input_mask", input_mask)
+        # Forward prediction (fp-bps): the last forward_bins bins are hidden from the encoders too.
+        self.forward_bins = config.forward_bins
 
     def set_keep_prob(self, keep_prob: float) -> None:
         """Change the dropout keep probability (PBT explores it between generations)."""
@@ -94,10 +107,11 @@ class LFADS(nn.Module):
         step (required when ``ext_input_dim`` > 0, refused otherwise); never seen by the encoders."""
         batch, num_steps, _ = encoder_input.shape
         self.check_ext_input(ext_input, batch, num_steps)
-        x = self.dropout(encoder_input * self.encoder_input_mask, rng)
+        mask = self.encoder_mask(num_steps)
+        x = self.dropout(encoder_input * mask, rng)
         if self.mask_as_input:
             visible = torch.ones_like(encoder_input) if encoder_visible is None else encoder_visible
-            x = torch.cat([x, visible * self.encoder_input_mask], dim=-1)
+            x = torch.cat([x, visible * mask], dim=-1)
         _, ic_final = self.ic_encoder(x)
         ic_mean, ic_logvar = self.ic_posterior(self.dropout(ic_final, rng)).chunk(2, dim=-1)
         ic_std = torch.sqrt(torch.exp(ic_logvar) + self.ic_post_var_min)
@@ -115,6 +129,11 @@ class LFADS(nn.Module):
         readout = self.readout(decoded.factors).view(batch, num_steps, self.num_neurons, -1)
         return LfadsOutput(readout, decoded.factors, ic_mean, ic_std,
                            decoded.co_mean, decoded.co_std, decoded.co_sample, decoded.gen_states)
+
+    def encoder_mask(self, num_steps: int) -> torch.Tensor:
+        """``(num_steps, N)``: 1 where the encoders may see the data, 0 for held-out neurons and for the
+        last ``forward_bins`` bins (see ``hide_from_encoders``)."""
+        return hide_from_encoders(self.encoder_input_mask, num_steps, self.forward_bins)
 
     def check_ext_input(self, ext_input: torch.Tensor | None, batch: int, num_steps: int) -> None:
         """Raise NeurodynError unless ``ext_input`` is ``(batch, num_steps, ext_input_dim)`` (None when 0)."""
