@@ -22,7 +22,7 @@ from neurodyn.observation.registry import read_dataset_for
 from neurodyn.runs.checkpoint import build_model, load_checkpoint
 from neurodyn.runs.layout import BEST_MODEL_DIR, LEGACY_CHECKPOINT_FILE, TrainLayout
 from neurodyn.runs.outputs import write_split_output
-from neurodyn.train.run import delay_ext_input, infer_outputs, output_attributes
+from neurodyn.train.run import check_forward_bins, delay_ext_input, infer_outputs, output_attributes
 
 
 def model_folder(run_dir: str | Path) -> TrainLayout:
@@ -84,6 +84,7 @@ def infer_new_data(run_dir: str | Path, data_path: str | Path, out_path: str | P
     if delay >= dataset.num_samples:
         raise NeurodynError(f"{data_path}: trials of {dataset.num_samples} bins are not longer than the model's "
                             f"event delay ({delay} bins)")
+    check_forward_bins(config, dataset)  # the model hides the last forward_bins of every trial here too
     model_view = dataclasses.replace(dataset, data=append_unobserved_bins(dataset.data, delay),
                                      ext_input=delay_ext_input(dataset.ext_input, delay))
     # Empirical Bayes would weigh the new trials against training trials this file does not hold.
