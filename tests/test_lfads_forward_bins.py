@@ -168,7 +168,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("forward")
     rng = np.random.default_rng(7)
     data = rng.poisson(1.5, (24, 10, N)).astype(np.float32)
-    write_dataset(root / "d.h5", NeuralDataset(data=data))
+    split = np.array(["train"] * 14 + ["valid"] * 5 + ["test"] * 5)
+    write_dataset(root / "d.h5", NeuralDataset(data=data, heldout_neurons=np.array([1]), split=split))
     config = LfadsConfig(**SMALL, forward_bins=4, max_epochs=2, batch_size=8, posterior_samples=3, device="cpu")
     result = train_model(config, root / "d.h5", root / "run", progress=False)
     return root, data, result
@@ -208,3 +209,23 @@ def test_forward_bins_with_an_event_delay_is_refused(tmp_path):
     config = LfadsConfig(**SMALL, forward_bins=2, event_delay_bins=1, max_epochs=1, device="cpu")
     with pytest.raises(NeurodynError, match="forward_bins cannot be combined with an event delay"):
         train_model(config, tmp_path / "d.h5", tmp_path / "run", progress=False)
+
+
+def test_evaluate_scores_fp_bps_on_the_window_and_co_bps_on_the_seen_bins(trained, capsys):
+    from neurodyn.evaluate.cobps import co_bps
+    from neurodyn.evaluate.fpbps import fp_bps
+    from neurodyn.evaluate.report import evaluate_run, format_metrics
+    from neurodyn.runs.outputs import read_run_outputs
+
+    root, data, _ = trained
+    result = evaluate_run(root / "run", root / "d.h5")
+    outputs = read_run_outputs(root / "run")
+    for scores, split in ((result, "valid"), (result["test"], "test")):
+        out = outputs[split]
+        assert scores["fp_bps"] == pytest.approx(fp_bps(out.rates, data[out.trial_idx], 4), rel=1e-12)
+        assert scores["co_bps"] == pytest.approx(co_bps(out.rates[:, :6], data[out.trial_idx][:, :6], [1]),
+                                                 rel=1e-12)
+    assert not any("fp-bps" in note for note in result["notes"])
+    text = format_metrics(result)
+    assert f"fp-bps (valid, forward window):        {result['fp_bps']:.4f}" in text
+    assert f"    fp-bps:         {result['test']['fp_bps']:.4f}" in text
