@@ -229,3 +229,22 @@ def test_evaluate_scores_fp_bps_on_the_window_and_co_bps_on_the_seen_bins(traine
     text = format_metrics(result)
     assert f"fp-bps (valid, forward window):        {result['fp_bps']:.4f}" in text
     assert f"    fp-bps:         {result['test']['fp_bps']:.4f}" in text
+
+
+def test_infer_on_new_data_hides_the_window_and_refuses_trials_no_longer_than_it(trained, tmp_path):
+    from neurodyn.train.apply import infer_new_data
+
+    root, data, _ = trained
+    changed = data.copy()
+    changed[:, 6:] = 30.0
+    rates = []
+    for name, values in (("new.h5", data), ("changed.h5", changed)):
+        write_dataset(tmp_path / name, NeuralDataset(data=values))
+        infer_new_data(root / "run", tmp_path / name, tmp_path / f"out_{name}")
+        with h5py.File(tmp_path / f"out_{name}", "r") as f:
+            assert f.attrs["forward_bins"] == 4
+            rates.append(f["rates"][()])
+    np.testing.assert_array_equal(rates[0], rates[1])
+    write_dataset(tmp_path / "short.h5", NeuralDataset(data=data[:, :4]))
+    with pytest.raises(NeurodynError, match=r"short\.h5: forward_bins 4 is not shorter than the trials \(4 bins\)"):
+        infer_new_data(root / "run", tmp_path / "short.h5", tmp_path / "out_short.h5")
