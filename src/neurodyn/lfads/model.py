@@ -5,6 +5,8 @@ dropout -> IC encoder (BiGRU) -> IC posterior N(mean, std) -> sample -> generato
 CI encoder (BiGRU, lagged) -> controller -> inferred inputs -> generator -> factors -> readout ->
 observation-model parameters per neuron and time. Measured inputs ``ext_input`` ``(B, T, E)`` (e.g.
 a stimulus; ``ext_input_dim`` E > 0) go to the generator only, beside the inferred inputs.
+Held-out neurons and the last ``forward_bins`` bins of a trial (forward prediction) are zeroed at
+the encoders' input (``encoder_mask``) but still generated and read out.
 """
 
 from __future__ import annotations
