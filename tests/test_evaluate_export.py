@@ -90,6 +90,40 @@ def test_nlb_submission_is_scored_by_nlb_tools(prepared):
     assert "vel R2" in scores
 
 
+def test_nlb_submission_of_a_forward_prediction_run_is_scored_by_nlb_tools(prepared):
+    """A run with forward_bins 5: its last 5 bins are NLB's *_forward arrays, scored as fp-bps."""
+    nlb_evaluation = pytest.importorskip("nlb_tools.evaluation", reason="pip install --no-deps nlb-tools")
+    from neurodyn.evaluate.fpbps import fp_bps
+
+    dataset = read_dataset(prepared / "run_data.h5")
+    rates, _, train_idx, valid_idx = write_fake_run(prepared / "run", NUM_TRIALS, NUM_BINS, NUM_UNITS)
+    for name in ("train_output.h5", "valid_output.h5"):
+        with h5py.File(prepared / "run" / name, "a") as f:
+            f.attrs["forward_bins"] = 5
+    shapes = write_nlb_submission(prepared / "run", prepared / "run_data.h5", prepared / "submission.h5", "mc_maze_20")
+    seen = NUM_BINS - 5
+    assert shapes["mc_maze_20/eval_rates_heldout"] == (len(valid_idx), seen, 3)
+    assert shapes["mc_maze_20/train_rates_heldin"] == (len(train_idx), seen, NUM_UNITS - 3)
+    assert shapes["mc_maze_20/eval_rates_heldin_forward"] == (len(valid_idx), 5, NUM_UNITS - 3)
+    assert shapes["mc_maze_20/eval_rates_heldout_forward"] == (len(valid_idx), 5, 3)
+    assert not any(key.startswith("mc_maze_20/train") and key.endswith("_forward") for key in shapes)
+
+    heldout, heldin = [2, 5, 6], [0, 1, 3, 4, 7]
+    spikes = dataset.data[valid_idx]
+    rng = np.random.default_rng(1)
+    target = {"mc_maze_20": {
+        "eval_spikes_heldout": spikes[:, :seen][..., heldout],
+        "eval_spikes_heldin_forward": spikes[:, seen:][..., heldin],
+        "eval_spikes_heldout_forward": spikes[:, seen:][..., heldout],
+        "train_behavior": rng.standard_normal((len(train_idx), seen, 2)),
+        "eval_behavior": rng.standard_normal((len(valid_idx), seen, 2)),
+    }}
+    scores = nlb_evaluation.evaluate(target, str(prepared / "submission.h5"))[0]["mc_maze_20_split"]
+    submitted = rates[valid_idx].astype(np.float32).astype(np.float64)
+    assert scores["fp-bps"] == pytest.approx(fp_bps(submitted, spikes, 5), rel=1e-6)
+    assert scores["co-bps"] == pytest.approx(co_bps(submitted[:, :seen], spikes[:, :seen], heldout), rel=1e-6)
+
+
 def test_nlb_needs_heldout_neurons_and_matching_bins(tmp_path, prepared):
     write_fake_run(prepared / "run", NUM_TRIALS, NUM_BINS, NUM_UNITS)
     with pytest.raises(NeurodynError, match=r"bins of 20 ms, but NLB's 'mc_maze' is scored at 5 ms"):

@@ -17,7 +17,7 @@ from neurodyn.runs.outputs import read_run_outputs
 
 NUM_TRIALS, NUM_SAMPLES, NUM_NEURONS, NUM_LATENTS, NUM_FACTORS = 24, 20, 8, 3, 4
 EXPECTED_KEYS = {
-    "rate_r2", "bits_per_spike", "co_bps", "latent_r2", "latent_r2_per_dim", "latent_ridge_alpha", "num_train_trials",
+    "rate_r2", "bits_per_spike", "co_bps", "fp_bps", "latent_r2", "latent_r2_per_dim", "latent_ridge_alpha", "num_train_trials",
     "num_valid_trials", "num_neurons", "num_samples", "run_dir", "output_dir", "data_path", "evaluation_json",
     "figure", "summary_figure", "notes",
 }
@@ -97,7 +97,8 @@ def test_evaluate_run_writes_json_and_png_with_metric_values(synthetic):
     assert result["latent_r2"] == pytest.approx(mapping.r2, rel=1e-12)
     np.testing.assert_allclose(result["latent_r2_per_dim"], mapping.r2_per_dim, rtol=1e-12)
     assert result["latent_ridge_alpha"] == mapping.alpha
-    assert result["notes"] == []
+    assert result["fp_bps"] is None
+    assert result["notes"] == ["fp-bps skipped: the run has no forward-prediction window (forward_bins 0)"]
 
     text = format_metrics(result)
     assert f"{result['rate_r2']:.4f}" in text and f"{result['bits_per_spike']:.4f}" in text

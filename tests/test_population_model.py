@@ -77,6 +77,7 @@ CASES = [
     dict(observation="poisson", ext_input_dim=2, heldout_neurons=[1], mask_as_input=True),
     dict(observation="zig", co_dim=1),
     dict(observation="gamma"),
+    dict(observation="poisson", co_dim=2, forward_bins=2, heldout_neurons=[1], mask_as_input=True),
 ]
 
 

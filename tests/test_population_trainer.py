@@ -100,6 +100,7 @@ CASES = {
     "controller-heldout-ext": dict(co_dim=2, heldout_neurons=[3], ext_input_dim=EXT, mask_as_input=True),
     "zig-controller": dict(observation="zig", co_dim=1, s_min=0.15, l2_gamma_distance_scale=1e-2),
     "gamma-shift": dict(observation="gamma", temporal_shift_std=1.0, cell_clip_value=0.8),
+    "controller-forward-shift": dict(co_dim=2, forward_bins=2, temporal_shift_std=1.0, mask_as_input=True),
 }
 
 

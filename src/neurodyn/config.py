@@ -55,6 +55,10 @@ class LfadsConfig(BaseModel):
     heldout_neurons: list[int] = Field(default_factory=list,
                                        description="neurons never shown to the encoder but reconstructed (co-bps); "
                                                    "taken from the data file's 'heldout_neurons' when not set")
+    forward_bins: int = Field(0, ge=0, description="forward prediction (fp-bps): the last this many bins of every trial "
+                                                    "are never shown to the encoders; the generator runs on through "
+                                                    "them and their rates are predictions, scored by 'neurodyn "
+                                                    "evaluate' as fp-bps. Training still fits them. 0 = off")
     event_delay_bins: int | Literal["auto"] = Field(
         "auto", description="bins by which each event trails the spikes it reports (calcium events: about a frame); "
                             "the model fits its rates at bin t to the events of bin t + this, so its rates line up "

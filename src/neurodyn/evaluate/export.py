@@ -10,7 +10,9 @@ writes.
 NLB: one group named after the NLB dataset (e.g. ``mc_maze_20``) holding ``train_rates_heldin``,
 ``train_rates_heldout``, ``eval_rates_heldin``, ``eval_rates_heldout`` ``(trials, bins, neurons)``
 float32; train = the run's train split, eval = its valid split; held-out neurons from the data
-file's ``heldout_neurons``.
+file's ``heldout_neurons``. A run trained with ``forward_bins`` f > 0 also gets
+``eval_rates_heldin_forward`` and ``eval_rates_heldout_forward`` (its last f bins, fp-bps), and the
+other arrays then cover the bins before them.
 """
 
 from __future__ import annotations
@@ -78,9 +80,14 @@ def write_nlb_submission(run_dir: str | os.PathLike, data_path: str | os.PathLik
                                 "non-negative for an NLB submission")
         order = np.argsort(output.trial_idx, kind="stable")  # data-file order, as an NLB target file lists trials
         heldin = np.setdiff1d(np.arange(num_neurons), heldout)
-        rates = output.rates[order]
+        # A forward-prediction run's last bins are NLB's separate *_forward arrays (eval trials only).
+        seen_bins = output.rates.shape[1] - int(output.attrs.get("forward_bins", 0))
+        rates, forward = output.rates[order][:, :seen_bins], output.rates[order][:, seen_bins:]
         arrays[f"{dataset_name}/{prefix}_rates_heldin"] = rates[..., heldin].astype(np.float32)
         arrays[f"{dataset_name}/{prefix}_rates_heldout"] = rates[..., heldout].astype(np.float32)
+        if prefix == "eval" and forward.shape[1]:
+            arrays[f"{dataset_name}/eval_rates_heldin_forward"] = forward[..., heldin].astype(np.float32)
+            arrays[f"{dataset_name}/eval_rates_heldout_forward"] = forward[..., heldout].astype(np.float32)
         arrays[f"{dataset_name}/{prefix}_trial_idx"] = output.trial_idx[order]
     write_h5_atomic(out_path, arrays)
     return {key: value.shape for key, value in arrays.items()}

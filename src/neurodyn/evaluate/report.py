@@ -21,6 +21,7 @@ from neurodyn.data.event_timing import advance_events
 from neurodyn.data.seed_format import read_dataset
 from neurodyn.errors import NeurodynError
 from neurodyn.evaluate.cobps import co_bps
+from neurodyn.evaluate.fpbps import fp_bps
 from neurodyn.evaluate.figures import plot_data_summary, plot_inferred_vs_true, save_figure
 from neurodyn.runs.tables import find_training_logs
 from neurodyn.evaluate.metrics import bits_per_spike, map_to_latents, rate_r2
@@ -69,7 +70,8 @@ def evaluate_run(
         ``pbt_best_model/`` is scored).
     data_path : str or PathLike
         The data file the run was trained on. Metrics whose ground truth it lacks (``truth``,
-        ``latents``, spike counts, ``heldout_neurons``) are skipped with a note.
+        ``latents``, spike counts, ``heldout_neurons``; a run without ``forward_bins``) are skipped
+        with a note.
     figure_path : str or PathLike, optional
         Where to write the example-trial figure (default ``run_dir/evaluation.png``).
 
@@ -82,7 +84,9 @@ def evaluate_run(
     -----
     Writes ``run_dir/evaluation.json`` and the figure (``run_dir/evaluation.png`` unless
     ``figure_path`` is given), both atomically. Returns the dict stored in the JSON: ``rate_r2``,
-    ``bits_per_spike``, ``latent_r2``, ``latent_r2_per_dim``, ``latent_ridge_alpha`` (each None
+    ``bits_per_spike``, ``co_bps`` (held-out neurons, on the bins the encoders saw), ``fp_bps`` (all
+    neurons, on the last ``forward_bins`` bins of a run trained with ``forward_bins`` > 0; see
+    ``evaluate.fpbps``), ``latent_r2``, ``latent_r2_per_dim``, ``latent_ridge_alpha`` (each None
     when skipped), ``num_train_trials``, ``num_valid_trials``, ``num_neurons``, ``num_samples``,
     ``run_dir``, ``output_dir``, ``data_path``, ``evaluation_json``, ``figure``, ``summary_figure``
     (``evaluation_summary.png``: condition-averaged data vs model, factor PCs, training curve), ``notes``.
@@ -112,6 +116,7 @@ def evaluate_run(
         test = _split_scores(outputs["test"], train, dataset).scores
         result["test"] = {"num_trials": int(outputs["test"].trial_idx.size),
                           **{key: test[key] for key in ("rate_r2", "bits_per_spike", "co_bps", "latent_r2")}}
+        result["test"]["fp_bps"] = test["fp_bps"]
 
     run_dir = report_dir(run_dir, output_dir)
     figure_path = Path(figure_path) if figure_path is not None else run_dir / FIGURE_NAME
@@ -156,6 +161,7 @@ def _split_scores(scored: RunOutput, train: RunOutput, dataset) -> _SplitScores:
     lack what it needs, with a note); the latent map is fit on the train trials."""
     # The observations as the model was fit to them (moved earlier by its event delay, if any).
     counts = advance_events(dataset.data[scored.trial_idx], scored.event_delay_bins)
+    forward_bins = int(scored.attrs.get("forward_bins", 0))
     notes: list[str] = []
     scores: dict = {"rate_r2": None, "bits_per_spike": None, "co_bps": None, "latent_r2": None,
                     "latent_r2_per_dim": None, "latent_ridge_alpha": None}
@@ -169,10 +175,16 @@ def _split_scores(scored: RunOutput, train: RunOutput, dataset) -> _SplitScores:
         scores["bits_per_spike"] = _finite_or_none(bits_per_spike(scored.rates, counts))
         if dataset.heldout_neurons is not None and dataset.heldout_neurons.size:
             # The model never saw these neurons' activity: their bits per spike measure how well the
-            # population dynamics predict unseen neurons (the Neural Latents Benchmark's co-bps).
-            scores["co_bps"] = _finite_or_none(co_bps(scored.rates, counts, dataset.heldout_neurons))
+            # population dynamics predict unseen neurons (the Neural Latents Benchmark's co-bps, scored
+            # on the bins the encoders saw; the forward window is fp-bps's).
+            seen = slice(0, counts.shape[1] - forward_bins)
+            scores["co_bps"] = _finite_or_none(co_bps(scored.rates[:, seen], counts[:, seen],
+                                                      dataset.heldout_neurons))
     else:
         notes.append("bits per spike skipped: the observed data are not spike counts (non-integer or negative)")
+    scores["fp_bps"], fp_note = _forward_prediction(scored, counts, forward_bins)
+    if fp_note:
+        notes.append(fp_note)
     mapping = true_latents = None
     if dataset.latents is None:
         notes.append("latent R^2 skipped: the data file has no 'latents'")
@@ -185,6 +197,20 @@ def _split_scores(scored: RunOutput, train: RunOutput, dataset) -> _SplitScores:
         scores["latent_r2_per_dim"] = [_finite_or_none(v) for v in mapping.r2_per_dim]
         scores["latent_ridge_alpha"] = mapping.alpha
     return _SplitScores(scores, notes, counts, true_rates, true_latents, mapping)
+
+
+def _forward_prediction(scored: RunOutput, counts: np.ndarray, forward_bins: int) -> tuple[float | None, str | None]:
+    """fp-bps of a split (the rates of the run's last ``forward_bins`` bins, which no encoder saw), or
+    None and why not."""
+    if forward_bins == 0:
+        return None, "fp-bps skipped: the run has no forward-prediction window (forward_bins 0)"
+    window = counts[:, counts.shape[1] - forward_bins:]
+    if not _holds_counts(window):
+        return None, "fp-bps skipped: the forward window's data are not spike counts (non-integer or negative)"
+    try:
+        return _finite_or_none(fp_bps(scored.rates, counts, forward_bins)), None
+    except NeurodynError as error:  # e.g. no spike in the window
+        return None, f"fp-bps skipped: {error}"
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -202,6 +228,8 @@ def format_metrics(result: dict) -> str:
     ]
     if result.get("co_bps") is not None:
         lines.append(f"  co-bps (valid, held-out neurons):      {_fmt(result['co_bps'])}")
+    if result.get("fp_bps") is not None:
+        lines.append(f"  fp-bps (valid, forward window):        {_fmt(result['fp_bps'])}")
     lines += [
         f"  latent R^2 (ridge, train -> valid):    {_fmt(result['latent_r2'])}",
     ]
@@ -215,6 +243,8 @@ def format_metrics(result: dict) -> str:
                   f"    bits per spike: {_fmt(test['bits_per_spike'])}"]
         if test.get("co_bps") is not None:
             lines.append(f"    co-bps:         {_fmt(test['co_bps'])}")
+        if test.get("fp_bps") is not None:
+            lines.append(f"    fp-bps:         {_fmt(test['fp_bps'])}")
         lines.append(f"    latent R^2:     {_fmt(test['latent_r2'])}")
     lines += [f"  note: {note}" for note in result.get("notes", [])]
     if result.get("evaluation_json"):

@@ -15,9 +15,11 @@ entries of the reconstruction may pass gradient:
 Both masks compose: the gradient mask is observed AND dropped. With a shift, "observed" and CD
 positions refer to the shifted arrays.
 
-Held-out neurons (co-bps; 0 in the model's ``encoder_input_mask``) never reach the encoder, so no
-count of theirs can be copied to the output: CD does not apply to them and every observed entry of
-theirs passes gradient.
+Held-out neurons (co-bps; 0 in the model's ``encoder_input_mask``) and the forward-prediction bins
+(fp-bps; the last ``forward_bins`` of a trial) never reach the encoder, so no count of theirs can be
+copied to the output: CD does not apply to them and every observed entry of theirs passes gradient
+(the model's ``encoder_mask`` marks both). With a temporal shift, the hidden entries are taken out
+of the encoder input before it is shifted, so no shift moves them into view.
 """
 
 from __future__ import annotations
@@ -86,15 +88,17 @@ def training_masks(data: torch.Tensor, keep_ratio: float, cd_pass_fraction: floa
 
     ``temporal_shift_std`` > 0 shifts the encoder input's and the target's channels independently
     (see the module docstring) before SBTT and CD are applied to the shifted arrays.
-    ``encoder_input_mask`` ``(N,)``: the model's, 0 for held-out neurons, whose observed entries all
-    pass gradient whatever CD drew (None: every neuron is encoder input).
+    ``encoder_input_mask`` ``(N,)`` or ``(T, N)``: 0 where the encoder never sees the data (the model's
+    ``encoder_mask(T)``: held-out neurons, forward-prediction bins), whose observed entries all pass
+    gradient whatever CD drew (None: every entry is encoder input).
     """
     input_data = target_data = data
     if temporal_shift_std > 0:
         batch, _, channels = data.shape
         input_shifts = random_temporal_shifts(batch, channels, temporal_shift_std, data.device, generator)
         target_shifts = random_temporal_shifts(batch, channels, temporal_shift_std, data.device, generator)
-        input_data = shift_channels(data, input_shifts)
+        hidden = data if encoder_input_mask is None else data.masked_fill(encoder_input_mask == 0, float("nan"))
+        input_data = shift_channels(hidden, input_shifts)
         target_data = shift_channels(data, target_shifts)
     observed = ~torch.isnan(target_data)
     target = torch.where(observed, target_data, torch.zeros_like(target_data))

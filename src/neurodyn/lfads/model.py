@@ -5,6 +5,8 @@ dropout -> IC encoder (BiGRU) -> IC posterior N(mean, std) -> sample -> generato
 CI encoder (BiGRU, lagged) -> controller -> inferred inputs -> generator -> factors -> readout ->
 observation-model parameters per neuron and time. Measured inputs ``ext_input`` ``(B, T, E)`` (e.g.
 a stimulus; ``ext_input_dim`` E > 0) go to the generator only, beside the inferred inputs.
+Held-out neurons and the last ``forward_bins`` bins of a trial (forward prediction) are zeroed at
+the encoders' input (``encoder_mask``) but still generated and read out.
 
 A stitched model (``session_neurons`` with two or more sessions) adds a per-session read-in
 before the encoders (``neurodyn.lfads.stitching``); each trial then comes with its session index.
@@ -44,6 +46,17 @@ class LfadsOutput:
     co_std: torch.Tensor | None
     co_sample: torch.Tensor | None
     gen_states: torch.Tensor | None = None
+
+
+def hide_from_encoders(neuron_mask: torch.Tensor, num_steps: int, forward_bins: int) -> torch.Tensor:
+    """What the encoders may see of a trial of ``num_steps`` bins: ``neuron_mask`` ``(..., N)`` (0 for
+    held-out neurons) repeated over the bins, ``(..., num_steps, N)``, with the last ``forward_bins``
+    bins 0 (the forward-prediction window: the generator runs through it, no encoder sees it)."""
+    if forward_bins >= num_steps:
+        raise NeurodynError(f"forward_bins {forward_bins} is not shorter than the trials ({num_steps} bins): "
+                            "the encoders would see nothing")
+    in_window = torch.arange(num_steps, device=neuron_mask.device) < num_steps - forward_bins
+    return neuron_mask.unsqueeze(-2) * in_window.to(neuron_mask.dtype).unsqueeze(-1)
 
 
 class LFADS(nn.Module):
@@ -92,6 +105,8 @@ class LFADS(nn.Module):
                 raise NeurodynError(f"heldout_neurons {config.heldout_neurons} do not fit {num_neurons} neurons")
             input_mask[config.heldout_neurons] = 0.0
         self.register_buffer("encoder_input_mask", input_mask)
+        # Forward prediction (fp-bps): the last forward_bins bins are hidden from the encoders too.
+        self.forward_bins = config.forward_bins
 
     @property
     def is_stitched(self) -> bool:
@@ -114,10 +129,11 @@ class LFADS(nn.Module):
         ``session`` ``(B,)`` int: each trial's session (required by a stitched model, ignored otherwise)."""
         batch, num_steps, _ = encoder_input.shape
         self.check_ext_input(ext_input, batch, num_steps)
-        x = self.dropout(encoder_input * self.encoder_input_mask, rng)
+        mask = self.encoder_mask(num_steps)
+        x = self.dropout(encoder_input * mask, rng)
         if self.mask_as_input:
             visible = torch.ones_like(encoder_input) if encoder_visible is None else encoder_visible
-            x = torch.cat([x, visible * self.encoder_input_mask], dim=-1)
+            x = torch.cat([x, visible * mask], dim=-1)
         if self.readin is not None:
             if session is None:
                 raise NeurodynError("a stitched model needs each trial's session index")
@@ -139,6 +155,11 @@ class LFADS(nn.Module):
         readout = self.readout(decoded.factors).view(batch, num_steps, self.num_neurons, -1)
         return LfadsOutput(readout, decoded.factors, ic_mean, ic_std,
                            decoded.co_mean, decoded.co_std, decoded.co_sample, decoded.gen_states)
+
+    def encoder_mask(self, num_steps: int) -> torch.Tensor:
+        """``(num_steps, N)``: 1 where the encoders may see the data, 0 for held-out neurons and for the
+        last ``forward_bins`` bins (see ``hide_from_encoders``)."""
+        return hide_from_encoders(self.encoder_input_mask, num_steps, self.forward_bins)
 
     def check_ext_input(self, ext_input: torch.Tensor | None, batch: int, num_steps: int) -> None:
         """Raise NeurodynError unless ``ext_input`` is ``(batch, num_steps, ext_input_dim)`` (None when 0)."""

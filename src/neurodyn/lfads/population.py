@@ -25,7 +25,7 @@ from torch import nn
 
 from neurodyn.errors import NeurodynError
 from neurodyn.lfads.encoders import lag_controller_inputs
-from neurodyn.lfads.model import LFADS, LfadsOutput
+from neurodyn.lfads.model import LFADS, LfadsOutput, hide_from_encoders
 from neurodyn.lfads.priors import gaussian_log_density, kl_diagonal_to_isotropic
 from neurodyn.observation.gamma import gamma_nll
 from neurodyn.observation.poisson import poisson_nll
@@ -112,6 +112,7 @@ class PopulationLFADS(nn.Module):
         self.ci_lag = template.ci_lag
         self.ic_prior_var, self.ic_post_var_min = template.ic_prior_var, template.ic_post_var_min
         self.mask_as_input = template.mask_as_input
+        self.forward_bins = template.forward_bins
         self.cell_clip_value = template.decoder.cell_clip_value
         self.observation_name = template.observation.name
         self.params_per_neuron = template.observation.params_per_neuron
@@ -242,7 +243,7 @@ class PopulationLFADS(nn.Module):
         if (ext_input is None) != (self.ext_input_dim == 0):
             raise NeurodynError(f"the population takes {self.ext_input_dim} measured inputs per step; got "
                                 f"{'none' if ext_input is None else tuple(ext_input.shape)}")
-        mask = self.encoder_input_mask.unsqueeze(1).unsqueeze(1)
+        mask = self.encoder_mask(num_steps).unsqueeze(1)
         x = encoder_input * mask
         if noise is not None:
             x = x * noise.input_keep
@@ -270,6 +271,10 @@ class PopulationLFADS(nn.Module):
         readout = _linear(factors, self._stacked("readout.weight"), self._stacked("readout.bias"))
         readout = readout.view(workers, batch, num_steps, self.num_neurons, -1)
         return LfadsOutput(readout, factors, ic_mean, ic_std, co_mean, co_std, co_sample, states)
+
+    def encoder_mask(self, num_steps: int) -> torch.Tensor:
+        """``(W, num_steps, N)``: each worker's ``LFADS.encoder_mask``."""
+        return hide_from_encoders(self.encoder_input_mask, num_steps, self.forward_bins)
 
     def _bidirectional(self, prefix: str, x: torch.Tensor, outputs: bool = True
                        ) -> tuple[torch.Tensor | None, torch.Tensor]:

@@ -24,7 +24,7 @@ from neurodyn.runs.layout import BEST_MODEL_DIR, LEGACY_CHECKPOINT_FILE, TrainLa
 from neurodyn.runs.outputs import write_split_output
 from neurodyn.data.sessions import SessionLayout
 from neurodyn.train.inference import LATENT_OUTPUTS
-from neurodyn.train.run import delay_ext_input, infer_outputs, output_attributes
+from neurodyn.train.run import check_forward_bins, delay_ext_input, infer_outputs, output_attributes
 
 
 def model_folder(run_dir: str | Path) -> TrainLayout:
@@ -106,6 +106,7 @@ def infer_new_data(run_dir: str | Path, data_path: str | Path, out_path: str | P
     if delay >= dataset.num_samples:
         raise NeurodynError(f"{data_path}: trials of {dataset.num_samples} bins are not longer than the model's "
                             f"event delay ({delay} bins)")
+    check_forward_bins(config, dataset)  # the model hides the last forward_bins of every trial here too
     model_data = append_unobserved_bins(dataset.data, delay)
     if sessions is not None:
         # The union of the sessions' neurons, the file's own block observed (neurodyn.data.sessions).

@@ -149,7 +149,8 @@ def infer_empirical_bayes(model: LFADS, data: np.ndarray, reference_data: np.nda
     one. Under it, the posterior of a trial of ``data`` is a weighted set of those draws, each weighted
     by the likelihood of the trial's observed entries under the draw's readout (self-normalised
     importance weights), and its outputs are the weighted averages of the draws' outputs. Held-out
-    neurons (``heldout_neurons``) do not count as evidence.
+    neurons (``heldout_neurons``) and the forward-prediction bins (``forward_bins``) do not count as
+    evidence.
 
     ``data_ids`` / ``reference_ids`` name the trials (e.g. indices into one file): a trial is never
     weighted against its own draws, so training trials get a leave-one-out prior. Returns the keys of
@@ -180,8 +181,9 @@ def infer_empirical_bayes(model: LFADS, data: np.ndarray, reference_data: np.nda
     reference_ids = torch.as_tensor(np.full(reference_t.shape[0], -1) if reference_ids is None
                                     else np.asarray(reference_ids), device=device)
     masks = inference_masks(data_t)
-    # Held-out neurons (co-bps) are never evidence, as they are never encoder input.
-    evidence = masks.observed * model.encoder_input_mask
+    # Held-out neurons (co-bps) and forward-prediction bins (fp-bps) are never evidence, as they are
+    # never encoder input.
+    evidence = masks.observed * model.encoder_mask(data_t.shape[1])
     references_per_pass = max(1, batch_size // samples_per_trial)
     # Trials per block of the running softmax: its (trials, draws) weights times the largest output.
     trials_per_block = 256

@@ -137,7 +137,7 @@ class PopulationTrainer:
             c = member.config
             batch = self.train_data[trials[k]]
             masks.append(training_masks(batch, c.keep_ratio, c.cd_pass_fraction, member.generator,
-                                        c.temporal_shift_std, self.model.encoder_input_mask[k]))
+                                        c.temporal_shift_std, self.model.encoder_mask(batch.shape[1])[k]))
             # LfadsTrainer's shard seed (one shard): drawn after the masks, seeding the forward pass's stream.
             seed = torch.randint(0, 2 ** 62, (1,), generator=member.generator, device=self.device).tolist()[0]
             rng = torch.Generator(device=self.device)

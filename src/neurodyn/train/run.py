@@ -160,6 +160,7 @@ def read_model_dataset(data_path: str | Path, config: LfadsConfig) -> tuple[Neur
         raise NeurodynError(f"{dataset.source}: event_delay_bins {delay} is not shorter than the trials "
                             f"({dataset.num_samples} bins)")
     config = LfadsConfig(**{**config.model_dump(), "event_delay_bins": delay})
+    check_forward_bins(config, dataset)
     model_data = append_unobserved_bins(dataset.data, delay)
     return dataclasses.replace(dataset, data=model_data, ext_input=delay_ext_input(dataset.ext_input, delay),
                                truth=None, latents=None), config
@@ -257,10 +258,24 @@ def session_folders(layout: TrainLayout, sessions: SessionLayout | None) -> list
     return names
 
 
+def check_forward_bins(config: LfadsConfig, dataset: NeuralDataset) -> None:
+    """Refuse a ``forward_bins`` the data file's trials cannot hold (``event_delay_bins`` resolved)."""
+    if not config.forward_bins:
+        return
+    if config.forward_bins >= dataset.num_samples:
+        raise NeurodynError(f"{dataset.source}: forward_bins {config.forward_bins} is not shorter than the trials "
+                            f"({dataset.num_samples} bins); the encoders must see some bins of every trial")
+    if int(config.event_delay_bins):
+        raise NeurodynError(f"{dataset.source}: forward_bins cannot be combined with an event delay "
+                            f"(event_delay_bins {int(config.event_delay_bins)}: the model runs behind the data, "
+                            "so its last bins are not the data's); set one of them to 0")
+
+
 def output_attributes(config: LfadsConfig, dataset: NeuralDataset) -> dict:
     """The attributes every output file carries: how its arrays were made, and the bin width when known."""
     attrs = {"observation": config.observation, "posterior_samples": config.posterior_samples,
-             "inference": config.inference, "event_delay_bins": int(config.event_delay_bins)}
+             "inference": config.inference, "event_delay_bins": int(config.event_delay_bins),
+             "forward_bins": int(config.forward_bins)}
     if "bin_ms" in dataset.attrs:
         attrs["bin_ms"] = float(dataset.attrs["bin_ms"])
     return attrs

@@ -244,7 +244,7 @@ class LfadsTrainer:
         """
         c = self.config
         masks = training_masks(batch, c.keep_ratio, c.cd_pass_fraction, self.generator, c.temporal_shift_std,
-                               self.model.encoder_input_mask)
+                               self.model.encoder_mask(batch.shape[1]))
         num_shards = max(1, min(threads, batch.shape[0] // MIN_SHARD_TRIALS))
         bounds = np.linspace(0, batch.shape[0], num_shards + 1).round().astype(int)
         seeds = torch.randint(0, 2 ** 62, (num_shards,), generator=self.generator, device=self.device).tolist()
