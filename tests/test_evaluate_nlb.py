@@ -149,6 +149,21 @@ def test_psth_r2_leaves_out_bins_where_the_reference_is_undefined_like_nlb():
     assert psth_r2(inferred[scored], condition[scored], reference, condition) == pytest.approx(expected, rel=1e-9)
 
 
+def test_psth_r2_leaves_out_each_neurons_own_undefined_bins():
+    """Where the reference PSTH is undefined for some neurons only, each neuron's R^2 uses its own defined
+    bins: nlb_tools' eval_psth run one neuron at a time, averaged over neurons."""
+    condition, truth, inferred = psth_problem(7)
+    reference = truth.copy()
+    reference[condition == 1, 5:9, 3] = np.nan
+    reference[condition == 4, :2, 0] = np.nan
+    labels = np.unique(condition)
+    psth = np.stack([reference[condition == label].mean(axis=0) for label in labels])
+    eval_cond_idx = [np.flatnonzero(condition == label) for label in labels]
+    expected = np.mean([nlb_evaluation.eval_psth(psth[..., [n]], inferred[..., [n]], eval_cond_idx)
+                        for n in range(psth.shape[-1])])
+    assert psth_r2(inferred, condition, reference) == pytest.approx(expected, rel=1e-9)
+
+
 def test_psth_r2_averages_observed_counts_ignoring_unobserved_entries():
     condition, truth, inferred = psth_problem(5)
     counts = np.random.default_rng(5).poisson(truth).astype(float)

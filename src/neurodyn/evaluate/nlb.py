@@ -153,8 +153,10 @@ def psth_r2(
     For each condition among the scored trials, the PSTH of the rates (their mean over that
     condition's scored trials) is compared with the PSTH of ``reference`` (its mean over that
     condition's reference trials, NaN ignored). The PSTHs of all conditions are stacked along
-    time, bins where the reference PSTH is undefined for any neuron are left out, and the R^2 is
-    taken per neuron and averaged uniformly over neurons.
+    time and the R^2 is taken per neuron, over the bins where that neuron's reference PSTH is
+    defined (NLB leaves out the bins where its PSTH is undefined, which there are the same for
+    all neurons), then averaged uniformly over neurons. Neurons whose reference PSTH is defined at
+    fewer than two bins are left out.
 
     Parameters
     ----------
@@ -198,9 +200,14 @@ def psth_r2(
     if unknown.size:
         raise NeurodynError(f"psth R^2: condition(s) {', '.join(str(c) for c in unknown[:5])} of the scored trials "
                             "have no reference trial")
-    predicted = condition_average(rates, condition, labels)
-    target = condition_average(reference, reference_condition, labels)
-    defined = np.all(np.isfinite(target), axis=-1)  # (conditions, samples)
-    if not defined.any():
-        raise NeurodynError("psth R^2: the reference PSTH is undefined (never observed) at every bin")
-    return float(r2_score(target[defined], predicted[defined]))
+    predicted = _rows(condition_average(rates, condition, labels))
+    target = _rows(condition_average(reference, reference_condition, labels))
+    neuron_r2 = []
+    for neuron in range(target.shape[1]):
+        defined = np.isfinite(target[:, neuron])
+        if defined.sum() >= 2:
+            neuron_r2.append(r2_score(target[defined, neuron], predicted[defined, neuron]))
+    if not neuron_r2:
+        raise NeurodynError("psth R^2: the reference PSTH is undefined (never observed) at all but at most one bin "
+                            "of every neuron")
+    return float(np.mean(neuron_r2))
