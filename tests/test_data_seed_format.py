@@ -395,6 +395,58 @@ def test_ext_input_shape_and_values_are_checked(tmp_path):
         write_dataset(tmp_path / "bad.h5", dataset)
 
 
+# --- measured behaviour (behavior) ----------------------------------------------------------------
+
+BEHAVIOR_DIM = 2
+
+
+def test_behavior_round_trips_in_file_layout_and_follows_subset(tmp_path):
+    dataset = make_dataset()
+    dataset.behavior = np.random.default_rng(6).standard_normal((TRIALS, SAMPLES, BEHAVIOR_DIM)).astype(np.float32)
+    path = tmp_path / "run1_data.h5"
+    write_dataset(path, dataset)
+    with h5py.File(path, "r") as f:
+        assert f["behavior"].shape == (BEHAVIOR_DIM, SAMPLES, TRIALS)
+        assert f["behavior"][1, 4, 3] == dataset.behavior[3, 4, 1]
+    back = read_dataset(path)
+    np.testing.assert_array_equal(back.behavior, dataset.behavior)
+    assert back.behavior.dtype == np.float32
+    np.testing.assert_array_equal(back.subset(np.array([5, 2])).behavior, dataset.behavior[[5, 2]])
+    assert make_dataset().behavior is None
+    assert NeuralDataset(data=dataset.data, behavior=np.ones((TRIALS, SAMPLES, 1))).behavior.dtype == np.float32
+
+
+def test_behavior_of_the_wrong_shape_is_named_in_one_line(tmp_path):
+    path = tmp_path / "x_data.h5"
+    data = np.ones((NEURONS, SAMPLES, TRIALS))
+    write_raw(path, data=data, behavior=np.ones((BEHAVIOR_DIM, SAMPLES, TRIALS - 1)))
+    message = expect_error(path, "key 'behavior'", f"has shape ({BEHAVIOR_DIM}, {SAMPLES}, {TRIALS - 1})",
+                           f"expected ({BEHAVIOR_DIM}, {SAMPLES}, {TRIALS}) = (behavior_dim, num_samples, num_trials)",
+                           observation=None)
+    assert "\n" not in message
+    write_raw(path, data=data, behavior=np.ones((SAMPLES, TRIALS)))
+    expect_error(path, "key 'behavior'", "expected (behavior_dim >= 1, "
+                 f"{SAMPLES}, {TRIALS}) = (behavior_dim, num_samples, num_trials)", observation=None)
+    dataset = make_dataset()
+    dataset.behavior = np.ones((TRIALS, SAMPLES + 1, BEHAVIOR_DIM))
+    with pytest.raises(NeurodynError, match=r"'behavior' has shape \(6, 8, 2\); expected \(6, 7, behavior_dim"):
+        write_dataset(tmp_path / "bad.h5", dataset)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_behavior_with_nan_or_inf_is_refused_with_one_line(tmp_path, bad):
+    path = tmp_path / "x_data.h5"
+    behavior = np.ones((BEHAVIOR_DIM, SAMPLES, TRIALS))
+    behavior[0, 3, 2] = bad
+    write_raw(path, data=np.ones((NEURONS, SAMPLES, TRIALS)), behavior=behavior)
+    message = expect_error(path, "key 'behavior'", "NaN or infinite", "trial indices 2", observation=None)
+    assert "\n" not in message
+    dataset = make_dataset()
+    dataset.behavior = np.transpose(behavior)
+    with pytest.raises(NeurodynError, match="key 'behavior' holds NaN or infinite values"):
+        write_dataset(tmp_path / "bad.h5", dataset)
+
+
 def test_split_from_the_file_gives_train_valid_and_test_trials():
     dataset = make_dataset()
     dataset.split = np.array([2, 0, 1, 0, 2, 0])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 
 import h5py
 import numpy as np
@@ -19,7 +20,7 @@ NUM_TRIALS, NUM_SAMPLES, NUM_NEURONS, NUM_LATENTS, NUM_FACTORS = 24, 20, 8, 3, 4
 EXPECTED_KEYS = {
     "rate_r2", "bits_per_spike", "co_bps", "fp_bps", "latent_r2", "latent_r2_per_dim", "latent_ridge_alpha", "num_train_trials",
     "num_valid_trials", "num_neurons", "num_samples", "run_dir", "output_dir", "data_path", "evaluation_json",
-    "figure", "summary_figure", "notes",
+    "figure", "summary_figure", "notes", "vel_r2", "psth_r2", "psth_reference", "nlb_not_computed",
 }
 
 
@@ -98,7 +99,11 @@ def test_evaluate_run_writes_json_and_png_with_metric_values(synthetic):
     np.testing.assert_allclose(result["latent_r2_per_dim"], mapping.r2_per_dim, rtol=1e-12)
     assert result["latent_ridge_alpha"] == mapping.alpha
     assert result["fp_bps"] is None
-    assert result["notes"] == ["fp-bps skipped: the run has no forward-prediction window (forward_bins 0)"]
+    assert result["notes"] == []
+    # The fixture has condition labels and true rates but neither behaviour nor held-out neurons, and the
+    # run has no forward window.
+    assert result["psth_reference"] == "truth" and result["psth_r2"] is not None and result["vel_r2"] is None
+    assert set(result["nlb_not_computed"]) == {"co_bps", "vel_r2", "fp_bps"}
 
     text = format_metrics(result)
     assert f"{result['rate_r2']:.4f}" in text and f"{result['bits_per_spike']:.4f}" in text
@@ -227,3 +232,119 @@ def test_map_to_latents_without_latents_names_the_key(synthetic, tmp_path, capsy
     _write_h5(no_latents, data=_to_file_layout(synthetic["data"]))
     assert main(["map-to-latents", str(synthetic["run_dir"]), "--data", str(no_latents)]) == 2
     assert "'latents' is missing" in capsys.readouterr().err
+
+
+# --- Neural Latents Benchmark: vel R^2, psth R^2 and the metrics a data file cannot give ---------------
+
+
+def _with_behavior(synthetic, tmp_path, **extra):
+    """The fixture's data file plus a behaviour that is a noisy linear readout of the true rates."""
+    rng = np.random.default_rng(11)
+    behavior = (synthetic["truth"] @ rng.normal(0, 1, (NUM_NEURONS, 2))
+                + 0.3 * rng.standard_normal((NUM_TRIALS, NUM_SAMPLES, 2))).astype(np.float32)
+    path = tmp_path / "with_behavior.h5"
+    arrays = dict(data=_to_file_layout(synthetic["data"]), truth=_to_file_layout(synthetic["truth"]),
+                  condition=np.arange(NUM_TRIALS) % 6, behavior=_to_file_layout(behavior))
+    _write_h5(path, **{**arrays, **extra})
+    return path, behavior
+
+
+def _nlb_psth_r2(reference, condition, eval_rates, eval_condition):
+    """nlb_tools' eval_psth, one neuron at a time (so each neuron leaves out the bins where its own target
+    PSTH is undefined), averaged over neurons."""
+    nlb_evaluation = pytest.importorskip("nlb_tools.evaluation")
+    labels = np.unique(condition)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN entries of the target PSTH stay NaN
+        psth = np.stack([np.nanmean(reference[condition == label].astype(np.float64), axis=0) for label in labels])
+    eval_cond_idx = [np.flatnonzero(eval_condition == label) for label in labels]
+    return np.mean([nlb_evaluation.eval_psth(psth[..., [n]], eval_rates[..., [n]], eval_cond_idx)
+                    for n in range(psth.shape[-1])])
+
+
+def test_vel_r2_and_psth_r2_match_nlb_tools_on_the_run_outputs(synthetic, tmp_path):
+    nlb_evaluation = pytest.importorskip("nlb_tools.evaluation")
+    s = synthetic
+    path, behavior = _with_behavior(s, tmp_path)
+    result = evaluate_run(s["run_dir"], path)
+    train, valid = s["train_idx"], s["valid_idx"]  # the output files' trial order
+    flat = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731
+    expected_vel = nlb_evaluation.fit_and_eval_decoder(flat(s["inferred"][train]), flat(behavior[train]),
+                                                       flat(s["inferred"][valid]), flat(behavior[valid]))
+    assert result["vel_r2"] == pytest.approx(expected_vel, rel=1e-9)
+    condition = np.arange(NUM_TRIALS) % 6
+    # The target PSTHs average every trial of the file (NLB's PSTHs do); the rates only the valid ones.
+    expected_psth = _nlb_psth_r2(s["truth"], condition, s["inferred"][valid], condition[valid])
+    assert result["psth_r2"] == pytest.approx(expected_psth, rel=1e-9)
+    assert result["psth_reference"] == "truth"
+    assert set(result["nlb_not_computed"]) == {"co_bps", "fp_bps"}
+    assert result["nlb_not_computed"]["co_bps"] == ("co-bps: the data file has no 'heldout_neurons' key (neurons "
+                                                    "hidden from the encoder)")
+    assert json.loads((s["run_dir"] / "evaluation.json").read_text())["vel_r2"] == result["vel_r2"]
+    text = format_metrics(result)
+    assert f"vel R^2 (ridge, train -> valid):       {result['vel_r2']:.4f}" in text
+    assert f"psth R^2 (valid, vs truth PSTHs):      {result['psth_r2']:.4f}" in text
+    assert "not computed (NLB): co-bps: the data file has no 'heldout_neurons' key" in text
+
+
+def test_psth_r2_without_truth_compares_with_the_observed_counts(synthetic, tmp_path):
+    s = synthetic
+    path = tmp_path / "counts_only.h5"
+    condition = np.arange(NUM_TRIALS) % 6
+    _write_h5(path, data=_to_file_layout(s["data"]), condition=condition)
+    result = evaluate_run(s["run_dir"], path)
+    valid = s["valid_idx"]
+    assert result["psth_reference"] == "data"
+    # The data hold NaN (unobserved entries): each PSTH entry averages the trials that observed it, and
+    # a few (condition, bin, neuron) entries were never observed.
+    labels = np.unique(condition)
+    never = np.stack([np.isnan(s["data"][condition == label]).all(axis=0) for label in labels])
+    assert never.any() and not never.all(axis=-1).any()  # some neurons' bins, never a whole bin
+    assert result["psth_r2"] == pytest.approx(_nlb_psth_r2(s["data"], condition, s["inferred"][valid],
+                                                           condition[valid]), rel=1e-9)
+    assert "psth R^2 (valid, vs data PSTHs):" in format_metrics(result)
+
+
+def test_test_split_gets_vel_r2_and_psth_r2_fit_on_the_train_trials(synthetic, tmp_path):
+    nlb_evaluation = pytest.importorskip("nlb_tools.evaluation")
+    from neurodyn.runs.outputs import write_split_output
+
+    s = synthetic
+    path, behavior = _with_behavior(s, tmp_path)
+    test_idx = s["valid_idx"][:4]
+    write_split_output(s["run_dir"] / "test_output.h5",
+                       {"rates": s["inferred"][test_idx], "factors": np.zeros((4, NUM_SAMPLES, NUM_FACTORS))}, test_idx)
+    result = evaluate_run(s["run_dir"], path)
+    train = s["train_idx"]
+    flat = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731
+    expected_vel = nlb_evaluation.fit_and_eval_decoder(flat(s["inferred"][train]), flat(behavior[train]),
+                                                       flat(s["inferred"][test_idx]), flat(behavior[test_idx]))
+    assert result["test"]["vel_r2"] == pytest.approx(expected_vel, rel=1e-9)
+    condition = np.arange(NUM_TRIALS) % 6
+    assert result["test"]["psth_r2"] == pytest.approx(
+        _nlb_psth_r2(s["truth"], condition, s["inferred"][test_idx], condition[test_idx]), rel=1e-9)
+    text = format_metrics(result)
+    assert f"vel R^2:       {result['test']['vel_r2']:.4f}" in text
+    assert f"psth R^2:      {result['test']['psth_r2']:.4f}" in text
+
+
+def test_nlb_metrics_the_data_file_cannot_give_are_listed_with_their_reason(synthetic, tmp_path):
+    bare = tmp_path / "bare.h5"
+    _write_h5(bare, data=_to_file_layout(synthetic["data"]))
+    result = evaluate_run(synthetic["run_dir"], bare)
+    assert result["vel_r2"] is None and result["psth_r2"] is None and result["psth_reference"] is None
+    reasons = result["nlb_not_computed"]
+    assert set(reasons) == {"co_bps", "vel_r2", "psth_r2", "fp_bps"}
+    assert json.loads((synthetic["run_dir"] / "evaluation.json").read_text())["nlb_not_computed"] == reasons
+    text = format_metrics(result)
+    for line in ("not computed (NLB): co-bps: the data file has no 'heldout_neurons' key",
+                 "not computed (NLB): vel R^2: the data file has no 'behavior' key",
+                 "not computed (NLB): psth R^2: the data file has no 'condition' key",
+                 "not computed (NLB): fp-bps: the run has no forward-prediction window"):
+        assert line in text
+
+
+def test_co_bps_is_not_listed_as_missing_when_the_file_holds_out_neurons(synthetic, tmp_path):
+    path, _ = _with_behavior(synthetic, tmp_path, heldout_neurons=np.array([1, 5]))
+    result = evaluate_run(synthetic["run_dir"], path)
+    assert result["co_bps"] is not None and set(result["nlb_not_computed"]) == {"fp_bps"}

@@ -147,6 +147,28 @@ def test_keep_masks_the_same_counts_and_keeps_exactly_b_neurons():
     assert masked.attrs["keep"] == 4
 
 
+def test_behavior_is_the_latents_velocity_and_changes_nothing_else():
+    plain = make_lorenz_spikes(**SMALL, keep=5, seed=4)
+    dataset = make_lorenz_spikes(**SMALL, keep=5, seed=4, behavior=True)
+    assert plain.behavior is None
+    assert dataset.behavior.shape == (dataset.num_trials, SMALL["num_samples"], 2)
+    for key in ("data", "truth", "latents", "condition"):
+        np.testing.assert_array_equal(getattr(dataset, key), getattr(plain, key))
+    # Independent check: a centred finite difference of finely integrated states, in latent units per bin.
+    settings = dataset.attrs
+    std, mean = np.asarray(settings["latent_std"]), np.asarray(settings["latent_mean"])
+    states = dataset.latents[:, 1:-1].reshape(-1, 3).astype(np.float64) * std + mean
+    h = 1e-4
+    forward = integrate_lorenz(states, 2, h)[:, -1]
+    backward = integrate_lorenz(states, 2, -h)[:, -1]
+    per_bin = (forward - backward) / (2 * h) / std * settings["lorenz_time_per_bin"]
+    np.testing.assert_allclose(dataset.behavior[:, 1:-1].reshape(-1, 2), per_bin[:, :2], rtol=1e-3, atol=1e-3)
+    # Trials of one condition share their behaviour, like their rates.
+    first = dataset.condition == 0
+    np.testing.assert_array_equal(dataset.behavior[first], np.broadcast_to(dataset.behavior[first][0],
+                                                                          dataset.behavior[first].shape))
+
+
 @pytest.mark.parametrize("bad", [dict(keep=13), dict(num_samples=1), dict(min_rate_hz=10.0, max_rate_hz=5.0),
                                  dict(bin_ms=0.0), dict(num_conditions=0)])
 def test_invalid_settings_raise_clear_errors(bad):
@@ -181,6 +203,20 @@ def test_cli_writes_a_readable_file_with_the_requested_design(tmp_path, capsys):
     expected = make_lorenz_spikes(num_neurons=9, num_samples=12, bin_ms=10.0, num_conditions=4,
                                   trials_per_condition=5, keep=3, seed=7, max_rate_hz=120.0)
     np.testing.assert_array_equal(dataset.data, expected.data)
+    assert dataset.behavior is None
+
+
+def test_cli_behavior_flag_writes_the_behavior_key(tmp_path, capsys):
+    out = tmp_path / "lorenz_data.h5"
+    args = parse(["synth", "lorenz-spikes", str(out), "--neurons", "5", "--conditions", "3",
+                  "--trials-per-condition", "2", "--bins", "10", "--behavior"])
+    assert args.func(args) == 0
+    assert "behavior: velocity of latents 0, 1" in capsys.readouterr().out
+    with h5py.File(out, "r") as f:
+        assert f["behavior"].shape == (2, 10, 6)  # (behavior_dim, samples, trials) in the file
+    expected = make_lorenz_spikes(num_neurons=5, num_conditions=3, trials_per_condition=2, num_samples=10,
+                                  behavior=True)
+    np.testing.assert_array_equal(read_dataset(out).behavior, expected.behavior)
 
 
 def test_cli_rejects_bad_keep_without_writing(tmp_path):

@@ -18,10 +18,14 @@ def register(subparsers) -> None:
     """Add the ``evaluate`` sub-command to the ``neurodyn`` parser."""
     parser = subparsers.add_parser(
         "evaluate",
-        help="score a run (rate R^2, bits per spike, co-bps, latent R^2) and draw it; writes evaluation.json and figures",
+        help="score a run (rate R^2, bits per spike, co-bps, vel R^2, psth R^2, latent R^2) and draw it; writes "
+        "evaluation.json and figures",
         description="Evaluate a trained run (or a PBT results directory with pbt_best_model/) on its data "
-        "file: rate R^2 against 'truth', bits per spike on observed entries, and the ridge map from "
-        "inferred log-rates to 'latents'. Metrics whose ground truth is absent are skipped. Also draws "
+        "file: rate R^2 against 'truth', bits per spike on observed entries, the ridge map from "
+        "inferred log-rates to 'latents', and the Neural Latents Benchmark metrics co-bps ('heldout_neurons'), "
+        "vel R^2 (ridge decoding of 'behavior' from the rates) and psth R^2 (condition-averaged rates vs "
+        "condition-averaged 'truth', else data, by 'condition'). Metrics whose ground truth is absent are "
+        "skipped, each NLB metric with its reason. Also draws "
         "evaluation_summary.png: condition-averaged data vs model rates, the factors' principal components and "
         "the training curve, useful on real data.",
     )

@@ -17,7 +17,7 @@ def register(subparsers) -> None:
         help="Poisson spiking population driven by the Lorenz system (the SBTT demo's design)",
         description="Lorenz latents -> random log-linear readout -> Poisson counts per bin; optional "
         "bandwidth masking keeps B neurons per trial and bin (the rest NaN). Writes data, truth "
-        "(expected count per bin), latents and condition.",
+        "(expected count per bin), latents and condition (and behavior with --behavior).",
     )
     lorenz.add_argument("output", metavar="OUT.h5", help="file to write, e.g. lorenz_data.h5 for run_name 'lorenz'")
     lorenz.add_argument("--keep", type=int, default=None, metavar="B",
@@ -34,6 +34,9 @@ def register(subparsers) -> None:
                         help="peak firing rate of every neuron, spikes/s: the rate scale (default: 75)")
     lorenz.add_argument("--lorenz-time-per-bin", type=float, default=0.03,
                         help="Lorenz system time advanced per bin; larger = faster dynamics (default: 0.03)")
+    lorenz.add_argument("--behavior", action="store_true",
+                        help="also write 'behavior': the velocity (exact time derivative) of the first two latents, "
+                        "in z-scored latent units per bin, for evaluate's vel R^2; the other keys are unchanged")
     add_overwrite_flag(lorenz)
     lorenz.set_defaults(func=run_lorenz_spikes)
     _register_lorenz_kicks(kinds)
@@ -129,6 +132,7 @@ def run_lorenz_spikes(args: argparse.Namespace) -> int:
         min_rate_hz=args.min_rate,
         max_rate_hz=args.max_rate,
         lorenz_time_per_bin=args.lorenz_time_per_bin,
+        behavior=args.behavior,
     )
     write_dataset(args.output, dataset)
     observed = dataset.observed_mask()
@@ -137,7 +141,8 @@ def run_lorenz_spikes(args: argparse.Namespace) -> int:
         f"{args.trials_per_condition}) x {dataset.num_samples} bins of {args.bin_ms:g} ms x "
         f"{dataset.num_neurons} neurons; {dataset.attrs['keep']} of {dataset.num_neurons} observed per bin; "
         f"true rate {dataset.truth.min():.2f}-{dataset.truth.max():.2f} (mean {dataset.truth.mean():.2f}) "
-        f"spikes per bin; {np.nanmean(dataset.data[observed]):.2f} mean observed count; seed {args.seed}"
+        f"spikes per bin; {np.nanmean(dataset.data[observed]):.2f} mean observed count; "
+        f"{'behavior: velocity of latents 0, 1; ' if dataset.behavior is not None else ''}seed {args.seed}"
     )
     return 0
 

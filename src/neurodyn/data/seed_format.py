@@ -11,6 +11,9 @@ File layout, as h5py reads it (MATLAB's column-major order makes it trials-last)
     ext_input  (ext_input_dim, num_samples, num_trials) optional; measured inputs per bin (e.g. a
                                                        stimulus), finite everywhere, fed to the
                                                        generator beside the inferred inputs
+    behavior   (behavior_dim, num_samples, num_trials) optional; measured behaviour per bin (e.g. hand
+                                                       velocity), finite everywhere; never shown to the
+                                                       model, decoded from its rates (vel R^2)
     split      (num_trials,)                           optional; each trial's role: 'train', 'valid'
                                                        or 'test' (strings, or integers 0 / 1 / 2);
                                                        without it a seeded valid_ratio split is drawn
@@ -34,7 +37,8 @@ from neurodyn.errors import NeurodynError
 
 FILE_AXES = "(num_neurons, num_samples, num_trials)"
 EXT_INPUT_AXES = "(ext_input_dim, num_samples, num_trials)"
-OPTIONAL_KEYS = ("truth", "latents", "condition", "heldout_neurons", "ext_input")
+BEHAVIOR_AXES = "(behavior_dim, num_samples, num_trials)"
+OPTIONAL_KEYS = ("truth", "latents", "condition", "heldout_neurons", "ext_input", "behavior")
 # The trial roles of the 'split' key, in the order of their integer codes 0, 1, 2.
 SPLIT_LABELS = ("train", "valid", "test")
 
@@ -57,6 +61,7 @@ class NeuralDataset:
     source: str = "<memory>"  # file path, for error messages
     ext_input: np.ndarray | None = None  # (num_trials, num_samples, ext_input_dim) float32 measured inputs
     split: np.ndarray | None = None  # (num_trials,) str: 'train', 'valid' or 'test' (integers 0/1/2 accepted)
+    behavior: np.ndarray | None = None  # (num_trials, num_samples, behavior_dim) float32 measured behaviour
 
     def __post_init__(self):
         # One dtype per field, so that a write/read round trip returns identical arrays.
@@ -71,6 +76,8 @@ class NeuralDataset:
             self.heldout_neurons = np.asarray(self.heldout_neurons, dtype=np.int64).reshape(-1)
         if self.ext_input is not None:
             self.ext_input = np.asarray(self.ext_input, dtype=np.float32)
+        if self.behavior is not None:
+            self.behavior = np.asarray(self.behavior, dtype=np.float32)
         if self.split is not None:
             self.split = split_labels(self.split)
 
@@ -112,6 +119,7 @@ class NeuralDataset:
             source=self.source,
             ext_input=take(self.ext_input),
             split=take(self.split),
+            behavior=take(self.behavior),
         )
 
 
@@ -148,14 +156,16 @@ def read_dataset(path: str | os.PathLike) -> NeuralDataset:
     ----------
     path : str or PathLike
         An h5 data file: ``data`` ``(num_neurons, num_samples, num_trials)`` as h5py reads it, and
-        optionally ``truth``, ``latents``, ``condition``, ``heldout_neurons`` and file attributes.
+        optionally ``truth``, ``latents``, ``condition``, ``heldout_neurons``, ``ext_input``,
+        ``behavior``, ``split`` and file attributes.
 
     Returns
     -------
     NeuralDataset
         ``data`` ``(num_trials, num_samples, num_neurons)`` float32 (NaN = not observed),
         ``truth`` and ``latents`` likewise trials-first (or None), ``condition`` ``(num_trials,)``,
-        ``heldout_neurons`` ``(k,)`` and ``attrs`` (the file attributes, e.g. ``bin_ms``).
+        ``heldout_neurons`` ``(k,)``, ``ext_input`` and ``behavior`` trials-first (or None) and
+        ``attrs`` (the file attributes, e.g. ``bin_ms``).
 
     Raises
     ------
@@ -174,6 +184,7 @@ def read_dataset(path: str | os.PathLike) -> NeuralDataset:
         source=source,
         ext_input=_to_trials_first(arrays.get("ext_input")),
         split=arrays.get("split"),
+        behavior=_to_trials_first(arrays.get("behavior")),
     )
     validate_values(dataset)
     return dataset
@@ -218,6 +229,10 @@ def _load_h5(path: Path, source: str) -> tuple[dict[str, np.ndarray], dict]:
         ext_input = arrays["ext_input"]
         dim = ext_input.shape[0] if ext_input.ndim == 3 and ext_input.shape[0] > 0 else "ext_input_dim >= 1"
         _check_shape(ext_input, "ext_input", (dim, num_samples, num_trials), EXT_INPUT_AXES, source)
+    if "behavior" in arrays:
+        behavior = arrays["behavior"]
+        dim = behavior.shape[0] if behavior.ndim == 3 and behavior.shape[0] > 0 else "behavior_dim >= 1"
+        _check_shape(behavior, "behavior", (dim, num_samples, num_trials), BEHAVIOR_AXES, source)
     if "split" in arrays:
         split = arrays["split"]
         if split.ndim == 2 and 1 in split.shape:  # MATLAB's (1, n) or (n, 1) vectors
@@ -331,6 +346,11 @@ def validate_structure(dataset: NeuralDataset) -> None:
                                   or ext_input.shape[2] == 0):
         raise NeurodynError(f"{source}: 'ext_input' has shape {ext_input.shape}; expected ({trials}, {samples}, "
                             "ext_input_dim >= 1) = (num_trials, num_samples, ext_input_dim) like 'data'")
+    behavior = dataset.behavior
+    if behavior is not None and (behavior.ndim != 3 or behavior.shape[:2] != (trials, samples)
+                                 or behavior.shape[2] == 0):
+        raise NeurodynError(f"{source}: 'behavior' has shape {behavior.shape}; expected ({trials}, {samples}, "
+                            "behavior_dim >= 1) = (num_trials, num_samples, behavior_dim) like 'data'")
     if dataset.split is not None:
         _validate_split(split_labels(dataset.split), trials, source)
 
@@ -371,6 +391,11 @@ def validate_values(dataset: NeuralDataset) -> None:
         raise NeurodynError(f"{source}: key 'ext_input' holds NaN or infinite values (trial indices "
                             f"{', '.join(str(i) for i in bad[:10])}{', ...' if bad.size > 10 else ''}); measured "
                             "inputs must be finite at every bin")
+    if dataset.behavior is not None and not np.isfinite(dataset.behavior).all():
+        bad = np.flatnonzero(~np.isfinite(dataset.behavior).all(axis=(1, 2)))
+        raise NeurodynError(f"{source}: key 'behavior' holds NaN or infinite values (trial indices "
+                            f"{', '.join(str(i) for i in bad[:10])}{', ...' if bad.size > 10 else ''}); the "
+                            "behaviour must be measured at every bin (cut the trials to the bins where it is)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,7 +420,7 @@ def write_dataset(path: str | os.PathLike, dataset: NeuralDataset) -> None:
     """
     validate_values(dataset)
     arrays = {"data": np.transpose(dataset.data, (2, 1, 0))}
-    for key in ("truth", "latents", "ext_input"):
+    for key in ("truth", "latents", "ext_input", "behavior"):
         value = getattr(dataset, key)
         if value is not None:
             arrays[key] = np.transpose(value, (2, 1, 0))

@@ -1,9 +1,10 @@
 """``neurodyn evaluate``: score a trained run against the data file's ground truth.
 
-Reads the run's outputs and the dataset, computes the metrics of ``metrics.py`` on the valid
-trials (the ridge map to latents is fit on the train trials), writes ``evaluation.json`` and a
+Reads the run's outputs and the dataset, computes the metrics of ``metrics.py``, ``cobps.py`` and
+``nlb.py`` on the valid trials, and on the test trials when the data file names some (the ridge
+maps to latents and to behaviour are fit on the train trials), writes ``evaluation.json`` and a
 figure, and returns the metrics as a dict. Metrics whose ground truth the data file lacks are
-skipped with a note.
+skipped with a note; the Neural Latents Benchmark metrics it cannot give are listed with the reason.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from neurodyn.evaluate.fpbps import fp_bps
 from neurodyn.evaluate.figures import plot_data_summary, plot_inferred_vs_true, save_figure
 from neurodyn.runs.tables import find_training_logs
 from neurodyn.evaluate.metrics import bits_per_spike, map_to_latents, rate_r2
+from neurodyn.evaluate.nlb import NLB_CV_FOLDS, psth_r2, velocity_r2
 from neurodyn.runs.layout import (EVALUATION_FIGURE, EVALUATION_JSON, EVALUATION_SUMMARY_FIGURE, find_output_dir,
                                   output_file_name, report_dir)
 from neurodyn.runs.outputs import RunOutput, read_run_outputs
@@ -45,6 +47,26 @@ def check_outputs_match_data(outputs: dict[str, RunOutput], dataset, output_dir:
                                 f"samples but {data_path} has {dataset.num_neurons} x {dataset.num_samples}")
     if outputs["valid"].trial_idx.size == 0:
         raise NeurodynError(f"{output_dir / output_file_name('valid')}: holds no valid trials to evaluate")
+
+
+def nlb_not_computed(dataset, forward_bins: int = 0) -> dict[str, str]:
+    """The Neural Latents Benchmark metrics this data file (and a run with ``forward_bins``) cannot give:
+    metric key -> one-line reason.
+
+    Stored in ``evaluation.json`` as ``nlb_not_computed`` and printed by ``format_metrics``; a new
+    NLB metric adds its own check here.
+    """
+    reasons = {}
+    if dataset.heldout_neurons is None or not dataset.heldout_neurons.size:
+        reasons["co_bps"] = "co-bps: the data file has no 'heldout_neurons' key (neurons hidden from the encoder)"
+    if dataset.behavior is None:
+        reasons["vel_r2"] = "vel R^2: the data file has no 'behavior' key (measured behaviour to decode)"
+    if dataset.condition is None:
+        reasons["psth_r2"] = "psth R^2: the data file has no 'condition' key (trial conditions to average over)"
+    if forward_bins == 0:
+        reasons["fp_bps"] = ("fp-bps: the run has no forward-prediction window (train it with forward_bins > 0: its "
+                             "last bins hidden from the encoders)")
+    return reasons
 
 
 def _holds_counts(data: np.ndarray) -> bool:
@@ -70,8 +92,8 @@ def evaluate_run(
         ``pbt_best_model/`` is scored).
     data_path : str or PathLike
         The data file the run was trained on. Metrics whose ground truth it lacks (``truth``,
-        ``latents``, spike counts, ``heldout_neurons``; a run without ``forward_bins``) are skipped
-        with a note.
+        ``latents``, spike counts, ``heldout_neurons``, ``behavior``, ``condition``; a run without
+        ``forward_bins``) are skipped with a note or a reason in ``nlb_not_computed``.
     figure_path : str or PathLike, optional
         Where to write the example-trial figure (default ``run_dir/evaluation.png``).
 
@@ -86,8 +108,11 @@ def evaluate_run(
     ``figure_path`` is given), both atomically. Returns the dict stored in the JSON: ``rate_r2``,
     ``bits_per_spike``, ``co_bps`` (held-out neurons, on the bins the encoders saw), ``fp_bps`` (all
     neurons, on the last ``forward_bins`` bins of a run trained with ``forward_bins`` > 0; see
-    ``evaluate.fpbps``), ``latent_r2``, ``latent_r2_per_dim``, ``latent_ridge_alpha`` (each None
-    when skipped), ``num_train_trials``, ``num_valid_trials``, ``num_neurons``, ``num_samples``,
+    ``evaluate.fpbps``), ``vel_r2``, ``psth_r2``, ``psth_reference`` (``'truth'`` or ``'data'``: what
+    the rate PSTHs were compared with), ``latent_r2``, ``latent_r2_per_dim``, ``latent_ridge_alpha``
+    (each None when skipped), ``nlb_not_computed`` (Neural Latents Benchmark metric -> why it could
+    not be computed), ``test`` (the test trials' scores, when the data file names test trials),
+    ``num_train_trials``, ``num_valid_trials``, ``num_neurons``, ``num_samples``,
     ``run_dir``, ``output_dir``, ``data_path``, ``evaluation_json``, ``figure``, ``summary_figure``
     (``evaluation_summary.png``: condition-averaged data vs model, factor PCs, training curve), ``notes``.
     """
@@ -109,13 +134,15 @@ def evaluate_run(
         "num_neurons": int(dataset.num_neurons),
         "num_samples": int(dataset.num_samples),
         **scored.scores,
+        "nlb_not_computed": nlb_not_computed(dataset, int(valid.attrs.get("forward_bins", 0))),
     }
     notes, counts, true_rates, true_latents, mapping = (scored.notes, scored.counts, scored.true_rates,
                                                        scored.true_latents, scored.mapping)
     if "test" in outputs:
         test = _split_scores(outputs["test"], train, dataset).scores
         result["test"] = {"num_trials": int(outputs["test"].trial_idx.size),
-                          **{key: test[key] for key in ("rate_r2", "bits_per_spike", "co_bps", "latent_r2")}}
+                          **{key: test[key] for key in ("rate_r2", "bits_per_spike", "co_bps", "latent_r2", "vel_r2",
+                                                         "psth_r2")}}
         result["test"]["fp_bps"] = test["fp_bps"]
 
     run_dir = report_dir(run_dir, output_dir)
@@ -157,14 +184,15 @@ class _SplitScores:
 
 
 def _split_scores(scored: RunOutput, train: RunOutput, dataset) -> _SplitScores:
-    """Rate R^2, bits per spike, co-bps and latent R^2 of one split's trials (each None when the data
-    lack what it needs, with a note); the latent map is fit on the train trials."""
+    """Rate R^2, bits per spike, co-bps, vel R^2, psth R^2 and latent R^2 of one split's trials (each None
+    when the data lack what it needs, with a note); the latent map and the behaviour decoder are fit on
+    the train trials."""
     # The observations as the model was fit to them (moved earlier by its event delay, if any).
     counts = advance_events(dataset.data[scored.trial_idx], scored.event_delay_bins)
     forward_bins = int(scored.attrs.get("forward_bins", 0))
     notes: list[str] = []
-    scores: dict = {"rate_r2": None, "bits_per_spike": None, "co_bps": None, "latent_r2": None,
-                    "latent_r2_per_dim": None, "latent_ridge_alpha": None}
+    scores: dict = {"rate_r2": None, "bits_per_spike": None, "co_bps": None, "vel_r2": None, "psth_r2": None,
+                    "psth_reference": None, "latent_r2": None, "latent_r2_per_dim": None, "latent_ridge_alpha": None}
     true_rates = None
     if dataset.truth is None:
         notes.append("rate R^2 skipped: the data file has no 'truth' (true rates)")
@@ -185,6 +213,7 @@ def _split_scores(scored: RunOutput, train: RunOutput, dataset) -> _SplitScores:
     scores["fp_bps"], fp_note = _forward_prediction(scored, counts, forward_bins)
     if fp_note:
         notes.append(fp_note)
+    _nlb_decoding_scores(scores, notes, scored, train, dataset)
     mapping = true_latents = None
     if dataset.latents is None:
         notes.append("latent R^2 skipped: the data file has no 'latents'")
@@ -203,7 +232,7 @@ def _forward_prediction(scored: RunOutput, counts: np.ndarray, forward_bins: int
     """fp-bps of a split (the rates of the run's last ``forward_bins`` bins, which no encoder saw), or
     None and why not."""
     if forward_bins == 0:
-        return None, "fp-bps skipped: the run has no forward-prediction window (forward_bins 0)"
+        return None, None  # reported in nlb_not_computed
     window = counts[:, counts.shape[1] - forward_bins:]
     if not _holds_counts(window):
         return None, "fp-bps skipped: the forward window's data are not spike counts (non-integer or negative)"
@@ -211,6 +240,25 @@ def _forward_prediction(scored: RunOutput, counts: np.ndarray, forward_bins: int
         return _finite_or_none(fp_bps(scored.rates, counts, forward_bins)), None
     except NeurodynError as error:  # e.g. no spike in the window
         return None, f"fp-bps skipped: {error}"
+
+
+def _nlb_decoding_scores(scores: dict, notes: list[str], scored: RunOutput, train: RunOutput, dataset) -> None:
+    """Fill in vel R^2 and psth R^2 (Neural Latents Benchmark) when the data file has what they need."""
+    if dataset.behavior is not None:
+        if train.rates.shape[0] * train.rates.shape[1] < NLB_CV_FOLDS:
+            notes.append(f"vel R^2 skipped: fewer than {NLB_CV_FOLDS} train bins to fit the behaviour decoder")
+        else:
+            scores["vel_r2"] = _finite_or_none(velocity_r2(train.rates, dataset.behavior[train.trial_idx],
+                                                           scored.rates, dataset.behavior[scored.trial_idx]))
+    if dataset.condition is not None:
+        # The target PSTH averages all trials of each condition in the file (as NLB's does): the true
+        # rates where known, else the observations as the model was fit to them.
+        if dataset.truth is not None:
+            scores["psth_reference"], reference = "truth", dataset.truth
+        else:
+            scores["psth_reference"], reference = "data", advance_events(dataset.data, scored.event_delay_bins)
+        scores["psth_r2"] = _finite_or_none(psth_r2(scored.rates, dataset.condition[scored.trial_idx], reference,
+                                                    dataset.condition))
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -230,6 +278,11 @@ def format_metrics(result: dict) -> str:
         lines.append(f"  co-bps (valid, held-out neurons):      {_fmt(result['co_bps'])}")
     if result.get("fp_bps") is not None:
         lines.append(f"  fp-bps (valid, forward window):        {_fmt(result['fp_bps'])}")
+    if result.get("vel_r2") is not None:
+        lines.append(f"  vel R^2 (ridge, train -> valid):       {_fmt(result['vel_r2'])}")
+    if result.get("psth_r2") is not None:
+        label = f"psth R^2 (valid, vs {result['psth_reference']} PSTHs):"
+        lines.append(f"  {label:<39}{_fmt(result['psth_r2'])}")
     lines += [
         f"  latent R^2 (ridge, train -> valid):    {_fmt(result['latent_r2'])}",
     ]
@@ -245,7 +298,11 @@ def format_metrics(result: dict) -> str:
             lines.append(f"    co-bps:         {_fmt(test['co_bps'])}")
         if test.get("fp_bps") is not None:
             lines.append(f"    fp-bps:         {_fmt(test['fp_bps'])}")
+        for key, label in (("vel_r2", "vel R^2: "), ("psth_r2", "psth R^2:")):
+            if test.get(key) is not None:
+                lines.append(f"    {label}      {_fmt(test[key])}")
         lines.append(f"    latent R^2:     {_fmt(test['latent_r2'])}")
+    lines += [f"  not computed (NLB): {reason}" for reason in result.get("nlb_not_computed", {}).values()]
     lines += [f"  note: {note}" for note in result.get("notes", [])]
     if result.get("evaluation_json"):
         saved = [result["evaluation_json"], result["figure"]] + ([result["summary_figure"]]

@@ -13,6 +13,10 @@ Poisson spike draws differ between them):
    rate as expected count per bin, ``r * bin_ms / 1000``.
 4. ``data`` ~ Poisson(truth), optionally bandwidth-masked: in every trial and bin exactly
    ``keep`` neurons, chosen uniformly without replacement, are observed; the rest are NaN.
+5. Optionally a ``behavior`` to decode (the Neural Latents Benchmark's vel R^2): the "velocity" of
+   the first two latents, their exact time derivative from the Lorenz equations,
+   ``d latents[..., :2] / dt``, in z-scored latent units per bin. The first is linear in the
+   latents, the second is not (``dy/dt = x (rho - z) - y``).
 
 Independent random streams (initial states, readout, spikes, mask) are derived from ``seed``,
 so the same seed with a different ``keep`` masks the very same spike counts.
@@ -26,7 +30,7 @@ import numpy as np
 
 from neurodyn.data.seed_format import NeuralDataset
 from neurodyn.errors import NeurodynError
-from neurodyn.synth.lorenz import BETA, RHO, SIGMA, integrate_lorenz
+from neurodyn.synth.lorenz import BETA, RHO, SIGMA, integrate_lorenz, lorenz_derivative
 
 # The butterfly's wings sit around z = rho - 1; initial states are spread around that height.
 INITIAL_STATE_CENTRE = np.array([0.0, 0.0, RHO - 1.0])
@@ -108,6 +112,16 @@ class LorenzPopulation:
     rates: np.ndarray
 
 
+def latent_velocity(population: LorenzPopulation, lorenz_time_per_bin: float, dims: int = 2) -> np.ndarray:
+    """Time derivative of the first ``dims`` z-scored latents, in latent units per bin: ``(conditions, steps, dims)``.
+
+    Exact (the Lorenz equations at each bin's state), not a finite difference of the samples.
+    """
+    states = population.latents * population.latent_std + population.latent_mean  # raw Lorenz units
+    per_system_time = lorenz_derivative(states)[..., :dims] / population.latent_std[:dims]
+    return per_system_time * lorenz_time_per_bin
+
+
 def lorenz_population(ic_rng: np.random.Generator, readout_rng: np.random.Generator, num_conditions: int,
                       num_steps: int, time_per_step: float, integration_steps_per_step: int, burn_in_time: float,
                       initial_state_spread: float, num_neurons: int, min_rate_per_step: float,
@@ -136,13 +150,16 @@ def make_lorenz_spikes(
     integration_steps_per_bin: int = 6,
     burn_in_time: float = 3.0,
     initial_state_spread: float = 10.0,
+    behavior: bool = False,
 ) -> NeuralDataset:
     """Generate the Lorenz spiking dataset (see the module docstring for the model).
 
     Trials are ordered condition by condition (``condition[k] = k // trials_per_condition``).
     Rates are in spikes per second; ``truth`` holds expected counts per bin. With the
     defaults (20 ms bins, 2.5-75 Hz) that is 0.05-1.5 spikes per bin, about 0.35 on average.
-    ``keep=None`` observes every neuron in every bin.
+    ``keep=None`` observes every neuron in every bin. ``behavior=True`` adds the velocity of the first
+    two latents as ``behavior`` ``(trials, samples, 2)`` (``latent_velocity``); the other arrays are the
+    same either way.
     """
     _check_settings(num_neurons, num_samples, bin_ms, num_conditions, trials_per_condition, keep,
                     min_rate_hz, max_rate_hz, lorenz_time_per_bin, integration_steps_per_bin, burn_in_time)
@@ -182,8 +199,12 @@ def make_lorenz_spikes(
         "readout_weights": population.weights,  # (neurons, 3), log(expected count per bin) per latent unit
         "readout_bias": population.bias,  # (neurons,), log(expected count per bin)
     }
+    velocity = None
+    if behavior:
+        velocity = latent_velocity(population, lorenz_time_per_bin)[condition]
+        attrs["behavior_meaning"] = "d/dt of latents 0 and 1 (Lorenz x, y), z-scored latent units per bin"
     return NeuralDataset(data=data, truth=truth, latents=latents[condition], condition=condition,
-                         attrs=attrs, source="<lorenz-spikes>")
+                         attrs=attrs, source="<lorenz-spikes>", behavior=velocity)
 
 
 def _check_settings(num_neurons, num_samples, bin_ms, num_conditions, trials_per_condition, keep,
