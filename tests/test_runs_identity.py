@@ -106,3 +106,25 @@ def test_overwrite_replaces_the_file(tmp_path, capsys):
     argv = ["synth", "lorenz-spikes", str(existing), "--conditions", "2", "--trials-per-condition", "2", "--bins", "5"]
     assert main(argv + ["--overwrite"]) == 0
     assert existing.read_bytes()[:4] == b"\x89HDF"
+
+
+def test_a_run_recorded_before_a_key_existed_counts_as_made_with_its_default(tmp_path):
+    data = tmp_path / "data.h5"
+    data.write_bytes(b"abc")
+    defaults = {"gen_dim": 100, "forward_bins": 0}
+    old = RunIdentity.of("train", {"gen_dim": 10}, data, defaults=defaults)
+    new = RunIdentity.of("train", {"gen_dim": 10, "forward_bins": 0}, data, defaults=defaults)
+    assert decide_start("out", _recorded(old), True, new, False).action == "continue"
+    changed = RunIdentity.of("train", {"gen_dim": 10, "forward_bins": 3}, data, defaults=defaults)
+    with pytest.raises(NeurodynError, match=r"forward_bins \(0 -> 3\)"):
+        decide_start("out", _recorded(old), True, changed, False)
+
+
+def test_run_json_does_not_record_the_defaults(tmp_path):
+    import json
+
+    from neurodyn.runs.identity import write_run_info
+
+    identity = RunIdentity.of("train", {"gen_dim": 10}, _identity(tmp_path).data_path, defaults={"gen_dim": 100})
+    write_run_info(tmp_path / "run.json", identity, "running")
+    assert "defaults" not in json.loads((tmp_path / "run.json").read_text())

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Protocol
 import numpy as np
 import yaml
 
-from neurodyn.config import LfadsConfig, RunConfig, config_to_yaml
+from neurodyn.config import LfadsConfig, PbtSettings, RunConfig, config_to_yaml
 from neurodyn.data.atomic import write_text_atomic
 from neurodyn.data.seed_format import data_file_name
 from neurodyn.errors import NeurodynError, RunInterrupted
@@ -389,7 +389,8 @@ def _run_pbt(run_config: RunConfig, data_path, results_dir: str | Path, ray_addr
              progress: bool, echo: Callable[[str], None], overwrite: bool,
              engine_factory: EngineFactory | None) -> PbtResult:
     layout = PbtLayout(results_dir, run_config.model.run_name)
-    identity = RunIdentity.of("run", run_identity_config(run_config), as_path_list(data_path))
+    identity = RunIdentity.of("run", run_identity_config(run_config), as_path_list(data_path),
+                              defaults={**PbtSettings().model_dump(), **LfadsConfig().model_dump()})
     decision = open_run_folder(layout.root, layout.owned_entries(), identity, overwrite)
     if decision.message and decision.action != "continue":
         echo(decision.message)

@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
@@ -50,19 +50,28 @@ class RunIdentity:
     config: dict[str, Any]
     data_path: str
     data_sha256: str
+    # Each config key's default: a run recorded before a key existed is read as having had its default.
+    # Not recorded in run.json.
+    defaults: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def of(cls, kind: str, config: dict[str, Any], data_path: str | Path | list[str | Path]) -> "RunIdentity":
+    def of(cls, kind: str, config: dict[str, Any], data_path: str | Path | list[str | Path],
+           defaults: dict[str, Any] | None = None) -> "RunIdentity":
         """The identity of a run of ``config`` on one data file, or on several (stitched sessions, in order:
-        their paths joined by ' + ', the SHA-256 of their SHA-256s)."""
-        kept = {k: v for k, v in config.items() if k not in RUNTIME_KEYS}
-        # Through JSON, so that a value read back from run.json compares equal (tuples -> lists, ...).
-        kept = json.loads(json.dumps(kept, default=str))
+        their paths joined by ' + ', the SHA-256 of their SHA-256s); ``defaults`` are the config keys'
+        default values."""
+        kept, defaults = (_comparable(values) for values in (config, defaults or {}))
         paths = [data_path] if isinstance(data_path, (str, Path)) else list(data_path)
         if len(paths) == 1:
-            return cls(kind, kept, str(Path(paths[0])), file_sha256(paths[0]))
+            return cls(kind, kept, str(Path(paths[0])), file_sha256(paths[0]), defaults)
         combined = hashlib.sha256("\n".join(file_sha256(path) for path in paths).encode()).hexdigest()
-        return cls(kind, kept, " + ".join(str(Path(path)) for path in paths), combined)
+        return cls(kind, kept, " + ".join(str(Path(path)) for path in paths), combined, defaults)
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """The config without its runtime keys, through JSON, so that a value read back from run.json
+    compares equal (tuples -> lists, ...)."""
+    return json.loads(json.dumps({k: v for k, v in config.items() if k not in RUNTIME_KEYS}, default=str))
 
 
 @dataclass(frozen=True)
@@ -104,9 +113,12 @@ def decide_start(folder: str, recorded: dict[str, Any] | None, has_run_files: bo
                                 f"since (SHA-256 differs); {replace}")
         raise NeurodynError(f"{folder} holds a run made with another data file ({recorded.get('data_path')}); "
                             f"{replace}")
-    if recorded.get("config") != identity.config:
+    # Keys added to neurodyn after the run was recorded: it was made with their defaults.
+    recorded_config = {**{k: v for k, v in identity.defaults.items() if k in identity.config},
+                       **recorded.get("config", {})}
+    if recorded_config != identity.config:
         raise NeurodynError(f"{folder} holds a run made with another config: "
-                            f"{_config_differences(recorded.get('config', {}), identity.config)}; {replace}")
+                            f"{_config_differences(recorded_config, identity.config)}; {replace}")
     if recorded.get("status") == "finished":
         return StartDecision("finished", f"the run in {folder} has finished; nothing to do (use --overwrite to "
                                          "start it anew)")
@@ -129,7 +141,8 @@ def read_run_info(path: str | Path) -> dict[str, Any] | None:
 
 def write_run_info(path: str | Path, identity: RunIdentity, status: Status, **extra: Any) -> None:
     """Record the run's identity and status (atomically)."""
-    write_text_atomic(path, json.dumps({**asdict(identity), "status": status, **extra}, indent=1) + "\n")
+    recorded = {key: value for key, value in asdict(identity).items() if key != "defaults"}
+    write_text_atomic(path, json.dumps({**recorded, "status": status, **extra}, indent=1) + "\n")
 
 
 def remove_entries(entries: Iterable[Path]) -> None:

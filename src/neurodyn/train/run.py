@@ -389,7 +389,7 @@ def _train_model(config: LfadsConfig, data_path, out_dir: str | Path, progress: 
                  stop_requested: Callable[[], bool] | None, echo: Callable[[str], None]) -> TrainResult:
     layout = TrainLayout(out_dir)
     paths = as_path_list(data_path)
-    identity = RunIdentity.of("train", config.model_dump(), paths)
+    identity = RunIdentity.of("train", config.model_dump(), paths, defaults=LfadsConfig().model_dump())
     data = read_model_data(paths, config)
     dataset, model_config, split = data.dataset, data.config, data.split
     decision = open_run_folder(layout.root, layout.owned_entries(session_folders(layout, data.sessions)), identity,
