@@ -41,6 +41,28 @@ def register(subparsers) -> None:
     lorenz.set_defaults(func=run_lorenz_spikes)
     _register_lorenz_kicks(kinds)
     _register_lorenz_2p(kinds)
+    _register_lorenz_sessions(kinds)
+
+
+def _register_lorenz_sessions(kinds) -> None:
+    sessions = kinds.add_parser(
+        "lorenz-sessions",
+        help="several sessions of one Lorenz system, each recorded with other neurons (for stitching)",
+        description="One Lorenz system and one set of conditions; each session has its own Poisson neurons "
+        "(log-linear readout of the latents), its own number of neurons and of trials per condition. Writes "
+        "OUT_DIR/session<k>.h5 with data, truth, latents and condition.",
+    )
+    sessions.add_argument("output_dir", metavar="OUT_DIR", help="folder to write session0.h5, session1.h5, ... into")
+    sessions.add_argument("--neurons", type=int, nargs="+", default=[30, 25, 20],
+                          help="neurons of each session (default: 30 25 20)")
+    sessions.add_argument("--trials-per-condition", type=int, nargs="+", default=[8, 8, 2],
+                          help="trials per condition of each session (default: 8 8 2)")
+    sessions.add_argument("--conditions", type=int, default=20, help="number of conditions (default: 20)")
+    sessions.add_argument("--bins", type=int, default=50, help="time bins per trial (default: 50)")
+    sessions.add_argument("--bin-ms", type=float, default=20.0, help="bin width in ms (default: 20)")
+    sessions.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sessions.add_argument("--overwrite", action="store_true", help="replace session files that exist")
+    sessions.set_defaults(func=run_lorenz_sessions)
 
 
 def _register_lorenz_kicks(kinds) -> None:
@@ -144,6 +166,32 @@ def run_lorenz_spikes(args: argparse.Namespace) -> int:
         f"spikes per bin; {np.nanmean(dataset.data[observed]):.2f} mean observed count; "
         f"{'behavior: velocity of latents 0, 1; ' if dataset.behavior is not None else ''}seed {args.seed}"
     )
+    return 0
+
+
+def run_lorenz_sessions(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from neurodyn.data.atomic import refuse_existing_file
+    from neurodyn.data.seed_format import write_dataset
+    from neurodyn.errors import NeurodynError
+    from neurodyn.synth.lorenz_sessions import make_lorenz_sessions
+
+    if len(args.neurons) != len(args.trials_per_condition):
+        raise NeurodynError(f"--neurons names {len(args.neurons)} sessions but --trials-per-condition "
+                            f"{len(args.trials_per_condition)}; give one value per session to each")
+    folder = Path(args.output_dir)
+    paths = [folder / f"session{index}.h5" for index in range(len(args.neurons))]
+    for path in paths:
+        refuse_existing_file(path, args.overwrite)
+    datasets = make_lorenz_sessions(args.neurons, args.trials_per_condition, args.conditions, args.bins, args.bin_ms,
+                                    args.seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, dataset in zip(paths, datasets):
+        write_dataset(path, dataset)
+        print(f"wrote {path}: {dataset.num_trials} trials ({args.conditions} conditions x "
+              f"{dataset.attrs['trials_per_condition']}) x {dataset.num_samples} bins of {args.bin_ms:g} ms x "
+              f"{dataset.num_neurons} neurons")
     return 0
 
 
