@@ -307,3 +307,35 @@ def test_the_population_engine_refuses_several_sessions(tmp_path, capsys):
     config = write_config(tmp_path, engine="population")
     assert main(["run", str(config), "--data", *map(str, paths), "--out", str(tmp_path / "r"), "--no-progress"]) != 0
     assert "engine: population does not train models of several sessions" in capsys.readouterr().err
+
+
+def test_one_file_in_a_list_is_the_single_file_run(tmp_path):
+    config = LfadsConfig(**{**SMALL, "max_epochs": 2})
+    path = write_sessions(tmp_path, neurons=[5], trials=[3])[0]
+    train_model(config, path, tmp_path / "plain", progress=False, echo=lambda _: None)
+    train_model(config, [path], tmp_path / "listed", progress=False, echo=lambda _: None)
+    for split in ("train", "valid"):
+        plain = read_split_output(tmp_path / "plain" / f"{split}_output.h5")
+        listed = read_split_output(tmp_path / "listed" / f"{split}_output.h5")
+        np.testing.assert_array_equal(plain.rates, listed.rates)
+    assert not [p for p in (tmp_path / "listed").iterdir() if p.is_dir()]
+    assert "readin" not in "".join(load_checkpoint(tmp_path / "listed" / "checkpoint.safetensors")["trainer"]["model"])
+    with pytest.raises(NeurodynError, match="session_neurons"):
+        read_model_data(path, LfadsConfig(**SMALL, session_neurons=[2, 3]))
+
+
+def test_pcr_sets_each_sessions_readout_rows_from_its_activity_map(tmp_path):
+    from neurodyn.lfads.stitching import initialise_stitched_model
+
+    data = read_model_data(write_sessions(tmp_path), LfadsConfig(**SMALL))
+    inputs = data.trainer_inputs()
+    trainer = LfadsTrainer(data.config, **inputs)
+    alignments = initialise_stitched_model(trainer.model, inputs["train_data"], inputs["train_session"],
+                                           inputs["train_condition"])
+    weight = trainer.model.readout.weight.detach().numpy()  # (neurons x 1 Poisson parameter, factors)
+    for s, alignment in enumerate(alignments):
+        k = min(alignment.weight.shape[1], weight.shape[1])
+        rows = weight[data.sessions.neurons(s), :k]
+        np.testing.assert_allclose(rows, (alignment.activity_map[:k] / np.maximum(alignment.mean, 1e-3)).T,
+                                   rtol=1e-5, atol=1e-6)
+        assert trainer.model.readin.weight.shape == (SMALL["factors_dim"], sum(NEURONS))

@@ -213,6 +213,9 @@ def read_model_data(data_paths, config: LfadsConfig) -> ModelData:
     """
     paths = as_path_list(data_paths)
     if len(paths) == 1:
+        if config.session_neurons:
+            raise NeurodynError(f"the config sets session_neurons {list(config.session_neurons)} but one data file "
+                                f"({paths[0]}) was given; leave session_neurons out (it is set from the files)")
         dataset, config = read_model_dataset(paths[0], config)
         return ModelData(dataset, config, split_dataset(dataset, config))
     if config.heldout_neurons:
