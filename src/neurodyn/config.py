@@ -300,6 +300,17 @@ class SearchSpec(BaseModel):
         return len(self.explore_range) > 2
 
 
+def _field_constraints(key: str) -> list[tuple[str, float]]:
+    """Every bound ``LfadsConfig`` puts on ``key``'s numbers: ``(name, value)`` with name gt, ge, lt or le
+    (an ``auto`` key's minimum as ge, a positive ``auto`` key as gt 0, then the field's own)."""
+    bounds = [("ge", AUTO_FIELD_MINIMUM[key])] if key in AUTO_FIELD_MINIMUM else []
+    bounds += [("gt", 0)] if key in AUTO_FIELD_POSITIVE else []
+    for constraint in LfadsConfig.model_fields[key].metadata:
+        bounds += [(name, getattr(constraint, name)) for name in ("gt", "ge", "lt", "le")
+                   if getattr(constraint, name, None) is not None]
+    return bounds
+
+
 def field_bounds(key: str) -> tuple[float, float]:
     """The closed interval of values ``LfadsConfig`` accepts for ``key`` (from its gt/ge/lt/le).
 
@@ -307,20 +318,13 @@ def field_bounds(key: str) -> tuple[float, float]:
     so a value clipped to it is accepted.
     """
     low, high = -math.inf, math.inf
-    if key in AUTO_FIELD_MINIMUM:
-        low = float(AUTO_FIELD_MINIMUM[key])
-    if key in AUTO_FIELD_POSITIVE:
-        low = 1e-12
-    for constraint in LfadsConfig.model_fields[key].metadata:
-        for name, inward in (("ge", 0.0), ("gt", 1.0), ("le", 0.0), ("lt", -1.0)):
-            bound = getattr(constraint, name, None)
-            if bound is None:
-                continue
-            step = inward * max(abs(float(bound)) * 1e-6, 1e-12)
-            if name in ("ge", "gt"):
-                low = max(low, float(bound) + step)
-            else:
-                high = min(high, float(bound) + step)
+    inward = {"ge": 0.0, "gt": 1.0, "le": 0.0, "lt": -1.0}
+    for name, bound in _field_constraints(key):
+        step = inward[name] * max(abs(float(bound)) * 1e-6, 1e-12)
+        if name in ("ge", "gt"):
+            low = max(low, float(bound) + step)
+        else:
+            high = min(high, float(bound) + step)
     return low, high
 
 
@@ -424,13 +428,8 @@ def validate_run_config(raw: dict[str, Any], source: str = "config") -> RunConfi
 
 
 def _describe_bounds(key: str) -> str:
-    parts = [f">= {AUTO_FIELD_MINIMUM[key]}"] if key in AUTO_FIELD_MINIMUM else []
-    parts += ["> 0"] if key in AUTO_FIELD_POSITIVE else []
-    for constraint in LfadsConfig.model_fields[key].metadata:
-        for name, symbol in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
-            if getattr(constraint, name, None) is not None:
-                parts.append(f"{symbol} {getattr(constraint, name)}")
-    return " and ".join(parts) or "any number"
+    symbols = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    return " and ".join(f"{symbols[name]} {bound}" for name, bound in _field_constraints(key)) or "any number"
 
 
 def load_run_config(path: str | Path) -> RunConfig:

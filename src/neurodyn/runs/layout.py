@@ -187,12 +187,22 @@ def report_dir(run_dir: str | Path, output_dir: str | Path) -> Path:
     return run_dir
 
 
+def _self_or_best_model(path: Path, marker: str) -> Path:
+    """``path`` when it holds ``marker`` (a file name), else its ``pbt_best_model/`` when there is one."""
+    if not (path / marker).exists() and (path / BEST_MODEL_DIR).is_dir():
+        return path / BEST_MODEL_DIR
+    return path
+
+
+def find_model_dir(path: str | Path) -> Path:
+    """The folder holding a run's model (``checkpoint.safetensors``): ``path`` itself, or its ``pbt_best_model/``."""
+    return _self_or_best_model(Path(path), CHECKPOINT_FILE)
+
+
 def find_output_dir(path: str | Path, data_path: str | Path | None = None) -> Path:
     """The folder holding a run's output files: ``path`` itself, or its ``pbt_best_model/``; for a model
     of several sessions, the folder of the session of ``data_path`` (named by its file's stem) in there."""
-    path = Path(path)
-    if not (path / output_file_name("valid")).exists() and (path / BEST_MODEL_DIR).is_dir():
-        path = path / BEST_MODEL_DIR
+    path = _self_or_best_model(Path(path), output_file_name("valid"))
     if data_path is not None and not (path / output_file_name("valid")).exists():
         session = path / Path(data_path).stem
         if (session / output_file_name("valid")).exists():

@@ -20,7 +20,7 @@ from neurodyn.data.event_timing import append_unobserved_bins
 from neurodyn.errors import NeurodynError
 from neurodyn.observation.registry import read_dataset_for
 from neurodyn.runs.checkpoint import build_model, load_checkpoint
-from neurodyn.runs.layout import BEST_MODEL_DIR, LEGACY_CHECKPOINT_FILE, TrainLayout
+from neurodyn.runs.layout import BEST_MODEL_DIR, LEGACY_CHECKPOINT_FILE, TrainLayout, find_model_dir
 from neurodyn.runs.outputs import write_split_output
 from neurodyn.data.sessions import SessionLayout
 from neurodyn.train.inference import LATENT_OUTPUTS
@@ -30,9 +30,7 @@ from neurodyn.train.run import check_forward_bins, delay_ext_input, infer_output
 def model_folder(run_dir: str | Path) -> TrainLayout:
     """The folder holding the model's checkpoint: ``run_dir`` or its ``pbt_best_model/``."""
     run_dir = Path(run_dir)
-    layout = TrainLayout(run_dir)
-    if not layout.checkpoint.is_file() and (run_dir / BEST_MODEL_DIR).is_dir():
-        layout = TrainLayout(run_dir / BEST_MODEL_DIR)
+    layout = TrainLayout(find_model_dir(run_dir))
     if not layout.checkpoint.is_file() and (layout.root / LEGACY_CHECKPOINT_FILE).is_file():
         load_checkpoint(layout.checkpoint)  # refuses the pickled checkpoint.pt with its own line
     if not layout.checkpoint.is_file():
