@@ -134,7 +134,7 @@ def test_short_zig_training_run_gives_finite_rates_and_zig_parameters(tiny):
     assert np.all((q > 0) & (q < 1)) and np.all(alpha > 0) and np.all(beta > 0)
     # the inferred rate is the ZIG mean q * (alpha / beta + s_min): check on the posterior-mean pass
     with torch.no_grad():
-        visible = torch.tensor(~np.isnan(valid), dtype=torch.float32)  # mask_as_input: auto is on for these data
+        visible = torch.tensor(~np.isnan(valid), dtype=torch.float32)  # what the encoders would see with mask_as_input
         readout = trainer.model(torch.nan_to_num(torch.tensor(valid)), sample_posteriors=False,
                                 encoder_visible=visible).readout
         params = {k: v.numpy() for k, v in trainer.model.observation.named_params(readout).items()}

@@ -85,10 +85,9 @@ class LfadsConfig(BaseModel):
                                                      "stimulus) fed to the generator beside the inferred inputs; "
                                                      "0 = none. Set from the data file when it has 'ext_input'")
     mask_as_input: bool | Literal["auto"] = Field(
-        "auto", description="the encoders also see where data were observed (0/1 per neuron and bin), telling an "
-                            "observed zero from a missing entry; 'auto' = on when the training data have unobserved "
-                            "(NaN) entries and the observation model is zig or gamma (off for spike counts, where it "
-                            "measured worse)")
+        False, description="the encoders also see where data were observed (0/1 per neuron and bin), telling an "
+                           "observed zero from a missing entry. Off by default: it measured worse on every benchmark "
+                           "set (calcium events and sparse spike counts); 'auto' is accepted and means off")
 
     # -- priors -----------------------------------------------------------------------------
     ic_prior_var: float = Field(0.1, gt=0.0, description="variance of the Gaussian IC prior")
