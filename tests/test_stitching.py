@@ -339,3 +339,20 @@ def test_pcr_sets_each_sessions_readout_rows_from_its_activity_map(tmp_path):
         np.testing.assert_allclose(rows, (alignment.activity_map[:k] / np.maximum(alignment.mean, 1e-3)).T,
                                    rtol=1e-5, atol=1e-6)
         assert trainer.model.readin.weight.shape == (SMALL["factors_dim"], sum(NEURONS))
+
+
+def test_export_nlb_writes_one_sessions_submission(tmp_path):
+    paths = write_sessions(tmp_path, neurons=[6, 5], trials=[2, 2])
+    with h5py.File(paths[1], "r+") as f:
+        f["heldout_neurons"] = np.array([1, 4])
+    config = LfadsConfig(**{**SMALL, "max_epochs": 1})
+    data = read_model_data(paths, config)
+    assert data.config.heldout_neurons == [7, 10]  # session 1's neurons 1 and 4 after session 0's six
+    train_model(config, paths, tmp_path / "run", progress=False, echo=lambda _: None)
+    target = tmp_path / "submission.h5"
+    assert main(["export", "nlb", str(tmp_path / "run"), str(target), "--data", str(paths[1]),
+                 "--dataset", "lorenz"]) == 0
+    valid = read_split_output(tmp_path / "run" / "day1" / "valid_output.h5")
+    with h5py.File(target) as f:
+        np.testing.assert_allclose(f["lorenz/eval_rates_heldout"][()], valid.rates[..., [1, 4]], rtol=1e-6)
+        assert f["lorenz/train_rates_heldin"].shape[-1] == 3

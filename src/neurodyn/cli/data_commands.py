@@ -259,8 +259,9 @@ def _register_export_nlb(targets) -> None:
         "nlb",
         help="write a Neural Latents Benchmark submission h5 (held-in / held-out rates of train and eval trials)",
         description="Writes group DATASET with train_rates_heldin, train_rates_heldout, eval_rates_heldin, "
-        "eval_rates_heldout (trials, bins, neurons): train = the run's train split, eval = its valid split, "
-        "held-out neurons from the data file's 'heldout_neurons'. A run trained with forward_bins also gets "
+        "eval_rates_heldout (trials, bins, neurons): train = the run's train split, eval = its test split when the "
+        "data file names test trials, else its valid split (for a model of several sessions: the session of "
+        "--data), held-out neurons from the data file's 'heldout_neurons'. A run trained with forward_bins also gets "
         "eval_rates_heldin_forward and eval_rates_heldout_forward (its last forward_bins bins, scored as fp-bps); "
         "the other arrays then cover the bins before them. nlb_tools.evaluation.evaluate scores groups "
         "named like mc_maze (5 ms bins) or mc_maze_20 (20 ms bins).",
