@@ -16,6 +16,11 @@ Sets (``--sets``):
           (the issue's sparse-spikes row)
 
     python bench/defaults_heldout.py [--sets 2p keep3] [--epochs 200] [--processes 2]
+
+``--population W G E`` runs each set through ``neurodyn run`` instead (AutoLFADS: W workers, G
+generations of E epochs, the embedded engine on ``--processes`` processes), with a config naming
+only the row's keys and the population's size and budget (the issue's 2p row is ``--sets 2p
+--population 4 8 25``); the best model is scored the same way.
 """
 
 from __future__ import annotations
@@ -63,7 +68,6 @@ def run_one(name: str, defaults: str, epochs: int) -> dict:
     """Train one model on set ``name`` with the settings of variant ``defaults``; score it."""
     from neurodyn.config import LfadsConfig
     from neurodyn.data.seed_format import write_dataset
-    from neurodyn.evaluate.metrics import map_to_latents, rate_r2
     from neurodyn.runs.outputs import read_run_outputs
     from neurodyn.train.run import train_model
 
@@ -78,18 +82,54 @@ def run_one(name: str, defaults: str, epochs: int) -> dict:
                              echo=lambda line: None)
         seconds = time.perf_counter() - started
         outputs = read_run_outputs(Path(folder) / "run")
+    return {"set": name, "defaults": defaults, "epochs": result.trainer.epoch, "seconds": seconds,
+            "batch_size": result.trainer.config.batch_size,
+            "learning_rate_init": result.trainer.config.learning_rate_init,
+            "mask_as_input": result.trainer.config.mask_as_input, **_score(name, dataset, outputs)}
+
+
+def _score(name: str, dataset, outputs) -> dict:
+    """The row's metric on the validation trials: latent R^2 for the 2p set, rate R^2 for spikes."""
+    from neurodyn.evaluate.metrics import map_to_latents, rate_r2
+
     train, valid = outputs["train"], outputs["valid"]
-    score = {"set": name, "defaults": defaults, "epochs": result.trainer.epoch, "seconds": seconds,
-             "batch_size": result.trainer.config.batch_size,
-             "learning_rate_init": result.trainer.config.learning_rate_init,
-             "mask_as_input": result.trainer.config.mask_as_input}
     if name == "2p":
         mapping = map_to_latents(train.rates, dataset.latents[train.trial_idx], valid.rates,
                                  dataset.latents[valid.trial_idx])
-        score.update(metric="latent R^2", value=mapping.r2)
-    else:
-        score.update(metric="rate R^2", value=rate_r2(dataset.truth[valid.trial_idx], valid.rates))
-    return score
+        return {"metric": "latent R^2", "value": mapping.r2}
+    return {"metric": "rate R^2", "value": rate_r2(dataset.truth[valid.trial_idx], valid.rates)}
+
+
+def run_population(name: str, workers: int, generations: int, epochs_per_generation: int, processes: int) -> dict:
+    """``neurodyn run`` (AutoLFADS) on set ``name`` with a config naming only the set's keys and the
+    population's size and budget; the exported best model scored like ``run_one``."""
+    from neurodyn.config import validate_run_config
+    from neurodyn.data.seed_format import write_dataset
+    from neurodyn.pbt.run import run_pbt
+    from neurodyn.runs.outputs import read_run_outputs
+
+    dataset, keys = _dataset(name)
+    config = validate_run_config({**keys, "num_workers": workers, "max_generations": generations,
+                                  "epochs_per_generation": epochs_per_generation, "max_processes": processes},
+                                 source="bench population config")
+    with tempfile.TemporaryDirectory() as folder:
+        data_path = Path(folder) / "data.h5"
+        write_dataset(data_path, dataset)
+        started = time.perf_counter()
+        result = run_pbt(config, data_path, Path(folder) / "results", progress=False, echo=lambda line: None)
+        seconds = time.perf_counter() - started
+        outputs = read_run_outputs(Path(folder) / "results")
+        best = yaml_load(Path(folder) / "results" / "pbt_best_model" / "config.yaml")
+    return {"set": name, "defaults": f"run {workers}x{generations}x{epochs_per_generation}",
+            "epochs": generations * epochs_per_generation, "seconds": seconds, "batch_size": best["batch_size"],
+            "learning_rate_init": best["learning_rate_init"], "mask_as_input": best["mask_as_input"],
+            "generations": result.generations, **_score(name, dataset, outputs)}
+
+
+def yaml_load(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
 
 
 def main() -> None:
@@ -99,15 +139,21 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2, help="models trained at once (one core each)")
     parser.add_argument("--variants", nargs="+", default=["auto", "old"],
                         help="auto, old, or either with :KEY=VALUE,... overrides (e.g. auto:mask_as_input=false)")
+    parser.add_argument("--population", nargs=3, type=int, metavar=("WORKERS", "GENERATIONS", "EPOCHS"),
+                        help="run AutoLFADS (neurodyn run) with the defaults instead of single models")
     args = parser.parse_args()
-    jobs = [(name, defaults) for name in args.sets for defaults in args.variants]
     started = time.perf_counter()
-    with concurrent.futures.ProcessPoolExecutor(args.processes) as pool:
-        scores = list(pool.map(run_one, *zip(*jobs), [args.epochs] * len(jobs)))
+    if args.population:
+        scores = [run_population(name, *args.population, args.processes) for name in args.sets]
+    else:
+        jobs = [(name, defaults) for name in args.sets for defaults in args.variants]
+        with concurrent.futures.ProcessPoolExecutor(args.processes) as pool:
+            scores = list(pool.map(run_one, *zip(*jobs), [args.epochs] * len(jobs)))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"# {datetime.date.today()}, commit {commit}, {platform.processor() or platform.machine()}, "
           f"torch {torch.__version__}; python bench/defaults_heldout.py --sets {' '.join(args.sets)} "
-          f"--epochs {args.epochs} --variants {' '.join(args.variants)}")
+          + (f"--population {' '.join(map(str, args.population))}" if args.population else
+             f"--epochs {args.epochs} --variants {' '.join(args.variants)}"))
     print(f"{'set':<6} {'defaults':<28} {'metric':<11} {'value':>6} {'batch':>5} {'lr':>7} {'mask':>5} "
           f"{'epochs':>6} {'seconds':>7}")
     for s in scores:
