@@ -29,7 +29,7 @@ import numpy as np
 from neurodyn.data.seed_format import NeuralDataset
 from neurodyn.errors import NeurodynError
 from neurodyn.synth.lorenz import BETA, RHO, SIGMA, integrate_lorenz, lorenz_derivative
-from neurodyn.synth.lorenz_spikes import INITIAL_STATE_CENTRE, rate_readout, zscore_latents
+from neurodyn.synth.lorenz_spikes import INITIAL_STATE_CENTRE, read_out_states
 
 AXIS_NAMES = "xyz"
 # Per-trial attributes are stored as int32 h5 attributes, which HDF5 caps at 64 KiB each.
@@ -156,11 +156,9 @@ def make_lorenz_kicks(
     states = kicked_lorenz_states(start, num_samples, lorenz_time_per_bin, integration_steps_per_bin, kick_bin,
                                   push, kick_duration_bins)
 
-    latents, latent_mean, latent_std = zscore_latents(states)
     bin_s = bin_ms / 1000.0
-    weights, bias = rate_readout(readout_rng, latents, num_neurons, np.log(min_rate_hz * bin_s),
-                                 np.log(max_rate_hz * bin_s))
-    truth = np.exp(latents @ weights.T + bias)
+    population = read_out_states(states, readout_rng, num_neurons, min_rate_hz * bin_s, max_rate_hz * bin_s)
+    latents, truth = population.latents, population.rates
     data = spike_rng.poisson(truth).astype(np.float32)
 
     ext_input = np.zeros((num_trials, num_samples, len(kick_axes)), dtype=np.float32)
@@ -188,10 +186,10 @@ def make_lorenz_kicks(
         "integration_steps_per_bin": int(integration_steps_per_bin),
         "burn_in_time": float(burn_in_time),
         "initial_state_spread": float(initial_state_spread),
-        "latent_mean": latent_mean,  # (3,), Lorenz units: raw = latents * latent_std + latent_mean
-        "latent_std": latent_std,  # (3,)
-        "readout_weights": weights,  # (neurons, 3), log(expected count per bin) per latent unit
-        "readout_bias": bias,  # (neurons,), log(expected count per bin)
+        "latent_mean": population.latent_mean,  # (3,), Lorenz units: raw = latents * latent_std + latent_mean
+        "latent_std": population.latent_std,  # (3,)
+        "readout_weights": population.weights,  # (neurons, 3), log(expected count per bin) per latent unit
+        "readout_bias": population.bias,  # (neurons,), log(expected count per bin)
     }
     return NeuralDataset(data=data, truth=truth, latents=latents, condition=np.arange(num_trials), attrs=attrs,
                          source="<lorenz-kicks>", ext_input=ext_input)

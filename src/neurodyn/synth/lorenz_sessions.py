@@ -12,7 +12,7 @@ import numpy as np
 
 from neurodyn.data.seed_format import NeuralDataset
 from neurodyn.errors import NeurodynError
-from neurodyn.synth.lorenz_spikes import lorenz_condition_latents, rate_readout, zscore_latents
+from neurodyn.synth.lorenz_spikes import lorenz_condition_latents, read_out_states
 
 
 def make_lorenz_sessions(
@@ -53,21 +53,20 @@ def make_lorenz_sessions(
     streams = np.random.SeedSequence(seed).spawn(1 + 2 * len(session_neurons))
     ic_rng = np.random.default_rng(streams[0])
     states = lorenz_condition_latents(ic_rng, num_conditions, num_samples, lorenz_time_per_bin, 6, 3.0, 10.0)
-    latents, latent_mean, latent_std = zscore_latents(states)
     bin_s = bin_ms / 1000.0
     sessions = []
     for s, (neurons, trials) in enumerate(zip(session_neurons, session_trials_per_condition)):
         readout_rng, spike_rng = (np.random.default_rng(stream) for stream in streams[1 + 2 * s: 3 + 2 * s])
-        weights, bias = rate_readout(readout_rng, latents, int(neurons), np.log(min_rate_hz * bin_s),
-                                     np.log(max_rate_hz * bin_s))
-        rates = np.exp(latents @ weights.T + bias)
+        # The same states in every session, so the same z-scored latents; each its own neurons.
+        population = read_out_states(states, readout_rng, int(neurons), min_rate_hz * bin_s, max_rate_hz * bin_s)
         condition = np.repeat(np.arange(num_conditions, dtype=np.int64), int(trials))
-        truth = rates[condition]
+        truth = population.rates[condition]
         attrs = {"generator": "neurodyn lorenz-sessions", "session": s, "bin_ms": float(bin_ms), "seed": int(seed),
                  "num_conditions": int(num_conditions), "trials_per_condition": int(trials),
-                 "lorenz_time_per_bin": float(lorenz_time_per_bin), "latent_mean": latent_mean,
-                 "latent_std": latent_std, "readout_weights": weights, "readout_bias": bias}
+                 "lorenz_time_per_bin": float(lorenz_time_per_bin), "latent_mean": population.latent_mean,
+                 "latent_std": population.latent_std, "readout_weights": population.weights,
+                 "readout_bias": population.bias}
         sessions.append(NeuralDataset(data=spike_rng.poisson(truth).astype(np.float32), truth=truth,
-                                      latents=latents[condition], condition=condition, attrs=attrs,
+                                      latents=population.latents[condition], condition=condition, attrs=attrs,
                                       source=f"<lorenz-sessions {s}>"))
     return sessions

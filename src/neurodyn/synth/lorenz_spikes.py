@@ -130,6 +130,13 @@ def lorenz_population(ic_rng: np.random.Generator, readout_rng: np.random.Genera
     rates span exactly [min_rate_per_step, max_rate_per_step] over the dataset (shared by every Lorenz set)."""
     states = lorenz_condition_latents(ic_rng, num_conditions, num_steps, time_per_step, integration_steps_per_step,
                                       burn_in_time, initial_state_spread)
+    return read_out_states(states, readout_rng, num_neurons, min_rate_per_step, max_rate_per_step)
+
+
+def read_out_states(states: np.ndarray, readout_rng: np.random.Generator, num_neurons: int,
+                    min_rate_per_step: float, max_rate_per_step: float) -> LorenzPopulation:
+    """Raw Lorenz states ``(..., steps, 3)`` z-scored and read out by ``num_neurons`` log-linear neurons whose
+    rates span exactly [min_rate_per_step, max_rate_per_step] (expected counts per step) over the states."""
     latents, latent_mean, latent_std = zscore_latents(states)
     weights, bias = rate_readout(readout_rng, latents, num_neurons, np.log(min_rate_per_step),
                                  np.log(max_rate_per_step))
