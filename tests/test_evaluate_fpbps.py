@@ -8,15 +8,9 @@ import pytest
 from neurodyn.errors import NeurodynError
 from neurodyn.evaluate.fpbps import fp_bps
 
+from evaluate_helpers import population
+
 nlb_evaluation = pytest.importorskip("nlb_tools.evaluation", reason="pip install --no-deps nlb-tools")
-
-
-def population(seed: int = 0, trials: int = 12, samples: int = 15, neurons: int = 9):
-    rng = np.random.default_rng(seed)
-    true_rates = rng.gamma(2.0, 0.3, (trials, samples, neurons))
-    counts = rng.poisson(true_rates).astype(np.float64)
-    inferred = true_rates * rng.uniform(0.7, 1.3, true_rates.shape)  # a good but imperfect model
-    return inferred, counts
 
 
 @pytest.mark.parametrize("seed, forward_bins", [(0, 1), (1, 4), (2, 14)])

@@ -122,19 +122,10 @@ def test_a_temporal_shift_does_not_move_forward_data_into_view():
     assert not torch.equal(masks[0].target, masks[1].target)  # the targets do hold the forward data
 
 
-def test_trainer_exempts_the_forward_bins_from_cd_and_validates_on_them(monkeypatch):
-    import neurodyn.train.trainer as trainer_module
+def test_trainer_exempts_the_forward_bins_from_cd_and_validates_on_them(recorded_training_masks):
     from neurodyn.train.trainer import LfadsTrainer
 
-    seen = []
-    original = trainer_module.training_masks
-
-    def recording(*args, **kwargs):
-        masks = original(*args, **kwargs)
-        seen.append(masks)
-        return masks
-
-    monkeypatch.setattr(trainer_module, "training_masks", recording)
+    seen = recorded_training_masks
     data = _counts((16, T, N), seed=4).numpy()
     config = LfadsConfig(**SMALL, forward_bins=F, keep_ratio=0.5, batch_size=8, device="cpu")
     trainer = LfadsTrainer(config, data[:12], data[12:])

@@ -97,19 +97,10 @@ def test_heldout_neurons_pass_gradient_on_every_observed_entry_under_cd():
     assert model.readout.weight.grad[heldout].abs().sum(1).min() > 0
 
 
-def test_trainer_forms_cd_masks_with_the_heldout_neurons_exempt(monkeypatch):
-    import neurodyn.train.trainer as trainer_module
+def test_trainer_forms_cd_masks_with_the_heldout_neurons_exempt(recorded_training_masks):
     from neurodyn.train.trainer import LfadsTrainer
 
-    seen = []
-    original = trainer_module.training_masks
-
-    def recording(*args, **kwargs):
-        masks = original(*args, **kwargs)
-        seen.append(masks)
-        return masks
-
-    monkeypatch.setattr(trainer_module, "training_masks", recording)
+    seen = recorded_training_masks
     data = np.random.default_rng(3).poisson(1.0, (16, 8, 5)).astype(np.float32)
     config = LfadsConfig(**SMALL, heldout_neurons=[2], keep_ratio=0.5, batch_size=8, device="cpu")
     LfadsTrainer(config, data[:12], data[12:]).train_epoch()
