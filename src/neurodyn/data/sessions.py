@@ -63,6 +63,13 @@ class SessionLayout:
         """The session index of every combined trial ``(sum n_s,)`` int64."""
         return np.repeat(np.arange(self.num_sessions, dtype=np.int64), self.num_trials)
 
+    def to_union(self, data: np.ndarray, session: int) -> np.ndarray:
+        """A session's ``data`` ``(trials, T, N_s)`` over the union of the sessions' neurons ``(trials, T, sum N_s)``:
+        its own block, NaN (unobserved) elsewhere, float32."""
+        union = np.full((*data.shape[:2], sum(self.num_neurons)), np.nan, dtype=np.float32)
+        union[..., self.neurons(session)] = data
+        return union
+
     def local_trials(self, session: int, combined_idx: np.ndarray) -> np.ndarray:
         """The trials of ``combined_idx`` that belong to ``session``, as indices into its own file."""
         combined_idx = np.asarray(combined_idx, dtype=np.int64)
@@ -139,14 +146,9 @@ def combine_sessions(datasets: list[NeuralDataset], names: tuple[str, ...]) -> t
     check_compatible_sessions(datasets)
     layout = SessionLayout(names, tuple(d.source for d in datasets), tuple(d.num_neurons for d in datasets),
                            tuple(d.num_trials for d in datasets))
-    total_neurons, total_trials = sum(layout.num_neurons), sum(layout.num_trials)
-    data = np.full((total_trials, datasets[0].num_samples, total_neurons), np.nan, dtype=np.float32)
-    heldout = []
-    for s, dataset in enumerate(datasets):
-        start = layout.trial_offsets[s]
-        data[start:start + dataset.num_trials, :, layout.neurons(s)] = dataset.data
-        if dataset.heldout_neurons is not None:
-            heldout.append(dataset.heldout_neurons + layout.neuron_offsets[s])
+    data = np.concatenate([layout.to_union(dataset.data, s) for s, dataset in enumerate(datasets)], axis=0)
+    heldout = [dataset.heldout_neurons + layout.neuron_offsets[s] for s, dataset in enumerate(datasets)
+               if dataset.heldout_neurons is not None]
     ext_input = None
     if datasets[0].ext_input is not None:
         ext_input = np.concatenate([d.ext_input for d in datasets], axis=0)

@@ -29,7 +29,7 @@ from neurodyn.pbt.engines import (EmbeddedEngine, RayEngine, WorkerData, WorkerJ
 from neurodyn.pbt.population import StoppingRule
 from neurodyn.pbt.search_space import as_config_value
 from neurodyn.runs.checkpoint import build_model, save_checkpoint
-from neurodyn.runs.identity import RunIdentity, RunLock, mark_status, open_run_folder
+from neurodyn.runs.identity import RunIdentity, RunLock, join_data_paths, mark_status, open_run_folder
 from neurodyn.runs.layout import PbtLayout, TrainLayout
 from neurodyn.runs.pbt_store import PbtState, PbtStore, WorkerRecord
 from neurodyn.train.defaults import resolve_data_defaults
@@ -131,7 +131,7 @@ class PbtRun:
         self.config = run_config
         self.settings = run_config.pbt
         self.data_paths = as_path_list(data_path)
-        self.data_path = " + ".join(str(path) for path in self.data_paths)
+        self.data_path = join_data_paths(self.data_paths)
         self.store = store
         self.layout = store.layout
         self.engine_factory = engine_factory

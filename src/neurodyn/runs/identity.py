@@ -65,7 +65,21 @@ class RunIdentity:
         if len(paths) == 1:
             return cls(kind, kept, str(Path(paths[0])), file_sha256(paths[0]), defaults)
         combined = hashlib.sha256("\n".join(file_sha256(path) for path in paths).encode()).hexdigest()
-        return cls(kind, kept, " + ".join(str(Path(path)) for path in paths), combined, defaults)
+        return cls(kind, kept, join_data_paths(paths), combined, defaults)
+
+
+# How run.json and checkpoints name the data files of a run of several sessions: their paths, in order.
+DATA_PATH_SEPARATOR = " + "
+
+
+def join_data_paths(paths: Iterable[str | Path]) -> str:
+    """One data file's path, or several files' paths joined by ``DATA_PATH_SEPARATOR``."""
+    return DATA_PATH_SEPARATOR.join(str(Path(path)) for path in paths)
+
+
+def split_data_paths(text: str) -> list[str]:
+    """The paths ``join_data_paths`` joined."""
+    return text.split(DATA_PATH_SEPARATOR)
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:

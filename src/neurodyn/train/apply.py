@@ -23,7 +23,7 @@ from neurodyn.runs.checkpoint import build_model, load_checkpoint
 from neurodyn.runs.layout import BEST_MODEL_DIR, LEGACY_CHECKPOINT_FILE, TrainLayout, find_model_dir
 from neurodyn.runs.outputs import write_split_output
 from neurodyn.data.sessions import SessionLayout
-from neurodyn.train.inference import LATENT_OUTPUTS
+from neurodyn.train.inference import select_neurons
 from neurodyn.train.run import check_forward_bins, delay_ext_input, infer_outputs, output_attributes
 
 
@@ -107,10 +107,7 @@ def infer_new_data(run_dir: str | Path, data_path: str | Path, out_path: str | P
     check_forward_bins(config, dataset)  # the model hides the last forward_bins of every trial here too
     model_data = append_unobserved_bins(dataset.data, delay)
     if sessions is not None:
-        # The union of the sessions' neurons, the file's own block observed (neurodyn.data.sessions).
-        padded = np.full((*model_data.shape[:2], int(checkpoint["num_neurons"])), np.nan, dtype=np.float32)
-        padded[..., sessions.neurons(index)] = model_data
-        model_data = padded
+        model_data = sessions.to_union(model_data, index)
     model_view = dataclasses.replace(dataset, data=model_data, ext_input=delay_ext_input(dataset.ext_input, delay))
     # Empirical Bayes would weigh the new trials against training trials this file does not hold.
     config = config.model_copy(update={"inference": "sample_average"})
@@ -118,8 +115,7 @@ def infer_new_data(run_dir: str | Path, data_path: str | Path, out_path: str | P
     inferred = infer_outputs(model, model_view, trials, config, session=index)
     attrs = {**output_attributes(config, dataset), "model": str(layout.root)}
     if sessions is not None:
-        neurons = sessions.neurons(index)
-        inferred = {key: value if key in LATENT_OUTPUTS else value[..., neurons] for key, value in inferred.items()}
+        inferred = select_neurons(inferred, sessions.neurons(index))
         attrs["session"] = sessions.names[index]
     write_split_output(out_path, inferred, trials, attrs=attrs)
     return {name: tuple(reversed(value.shape)) for name, value in inferred.items()}

@@ -17,6 +17,12 @@ PER_TRIAL_OUTPUTS = ("ic_mean", "ic_std")
 LATENT_OUTPUTS = PER_TRIAL_OUTPUTS + ("factors", "inferred_inputs", "inferred_inputs_std", "generator_states")
 
 
+def select_neurons(inferred: dict[str, np.ndarray], neurons: slice) -> dict[str, np.ndarray]:
+    """``inferred`` (from ``infer``) with every per-neuron output ``(trials, T, N)`` cut to ``neurons``
+    (e.g. one session's block of a stitched model); the latent outputs (``LATENT_OUTPUTS``) are kept whole."""
+    return {name: value if name in LATENT_OUTPUTS else value[..., neurons] for name, value in inferred.items()}
+
+
 def drop_leading_bins(inferred: dict[str, np.ndarray], bins: int) -> dict[str, np.ndarray]:
     """``inferred`` (from ``infer``) without the first ``bins`` time steps of each per-step output
     ``(trials, T, ...)``; the per-trial outputs (``PER_TRIAL_OUTPUTS``) are kept whole."""

@@ -26,11 +26,12 @@ from neurodyn.errors import NeurodynError, RunInterrupted
 from neurodyn.lfads.model import LFADS
 from neurodyn.observation.registry import read_dataset_for
 from neurodyn.runs.checkpoint import build_model, load_checkpoint, save_checkpoint
-from neurodyn.runs.identity import RunIdentity, RunLock, mark_status, open_run_folder, read_run_info
+from neurodyn.runs.identity import (RunIdentity, RunLock, join_data_paths, mark_status, open_run_folder, read_run_info,
+                                    split_data_paths)
 from neurodyn.runs.layout import TrainLayout
 from neurodyn.runs.outputs import write_split_output
 from neurodyn.runs.tables import rows_to_csv
-from neurodyn.train.inference import LATENT_OUTPUTS, drop_leading_bins, infer, infer_empirical_bayes
+from neurodyn.train.inference import drop_leading_bins, infer, infer_empirical_bayes, select_neurons
 from neurodyn.train.trainer import LfadsTrainer
 
 # Seconds between resumable states saved while training (so a killed run loses at most this much).
@@ -255,7 +256,7 @@ def session_folders(layout: TrainLayout, sessions: SessionLayout | None) -> list
     (named in its ``run.json``), so ``--overwrite`` removes the outputs of either."""
     names = list(sessions.names) if sessions is not None else []
     recorded = read_run_info(layout.run_info) or {}
-    earlier = str(recorded.get("data_path", "")).split(" + ")
+    earlier = split_data_paths(str(recorded.get("data_path", "")))
     if len(earlier) > 1:
         names += [Path(path).stem for path in earlier if Path(path).stem not in names]
     return names
@@ -333,7 +334,7 @@ def write_model_outputs(out_dir: Path, model: LFADS, dataset: NeuralDataset, spl
             if name == "test" and not local.size:
                 continue
             inferred = infer_outputs(model, dataset, local + offset, config, reference, session=s)
-            inferred = {key: value if key in LATENT_OUTPUTS else value[..., neurons] for key, value in inferred.items()}
+            inferred = select_neurons(inferred, neurons)
             attrs = {**output_attributes(config, dataset), "session": session_name, "data_path": sessions.sources[s]}
             write_split_output(layout.session(session_name).output(name), inferred, local, attrs=attrs)
 
@@ -346,7 +347,7 @@ def checkpoint_state(trainer_state: dict, data: ModelData, data_paths) -> dict:
     state = {"trainer": trainer_state, "num_neurons": dataset.num_neurons, "num_samples": dataset.num_samples,
              "bin_ms": float(dataset.attrs["bin_ms"]) if "bin_ms" in dataset.attrs else None,
              "train_idx": np.asarray(split.train), "valid_idx": np.asarray(split.valid),
-             "test_idx": np.asarray(split.test), "data_path": " + ".join(str(p) for p in as_path_list(data_paths))}
+             "test_idx": np.asarray(split.test), "data_path": join_data_paths(as_path_list(data_paths))}
     if data.sessions is not None:
         state["sessions"] = data.sessions.to_dict()
     return state
@@ -400,7 +401,7 @@ def _train_model(config: LfadsConfig, data_path, out_dir: str | Path, progress: 
     messages = [decision.message] if decision.message else []
     if data.sessions is not None and decision.action == "start":
         messages.append(describe_sessions(data))
-    delay_note = describe_event_delay(model_config, dataset.attrs, " + ".join(map(str, paths)))
+    delay_note = describe_event_delay(model_config, dataset.attrs, join_data_paths(paths))
     if delay_note and decision.action != "finished":
         messages.append(delay_note)
     for line in messages:
