@@ -86,22 +86,25 @@ def test_clip_is_active_in_the_comparison(kernel):
     assert (gen_unclipped.abs() > 0.6).any() and (gen_unclipped.abs() < 0.6).any()
 
 
-def _check_decoder_gradients(kernel, per_step_generator_bias: bool) -> None:
+def _check_decoder_gradients(kernel, per_step_generator_bias: bool, workers: int | None = None) -> None:
     """gradcheck of the compiled controlled decoder (float64) against finite differences; the generator's
-    input bias is one vector, or one per step and trial (measured inputs)."""
+    input bias is one vector, or one per step and trial (measured inputs). ``workers``: the stacked form
+    (a leading worker axis on weights and states, activations ``(T, W, B, ...)``)."""
     steps, trials, con, gen, factors, inputs_dim = 3, 2, 3, 4, 2, 2
     rng = torch.Generator().manual_seed(0)
+    w = () if workers is None else (workers,)  # the weights' leading axes
+    b = (trials,) if workers is None else (workers, trials)  # an activation's batch axes
 
     def leaf(*shape):
         return torch.randn(*shape, dtype=torch.double, generator=rng).requires_grad_()
 
-    noise = torch.randn(steps, trials, inputs_dim, dtype=torch.double, generator=rng)
-    keep = (torch.rand(steps + 1, trials, gen, dtype=torch.double, generator=rng) > 0.3).double() / 0.7
-    generator_bias = leaf(steps, trials, 3 * gen) if per_step_generator_bias else leaf(3 * gen)
-    tensors = [leaf(steps, trials, 3 * con), leaf(trials, gen), leaf(trials, con),
-               leaf(3 * con, factors), leaf(3 * con, con), leaf(3 * con), leaf(2 * inputs_dim, con),
-               leaf(2 * inputs_dim), leaf(3 * gen, inputs_dim), generator_bias, leaf(3 * gen, gen), leaf(3 * gen),
-               leaf(factors, gen)]
+    noise = torch.randn(steps, *b, inputs_dim, dtype=torch.double, generator=rng)
+    keep = (torch.rand(steps + 1, *b, gen, dtype=torch.double, generator=rng) > 0.3).double() / 0.7
+    generator_bias = leaf(steps, *b, 3 * gen) if per_step_generator_bias else leaf(*w, 3 * gen)
+    tensors = [leaf(steps, *b, 3 * con), leaf(*b, gen), leaf(*b, con),
+               leaf(*w, 3 * con, factors), leaf(*w, 3 * con, con), leaf(*w, 3 * con), leaf(*w, 2 * inputs_dim, con),
+               leaf(*w, 2 * inputs_dim), leaf(*w, 3 * gen, inputs_dim), generator_bias, leaf(*w, 3 * gen, gen),
+               leaf(*w, 3 * gen), leaf(*w, factors, gen)]
 
     def run(ci_projection, gen_init, con_init, *weights):
         return compiled_rnn.run_controlled_decoder(kernel, ci_projection, gen_init, con_init, noise, keep,
@@ -112,6 +115,12 @@ def _check_decoder_gradients(kernel, per_step_generator_bias: bool) -> None:
 
 def test_compiled_gradients_match_finite_differences(kernel):
     _check_decoder_gradients(kernel, per_step_generator_bias=False)
+
+
+@pytest.mark.parametrize("per_step_generator_bias", [False, True])
+def test_stacked_decoder_gradients_match_finite_differences(kernel, per_step_generator_bias):
+    """The stacked form (several workers' weights at once, as the population engine calls it)."""
+    _check_decoder_gradients(kernel, per_step_generator_bias, workers=3)
 
 
 def test_compiled_bidirectional_encoder_matches_nn_gru(kernel, monkeypatch):
@@ -142,15 +151,18 @@ def test_compiled_autonomous_generator_matches_pytorch(kernel, monkeypatch):
     assert_same(*results)
 
 
+@pytest.mark.parametrize("workers", [None, 3], ids=["one-model", "stacked"])
 @pytest.mark.parametrize("reverse", [False, True])
-def test_compiled_gru_sequence_gradients_match_finite_differences(kernel, reverse):
+def test_compiled_gru_sequence_gradients_match_finite_differences(kernel, reverse, workers):
     steps, trials, hidden = 4, 2, 3
     rng = torch.Generator().manual_seed(0)
+    w = () if workers is None else (workers,)
 
     def leaf(*shape):
         return torch.randn(*shape, dtype=torch.double, generator=rng).requires_grad_()
 
-    tensors = [leaf(steps, trials, 3 * hidden), leaf(trials, hidden), leaf(3 * hidden, hidden), leaf(3 * hidden)]
+    tensors = [leaf(steps, *w, trials, 3 * hidden), leaf(*w, trials, hidden), leaf(*w, 3 * hidden, hidden),
+               leaf(*w, 3 * hidden)]
 
     def run(x_projection, h0, w_hh, b_hh):
         return compiled_rnn.run_gru_sequence(kernel, x_projection, h0, w_hh, b_hh, clip=0.7, reverse=reverse)
@@ -185,6 +197,16 @@ def test_failed_build_falls_back_to_python_loop(monkeypatch, caplog):
         assert output.factors.shape == (TRIALS, STEPS, 3) and torch.isfinite(output.factors).all()
     finally:
         compiled_rnn._build.cache_clear()
+
+
+def test_the_build_message_is_printed_only_when_building(kernel, capsys):
+    """A kernel already built (here: by the fixture) is loaded without announcing a build."""
+    compiled_rnn._build.cache_clear()
+    try:
+        assert compiled_rnn.load_compiled_rnn() is not None
+    finally:
+        compiled_rnn._build.cache_clear()
+    assert "building the compiled recurrent kernels" not in capsys.readouterr().err
 
 
 def test_build_is_named_by_cpu(monkeypatch):

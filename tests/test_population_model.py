@@ -20,10 +20,11 @@ OBSERVATION_OPTIONS = {"poisson": {}, "zig": dict(s_min=0.1, gamma_prior=5.0, l2
                        "gamma": dict(gamma_prior=5.0, l2_gamma_distance_scale=0.01)}
 
 
-@pytest.fixture(autouse=True)
-def pytorch_loops(monkeypatch):
-    # The compiled kernels are float32; float64 comparisons use the PyTorch reference loops.
-    monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", "0")
+@pytest.fixture(autouse=True, params=["pytorch-loops", "compiled-kernels"])
+def recurrent_loops(request, monkeypatch):
+    # Both sides (population and single models) run the same recurrent code in float64: the PyTorch
+    # loops, or on CPU the compiled kernels (their stacked form for the population).
+    monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", "1" if request.param == "compiled-kernels" else "0")
 
 
 def _models(observation="poisson", keep_probs=(0.8, 1.0, 0.6), **overrides):
@@ -152,3 +153,29 @@ def test_models_of_another_architecture_are_refused():
     larger = LFADS(LfadsConfig(**{**SMALL, "gen_dim": 7}), NEURONS, make_observation_model("poisson", NEURONS))
     with pytest.raises(NeurodynError, match="architecture"):
         PopulationLFADS.from_models([small, larger])
+
+
+@pytest.mark.parametrize("co_dim", [0, 2])
+def test_population_runs_its_loops_in_the_compiled_kernels_on_cpu(monkeypatch, co_dim):
+    """With the kernels on, every recurrent loop of the population (both encoders, controller/generator or
+    the autonomous generator) is one stacked kernel call; the comparison above then checks their numbers."""
+    from neurodyn.lfads import compiled_rnn, population as population_module
+
+    monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", "1")
+    if compiled_rnn.load_compiled_rnn() is None:
+        pytest.fail("the compiled kernels must build on the project's machines (gcc + ninja)")
+    calls = []
+    for name in ("run_gru_sequence", "run_controlled_decoder"):
+        original = getattr(population_module, name)
+        monkeypatch.setattr(population_module, name,
+                            lambda *args, _original=original, _name=name, **kwargs:
+                            calls.append((_name, args[2].dim())) or _original(*args, **kwargs))
+    models = _models(co_dim=co_dim)
+    population = PopulationLFADS.from_models(models)
+    data, _ = _data(len(models), "poisson")
+    population(data, sample_posteriors=False)
+    # args[2] is the initial state: (W, B, H) for the stacked form, (B, H) for one model.
+    if co_dim:
+        assert calls == [("run_gru_sequence", 3), ("run_gru_sequence", 3), ("run_controlled_decoder", 3)]
+    else:
+        assert calls == [("run_gru_sequence", 3), ("run_gru_sequence", 3)]

@@ -13,6 +13,12 @@
 //
 // Layout: time-major. T steps, B trials, H units (C controller, G generator), F factors, K
 // inferred inputs. Tensors are contiguous.
+//
+// Stacked workers (the PBT population engine): every kernel also takes W models of one architecture
+// at once, told apart by the rank of the recurrent weight: (W,3H,H) instead of (3H,H). Then every
+// weight and bias has a leading W, every activation a W after the time axis ((T,W,B,...); states
+// (W,B,H)), the matrix products are batched over workers (bmm/baddbmm) and the fused gate passes
+// run over all W*B rows. Worker k's numbers are exactly those of the single-model call on its slice.
 
 #include <torch/extension.h>
 
@@ -97,16 +103,68 @@ scalar_t* mptr(torch::Tensor& t) {
   return t.data_ptr<scalar_t>();
 }
 
-// One GRU step on tensors: gh = b_hh + h W_hh^T into the scratch ``gh`` (B,3H), then the fused
-// update into step t's slices of the saved buffers (views, hence taken by value).
+// Rows of a gate pass: all leading axes of a contiguous (..., H) tensor (B, or W*B when stacked).
+inline int64_t rows_of(const torch::Tensor& t) { return t.numel() / t.size(-1); }
+
+// The matrix products, for one model (weights 2-D) or stacked workers (weights 3-D, one per worker).
+// out = bias + a @ w_t; a (B,I) and w_t (I,O), or a (W,B,I) and w_t (W,I,O); the bias is broadcast
+// over the rows ((O) for one model, (W,O) stacked).
+inline void affine_out(torch::Tensor out, const torch::Tensor& bias, const torch::Tensor& a, const torch::Tensor& w_t) {
+  if (w_t.dim() == 2) {
+    torch::addmm_out(out, bias, a, w_t);
+  } else {
+    torch::baddbmm_out(out, bias.dim() == 2 ? bias.unsqueeze(1) : bias, a, w_t);
+  }
+}
+// out = a @ w_t.
+inline void product_out(torch::Tensor out, const torch::Tensor& a, const torch::Tensor& w_t) {
+  if (w_t.dim() == 2) {
+    torch::mm_out(out, a, w_t);
+  } else {
+    torch::bmm_out(out, a, w_t);
+  }
+}
+// acc += a @ w.
+inline void add_product_(torch::Tensor& acc, const torch::Tensor& a, const torch::Tensor& w) {
+  if (w.dim() == 2) {
+    acc.addmm_(a, w);
+  } else {
+    acc.baddbmm_(a, w);
+  }
+}
+// A weight's transpose (the last two axes, per worker when stacked). One model's stays a view (BLAS
+// reads it transposed); stacked weights are copied once per call, because a batched product over a
+// transposed view would copy it at every step.
+inline torch::Tensor transposed(const torch::Tensor& w) {
+  return w.dim() == 2 ? w.t() : w.transpose(1, 2).contiguous();
+}
+
+// A time-major activation as rows per model: (T,B,X) -> (T*B,X); stacked (T,W,B,X) -> (W,T*B,X).
+inline torch::Tensor model_rows(const torch::Tensor& x, bool stacked) {
+  if (!stacked) return x.reshape({-1, x.size(-1)});
+  return x.transpose(0, 1).reshape({x.size(1), -1, x.size(-1)});
+}
+// Gradient of a weight from its output gradients and inputs over all steps and trials:
+// sum_rows grad_out^T input, (O,I) or (W,O,I).
+inline torch::Tensor weight_gradient(const torch::Tensor& grad_out, const torch::Tensor& input, bool stacked) {
+  auto g = model_rows(grad_out, stacked), x = model_rows(input, stacked);
+  return stacked ? torch::bmm(g.transpose(1, 2), x) : torch::mm(g.t(), x);
+}
+// Gradient of a bias: (O) or (W,O).
+inline torch::Tensor bias_gradient(const torch::Tensor& grad_out, bool stacked) {
+  return model_rows(grad_out, stacked).sum(stacked ? 1 : 0);
+}
+
+// One GRU step on tensors: gh = b_hh + h W_hh^T into the scratch ``gh`` (B,3H; stacked (W,B,3H)), then
+// the fused update into step t's slices of the saved buffers (views, hence taken by value).
 template <typename scalar_t>
 void gru_step_forward(const torch::Tensor& gx, const torch::Tensor& h, const torch::Tensor& w_hh_t,
                       const torch::Tensor& b_hh, torch::Tensor& gh, torch::Tensor gates, torch::Tensor gh_n,
                       torch::Tensor unclipped, torch::Tensor h_new, scalar_t clip) {
-  torch::addmm_out(gh, b_hh, h, w_hh_t);
+  affine_out(gh, b_hh, h, w_hh_t);
   gru_update_forward<scalar_t>(ptr<scalar_t>(gx), ptr<scalar_t>(gh), ptr<scalar_t>(h), mptr<scalar_t>(gates),
-                               mptr<scalar_t>(gh_n), mptr<scalar_t>(unclipped), mptr<scalar_t>(h_new), h.size(0),
-                               h.size(1), clip);
+                               mptr<scalar_t>(gh_n), mptr<scalar_t>(unclipped), mptr<scalar_t>(h_new), rows_of(h),
+                               h.size(-1), clip);
 }
 
 // Backward of gru_step_forward: ``dh`` (B,H) holds the gradient of the new state on entry and that
@@ -116,24 +174,39 @@ void gru_step_backward(torch::Tensor& dh, const torch::Tensor& h_prev, const tor
                        const torch::Tensor& gh_n, const torch::Tensor& unclipped, const torch::Tensor& w_hh,
                        torch::Tensor dgx, torch::Tensor dgh, scalar_t clip) {
   gru_update_backward<scalar_t>(mptr<scalar_t>(dh), ptr<scalar_t>(h_prev), ptr<scalar_t>(gates), ptr<scalar_t>(gh_n),
-                                ptr<scalar_t>(unclipped), mptr<scalar_t>(dgx), mptr<scalar_t>(dgh), dh.size(0),
-                                dh.size(1), clip);
-  dh.addmm_(dgh, w_hh);
+                                ptr<scalar_t>(unclipped), mptr<scalar_t>(dgx), mptr<scalar_t>(dgh), rows_of(dh),
+                                dh.size(-1), clip);
+  add_product_(dh, dgh, w_hh);
+}
+
+// The shape of a time-major sequence of ``steps`` steps with the batch axes of ``state`` ((B,H) or
+// (W,B,H)) and last axis ``width``.
+inline std::vector<int64_t> sequence_shape(int64_t steps, const torch::Tensor& state, int64_t width) {
+  std::vector<int64_t> shape{steps};
+  for (int64_t d = 0; d + 1 < state.dim(); ++d) shape.push_back(state.size(d));
+  shape.push_back(width);
+  return shape;
+}
+inline std::vector<int64_t> batch_shape(const torch::Tensor& state, int64_t width) {
+  auto shape = sequence_shape(1, state, width);
+  shape.erase(shape.begin());
+  return shape;
 }
 
 }  // namespace
 
 // A GRU over T steps (reverse: from step T-1 down to 0) from the input projection x_projection
 // (T,B,3H) = W_ih x_t + b_ih and the initial state h0 (B,H). Returns {states (T,B,H) in time order,
-// gates (T,B,3H), gh_n (T,B,H), unclipped (T,B,H)}.
+// gates (T,B,3H), gh_n (T,B,H), unclipped (T,B,H)}. Stacked: (T,W,B,...), h0 (W,B,H), w_hh (W,3H,H),
+// b_hh (W,3H).
 std::vector<torch::Tensor> gru_sequence_forward(torch::Tensor x_projection, torch::Tensor h0, torch::Tensor w_hh,
                                                 torch::Tensor b_hh, double clip, bool reverse) {
-  const int64_t T = x_projection.size(0), B = x_projection.size(1), H = w_hh.size(1);
+  const int64_t T = x_projection.size(0), H = w_hh.size(-1);
   auto opts = x_projection.options();
-  auto states = torch::empty({T, B, H}, opts), gates = torch::empty({T, B, 3 * H}, opts);
-  auto gh_n = torch::empty({T, B, H}, opts), unclipped = torch::empty({T, B, H}, opts);
-  auto gh = torch::empty({B, 3 * H}, opts);
-  auto w_hh_t = w_hh.t();
+  auto states = torch::empty(sequence_shape(T, h0, H), opts), gates = torch::empty(sequence_shape(T, h0, 3 * H), opts);
+  auto gh_n = torch::empty(sequence_shape(T, h0, H), opts), unclipped = torch::empty(sequence_shape(T, h0, H), opts);
+  auto gh = torch::empty(batch_shape(h0, 3 * H), opts);
+  auto w_hh_t = transposed(w_hh);
   AT_DISPATCH_FLOATING_TYPES(x_projection.scalar_type(), "gru_sequence_forward", [&] {
     const scalar_t clip_value = static_cast<scalar_t>(clip);
     for (int64_t i = 0; i < T; ++i) {
@@ -147,14 +220,15 @@ std::vector<torch::Tensor> gru_sequence_forward(torch::Tensor x_projection, torc
 }
 
 // Gradients of gru_sequence_forward given the gradient of its states (T,B,H). Returns
-// {d x_projection (T,B,3H), d h0 (B,H), d w_hh (3H,H), d b_hh (3H)}.
+// {d x_projection (T,B,3H), d h0 (B,H), d w_hh (3H,H), d b_hh (3H)} (stacked: with the W axes).
 std::vector<torch::Tensor> gru_sequence_backward(torch::Tensor grad_states, torch::Tensor h0, torch::Tensor w_hh,
                                                  torch::Tensor states, torch::Tensor gates, torch::Tensor gh_n,
                                                  torch::Tensor unclipped, double clip, bool reverse) {
-  const int64_t T = grad_states.size(0), B = grad_states.size(1), H = w_hh.size(1);
+  const bool stacked = w_hh.dim() == 3;
+  const int64_t T = grad_states.size(0), H = w_hh.size(-1);
   auto opts = grad_states.options();
-  auto dgx = torch::empty({T, B, 3 * H}, opts), dgh = torch::empty({T, B, 3 * H}, opts);
-  auto dh = torch::zeros({B, H}, opts);
+  auto dgx = torch::empty(sequence_shape(T, h0, 3 * H), opts), dgh = torch::empty(sequence_shape(T, h0, 3 * H), opts);
+  auto dh = torch::zeros_like(h0);
   // previous[t] = the state step t started from.
   auto previous = reverse ? torch::cat({states.narrow(0, 1, T - 1), h0.unsqueeze(0)})
                           : torch::cat({h0.unsqueeze(0), states.narrow(0, 0, T - 1)});
@@ -166,58 +240,62 @@ std::vector<torch::Tensor> gru_sequence_backward(torch::Tensor grad_states, torc
       gru_step_backward<scalar_t>(dh, previous[t], gates[t], gh_n[t], unclipped[t], w_hh, dgx[t], dgh[t], clip_value);
     }
   });
-  auto dgh_rows = dgh.reshape({T * B, 3 * H});
-  return {dgx, dh, torch::mm(dgh_rows.t(), previous.reshape({T * B, H})), dgh_rows.sum(0)};
+  return {dgx, dh, weight_gradient(dgh, previous, stacked), bias_gradient(dgh, stacked)};
 }
 
 // Returns {factors_all (T+1,B,F) [0 = factors of the initial state], co_mean, co_std, co (T,B,K),
 //          con_states (T+1,B,C), gen_states (T+1,B,G), kept (T+1,B,G) = gen_states * keep,
 //          con_gates (T,B,3C), con_gh_n, con_unclipped (T,B,C), gen_gates (T,B,3G), gen_gh_n,
 //          gen_unclipped (T,B,G)}.
+// Stacked: every activation (T,W,B,...), initial states (W,B,...), weights and biases with a leading W;
+// the generator's input bias (W,3G) or per step (T,W,B,3G).
 std::vector<torch::Tensor> decoder_forward(
     torch::Tensor ci_projection, torch::Tensor gen_init, torch::Tensor con_init, torch::Tensor noise,
     torch::Tensor keep, torch::Tensor w_factor_in, torch::Tensor w_con_hh, torch::Tensor b_con_hh,
     torch::Tensor w_co, torch::Tensor b_co, torch::Tensor w_gen_ih, torch::Tensor gen_input_bias,
     torch::Tensor w_gen_hh, torch::Tensor b_gen_hh, torch::Tensor w_factor, double clip) {
-  const int64_t T = ci_projection.size(0), B = ci_projection.size(1);
-  const int64_t C = w_con_hh.size(1), G = w_gen_hh.size(1), F = w_factor.size(0), K = noise.size(2);
-  const bool per_step_bias = gen_input_bias.dim() == 3;
+  const int64_t T = ci_projection.size(0);
+  const int64_t C = w_con_hh.size(-1), G = w_gen_hh.size(-1), F = w_factor.size(-2), K = noise.size(-1);
+  const bool per_step_bias = gen_input_bias.dim() == ci_projection.dim();
+  const auto& g0 = gen_init;  // its leading axes are the batch axes of every activation
   auto opts = ci_projection.options();
-  auto factors_all = torch::empty({T + 1, B, F}, opts);
-  auto co_mean = torch::empty({T, B, K}, opts), co_std = torch::empty({T, B, K}, opts);
-  auto co = torch::empty({T, B, K}, opts);
-  auto con_states = torch::empty({T + 1, B, C}, opts), gen_states = torch::empty({T + 1, B, G}, opts);
-  auto kept = torch::empty({T + 1, B, G}, opts);
-  auto con_gates = torch::empty({T, B, 3 * C}, opts), con_gh_n = torch::empty({T, B, C}, opts);
-  auto con_unclipped = torch::empty({T, B, C}, opts);
-  auto gen_gates = torch::empty({T, B, 3 * G}, opts), gen_gh_n = torch::empty({T, B, G}, opts);
-  auto gen_unclipped = torch::empty({T, B, G}, opts);
-  auto gx_con = torch::empty({B, 3 * C}, opts), gh_con = torch::empty({B, 3 * C}, opts);
-  auto gx_gen = torch::empty({B, 3 * G}, opts), gh_gen = torch::empty({B, 3 * G}, opts);
-  auto co_out = torch::empty({B, 2 * K}, opts);
-  auto w_factor_in_t = w_factor_in.t(), w_con_hh_t = w_con_hh.t(), w_co_t = w_co.t();
-  auto w_gen_ih_t = w_gen_ih.t(), w_gen_hh_t = w_gen_hh.t(), w_factor_t = w_factor.t();
+  auto factors_all = torch::empty(sequence_shape(T + 1, g0, F), opts);
+  auto co_mean = torch::empty(sequence_shape(T, g0, K), opts), co_std = torch::empty(sequence_shape(T, g0, K), opts);
+  auto co = torch::empty(sequence_shape(T, g0, K), opts);
+  auto con_states = torch::empty(sequence_shape(T + 1, g0, C), opts);
+  auto gen_states = torch::empty(sequence_shape(T + 1, g0, G), opts);
+  auto kept = torch::empty(sequence_shape(T + 1, g0, G), opts);
+  auto con_gates = torch::empty(sequence_shape(T, g0, 3 * C), opts), con_gh_n = torch::empty(sequence_shape(T, g0, C), opts);
+  auto con_unclipped = torch::empty(sequence_shape(T, g0, C), opts);
+  auto gen_gates = torch::empty(sequence_shape(T, g0, 3 * G), opts), gen_gh_n = torch::empty(sequence_shape(T, g0, G), opts);
+  auto gen_unclipped = torch::empty(sequence_shape(T, g0, G), opts);
+  auto gx_con = torch::empty(batch_shape(g0, 3 * C), opts), gh_con = torch::empty(batch_shape(g0, 3 * C), opts);
+  auto gx_gen = torch::empty(batch_shape(g0, 3 * G), opts), gh_gen = torch::empty(batch_shape(g0, 3 * G), opts);
+  auto co_out = torch::empty(batch_shape(g0, 2 * K), opts);
+  const int64_t R = rows_of(co_out);
+  auto w_factor_in_t = transposed(w_factor_in), w_con_hh_t = transposed(w_con_hh), w_co_t = transposed(w_co);
+  auto w_gen_ih_t = transposed(w_gen_ih), w_gen_hh_t = transposed(w_gen_hh), w_factor_t = transposed(w_factor);
 
   con_states[0].copy_(con_init);
   gen_states[0].copy_(gen_init);
   auto kept_first = kept[0], factors_first = factors_all[0];
   torch::mul_out(kept_first, gen_states[0], keep[0]);
-  torch::mm_out(factors_first, kept_first, w_factor_t);
+  product_out(factors_first, kept_first, w_factor_t);
 
   AT_DISPATCH_FLOATING_TYPES(ci_projection.scalar_type(), "decoder_forward", [&] {
     const scalar_t clip_value = static_cast<scalar_t>(clip);
     for (int64_t t = 0; t < T; ++t) {
-      torch::addmm_out(gx_con, ci_projection[t], factors_all[t], w_factor_in_t);
+      affine_out(gx_con, ci_projection[t], factors_all[t], w_factor_in_t);
       auto con_next = con_states[t + 1];
       gru_step_forward<scalar_t>(gx_con, con_states[t], w_con_hh_t, b_con_hh, gh_con, con_gates[t], con_gh_n[t],
                                  con_unclipped[t], con_next, clip_value);
 
-      torch::addmm_out(co_out, b_co, con_next, w_co_t);
+      affine_out(co_out, b_co, con_next, w_co_t);
       auto mean_t = co_mean[t], std_t = co_std[t], co_t = co[t], noise_t = noise[t];
       const scalar_t* out = ptr<scalar_t>(co_out);
       const scalar_t* eps = ptr<scalar_t>(noise_t);
       scalar_t *m = mptr<scalar_t>(mean_t), *s = mptr<scalar_t>(std_t), *c = mptr<scalar_t>(co_t);
-      for (int64_t b = 0; b < B; ++b) {
+      for (int64_t b = 0; b < R; ++b) {
         for (int64_t k = 0; k < K; ++k) {
           const scalar_t mean = out[b * 2 * K + k];
           const scalar_t sd = std::exp(scalar_t(0.5) * out[b * 2 * K + K + k]);
@@ -227,14 +305,14 @@ std::vector<torch::Tensor> decoder_forward(
         }
       }
 
-      torch::addmm_out(gx_gen, per_step_bias ? gen_input_bias[t] : gen_input_bias, co_t, w_gen_ih_t);
+      affine_out(gx_gen, per_step_bias ? gen_input_bias[t] : gen_input_bias, co_t, w_gen_ih_t);
       auto gen_next = gen_states[t + 1];
       gru_step_forward<scalar_t>(gx_gen, gen_states[t], w_gen_hh_t, b_gen_hh, gh_gen, gen_gates[t], gen_gh_n[t],
                                  gen_unclipped[t], gen_next, clip_value);
       auto kept_next = kept[t + 1];
       torch::mul_out(kept_next, gen_next, keep[t + 1]);
       auto factors_next = factors_all[t + 1];
-      torch::mm_out(factors_next, kept_next, w_factor_t);
+      product_out(factors_next, kept_next, w_factor_t);
     }
   });
   return {factors_all, co_mean, co_std, co, con_states, gen_states, kept,
@@ -245,6 +323,7 @@ std::vector<torch::Tensor> decoder_forward(
 // co_std and co (T,B,K). Returns {d ci_projection, d gen_init, d con_init, d w_factor_in, d w_con_hh,
 // d b_con_hh, d w_co, d b_co, d w_gen_ih, d gen_input_bias, d w_gen_hh, d b_gen_hh, d w_factor};
 // d gen_input_bias is (T,B,3G) when per_step_bias (the forward's bias was per step), else (3G).
+// Stacked as in decoder_forward.
 std::vector<torch::Tensor> decoder_backward(
     torch::Tensor grad_factors, torch::Tensor grad_co_mean, torch::Tensor grad_co_std, torch::Tensor grad_co,
     torch::Tensor noise, torch::Tensor keep, torch::Tensor w_factor_in, torch::Tensor w_con_hh,
@@ -253,15 +332,18 @@ std::vector<torch::Tensor> decoder_backward(
     torch::Tensor gen_states, torch::Tensor kept, torch::Tensor con_gates, torch::Tensor con_gh_n,
     torch::Tensor con_unclipped, torch::Tensor gen_gates, torch::Tensor gen_gh_n, torch::Tensor gen_unclipped,
     double clip, bool per_step_bias) {
-  const int64_t T = grad_factors.size(0), B = grad_factors.size(1);
-  const int64_t C = w_con_hh.size(1), G = w_gen_hh.size(1), F = w_factor.size(0), K = noise.size(2);
+  const bool stacked = w_con_hh.dim() == 3;
+  const int64_t T = grad_factors.size(0);
+  const int64_t C = w_con_hh.size(-1), G = w_gen_hh.size(-1), F = w_factor.size(-2), K = noise.size(-1);
+  const auto& s0 = gen_states[0];  // its leading axes are the batch axes
   auto opts = grad_factors.options();
-  auto dgx_con = torch::empty({T, B, 3 * C}, opts), dgh_con = torch::empty({T, B, 3 * C}, opts);
-  auto dgx_gen = torch::empty({T, B, 3 * G}, opts), dgh_gen = torch::empty({T, B, 3 * G}, opts);
-  auto dco_out = torch::empty({T, B, 2 * K}, opts);
-  auto dfactors = torch::empty({T + 1, B, F}, opts);
-  auto dgen = torch::zeros({B, G}, opts), dcon = torch::zeros({B, C}, opts);
-  auto dkept = torch::empty({B, G}, opts), dco = torch::empty({B, K}, opts);
+  auto dgx_con = torch::empty(sequence_shape(T, s0, 3 * C), opts), dgh_con = torch::empty(sequence_shape(T, s0, 3 * C), opts);
+  auto dgx_gen = torch::empty(sequence_shape(T, s0, 3 * G), opts), dgh_gen = torch::empty(sequence_shape(T, s0, 3 * G), opts);
+  auto dco_out = torch::empty(sequence_shape(T, s0, 2 * K), opts);
+  auto dfactors = torch::empty(sequence_shape(T + 1, s0, F), opts);
+  auto dgen = torch::zeros(batch_shape(s0, G), opts), dcon = torch::zeros(batch_shape(s0, C), opts);
+  auto dkept = torch::empty(batch_shape(s0, G), opts), dco = torch::empty(batch_shape(s0, K), opts);
+  const int64_t R = rows_of(dco);
 
   AT_DISPATCH_FLOATING_TYPES(grad_factors.scalar_type(), "decoder_backward", [&] {
     const scalar_t clip_value = static_cast<scalar_t>(clip);
@@ -269,18 +351,18 @@ std::vector<torch::Tensor> decoder_backward(
       // factors_all[t+1] feeds the output and the controller at step t+1.
       auto df = dfactors[t + 1];
       if (t + 1 < T) {
-        torch::addmm_out(df, grad_factors[t], dgx_con[t + 1], w_factor_in);
+        affine_out(df, grad_factors[t], dgx_con[t + 1], w_factor_in);
       } else {
         df.copy_(grad_factors[t]);
       }
-      torch::mm_out(dkept, df, w_factor);
+      product_out(dkept, df, w_factor);
       dgen.addcmul_(dkept, keep[t + 1]);
 
       auto dgx_gen_t = dgx_gen[t];
       gru_step_backward<scalar_t>(dgen, gen_states[t], gen_gates[t], gen_gh_n[t], gen_unclipped[t], w_gen_hh, dgx_gen_t,
                                   dgh_gen[t], clip_value);
 
-      torch::addmm_out(dco, grad_co[t], dgx_gen_t, w_gen_ih);
+      affine_out(dco, grad_co[t], dgx_gen_t, w_gen_ih);
       const scalar_t* dc = ptr<scalar_t>(dco);
       const scalar_t* gm = ptr<scalar_t>(grad_co_mean[t]);
       const scalar_t* gs = ptr<scalar_t>(grad_co_std[t]);
@@ -288,14 +370,14 @@ std::vector<torch::Tensor> decoder_backward(
       const scalar_t* sd = ptr<scalar_t>(co_std[t]);
       auto dco_out_t = dco_out[t];
       scalar_t* dout = mptr<scalar_t>(dco_out_t);
-      for (int64_t b = 0; b < B; ++b) {
+      for (int64_t b = 0; b < R; ++b) {
         for (int64_t k = 0; k < K; ++k) {
           const int64_t i = b * K + k;
           dout[b * 2 * K + k] = dc[i] + gm[i];
           dout[b * 2 * K + K + k] = (dc[i] * eps[i] + gs[i]) * scalar_t(0.5) * sd[i];
         }
       }
-      dcon.addmm_(dco_out_t, w_co);
+      add_product_(dcon, dco_out_t, w_co);
 
       gru_step_backward<scalar_t>(dcon, con_states[t], con_gates[t], con_gh_n[t], con_unclipped[t], w_con_hh,
                                   dgx_con[t], dgh_con[t], clip_value);
@@ -303,24 +385,23 @@ std::vector<torch::Tensor> decoder_backward(
   });
   // The initial state's factors feed the controller at step 0.
   auto dfactors_first = dfactors[0];
-  torch::mm_out(dfactors_first, dgx_con[0], w_factor_in);
-  torch::mm_out(dkept, dfactors_first, w_factor);
+  product_out(dfactors_first, dgx_con[0], w_factor_in);
+  product_out(dkept, dfactors_first, w_factor);
   dgen.addcmul_(dkept, keep[0]);
 
-  auto rows = [](const torch::Tensor& x) { return x.reshape({-1, x.size(-1)}); };
   auto previous = [](const torch::Tensor& states) { return states.narrow(0, 0, states.size(0) - 1); };
   auto next = [](const torch::Tensor& states) { return states.narrow(0, 1, states.size(0) - 1); };
-  auto dw_factor_in = torch::mm(rows(dgx_con).t(), rows(previous(factors_all)));
-  auto dw_con_hh = torch::mm(rows(dgh_con).t(), rows(previous(con_states)));
-  auto db_con_hh = rows(dgh_con).sum(0);
-  auto dw_co = torch::mm(rows(dco_out).t(), rows(next(con_states)));
-  auto db_co = rows(dco_out).sum(0);
-  auto dw_gen_ih = torch::mm(rows(dgx_gen).t(), rows(co));
+  auto dw_factor_in = weight_gradient(dgx_con, previous(factors_all), stacked);
+  auto dw_con_hh = weight_gradient(dgh_con, previous(con_states), stacked);
+  auto db_con_hh = bias_gradient(dgh_con, stacked);
+  auto dw_co = weight_gradient(dco_out, next(con_states), stacked);
+  auto db_co = bias_gradient(dco_out, stacked);
+  auto dw_gen_ih = weight_gradient(dgx_gen, co, stacked);
   // A per-step bias gets each step's gradient: that of the generator's input projection itself.
-  auto d_gen_input_bias = per_step_bias ? dgx_gen : rows(dgx_gen).sum(0);
-  auto dw_gen_hh = torch::mm(rows(dgh_gen).t(), rows(previous(gen_states)));
-  auto db_gen_hh = rows(dgh_gen).sum(0);
-  auto dw_factor = torch::mm(rows(dfactors).t(), rows(kept));
+  auto d_gen_input_bias = per_step_bias ? dgx_gen : bias_gradient(dgx_gen, stacked);
+  auto dw_gen_hh = weight_gradient(dgh_gen, previous(gen_states), stacked);
+  auto db_gen_hh = bias_gradient(dgh_gen, stacked);
+  auto dw_factor = weight_gradient(dfactors, kept, stacked);
   return {dgx_con, dgen, dcon, dw_factor_in, dw_con_hh, db_con_hh, dw_co, db_co,
           dw_gen_ih, d_gen_input_bias, dw_gen_hh, db_gen_hh, dw_factor};
 }

@@ -69,7 +69,9 @@ def _build() -> ModuleType | None:
         source_hash = hashlib.sha1(SOURCE.read_bytes()).hexdigest()[:10]
         name = f"neurodyn_compiled_rnn_{cpu_tag()}_{source_hash}"
         build_root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
-        if not any(Path(build_root).glob(f"{name}*/{name}*.so")):
+        # torch builds in <root>/<name>, or in a per-Python/CUDA subfolder such as <root>/py311_cpu/<name>.
+        built = [*Path(build_root).glob(f"{name}/{name}*.so"), *Path(build_root).glob(f"*/{name}/{name}*.so")]
+        if not built:
             # The first build takes tens of seconds with nothing else to show: say what is happening.
             print("neurodyn: building the compiled recurrent kernels (once per machine; about 30 s)",
                   file=sys.stderr, flush=True)
@@ -106,7 +108,7 @@ class _ControlledDecoderFunction(torch.autograd.Function):
          gen_gates, gen_gh_n, gen_unclipped) = kernel.decoder_forward(
             ci_projection, gen_init, con_init, noise, keep, w_factor_in, w_con_hh, b_con_hh, w_co, b_co,
             w_gen_ih, gen_input_bias, w_gen_hh, b_gen_hh, w_factor, clip)
-        ctx.kernel, ctx.clip, ctx.per_step_bias = kernel, clip, gen_input_bias.dim() == 3
+        ctx.kernel, ctx.clip, ctx.per_step_bias = kernel, clip, gen_input_bias.dim() == ci_projection.dim()
         # Everything through save_for_backward (tensors kept on ctx would form a reference cycle with
         # the outputs and leak); intermediates included, which makes this function differentiable once.
         ctx.save_for_backward(noise, keep, w_factor_in, w_con_hh, w_co, w_gen_ih, w_gen_hh, w_factor,

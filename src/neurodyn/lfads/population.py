@@ -4,7 +4,9 @@ PBT trains many workers that share an architecture and differ only in hyperparam
 one module, every parameter of ``LFADS`` gets a leading worker axis ``W`` (``(W, *shape)``) and
 every activation one too: a batch is ``(W, B, T, N)`` (each worker its own trials and masks). The
 recurrent loops (bidirectional encoders, controller, generator) advance all workers in one
-batched matrix product per time step; nothing loops over workers in the compute.
+batched matrix product per time step; nothing loops over workers in the compute. On CPU the loops
+run in the compiled kernels of ``compiled_rnn`` in their stacked form (worker k's numbers are those
+of the single-model kernel), elsewhere (GPU, no compiler) in the PyTorch loops below.
 
 The mathematics is ``LFADS``'s, step for step (see ``lfads.model``, ``lfads.decoder``,
 ``lfads.encoders``, ``lfads.priors``, ``observation``): the same GRU gate formulation, state clip,
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neurodyn.errors import NeurodynError
+from neurodyn.lfads.compiled_rnn import load_compiled_rnn, run_controlled_decoder, run_gru_sequence
 from neurodyn.lfads.encoders import lag_controller_inputs
 from neurodyn.lfads.model import LFADS, LfadsOutput, hide_from_encoders
 from neurodyn.lfads.priors import gaussian_log_density, kl_diagonal_to_isotropic
@@ -292,18 +295,24 @@ class PopulationLFADS(nn.Module):
         b_hh = torch.cat([self._stacked(g + "bias_hh_l0"), self._stacked(g + "bias_hh_l0_reverse")])
         hidden = w_hh.shape[2]
         time_major = torch.cat([x, x.flip(2)]).transpose(1, 2)  # (2W, T, B, N)
-        projection = _linear(time_major, w_ih, b_ih).unbind(1)  # T of (2W, B, 3H)
+        projection = _linear(time_major, w_ih, b_ih)  # (2W, T, B, 3H)
         initial = self._stacked(f"{prefix}.initial_state")  # (W, 2, 1, H)
         h = torch.cat([initial[:, 0], initial[:, 1]]).expand(2 * workers, batch, hidden)
-        w_hh_t, b_hh = w_hh.transpose(1, 2), b_hh.unsqueeze(1)
-        states = []
-        for gates_x in projection:
-            h = _gru_step(gates_x, h, w_hh_t, b_hh)
-            states.append(h)
+        kernel = load_compiled_rnn() if x.device.type == "cpu" else None
+        if kernel is not None:
+            states = run_gru_sequence(kernel, projection.transpose(0, 1), h, w_hh, b_hh)  # (T, 2W, B, H)
+            h = states[-1]
+            states = states.permute(1, 2, 0, 3)  # (2W, B, T, H)
+        else:
+            w_hh_t, b_hh = w_hh.transpose(1, 2), b_hh.unsqueeze(1)
+            steps = []
+            for gates_x in projection.unbind(1):
+                h = _gru_step(gates_x, h, w_hh_t, b_hh)
+                steps.append(h)
+            states = torch.stack(steps, dim=2) if outputs else None  # (2W, B, T, H)
         final = torch.cat([h[:workers], h[workers:]], dim=-1)
         if not outputs:
             return None, final
-        states = torch.stack(states, dim=2)  # (2W, B, T, H)
         return torch.cat([states[:workers], states[workers:].flip(2)], dim=-1), final
 
     def _clip(self, h: torch.Tensor) -> torch.Tensor:
@@ -321,17 +330,33 @@ class PopulationLFADS(nn.Module):
         w_ext = self._stacked("decoder.generator.weight_ih_l0")[:, :, self.co_dim:]
         return _linear(ext_input, w_ext, bias).unbind(2)
 
+    def _generator_input_projection(self, ext_input: torch.Tensor | None, num_steps: int, batch: int) -> torch.Tensor:
+        """The generator's input projection without inferred inputs, time-major ``(T, W, B, 3G)``: its bias
+        at every step, plus ``W_ext ext_t`` with measured inputs (the compiled kernels' layout)."""
+        bias = self._stacked("decoder.generator.bias_ih_l0")
+        if ext_input is None:
+            return bias[None, :, None, :].expand(num_steps, -1, batch, -1)
+        w_ext = self._stacked("decoder.generator.weight_ih_l0")[:, :, self.co_dim:]
+        return _linear(ext_input.transpose(1, 2), w_ext, bias).transpose(0, 1)
+
     def _autonomous(self, gen_init: torch.Tensor, num_steps: int, noise: ForwardNoise | None,
                     ext_input: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        bias = self._generator_input_bias(ext_input)
-        w_hh_t = self._stacked("decoder.generator.weight_hh_l0").transpose(1, 2)
-        b_hh = self._stacked("decoder.generator.bias_hh_l0").unsqueeze(1)
-        h, states = gen_init, []
-        for t in range(num_steps):
-            gates_x = bias if ext_input is None else bias[t]
-            h = self._clip(_gru_step(gates_x.expand(*h.shape[:2], -1), h, w_hh_t, b_hh))
-            states.append(h)
-        states = torch.stack(states, dim=2)  # (W, B, T, G)
+        w_hh = self._stacked("decoder.generator.weight_hh_l0")
+        b_hh = self._stacked("decoder.generator.bias_hh_l0")
+        kernel = load_compiled_rnn() if gen_init.device.type == "cpu" else None
+        if kernel is not None:
+            projection = self._generator_input_projection(ext_input, num_steps, gen_init.shape[1])
+            states = run_gru_sequence(kernel, projection, gen_init, w_hh, b_hh, clip=self.cell_clip_value)
+            states = states.permute(1, 2, 0, 3)  # (W, B, T, G)
+        else:
+            bias = self._generator_input_bias(ext_input)
+            w_hh_t, b_hh = w_hh.transpose(1, 2), b_hh.unsqueeze(1)
+            h, steps = gen_init, []
+            for t in range(num_steps):
+                gates_x = bias if ext_input is None else bias[t]
+                h = self._clip(_gru_step(gates_x.expand(*h.shape[:2], -1), h, w_hh_t, b_hh))
+                steps.append(h)
+            states = torch.stack(steps, dim=2)  # (W, B, T, G)
         kept = states if noise is None else states * noise.state_keep
         return _linear(kept, self._normalised_factor_weight()), states.detach()
 
@@ -344,7 +369,7 @@ class PopulationLFADS(nn.Module):
         factor_weight_t = factor_weight.transpose(1, 2)
         w_con_ih = self._stacked("decoder.controller.weight_ih_l0")
         w_ci, w_factor_in = w_con_ih.split([ci_dim, factor_weight.shape[1]], dim=2)
-        ci_projection = _linear(controller_inputs, w_ci, self._stacked("decoder.controller.bias_ih_l0")).unbind(2)
+        ci_projection = _linear(controller_inputs, w_ci, self._stacked("decoder.controller.bias_ih_l0"))
         w_factor_in_t = w_factor_in.transpose(1, 2)
         w_con_hh_t = self._stacked("decoder.controller.weight_hh_l0").transpose(1, 2)
         b_con_hh = self._stacked("decoder.controller.bias_hh_l0").unsqueeze(1)
@@ -353,9 +378,15 @@ class PopulationLFADS(nn.Module):
         w_gen_co_t = self._stacked("decoder.generator.weight_ih_l0")[:, :, :self.co_dim].transpose(1, 2)
         w_gen_hh_t = self._stacked("decoder.generator.weight_hh_l0").transpose(1, 2)
         b_gen_hh = self._stacked("decoder.generator.bias_hh_l0").unsqueeze(1)
+        kernel = load_compiled_rnn() if gen_init.device.type == "cpu" else None
+        if kernel is not None:
+            return self._controlled_compiled(kernel, gen_init, controller_inputs, ci_projection, sample, noise,
+                                             ext_input, (w_factor_in, w_con_hh_t, b_con_hh, w_co_t, b_co,
+                                                         w_gen_co_t, w_gen_hh_t, b_gen_hh, factor_weight))
         gen_bias = self._generator_input_bias(ext_input)
         keep = None if noise is None else noise.state_keep.unbind(1)  # T + 1 of (W, B, G)
         co_noise = None if noise is None or noise.co_noise is None or not sample else noise.co_noise.unbind(1)
+        ci_projection = ci_projection.unbind(2)
         gen_h = gen_init
         con_h = self._stacked("decoder.controller_initial_state").expand(workers, batch, -1)
         factor = torch.bmm(gen_h if keep is None else gen_h * keep[0], factor_weight_t)
@@ -376,6 +407,31 @@ class PopulationLFADS(nn.Module):
             gen_states.append(gen_h)
         return (torch.stack(factors, 2), torch.stack(means, 2), torch.stack(stds, 2), torch.stack(samples, 2),
                 torch.stack(gen_states, 2).detach())
+
+    def _controlled_compiled(self, kernel, gen_init: torch.Tensor, controller_inputs: torch.Tensor,
+                             ci_projection: torch.Tensor, sample: bool, noise: ForwardNoise | None,
+                             ext_input: torch.Tensor | None, weights: tuple[torch.Tensor, ...]
+                             ) -> tuple[torch.Tensor, ...]:
+        """``_controlled`` through the compiled kernel's stacked form: inputs in its time-major layout
+        ``(T, W, B, ...)``, weights untransposed; outputs back to ``(W, B, T, ...)``."""
+        w_factor_in, w_con_hh_t, b_con_hh, w_co_t, b_co, w_gen_co_t, w_gen_hh_t, b_gen_hh, factor_weight = weights
+        workers, batch, num_steps, _ = controller_inputs.shape
+        con_init = self._stacked("decoder.controller_initial_state").expand(workers, batch, -1)
+        co_noise = None if noise is None or noise.co_noise is None or not sample else noise.co_noise.transpose(0, 1)
+        if co_noise is None:  # zero noise: the posterior mean, as in the loop above
+            co_noise = gen_init.new_zeros(num_steps, workers, batch, self.co_dim)
+        keep = (gen_init.new_ones(num_steps + 1, *gen_init.shape) if noise is None
+                else noise.state_keep.transpose(0, 1))
+        if ext_input is None:
+            gen_input_bias = self._stacked("decoder.generator.bias_ih_l0")
+        else:
+            gen_input_bias = self._generator_input_projection(ext_input, num_steps, batch)
+        outputs = run_controlled_decoder(
+            kernel, ci_projection.permute(2, 0, 1, 3), gen_init, con_init, co_noise, keep,
+            (w_factor_in, w_con_hh_t.transpose(1, 2), b_con_hh.squeeze(1), w_co_t.transpose(1, 2), b_co.squeeze(1),
+             w_gen_co_t.transpose(1, 2), gen_input_bias, w_gen_hh_t.transpose(1, 2), b_gen_hh.squeeze(1),
+             factor_weight), self.cell_clip_value)
+        return tuple(output.permute(1, 2, 0, 3) for output in outputs)
 
     # -- objective terms ------------------------------------------------------------------------------
     def kl_ic(self, output: LfadsOutput) -> torch.Tensor:

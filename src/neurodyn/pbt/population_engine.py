@@ -17,6 +17,7 @@ import torch
 
 from neurodyn.errors import NeurodynError
 from neurodyn.pbt.engines import WorkerData, WorkerJob, WorkerResult, prepare_worker, worker_result
+from neurodyn.train.allocator import keep_freed_memory
 
 
 class PopulationEngine:
@@ -39,6 +40,7 @@ class PopulationEngine:
         if len(epochs) > 1:
             raise NeurodynError(f"the population engine trains every worker of a generation for the same number "
                                 f"of epochs; got {epochs}")
+        keep_freed_memory()  # a population's activations would otherwise page-fault at every step
         previous = torch.get_num_threads()
         if self.threads:
             torch.set_num_threads(self.threads)
