@@ -41,7 +41,11 @@ def _row(engine: str, workers: int, epochs: int, device: str) -> dict:
             for w in range(workers)]
     started = time.perf_counter()
     if engine == "population":
-        results = list(PopulationEngine(data, device=device, threads=cpu_cores()).run(jobs))
+        population = PopulationEngine(data, device=device, num_workers=workers)
+        try:
+            results = list(population.run(jobs))
+        finally:
+            population.close()
     elif engine == "embedded":
         pool = EmbeddedEngine(data, min(cpu_cores(), workers), device)
         try:

@@ -18,7 +18,7 @@ from neurodyn.data.seed_format import read_dataset, split_trials
 from neurodyn.errors import NeurodynError
 from neurodyn.pbt import population_engine
 from neurodyn.pbt.engines import WorkerData, WorkerJob, run_worker_generation
-from neurodyn.pbt.population_engine import PopulationEngine
+from neurodyn.pbt.population_engine import PopulationEngine, PopulationLayout, deal_out, population_layout
 from neurodyn.pbt.run import run_pbt
 from neurodyn.runs.checkpoint import decode_state
 from neurodyn.train.trainer import LfadsTrainer
@@ -85,6 +85,43 @@ def test_population_engine_gives_the_per_worker_results(tmp_path):
     assert trainer.epoch == 2
 
 
+def test_populations_in_several_processes_give_the_per_worker_results_in_job_order(tmp_path):
+    data = _worker_data(tmp_path)
+    configs = [_base_config(seed=w, learning_rate_init=lr, keep_ratio=kr)
+               for w, (lr, kr) in enumerate([(4e-3, 0.7), (1e-2, 1.0), (2e-3, 0.5)])]
+    jobs = [WorkerJob(w, 0, config, None, 1, 7) for w, config in enumerate(configs)]
+    engine = PopulationEngine(data, layout=PopulationLayout(2, 1, (None, None)))
+    try:
+        results = list(engine.run(jobs))
+    finally:
+        engine.close()
+    assert [result.worker for result in results] == [0, 1, 2]
+    for result, job in zip(results, jobs):
+        _assert_same_result(result, run_worker_generation(job, data))
+
+
+def test_population_layout_one_per_core_or_gpu():
+    cpu = population_layout(8, cores=2, num_gpus=0)
+    assert (cpu.populations, cpu.threads, cpu.devices) == (2, 1, (None, None))
+    assert "2 processes x 1 thread" in cpu.describe(8) and "CPU core" in cpu.describe(8)
+    assert population_layout(20, cores=16, num_gpus=0).populations == 16
+    alone = population_layout(1, cores=4, num_gpus=0)
+    assert (alone.populations, alone.threads) == (1, 4) and "in this process (4 threads)" in alone.describe(1)
+    gpus = population_layout(8, cores=16, num_gpus=2)
+    assert (gpus.populations, gpus.threads, gpus.devices) == (2, 8, ("cuda:0", "cuda:1"))
+    assert "cuda:0, cuda:1" in gpus.describe(8) and "one per GPU" in gpus.describe(8)
+    assert population_layout(8, cores=16, num_gpus=2, device_setting="cpu").devices == (None,) * 8
+    assert population_layout(1, cores=16, num_gpus=2).devices == ("cuda:0",)
+
+
+def test_deal_out_keeps_job_order_and_even_shares():
+    jobs = list(range(7))
+    groups = deal_out(jobs, 3)
+    assert groups == [[0, 1, 2], [3, 4], [5, 6]]
+    assert deal_out(jobs[:2], 5) == [[0], [1]]
+    assert deal_out(jobs, 1) == [jobs]
+
+
 def test_population_engine_refuses_different_epoch_counts(tmp_path):
     data = _worker_data(tmp_path)
     jobs = [WorkerJob(0, 0, _base_config(seed=0), None, 1, 0), WorkerJob(1, 0, _base_config(seed=1), None, 2, 0)]
@@ -100,6 +137,7 @@ def test_run_with_the_population_engine_writes_every_output_and_replaces_a_nan_w
         return real(job, math.nan if (job.worker, job.generation) == (0, 0) else smoothed, *args)
 
     monkeypatch.setattr(population_engine, "worker_result", diverging)
+    monkeypatch.setattr(population_engine, "cpu_cores", lambda: 1)  # one population, in this process (the fake)
     lines = []
     result = run_pbt(load_run_config(write_config(tmp_path, engine="population")), data, tmp_path / "res",
                      progress=False, echo=lines.append)

@@ -367,7 +367,8 @@ class PbtSettings(BaseModel):
                                                       "says; so the search always includes the config's own settings")
     engine: Literal["embedded", "ray", "population"] = Field(
         "embedded", description="embedded (this machine, one process per worker), ray (a cluster) or population "
-                                "(this machine, every worker in one batched model; needs one batch_size for all)")
+                                "(this machine, the workers as batched models, one per CPU core or GPU; needs one "
+                                "batch_size for all)")
     ray_address: str | None = Field(None, description="address of an existing Ray cluster (engine: ray)")
 
 

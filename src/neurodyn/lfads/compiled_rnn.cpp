@@ -139,20 +139,23 @@ inline torch::Tensor transposed(const torch::Tensor& w) {
   return w.dim() == 2 ? w.t() : w.transpose(1, 2).contiguous();
 }
 
-// A time-major activation as rows per model: (T,B,X) -> (T*B,X); stacked (T,W,B,X) -> (W,T*B,X).
-inline torch::Tensor model_rows(const torch::Tensor& x, bool stacked) {
-  if (!stacked) return x.reshape({-1, x.size(-1)});
-  return x.transpose(0, 1).reshape({x.size(1), -1, x.size(-1)});
-}
+// A time-major activation (T,B,X) of one model as rows (T*B,X).
+inline torch::Tensor model_rows(const torch::Tensor& x) { return x.reshape({-1, x.size(-1)}); }
 // Gradient of a weight from its output gradients and inputs over all steps and trials:
-// sum_rows grad_out^T input, (O,I) or (W,O,I).
+// sum_rows grad_out^T input, (O,I) or (W,O,I). Stacked, one batched product per step: gathering each
+// worker's rows over all steps would copy both whole sequences.
 inline torch::Tensor weight_gradient(const torch::Tensor& grad_out, const torch::Tensor& input, bool stacked) {
-  auto g = model_rows(grad_out, stacked), x = model_rows(input, stacked);
-  return stacked ? torch::bmm(g.transpose(1, 2), x) : torch::mm(g.t(), x);
+  if (!stacked) {
+    auto g = model_rows(grad_out), x = model_rows(input);
+    return torch::mm(g.t(), x);
+  }
+  auto gradient = torch::bmm(grad_out[0].transpose(1, 2), input[0]);
+  for (int64_t t = 1; t < grad_out.size(0); ++t) gradient.baddbmm_(grad_out[t].transpose(1, 2), input[t]);
+  return gradient;
 }
 // Gradient of a bias: (O) or (W,O).
 inline torch::Tensor bias_gradient(const torch::Tensor& grad_out, bool stacked) {
-  return model_rows(grad_out, stacked).sum(stacked ? 1 : 0);
+  return stacked ? grad_out.sum(0).sum(1) : model_rows(grad_out).sum(0);
 }
 
 // One GRU step on tensors: gh = b_hh + h W_hh^T into the scratch ``gh`` (B,3H; stacked (W,B,3H)), then

@@ -130,8 +130,24 @@ def _init_process(data: WorkerData, threads: int, devices) -> None:
     _PROCESS_DATA["device"] = devices.get()
 
 
+def process_data() -> tuple[WorkerData, str | None]:
+    """In an engine process (see ``start_process_pool``): the data it was started with and its device."""
+    return _PROCESS_DATA["data"], _PROCESS_DATA["device"]
+
+
 def _run_in_process(job: WorkerJob) -> WorkerResult:
-    return run_worker_generation(job, _PROCESS_DATA["data"], _PROCESS_DATA["device"])
+    return run_worker_generation(job, *process_data())
+
+
+def start_process_pool(data: WorkerData, threads: int, devices: list[str | None]):
+    """A pool of ``len(devices)`` spawned processes, each holding ``data``, using ``threads`` torch threads
+    and its own device from ``devices``; tasks read them with ``process_data()``."""
+    # spawn, not fork: torch's thread pools do not survive a fork reliably.
+    context = get_context("spawn")
+    queue = context.Queue()
+    for device in devices:
+        queue.put(device)
+    return context.Pool(len(devices), initializer=_init_process, initargs=(data, threads, queue))
 
 
 def cpu_cores() -> int:
@@ -160,13 +176,7 @@ class EmbeddedEngine:
         self.devices = assign_devices(max_processes, num_gpus, device_setting)
         self._pool = None
         if max_processes > 1:
-            # spawn, not fork: torch's thread pools do not survive a fork reliably.
-            context = get_context("spawn")
-            devices = context.Queue()
-            for device in self.devices:
-                devices.put(device)
-            self._pool = context.Pool(max_processes, initializer=_init_process,
-                                      initargs=(data, self.threads, devices))
+            self._pool = start_process_pool(data, self.threads, self.devices)
 
     def run(self, jobs: list[WorkerJob]) -> Iterator[WorkerResult]:
         """Yield each job's result as it finishes."""

@@ -1,67 +1,147 @@
-"""The population engine: a generation's workers trained together as one batched model, in this process.
+"""The population engine: a generation's workers trained together as batched models.
 
 Each job is prepared exactly as the embedded engine prepares it (``engines.prepare_worker``: the
 start state, the explored hyperparameters, the worker's random stream for the generation); then
-all workers train their epochs as one ``PopulationTrainer`` and each result carries the worker's
-state in ``LfadsTrainer``'s format, so the driver, the store, resume and export see the same files
-as with the other engines. Worker k's numbers are those of ``LfadsTrainer`` with one batch shard
-(``batch_threads: 1``); every worker of a generation must share ``batch_size`` and the epoch count.
+the workers train their epochs as ``PopulationTrainer`` populations and each result carries the
+worker's state in ``LfadsTrainer``'s format, so the driver, the store, resume and export see the same
+files as with the other engines. Worker k's numbers are those of ``LfadsTrainer`` with one batch
+shard (``batch_threads: 1``); every worker of a generation must share ``batch_size`` and the epoch
+count.
+
+How the generation is split (``population_layout``): on a CPU one population per core, each in its
+own process with one thread (a population runs its time steps one after another, so one process
+keeps about one core busy; several processes keep them all busy), the workers dealt out evenly; on
+GPUs one population per GPU. One population in this process when there is one share.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 
 from neurodyn.errors import NeurodynError
-from neurodyn.pbt.engines import WorkerData, WorkerJob, WorkerResult, prepare_worker, worker_result
+from neurodyn.pbt.engines import (WorkerData, WorkerJob, WorkerResult, assign_devices, cpu_cores, prepare_worker,
+                                  process_data, start_process_pool, worker_result)
 from neurodyn.train.allocator import keep_freed_memory
 
 
+@dataclass(frozen=True)
+class PopulationLayout:
+    """How a generation's workers are split: ``populations`` batched models, trained in as many processes
+    (this process when 1), each with ``threads`` torch threads and its device (None: the config's)."""
+
+    populations: int
+    threads: int
+    devices: tuple[str | None, ...]
+
+    def describe(self, num_workers: int) -> str:
+        """One log line: what runs where, and why."""
+        on = sorted({d for d in self.devices if d})
+        where = f" on {', '.join(on)}" if on else ""
+        if self.populations == 1:
+            return (f"engine: population, {num_workers} workers in one batched model in this process "
+                    f"({self.threads} thread{'s' if self.threads != 1 else ''}){where}")
+        return (f"engine: population, {num_workers} workers as {self.populations} batched models in "
+                f"{self.populations} processes x {self.threads} thread{'s' if self.threads != 1 else ''}{where} "
+                f"(one per {'GPU' if on else 'CPU core'}; the workers dealt out evenly)")
+
+
+def population_layout(num_workers: int, cores: int, num_gpus: int, device_setting: str = "auto") -> PopulationLayout:
+    """The split of ``num_workers`` workers: one population per GPU when there are GPUs the config may
+    use, else one per CPU core (one thread each), never more populations than workers."""
+    devices = assign_devices(max(1, num_gpus), num_gpus, device_setting)
+    if devices[0] is not None:
+        populations = max(1, min(num_gpus, num_workers))
+        return PopulationLayout(populations, max(1, cores // populations), tuple(devices[:populations]))
+    populations = max(1, min(cores, num_workers))
+    return PopulationLayout(populations, max(1, cores // populations), (None,) * populations)
+
+
+def deal_out(jobs: list[WorkerJob], shares: int) -> list[list[WorkerJob]]:
+    """``jobs`` in ``shares`` consecutive groups whose sizes differ by at most one (no empty group)."""
+    shares = max(1, min(shares, len(jobs)))
+    size, extra = divmod(len(jobs), shares)
+    groups, start = [], 0
+    for share in range(shares):
+        end = start + size + (1 if share < extra else 0)
+        groups.append(jobs[start:end])
+        start = end
+    return groups
+
+
+def train_population(jobs: list[WorkerJob], data: WorkerData, device: str | None = None) -> list[WorkerResult]:
+    """Train ``jobs`` (same epoch count) as one ``PopulationTrainer``; their results in job order."""
+    from neurodyn.train.population_trainer import PopulationTrainer
+
+    keep_freed_memory()  # a population's activations would otherwise page-fault at every step
+    started = time.perf_counter()
+    members = [prepare_worker(job, data, device) for job in jobs]
+    firsts = [len(member.history) for member in members]
+    population = PopulationTrainer(members)
+    for _ in range(jobs[0].epochs):
+        population.step_epoch()
+    # Each worker's share of the population's time, so the run's log keeps its meaning.
+    seconds = (time.perf_counter() - started) / len(jobs)
+    return [worker_result(job, member.valid_nll_smoothed, population.state_dict_of(k), member.history[first:], seconds)
+            for k, (job, member, first) in enumerate(zip(jobs, members, firsts))]
+
+
+def _train_in_process(jobs: list[WorkerJob]) -> list[WorkerResult]:
+    return train_population(jobs, *process_data())
+
+
 class PopulationEngine:
-    """Runs every job of a generation at once as one batched population on ``device`` (None: the config's).
+    """Runs every job of a generation at once as batched populations (see ``population_layout``).
 
-    ``threads``: torch's CPU threads while it trains (default: all this process may use)."""
+    ``device``: the config's device setting (``auto``/``cpu``/``cuda``; None = auto); ``layout``: the
+    split to use (default: ``population_layout`` for this machine and ``num_workers``)."""
 
-    def __init__(self, data: WorkerData, device: str | None = None, threads: int | None = None):
+    def __init__(self, data: WorkerData, device: str | None = None, num_workers: int | None = None,
+                 layout: PopulationLayout | None = None):
         self.data = data
-        self.device = device
-        self.threads = threads
+        num_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        self.layout = layout or population_layout(num_workers or 1, cpu_cores(), num_gpus, device or "auto")
+        self._pool = None
+        if self.layout.populations > 1:
+            self._pool = start_process_pool(data, self.layout.threads, list(self.layout.devices))
+
+    @property
+    def threads(self) -> int:
+        return self.layout.threads
 
     def run(self, jobs: list[WorkerJob]) -> Iterator[WorkerResult]:
         """Train all ``jobs`` together; yields their results (in job order) when the generation is done."""
-        from neurodyn.train.population_trainer import PopulationTrainer
-
         if not jobs:
             return
         epochs = sorted({job.epochs for job in jobs})
         if len(epochs) > 1:
             raise NeurodynError(f"the population engine trains every worker of a generation for the same number "
                                 f"of epochs; got {epochs}")
-        keep_freed_memory()  # a population's activations would otherwise page-fault at every step
-        previous = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        try:
-            started = time.perf_counter()
-            members = [prepare_worker(job, self.data, self.device) for job in jobs]
-            firsts = [len(member.history) for member in members]
-            population = PopulationTrainer(members)
-            for _ in range(epochs[0]):
-                population.step_epoch()
-            # Each worker's share of the generation's time, so the run's log keeps its meaning.
-            seconds = (time.perf_counter() - started) / len(jobs)
-            results = [worker_result(job, member.valid_nll_smoothed, population.state_dict_of(k),
-                                     member.history[first:], seconds)
-                       for k, (job, member, first) in enumerate(zip(jobs, members, firsts))]
-        finally:
-            torch.set_num_threads(previous)
-        yield from results
+        groups = deal_out(jobs, self.layout.populations)
+        if self._pool is None or len(groups) == 1:  # one population: here, on all the layout's threads
+            previous = torch.get_num_threads()
+            torch.set_num_threads(self.layout.threads * self.layout.populations)
+            try:
+                results = train_population(jobs, self.data, self.layout.devices[0])
+            finally:
+                torch.set_num_threads(previous)
+            yield from results
+            return
+        for results in self._pool.map(_train_in_process, groups):
+            yield from results
 
     def close(self) -> None:
-        pass
+        if self._pool is not None:
+            self._pool.close()
+            self._pool.join()
+            self._pool = None
 
     def terminate(self) -> None:
-        pass
+        """Stop every population process at once (after Ctrl-C)."""
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None

@@ -109,9 +109,8 @@ def make_engine_factory(run_config: RunConfig, ray_address: str | None = None) -
                 raise NeurodynError("engine: population does not train models of several sessions (stitching); use "
                                     "engine: embedded or engine: ray")
 
-            population = PopulationEngine(data, threads=cpu_cores())
-            log(f"engine: population, {settings.num_workers} workers in one batched model "
-                f"({population.threads} thread{'s' if population.threads != 1 else ''} on CPU, or the config's GPU)")
+            population = PopulationEngine(data, run_config.model.device, settings.num_workers)
+            log(population.layout.describe(settings.num_workers))
             return population
         processes = min(settings.max_processes or default_max_processes(), settings.num_workers)
         engine = EmbeddedEngine(data, processes, run_config.model.device)
