@@ -18,7 +18,8 @@ from neurodyn.data.seed_format import read_dataset, split_trials
 from neurodyn.errors import NeurodynError
 from neurodyn.pbt import population_engine
 from neurodyn.pbt.engines import WorkerData, WorkerJob, run_worker_generation
-from neurodyn.pbt.population_engine import PopulationEngine, PopulationLayout, deal_out, population_layout
+from neurodyn.pbt.population_engine import (PopulationEngine, PopulationLayout, deal_out, measure_worker_bytes,
+                                            population_layout, train_population, workers_that_fit)
 from neurodyn.pbt.run import run_pbt
 from neurodyn.runs.checkpoint import decode_state
 from neurodyn.train.trainer import LfadsTrainer
@@ -98,6 +99,30 @@ def test_populations_in_several_processes_give_the_per_worker_results_in_job_ord
     assert [result.worker for result in results] == [0, 1, 2]
     for result, job in zip(results, jobs):
         _assert_same_result(result, run_worker_generation(job, data))
+
+
+def test_a_share_too_large_for_memory_trains_as_several_populations_in_turn(tmp_path):
+    data = _worker_data(tmp_path)
+    jobs = [WorkerJob(w, 0, _base_config(seed=w, learning_rate_init=lr), None, 1, 7)
+            for w, lr in enumerate([4e-3, 1e-2, 2e-3])]
+    results = train_population(jobs, data, max_workers=2)  # populations of 2 and 1
+    assert [result.worker for result in results] == [0, 1, 2]
+    for result, job in zip(results, jobs):
+        _assert_same_result(result, run_worker_generation(job, data))
+
+
+def test_workers_that_fit_in_free_memory():
+    assert workers_that_fit(100, 1000) == 8  # 80% of the free memory
+    assert workers_that_fit(100, 1000, share=1.0) == 10
+    assert workers_that_fit(5000, 1000) == 1  # never fewer than one worker
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_one_workers_gpu_memory_is_measured(tmp_path):
+    data = _worker_data(tmp_path)
+    job = WorkerJob(0, 0, _base_config(seed=0), None, 1, 7)
+    needed, free = measure_worker_bytes(job, data, "cuda:0")
+    assert 0 < needed < free
 
 
 def test_population_layout_one_per_core_or_gpu():

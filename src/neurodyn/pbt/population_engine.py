@@ -11,11 +11,15 @@ count.
 How the generation is split (``population_layout``): on a CPU one population per core, each in its
 own process with one thread (a population runs its time steps one after another, so one process
 keeps about one core busy; several processes keep them all busy), the workers dealt out evenly; on
-GPUs one population per GPU. One population in this process when there is one share.
+GPUs one process per GPU. One population in this process when there is one share. On a GPU a
+process first measures one worker's training memory (``measure_worker_bytes``) and, when its share
+of the workers would not fit in the GPU's free memory, trains them as several populations one after
+another (``workers_that_fit``).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -26,6 +30,9 @@ from neurodyn.errors import NeurodynError
 from neurodyn.pbt.engines import (WorkerData, WorkerJob, WorkerResult, assign_devices, cpu_cores, prepare_worker,
                                   process_data, start_process_pool, worker_result)
 from neurodyn.train.allocator import keep_freed_memory
+
+# Share of a GPU's free memory a population may plan to use (the rest: allocator slack, fragmentation).
+GPU_MEMORY_SHARE = 0.8
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,8 @@ class PopulationLayout:
                     f"({self.threads} thread{'s' if self.threads != 1 else ''}){where}")
         return (f"engine: population, {num_workers} workers as {self.populations} batched models in "
                 f"{self.populations} processes x {self.threads} thread{'s' if self.threads != 1 else ''}{where} "
-                f"(one per {'GPU' if on else 'CPU core'}; the workers dealt out evenly)")
+                f"(one per {'GPU' if on else 'CPU core'}; the workers dealt out evenly"
+                + ("; a share too large for its GPU's free memory trains as several populations in turn)" if on else ")"))
 
 
 def population_layout(num_workers: int, cores: int, num_gpus: int, device_setting: str = "auto") -> PopulationLayout:
@@ -72,8 +80,51 @@ def deal_out(jobs: list[WorkerJob], shares: int) -> list[list[WorkerJob]]:
     return groups
 
 
-def train_population(jobs: list[WorkerJob], data: WorkerData, device: str | None = None) -> list[WorkerResult]:
-    """Train ``jobs`` (same epoch count) as one ``PopulationTrainer``; their results in job order."""
+def workers_that_fit(worker_bytes: int, free_bytes: int, share: float = GPU_MEMORY_SHARE) -> int:
+    """How many workers of ``worker_bytes`` each one population may hold in ``free_bytes`` (at least 1)."""
+    return max(1, int(share * free_bytes // max(1, worker_bytes)))
+
+
+def measure_worker_bytes(job: WorkerJob, data: WorkerData, device: str) -> tuple[int, int]:
+    """``(bytes one worker needs, bytes free)`` on the CUDA ``device``: a throwaway population of one
+    worker trains one epoch; its weights, Adam moments and the peak of its training steps count, the
+    data (which a population holds once) does not."""
+    from neurodyn.train.population_trainer import PopulationTrainer
+
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    member = prepare_worker(job, data, device)
+    population = PopulationTrainer([member])
+    settled = torch.cuda.memory_allocated(device)  # data, weights (the member's and the population's)
+    population.train_epoch()
+    torch.cuda.synchronize(device)
+    weights = sum(p.numel() * p.element_size() for p in population.parameters)
+    needed = torch.cuda.max_memory_allocated(device) - settled + 3 * weights  # weights and two Adam moments
+    del population, member
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(needed), int(free)
+
+
+_FITTING: dict[str, int] = {}
+
+
+def _fitting_workers(job: WorkerJob, data: WorkerData, device: str | None) -> int | None:
+    """Workers per population on a CUDA ``device`` (measured once per process and device); None on CPU."""
+    if device is None or not str(device).startswith("cuda") or not torch.cuda.is_available():
+        return None
+    if device not in _FITTING:
+        _FITTING[device] = workers_that_fit(*measure_worker_bytes(job, data, device))
+    return _FITTING[device]
+
+
+def train_population(jobs: list[WorkerJob], data: WorkerData, device: str | None = None,
+                     max_workers: int | None = None) -> list[WorkerResult]:
+    """Train ``jobs`` (same epoch count) as one ``PopulationTrainer``, or with ``max_workers`` as several
+    populations of at most that many, one after another; their results in job order."""
+    if max_workers is not None and len(jobs) > max_workers:
+        groups = deal_out(jobs, math.ceil(len(jobs) / max_workers))
+        return [result for group in groups for result in train_population(group, data, device)]
     from neurodyn.train.population_trainer import PopulationTrainer
 
     keep_freed_memory()  # a population's activations would otherwise page-fault at every step
@@ -90,7 +141,8 @@ def train_population(jobs: list[WorkerJob], data: WorkerData, device: str | None
 
 
 def _train_in_process(jobs: list[WorkerJob]) -> list[WorkerResult]:
-    return train_population(jobs, *process_data())
+    data, device = process_data()
+    return train_population(jobs, data, device, _fitting_workers(jobs[0], data, device))
 
 
 class PopulationEngine:
@@ -125,7 +177,8 @@ class PopulationEngine:
             previous = torch.get_num_threads()
             torch.set_num_threads(self.layout.threads * self.layout.populations)
             try:
-                results = train_population(jobs, self.data, self.layout.devices[0])
+                device = self.layout.devices[0]
+                results = train_population(jobs, self.data, device, _fitting_workers(jobs[0], self.data, device))
             finally:
                 torch.set_num_threads(previous)
             yield from results
