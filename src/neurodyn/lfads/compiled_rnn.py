@@ -1,7 +1,8 @@
 """LFADS's recurrent loops as compiled CPU kernels (``compiled_rnn.cpp``), with autograd.
 
 Two kernels: the controller/generator loop of the decoder, and a plain GRU over a sequence (the
-bidirectional encoders, the autonomous generator). The C++ source is built once per machine by
+bidirectional encoders, the autonomous generator); each also takes W models of one architecture
+stacked along a worker axis (the PBT population engine). The C++ source is built once per machine by
 ``torch.utils.cpp_extension`` (about 30 s; cached in torch's extension folder) the first time a
 CPU model runs. The kernels compute exactly what the PyTorch code they replace computes, forward
 and backward, in a fraction of the operations; the modules use them on CPU whenever they are
@@ -147,7 +148,11 @@ def run_controlled_decoder(kernel: ModuleType, ci_projection: torch.Tensor, gen_
     gen_input_bias, w_gen_hh, b_gen_hh, w_factor), where ``w_gen_ih (3G, K)`` acts on the inferred
     inputs and ``gen_input_bias`` is the generator's input bias ``(3G,)`` or a per-step bias ``(T, B,
     3G)`` (measured inputs' projection plus the bias). Returns time-major factors ``(T, B, F)``,
-    co_mean, co_std, co ``(T, B, K)`` and the generator states ``(T, B, G)`` (no gradient)."""
+    co_mean, co_std, co ``(T, B, K)`` and the generator states ``(T, B, G)`` (no gradient).
+
+    Stacked workers (the population engine): every weight and bias with a leading ``W`` (``w_con_hh
+    (W, 3C, C)``, ``b_con_hh (W, 3C)``, ``gen_input_bias (W, 3G)`` or per step ``(T, W, B, 3G)``),
+    initial states ``(W, B, ...)`` and time-major activations ``(T, W, B, ...)``."""
     contiguous = [t.contiguous() for t in (ci_projection, gen_init, con_init, noise, keep, *weights)]
     return _ControlledDecoderFunction.apply(*contiguous, float(clip), kernel)
 
@@ -179,6 +184,7 @@ def run_gru_sequence(kernel: ModuleType, x_projection: torch.Tensor, h0: torch.T
                      b_hh: torch.Tensor, clip: float = NO_CLIP, reverse: bool = False) -> torch.Tensor:
     """GRU states ``(T, B, H)`` (time order) from the input projection ``x_projection (T, B, 3H)``
     (``W_ih x_t + b_ih``) and the initial state ``h0 (B, H)``; ``reverse`` runs from the last step
-    to the first, as the backward half of a bidirectional GRU."""
+    to the first, as the backward half of a bidirectional GRU. Stacked workers: ``x_projection (T, W, B,
+    3H)``, ``h0 (W, B, H)``, ``w_hh (W, 3H, H)``, ``b_hh (W, 3H)`` give states ``(T, W, B, H)``."""
     tensors = [t.contiguous() for t in (x_projection, h0, w_hh, b_hh)]
     return _GruSequenceFunction.apply(*tensors, float(clip), bool(reverse), kernel)
