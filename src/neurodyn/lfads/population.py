@@ -324,11 +324,9 @@ class PopulationLFADS(nn.Module):
     def _generator_input_bias(self, ext_input: torch.Tensor | None) -> list[torch.Tensor] | torch.Tensor:
         """``b_ih`` ``(W, 1, 3G)``, or with measured inputs the per-step ``W_ext ext_t + b_ih``, a list of
         ``T`` tensors ``(W, B, 3G)`` (see ``Decoder._generator_input_bias``)."""
-        bias = self._stacked("decoder.generator.bias_ih_l0")
         if ext_input is None:
-            return bias.unsqueeze(1)
-        w_ext = self._stacked("decoder.generator.weight_ih_l0")[:, :, self.co_dim:]
-        return _linear(ext_input, w_ext, bias).unbind(2)
+            return self._stacked("decoder.generator.bias_ih_l0").unsqueeze(1)
+        return self._generator_input_projection(ext_input, ext_input.shape[2], ext_input.shape[1]).unbind(0)
 
     def _generator_input_projection(self, ext_input: torch.Tensor | None, num_steps: int, batch: int) -> torch.Tensor:
         """The generator's input projection without inferred inputs, time-major ``(T, W, B, 3G)``: its bias
@@ -370,6 +368,10 @@ class PopulationLFADS(nn.Module):
         w_con_ih = self._stacked("decoder.controller.weight_ih_l0")
         w_ci, w_factor_in = w_con_ih.split([ci_dim, factor_weight.shape[1]], dim=2)
         ci_projection = _linear(controller_inputs, w_ci, self._stacked("decoder.controller.bias_ih_l0"))
+        kernel = load_compiled_rnn() if gen_init.device.type == "cpu" else None
+        if kernel is not None:
+            return self._controlled_compiled(kernel, gen_init, ci_projection, w_factor_in, factor_weight, sample,
+                                             noise, ext_input)
         w_factor_in_t = w_factor_in.transpose(1, 2)
         w_con_hh_t = self._stacked("decoder.controller.weight_hh_l0").transpose(1, 2)
         b_con_hh = self._stacked("decoder.controller.bias_hh_l0").unsqueeze(1)
@@ -378,11 +380,6 @@ class PopulationLFADS(nn.Module):
         w_gen_co_t = self._stacked("decoder.generator.weight_ih_l0")[:, :, :self.co_dim].transpose(1, 2)
         w_gen_hh_t = self._stacked("decoder.generator.weight_hh_l0").transpose(1, 2)
         b_gen_hh = self._stacked("decoder.generator.bias_hh_l0").unsqueeze(1)
-        kernel = load_compiled_rnn() if gen_init.device.type == "cpu" else None
-        if kernel is not None:
-            return self._controlled_compiled(kernel, gen_init, controller_inputs, ci_projection, sample, noise,
-                                             ext_input, (w_factor_in, w_con_hh_t, b_con_hh, w_co_t, b_co,
-                                                         w_gen_co_t, w_gen_hh_t, b_gen_hh, factor_weight))
         gen_bias = self._generator_input_bias(ext_input)
         keep = None if noise is None else noise.state_keep.unbind(1)  # T + 1 of (W, B, G)
         co_noise = None if noise is None or noise.co_noise is None or not sample else noise.co_noise.unbind(1)
@@ -408,14 +405,14 @@ class PopulationLFADS(nn.Module):
         return (torch.stack(factors, 2), torch.stack(means, 2), torch.stack(stds, 2), torch.stack(samples, 2),
                 torch.stack(gen_states, 2).detach())
 
-    def _controlled_compiled(self, kernel, gen_init: torch.Tensor, controller_inputs: torch.Tensor,
-                             ci_projection: torch.Tensor, sample: bool, noise: ForwardNoise | None,
-                             ext_input: torch.Tensor | None, weights: tuple[torch.Tensor, ...]
-                             ) -> tuple[torch.Tensor, ...]:
-        """``_controlled`` through the compiled kernel's stacked form: inputs in its time-major layout
-        ``(T, W, B, ...)``, weights untransposed; outputs back to ``(W, B, T, ...)``."""
-        w_factor_in, w_con_hh_t, b_con_hh, w_co_t, b_co, w_gen_co_t, w_gen_hh_t, b_gen_hh, factor_weight = weights
-        workers, batch, num_steps, _ = controller_inputs.shape
+    def _controlled_compiled(self, kernel, gen_init: torch.Tensor, ci_projection: torch.Tensor,
+                             w_factor_in: torch.Tensor, factor_weight: torch.Tensor, sample: bool,
+                             noise: ForwardNoise | None, ext_input: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """``_controlled`` through the compiled kernel's stacked form: ``ci_projection`` ``(W, B, T, 3C)``
+        and the weights ``_controlled`` prepared (the controller's factor part ``(W, 3C, F)``, the
+        normalised factor weight ``(W, F, G)``); inputs go in the kernel's time-major layout ``(T, W, B,
+        ...)`` and outputs come back as ``(W, B, T, ...)``."""
+        workers, batch, num_steps, _ = ci_projection.shape
         con_init = self._stacked("decoder.controller_initial_state").expand(workers, batch, -1)
         co_noise = None if noise is None or noise.co_noise is None or not sample else noise.co_noise.transpose(0, 1)
         if co_noise is None:  # zero noise: the posterior mean, as in the loop above
@@ -428,8 +425,10 @@ class PopulationLFADS(nn.Module):
             gen_input_bias = self._generator_input_projection(ext_input, num_steps, batch)
         outputs = run_controlled_decoder(
             kernel, ci_projection.permute(2, 0, 1, 3), gen_init, con_init, co_noise, keep,
-            (w_factor_in, w_con_hh_t.transpose(1, 2), b_con_hh.squeeze(1), w_co_t.transpose(1, 2), b_co.squeeze(1),
-             w_gen_co_t.transpose(1, 2), gen_input_bias, w_gen_hh_t.transpose(1, 2), b_gen_hh.squeeze(1),
+            (w_factor_in, self._stacked("decoder.controller.weight_hh_l0"), self._stacked("decoder.controller.bias_hh_l0"),
+             self._stacked("decoder.controller_output.weight"), self._stacked("decoder.controller_output.bias"),
+             self._stacked("decoder.generator.weight_ih_l0")[:, :, :self.co_dim], gen_input_bias,
+             self._stacked("decoder.generator.weight_hh_l0"), self._stacked("decoder.generator.bias_hh_l0"),
              factor_weight), self.cell_clip_value)
         return tuple(output.permute(1, 2, 0, 3) for output in outputs)
 

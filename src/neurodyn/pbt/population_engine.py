@@ -160,10 +160,6 @@ class PopulationEngine:
         if self.layout.populations > 1:
             self._pool = start_process_pool(data, self.layout.threads, list(self.layout.devices))
 
-    @property
-    def threads(self) -> int:
-        return self.layout.threads
-
     def run(self, jobs: list[WorkerJob]) -> Iterator[WorkerResult]:
         """Train all ``jobs`` together; yields their results (in job order) when the generation is done."""
         if not jobs:
