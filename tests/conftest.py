@@ -21,3 +21,10 @@ def recorded_training_masks(monkeypatch):
 
     monkeypatch.setattr(trainer_module, "training_masks", recording)
     return seen
+
+
+@pytest.fixture(params=["pytorch-loops", "compiled-kernels"])
+def recurrent_loops(request, monkeypatch):
+    """Run a test with the PyTorch recurrent loops and again with the compiled kernels (on CPU), so a
+    comparison of two models (e.g. a population and its single models) covers both implementations."""
+    monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", "1" if request.param == "compiled-kernels" else "0")

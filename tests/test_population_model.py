@@ -20,11 +20,8 @@ OBSERVATION_OPTIONS = {"poisson": {}, "zig": dict(s_min=0.1, gamma_prior=5.0, l2
                        "gamma": dict(gamma_prior=5.0, l2_gamma_distance_scale=0.01)}
 
 
-@pytest.fixture(autouse=True, params=["pytorch-loops", "compiled-kernels"])
-def recurrent_loops(request, monkeypatch):
-    # Both sides (population and single models) run the same recurrent code in float64: the PyTorch
-    # loops, or on CPU the compiled kernels (their stacked form for the population).
-    monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", "1" if request.param == "compiled-kernels" else "0")
+# Every test runs twice: with the PyTorch loops and with the compiled kernels (conftest.recurrent_loops).
+pytestmark = pytest.mark.usefixtures("recurrent_loops")
 
 
 def _models(observation="poisson", keep_probs=(0.8, 1.0, 0.6), **overrides):

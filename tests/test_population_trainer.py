@@ -28,11 +28,8 @@ WORKERS = [
 TRIALS, STEPS, NEURONS, EXT = 20, 7, 5, 2
 
 
-@pytest.fixture(autouse=True, params=["pytorch-loops", "compiled-kernels"])
-def recurrent_loops(request, monkeypatch):
-    # Both sides (population and single models) run the same recurrent code in float64: the PyTorch
-    # loops, or on CPU the compiled kernels (their stacked form for the population).
-    monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", "1" if request.param == "compiled-kernels" else "0")
+# Every test runs twice: with the PyTorch loops and with the compiled kernels (conftest.recurrent_loops).
+pytestmark = pytest.mark.usefixtures("recurrent_loops")
 
 
 def _data(observation: str, missing: float = 0.2, seed: int = 0) -> np.ndarray:
