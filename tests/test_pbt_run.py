@@ -21,7 +21,14 @@ from neurodyn.pbt.engines import WorkerData, WorkerJob, run_worker_generation
 from neurodyn.runs.checkpoint import decode_state
 from neurodyn.pbt.run import run_pbt
 
-from pbt_helpers import TINY_RUN, check_results, write_config, write_tiny_dataset
+import pbt_helpers
+from pbt_helpers import TINY_RUN, check_results, write_tiny_dataset
+
+
+def write_config(folder: Path, **overrides) -> Path:
+    """The tiny config on the embedded engine, which this file tests (the default engine is the
+    population's: tests/test_pbt_population_engine.py)."""
+    return pbt_helpers.write_config(folder, **{"engine": "embedded", **overrides})
 
 ROOT = Path(__file__).resolve().parents[1]
 

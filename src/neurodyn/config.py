@@ -352,8 +352,9 @@ class PbtSettings(BaseModel):
     max_generations: int = Field(50, ge=1, description="upper bound on generations")
     num_no_best_to_stop: int = Field(5, ge=1, description="stop after this many generations without a better best worker")
     percent_change_to_stop: float = Field(0.0, ge=0.0, description="an improvement below this percent counts as none")
-    max_processes: int | None = Field(None, ge=1, description="workers trained at once (default: one per GPU, "
-                                                               "else one per CPU core)")
+    max_processes: int | None = Field(None, ge=1, description="workers (engine: embedded, ray) or batched "
+                                                               "populations (engine: population) trained at once "
+                                                               "(default: one per GPU, else one per CPU core)")
     num_workers: int = Field(20, ge=2, description="workers in the population")
     Duration: float | None = Field(None, gt=0.0, description="minutes allowed for the run; the best model so far "
                                                              "is exported when the time is up")
@@ -365,10 +366,11 @@ class PbtSettings(BaseModel):
                                                       "keys (what one 'neurodyn train' with this config would use, "
                                                       "clipped to each explore_range), the others as init_sample_mode "
                                                       "says; so the search always includes the config's own settings")
-    engine: Literal["embedded", "ray", "population"] = Field(
-        "embedded", description="embedded (this machine, one process per worker), ray (a cluster) or population "
-                                "(this machine, the workers as batched models, one per CPU core or GPU; needs one "
-                                "batch_size for all)")
+    engine: Literal["auto", "embedded", "ray", "population"] = Field(
+        "auto", description="where the workers train: population (this machine, the workers as batched models, one "
+                            "per CPU core or GPU; needs one batch_size for all), embedded (this machine, one process "
+                            "per worker), ray (a cluster); auto = population unless the search includes batch_size "
+                            "or the model reads several sessions, then embedded")
     ray_address: str | None = Field(None, description="address of an existing Ray cluster (engine: ray)")
 
 

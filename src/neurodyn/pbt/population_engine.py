@@ -11,10 +11,11 @@ count.
 How the generation is split (``population_layout``): on a CPU one population per core, each in its
 own process with one thread (a population runs its time steps one after another, so one process
 keeps about one core busy; several processes keep them all busy), the workers dealt out evenly; on
-GPUs one process per GPU. One population in this process when there is one share. On a GPU a
-process first measures one worker's training memory (``measure_worker_bytes``) and, when its share
-of the workers would not fit in the GPU's free memory, trains them as several populations one after
-another (``workers_that_fit``).
+GPUs one process per GPU. One population in this process when there is one share. Memory: on a GPU
+a process first measures one worker's training memory (``measure_worker_bytes``), on a CPU the engine
+estimates it once (``estimate_worker_bytes_cpu``) against the memory the system has available; a
+share of the workers that would not fit trains as several populations one after another
+(``workers_that_fit``).
 """
 
 from __future__ import annotations
@@ -22,17 +23,23 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
 from neurodyn.errors import NeurodynError
 from neurodyn.pbt.engines import (WorkerData, WorkerJob, WorkerResult, assign_devices, cpu_cores, prepare_worker,
                                   process_data, start_process_pool, worker_result)
-from neurodyn.train.allocator import keep_freed_memory
+from neurodyn.train.allocator import available_memory_bytes, keep_freed_memory
 
-# Share of a GPU's free memory a population may plan to use (the rest: allocator slack, fragmentation).
+# Share of a GPU's free memory (or of the system's available memory) a population may plan to use (the
+# rest: allocator slack, fragmentation, other programs).
 GPU_MEMORY_SHARE = 0.8
+# A CPU training step's peak over the activations it saves for the backward pass: the backward pass's
+# own buffers (gradients of the activations, the compiled kernels' work space) come on top. Measured
+# at bench/population.py's reference workload: 82 MiB saved per worker per step, the process grew by
+# 150-160 MiB per worker (1.9x).
+CPU_PEAK_PER_SAVED = 2.0
 
 
 @dataclass(frozen=True)
@@ -57,14 +64,17 @@ class PopulationLayout:
                 + ("; a share too large for its GPU's free memory trains as several populations in turn)" if on else ")"))
 
 
-def population_layout(num_workers: int, cores: int, num_gpus: int, device_setting: str = "auto") -> PopulationLayout:
+def population_layout(num_workers: int, cores: int, num_gpus: int, device_setting: str = "auto",
+                      max_populations: int | None = None) -> PopulationLayout:
     """The split of ``num_workers`` workers: one population per GPU when there are GPUs the config may
-    use, else one per CPU core (one thread each), never more populations than workers."""
+    use, else one per CPU core (the cores shared out as threads), never more populations than workers
+    or than ``max_populations`` (the config's ``max_processes``)."""
+    limit = min(num_workers, max_populations or num_workers)
     devices = assign_devices(max(1, num_gpus), num_gpus, device_setting)
     if devices[0] is not None:
-        populations = max(1, min(num_gpus, num_workers))
+        populations = max(1, min(num_gpus, limit))
         return PopulationLayout(populations, max(1, cores // populations), tuple(devices[:populations]))
-    populations = max(1, min(cores, num_workers))
+    populations = max(1, min(cores, limit))
     return PopulationLayout(populations, max(1, cores // populations), (None,) * populations)
 
 
@@ -106,6 +116,35 @@ def measure_worker_bytes(job: WorkerJob, data: WorkerData, device: str) -> tuple
     return int(needed), int(free)
 
 
+def estimate_worker_bytes_cpu(job: WorkerJob, data: WorkerData) -> int:
+    """Bytes one worker of ``job``'s settings needs in a CPU population: a throwaway population of one
+    takes one training step; the storage of every tensor it keeps for the backward pass, times
+    ``CPU_PEAK_PER_SAVED``, plus the weights, their gradients and two Adam moments. The data (held once
+    per population) does not count."""
+    from neurodyn.train.population_trainer import PopulationTrainer
+
+    population = PopulationTrainer([prepare_worker(job, data, None)])
+    storages: dict[int, int] = {}
+
+    def remember(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(remember, lambda tensor: tensor):
+        population.train_epoch(max_steps=1)
+    weights = sum(p.numel() * p.element_size() for p in population.parameters)
+    return int(CPU_PEAK_PER_SAVED * sum(storages.values()) + 4 * weights)
+
+
+def cpu_workers_per_population(worker_bytes: int, available_bytes: int | None, populations: int) -> int | None:
+    """Workers one of ``populations`` CPU populations (trained at once) may hold: an equal part of the
+    available memory each; None (no limit) when the available memory is unknown."""
+    if available_bytes is None:
+        return None
+    return workers_that_fit(worker_bytes, available_bytes // max(1, populations))
+
+
 _FITTING: dict[str, int] = {}
 
 
@@ -116,6 +155,20 @@ def _fitting_workers(job: WorkerJob, data: WorkerData, device: str | None) -> in
     if device not in _FITTING:
         _FITTING[device] = workers_that_fit(*measure_worker_bytes(job, data, device))
     return _FITTING[device]
+
+
+def describe_cpu_plan(worker_bytes: int, available_bytes: int | None, cap: int | None, share: int) -> str:
+    """One log line: memory per worker, what is available, and whether a population's ``share`` of the
+    workers fits (``cap``: the most workers a population may hold)."""
+    mib = 2 ** 20
+    line = f"population memory: about {worker_bytes / mib:.0f} MiB per worker on the CPU"
+    if available_bytes is None:
+        return line + " (the system's available memory could not be read: populations are not limited)"
+    line += f", {available_bytes / mib:.0f} MiB available"
+    if cap is None or cap >= share:
+        return line + f": each population's {share} worker{'s' if share != 1 else ''} fit"
+    return (line + f" -> at most {cap} worker{'s' if cap != 1 else ''} per population: a share of {share} trains "
+            f"as {math.ceil(share / cap)} populations in turn")
 
 
 def train_population(jobs: list[WorkerJob], data: WorkerData, device: str | None = None,
@@ -140,22 +193,36 @@ def train_population(jobs: list[WorkerJob], data: WorkerData, device: str | None
             for k, (job, member, first) in enumerate(zip(jobs, members, firsts))]
 
 
-def _train_in_process(jobs: list[WorkerJob]) -> list[WorkerResult]:
+def _train_in_process(share: tuple[list[WorkerJob], int | None]) -> list[WorkerResult]:
+    """A population process's share of the generation; ``max_workers`` is the CPU plan's (None on a GPU,
+    where the process measures its own device)."""
+    jobs, max_workers = share
     data, device = process_data()
-    return train_population(jobs, data, device, _fitting_workers(jobs[0], data, device))
+    fitting = _fitting_workers(jobs[0], data, device)
+    return train_population(jobs, data, device, fitting if fitting is not None else max_workers)
 
 
 class PopulationEngine:
     """Runs every job of a generation at once as batched populations (see ``population_layout``).
 
-    ``device``: the config's device setting (``auto``/``cpu``/``cuda``; None = auto); ``layout``: the
-    split to use (default: ``population_layout`` for this machine and ``num_workers``)."""
+    ``device``: the config's device setting (``auto``/``cpu``/``cuda``; None = auto); ``max_populations``:
+    populations trained at once at most (the config's ``max_processes``; default: one per core or GPU);
+    ``layout``: the split to use (default: ``population_layout`` for this machine and ``num_workers``);
+    ``log``: where the memory plan is
+    stated (once, at the first generation); ``available_memory``: reads the system's available bytes
+    (tests hand in a fake)."""
 
     def __init__(self, data: WorkerData, device: str | None = None, num_workers: int | None = None,
-                 layout: PopulationLayout | None = None):
+                 layout: PopulationLayout | None = None, max_populations: int | None = None,
+                 log: Callable[[str], None] | None = None,
+                 available_memory: Callable[[], int | None] = available_memory_bytes):
         self.data = data
         num_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        self.layout = layout or population_layout(num_workers or 1, cpu_cores(), num_gpus, device or "auto")
+        self.layout = layout or population_layout(num_workers or 1, cpu_cores(), num_gpus, device or "auto",
+                                                  max_populations)
+        self.log = log or (lambda line: None)
+        self.available_memory = available_memory
+        self._cpu_planned, self._cpu_cap = False, None  # workers per CPU population, once planned
         self._pool = None
         if self.layout.populations > 1:
             self._pool = start_process_pool(data, self.layout.threads, list(self.layout.devices))
@@ -169,18 +236,32 @@ class PopulationEngine:
             raise NeurodynError(f"the population engine trains every worker of a generation for the same number "
                                 f"of epochs; got {epochs}")
         groups = deal_out(jobs, self.layout.populations)
+        cpu_cap = self._cpu_workers_per_population(jobs[0], max(len(group) for group in groups))
         if self._pool is None or len(groups) == 1:  # one population: here, on all the layout's threads
             previous = torch.get_num_threads()
             torch.set_num_threads(self.layout.threads * self.layout.populations)
             try:
                 device = self.layout.devices[0]
-                results = train_population(jobs, self.data, device, _fitting_workers(jobs[0], self.data, device))
+                fitting = _fitting_workers(jobs[0], self.data, device)
+                results = train_population(jobs, self.data, device, fitting if fitting is not None else cpu_cap)
             finally:
                 torch.set_num_threads(previous)
             yield from results
             return
-        for results in self._pool.map(_train_in_process, groups):
+        for results in self._pool.map(_train_in_process, [(group, cpu_cap) for group in groups]):
             yield from results
+
+    def _cpu_workers_per_population(self, job: WorkerJob, share: int) -> int | None:
+        """On a CPU, the most workers a population may hold (planned once, logged); None on GPUs."""
+        if self.layout.devices[0] is not None:
+            return None
+        if not self._cpu_planned:
+            worker_bytes = estimate_worker_bytes_cpu(job, self.data)
+            available = self.available_memory()
+            self._cpu_cap = cpu_workers_per_population(worker_bytes, available, self.layout.populations)
+            self._cpu_planned = True
+            self.log(describe_cpu_plan(worker_bytes, available, self._cpu_cap, share))
+        return self._cpu_cap
 
     def close(self) -> None:
         if self._pool is not None:

@@ -88,18 +88,40 @@ def _worker_config(run_config: RunConfig, worker: int, hyperparameters: dict[str
     return LfadsConfig(**values).model_dump()
 
 
+def choose_engine(engine: str, ray_address: str | None, searched: set[str] | list[str],
+                  several_sessions: bool) -> tuple[str, str]:
+    """The engine a run uses and why: ``(embedded | ray | population, reason)``.
+
+    A config that names an engine gets it, and a Ray address means Ray. ``engine: auto`` (the
+    default) trains the population as batched models when its workers can share one (they always
+    share an architecture: PBT never searches sizes), that is unless the search includes
+    ``batch_size`` or the model reads several sessions; then one process per worker.
+    """
+    if ray_address:
+        return "ray", "a Ray address was given"
+    if engine != "auto":
+        return engine, "named in the config"
+    if "batch_size" in searched:
+        return "embedded", "engine: auto and the search includes batch_size, which a batched population cannot vary"
+    if several_sessions:
+        return "embedded", "engine: auto and the model reads several sessions, which a batched population does not train"
+    return "population", "engine: auto and every worker shares one architecture and batch size"
+
+
 def make_engine_factory(run_config: RunConfig, ray_address: str | None = None) -> EngineFactory:
-    """The engine the config asks for: Ray when ``engine: ray`` or an address is given, the batched
-    population with ``engine: population``, else embedded."""
+    """The engine ``choose_engine`` picks for this config, built when the run has its data; the log says
+    which ran and why."""
     settings = run_config.pbt
     address = ray_address or settings.ray_address
 
     def factory(data: WorkerData, log: Callable[[str], None]) -> Engine:
-        if address or settings.engine == "ray":
+        name, why = choose_engine(settings.engine, address, set(run_config.search_space),
+                                  data.train_session is not None)
+        if name == "ray":
             engine = RayEngine(data, settings.max_processes, address)
-            log(f"engine: Ray cluster {address or '(local)'}, {engine.max_processes} workers at once")
+            log(f"engine: Ray cluster {address or '(local)'}, {engine.max_processes} workers at once; {why}")
             return engine
-        if settings.engine == "population":
+        if name == "population":
             from neurodyn.pbt.population_engine import PopulationEngine
 
             if "batch_size" in run_config.search_space:
@@ -108,15 +130,16 @@ def make_engine_factory(run_config: RunConfig, ray_address: str | None = None) -
             if data.train_session is not None:
                 raise NeurodynError("engine: population does not train models of several sessions (stitching); use "
                                     "engine: embedded or engine: ray")
-
-            population = PopulationEngine(data, run_config.model.device, settings.num_workers)
-            log(population.layout.describe(settings.num_workers))
+            population = PopulationEngine(data, run_config.model.device, settings.num_workers,
+                                          max_populations=settings.max_processes, log=log)
+            log(f"{population.layout.describe(settings.num_workers)}; {why}")
             return population
         processes = min(settings.max_processes or default_max_processes(), settings.num_workers)
         engine = EmbeddedEngine(data, processes, run_config.model.device)
         on_gpus = sorted({d for d in engine.devices if d})
         log(f"engine: embedded, {processes} worker process{'es' if processes != 1 else ''} x {engine.threads} "
-            f"thread{'s' if engine.threads != 1 else ''}" + (f" on {', '.join(on_gpus)}" if on_gpus else ""))
+            f"thread{'s' if engine.threads != 1 else ''}" + (f" on {', '.join(on_gpus)}" if on_gpus else "")
+            + f"; {why}")
         return engine
 
     return factory

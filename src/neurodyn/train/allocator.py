@@ -6,12 +6,17 @@ are tens of MiB per tensor (every worker's trials at once), so without this each
 ask the kernel for, and zero, every page of its activations again: a stacked population of 8 reference
 models spent about half of each step there on the 2-core CPU (2.4 s per step, 1.2 s with the memory
 kept). The price: the process keeps the memory of its largest step until it exits.
+
+``available_memory_bytes`` says how much memory the system can still give (so that the population
+engine plans its populations to fit).
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
+from pathlib import Path
 
 # mallopt parameters (glibc's malloc.h).
 M_TRIM_THRESHOLD = -1
@@ -35,3 +40,21 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+
+
+def available_memory_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """Memory the system can give to new work without swapping, in bytes; None when it cannot be read.
+
+    Linux: ``MemAvailable`` of ``meminfo`` (free memory plus caches it can drop); elsewhere the free
+    physical pages when the C library reports them.
+    """
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024  # reported in kiB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None

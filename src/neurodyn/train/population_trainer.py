@@ -107,9 +107,11 @@ class PopulationTrainer:
         return sizes[0]
 
     # -- one epoch ----------------------------------------------------------------------------------
-    def train_epoch(self) -> list[dict[str, float]]:
+    def train_epoch(self, max_steps: int | None = None) -> list[dict[str, float]]:
         """One pass over the training trials for every worker (each its own shuffled order); returns each
-        worker's trial-weighted means of the terms, as ``LfadsTrainer.train_epoch``."""
+        worker's trial-weighted means of the terms, as ``LfadsTrainer.train_epoch``. ``max_steps``: stop
+        after that many steps (part of an epoch, e.g. to measure one step's memory; the means then cover
+        the trials seen)."""
         batch_size = self._batch_size()
         num_trials = self.train_data.shape[0]
         ramps = {
@@ -118,13 +120,16 @@ class PopulationTrainer:
         }
         orders = [torch.randperm(num_trials, device=self.device, generator=m.generator) for m in self.members]
         sums = torch.zeros(self.num_workers, len(TERM_NAMES), dtype=torch.float64)
-        for start in range(0, num_trials, batch_size):
+        starts = list(range(0, num_trials, batch_size))[:max_steps]
+        seen = 0
+        for start in starts:
             trials = [order[start:start + batch_size] for order in orders]
             terms = self._train_step(trials, self._per_worker(ramps["kl"]), self._per_worker(ramps["l2"]))
             sums += terms * len(trials[0])
+            seen += len(trials[0])
         results = []
         for k in range(self.num_workers):
-            row = {key: float(value) / num_trials for key, value in zip(TERM_NAMES, sums[k])}
+            row = {key: float(value) / seen for key, value in zip(TERM_NAMES, sums[k])}
             row.update(kl_ramp=ramps["kl"][k], l2_ramp=ramps["l2"][k])
             results.append(row)
         return results
