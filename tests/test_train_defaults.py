@@ -1,4 +1,5 @@
-"""Settings derived from the data: batch size, learning rate and mask_as_input default to 'auto'."""
+"""Settings derived from the data: batch size, learning rate, mask_as_input and cd_pass_fraction default
+to 'auto'."""
 
 import math
 
@@ -9,7 +10,8 @@ import yaml
 from neurodyn.config import LfadsConfig
 from neurodyn.data.seed_format import write_dataset
 from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
-from neurodyn.train.defaults import auto_batch_size, auto_learning_rate, resolve_data_defaults
+from neurodyn.train.defaults import (SPARSE_PASS, SPARSE_UNOBSERVED, auto_batch_size, auto_cd_pass_fraction,
+                                     auto_learning_rate, resolve_data_defaults)
 from neurodyn.train.run import train_model
 
 
@@ -52,7 +54,7 @@ def test_mask_as_input_auto_is_off_and_says_why(observation):
 
 
 def test_a_config_that_sets_a_key_keeps_it():
-    config = LfadsConfig(batch_size=64, learning_rate_init=0.01, mask_as_input=False)
+    config = LfadsConfig(batch_size=64, learning_rate_init=0.01, mask_as_input=False, cd_pass_fraction=0.0)
     resolved, notes = resolve_data_defaults(config, np.full((480, 10, 6), np.nan))
     assert resolved == config and notes == []
     only_batch, _ = resolve_data_defaults(LfadsConfig(batch_size=64), np.zeros((480, 10, 6)))
@@ -68,5 +70,20 @@ def test_train_writes_and_logs_the_values_it_used(tmp_path):
     train_model(config, tmp_path / "d.h5", tmp_path / "run", progress=False, echo=lines.append)
     resolved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert (resolved["batch_size"], resolved["mask_as_input"]) == (16, False)  # 32 training trials of spike counts
+    assert resolved["cd_pass_fraction"] == 0.0  # 3 of 6 neurons observed per bin: not sparse
     assert resolved["learning_rate_init"] == auto_learning_rate(16)
     assert "batch_size auto -> 16 (32 training trials: 2 steps per epoch)" in lines
+
+
+def test_cd_pass_fraction_lets_some_seen_entries_train_only_on_sparse_data():
+    assert auto_cd_pass_fraction(0.0) == 0.0 and auto_cd_pass_fraction(0.75) == 0.0  # e.g. 4 sub-frame bins
+    assert auto_cd_pass_fraction(SPARSE_UNOBSERVED) == 0.0
+    assert auto_cd_pass_fraction(32 / 35) == SPARSE_PASS > 0  # 3 of 35 neurons observed per bin
+    sparse = make_lorenz_spikes(num_neurons=35, num_samples=10, num_conditions=4, trials_per_condition=10, keep=3)
+    config, notes = resolve_data_defaults(LfadsConfig(), sparse.data)
+    assert config.cd_pass_fraction == SPARSE_PASS
+    assert (f"cd_pass_fraction auto -> {SPARSE_PASS:g} (91% of the training entries are unobserved, more than 80%: "
+            "some entries the encoder sees also train)") in notes
+    dense, notes = resolve_data_defaults(LfadsConfig(), np.zeros((40, 10, 6)))
+    assert dense.cd_pass_fraction == 0.0
+    assert not any("cd_pass_fraction" in note for note in notes)  # pure CD, as without the key: not stated

@@ -23,6 +23,7 @@ from neurodyn.errors import NeurodynError
 # The smallest value of keys that also accept 'auto' (their schema cannot carry ge/gt bounds).
 AUTO_FIELD_MINIMUM = {"batch_threads": 1, "event_delay_bins": 0, "batch_size": 1, "readin_dim": 1}
 AUTO_FIELD_POSITIVE = ("learning_rate_init",)
+AUTO_FIELD_FRACTION = ("cd_pass_fraction",)  # 'auto' or a number in [0, 1]
 
 
 class LfadsConfig(BaseModel):
@@ -98,8 +99,10 @@ class LfadsConfig(BaseModel):
     # -- regularisation (PBT-searchable) ----------------------------------------------------
     keep_prob: float = Field(0.95, gt=0.0, le=1.0, description="dropout keep probability")
     keep_ratio: float = Field(0.7, gt=0.0, le=1.0, description="coordinated dropout: input keep probability; 1 = off")
-    cd_pass_fraction: float = Field(0.0, ge=0.0, le=1.0,
-                                    description="fraction of kept entries that still pass gradient (0 = pure CD)")
+    cd_pass_fraction: float | Literal["auto"] = Field(
+        "auto", description="fraction of the encoder's (CD-kept) entries whose reconstruction still passes gradient "
+                            "(0 = pure coordinated dropout); 'auto' = 0, or 0.2 when fewer than 1 in 5 "
+                            "entries is observed (sparse sampling, where pure CD leaves little training signal)")
     l2_gen_scale: float = Field(1e-4, ge=0.0, description="L2 cost of the generator's recurrent kernel")
     l2_con_scale: float = Field(1e-4, ge=0.0, description="L2 cost of the controller's recurrent kernel")
     kl_ic_weight: float = Field(1e-4, ge=0.0, description="weight of the IC KL term")
@@ -163,6 +166,13 @@ class LfadsConfig(BaseModel):
     def _check_auto_or_positive(cls, value):
         if value != "auto" and not value > 0:
             raise ValueError("expected 'auto' or a number > 0")
+        return value
+
+    @field_validator("cd_pass_fraction")
+    @classmethod
+    def _check_auto_or_fraction(cls, value):
+        if value != "auto" and not 0.0 <= value <= 1.0:
+            raise ValueError("expected 'auto' or a number from 0 to 1")
         return value
 
     @property
@@ -301,9 +311,11 @@ class SearchSpec(BaseModel):
 
 def _field_constraints(key: str) -> list[tuple[str, float]]:
     """Every bound ``LfadsConfig`` puts on ``key``'s numbers: ``(name, value)`` with name gt, ge, lt or le
-    (an ``auto`` key's minimum as ge, a positive ``auto`` key as gt 0, then the field's own)."""
+    (an ``auto`` key's minimum as ge, a positive ``auto`` key as gt 0, a fraction as ge 0 and le 1, then
+    the field's own)."""
     bounds = [("ge", AUTO_FIELD_MINIMUM[key])] if key in AUTO_FIELD_MINIMUM else []
     bounds += [("gt", 0)] if key in AUTO_FIELD_POSITIVE else []
+    bounds += [("ge", 0), ("le", 1)] if key in AUTO_FIELD_FRACTION else []
     for constraint in LfadsConfig.model_fields[key].metadata:
         bounds += [(name, getattr(constraint, name)) for name in ("gt", "ge", "lt", "le")
                    if getattr(constraint, name, None) is not None]

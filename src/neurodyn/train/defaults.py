@@ -1,7 +1,8 @@
 """Settings that default to values derived from the data (``auto`` in the config).
 
-The right batch size, learning rate and encoder input depend on the data a user brings: with 480
-training trials and 128 trials per step an epoch is 3-4 optimiser steps, far too few. A config that
+The right batch size, learning rate, encoder input and coordinated dropout's gradient depend on the
+data a user brings: with 480 training trials and 128 trials per step an epoch is 3-4 optimiser
+steps, far too few. A config that
 sets a key keeps it; ``auto`` keys are resolved here, once, from the training trials, and the
 values used are written to the run's ``config.yaml`` and stated in its log.
 """
@@ -26,6 +27,11 @@ REFERENCE_LR, REFERENCE_BATCH, LR_EXPONENT = 4e-3, 128, 0.226
 # --sets 2p); the RADICaL demo's population 0.916 on / 0.966 off; 3 of 35 spiking neurons observed,
 # rate R^2 0.540 on / 0.567 off and 0.546 / 0.590 (bench/README_defaults.md).
 MASK_INPUT_OBSERVATIONS: tuple[str, ...] = ()
+# cd_pass_fraction: auto. Pure coordinated dropout trains only on the entries the encoder did not see;
+# when fewer than 1 in 5 entries is observed at all (SPARSE_UNOBSERVED), that leaves a few entries per
+# bin, and letting some of the seen entries pass gradient too (SPARSE_PASS) measured better
+# (bench/README_defaults.md, 3 of 35 spiking neurons per bin). Denser data keep pure CD.
+SPARSE_UNOBSERVED, SPARSE_PASS = 0.8, 0.2
 
 
 def auto_batch_size(num_train_trials: int) -> int:
@@ -41,6 +47,12 @@ def auto_learning_rate(batch_size: int) -> float:
     """The learning rate matched to ``batch_size`` (3 significant digits)."""
     value = REFERENCE_LR * (batch_size / REFERENCE_BATCH) ** LR_EXPONENT
     return float(f"{value:.3g}")
+
+
+def auto_cd_pass_fraction(unobserved: float) -> float:
+    """``cd_pass_fraction`` for data with this fraction of unobserved entries: SPARSE_PASS above
+    SPARSE_UNOBSERVED, else 0 (pure coordinated dropout)."""
+    return SPARSE_PASS if unobserved > SPARSE_UNOBSERVED else 0.0
 
 
 def unobserved_fraction(train_data: np.ndarray) -> float:
@@ -68,9 +80,15 @@ def resolve_data_defaults(config: LfadsConfig, train_data: np.ndarray) -> tuple[
         updates["learning_rate_init"] = auto_learning_rate(int(batch_size))
         notes.append(f"learning_rate_init auto -> {updates['learning_rate_init']:g} (matched to {batch_size} trials "
                      "per step)")
+    unobserved = (unobserved_fraction(train_data) if len(config.session_neurons) > 1
+                  else float(np.isnan(train_data).mean()))
+    if config.cd_pass_fraction == "auto":
+        updates["cd_pass_fraction"] = auto_cd_pass_fraction(unobserved)
+        if updates["cd_pass_fraction"]:  # stated when it departs from pure coordinated dropout
+            notes.append(f"cd_pass_fraction auto -> {updates['cd_pass_fraction']:g} ({unobserved:.0%} of the "
+                         f"training entries are unobserved, more than {SPARSE_UNOBSERVED:.0%}: some entries the "
+                         "encoder sees also train)")
     if config.mask_as_input == "auto":
-        unobserved = (unobserved_fraction(train_data) if len(config.session_neurons) > 1
-                      else float(np.isnan(train_data).mean()))
         on = unobserved > 0 and config.observation in MASK_INPUT_OBSERVATIONS
         updates["mask_as_input"] = on
         why = f"{unobserved:.0%} of the training entries are unobserved"
