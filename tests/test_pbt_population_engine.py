@@ -306,39 +306,17 @@ def test_cpu_workers_per_population_share_the_available_memory():
     assert cpu_workers_per_population(100, None, populations=2) is None  # unknown: no limit
 
 
-def test_the_cpu_memory_estimate_matches_a_population_processs_growth(tmp_path):
-    # In a fresh process: the estimate for one worker, against how far the process's peak resident
-    # memory grows while a population of 4 such workers trains one epoch.
-    script = """
-import resource, sys, torch
-from neurodyn.config import LfadsConfig
-from neurodyn.data.seed_format import split_trials
-from neurodyn.pbt.engines import WorkerData, WorkerJob, prepare_worker
-from neurodyn.pbt.population_engine import estimate_worker_bytes_cpu
-from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
-from neurodyn.train.allocator import keep_freed_memory
-from neurodyn.train.population_trainer import PopulationTrainer
-torch.set_num_threads(1)
-keep_freed_memory()
-dataset = make_lorenz_spikes(num_neurons=30, num_samples=50, num_conditions=8, trials_per_condition=40, seed=0)
-train, valid = split_trials(dataset.num_trials, 0.2, 0, dataset.condition)
-data = WorkerData(dataset.data[train], dataset.data[valid])
-config = LfadsConfig(ic_enc_dim=64, ci_enc_dim=64, con_dim=64, co_dim=4, ic_dim=64, gen_dim=100, factors_dim=40,
-                     batch_size=128, batch_threads=1, device="cpu")
-jobs = [WorkerJob(w, 0, config.model_copy(update={"seed": w}).model_dump(), None, 1, 0) for w in range(4)]
-population = PopulationTrainer([prepare_worker(job, data, None) for job in jobs])
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-population.train_epoch()
-grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
-print(estimate_worker_bytes_cpu(jobs[0], data) * 4, grown)
-"""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "NEURODYN_COMPILED_KERNELS": "0"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    estimate, grown = map(int, done.stdout.split())
-    # Never well below what the population took (it plans to fit); within a small factor above it (the
-    # growth of a peak resident size is a noisy measure: 1.3-1.4x with these loops, once 2.5x under load).
-    assert 0.8 * grown < estimate < 3.0 * grown
+def test_the_cpu_memory_estimate_counts_a_steps_activations(tmp_path):
+    # The activations kept for the backward pass grow with the trials per step; the generator's states,
+    # the factors and the rates of every bin of the step are among them (float32, 4 bytes each).
+    data = _worker_data(tmp_path)
+    jobs = {batch: WorkerJob(0, 0, _base_config(seed=0, batch_size=batch), None, 1, 7) for batch in (8, 16)}
+    estimates = {batch: estimate_worker_bytes_cpu(job, data) for batch, job in jobs.items()}
+    config = LfadsConfig(**jobs[16].config)
+    bins, neurons = data.train.shape[1:]
+    kept_at_least = 16 * bins * (config.gen_dim + config.factors_dim + neurons) * 4
+    assert estimates[16] > population_engine.CPU_PEAK_PER_SAVED * kept_at_least
+    assert 1.6 < estimates[16] / estimates[8] < 2.0  # about twice: the weights and Adam moments stay
 
 
 def test_available_memory_is_read_from_meminfo(tmp_path):
