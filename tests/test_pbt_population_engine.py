@@ -230,6 +230,10 @@ def test_engine_auto_trains_the_population_unless_the_workers_cannot_share_one()
     for named in ("embedded", "ray", "population"):  # a config that names an engine gets it
         assert choose_engine(named, None, set(), False) == (named, "named in the config")
     assert choose_engine("embedded", "10.0.0.1:6379", set(), False)[0] == "ray"
+    with pytest.raises(NeurodynError, match="engine: population trains every worker with one batch_size"):
+        choose_engine("population", None, {"batch_size"}, False)
+    with pytest.raises(NeurodynError, match="engine: population does not train models of several sessions"):
+        choose_engine("population", None, set(), several_sessions=True)
 
 
 def test_a_run_that_names_no_engine_trains_the_population_with_the_embedded_engines_results(tmp_path):

@@ -148,10 +148,11 @@ def cpu_workers_per_population(worker_bytes: int, available_bytes: int | None, p
 _FITTING: dict[str, int] = {}
 
 
-def _fitting_workers(job: WorkerJob, data: WorkerData, device: str | None) -> int | None:
-    """Workers per population on a CUDA ``device`` (measured once per process and device); None on CPU."""
+def _fitting_workers(job: WorkerJob, data: WorkerData, device: str | None, cpu_cap: int | None) -> int | None:
+    """Workers per population: on a CUDA ``device`` measured (once per process and device), on a CPU
+    the engine's plan ``cpu_cap`` (None: no limit)."""
     if device is None or not str(device).startswith("cuda") or not torch.cuda.is_available():
-        return None
+        return cpu_cap
     if device not in _FITTING:
         _FITTING[device] = workers_that_fit(*measure_worker_bytes(job, data, device))
     return _FITTING[device]
@@ -194,12 +195,11 @@ def train_population(jobs: list[WorkerJob], data: WorkerData, device: str | None
 
 
 def _train_in_process(share: tuple[list[WorkerJob], int | None]) -> list[WorkerResult]:
-    """A population process's share of the generation; ``max_workers`` is the CPU plan's (None on a GPU,
-    where the process measures its own device)."""
-    jobs, max_workers = share
+    """A population process's share of the generation with the engine's CPU plan (None on a GPU, where
+    the process measures its own device)."""
+    jobs, cpu_cap = share
     data, device = process_data()
-    fitting = _fitting_workers(jobs[0], data, device)
-    return train_population(jobs, data, device, fitting if fitting is not None else max_workers)
+    return train_population(jobs, data, device, _fitting_workers(jobs[0], data, device, cpu_cap))
 
 
 class PopulationEngine:
@@ -208,9 +208,8 @@ class PopulationEngine:
     ``device``: the config's device setting (``auto``/``cpu``/``cuda``; None = auto); ``max_populations``:
     populations trained at once at most (the config's ``max_processes``; default: one per core or GPU);
     ``layout``: the split to use (default: ``population_layout`` for this machine and ``num_workers``);
-    ``log``: where the memory plan is
-    stated (once, at the first generation); ``available_memory``: reads the system's available bytes
-    (tests hand in a fake)."""
+    ``log``: where the memory plan is stated (once, at the first generation); ``available_memory``:
+    reads the system's available bytes (tests hand in a fake)."""
 
     def __init__(self, data: WorkerData, device: str | None = None, num_workers: int | None = None,
                  layout: PopulationLayout | None = None, max_populations: int | None = None,
@@ -242,8 +241,8 @@ class PopulationEngine:
             torch.set_num_threads(self.layout.threads * self.layout.populations)
             try:
                 device = self.layout.devices[0]
-                fitting = _fitting_workers(jobs[0], self.data, device)
-                results = train_population(jobs, self.data, device, fitting if fitting is not None else cpu_cap)
+                results = train_population(jobs, self.data, device, _fitting_workers(jobs[0], self.data, device,
+                                                                                     cpu_cap))
             finally:
                 torch.set_num_threads(previous)
             yield from results

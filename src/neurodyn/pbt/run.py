@@ -95,16 +95,26 @@ def choose_engine(engine: str, ray_address: str | None, searched: set[str] | lis
     A config that names an engine gets it, and a Ray address means Ray. ``engine: auto`` (the
     default) trains the population as batched models when its workers can share one (they always
     share an architecture: PBT never searches sizes), that is unless the search includes
-    ``batch_size`` or the model reads several sessions; then one process per worker.
+    ``batch_size`` or the model reads several sessions; then one process per worker. A config that
+    names ``engine: population`` for such a run is refused (NeurodynError, one line).
     """
     if ray_address:
         return "ray", "a Ray address was given"
+    if "batch_size" in searched:
+        unfit = ("engine: population trains every worker with one batch_size; remove batch_size from the search "
+                 "space or use engine: embedded", "the search includes batch_size, which a batched population "
+                 "cannot vary")
+    elif several_sessions:
+        unfit = ("engine: population does not train models of several sessions (stitching); use engine: embedded "
+                 "or engine: ray", "the model reads several sessions, which a batched population does not train")
+    else:
+        unfit = None
+    if engine == "population" and unfit:
+        raise NeurodynError(unfit[0])
     if engine != "auto":
         return engine, "named in the config"
-    if "batch_size" in searched:
-        return "embedded", "engine: auto and the search includes batch_size, which a batched population cannot vary"
-    if several_sessions:
-        return "embedded", "engine: auto and the model reads several sessions, which a batched population does not train"
+    if unfit:
+        return "embedded", f"engine: auto and {unfit[1]}"
     return "population", "engine: auto and every worker shares one architecture and batch size"
 
 
@@ -124,12 +134,6 @@ def make_engine_factory(run_config: RunConfig, ray_address: str | None = None) -
         if name == "population":
             from neurodyn.pbt.population_engine import PopulationEngine
 
-            if "batch_size" in run_config.search_space:
-                raise NeurodynError("engine: population trains every worker with one batch_size; remove batch_size "
-                                    "from the search space or use engine: embedded")
-            if data.train_session is not None:
-                raise NeurodynError("engine: population does not train models of several sessions (stitching); use "
-                                    "engine: embedded or engine: ray")
             population = PopulationEngine(data, run_config.model.device, settings.num_workers,
                                           max_populations=settings.max_processes, log=log)
             log(f"{population.layout.describe(settings.num_workers)}; {why}")

@@ -2,9 +2,9 @@
 
 The right batch size, learning rate, encoder input and coordinated dropout's gradient depend on the
 data a user brings: with 480 training trials and 128 trials per step an epoch is 3-4 optimiser
-steps, far too few. A config that
-sets a key keeps it; ``auto`` keys are resolved here, once, from the training trials, and the
-values used are written to the run's ``config.yaml`` and stated in its log.
+steps, far too few. A config that sets a key keeps it; ``auto`` keys are resolved here, once, from
+the training trials, and the values used are written to the run's ``config.yaml`` and stated in its
+log.
 """
 
 from __future__ import annotations
