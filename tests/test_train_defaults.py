@@ -1,8 +1,9 @@
-"""Settings derived from the data: batch size, learning rate, mask_as_input and cd_pass_fraction default
+"""Settings derived from the data: batch size, learning rate, mask_as_input, cd_pass_fraction and inference default
 to 'auto'."""
 
 import math
 
+import h5py
 import numpy as np
 import pytest
 import yaml
@@ -11,6 +12,7 @@ from neurodyn.config import LfadsConfig
 from neurodyn.data.seed_format import write_dataset
 from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
 from neurodyn.train.defaults import (SPARSE_PASS, SPARSE_UNOBSERVED, auto_batch_size, auto_cd_pass_fraction,
+                                     auto_inference,
                                      auto_learning_rate, resolve_data_defaults)
 from neurodyn.train.run import train_model
 
@@ -54,7 +56,8 @@ def test_mask_as_input_auto_is_off_and_says_why(observation):
 
 
 def test_a_config_that_sets_a_key_keeps_it():
-    config = LfadsConfig(batch_size=64, learning_rate_init=0.01, mask_as_input=False, cd_pass_fraction=0.0)
+    config = LfadsConfig(batch_size=64, learning_rate_init=0.01, mask_as_input=False, cd_pass_fraction=0.0,
+                         inference="sample_average")
     resolved, notes = resolve_data_defaults(config, np.full((480, 10, 6), np.nan))
     assert resolved == config and notes == []
     only_batch, _ = resolve_data_defaults(LfadsConfig(batch_size=64), np.zeros((480, 10, 6)))
@@ -71,6 +74,7 @@ def test_train_writes_and_logs_the_values_it_used(tmp_path):
     resolved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert (resolved["batch_size"], resolved["mask_as_input"]) == (16, False)  # 32 training trials of spike counts
     assert resolved["cd_pass_fraction"] == 0.0  # 3 of 6 neurons observed per bin: not sparse
+    assert resolved["inference"] == "sample_average"
     assert resolved["learning_rate_init"] == auto_learning_rate(16)
     assert "batch_size auto -> 16 (32 training trials: 2 steps per epoch)" in lines
 
@@ -87,3 +91,23 @@ def test_cd_pass_fraction_lets_some_seen_entries_train_only_on_sparse_data():
     dense, notes = resolve_data_defaults(LfadsConfig(), np.zeros((40, 10, 6)))
     assert dense.cd_pass_fraction == 0.0
     assert not any("cd_pass_fraction" in note for note in notes)  # pure CD, as without the key: not stated
+
+
+def test_inference_refines_each_trials_posterior_only_on_sparse_data(tmp_path):
+    assert auto_inference(0.0) == auto_inference(0.75) == auto_inference(SPARSE_UNOBSERVED) == "sample_average"
+    assert auto_inference(32 / 35) == "refined"
+    sparse = make_lorenz_spikes(num_neurons=35, num_samples=8, num_conditions=4, trials_per_condition=10, keep=3)
+    config, notes = resolve_data_defaults(LfadsConfig(), sparse.data)
+    assert config.inference == "refined"
+    assert ("inference auto -> refined (91% of the training entries are unobserved, more than 80%: each trial's "
+            "posterior is refined on its own data)") in notes
+    dense, notes = resolve_data_defaults(LfadsConfig(), np.zeros((40, 10, 6)))
+    assert dense.inference == "sample_average" and not any("inference" in note for note in notes)
+    # End to end: the run's outputs say how they were made.
+    write_dataset(tmp_path / "d.h5", sparse)
+    small = LfadsConfig(ic_enc_dim=6, gen_dim=8, ic_dim=3, factors_dim=3, max_epochs=1, kl_increase_epochs=1,
+                        l2_increase_epochs=1, posterior_samples=2, refinement_steps=3, device="cpu")
+    train_model(small, tmp_path / "d.h5", tmp_path / "run", progress=False, echo=lambda line: None)
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["inference"] == "refined"
+    with h5py.File(tmp_path / "run" / "valid_output.h5", "r") as f:
+        assert (f.attrs["inference"], int(f.attrs["refinement_steps"])) == ("refined", 3)

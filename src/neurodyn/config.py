@@ -133,11 +133,15 @@ class LfadsConfig(BaseModel):
     write_generator_states: bool = Field(False, description="also write the generator states (gen_dim, num_samples, "
                                                             "trials), averaged over the posterior samples, to the "
                                                             "output files (large: gen_dim values per bin)")
-    inference: Literal["sample_average", "empirical_bayes"] = Field(
-        "sample_average", description="how the output rates are inferred: average over samples of each trial's "
-                                      "own posterior, or 'empirical_bayes': weight the training trials' posterior "
-                                      "draws by each trial's likelihood (pools evidence across trials that repeat; "
-                                      "for very sparse data)")
+    inference: Literal["auto", "refined", "sample_average", "empirical_bayes"] = Field(
+        "auto", description="how the output rates are inferred: 'sample_average': average over samples of each "
+                            "trial's own posterior, the encoder's; 'refined': the same after refining each "
+                            "trial's posterior on its own evidence lower bound (refinement_steps; slower); "
+                            "'empirical_bayes': weight the training trials' posterior draws by each trial's "
+                            "likelihood (pools evidence across trials that repeat); 'auto' = 'refined' when fewer "
+                            "than 1 in 5 entries is observed (sparse sampling), else 'sample_average'")
+    refinement_steps: int = Field(100, ge=0, description="with inference 'refined': Adam steps that refine each "
+                                                        "trial's initial-condition posterior; 0 = the encoder's")
     empirical_bayes_samples: int = Field(5, ge=1, description="posterior draws per training trial that form the "
                                                               "empirical-Bayes prior")
     batch_threads: int | Literal["auto"] = Field(

@@ -120,13 +120,17 @@ class LFADS(nn.Module):
     def forward(self, encoder_input: torch.Tensor, sample_posteriors: bool,
                 encoder_visible: torch.Tensor | None = None,
                 rng: torch.Generator | None = None, ext_input: torch.Tensor | None = None,
-                session: torch.Tensor | None = None) -> LfadsOutput:
+                session: torch.Tensor | None = None,
+                ic_posterior_override: tuple[torch.Tensor, torch.Tensor] | None = None) -> LfadsOutput:
         """encoder_input ``(B, T, N)`` zero-filled data; encoder_visible ``(B, T, N)`` 1 where it holds an
         observed value (used with ``mask_as_input``; default: everything visible). ``rng``
         drives every random draw (dropout, posterior samples); None = torch's global generator.
         ``ext_input`` ``(B, T, ext_input_dim)``: the measured inputs, fed to the generator at every
         step (required when ``ext_input_dim`` > 0, refused otherwise); never seen by the encoders.
-        ``session`` ``(B,)`` int: each trial's session (required by a stitched model, ignored otherwise)."""
+        ``session`` ``(B,)`` int: each trial's session (required by a stitched model, ignored otherwise).
+        ``ic_posterior_override``: ``(mean, std)`` ``(B, ic_dim)`` used in place of the IC encoder's posterior
+        (a posterior refined per trial, see ``train.posterior_refinement``); the controller still reads
+        the data through its own encoder."""
         batch, num_steps, _ = encoder_input.shape
         self.check_ext_input(ext_input, batch, num_steps)
         mask = self.encoder_mask(num_steps)
@@ -138,9 +142,12 @@ class LFADS(nn.Module):
             if session is None:
                 raise NeurodynError("a stitched model needs each trial's session index")
             x = self.readin(x, session)
-        _, ic_final = self.ic_encoder(x)
-        ic_mean, ic_logvar = self.ic_posterior(self.dropout(ic_final, rng)).chunk(2, dim=-1)
-        ic_std = torch.sqrt(torch.exp(ic_logvar) + self.ic_post_var_min)
+        if ic_posterior_override is None:
+            _, ic_final = self.ic_encoder(x)
+            ic_mean, ic_logvar = self.ic_posterior(self.dropout(ic_final, rng)).chunk(2, dim=-1)
+            ic_std = torch.sqrt(torch.exp(ic_logvar) + self.ic_post_var_min)
+        else:
+            ic_mean, ic_std = ic_posterior_override
         if sample_posteriors:
             noise = torch.randn(ic_mean.shape, generator=rng, device=ic_mean.device, dtype=ic_mean.dtype)
             ic = ic_mean + ic_std * noise

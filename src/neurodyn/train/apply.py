@@ -109,8 +109,10 @@ def infer_new_data(run_dir: str | Path, data_path: str | Path, out_path: str | P
     if sessions is not None:
         model_data = sessions.to_union(model_data, index)
     model_view = dataclasses.replace(dataset, data=model_data, ext_input=delay_ext_input(dataset.ext_input, delay))
-    # Empirical Bayes would weigh the new trials against training trials this file does not hold.
-    config = config.model_copy(update={"inference": "sample_average"})
+    # Empirical Bayes would weigh the new trials against training trials this file does not hold: each
+    # new trial gets its own (refined) posterior instead.
+    if config.inference == "empirical_bayes":
+        config = config.model_copy(update={"inference": "refined"})
     trials = np.arange(dataset.num_trials)
     inferred = infer_outputs(model, model_view, trials, config, session=index)
     attrs = {**output_attributes(config, dataset), "model": str(layout.root)}

@@ -32,6 +32,10 @@ MASK_INPUT_OBSERVATIONS: tuple[str, ...] = ()
 # bin, and letting some of the seen entries pass gradient too (SPARSE_PASS) measured better
 # (bench/README_defaults.md, 3 of 35 spiking neurons per bin). Denser data keep pure CD.
 SPARSE_UNOBSERVED, SPARSE_PASS = 0.8, 0.2
+# inference: auto. Above SPARSE_UNOBSERVED each trial's posterior is refined on its own ELBO before it
+# is sampled (train.posterior_refinement): 3 of 35 spiking neurons per bin, rate R^2 0.884 -> 0.904
+# (bench/README_defaults.md). On denser data it gained less (fully observed spikes 0.959 -> 0.962) for
+# several times the inference time, so they keep the encoder's posterior.
 
 
 def auto_batch_size(num_train_trials: int) -> int:
@@ -53,6 +57,12 @@ def auto_cd_pass_fraction(unobserved: float) -> float:
     """``cd_pass_fraction`` for data with this fraction of unobserved entries: SPARSE_PASS above
     SPARSE_UNOBSERVED, else 0 (pure coordinated dropout)."""
     return SPARSE_PASS if unobserved > SPARSE_UNOBSERVED else 0.0
+
+
+def auto_inference(unobserved: float) -> str:
+    """``inference`` for data with this fraction of unobserved entries: 'refined' above SPARSE_UNOBSERVED,
+    else 'sample_average'."""
+    return "refined" if unobserved > SPARSE_UNOBSERVED else "sample_average"
 
 
 def unobserved_fraction(train_data: np.ndarray) -> float:
@@ -88,6 +98,11 @@ def resolve_data_defaults(config: LfadsConfig, train_data: np.ndarray) -> tuple[
             notes.append(f"cd_pass_fraction auto -> {updates['cd_pass_fraction']:g} ({unobserved:.0%} of the "
                          f"training entries are unobserved, more than {SPARSE_UNOBSERVED:.0%}: some entries the "
                          "encoder sees also train)")
+    if config.inference == "auto":
+        updates["inference"] = auto_inference(unobserved)
+        if updates["inference"] == "refined":  # stated when it departs from the encoder's posterior
+            notes.append(f"inference auto -> refined ({unobserved:.0%} of the training entries are unobserved, more "
+                         f"than {SPARSE_UNOBSERVED:.0%}: each trial's posterior is refined on its own data)")
     if config.mask_as_input == "auto":
         on = unobserved > 0 and config.observation in MASK_INPUT_OBSERVATIONS
         updates["mask_as_input"] = on

@@ -9,6 +9,7 @@ import torch
 from neurodyn.errors import NeurodynError
 from neurodyn.lfads.augmentations import inference_masks
 from neurodyn.lfads.model import LFADS, LfadsOutput
+from neurodyn.train.posterior_refinement import refine_ic_posteriors
 
 
 # Outputs of ``infer`` with one value per trial, not per time step: ``(trials, ic_dim)``.
@@ -65,11 +66,13 @@ def _sampled_pieces(model: LFADS, output: LfadsOutput, generator_states: bool) -
 @torch.no_grad()
 def infer(model: LFADS, data: np.ndarray, num_samples: int = 50, batch_size: int = 512,
           seed: int = 0, ext_input: np.ndarray | None = None,
-          write_generator_states: bool = False, session: int | None = None) -> dict[str, np.ndarray]:
+          write_generator_states: bool = False, session: int | None = None,
+          refinement_steps: int = 0) -> dict[str, np.ndarray]:
     """Rates, factors, observation parameters and latent posteriors of ``data`` ``(trials, T, N)`` (NaN = unobserved).
 
     The posteriors (IC and inferred inputs) are sampled ``num_samples`` times with dropout off and the
-    results averaged ("posterior sample and average").
+    results averaged ("posterior sample and average"). With ``refinement_steps`` > 0 each trial's IC
+    posterior is first refined on its own evidence lower bound (``train.posterior_refinement``).
 
     Parameters
     ----------
@@ -90,6 +93,8 @@ def infer(model: LFADS, data: np.ndarray, num_samples: int = 50, batch_size: int
     session : int, optional
         The session every trial of ``data`` belongs to (a stitched model; ``data`` then spans the
         union of the sessions' neurons, see ``neurodyn.data.sessions``).
+    refinement_steps : int, default 0
+        Adam steps of the per-trial IC posterior refinement; 0 = the encoder's posteriors as they are.
 
     Returns
     -------
@@ -101,7 +106,7 @@ def infer(model: LFADS, data: np.ndarray, num_samples: int = 50, batch_size: int
           over the samples;
         * ``rates_posterior_mean`` ``(trials, T, N)`` from one pass at the posterior means;
         * ``ic_mean``, ``ic_std`` ``(trials, ic_dim)``: the initial-condition posterior (the encoder's,
-          the same for every sample);
+          or the refined one with ``refinement_steps``; the same for every sample);
         * with a controller only (``co_dim`` > 0; absent for an autonomous model): ``inferred_inputs``
           ``(trials, T, co_dim)``, the controller outputs' posterior means, and ``inferred_inputs_std``
           (same shape), their posterior standard deviations, each averaged over the samples like the
@@ -116,6 +121,11 @@ def infer(model: LFADS, data: np.ndarray, num_samples: int = 50, batch_size: int
         torch.manual_seed(seed)
         data_t = torch.as_tensor(np.asarray(data, dtype=np.float32), device=device)
         ext_t = _ext_input_tensor(model, ext_input, data_t)
+        refined = None
+        if refinement_steps > 0:
+            with torch.enable_grad():
+                refined = refine_ic_posteriors(model, data_t, refinement_steps, batch_size, ext_t,
+                                               _session_ids(model, session, data_t.shape[0], device))
         trials_per_pass = max(1, batch_size // num_samples)
         sums: dict[str, list[np.ndarray]] = {}
         for start in range(0, data_t.shape[0], trials_per_pass):
@@ -125,14 +135,18 @@ def infer(model: LFADS, data: np.ndarray, num_samples: int = 50, batch_size: int
             n = masks.encoder_input.shape[0]
             repeated = masks.encoder_input.repeat(num_samples, 1, 1)
             visible = masks.encoder_visible.repeat(num_samples, 1, 1)
+            given = None if refined is None else tuple(part[rows] for part in refined)
             output = model(repeated, sample_posteriors=True, encoder_visible=visible,
                            ext_input=None if ext is None else ext.repeat(num_samples, 1, 1),
-                           session=_session_ids(model, session, repeated.shape[0], device))
+                           session=_session_ids(model, session, repeated.shape[0], device),
+                           ic_posterior_override=None if given is None else tuple(
+                               part.repeat(num_samples, 1) for part in given))
             for name, value in _sampled_pieces(model, output, write_generator_states).items():
                 averaged = value.reshape(num_samples, n, *value.shape[1:]).mean(0)
                 sums.setdefault(name, []).append(averaged.cpu().numpy())
             mean_output = model(masks.encoder_input, sample_posteriors=False, encoder_visible=masks.encoder_visible,
-                                ext_input=ext, session=_session_ids(model, session, n, device))
+                                ext_input=ext, session=_session_ids(model, session, n, device),
+                                ic_posterior_override=given)
             sums.setdefault("rates_posterior_mean", []).append(
                 model.observation.mean(mean_output.readout).cpu().numpy())
             sums.setdefault("ic_mean", []).append(mean_output.ic_mean.cpu().numpy())

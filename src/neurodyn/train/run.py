@@ -280,6 +280,8 @@ def output_attributes(config: LfadsConfig, dataset: NeuralDataset) -> dict:
     attrs = {"observation": config.observation, "posterior_samples": config.posterior_samples,
              "inference": config.inference, "event_delay_bins": int(config.event_delay_bins),
              "forward_bins": int(config.forward_bins)}
+    if config.inference == "refined":
+        attrs["refinement_steps"] = int(config.refinement_steps)
     if "bin_ms" in dataset.attrs:
         attrs["bin_ms"] = float(dataset.attrs["bin_ms"])
     return attrs
@@ -289,7 +291,8 @@ def infer_outputs(model: LFADS, dataset: NeuralDataset, idx: np.ndarray, config:
                   reference_idx: np.ndarray | None = None, session: int | None = None) -> dict[str, np.ndarray]:
     """The outputs of trials ``idx`` of a dataset as ``read_model_dataset`` gives it, on the data file's bins.
 
-    Posterior sample-and-average, or with ``inference: empirical_bayes`` the empirical-Bayes outputs
+    Posterior sample-and-average (of each trial's refined posterior with ``inference: refined``), or
+    with ``inference: empirical_bayes`` the empirical-Bayes outputs
     against the ``reference_idx`` trials (the training trials; each trial is left out of its own
     prior), the sample-and-average rates then kept as ``rates_sample_average``. The first
     ``event_delay_bins`` bins are dropped (see ``read_model_dataset``). A stitched model takes the
@@ -297,7 +300,8 @@ def infer_outputs(model: LFADS, dataset: NeuralDataset, idx: np.ndarray, config:
     """
     ext = None if dataset.ext_input is None else dataset.ext_input[idx]
     inferred = infer(model, dataset.data[idx], config.posterior_samples, config.valid_batch_size, config.seed,
-                     ext_input=ext, write_generator_states=config.write_generator_states, session=session)
+                     ext_input=ext, write_generator_states=config.write_generator_states, session=session,
+                     refinement_steps=config.refinement_steps if config.inference == "refined" else 0)
     if config.inference == "empirical_bayes":
         if reference_idx is None:
             raise NeurodynError("empirical Bayes needs the training trials as the prior's reference")

@@ -1,0 +1,142 @@
+"""Per-trial refinement of the IC posterior on each trial's evidence lower bound."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from neurodyn.config import LfadsConfig
+from neurodyn.lfads.model import LFADS
+from neurodyn.observation.poisson import Poisson
+from neurodyn.train.inference import infer
+from neurodyn.train.posterior_refinement import refine_ic_posteriors
+
+T, N, IC_DIM = 10, 6, 3
+
+
+def small_model(**keys) -> LFADS:
+    torch.manual_seed(0)
+    config = LfadsConfig(ic_enc_dim=6, ic_dim=IC_DIM, gen_dim=8, factors_dim=4, device="cpu",
+                         **{"co_dim": 0, **keys})
+    return LFADS(config, N, Poisson(N)).eval()
+
+
+def sparse_counts(trials: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    data = rng.poisson(2.0, size=(trials, T, N)).astype(np.float32)
+    data[rng.random(data.shape) < 0.6] = np.nan  # SBTT: most entries unobserved
+    return data
+
+
+def elbo_scipy(model: LFADS, data: np.ndarray, mean: np.ndarray, std: np.ndarray, draws: int = 400) -> np.ndarray:
+    """Each trial's ELBO for an autonomous Poisson model, computed independently of the refinement code:
+    Monte Carlo over IC draws (numpy), the rates of each draw from a deterministic pass, scipy's Poisson
+    log-pmf over the observed entries and the closed-form Gaussian KL to N(0, ic_prior_var)."""
+    rng = np.random.default_rng(123)
+    prior_var = model.ic_prior_var
+    result = []
+    for trial, m, s in zip(data, mean, std):
+        ics = m + s * rng.standard_normal((draws, IC_DIM))
+        masked = torch.as_tensor(np.nan_to_num(trial))[None].repeat(draws, 1, 1)
+        with torch.no_grad():
+            output = model(masked, sample_posteriors=False,
+                           ic_posterior_override=(torch.as_tensor(ics, dtype=torch.float32),
+                                                  torch.zeros(draws, IC_DIM)))
+        rates = model.observation.mean(output.readout).numpy()
+        observed = ~np.isnan(trial)
+        log_lik = stats.poisson.logpmf(trial[observed][None], rates[:, observed]).sum(1).mean()
+        kl = 0.5 * np.sum(s ** 2 / prior_var + m ** 2 / prior_var - 1.0 - np.log(s ** 2 / prior_var))
+        result.append(log_lik - kl)
+    return np.array(result)
+
+
+def encoder_posterior(model: LFADS, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    out = infer(model, data, num_samples=1)
+    return out["ic_mean"], out["ic_std"]
+
+
+def test_refinement_raises_every_trials_elbo_computed_with_scipy():
+    model = small_model()
+    data = sparse_counts(5)
+    torch.manual_seed(0)
+    mean, std = refine_ic_posteriors(model, torch.as_tensor(data), steps=150)
+    before = elbo_scipy(model, data, *encoder_posterior(model, data))
+    after = elbo_scipy(model, data, mean.numpy(), std.numpy())
+    assert np.all(after > before + 0.5), (before, after)
+
+
+def test_zero_steps_give_the_encoders_posterior_and_the_weights_stay_as_trained():
+    model = small_model()
+    data = sparse_counts(4)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    mean, std = refine_ic_posteriors(model, torch.as_tensor(data), steps=0)
+    encoder_mean, encoder_std = encoder_posterior(model, data)
+    np.testing.assert_allclose(mean.numpy(), encoder_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(std.numpy(), encoder_std, rtol=1e-5, atol=1e-6)
+    refine_ic_posteriors(model, torch.as_tensor(data), steps=5)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, weights[name]), name
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_held_out_neurons_are_not_evidence():
+    model = small_model(heldout_neurons=[5])
+    data = sparse_counts(3)
+    changed = data.copy()
+    changed[:, :, 5] = np.where(np.isnan(changed[:, :, 5]), np.nan, 7.0)
+    torch.manual_seed(1)
+    first = refine_ic_posteriors(model, torch.as_tensor(data), steps=10)
+    torch.manual_seed(1)
+    second = refine_ic_posteriors(model, torch.as_tensor(changed), steps=10)
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b)
+    data[:, :, 0] = np.where(np.isnan(data[:, :, 0]), np.nan, 7.0)  # an encoder neuron does count
+    torch.manual_seed(1)
+    third = refine_ic_posteriors(model, torch.as_tensor(data), steps=10)
+    assert not torch.allclose(first[0], third[0])
+
+
+def test_infer_samples_the_refined_posterior():
+    model = small_model()
+    data = sparse_counts(4)
+    out = infer(model, data, num_samples=3, seed=7, refinement_steps=20)
+    torch.manual_seed(7)
+    mean, std = refine_ic_posteriors(model, torch.as_tensor(data), steps=20)
+    np.testing.assert_allclose(out["ic_mean"], mean.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["ic_std"], std.numpy(), rtol=1e-5, atol=1e-6)
+    # The posterior-mean pass runs from the refined mean.
+    with torch.no_grad():
+        at_mean = model(torch.as_tensor(np.nan_to_num(data)), sample_posteriors=False,
+                        ic_posterior_override=(mean, std))
+    np.testing.assert_allclose(out["rates_posterior_mean"], model.observation.mean(at_mean.readout).numpy(),
+                               rtol=1e-5)
+    assert not np.allclose(out["ic_mean"], encoder_posterior(model, data)[0])
+
+
+@pytest.mark.parametrize("batch_size", [8, 512])
+def test_a_model_with_a_controller_is_refined_in_blocks(batch_size):
+    model = small_model(co_dim=2, ci_enc_dim=4, con_dim=5)
+    data = sparse_counts(6)
+    torch.manual_seed(0)
+    mean, std = refine_ic_posteriors(model, torch.as_tensor(data), steps=30, batch_size=batch_size)
+    assert mean.shape == std.shape == (6, IC_DIM)
+    assert torch.all(std > 0) and torch.all(torch.isfinite(mean))
+    assert not torch.allclose(mean, torch.as_tensor(encoder_posterior(model, data)[0]))
+
+
+def test_new_data_get_refined_posteriors_where_the_model_used_empirical_bayes(tmp_path):
+    from neurodyn.data.seed_format import write_dataset
+    from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
+    from neurodyn.train.apply import infer_new_data
+    from neurodyn.train.run import train_model
+
+    dataset = make_lorenz_spikes(num_neurons=N, num_samples=T, num_conditions=3, trials_per_condition=6)
+    write_dataset(tmp_path / "d.h5", dataset)
+    config = LfadsConfig(ic_enc_dim=6, ic_dim=IC_DIM, gen_dim=8, factors_dim=4, max_epochs=1, kl_increase_epochs=1,
+                         l2_increase_epochs=1, posterior_samples=2, inference="empirical_bayes", refinement_steps=2,
+                         device="cpu")
+    train_model(config, tmp_path / "d.h5", tmp_path / "run", progress=False, echo=lambda line: None)
+    infer_new_data(tmp_path / "run", tmp_path / "d.h5", tmp_path / "new.h5")
+    with h5py.File(tmp_path / "new.h5", "r") as f:
+        assert (f.attrs["inference"], int(f.attrs["refinement_steps"])) == ("refined", 2)
