@@ -13,7 +13,10 @@ Models, each trained once with the ``LfadsConfig`` defaults except what the comp
 * ext_input: ``co_dim 0``, the kick given as the measured input ``ext_input`` (its sign at the
   kick's bins), so the generator is told when and which way the state was pushed;
 * Gaussian smoothing of the spike counts (no model): the kernel width (1-16 bins) that gives the
-  best R^2 against the true rates of the validation trials (an oracle choice that favours it).
+  best R^2 against the true rates of the validation trials (an oracle choice that favours it);
+* ideal: the ceiling on kicks found. An observer that knows the Lorenz flow, the readout, each
+  trial's state at bin 0 and the kick's axis and size picks the maximum-likelihood kick bin and sign
+  under the Poisson counts; it misses a kick only where spike noise hides it.
 
 Scores on the test trials: rate R^2 against the true rates (``evaluate.metrics.rate_r2``) of the
 rates from standard inference (each trial's own posterior, sampled ``posterior_samples`` times and
@@ -27,7 +30,7 @@ drawn uniformly in that window would score.
 Usage (models trained ``--processes`` at a time, one torch thread each)::
 
     PYTHONPATH=src python bench/single_trial_inputs.py [--trials 800] [--epochs 400] [--processes 2]
-        [--models autonomous controller ext_input smoothing] [--set KEY=VALUE ...] [--kick-size 10]
+        [--models autonomous controller ext_input smoothing ideal] [--set KEY=VALUE ...] [--kick-size 10]
         [--seed 0] [--save-json FILE] [--quick]   (about 12-17 min on 2 shared cores)
 
 ``--set`` changes LfadsConfig keys of the models that use them (e.g. ``--set kl_co_weight=1e-5``
@@ -112,6 +115,48 @@ def chance_found(kick_bin: np.ndarray, first_bin: int, num_samples: int, toleran
     return float(np.mean([np.mean(np.abs(window - k) <= tolerance) for k in kick_bin]))
 
 
+def ideal_observer_kick_bins(dataset, trials: np.ndarray, first_bin: int) -> np.ndarray:
+    """The kick bin an ideal observer picks for each of ``trials``: it knows the Lorenz flow, the readout, each
+    trial's state at bin 0 and the kick's axis and size, and takes the maximum-likelihood kick (bin in
+    ``first_bin .. T - 2`` and sign) under the Poisson counts. A ceiling on "kicks found": what is left is the
+    spike noise, not the model's ignorance of the dynamics or the initial state."""
+    from neurodyn.synth.lorenz_kicks import kicked_lorenz_states
+
+    attrs = dataset.attrs
+    mean, std = np.asarray(attrs["latent_mean"]), np.asarray(attrs["latent_std"])
+    weights, bias = np.asarray(attrs["readout_weights"]), np.asarray(attrs["readout_bias"])
+    axis = np.asarray(attrs["kick_axis"])[trials]
+    start = dataset.latents[trials, 0] * std + mean  # bin 0 comes before any kick
+    counts = dataset.data[trials].astype(np.float64)
+    push_size = attrs["kick_size"] / (attrs["kick_duration_bins"] * attrs["lorenz_time_per_bin"])
+    candidates = [(k, sign) for k in range(first_bin, dataset.num_samples - 1) for sign in (-1.0, 1.0)]
+    log_likelihood = np.empty((trials.size, len(candidates)))
+    for j, (k, sign) in enumerate(candidates):
+        push = np.zeros((trials.size, 3))
+        push[np.arange(trials.size), axis] = sign * push_size
+        states = kicked_lorenz_states(start, dataset.num_samples, attrs["lorenz_time_per_bin"],
+                                      attrs["integration_steps_per_bin"], np.full(trials.size, k), push,
+                                      attrs["kick_duration_bins"])
+        log_rates = ((states - mean) / std) @ weights.T + bias
+        log_likelihood[:, j] = (counts * log_rates - np.exp(log_rates)).sum(axis=(1, 2))
+    return np.array([candidates[j][0] for j in log_likelihood.argmax(axis=1)])
+
+
+def ideal_observer_score(trials: int, seed: int, kick_size: float) -> dict:
+    """Kicks found by the ideal observer (``ideal_observer_kick_bins``) on the test trials."""
+    from neurodyn.config import LfadsConfig
+
+    started = time.perf_counter()
+    dataset = make_data(trials, seed, kick_size)
+    _, _, test = split_roles(dataset.num_trials, LfadsConfig().valid_ratio, seed)
+    kick_bin = np.asarray(dataset.attrs["kick_bin"])[test]
+    first_bin = DATA["earliest_kick_bin"] - KICK_TOLERANCE_BINS
+    peaks = ideal_observer_kick_bins(dataset, test, first_bin)
+    return dict(model="ideal", found=kicks_found(peaks, kick_bin, KICK_TOLERANCE_BINS),
+                chance=chance_found(kick_bin, first_bin, dataset.num_samples, KICK_TOLERANCE_BINS),
+                peak_offset_median=float(np.median(peaks - kick_bin)), seconds=time.perf_counter() - started)
+
+
 def train_and_score(name: str, trials: int, seed: int, kick_size: float, epochs: int | None, overrides: dict,
                     quick: bool) -> dict:
     """Train one model (in a worker process with one torch thread) and score it on the test trials."""
@@ -178,6 +223,10 @@ def smoothing_score(trials: int, seed: int, kick_size: float) -> dict:
                 seconds=time.perf_counter() - started)
 
 
+# Rows computed without training, in this process.
+SCORES = {"smoothing": smoothing_score, "ideal": ideal_observer_score}
+
+
 def parse_overrides(pairs: list[str]) -> dict:
     overrides = {}
     for pair in pairs:
@@ -211,14 +260,16 @@ def print_table(rows: list[dict], args, overrides: dict, wall: float, num_test: 
               f"{'epochs (best)':>13} | {'wall s':>6}")
     print(header)
     print("-" * len(header))
-    order = {name: i for i, name in enumerate([*MODELS, "smoothing"])}
+    order = {name: i for i, name in enumerate([*MODELS, *SCORES])}
     for row in sorted(rows, key=lambda r: order[r["model"]]):
         found = f"{row['found']:.0%}" if "found" in row else "-"
         chance = f"{row['chance']:.0%}" if "chance" in row else "-"
         offset = f"{row['peak_offset_median']:+.0f}" if "peak_offset_median" in row else "-"
         contrast = f"{row['contrast']:.2f}" if "contrast" in row else "-"
-        epochs = f"{row['epochs']} ({row['best_epoch']})" if "epochs" in row else f"width {row['width']:g} bins"
-        print(f"{row['model']:<12} | {row['r2']:>13.3f} | {found:>11} | {chance:>6} | {offset:>11} | {contrast:>8} | "
+        epochs = (f"{row['epochs']} ({row['best_epoch']})" if "epochs" in row
+                  else f"width {row['width']:g} bins" if "width" in row else "-")
+        r2 = f"{row['r2']:.3f}" if "r2" in row else "-"
+        print(f"{row['model']:<12} | {r2:>13} | {found:>11} | {chance:>6} | {offset:>11} | {contrast:>8} | "
               f"{epochs:>13} | "
               f"{row['seconds']:>6.0f}")
     print(f"wall {wall:.0f} s ({wall / 60:.1f} min); 'peak - kick' is the median offset (bins) of the inferred-input "
@@ -231,7 +282,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=800, help="trials (each its own initial state; 20%% test)")
     parser.add_argument("--epochs", type=int, default=None, help="max_epochs (default: the config default, 400)")
     parser.add_argument("--processes", type=int, default=2, help="models trained at once (one thread each)")
-    parser.add_argument("--models", nargs="+", default=[*MODELS, "smoothing"], choices=[*MODELS, "smoothing"])
+    parser.add_argument("--models", nargs="+", default=[*MODELS, *SCORES], choices=[*MODELS, *SCORES])
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                         help="LfadsConfig keys changed from the defaults (controller keys only for the controller)")
     parser.add_argument("--seed", type=int, default=0, help="data, split, initialisation and sampling seed")
@@ -246,9 +297,8 @@ def main() -> None:
         args.trials, args.epochs = 120, 3
     started = time.perf_counter()
     rows = []
-    if "smoothing" in args.models:
-        rows.append(smoothing_score(args.trials, args.seed, args.kick_size))
-    names = [m for m in args.models if m != "smoothing"]
+    rows.extend(SCORES[name](args.trials, args.seed, args.kick_size) for name in args.models if name in SCORES)
+    names = [m for m in args.models if m not in SCORES]
     with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.processes)) as pool:
         futures = [pool.submit(train_and_score, name, args.trials, args.seed, args.kick_size, args.epochs, overrides,
                                args.quick)
