@@ -140,3 +140,17 @@ def test_new_data_get_refined_posteriors_where_the_model_used_empirical_bayes(tm
     infer_new_data(tmp_path / "run", tmp_path / "d.h5", tmp_path / "new.h5")
     with h5py.File(tmp_path / "new.h5", "r") as f:
         assert (f.attrs["inference"], int(f.attrs["refinement_steps"])) == ("refined", 2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_refinement_runs_on_a_cuda_model_and_raises_the_elbo():
+    model = small_model()
+    data = sparse_counts(5)
+    before = elbo_scipy(model, data, *encoder_posterior(model, data))
+    model.cuda()
+    torch.manual_seed(0)
+    mean, std = refine_ic_posteriors(model, torch.as_tensor(data, device="cuda"), steps=150)
+    assert mean.device.type == "cuda"
+    model.cpu()
+    after = elbo_scipy(model, data, mean.cpu().numpy(), std.cpu().numpy())
+    assert np.all(after > before + 0.5), (before, after)
