@@ -31,7 +31,7 @@ Usage (models trained ``--processes`` at a time, one torch thread each)::
 
     PYTHONPATH=src python bench/single_trial_inputs.py [--trials 800] [--epochs 400] [--processes 2]
         [--models autonomous controller ext_input smoothing ideal] [--set KEY=VALUE ...] [--kick-size 30]
-        [--seed 0] [--save-json FILE] [--quick]   (6 min on 2 idle cores, up to 17 when shared)
+        [--neurons 29] [--seed 0] [--save-json FILE] [--quick]   (6 min on 2 idle cores, up to 17 when shared)
 
 ``--set`` changes LfadsConfig keys of the models that use them (e.g. ``--set kl_co_weight=1e-5``
 for the investigation of the controller's settings); the table names them.
@@ -72,10 +72,10 @@ CONTROLLER_KEYS = {"co_dim", "ci_enc_dim", "ci_lag", "con_dim", "co_prior_tau", 
                    "l2_con_scale"}
 
 
-def make_data(trials: int, seed: int, kick_size: float):
+def make_data(trials: int, seed: int, design: dict):
     from neurodyn.synth.lorenz_kicks import make_lorenz_kicks
 
-    return make_lorenz_kicks(num_trials=trials, seed=seed, **{**DATA, "kick_size": kick_size})
+    return make_lorenz_kicks(num_trials=trials, seed=seed, **design)
 
 
 def split_roles(num_trials: int, valid_ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -144,12 +144,12 @@ def ideal_observer_kick_bins(dataset, trials: np.ndarray, first_bin: int) -> np.
     return np.array([candidates[j][0] for j in log_likelihood.argmax(axis=1)])
 
 
-def ideal_observer_score(trials: int, seed: int, kick_size: float) -> dict:
+def ideal_observer_score(trials: int, seed: int, design: dict) -> dict:
     """Kicks found by the ideal observer (``ideal_observer_kick_bins``) on the test trials."""
     from neurodyn.config import LfadsConfig
 
     started = time.perf_counter()
-    dataset = make_data(trials, seed, kick_size)
+    dataset = make_data(trials, seed, design)
     _, _, test = split_roles(dataset.num_trials, LfadsConfig().valid_ratio, seed)
     kick_bin = np.asarray(dataset.attrs["kick_bin"])[test]
     first_bin = DATA["earliest_kick_bin"] - KICK_TOLERANCE_BINS
@@ -159,7 +159,7 @@ def ideal_observer_score(trials: int, seed: int, kick_size: float) -> dict:
                 peak_offset_median=float(np.median(peaks - kick_bin)), seconds=time.perf_counter() - started)
 
 
-def train_and_score(name: str, trials: int, seed: int, kick_size: float, epochs: int | None, overrides: dict,
+def train_and_score(name: str, trials: int, seed: int, design: dict, epochs: int | None, overrides: dict,
                     quick: bool) -> dict:
     """Train one model (in a worker process with one torch thread) and score it on the test trials."""
     import torch
@@ -171,7 +171,7 @@ def train_and_score(name: str, trials: int, seed: int, kick_size: float, epochs:
     from neurodyn.train.trainer import LfadsTrainer
 
     started = time.perf_counter()
-    dataset = make_data(trials, seed, kick_size)
+    dataset = make_data(trials, seed, design)
     settings = dict(MODELS[name], seed=seed, device="cpu")
     uses_controller = settings["co_dim"] > 0
     settings.update({k: v for k, v in overrides.items() if uses_controller or k not in CONTROLLER_KEYS})
@@ -206,7 +206,7 @@ def train_and_score(name: str, trials: int, seed: int, kick_size: float, epochs:
     return row
 
 
-def smoothing_score(trials: int, seed: int, kick_size: float) -> dict:
+def smoothing_score(trials: int, seed: int, design: dict) -> dict:
     """Gaussian smoothing of the counts: width chosen on the validation trials' true rates, scored on test."""
     from scipy.ndimage import gaussian_filter1d
 
@@ -214,7 +214,7 @@ def smoothing_score(trials: int, seed: int, kick_size: float) -> dict:
     from neurodyn.evaluate.metrics import rate_r2
 
     started = time.perf_counter()
-    dataset = make_data(trials, seed, kick_size)
+    dataset = make_data(trials, seed, design)
     _, valid, test = split_roles(dataset.num_trials, LfadsConfig().valid_ratio, seed)
 
     def smoothed(idx, width):
@@ -249,7 +249,7 @@ def print_table(rows: list[dict], args, overrides: dict, wall: float, num_test: 
     import torch
 
     print(f"\nSingle-trial inputs: Lorenz kicks, {args.trials} trials ({num_test} test) x {DATA['num_samples']} bins "
-          f"x {DATA['num_neurons']} neurons, kick size {args.kick_size:g} along {DATA['kick_axes']}, seed "
+          f"x {args.neurons} neurons, kick size {args.kick_size:g} along {DATA['kick_axes']}, seed "
           f"{args.seed}")
     print(f"finished: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; commit at the start: {commit}; "
           f"torch {torch.__version__}")
@@ -290,6 +290,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="data, split, initialisation and sampling seed")
     parser.add_argument("--kick-size", type=float, default=DATA["kick_size"],
                         help="kick strength in Lorenz units (the attractor's std is about 8 per axis; default: 30)")
+    parser.add_argument("--neurons", type=int, default=DATA["num_neurons"], help="neurons (default: 29)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 120 trials, 3 epochs, 5 samples")
     parser.add_argument("--save-json", metavar="FILE", help="also write the rows and training histories as JSON")
     args = parser.parse_args()
@@ -299,10 +300,11 @@ def main() -> None:
         args.trials, args.epochs = 120, 3
     started = time.perf_counter()
     rows = []
-    rows.extend(SCORES[name](args.trials, args.seed, args.kick_size) for name in args.models if name in SCORES)
+    design = {**DATA, "kick_size": args.kick_size, "num_neurons": args.neurons}
+    rows.extend(SCORES[name](args.trials, args.seed, design) for name in args.models if name in SCORES)
     names = [m for m in args.models if m not in SCORES]
     with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.processes)) as pool:
-        futures = [pool.submit(train_and_score, name, args.trials, args.seed, args.kick_size, args.epochs, overrides,
+        futures = [pool.submit(train_and_score, name, args.trials, args.seed, design, args.epochs, overrides,
                                args.quick)
                    for name in names]
         for future in concurrent.futures.as_completed(futures):
