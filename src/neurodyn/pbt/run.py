@@ -351,7 +351,7 @@ class PbtRun:
             self.last_plot = time.monotonic()
 
     def _export_best(self, state: PbtState) -> None:
-        """Posterior sample-and-average outputs of the best worker, written to pbt_best_model/ at once."""
+        """The best worker's outputs (inferred as its resolved config says), written to pbt_best_model/ at once."""
         if state.best_generation < 0:
             raise NeurodynError(f"every worker diverged (NaN loss) in every generation; nothing to export. "
                                 f"See {self.layout.pbt_log}")
