@@ -1,4 +1,5 @@
-"""Inference with a trained model: posterior sample-and-average, the posterior-mean pass, and
+"""Inference with a trained model: posterior sample-and-average (of the encoder's posteriors, or of
+posteriors refined per trial by ``train.posterior_refinement``), the posterior-mean pass, and
 empirical-Bayes averaging against the training trials' posteriors."""
 
 from __future__ import annotations
