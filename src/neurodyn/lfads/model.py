@@ -145,7 +145,7 @@ class LFADS(nn.Module):
         if ic_posterior_override is None:
             _, ic_final = self.ic_encoder(x)
             ic_mean, ic_logvar = self.ic_posterior(self.dropout(ic_final, rng)).chunk(2, dim=-1)
-            ic_std = torch.sqrt(torch.exp(ic_logvar) + self.ic_post_var_min)
+            ic_std = self.ic_std_of(ic_logvar)
         else:
             ic_mean, ic_std = ic_posterior_override
         if sample_posteriors:
@@ -167,6 +167,21 @@ class LFADS(nn.Module):
         """``(num_steps, N)``: 1 where the encoders may see the data, 0 for held-out neurons and for the
         last ``forward_bins`` bins (see ``hide_from_encoders``)."""
         return hide_from_encoders(self.encoder_input_mask, num_steps, self.forward_bins)
+
+    def ic_std_of(self, log_var: torch.Tensor) -> torch.Tensor:
+        """The IC posterior's standard deviation from its log variance: ``ic_post_var_min`` is added as a
+        floor, so a posterior never collapses to a point."""
+        return torch.sqrt(torch.exp(log_var) + self.ic_post_var_min)
+
+    def ic_log_var_of(self, std: torch.Tensor) -> torch.Tensor:
+        """The log variance ``ic_std_of`` maps to ``std`` (std at the floor gives a very negative value)."""
+        return torch.log((std ** 2 - self.ic_post_var_min).clamp_min(1e-12))
+
+    def evidence_mask(self, observed: torch.Tensor) -> torch.Tensor:
+        """``observed`` ``(B, T, N)`` (1 = sampled) without the entries that cannot be evidence about a
+        trial's latent state: held-out neurons (co-bps) and forward-prediction bins (fp-bps) are never
+        encoder input, so inference (empirical Bayes, posterior refinement) does not count them."""
+        return observed * self.encoder_mask(observed.shape[1])
 
     def check_ext_input(self, ext_input: torch.Tensor | None, batch: int, num_steps: int) -> None:
         """Raise NeurodynError unless ``ext_input`` is ``(batch, num_steps, ext_input_dim)`` (None when 0)."""

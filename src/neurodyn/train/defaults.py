@@ -33,8 +33,8 @@ MASK_INPUT_OBSERVATIONS: tuple[str, ...] = ()
 # (bench/README_defaults.md, 3 of 35 spiking neurons per bin). Denser data keep pure CD.
 SPARSE_UNOBSERVED, SPARSE_PASS = 0.8, 0.2
 # inference: auto. Above SPARSE_UNOBSERVED each trial's posterior is refined on its own ELBO before it
-# is sampled (train.posterior_refinement): 3 of 35 spiking neurons per bin, rate R^2 0.884 -> 0.904
-# (bench/README_defaults.md). On denser data it gained less (fully observed spikes 0.959 -> 0.962) for
+# is sampled (train.posterior_refinement): 3 of 35 spiking neurons per bin, rate R^2 0.884 -> 0.908
+# and 0.880 -> 0.894 (bench/README_defaults.md). On fully observed spikes it gained less (0.959 -> 0.963) for
 # several times the inference time, so they keep the encoder's posterior.
 
 

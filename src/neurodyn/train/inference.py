@@ -202,9 +202,7 @@ def infer_empirical_bayes(model: LFADS, data: np.ndarray, reference_data: np.nda
     reference_ids = torch.as_tensor(np.full(reference_t.shape[0], -1) if reference_ids is None
                                     else np.asarray(reference_ids), device=device)
     masks = inference_masks(data_t)
-    # Held-out neurons (co-bps) and forward-prediction bins (fp-bps) are never evidence, as they are
-    # never encoder input.
-    evidence = masks.observed * model.encoder_mask(data_t.shape[1])
+    evidence = model.evidence_mask(masks.observed)
     references_per_pass = max(1, batch_size // samples_per_trial)
     # Trials per block of the running softmax: its (trials, draws) weights times the largest output.
     trials_per_block = 256

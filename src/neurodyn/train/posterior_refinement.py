@@ -89,8 +89,7 @@ class _Chunk:
         self.encoder_input = masks.encoder_input.repeat(samples, 1, 1)
         self.encoder_visible = masks.encoder_visible.repeat(samples, 1, 1)
         self.target = masks.target.repeat(samples, 1, 1)
-        # Held-out neurons and forward-prediction bins are never encoder input, so never evidence.
-        self.evidence = (masks.observed * model.encoder_mask(data.shape[1])).repeat(samples, 1, 1)
+        self.evidence = model.evidence_mask(masks.observed).repeat(samples, 1, 1)
         self.ext_input = None if ext_input is None else ext_input.repeat(samples, 1, 1)
         self.session = None if session is None else session.repeat(samples)
 
@@ -105,14 +104,14 @@ class _Chunk:
         return (nll + kl_co) / self.samples + kl_diagonal_to_isotropic(mean, std, model.ic_prior_var).sum()
 
     def refine(self, steps: int, learning_rate: float) -> tuple[torch.Tensor, torch.Tensor]:
-        floor = self.model.ic_post_var_min
+        model = self.model
         mean = self.encoder_mean.detach().clone().requires_grad_(True)
-        # The encoder's parametrisation: std = sqrt(exp(log_var) + ic_post_var_min).
-        log_var = torch.log((self.encoder_std.detach() ** 2 - floor).clamp_min(1e-12)).requires_grad_(True)
+        # Optimised in the encoder's parametrisation (log variance above the model's floor).
+        log_var = model.ic_log_var_of(self.encoder_std.detach()).requires_grad_(True)
         optimiser = torch.optim.Adam([mean, log_var], lr=learning_rate)
         for _ in range(steps):
-            loss = self.negative_elbo(mean, torch.sqrt(torch.exp(log_var) + floor))
+            loss = self.negative_elbo(mean, model.ic_std_of(log_var))
             # Gradients of the posterior variables only: the model's weights stay as trained.
             mean.grad, log_var.grad = torch.autograd.grad(loss, [mean, log_var])
             optimiser.step()
-        return mean.detach(), torch.sqrt(torch.exp(log_var.detach()) + floor)
+        return mean.detach(), model.ic_std_of(log_var.detach())
