@@ -66,6 +66,7 @@ def test_a_slow_rise_lengthens_the_delay_and_ar2_deconvolution_shortens_it_again
 
 def test_synthetic_events_trail_the_truth_by_the_computed_delay():
     """The lag that best lines up OASIS events with the true rates is the computed delay (in 4 ms sub-bins)."""
+    pytest.importorskip("oasis")
     dataset = make_lorenz_2p(num_neurons=60, num_frames=24, subframe_bins=8, num_conditions=6,
                              trials_per_condition=6, lorenz_speed=6.0, seed=3)
     expected = dataset.attrs["event_delay_ms"] / dataset.attrs["bin_ms"]

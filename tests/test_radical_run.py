@@ -2,6 +2,7 @@
 
 import h5py
 import numpy as np
+import pytest
 import yaml
 
 from neurodyn.cli.main import main
@@ -12,6 +13,7 @@ from pbt_helpers import TINY_RUN
 
 
 def test_radical_run_writes_rates_and_zig_parameters_and_maps_to_latents(tmp_path, capsys):
+    pytest.importorskip("oasis")  # the synthetic 2-photon events are deconvolved with OASIS
     dataset = make_lorenz_2p(num_neurons=10, num_frames=6, subframe_bins=2, num_conditions=3,
                              trials_per_condition=4, seed=2)
     write_dataset(tmp_path / "tiny2p_data.h5", dataset)

@@ -109,9 +109,12 @@ class _Chunk:
         # Optimised in the encoder's parametrisation (log variance above the model's floor).
         log_var = model.ic_log_var_of(self.encoder_std.detach()).requires_grad_(True)
         optimiser = torch.optim.Adam([mean, log_var], lr=learning_rate)
-        for _ in range(steps):
-            loss = self.negative_elbo(mean, model.ic_std_of(log_var))
-            # Gradients of the posterior variables only: the model's weights stay as trained.
-            mean.grad, log_var.grad = torch.autograd.grad(loss, [mean, log_var])
-            optimiser.step()
+        # cuDNN's RNNs have no backward pass in eval mode (and eval mode is what keeps dropout off):
+        # on a GPU the recurrences run through PyTorch's own kernels here, with the same weights.
+        with torch.backends.cudnn.flags(enabled=False):
+            for _ in range(steps):
+                loss = self.negative_elbo(mean, model.ic_std_of(log_var))
+                # Gradients of the posterior variables only: the model's weights stay as trained.
+                mean.grad, log_var.grad = torch.autograd.grad(loss, [mean, log_var])
+                optimiser.step()
         return mean.detach(), model.ic_std_of(log_var.detach())
