@@ -222,19 +222,15 @@ def test_a_searched_batch_size_is_refused_with_the_population_engine(tmp_path):
 
 
 def test_engine_auto_trains_the_population_unless_the_workers_cannot_share_one():
-    name, why = choose_engine("auto", None, {"learning_rate_init", "keep_ratio"}, several_sessions=False)
+    name, why = choose_engine("auto", None, {"learning_rate_init", "keep_ratio"})
     assert name == "population" and "engine: auto" in why
-    assert choose_engine("auto", None, {"batch_size", "keep_ratio"}, False)[0] == "embedded"
-    assert "batch_size" in choose_engine("auto", None, {"batch_size"}, False)[1]
-    assert choose_engine("auto", None, set(), several_sessions=True) == (
-        "embedded", "engine: auto and the model reads several sessions, which a batched population does not train")
+    assert choose_engine("auto", None, {"batch_size", "keep_ratio"})[0] == "embedded"
+    assert "batch_size" in choose_engine("auto", None, {"batch_size"})[1]
     for named in ("embedded", "ray", "population"):  # a config that names an engine gets it
-        assert choose_engine(named, None, set(), False) == (named, "named in the config")
-    assert choose_engine("embedded", "10.0.0.1:6379", set(), False)[0] == "ray"
+        assert choose_engine(named, None, set()) == (named, "named in the config")
+    assert choose_engine("embedded", "10.0.0.1:6379", set())[0] == "ray"
     with pytest.raises(NeurodynError, match="engine: population trains every worker with one batch_size"):
-        choose_engine("population", None, {"batch_size"}, False)
-    with pytest.raises(NeurodynError, match="engine: population does not train models of several sessions"):
-        choose_engine("population", None, set(), several_sessions=True)
+        choose_engine("population", None, {"batch_size"})
 
 
 def test_a_run_that_names_no_engine_trains_the_population_with_the_embedded_engines_results(tmp_path):

@@ -1,7 +1,7 @@
 """PopulationTrainer against single LfadsTrainers (float64): worker k follows the run of a single trainer
 with the same seed and hyperparameters — log rows, weights, Adam state, schedule and random stream —
 with different hyperparameters per worker, the controller, CD, SBTT, held-out neurons, measured
-inputs and each observation model; exploit inside the stack; states that LfadsTrainer accepts."""
+inputs, several sessions (stitching) and each observation model; exploit inside the stack; states that LfadsTrainer accepts."""
 
 import math
 
@@ -55,9 +55,18 @@ def _inputs(case: dict):
     if case.get("ext_input_dim"):
         ext = np.random.default_rng(5).normal(size=(TRIALS, STEPS, EXT)).astype(np.float32)
     split = 14
-    return dict(train_data=data[:split], valid_data=data[split:],
-                train_ext_input=None if ext is None else ext[:split],
-                valid_ext_input=None if ext is None else ext[split:])
+    inputs = dict(train_data=data[:split], valid_data=data[split:],
+                  train_ext_input=None if ext is None else ext[:split],
+                  valid_ext_input=None if ext is None else ext[split:])
+    if case.get("session_neurons"):
+        # Two sessions over the union of their neurons: a trial is observed on its session's block only.
+        session = np.arange(TRIALS) % 2
+        first = case["session_neurons"][0]
+        data[session == 0, :, first:] = np.nan
+        data[session == 1, :, :first] = np.nan
+        inputs.update(train_session=session[:split], valid_session=session[split:],
+                      train_condition=(np.arange(TRIALS) // 2 % 3)[:split])
+    return inputs
 
 
 def _single(config: LfadsConfig, inputs: dict) -> LfadsTrainer:
@@ -99,6 +108,7 @@ CASES = {
     "zig-controller": dict(observation="zig", co_dim=1, s_min=0.15, l2_gamma_distance_scale=1e-2),
     "gamma-shift": dict(observation="gamma", temporal_shift_std=1.0, cell_clip_value=0.8),
     "controller-forward-shift": dict(co_dim=2, forward_bins=2, temporal_shift_std=1.0, mask_as_input=True),
+    "stitched-controller": dict(session_neurons=[2, 3], co_dim=2, mask_as_input=True),
 }
 
 

@@ -1,6 +1,8 @@
 """Several sessions in one model (stitching): combining the data, the per-session read-in and its PCR
 initialisation, training, outputs per session, infer / evaluate per session, and the checks on input."""
 
+import csv
+
 import h5py
 import numpy as np
 import pytest
@@ -300,13 +302,27 @@ def test_a_pbt_run_of_several_sessions_exports_each_sessions_outputs(tmp_path):
     assert "stitching 2 sessions" in (out / "tiny" / "run.log").read_text()
 
 
-def test_the_population_engine_refuses_several_sessions(tmp_path, capsys):
+def test_a_pbt_run_of_several_sessions_trains_a_population_with_the_embedded_engines_results(tmp_path):
+    """engine: auto stitches in the batched population (each worker its own per-session read-ins)
+    and gets the generations the per-process engine gets."""
     from pbt_helpers import write_config
 
     paths = write_sessions(tmp_path, neurons=[5, 4], trials=[2, 2])
-    config = write_config(tmp_path, engine="population")
-    assert main(["run", str(config), "--data", *map(str, paths), "--out", str(tmp_path / "r"), "--no-progress"]) != 0
-    assert "engine: population does not train models of several sessions" in capsys.readouterr().err
+    metrics = {}
+    for engine in ("auto", "embedded"):
+        folder = tmp_path / engine
+        folder.mkdir()
+        overrides = {} if engine == "auto" else {"engine": engine}
+        config = write_config(folder, num_workers=2, max_generations=2, **overrides)
+        assert main(["run", str(config), "--data", *map(str, paths), "--out", str(folder / "res"),
+                     "--no-progress"]) == 0
+        log = (folder / "res" / "tiny" / "run.log").read_text()
+        assert ("engine: population" in log) == (engine == "auto")
+        rows = list(csv.DictReader((folder / "res" / "tiny" / "pbt_log.csv").open()))
+        metrics[engine] = [(r["generation"], r["worker"], float(r["metric"])) for r in rows]
+    assert [row[:2] for row in metrics["auto"]] == [row[:2] for row in metrics["embedded"]]
+    for (_, _, value), (_, _, reference) in zip(metrics["auto"], metrics["embedded"]):
+        assert value == pytest.approx(reference, rel=1e-4)
 
 
 def test_one_file_in_a_list_is_the_single_file_run(tmp_path):

@@ -385,8 +385,8 @@ class PbtSettings(BaseModel):
     engine: Literal["auto", "embedded", "ray", "population"] = Field(
         "auto", description="where the workers train: population (this machine, the workers as batched models, one "
                             "per CPU core or GPU; needs one batch_size for all), embedded (this machine, one process "
-                            "per worker), ray (a cluster); auto = population unless the search includes batch_size "
-                            "or the model reads several sessions, then embedded")
+                            "per worker), ray (a cluster); auto = population unless the search includes batch_size, "
+                            "then embedded")
     ray_address: str | None = Field(None, description="address of an existing Ray cluster (engine: ray)")
 
 

@@ -9,7 +9,8 @@ run in the compiled kernels of ``compiled_rnn`` in their stacked form (worker k'
 of the single-model kernel), elsewhere (GPU, no compiler) in the PyTorch loops below.
 
 The mathematics is ``LFADS``'s, step for step (see ``lfads.model``, ``lfads.decoder``,
-``lfads.encoders``, ``lfads.priors``, ``observation``): the same GRU gate formulation, state clip,
+``lfads.encoders``, ``lfads.priors``, ``observation``, ``lfads.stitching``): the same per-session
+read-in of a stitched model (each worker's own), the same GRU gate formulation, state clip,
 normalised factors, controller input ``[ci_t, factors_{t-1}]``, AR(1) prior, IC KL, recurrent L2
 and observation models. The random numbers a single model draws inside its forward pass (dropout
 masks, posterior noise) are drawn beforehand per worker by ``draw_forward_noise``, from each
@@ -115,6 +116,7 @@ class PopulationLFADS(nn.Module):
         self.ci_lag = template.ci_lag
         self.ic_prior_var, self.ic_post_var_min = template.ic_prior_var, template.ic_post_var_min
         self.mask_as_input = template.mask_as_input
+        self.is_stitched = template.is_stitched
         self.forward_bins = template.forward_bins
         self.cell_clip_value = template.decoder.cell_clip_value
         self.observation_name = template.observation.name
@@ -233,11 +235,13 @@ class PopulationLFADS(nn.Module):
 
     # -- forward ------------------------------------------------------------------------------------
     def forward(self, encoder_input: torch.Tensor, sample_posteriors: bool, encoder_visible: torch.Tensor | None = None,
-                noise: ForwardNoise | None = None, ext_input: torch.Tensor | None = None) -> LfadsOutput:
+                noise: ForwardNoise | None = None, ext_input: torch.Tensor | None = None,
+                session: torch.Tensor | None = None) -> LfadsOutput:
         """All workers' forward passes. encoder_input ``(W, B, T, N)`` zero-filled; encoder_visible
         likewise (for ``mask_as_input``); ``noise`` from ``draw_forward_noise`` for a training pass (None:
-        no dropout; then ``sample_posteriors`` must be False); ext_input ``(W, B, T, E)``. Returns an
-        ``LfadsOutput`` whose tensors have the worker axis first (readout ``(W, B, T, N, P)``)."""
+        no dropout; then ``sample_posteriors`` must be False); ext_input ``(W, B, T, E)``; session ``(W, B)``
+        int, each trial's session (a stitched population only). Returns an ``LfadsOutput`` whose tensors
+        have the worker axis first (readout ``(W, B, T, N, P)``)."""
         workers, batch, num_steps, _ = encoder_input.shape
         if workers != self.num_workers:
             raise NeurodynError(f"encoder_input has {workers} workers; the population has {self.num_workers}")
@@ -253,6 +257,8 @@ class PopulationLFADS(nn.Module):
         if self.mask_as_input:
             visible = torch.ones_like(encoder_input) if encoder_visible is None else encoder_visible
             x = torch.cat([x, visible * mask], dim=-1)
+        if self.is_stitched:
+            x = self._readin(x, session)
         _, ic_final = self._bidirectional("ic_encoder", x, outputs=False)
         if noise is not None:
             ic_final = ic_final * noise.ic_final_keep
@@ -274,6 +280,16 @@ class PopulationLFADS(nn.Module):
         readout = _linear(factors, self._stacked("readout.weight"), self._stacked("readout.bias"))
         readout = readout.view(workers, batch, num_steps, self.num_neurons, -1)
         return LfadsOutput(readout, factors, ic_mean, ic_std, co_mean, co_std, co_sample, states)
+
+    def _readin(self, x: torch.Tensor, session: torch.Tensor | None) -> torch.Tensor:
+        """``SessionReadin`` for all workers: x ``(W, B, T, D)``, session ``(W, B)`` -> ``(W, B, T, readin_dim)``
+        (one weight ``(W, R, D)``, a bias per worker and session ``(W, S, R)``)."""
+        if session is None or tuple(session.shape) != tuple(x.shape[:2]):
+            raise NeurodynError(f"a stitched population needs each trial's session index, shape {tuple(x.shape[:2])} "
+                                f"(workers, trials); got {None if session is None else tuple(session.shape)}")
+        bias = self._stacked("readin.bias")
+        per_trial = bias[torch.arange(x.shape[0], device=bias.device).unsqueeze(1), session]  # (W, B, R)
+        return _linear(x, self._stacked("readin.weight")) + per_trial.unsqueeze(2)
 
     def encoder_mask(self, num_steps: int) -> torch.Tensor:
         """``(W, num_steps, N)``: each worker's ``LFADS.encoder_mask``."""

@@ -88,33 +88,25 @@ def _worker_config(run_config: RunConfig, worker: int, hyperparameters: dict[str
     return LfadsConfig(**values).model_dump()
 
 
-def choose_engine(engine: str, ray_address: str | None, searched: set[str] | list[str],
-                  several_sessions: bool) -> tuple[str, str]:
+def choose_engine(engine: str, ray_address: str | None, searched: set[str] | list[str]) -> tuple[str, str]:
     """The engine a run uses and why: ``(embedded | ray | population, reason)``.
 
     A config that names an engine gets it, and a Ray address means Ray. ``engine: auto`` (the
     default) trains the population as batched models when its workers can share one (they always
     share an architecture: PBT never searches sizes), that is unless the search includes
-    ``batch_size`` or the model reads several sessions; then one process per worker. A config that
-    names ``engine: population`` for such a run is refused (NeurodynError, one line).
+    ``batch_size``; then one process per worker. A config that names ``engine: population`` with a
+    searched ``batch_size`` is refused (NeurodynError, one line).
     """
     if ray_address:
         return "ray", "a Ray address was given"
-    if "batch_size" in searched:
-        unfit = ("engine: population trains every worker with one batch_size; remove batch_size from the search "
-                 "space or use engine: embedded", "the search includes batch_size, which a batched population "
-                 "cannot vary")
-    elif several_sessions:
-        unfit = ("engine: population does not train models of several sessions (stitching); use engine: embedded "
-                 "or engine: ray", "the model reads several sessions, which a batched population does not train")
-    else:
-        unfit = None
+    unfit = "batch_size" in searched
     if engine == "population" and unfit:
-        raise NeurodynError(unfit[0])
+        raise NeurodynError("engine: population trains every worker with one batch_size; remove batch_size from the "
+                            "search space or use engine: embedded")
     if engine != "auto":
         return engine, "named in the config"
     if unfit:
-        return "embedded", f"engine: auto and {unfit[1]}"
+        return "embedded", "engine: auto and the search includes batch_size, which a batched population cannot vary"
     return "population", "engine: auto and every worker shares one architecture and batch size"
 
 
@@ -125,8 +117,7 @@ def make_engine_factory(run_config: RunConfig, ray_address: str | None = None) -
     address = ray_address or settings.ray_address
 
     def factory(data: WorkerData, log: Callable[[str], None]) -> Engine:
-        name, why = choose_engine(settings.engine, address, set(run_config.search_space),
-                                  data.train_session is not None)
+        name, why = choose_engine(settings.engine, address, set(run_config.search_space))
         if name == "ray":
             engine = RayEngine(data, settings.max_processes, address)
             log(f"engine: Ray cluster {address or '(local)'}, {engine.max_processes} workers at once; {why}")

@@ -1,6 +1,7 @@
 """Training a PBT population as one batched model, each worker exactly as ``LfadsTrainer`` would.
 
-``PopulationTrainer`` trains W workers that share an architecture and their data. The weights of
+``PopulationTrainer`` trains W workers that share an architecture and their data (with its measured
+inputs and, for a stitched model, each trial's session). The weights of
 all workers are one ``PopulationLFADS`` (a leading worker axis on every tensor) and so are Adam's
 moments; one training step is one batched forward and backward pass for every worker. What is per
 worker is held per worker:
@@ -59,7 +60,9 @@ class PopulationTrainer:
         self.members = members
         first = members[0]
         for k, member in enumerate(members[1:], start=1):
-            if not (_same_data(member.train_data, first.train_data) and _same_data(member.valid_data, first.valid_data)):
+            if not (_same_data(member.train_data, first.train_data) and _same_data(member.valid_data, first.valid_data)
+                    and _same_sessions(member.train_session, first.train_session)
+                    and _same_sessions(member.valid_session, first.valid_session)):
                 raise NeurodynError(f"worker {k} of the population was built on other data than worker 0; "
                                     "every worker of a population trains on the same trials")
         for member in members[1:]:  # one copy of the data, not one per worker
@@ -68,6 +71,7 @@ class PopulationTrainer:
         self.device = first.device
         self.train_data, self.valid_data = first.train_data, first.valid_data
         self.train_ext_input, self.valid_ext_input = first.train_ext_input, first.valid_ext_input
+        self.train_session, self.valid_session = first.train_session, first.valid_session
         self.model = PopulationLFADS.from_models([member.model for member in members])
         self.parameters = [parameter for _, parameter in self.model.stacked_parameters()]
         self.exp_avg = [torch.zeros_like(p) for p in self.parameters]
@@ -78,10 +82,13 @@ class PopulationTrainer:
 
     @classmethod
     def from_configs(cls, configs: list, train_data, valid_data, device=None, train_ext_input=None,
-                     valid_ext_input=None, dtype: torch.dtype | None = None) -> "PopulationTrainer":
-        """A new population of ``len(configs)`` workers (each ``LfadsConfig`` its own seed and hyperparameters)."""
+                     valid_ext_input=None, dtype: torch.dtype | None = None, train_session=None, valid_session=None,
+                     train_condition=None) -> "PopulationTrainer":
+        """A new population of ``len(configs)`` workers (each ``LfadsConfig`` its own seed and hyperparameters);
+        the data arguments as ``LfadsTrainer``'s."""
         members = [LfadsTrainer(config, train_data, valid_data, device=device, train_ext_input=train_ext_input,
-                                valid_ext_input=valid_ext_input) for config in configs]
+                                valid_ext_input=valid_ext_input, train_session=train_session,
+                                valid_session=valid_session, train_condition=train_condition) for config in configs]
         return cls(members, dtype)
 
     @property
@@ -137,7 +144,7 @@ class PopulationTrainer:
     def _train_step(self, trials: list[torch.Tensor], kl_ramp: torch.Tensor, l2_ramp: torch.Tensor) -> torch.Tensor:
         """One optimiser step for every worker on its own ``trials``; returns ``(W, 5)`` (loss, nll, kl_ic,
         kl_co, l2) per worker."""
-        masks, rngs, ext = [], [], []
+        masks, rngs, ext, sessions = [], [], [], []
         for k, member in enumerate(self.members):
             c = member.config
             batch = self.train_data[trials[k]]
@@ -150,12 +157,15 @@ class PopulationTrainer:
             rngs.append(rng)
             if self.train_ext_input is not None:
                 ext.append(self.train_ext_input[trials[k]])
+            if self.train_session is not None:
+                sessions.append(self.train_session[trials[k]])
         stack = {name: torch.stack([getattr(m, name) for m in masks])
                  for name in ("encoder_input", "target", "observed", "grad_mask", "encoder_visible")}
         batch, num_steps = stack["target"].shape[1:3]
         noise = self.model.draw_forward_noise(rngs, batch, num_steps, sample=True, like=stack["target"])
         output = self.model(stack["encoder_input"], sample_posteriors=True, encoder_visible=stack["encoder_visible"],
-                            noise=noise, ext_input=torch.stack(ext) if ext else None)
+                            noise=noise, ext_input=torch.stack(ext) if ext else None,
+                            session=torch.stack(sessions) if sessions else None)
         elementwise = self.model.elementwise_nll(output.readout, stack["target"])
         # The value counts every observed entry; the gradient flows only where grad_mask allows
         # (as lfads.augmentations.reconstruction_loss).
@@ -232,8 +242,9 @@ class PopulationTrainer:
                 return tensor.unsqueeze(0).expand(workers, *tensor.shape)
 
             ext = None if self.valid_ext_input is None else every_worker(self.valid_ext_input[rows])
+            session = None if self.valid_session is None else every_worker(self.valid_session[rows])
             output = self.model(every_worker(masks.encoder_input), sample_posteriors=False,
-                                encoder_visible=every_worker(masks.encoder_visible), ext_input=ext)
+                                encoder_visible=every_worker(masks.encoder_visible), ext_input=ext, session=session)
             nll = self.model.elementwise_nll(output.readout, every_worker(masks.target))
             totals += masked_nll_sum(nll, every_worker(masks.observed), dim=(1, 2, 3)).to(torch.float64).cpu()
             count += float(masks.observed.sum())
@@ -327,3 +338,8 @@ def _same_data(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Equal shapes and values, NaN (unobserved) matching NaN."""
     return a.shape == b.shape and bool(torch.equal(torch.isnan(a), torch.isnan(b))) \
         and bool(torch.equal(torch.nan_to_num(a), torch.nan_to_num(b)))
+
+
+def _same_sessions(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    """Both absent, or the same session index for every trial."""
+    return (a is None and b is None) or (a is not None and b is not None and bool(torch.equal(a, b)))
