@@ -368,9 +368,10 @@ class PbtSettings(BaseModel):
     max_generations: int = Field(50, ge=1, description="upper bound on generations")
     num_no_best_to_stop: int = Field(5, ge=1, description="stop after this many generations without a better best worker")
     percent_change_to_stop: float = Field(0.0, ge=0.0, description="an improvement below this percent counts as none")
-    max_processes: int | None = Field(None, ge=1, description="workers (engine: embedded, ray) or batched "
-                                                               "populations (engine: population) trained at once "
-                                                               "(default: one per GPU, else one per CPU core)")
+    max_processes: int | None = Field(None, ge=1, description="worker processes (engine: embedded), batched "
+                                                               "populations (engine: population) or Ray tasks "
+                                                               "(engine: ray) trained at once (default: one per GPU, "
+                                                               "else one per CPU core)")
     num_workers: int = Field(20, ge=2, description="workers in the population")
     Duration: float | None = Field(None, gt=0.0, description="minutes allowed for the run; the best model so far "
                                                              "is exported when the time is up")

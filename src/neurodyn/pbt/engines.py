@@ -15,7 +15,7 @@ import signal
 import time
 from dataclasses import dataclass
 from multiprocessing import get_context
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -106,6 +106,18 @@ def worker_result(job: WorkerJob, smoothed_nll: float | None, state: dict[str, A
     """A job's result: the smoothed validation NLL as the metric (NaN when diverged) and the encoded state."""
     metric = float(smoothed_nll) if smoothed_nll is not None and math.isfinite(smoothed_nll) else math.nan
     return WorkerResult(job.worker, job.generation, metric, encode_state(state), history, seconds)
+
+
+def deal_out(jobs: list[WorkerJob], shares: int) -> list[list[WorkerJob]]:
+    """``jobs`` in ``shares`` consecutive groups whose sizes differ by at most one (no empty group)."""
+    shares = max(1, min(shares, len(jobs)))
+    size, extra = divmod(len(jobs), shares)
+    groups, start = [], 0
+    for share in range(shares):
+        end = start + size + (1 if share < extra else 0)
+        groups.append(jobs[start:end])
+        start = end
+    return groups
 
 
 # -- embedded engine ------------------------------------------------------------------------------
@@ -213,10 +225,17 @@ class RayEngine:
     On a cluster with G GPUs each task asks for G / max_processes of a GPU, so ``max_processes = 2 G``
     puts two workers on each GPU (the seed's "two processes per GPU"). Data go through Ray's object
     store once; states travel as bytes, so no shared file system is needed.
+
+    ``population_task``: when given, a generation's workers are dealt out evenly over
+    ``max_processes`` tasks and each task trains its share as batched populations by calling
+    ``population_task(jobs, data, threads)`` (``population_engine.train_share_in_task``): one population
+    per GPU by default (per CPU core without GPUs; ``max_processes`` = the number of nodes gives one per
+    node). Without it, one task per worker.
     """
 
     def __init__(self, data: WorkerData, max_processes: int | None,
-                 address: str | None):
+                 address: str | None,
+                 population_task: Callable[[list[WorkerJob], WorkerData, int], list[WorkerResult]] | None = None):
         try:
             import ray
         except ImportError:
@@ -236,10 +255,19 @@ class RayEngine:
         if gpus:
             options["num_gpus"] = gpus / self.max_processes
         self.threads = max(1, int(cpus // self.max_processes))
-        self._task = ray.remote(_ray_task).options(**options)
+        self.batched = population_task is not None
+        self._task = ray.remote(_ray_task if population_task is None else population_task).options(**options)
         self._data_ref = ray.put(data)
 
     def run(self, jobs: list[WorkerJob]) -> Iterator[WorkerResult]:
+        if self.batched:
+            # One task per share of the workers; a task's results come back together, in its jobs' order.
+            running = [self._task.remote(share, self._data_ref, self.threads)
+                       for share in deal_out(jobs, self.max_processes) if share]
+            while running:
+                done, running = self.ray.wait(running, num_returns=1)
+                yield from self.ray.get(done[0])
+            return
         queue, running = list(jobs), []
         while queue or running:
             while queue and len(running) < self.max_processes:

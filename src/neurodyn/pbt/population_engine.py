@@ -27,9 +27,11 @@ from typing import Callable, Iterator
 
 import torch
 
+from neurodyn.config import LfadsConfig
+from neurodyn.device import resolve_device
 from neurodyn.errors import NeurodynError
-from neurodyn.pbt.engines import (WorkerData, WorkerJob, WorkerResult, assign_devices, cpu_cores, prepare_worker,
-                                  process_data, start_process_pool, worker_result)
+from neurodyn.pbt.engines import (WorkerData, WorkerJob, WorkerResult, assign_devices, cpu_cores, deal_out,
+                                  prepare_worker, process_data, start_process_pool, worker_result)
 from neurodyn.train.allocator import available_memory_bytes, keep_freed_memory
 
 # Share of a GPU's free memory (or of the system's available memory) a population may plan to use (the
@@ -76,18 +78,6 @@ def population_layout(num_workers: int, cores: int, num_gpus: int, device_settin
         return PopulationLayout(populations, max(1, cores // populations), tuple(devices[:populations]))
     populations = max(1, min(cores, limit))
     return PopulationLayout(populations, max(1, cores // populations), (None,) * populations)
-
-
-def deal_out(jobs: list[WorkerJob], shares: int) -> list[list[WorkerJob]]:
-    """``jobs`` in ``shares`` consecutive groups whose sizes differ by at most one (no empty group)."""
-    shares = max(1, min(shares, len(jobs)))
-    size, extra = divmod(len(jobs), shares)
-    groups, start = [], 0
-    for share in range(shares):
-        end = start + size + (1 if share < extra else 0)
-        groups.append(jobs[start:end])
-        start = end
-    return groups
 
 
 def workers_that_fit(worker_bytes: int, free_bytes: int, share: float = GPU_MEMORY_SHARE) -> int:
@@ -199,6 +189,21 @@ def _train_in_process(share: tuple[list[WorkerJob], int | None]) -> list[WorkerR
     the process measures its own device)."""
     jobs, cpu_cap = share
     data, device = process_data()
+    return train_population(jobs, data, device, _fitting_workers(jobs[0], data, device, cpu_cap))
+
+
+def train_share_in_task(jobs: list[WorkerJob], data: WorkerData, threads: int) -> list[WorkerResult]:
+    """A Ray task's share of a generation (``RayEngine`` with a ``population_task``), trained as batched
+    populations on what the task was given: its GPU (Ray shows a task its GPU as ``cuda:0``) when the
+    config's device resolves to one, else ``threads`` CPU cores. Memory is planned as the population
+    engine plans it: a GPU's measured, on a CPU an equal part of the node's available memory for each
+    task of this size the node can hold. Results in job order."""
+    torch.set_num_threads(threads)
+    device = "cuda:0" if resolve_device(LfadsConfig(**jobs[0].config).device).type == "cuda" else None
+    cpu_cap = None
+    if device is None:
+        cpu_cap = cpu_workers_per_population(estimate_worker_bytes_cpu(jobs[0], data), available_memory_bytes(),
+                                             max(1, cpu_cores() // threads))
     return train_population(jobs, data, device, _fitting_workers(jobs[0], data, device, cpu_cap))
 
 

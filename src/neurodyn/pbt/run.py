@@ -119,8 +119,16 @@ def make_engine_factory(run_config: RunConfig, ray_address: str | None = None) -
     def factory(data: WorkerData, log: Callable[[str], None]) -> Engine:
         name, why = choose_engine(settings.engine, address, set(run_config.search_space))
         if name == "ray":
-            engine = RayEngine(data, settings.max_processes, address)
-            log(f"engine: Ray cluster {address or '(local)'}, {engine.max_processes} workers at once; {why}")
+            from neurodyn.pbt.population_engine import train_share_in_task
+
+            batched = "batch_size" not in run_config.search_space
+            engine = RayEngine(data, settings.max_processes, address, train_share_in_task if batched else None)
+            if batched:
+                log(f"engine: Ray cluster {address or '(local)'}, the workers dealt out over {engine.max_processes} "
+                    f"tasks, each training its share as a batched population on its GPU or CPUs; {why}")
+            else:
+                log(f"engine: Ray cluster {address or '(local)'}, {engine.max_processes} workers at once, one per task "
+                    f"(the search includes batch_size, which a batched population cannot vary); {why}")
             return engine
         if name == "population":
             from neurodyn.pbt.population_engine import PopulationEngine
