@@ -361,3 +361,21 @@ def test_a_run_on_a_gpu_defaults_to_a_population_on_the_gpu_and_writes_every_out
     check_results(tmp_path / "res", "tiny", 6, 2)
     with h5py.File(tmp_path / "res" / "pbt_best_model" / "valid_output.h5", "r") as f:
         assert (f.attrs["inference"], int(f.attrs["refinement_steps"])) == ("refined", 3)
+
+
+def test_a_ray_tasks_share_trains_as_a_population_and_plans_cpu_memory_once(tmp_path, monkeypatch):
+    """``train_share_in_task`` (what a Ray task runs) gives the single models' results; the CPU memory
+    estimate (a training step) is taken once per process, not every generation."""
+    data = _worker_data(tmp_path)
+    calls = []
+    real = population_engine.estimate_worker_bytes_cpu
+    monkeypatch.setattr(population_engine, "estimate_worker_bytes_cpu",
+                        lambda job, data: calls.append(job.worker) or real(job, data))
+    monkeypatch.setattr(population_engine, "_CPU_WORKER_BYTES", {})
+    configs = [_base_config(seed=w, learning_rate_init=lr) for w, lr in enumerate([4e-3, 1e-2])]
+    for generation in range(2):
+        jobs = [WorkerJob(w, generation, config, None, 1, 7) for w, config in enumerate(configs)]
+        results = population_engine.train_share_in_task(jobs, data, threads=1)
+        for result, job in zip(results, jobs):
+            _assert_same_result(result, run_worker_generation(job, data))
+    assert calls == [0]

@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from neurodyn.config import LfadsConfig
+from neurodyn.config import SEARCHABLE_HYPERPARAMETERS, LfadsConfig
 from neurodyn.device import resolve_device
 from neurodyn.errors import NeurodynError
 from neurodyn.pbt.engines import (WorkerData, WorkerJob, WorkerResult, assign_devices, cpu_cores, deal_out,
@@ -202,9 +202,22 @@ def train_share_in_task(jobs: list[WorkerJob], data: WorkerData, threads: int) -
     device = "cuda:0" if resolve_device(LfadsConfig(**jobs[0].config).device).type == "cuda" else None
     cpu_cap = None
     if device is None:
-        cpu_cap = cpu_workers_per_population(estimate_worker_bytes_cpu(jobs[0], data), available_memory_bytes(),
+        cpu_cap = cpu_workers_per_population(_cpu_worker_bytes_once(jobs[0], data), available_memory_bytes(),
                                              max(1, cpu_cores() // threads))
     return train_population(jobs, data, device, _fitting_workers(jobs[0], data, device, cpu_cap))
+
+
+_CPU_WORKER_BYTES: dict[tuple, int] = {}
+
+
+def _cpu_worker_bytes_once(job: WorkerJob, data: WorkerData) -> int:
+    """``estimate_worker_bytes_cpu`` measured once per process for a run's architecture and data (a Ray
+    worker process trains a share every generation; the estimate takes a training step)."""
+    key = (data.train.shape, tuple(sorted((name, repr(value)) for name, value in job.config.items()
+                                          if name not in SEARCHABLE_HYPERPARAMETERS and name != "seed")))
+    if key not in _CPU_WORKER_BYTES:
+        _CPU_WORKER_BYTES[key] = estimate_worker_bytes_cpu(job, data)
+    return _CPU_WORKER_BYTES[key]
 
 
 class PopulationEngine:
