@@ -48,6 +48,13 @@ class LfadsOutput:
     gen_states: torch.Tensor | None = None
 
 
+def ic_std_from_log_var(log_var: torch.Tensor, var_floor: float) -> torch.Tensor:
+    """The IC posterior's standard deviation from the encoder's log variance, with ``var_floor``
+    (``ic_post_var_min``) added so a posterior never collapses to a point (``LFADS`` and its stacked
+    population share it)."""
+    return torch.sqrt(torch.exp(log_var) + var_floor)
+
+
 def hide_from_encoders(neuron_mask: torch.Tensor, num_steps: int, forward_bins: int) -> torch.Tensor:
     """What the encoders may see of a trial of ``num_steps`` bins: ``neuron_mask`` ``(..., N)`` (0 for
     held-out neurons) repeated over the bins, ``(..., num_steps, N)``, with the last ``forward_bins``
@@ -171,7 +178,7 @@ class LFADS(nn.Module):
     def ic_std_of(self, log_var: torch.Tensor) -> torch.Tensor:
         """The IC posterior's standard deviation from its log variance: ``ic_post_var_min`` is added as a
         floor, so a posterior never collapses to a point."""
-        return torch.sqrt(torch.exp(log_var) + self.ic_post_var_min)
+        return ic_std_from_log_var(log_var, self.ic_post_var_min)
 
     def ic_log_var_of(self, std: torch.Tensor) -> torch.Tensor:
         """The log variance ``ic_std_of`` maps to ``std`` (std at the floor gives a very negative value)."""

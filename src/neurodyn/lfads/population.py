@@ -29,7 +29,7 @@ from torch import nn
 from neurodyn.errors import NeurodynError
 from neurodyn.lfads.compiled_rnn import load_compiled_rnn, run_controlled_decoder, run_gru_sequence
 from neurodyn.lfads.encoders import lag_controller_inputs
-from neurodyn.lfads.model import LFADS, LfadsOutput, hide_from_encoders
+from neurodyn.lfads.model import LFADS, LfadsOutput, hide_from_encoders, ic_std_from_log_var
 from neurodyn.lfads.priors import gaussian_log_density, kl_diagonal_to_isotropic
 from neurodyn.observation.gamma import gamma_nll
 from neurodyn.observation.poisson import poisson_nll
@@ -264,7 +264,7 @@ class PopulationLFADS(nn.Module):
             ic_final = ic_final * noise.ic_final_keep
         ic_mean, ic_logvar = _linear(ic_final, self._stacked("ic_posterior.weight"),
                                      self._stacked("ic_posterior.bias")).chunk(2, dim=-1)
-        ic_std = torch.sqrt(torch.exp(ic_logvar) + self.ic_post_var_min)
+        ic_std = ic_std_from_log_var(ic_logvar, self.ic_post_var_min)
         ic = ic_mean + ic_std * noise.ic_noise if sample_posteriors else ic_mean
         gen_init = _linear(ic, self._stacked("ic_to_generator.weight"), self._stacked("ic_to_generator.bias"))
         if noise is not None:
