@@ -11,7 +11,7 @@ import yaml
 from neurodyn.config import LfadsConfig
 from neurodyn.data.seed_format import write_dataset
 from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
-from neurodyn.train.defaults import (SPARSE_PASS, SPARSE_UNOBSERVED, auto_batch_size, auto_cd_pass_fraction,
+from neurodyn.train.defaults import (REFINE_UNOBSERVED, SPARSE_PASS, SPARSE_UNOBSERVED, auto_batch_size, auto_cd_pass_fraction,
                                      auto_inference,
                                      auto_learning_rate, resolve_data_defaults)
 from neurodyn.train.run import train_model
@@ -94,12 +94,12 @@ def test_cd_pass_fraction_lets_some_seen_entries_train_only_on_sparse_data():
 
 
 def test_inference_refines_each_trials_posterior_only_on_sparse_data(tmp_path):
-    assert auto_inference(0.0) == auto_inference(0.75) == auto_inference(SPARSE_UNOBSERVED) == "sample_average"
-    assert auto_inference(32 / 35) == "refined"
+    assert auto_inference(0.0) == auto_inference(0.5) == auto_inference(REFINE_UNOBSERVED) == "sample_average"
+    assert auto_inference(0.75) == auto_inference(32 / 35) == "refined"  # 2-photon sub-frame bins; 3 of 35 neurons
     sparse = make_lorenz_spikes(num_neurons=35, num_samples=8, num_conditions=4, trials_per_condition=10, keep=3)
     config, notes = resolve_data_defaults(LfadsConfig(), sparse.data)
     assert config.inference == "refined"
-    assert ("inference auto -> refined (91% of the training entries are unobserved, more than 80%: each trial's "
+    assert ("inference auto -> refined (91% of the training entries are unobserved, more than 70%: each trial's "
             "posterior is refined on its own data)") in notes
     dense, notes = resolve_data_defaults(LfadsConfig(), np.zeros((40, 10, 6)))
     assert dense.inference == "sample_average" and not any("inference" in note for note in notes)

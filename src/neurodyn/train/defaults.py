@@ -32,10 +32,13 @@ MASK_INPUT_OBSERVATIONS: tuple[str, ...] = ()
 # bin, and letting some of the seen entries pass gradient too (SPARSE_PASS) measured better
 # (bench/README_defaults.md, 3 of 35 spiking neurons per bin). Denser data keep pure CD.
 SPARSE_UNOBSERVED, SPARSE_PASS = 0.8, 0.2
-# inference: auto. Above SPARSE_UNOBSERVED each trial's posterior is refined on its own ELBO before it
-# is sampled (train.posterior_refinement): 3 of 35 spiking neurons per bin, rate R^2 0.884 -> 0.908
-# and 0.880 -> 0.894 (bench/README_defaults.md). On fully observed spikes it gained less (0.959 -> 0.963) for
-# several times the inference time, so they keep the encoder's posterior.
+# inference: auto. Above REFINE_UNOBSERVED each trial's posterior is refined on its own ELBO before it
+# is sampled (train.posterior_refinement): 3 of 35 spiking neurons per bin (91% unobserved), rate R^2
+# 0.884 -> 0.908 and 0.880 -> 0.894; 2-photon sub-frame bins (75% unobserved), latent R^2 0.978 -> 0.989
+# and 0.980 -> 0.989 (bench/README_defaults.md). On fully observed spikes it gained less (0.959 -> 0.963)
+# for several times the inference time, and between them nothing was measured, so denser data keep the
+# encoder's posterior.
+REFINE_UNOBSERVED = 0.7
 
 
 def auto_batch_size(num_train_trials: int) -> int:
@@ -60,9 +63,9 @@ def auto_cd_pass_fraction(unobserved: float) -> float:
 
 
 def auto_inference(unobserved: float) -> str:
-    """``inference`` for data with this fraction of unobserved entries: 'refined' above SPARSE_UNOBSERVED,
+    """``inference`` for data with this fraction of unobserved entries: 'refined' above REFINE_UNOBSERVED,
     else 'sample_average'."""
-    return "refined" if unobserved > SPARSE_UNOBSERVED else "sample_average"
+    return "refined" if unobserved > REFINE_UNOBSERVED else "sample_average"
 
 
 def unobserved_fraction(train_data: np.ndarray) -> float:
@@ -102,7 +105,7 @@ def resolve_data_defaults(config: LfadsConfig, train_data: np.ndarray) -> tuple[
         updates["inference"] = auto_inference(unobserved)
         if updates["inference"] == "refined":  # stated when it departs from the encoder's posterior
             notes.append(f"inference auto -> refined ({unobserved:.0%} of the training entries are unobserved, more "
-                         f"than {SPARSE_UNOBSERVED:.0%}: each trial's posterior is refined on its own data)")
+                         f"than {REFINE_UNOBSERVED:.0%}: each trial's posterior is refined on its own data)")
     if config.mask_as_input == "auto":
         on = unobserved > 0 and config.observation in MASK_INPUT_OBSERVATIONS
         updates["mask_as_input"] = on
