@@ -88,6 +88,16 @@ def _worker_config(run_config: RunConfig, worker: int, hyperparameters: dict[str
     return LfadsConfig(**values).model_dump()
 
 
+# Why a run's workers cannot share one batched population (the one case: PBT never searches sizes).
+UNBATCHABLE_REASON = "the search includes batch_size, which a batched population cannot vary"
+
+
+def workers_share_a_population(searched: set[str] | list[str]) -> bool:
+    """Whether a generation's workers can train as one batched population: every worker must use one
+    ``batch_size``, so not when the search varies it."""
+    return "batch_size" not in searched
+
+
 def choose_engine(engine: str, ray_address: str | None, searched: set[str] | list[str]) -> tuple[str, str]:
     """The engine a run uses and why: ``(embedded | ray | population, reason)``.
 
@@ -99,14 +109,14 @@ def choose_engine(engine: str, ray_address: str | None, searched: set[str] | lis
     """
     if ray_address:
         return "ray", "a Ray address was given"
-    unfit = "batch_size" in searched
+    unfit = not workers_share_a_population(searched)
     if engine == "population" and unfit:
         raise NeurodynError("engine: population trains every worker with one batch_size; remove batch_size from the "
                             "search space or use engine: embedded")
     if engine != "auto":
         return engine, "named in the config"
     if unfit:
-        return "embedded", "engine: auto and the search includes batch_size, which a batched population cannot vary"
+        return "embedded", f"engine: auto and {UNBATCHABLE_REASON}"
     return "population", "engine: auto and every worker shares one architecture and batch size"
 
 
@@ -121,14 +131,14 @@ def make_engine_factory(run_config: RunConfig, ray_address: str | None = None) -
         if name == "ray":
             from neurodyn.pbt.population_engine import train_share_in_task
 
-            batched = "batch_size" not in run_config.search_space
+            batched = workers_share_a_population(run_config.search_space)
             engine = RayEngine(data, settings.max_processes, address, train_share_in_task if batched else None)
             if batched:
                 log(f"engine: Ray cluster {address or '(local)'}, the workers dealt out over {engine.max_processes} "
                     f"tasks, each training its share as a batched population on its GPU or CPUs; {why}")
             else:
                 log(f"engine: Ray cluster {address or '(local)'}, {engine.max_processes} workers at once, one per task "
-                    f"(the search includes batch_size, which a batched population cannot vary); {why}")
+                    f"({UNBATCHABLE_REASON}); {why}")
             return engine
         if name == "population":
             from neurodyn.pbt.population_engine import PopulationEngine
