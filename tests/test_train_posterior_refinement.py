@@ -125,6 +125,33 @@ def test_a_model_with_a_controller_is_refined_in_blocks(batch_size):
     assert not torch.allclose(mean, torch.as_tensor(encoder_posterior(model, data)[0]))
 
 
+def test_controller_inputs_handed_back_give_the_same_pass():
+    model = small_model(co_dim=2, ci_enc_dim=4, con_dim=5, mask_as_input=True)
+    data = torch.as_tensor(sparse_counts(4))
+    encoder_input, visible = torch.nan_to_num(data), (~torch.isnan(data)).float()
+    ic = (torch.randn(4, IC_DIM), torch.rand(4, IC_DIM) + 0.1)
+    torch.manual_seed(3)
+    read_inside = model(encoder_input, sample_posteriors=True, encoder_visible=visible, ic_posterior_override=ic)
+    handed_in = model.controller_inputs(encoder_input, visible)
+    torch.manual_seed(3)
+    read_before = model(encoder_input, sample_posteriors=True, ic_posterior_override=ic,
+                        controller_inputs_override=handed_in)
+    torch.testing.assert_close(read_before.readout, read_inside.readout)
+    torch.testing.assert_close(read_before.co_mean, read_inside.co_mean)
+    assert small_model().controller_inputs(encoder_input) is None
+
+
+def test_the_refinement_reads_the_controllers_view_once_per_block():
+    model = small_model(co_dim=2, ci_enc_dim=4, con_dim=5)
+    calls = []
+    model.ci_encoder.register_forward_hook(lambda *args: calls.append(1))
+    model.ic_encoder.register_forward_hook(lambda *args: calls.append(0))
+    torch.manual_seed(0)
+    refine_ic_posteriors(model, torch.as_tensor(sparse_counts(6)), steps=25, batch_size=512)
+    # One block: the encoders' pass for the starting posterior, one more read of the controller's view.
+    assert sorted(calls) == [0, 1, 1]
+
+
 def test_new_data_get_refined_posteriors_where_the_model_used_empirical_bayes(tmp_path):
     from neurodyn.data.seed_format import write_dataset
     from neurodyn.synth.lorenz_spikes import make_lorenz_spikes

@@ -128,7 +128,8 @@ class LFADS(nn.Module):
                 encoder_visible: torch.Tensor | None = None,
                 rng: torch.Generator | None = None, ext_input: torch.Tensor | None = None,
                 session: torch.Tensor | None = None,
-                ic_posterior_override: tuple[torch.Tensor, torch.Tensor] | None = None) -> LfadsOutput:
+                ic_posterior_override: tuple[torch.Tensor, torch.Tensor] | None = None,
+                controller_inputs_override: torch.Tensor | None = None) -> LfadsOutput:
         """encoder_input ``(B, T, N)`` zero-filled data; encoder_visible ``(B, T, N)`` 1 where it holds an
         observed value (used with ``mask_as_input``; default: everything visible). ``rng``
         drives every random draw (dropout, posterior samples); None = torch's global generator.
@@ -137,18 +138,13 @@ class LFADS(nn.Module):
         ``session`` ``(B,)`` int: each trial's session (required by a stitched model, ignored otherwise).
         ``ic_posterior_override``: ``(mean, std)`` ``(B, ic_dim)`` used in place of the IC encoder's posterior
         (a posterior refined per trial, see ``train.posterior_refinement``); the controller still reads
-        the data through its own encoder."""
+        the data through its own encoder, unless ``controller_inputs_override`` ``(B, T, 2 * ci_enc_dim)``
+        hands in what ``controller_inputs`` computed for these trials before (the refinement, which
+        keeps the model fixed, computes them once instead of at every step)."""
         batch, num_steps, _ = encoder_input.shape
         self.check_ext_input(ext_input, batch, num_steps)
-        mask = self.encoder_mask(num_steps)
-        x = self.dropout(encoder_input * mask, rng)
-        if self.mask_as_input:
-            visible = torch.ones_like(encoder_input) if encoder_visible is None else encoder_visible
-            x = torch.cat([x, visible * mask], dim=-1)
-        if self.readin is not None:
-            if session is None:
-                raise NeurodynError("a stitched model needs each trial's session index")
-            x = self.readin(x, session)
+        needs_encoders = ic_posterior_override is None or (self.co_dim > 0 and controller_inputs_override is None)
+        x = self._encoder_features(encoder_input, encoder_visible, session, rng) if needs_encoders else None
         if ic_posterior_override is None:
             _, ic_final = self.ic_encoder(x)
             ic_mean, ic_logvar = self.ic_posterior(self.dropout(ic_final, rng)).chunk(2, dim=-1)
@@ -163,12 +159,41 @@ class LFADS(nn.Module):
         gen_init = self.dropout(self.ic_to_generator(ic), rng)
         controller_inputs = None
         if self.co_dim > 0:
-            ci_outputs, _ = self.ci_encoder(x)
-            controller_inputs = lag_controller_inputs(ci_outputs, self.ci_lag)
+            controller_inputs = (self._lagged_ci_outputs(x) if controller_inputs_override is None
+                                 else controller_inputs_override)
         decoded = self.decoder(gen_init, num_steps, controller_inputs, sample_posteriors, rng, ext_input)
         readout = self.readout(decoded.factors).view(batch, num_steps, self.num_neurons, -1)
         return LfadsOutput(readout, decoded.factors, ic_mean, ic_std,
                            decoded.co_mean, decoded.co_std, decoded.co_sample, decoded.gen_states)
+
+    def controller_inputs(self, encoder_input: torch.Tensor, encoder_visible: torch.Tensor | None = None,
+                          session: torch.Tensor | None = None,
+                          rng: torch.Generator | None = None) -> torch.Tensor | None:
+        """What the controller reads at each step: the CI encoder's outputs, lagged by ``ci_lag``,
+        ``(B, T, 2 * ci_enc_dim)`` (None for a model without a controller). Arguments as in ``forward``;
+        the result can be handed back to ``forward`` as ``controller_inputs_override``."""
+        if self.co_dim == 0:
+            return None
+        return self._lagged_ci_outputs(self._encoder_features(encoder_input, encoder_visible, session, rng))
+
+    def _encoder_features(self, encoder_input: torch.Tensor, encoder_visible: torch.Tensor | None,
+                          session: torch.Tensor | None, rng: torch.Generator | None) -> torch.Tensor:
+        """What both encoders read, ``(B, T, features)``: the data with held-out neurons and forward bins
+        hidden, dropout, the visibility mask when ``mask_as_input``, a stitched model's read-in."""
+        mask = self.encoder_mask(encoder_input.shape[1])
+        x = self.dropout(encoder_input * mask, rng)
+        if self.mask_as_input:
+            visible = torch.ones_like(encoder_input) if encoder_visible is None else encoder_visible
+            x = torch.cat([x, visible * mask], dim=-1)
+        if self.readin is not None:
+            if session is None:
+                raise NeurodynError("a stitched model needs each trial's session index")
+            x = self.readin(x, session)
+        return x
+
+    def _lagged_ci_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        ci_outputs, _ = self.ci_encoder(x)
+        return lag_controller_inputs(ci_outputs, self.ci_lag)
 
     def encoder_mask(self, num_steps: int) -> torch.Tensor:
         """``(num_steps, N)``: 1 where the encoders may see the data, 0 for held-out neurons and for the

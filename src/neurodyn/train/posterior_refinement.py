@@ -14,7 +14,8 @@ Refinement keeps the trained model fixed and, per trial, moves the encoder's Gau
 with every observed entry counted once (a sum, not a mean) and the KL at full weight: the posterior
 a Bayesian would compute for this model and this trial alone (no other trial enters it, unlike
 empirical Bayes). The expectation is estimated with ``REFINEMENT_SAMPLES`` reparameterised draws per
-step; the controller, when there is one, keeps reading the data through its own encoder.
+step; the controller, when there is one, keeps reading the data through its own encoder (read
+once per trial: the model does not change).
 Held-out neurons and forward-prediction bins are not evidence (they are never encoder input).
 Adam on (mean, log variance); every trial's variables are its own, so trials do not interact.
 """
@@ -85,9 +86,11 @@ class _Chunk:
         with torch.no_grad():
             encoded = model(masks.encoder_input, sample_posteriors=False, encoder_visible=masks.encoder_visible,
                             ext_input=ext_input, session=session)
+            # The controller's view of the data does not change while the IC moves: read it once.
+            controller_inputs = model.controller_inputs(masks.encoder_input, masks.encoder_visible, session)
         self.encoder_mean, self.encoder_std = encoded.ic_mean, encoded.ic_std
+        self.controller_inputs = None if controller_inputs is None else controller_inputs.repeat(samples, 1, 1)
         self.encoder_input = masks.encoder_input.repeat(samples, 1, 1)
-        self.encoder_visible = masks.encoder_visible.repeat(samples, 1, 1)
         self.target = masks.target.repeat(samples, 1, 1)
         self.evidence = model.evidence_mask(masks.observed).repeat(samples, 1, 1)
         self.ext_input = None if ext_input is None else ext_input.repeat(samples, 1, 1)
@@ -96,9 +99,9 @@ class _Chunk:
     def negative_elbo(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
         """Sum over the chunk's trials of each trial's negative ELBO (``samples``-draw estimate)."""
         model = self.model
-        output = model(self.encoder_input, sample_posteriors=True, encoder_visible=self.encoder_visible,
-                       ext_input=self.ext_input, session=self.session,
-                       ic_posterior_override=(mean.repeat(self.samples, 1), std.repeat(self.samples, 1)))
+        output = model(self.encoder_input, sample_posteriors=True, ext_input=self.ext_input, session=self.session,
+                       ic_posterior_override=(mean.repeat(self.samples, 1), std.repeat(self.samples, 1)),
+                       controller_inputs_override=self.controller_inputs)
         nll = (model.observation.elementwise_nll(output.readout, self.target) * self.evidence).sum()
         kl_co = model.kl_co(output).sum()
         return (nll + kl_co) / self.samples + kl_diagonal_to_isotropic(mean, std, model.ic_prior_var).sum()
