@@ -8,7 +8,7 @@ entries, observed or not -- the sbtt-demo metric. The published sbtt-demo number
 a GPU, ~38 min each) are printed next to ours. Three ways of inferring the rates from the same model:
 
 * "encoder": each trial's own posterior, sampled and averaged (standard LFADS; like the sbtt-demo);
-* "refined" (``inference: refined``, the library's default where more than 80% of the entries are
+* "refined" (``inference: refined``, the library's default where more than half the entries are
   unobserved): each trial's own posterior refined on its ELBO (``refinement_steps``), then the same;
 * "empirical Bayes" (``inference: empirical_bayes``, the headline column): the training trials'
   posterior draws weighted by the likelihood of the trial's observed entries, which pools evidence

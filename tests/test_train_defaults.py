@@ -94,12 +94,13 @@ def test_cd_pass_fraction_lets_some_seen_entries_train_only_on_sparse_data():
 
 
 def test_inference_refines_each_trials_posterior_only_on_sparse_data(tmp_path):
-    assert auto_inference(0.0) == auto_inference(0.5) == auto_inference(REFINE_UNOBSERVED) == "sample_average"
-    assert auto_inference(0.75) == auto_inference(32 / 35) == "refined"  # 2-photon sub-frame bins; 3 of 35 neurons
+    assert auto_inference(0.0) == auto_inference(0.31) == auto_inference(REFINE_UNOBSERVED) == "sample_average"
+    # 10 of 29 neurons per bin; 2-photon sub-frame bins; 3 of 35 neurons
+    assert auto_inference(19 / 29) == auto_inference(0.75) == auto_inference(32 / 35) == "refined"
     sparse = make_lorenz_spikes(num_neurons=35, num_samples=8, num_conditions=4, trials_per_condition=10, keep=3)
     config, notes = resolve_data_defaults(LfadsConfig(), sparse.data)
     assert config.inference == "refined"
-    assert ("inference auto -> refined (91% of the training entries are unobserved, more than 70%: each trial's "
+    assert ("inference auto -> refined (91% of the training entries are unobserved, more than 50%: each trial's "
             "posterior is refined on its own data)") in notes
     dense, notes = resolve_data_defaults(LfadsConfig(), np.zeros((40, 10, 6)))
     assert dense.inference == "sample_average" and not any("inference" in note for note in notes)
