@@ -13,7 +13,8 @@ Sets (``--sets``):
   2p      60 neurons, 25 Hz frames, 4 sub-frame bins, 600 trials (480 training), data seed 11,
           config ``observation: zig`` (the issue's 2p row, one model instead of a population)
   keep3   35 neurons, 3 observed per bin, 65 conditions x 24 trials, data seed 11, default config
-          (the issue's sparse-spikes row; keep3@HZ: the same with peak rates of HZ instead of 75)
+          (the issue's sparse-spikes row; keepK: K observed per bin instead of 3; keep3@HZ: peak rates
+          of HZ instead of 75)
 
     python bench/defaults_heldout.py [--sets 2p keep3] [--epochs 200] [--processes 2]
 
@@ -29,6 +30,7 @@ import argparse
 import concurrent.futures
 import datetime
 import platform
+import re
 import subprocess
 import tempfile
 import time
@@ -46,10 +48,10 @@ def _dataset(name: str):
     if name == "2p":
         return make_lorenz_2p(num_neurons=60, frame_rate_hz=25.0, subframe_bins=4, num_conditions=30,
                               trials_per_condition=20, seed=11), {"observation": "zig"}
-    if name == "keep3":
-        return make_lorenz_spikes(num_neurons=35, keep=3, seed=11), {}
-    if name.startswith("keep3@"):  # e.g. keep3@150: the keep3 set with neurons firing up to 150 Hz
-        return make_lorenz_spikes(num_neurons=35, keep=3, seed=11, max_rate_hz=float(name.split("@")[1])), {}
+    spikes = re.fullmatch(r"keep(\d+)(?:@([\d.]+))?", name)  # e.g. keep3@150: 3 of 35 neurons, up to 150 Hz
+    if spikes:
+        rate = {} if spikes[2] is None else {"max_rate_hz": float(spikes[2])}
+        return make_lorenz_spikes(num_neurons=35, keep=int(spikes[1]), seed=11, **rate), {}
     raise ValueError(name)
 
 
@@ -137,7 +139,8 @@ def yaml_load(path: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", nargs="+", default=["2p", "keep3"],
-                        help="2p, keep3, or keep3@HZ (the keep3 set with peak rates of HZ instead of 75 Hz)")
+                        help="2p, keep3, keepK (K of 35 neurons observed per bin) or keepK@HZ (peak rates of HZ "
+                             "instead of 75 Hz)")
     parser.add_argument("--epochs", type=int, default=200, help="max_epochs of every model")
     parser.add_argument("--processes", type=int, default=2, help="models trained at once (one core each)")
     parser.add_argument("--variants", nargs="+", default=["auto", "old"],
