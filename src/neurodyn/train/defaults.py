@@ -37,9 +37,9 @@ SPARSE_UNOBSERVED, SPARSE_PASS = 0.8, 0.2
 # are given: 3 of 35 spiking neurons per bin (91% unobserved) 0.884 -> 0.908, 0.880 -> 0.894; 2-photon
 # sub-frame bins (75%) 0.978 -> 0.989, 0.980 -> 0.989 (bench/README_defaults.md); 10 of 29 Lorenz
 # neurons per bin (66%) 0.929 -> 0.944, 0.925 -> 0.942; 15 of 29 (48%) 0.947 -> 0.954; 20 of 29 (31%)
-# 0.966 -> 0.970; fully observed 0.959 -> 0.963 (bench/sbtt_sweep.py). The refinement costs about as
-# much again as training on the 2-photon set; below half unobserved it gained under 0.01, so denser
-# data keep the encoder's posterior.
+# 0.966 -> 0.970; fully observed 0.959 -> 0.963 (bench/sbtt_sweep.py). Refining costs time (with 100
+# steps about as much again as training on the 2-photon set; the default is now 50); below half
+# unobserved it gained under 0.01, so denser data keep the encoder's posterior.
 REFINE_UNOBSERVED = 0.5
 
 
