@@ -141,6 +141,21 @@ def test_controller_inputs_handed_back_give_the_same_pass():
     assert small_model().controller_inputs(encoder_input) is None
 
 
+def test_a_stitched_controller_model_refines_each_trial_through_its_sessions_read_in():
+    model = small_model(co_dim=2, ci_enc_dim=4, con_dim=5, session_neurons=[4, 2])
+    with torch.no_grad():
+        model.readin.bias[1] += 0.5  # the sessions' read-ins start equal; make them differ
+    data = sparse_counts(6)
+    session = torch.tensor([0, 0, 0, 1, 1, 1])
+    data[session.numpy() == 0, :, 4:] = np.nan  # each session records its own neurons
+    data[session.numpy() == 1, :, :4] = np.nan
+    torch.manual_seed(0)
+    mean, _ = refine_ic_posteriors(model, torch.as_tensor(data), steps=5, session=session)
+    torch.manual_seed(0)
+    swapped, _ = refine_ic_posteriors(model, torch.as_tensor(data), steps=5, session=1 - session)
+    assert torch.all(torch.isfinite(mean)) and not torch.allclose(mean, swapped)
+
+
 def test_the_refinement_reads_the_controllers_view_once_per_block():
     model = small_model(co_dim=2, ci_enc_dim=4, con_dim=5)
     calls = []
