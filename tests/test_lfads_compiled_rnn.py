@@ -172,6 +172,55 @@ def test_compiled_gru_sequence_gradients_match_finite_differences(kernel, revers
     assert gradcheck(run, tensors, eps=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("workers", [None, 3], ids=["one-model", "stacked"])
+def test_gru_sequence_with_fixed_weights_skips_their_gradients_only(kernel, workers):
+    rng = torch.Generator().manual_seed(1)
+    w = () if workers is None else (workers,)
+    x_projection, h0 = torch.randn(5, *w, 2, 12, generator=rng), torch.randn(*w, 2, 4, generator=rng)
+    w_hh, b_hh = torch.randn(*w, 12, 4, generator=rng), torch.randn(*w, 12, generator=rng)
+
+    def input_gradients(weights_need_grad: bool):
+        inputs = [x_projection.clone().requires_grad_(), h0.clone().requires_grad_()]
+        weights = [w_hh.clone().requires_grad_(weights_need_grad), b_hh.clone().requires_grad_(weights_need_grad)]
+        compiled_rnn.run_gru_sequence(kernel, *inputs, *weights, clip=0.9).pow(2).sum().backward()
+        return [t.grad for t in inputs], [t.grad for t in weights]
+
+    (dx_all, dh_all), trained = input_gradients(True)
+    (dx_fixed, dh_fixed), fixed = input_gradients(False)
+    torch.testing.assert_close(dx_fixed, dx_all)
+    torch.testing.assert_close(dh_fixed, dh_all)
+    assert all(g is not None for g in trained) and all(g is None for g in fixed)
+
+
+@pytest.mark.parametrize("per_step_generator_bias", [False, True])
+def test_decoder_with_fixed_weights_skips_their_gradients_only(kernel, per_step_generator_bias):
+    steps, trials, con, gen, factors, inputs_dim = 4, 3, 5, 6, 3, 2
+    rng = torch.Generator().manual_seed(2)
+    noise = torch.randn(steps, trials, inputs_dim, generator=rng)
+    keep = torch.ones(steps + 1, trials, gen)
+    activations = [torch.randn(steps, trials, 3 * con, generator=rng), torch.randn(trials, gen, generator=rng),
+                   torch.randn(trials, con, generator=rng)]
+    bias = torch.randn(steps, trials, 3 * gen, generator=rng) if per_step_generator_bias else torch.randn(3 * gen)
+    weights = [torch.randn(3 * con, factors, generator=rng), torch.randn(3 * con, con, generator=rng),
+               torch.randn(3 * con, generator=rng), torch.randn(2 * inputs_dim, con, generator=rng),
+               torch.randn(2 * inputs_dim, generator=rng), torch.randn(3 * gen, inputs_dim, generator=rng), bias,
+               torch.randn(3 * gen, gen, generator=rng), torch.randn(3 * gen, generator=rng),
+               torch.randn(factors, gen, generator=rng)]
+
+    def gradients(weights_need_grad: bool):
+        inputs = [t.clone().requires_grad_() for t in activations]
+        held = [t.clone().requires_grad_(weights_need_grad) for t in weights]
+        outputs = compiled_rnn.run_controlled_decoder(kernel, *inputs, noise, keep, held, 0.8)
+        sum(o.pow(2).sum() for o in outputs[:4]).backward()
+        return [t.grad for t in inputs], [t.grad for t in held]
+
+    inputs_all, trained = gradients(True)
+    inputs_fixed, fixed = gradients(False)
+    for a, b in zip(inputs_fixed, inputs_all):
+        torch.testing.assert_close(a, b)
+    assert all(g is not None for g in trained) and all(g is None for g in fixed)
+
+
 def test_switched_off_by_environment(kernel, monkeypatch):
     monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", "0")
     assert compiled_rnn.load_compiled_rnn() is None

@@ -78,6 +78,7 @@ def test_zero_steps_give_the_encoders_posterior_and_the_weights_stay_as_trained(
     for name, value in model.state_dict().items():
         assert torch.equal(value, weights[name]), name
     assert all(p.grad is None for p in model.parameters())
+    assert all(p.requires_grad for p in model.parameters())  # fixed during the refinement only
 
 
 def test_held_out_neurons_are_not_evidence():

@@ -226,7 +226,8 @@ std::vector<torch::Tensor> gru_sequence_forward(torch::Tensor x_projection, torc
 // {d x_projection (T,B,3H), d h0 (B,H), d w_hh (3H,H), d b_hh (3H)} (stacked: with the W axes).
 std::vector<torch::Tensor> gru_sequence_backward(torch::Tensor grad_states, torch::Tensor h0, torch::Tensor w_hh,
                                                  torch::Tensor states, torch::Tensor gates, torch::Tensor gh_n,
-                                                 torch::Tensor unclipped, double clip, bool reverse) {
+                                                 torch::Tensor unclipped, double clip, bool reverse,
+                                                 bool weight_grads) {
   const bool stacked = w_hh.dim() == 3;
   const int64_t T = grad_states.size(0), H = w_hh.size(-1);
   auto opts = grad_states.options();
@@ -243,6 +244,10 @@ std::vector<torch::Tensor> gru_sequence_backward(torch::Tensor grad_states, torc
       gru_step_backward<scalar_t>(dh, previous[t], gates[t], gh_n[t], unclipped[t], w_hh, dgx[t], dgh[t], clip_value);
     }
   });
+  // Without weight_grads (weights that need no gradient, as in the per-trial posterior refinement)
+  // the weight and bias gradients come back undefined (None): the weight's product over all steps is
+  // the largest single product of the backward pass.
+  if (!weight_grads) return {dgx, dh, torch::Tensor(), torch::Tensor()};
   return {dgx, dh, weight_gradient(dgh, previous, stacked), bias_gradient(dgh, stacked)};
 }
 
@@ -326,7 +331,8 @@ std::vector<torch::Tensor> decoder_forward(
 // co_std and co (T,B,K). Returns {d ci_projection, d gen_init, d con_init, d w_factor_in, d w_con_hh,
 // d b_con_hh, d w_co, d b_co, d w_gen_ih, d gen_input_bias, d w_gen_hh, d b_gen_hh, d w_factor};
 // d gen_input_bias is (T,B,3G) when per_step_bias (the forward's bias was per step), else (3G).
-// Stacked as in decoder_forward.
+// Without weight_grads the weights' and biases' gradients come back undefined (None), except a per-step
+// bias's, which costs nothing. Stacked as in decoder_forward.
 std::vector<torch::Tensor> decoder_backward(
     torch::Tensor grad_factors, torch::Tensor grad_co_mean, torch::Tensor grad_co_std, torch::Tensor grad_co,
     torch::Tensor noise, torch::Tensor keep, torch::Tensor w_factor_in, torch::Tensor w_con_hh,
@@ -334,7 +340,7 @@ std::vector<torch::Tensor> decoder_backward(
     torch::Tensor factors_all, torch::Tensor co_std, torch::Tensor co, torch::Tensor con_states,
     torch::Tensor gen_states, torch::Tensor kept, torch::Tensor con_gates, torch::Tensor con_gh_n,
     torch::Tensor con_unclipped, torch::Tensor gen_gates, torch::Tensor gen_gh_n, torch::Tensor gen_unclipped,
-    double clip, bool per_step_bias) {
+    double clip, bool per_step_bias, bool weight_grads) {
   const bool stacked = w_con_hh.dim() == 3;
   const int64_t T = grad_factors.size(0);
   const int64_t C = w_con_hh.size(-1), G = w_gen_hh.size(-1), F = w_factor.size(-2), K = noise.size(-1);
@@ -392,6 +398,10 @@ std::vector<torch::Tensor> decoder_backward(
   product_out(dkept, dfactors_first, w_factor);
   dgen.addcmul_(dkept, keep[0]);
 
+  if (!weight_grads) {
+    const torch::Tensor none;
+    return {dgx_con, dgen, dcon, none, none, none, none, none, none, per_step_bias ? dgx_gen : none, none, none, none};
+  }
   auto previous = [](const torch::Tensor& states) { return states.narrow(0, 0, states.size(0) - 1); };
   auto next = [](const torch::Tensor& states) { return states.narrow(0, 1, states.size(0) - 1); };
   auto dw_factor_in = weight_gradient(dgx_con, previous(factors_all), stacked);

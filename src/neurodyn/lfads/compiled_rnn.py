@@ -130,10 +130,13 @@ class _ControlledDecoderFunction(torch.autograd.Function):
         def dense(grad, like):
             return torch.zeros_like(like) if grad is None else grad.contiguous()
 
+        # Inputs 5-14 are the weights and biases: with none needing a gradient (the weights held fixed)
+        # the kernel skips their products.
+        weight_grads = any(ctx.needs_input_grad[5:15])
         grads = ctx.kernel.decoder_backward(
             dense(grad_factors, factors_all[1:]), dense(grad_co_mean, co_std), dense(grad_co_std, co_std),
             dense(grad_co, co_std), noise, keep, w_factor_in, w_con_hh, w_co, w_gen_ih, w_gen_hh, w_factor,
-            *intermediates, ctx.clip, ctx.per_step_bias)
+            *intermediates, ctx.clip, ctx.per_step_bias, weight_grads)
         d_ci_projection, d_gen_init, d_con_init, *d_weights = grads
         return (d_ci_projection, d_gen_init, d_con_init, None, None, *d_weights, None, None)
 
@@ -175,8 +178,9 @@ class _GruSequenceFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_states):
         h0, w_hh, states, gates, gh_n, unclipped = ctx.saved_tensors
+        weight_grads = ctx.needs_input_grad[2] or ctx.needs_input_grad[3]
         d_x_projection, d_h0, d_w_hh, d_b_hh = ctx.kernel.gru_sequence_backward(
-            grad_states.contiguous(), h0, w_hh, states, gates, gh_n, unclipped, ctx.clip, ctx.reverse)
+            grad_states.contiguous(), h0, w_hh, states, gates, gh_n, unclipped, ctx.clip, ctx.reverse, weight_grads)
         return d_x_projection, d_h0, d_w_hh, d_b_hh, None, None, None
 
 

@@ -22,6 +22,9 @@ Adam on (mean, log variance); every trial's variables are its own, so trials do 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from neurodyn.lfads.augmentations import inference_masks
@@ -114,10 +117,24 @@ class _Chunk:
         optimiser = torch.optim.Adam([mean, log_var], lr=learning_rate)
         # cuDNN's RNNs have no backward pass in eval mode (and eval mode is what keeps dropout off):
         # on a GPU the recurrences run through PyTorch's own kernels here, with the same weights.
-        with torch.backends.cudnn.flags(enabled=False):
+        with torch.backends.cudnn.flags(enabled=False), _weights_need_no_gradient(model):
             for _ in range(steps):
                 loss = self.negative_elbo(mean, model.ic_std_of(log_var))
                 # Gradients of the posterior variables only: the model's weights stay as trained.
                 mean.grad, log_var.grad = torch.autograd.grad(loss, [mean, log_var])
                 optimiser.step()
         return mean.detach(), model.ic_std_of(log_var.detach())
+
+
+@contextlib.contextmanager
+def _weights_need_no_gradient(model: LFADS) -> Iterator[None]:
+    """The model's parameters marked as needing no gradient while the posteriors move, so that the
+    backward passes skip the weight gradients (a large share of their products), then restored."""
+    flags = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
+    for parameter, _ in flags:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
