@@ -192,20 +192,23 @@ def test_gru_sequence_with_fixed_weights_skips_their_gradients_only(kernel, work
     assert all(g is not None for g in trained) and all(g is None for g in fixed)
 
 
+@pytest.mark.parametrize("workers", [None, 3], ids=["one-model", "stacked"])
 @pytest.mark.parametrize("per_step_generator_bias", [False, True])
-def test_decoder_with_fixed_weights_skips_their_gradients_only(kernel, per_step_generator_bias):
+def test_decoder_with_fixed_weights_skips_their_gradients_only(kernel, per_step_generator_bias, workers):
     steps, trials, con, gen, factors, inputs_dim = 4, 3, 5, 6, 3, 2
     rng = torch.Generator().manual_seed(2)
-    noise = torch.randn(steps, trials, inputs_dim, generator=rng)
-    keep = torch.ones(steps + 1, trials, gen)
-    activations = [torch.randn(steps, trials, 3 * con, generator=rng), torch.randn(trials, gen, generator=rng),
-                   torch.randn(trials, con, generator=rng)]
-    bias = torch.randn(steps, trials, 3 * gen, generator=rng) if per_step_generator_bias else torch.randn(3 * gen)
-    weights = [torch.randn(3 * con, factors, generator=rng), torch.randn(3 * con, con, generator=rng),
-               torch.randn(3 * con, generator=rng), torch.randn(2 * inputs_dim, con, generator=rng),
-               torch.randn(2 * inputs_dim, generator=rng), torch.randn(3 * gen, inputs_dim, generator=rng), bias,
-               torch.randn(3 * gen, gen, generator=rng), torch.randn(3 * gen, generator=rng),
-               torch.randn(factors, gen, generator=rng)]
+    w = () if workers is None else (workers,)  # the weights' leading axes
+    b = (trials,) if workers is None else (workers, trials)  # an activation's batch axes
+
+    def draw(*shape):
+        return torch.randn(*shape, generator=rng)
+
+    noise, keep = draw(steps, *b, inputs_dim), torch.ones(steps + 1, *b, gen)
+    activations = [draw(steps, *b, 3 * con), draw(*b, gen), draw(*b, con)]
+    bias = draw(steps, *b, 3 * gen) if per_step_generator_bias else draw(*w, 3 * gen)
+    weights = [draw(*w, 3 * con, factors), draw(*w, 3 * con, con), draw(*w, 3 * con), draw(*w, 2 * inputs_dim, con),
+               draw(*w, 2 * inputs_dim), draw(*w, 3 * gen, inputs_dim), bias, draw(*w, 3 * gen, gen),
+               draw(*w, 3 * gen), draw(*w, factors, gen)]
 
     def gradients(weights_need_grad: bool):
         inputs = [t.clone().requires_grad_() for t in activations]
