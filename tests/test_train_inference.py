@@ -141,3 +141,20 @@ def test_drop_leading_bins_keeps_the_per_trial_outputs_whole():
         else:
             np.testing.assert_array_equal(dropped[name], value[:, 3:])
             assert dropped[name].shape[1] == T - 3
+
+
+@pytest.mark.parametrize("co_dim", [0, 2])
+def test_each_trial_is_encoded_once_and_the_samples_match_a_pass_that_encodes_every_copy(co_dim):
+    model, data, samples = make_model(co_dim=co_dim), counts(), 6
+    calls = []
+    for encoder in [model.ic_encoder] + ([model.ci_encoder] if co_dim else []):
+        encoder.register_forward_hook(lambda *args: calls.append(1))
+    result = infer(model, data, num_samples=samples, seed=4)
+    assert len(calls) == (2 if co_dim else 1)  # one block of trials: each encoder runs once
+    # Reference: every sample reads its copy of the trial through the encoders, as a training pass does.
+    torch.manual_seed(4)
+    copies = torch.as_tensor(np.nan_to_num(data)).repeat(samples, 1, 1)
+    with torch.no_grad():
+        output = model(copies, sample_posteriors=True)
+    rates = model.observation.mean(output.readout).reshape(samples, len(data), T, N).mean(0)
+    np.testing.assert_allclose(result["rates"], rates.numpy(), rtol=1e-5, atol=1e-6)

@@ -134,20 +134,25 @@ def infer(model: LFADS, data: np.ndarray, num_samples: int = 50, batch_size: int
             masks = inference_masks(data_t[rows])
             ext = None if ext_t is None else ext_t[rows]
             n = masks.encoder_input.shape[0]
-            repeated = masks.encoder_input.repeat(num_samples, 1, 1)
-            visible = masks.encoder_visible.repeat(num_samples, 1, 1)
             given = None if refined is None else tuple(part[rows] for part in refined)
-            output = model(repeated, sample_posteriors=True, encoder_visible=visible,
+            # The encoders are deterministic at inference (no dropout): each trial is read once, and its
+            # posterior and controller inputs are handed to the sampled pass for all its samples.
+            controller_inputs = model.controller_inputs(masks.encoder_input, masks.encoder_visible,
+                                                        _session_ids(model, session, n, device))
+            mean_output = model(masks.encoder_input, sample_posteriors=False, encoder_visible=masks.encoder_visible,
+                                ext_input=ext, session=_session_ids(model, session, n, device),
+                                ic_posterior_override=given, controller_inputs_override=controller_inputs)
+            repeated = masks.encoder_input.repeat(num_samples, 1, 1)
+            output = model(repeated, sample_posteriors=True,
                            ext_input=None if ext is None else ext.repeat(num_samples, 1, 1),
                            session=_session_ids(model, session, repeated.shape[0], device),
-                           ic_posterior_override=None if given is None else tuple(
-                               part.repeat(num_samples, 1) for part in given))
+                           ic_posterior_override=(mean_output.ic_mean.repeat(num_samples, 1),
+                                                  mean_output.ic_std.repeat(num_samples, 1)),
+                           controller_inputs_override=None if controller_inputs is None
+                           else controller_inputs.repeat(num_samples, 1, 1))
             for name, value in _sampled_pieces(model, output, write_generator_states).items():
                 averaged = value.reshape(num_samples, n, *value.shape[1:]).mean(0)
                 sums.setdefault(name, []).append(averaged.cpu().numpy())
-            mean_output = model(masks.encoder_input, sample_posteriors=False, encoder_visible=masks.encoder_visible,
-                                ext_input=ext, session=_session_ids(model, session, n, device),
-                                ic_posterior_override=given)
             sums.setdefault("rates_posterior_mean", []).append(
                 model.observation.mean(mean_output.readout).cpu().numpy())
             sums.setdefault("ic_mean", []).append(mean_output.ic_mean.cpu().numpy())
