@@ -158,3 +158,58 @@ def test_each_trial_is_encoded_once_and_the_samples_match_a_pass_that_encodes_ev
         output = model(copies, sample_posteriors=True)
     rates = model.observation.mean(output.readout).reshape(samples, len(data), T, N).mean(0)
     np.testing.assert_allclose(result["rates"], rates.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_empirical_bayes_reads_each_reference_trial_once_and_weighs_the_draws_a_full_pass_gives():
+    """With a controller: the draws are those of a pass that reads every copy of the reference trials
+    through the encoders (same random stream), each weighted by its Poisson likelihood (SciPy)."""
+    from scipy import stats
+
+    model, samples = make_model(co_dim=2), 3
+    reference, data = counts(4, seed=5), counts(3, seed=6)
+    trials_read = []
+    for encoder in (model.ic_encoder, model.ci_encoder):
+        encoder.register_forward_hook(lambda module, inputs, output: trials_read.append(inputs[0].shape[0]))
+    result = infer_empirical_bayes(model, data, reference, samples_per_trial=samples, seed=2)
+    # Both encoders read the 4 reference trials once (not each of their 3 copies), then the 3 trials.
+    assert trials_read == [4, 4, 3, 3]
+    torch.manual_seed(2)
+    copies = torch.as_tensor(np.nan_to_num(reference)).repeat(samples, 1, 1)
+    with torch.no_grad():
+        draws = model.observation.mean(model(copies, sample_posteriors=True).readout).numpy()
+    for trial, rates in zip(data, result["rates"]):
+        observed = ~np.isnan(trial)
+        log_lik = np.array([stats.poisson.logpmf(trial[observed], r[observed]).sum() for r in draws])
+        weights = np.exp(log_lik - log_lik.max())
+        np.testing.assert_allclose(rates, np.tensordot(weights / weights.sum(), draws, 1), rtol=1e-4, atol=1e-6)
+
+
+def test_encode_reads_the_posterior_and_controller_inputs_a_forward_pass_uses():
+    model, data = make_model(co_dim=2), torch.as_tensor(np.nan_to_num(counts()))
+    reading = model.encode(data)
+    with torch.no_grad():
+        output = model(data, sample_posteriors=False)
+        handed_back = model(data, sample_posteriors=False, ic_posterior_override=(reading.ic_mean, reading.ic_std),
+                            controller_inputs_override=reading.controller_inputs)
+    torch.testing.assert_close(reading.ic_mean, output.ic_mean)
+    torch.testing.assert_close(reading.ic_std, output.ic_std)
+    torch.testing.assert_close(handed_back.readout, output.readout)
+    twice = reading.repeat(2)
+    torch.testing.assert_close(twice.ic_mean[5:], reading.ic_mean)
+    torch.testing.assert_close(twice.controller_inputs[5:], reading.controller_inputs)
+    assert make_model(co_dim=0).encode(data).controller_inputs is None
+
+
+def test_relative_weights_are_exact_or_zero_never_subnormal():
+    from neurodyn.train.inference import NEGLIGIBLE_LOG_WEIGHT, relative_weights
+
+    log_weights = -torch.linspace(0, 120, 2401)
+    weights = relative_weights(log_weights)
+    kept = log_weights >= NEGLIGIBLE_LOG_WEIGHT
+    torch.testing.assert_close(weights[kept], torch.exp(log_weights[kept]))
+    assert torch.all(weights[~kept] == 0)
+    # No subnormal float32 values (the raw exponentials of this range include some).
+    assert torch.all((weights == 0) | (weights >= torch.finfo(torch.float32).tiny))
+    raw = torch.exp(log_weights)
+    assert torch.any((raw > 0) & (raw < torch.finfo(torch.float32).tiny))
+    assert relative_weights(torch.tensor([-torch.inf]))[0] == 0

@@ -133,13 +133,13 @@ def test_controller_inputs_handed_back_give_the_same_pass():
     ic = (torch.randn(4, IC_DIM), torch.rand(4, IC_DIM) + 0.1)
     torch.manual_seed(3)
     read_inside = model(encoder_input, sample_posteriors=True, encoder_visible=visible, ic_posterior_override=ic)
-    handed_in = model.controller_inputs(encoder_input, visible)
+    handed_in = model.encode(encoder_input, visible).controller_inputs
     torch.manual_seed(3)
     read_before = model(encoder_input, sample_posteriors=True, ic_posterior_override=ic,
                         controller_inputs_override=handed_in)
     torch.testing.assert_close(read_before.readout, read_inside.readout)
     torch.testing.assert_close(read_before.co_mean, read_inside.co_mean)
-    assert small_model().controller_inputs(encoder_input) is None
+    assert small_model().encode(encoder_input).controller_inputs is None
 
 
 def test_a_stitched_controller_model_refines_each_trial_through_its_sessions_read_in():

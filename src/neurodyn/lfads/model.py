@@ -48,6 +48,23 @@ class LfadsOutput:
     gen_states: torch.Tensor | None = None
 
 
+@dataclass
+class EncoderReading:
+    """What the encoders make of a batch of trials: the IC posterior ``ic_mean``/``ic_std``
+    ``(B, ic_dim)`` and what the controller reads at each step, the CI encoder's outputs lagged by
+    ``ci_lag``, ``controller_inputs`` ``(B, T, 2 * ci_enc_dim)`` (None without a controller)."""
+
+    ic_mean: torch.Tensor
+    ic_std: torch.Tensor
+    controller_inputs: torch.Tensor | None
+
+    def repeat(self, times: int) -> EncoderReading:
+        """The reading of the batch repeated ``times`` times along the trials (as ``Tensor.repeat``:
+        the whole batch, then the whole batch again), e.g. for several posterior samples per trial."""
+        return EncoderReading(self.ic_mean.repeat(times, 1), self.ic_std.repeat(times, 1),
+                              None if self.controller_inputs is None else self.controller_inputs.repeat(times, 1, 1))
+
+
 def ic_std_from_log_var(log_var: torch.Tensor, var_floor: float) -> torch.Tensor:
     """The IC posterior's standard deviation from the encoder's log variance, with ``var_floor``
     (``ic_post_var_min``) added so a posterior never collapses to a point (``LFADS`` and its stacked
@@ -139,18 +156,13 @@ class LFADS(nn.Module):
         ``ic_posterior_override``: ``(mean, std)`` ``(B, ic_dim)`` used in place of the IC encoder's posterior
         (a posterior refined per trial, see ``train.posterior_refinement``); the controller still reads
         the data through its own encoder, unless ``controller_inputs_override`` ``(B, T, 2 * ci_enc_dim)``
-        hands in what ``controller_inputs`` computed for these trials before (the refinement, which
-        keeps the model fixed, computes them once instead of at every step)."""
+        hands in what ``encode`` read from these trials before (inference and the refinement, which
+        keep the model fixed, read each trial once instead of at every pass)."""
         batch, num_steps, _ = encoder_input.shape
         self.check_ext_input(ext_input, batch, num_steps)
         needs_encoders = ic_posterior_override is None or (self.co_dim > 0 and controller_inputs_override is None)
         x = self._encoder_features(encoder_input, encoder_visible, session, rng) if needs_encoders else None
-        if ic_posterior_override is None:
-            _, ic_final = self.ic_encoder(x)
-            ic_mean, ic_logvar = self.ic_posterior(self.dropout(ic_final, rng)).chunk(2, dim=-1)
-            ic_std = self.ic_std_of(ic_logvar)
-        else:
-            ic_mean, ic_std = ic_posterior_override
+        ic_mean, ic_std = self._ic_posterior(x, rng) if ic_posterior_override is None else ic_posterior_override
         if sample_posteriors:
             noise = torch.randn(ic_mean.shape, generator=rng, device=ic_mean.device, dtype=ic_mean.dtype)
             ic = ic_mean + ic_std * noise
@@ -166,15 +178,20 @@ class LFADS(nn.Module):
         return LfadsOutput(readout, decoded.factors, ic_mean, ic_std,
                            decoded.co_mean, decoded.co_std, decoded.co_sample, decoded.gen_states)
 
-    def controller_inputs(self, encoder_input: torch.Tensor, encoder_visible: torch.Tensor | None = None,
-                          session: torch.Tensor | None = None,
-                          rng: torch.Generator | None = None) -> torch.Tensor | None:
-        """What the controller reads at each step: the CI encoder's outputs, lagged by ``ci_lag``,
-        ``(B, T, 2 * ci_enc_dim)`` (None for a model without a controller). Arguments as in ``forward``;
-        the result can be handed back to ``forward`` as ``controller_inputs_override``."""
-        if self.co_dim == 0:
-            return None
-        return self._lagged_ci_outputs(self._encoder_features(encoder_input, encoder_visible, session, rng))
+    def encode(self, encoder_input: torch.Tensor, encoder_visible: torch.Tensor | None = None,
+               session: torch.Tensor | None = None, rng: torch.Generator | None = None) -> EncoderReading:
+        """Read the trials through both encoders once, without running the generator. Arguments as in
+        ``forward``; the reading's parts can be handed back to ``forward`` as ``ic_posterior_override``
+        and ``controller_inputs_override`` (at inference, where the encoders draw nothing at random,
+        a trial read once serves all its posterior samples)."""
+        x = self._encoder_features(encoder_input, encoder_visible, session, rng)
+        ic_mean, ic_std = self._ic_posterior(x, rng)
+        return EncoderReading(ic_mean, ic_std, self._lagged_ci_outputs(x) if self.co_dim > 0 else None)
+
+    def _ic_posterior(self, x: torch.Tensor, rng: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        _, ic_final = self.ic_encoder(x)
+        ic_mean, ic_logvar = self.ic_posterior(self.dropout(ic_final, rng)).chunk(2, dim=-1)
+        return ic_mean, self.ic_std_of(ic_logvar)
 
     def _encoder_features(self, encoder_input: torch.Tensor, encoder_visible: torch.Tensor | None,
                           session: torch.Tensor | None, rng: torch.Generator | None) -> torch.Tensor:

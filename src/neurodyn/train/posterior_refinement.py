@@ -88,11 +88,9 @@ class _Chunk:
         masks = inference_masks(data)
         with torch.no_grad():
             # The controller's view of the data does not change while the IC moves: read it once.
-            controller_inputs = model.controller_inputs(masks.encoder_input, masks.encoder_visible, session)
-            encoded = model(masks.encoder_input, sample_posteriors=False, encoder_visible=masks.encoder_visible,
-                            ext_input=ext_input, session=session, controller_inputs_override=controller_inputs)
-        self.encoder_mean, self.encoder_std = encoded.ic_mean, encoded.ic_std
-        self.controller_inputs = None if controller_inputs is None else controller_inputs.repeat(samples, 1, 1)
+            reading = model.encode(masks.encoder_input, masks.encoder_visible, session)
+        self.encoder_mean, self.encoder_std = reading.ic_mean, reading.ic_std
+        self.controller_inputs = reading.repeat(samples).controller_inputs
         self.encoder_input = masks.encoder_input.repeat(samples, 1, 1)
         self.target = masks.target.repeat(samples, 1, 1)
         self.evidence = model.evidence_mask(masks.observed).repeat(samples, 1, 1)
