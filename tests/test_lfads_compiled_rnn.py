@@ -210,18 +210,29 @@ def test_decoder_with_fixed_weights_skips_their_gradients_only(kernel, per_step_
                draw(*w, 2 * inputs_dim), draw(*w, 3 * gen, inputs_dim), bias, draw(*w, 3 * gen, gen),
                draw(*w, 3 * gen), draw(*w, factors, gen)]
 
-    def gradients(weights_need_grad: bool):
+    def gradients(weights_need_grad: list[bool]):
         inputs = [t.clone().requires_grad_() for t in activations]
-        held = [t.clone().requires_grad_(weights_need_grad) for t in weights]
+        held = [t.clone().requires_grad_(flag) for t, flag in zip(weights, weights_need_grad)]
         outputs = compiled_rnn.run_controlled_decoder(kernel, *inputs, noise, keep, held, 0.8)
         sum(o.pow(2).sum() for o in outputs[:4]).backward()
         return [t.grad for t in inputs], [t.grad for t in held]
 
-    inputs_all, trained = gradients(True)
-    inputs_fixed, fixed = gradients(False)
+    inputs_all, trained = gradients([True] * len(weights))
+    inputs_fixed, fixed = gradients([False] * len(weights))
     for a, b in zip(inputs_fixed, inputs_all):
         torch.testing.assert_close(a, b)
     assert all(g is not None for g in trained) and all(g is None for g in fixed)
+    # Some weights fixed, some trained (e.g. a model partly frozen for fine-tuning): the trained ones
+    # get the gradients they get when all are trained.
+    alternate = [i % 2 == 0 for i in range(len(weights))]
+    inputs_mixed, mixed = gradients(alternate)
+    for a, b in zip(inputs_mixed, inputs_all):
+        torch.testing.assert_close(a, b)
+    for flag, got, full in zip(alternate, mixed, trained):
+        if flag:
+            torch.testing.assert_close(got, full)
+        else:
+            assert got is None
 
 
 def test_switched_off_by_environment(kernel, monkeypatch):

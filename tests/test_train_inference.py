@@ -143,6 +143,42 @@ def test_drop_leading_bins_keeps_the_per_trial_outputs_whole():
             assert dropped[name].shape[1] == T - 3
 
 
+READING_CASES = {
+    "mask as input, unobserved entries": dict(mask_as_input=True),
+    "held-out neuron and forward bins": dict(heldout_neurons=[3], forward_bins=2),
+    "measured inputs": dict(ext_input_dim=2),
+    "stitched, second session": dict(session_neurons=[2, 2]),
+}
+
+
+@pytest.mark.parametrize("case", READING_CASES)
+def test_samples_read_once_match_a_pass_that_reads_every_copy_with_the_encoders_full_view(case):
+    """A controller model in each setting that changes what the encoders see: the trials read once by
+    ``encode`` and the sampled pass give the rates of a pass that reads every copy (same random stream)."""
+    extra = READING_CASES[case]
+    torch.manual_seed(0)
+    model = LFADS(LfadsConfig(**SMALL, co_dim=2, **extra), N, Poisson(N)).eval()
+    data, samples = counts(6, seed=7), 4
+    data[np.random.default_rng(8).random(data.shape) < 0.3] = np.nan
+    ext = np.random.default_rng(9).normal(size=(6, T, 2)).astype(np.float32) if "ext_input_dim" in extra else None
+    session = None
+    if "session_neurons" in extra:
+        session = 1
+        data[:, :, :2] = np.nan  # the second session records neurons 2 and 3
+        with torch.no_grad():
+            model.readin.bias[1] += 0.5  # the sessions' read-ins start equal; make them differ
+    result = infer(model, data, num_samples=samples, seed=5, ext_input=ext, session=session)
+    torch.manual_seed(5)
+    copies = torch.as_tensor(np.nan_to_num(data)).repeat(samples, 1, 1)
+    with torch.no_grad():
+        output = model(copies, sample_posteriors=True,
+                       encoder_visible=torch.as_tensor(~np.isnan(data)).float().repeat(samples, 1, 1),
+                       ext_input=None if ext is None else torch.as_tensor(ext).repeat(samples, 1, 1),
+                       session=None if session is None else torch.full((copies.shape[0],), session))
+    rates = model.observation.mean(output.readout).reshape(samples, len(data), T, N).mean(0)
+    np.testing.assert_allclose(result["rates"], rates.numpy(), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("co_dim", [0, 2])
 def test_each_trial_is_encoded_once_and_the_samples_match_a_pass_that_encodes_every_copy(co_dim):
     model, data, samples = make_model(co_dim=co_dim), counts(), 6

@@ -197,3 +197,35 @@ def test_refinement_runs_on_a_cuda_model_and_raises_the_elbo():
     model.cpu()
     after = elbo_scipy(model, data, mean.cpu().numpy(), std.cpu().numpy())
     assert np.all(after > before + 0.5), (before, after)
+
+
+def test_the_weights_gradient_flags_are_restored_after_an_error_and_a_frozen_weight_stays_frozen(monkeypatch):
+    from neurodyn.lfads import model as lfads_model
+
+    model = small_model(co_dim=2, ci_enc_dim=4, con_dim=5)
+    model.readout.weight.requires_grad_(False)  # frozen by the caller before the refinement
+    flags_before = {name: p.requires_grad for name, p in model.named_parameters()}
+    seen_during = []
+
+    def failing_forward(self, *args, **kwargs):
+        if torch.is_grad_enabled() and kwargs.get("sample_posteriors"):
+            seen_during.append(any(p.requires_grad for p in self.parameters()))
+            raise RuntimeError("out of memory, say")
+        return original_forward(self, *args, **kwargs)
+
+    original_forward = lfads_model.LFADS.forward
+    monkeypatch.setattr(lfads_model.LFADS, "forward", failing_forward)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        refine_ic_posteriors(model, torch.as_tensor(sparse_counts(3)), steps=3)
+    assert seen_during == [False]  # the weights needed no gradient while the posteriors moved
+    assert {name: p.requires_grad for name, p in model.named_parameters()} == flags_before
+    assert not model.readout.weight.requires_grad and model.decoder.generator.weight_hh_l0.requires_grad
+
+
+@pytest.mark.parametrize("steps", [0, 2])
+def test_missing_measured_inputs_are_refused_even_without_steps(steps):
+    from neurodyn.errors import NeurodynError
+
+    model = small_model(ext_input_dim=2)
+    with pytest.raises(NeurodynError, match="ext_input .* is missing"):
+        refine_ic_posteriors(model, torch.as_tensor(sparse_counts(3)), steps=steps)

@@ -265,6 +265,9 @@ def relative_weights(log_weights: torch.Tensor) -> torch.Tensor:
 def _generate(model: LFADS, reading: EncoderReading, encoder_input: torch.Tensor, ext_input: torch.Tensor | None,
               session: int | None, sample_posteriors: bool) -> LfadsOutput:
     """One pass of the generator (and controller) from what ``encode`` read of these trials."""
+    # Without the reading's controller inputs, forward would read the trials again, and without
+    # their visibility mask: never let it.
+    assert (reading.controller_inputs is not None) == (model.co_dim > 0)
     return model(encoder_input, sample_posteriors=sample_posteriors, ext_input=ext_input,
                  session=_session_ids(model, session, encoder_input.shape[0], encoder_input.device),
                  ic_posterior_override=(reading.ic_mean, reading.ic_std),

@@ -67,6 +67,7 @@ def refine_ic_posteriors(model: LFADS, data: torch.Tensor, steps: int, batch_siz
         generator: seed it for a reproducible result).
     """
     model.eval()
+    model.check_ext_input(ext_input, data.shape[0], data.shape[1])
     means, stds = [], []
     trials_per_pass = max(1, batch_size // samples)
     for start in range(0, data.shape[0], trials_per_pass):
@@ -127,7 +128,9 @@ class _Chunk:
 @contextlib.contextmanager
 def _weights_need_no_gradient(model: LFADS) -> Iterator[None]:
     """The model's parameters marked as needing no gradient while the posteriors move, so that the
-    backward passes skip the weight gradients (a large share of their products), then restored."""
+    backward passes skip the weight gradients (a large share of their products), then restored (also
+    on an error). The flags are the model's own: nothing may train the same model meanwhile (the
+    refinement runs after training, at export and in ``infer``)."""
     flags = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
     for parameter, _ in flags:
         parameter.requires_grad_(False)
