@@ -222,6 +222,9 @@ def test_map_to_latents_command_scores_test_trials_and_writes_json_and_figure(sy
     np.testing.assert_allclose(saved["latent_r2_per_dim"], expected.r2_per_dim)
     assert saved["num_test_trials"] == len(synthetic["valid_idx"])
     assert f"{expected.r2:.4f}" in printed
+    # No test split in this file: the printed line names the trials it scored as validation trials.
+    assert saved["scored_split"] == "valid"
+    assert f"train -> {len(synthetic['valid_idx'])} valid trials" in printed
     assert (run_dir / "map_to_latents.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -5,6 +5,7 @@ a failed build falls back to PyTorch."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -270,6 +271,28 @@ def test_the_build_message_is_printed_only_when_building(kernel, capsys):
     finally:
         compiled_rnn._build.cache_clear()
     assert "building the compiled recurrent kernels" not in capsys.readouterr().err
+
+
+def test_every_checkout_builds_from_one_copy_of_the_source_named_by_its_content(tmp_path):
+    """Two checkouts of one version must load one build: the build records the source's path, so each
+    building from its own file would rebuild the other's kernel (tens of seconds) at every switch."""
+    source = b"// kernel v1\n"
+    target = tmp_path / "sources" / "neurodyn_compiled_rnn_cpu_hash1.cpp"
+    first = compiled_rnn.stable_source_copy(source, target)
+    written = first.stat().st_mtime_ns
+    assert first == target and first.read_bytes() == source
+    assert compiled_rnn.stable_source_copy(source, target) == first
+    assert first.stat().st_mtime_ns == written  # not rewritten: a newer source would trigger a rebuild
+    target.write_bytes(b"// truncated by a crash")
+    assert compiled_rnn.stable_source_copy(source, target).read_bytes() == source
+    assert list(target.parent.iterdir()) == [target]  # no partial files left
+
+
+def test_a_build_made_from_another_source_path_is_announced_as_a_build(tmp_path):
+    (tmp_path / "build.ninja").write_text("build x.o: compile /home/a/checkout1/compiled_rnn.cpp\n")
+    assert compiled_rnn._built_from(tmp_path, Path("/home/a/checkout1/compiled_rnn.cpp"))
+    assert not compiled_rnn._built_from(tmp_path, Path("/cache/neurodyn_sources/k.cpp"))
+    assert not compiled_rnn._built_from(tmp_path / "missing", Path("/cache/neurodyn_sources/k.cpp"))
 
 
 def test_build_is_named_by_cpu(monkeypatch):

@@ -54,7 +54,7 @@ def map_latents_run(results_dir: str | os.PathLike, data_path: str | os.PathLike
     condition = dataset.condition[test.trial_idx] if dataset.condition is not None else None
     figure = plot_latent_predictions(
         mapping.test_predictions, true_latents, condition, test.trial_idx, num_conditions,
-        title=f"map_to_latents: {Path(data_path).name}, test trials (R^2 {mapping.r2:.3f})")
+        title=f"map_to_latents: {Path(data_path).name}, {scored_split} trials (R^2 {mapping.r2:.3f})")
     save_figure(figure, figure_path)
     json_path = results_dir / JSON_NAME
     result = {
@@ -76,7 +76,8 @@ def map_latents_run(results_dir: str | os.PathLike, data_path: str | os.PathLike
 def format_latent_mapping(result: dict) -> str:
     """The printed summary of ``map_latents_run``."""
     per_dim = ", ".join(f"{value:.3f}" for value in result["latent_r2_per_dim"])
-    return (f"map_to_latents ({result['num_train_trials']} train -> {result['num_test_trials']} test trials, "
+    scored = result.get("scored_split", "test")
+    return (f"map_to_latents ({result['num_train_trials']} train -> {result['num_test_trials']} {scored} trials, "
             f"ridge alpha {result['ridge_alpha']:g})\n"
             f"  R^2 per latent dimension: {per_dim}\n"
             f"  R^2 overall:              {result['latent_r2']:.4f}\n"

@@ -67,18 +67,19 @@ def _build() -> ModuleType | None:
         # The source's hash is part of the name: torch only notices an edited source within one
         # process, so two neurodyn versions sharing the build folder (two checkouts, an upgrade while
         # another process runs) would otherwise load each other's kernel.
-        source_hash = hashlib.sha1(SOURCE.read_bytes()).hexdigest()[:10]
-        name = f"neurodyn_compiled_rnn_{cpu_tag()}_{source_hash}"
-        build_root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+        source_bytes = SOURCE.read_bytes()
+        name = f"neurodyn_compiled_rnn_{cpu_tag()}_{hashlib.sha1(source_bytes).hexdigest()[:10]}"
+        build_root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root())
+        source = stable_source_copy(source_bytes, build_root / "neurodyn_sources" / f"{name}.cpp")
         # torch builds in <root>/<name>, or in a per-Python/CUDA subfolder such as <root>/py311_cpu/<name>.
-        built = [*Path(build_root).glob(f"{name}/{name}*.so"), *Path(build_root).glob(f"*/{name}/{name}*.so")]
-        if not built:
-            # The first build takes tens of seconds with nothing else to show: say what is happening.
+        built = [*build_root.glob(f"{name}/{name}*.so"), *build_root.glob(f"*/{name}/{name}*.so")]
+        if not built or not _built_from(built[0].parent, source):
+            # A build takes tens of seconds with nothing else to show: say what is happening.
             print("neurodyn: building the compiled recurrent kernels (once per machine; about 30 s)",
                   file=sys.stderr, flush=True)
         return cpp_extension.load(
             name=name,
-            sources=[str(SOURCE)],
+            sources=[str(source)],
             # fast-math lets gcc vectorise exp/tanh over the gate values; it is not passed to the
             # linker, so it does not switch the whole process to flush-denormals-to-zero.
             extra_cflags=["-O3", "-march=native", "-ffast-math", "-fopenmp-simd"],
@@ -87,6 +88,29 @@ def _build() -> ModuleType | None:
     except Exception as error:  # no compiler, no ninja, a failed build: the Python loop still works
         logger.warning("neurodyn: compiled RNN kernels unavailable (%s); using the slower PyTorch loops", error)
         return None
+
+
+def stable_source_copy(source_bytes: bytes, path: Path) -> Path:
+    """The kernel's source at ``path``, a place named by its content, written once (atomically).
+
+    The build records the source's absolute path and rebuilds whenever it changes, so two checkouts
+    of one neurodyn version (or two users of a shared cluster home) building from their own copies
+    would rebuild each other's kernel, silently and for tens of seconds, at every switch. Built from
+    this one copy, a kernel is built once per source and CPU type."""
+    if not path.exists() or path.read_bytes() != source_bytes:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
+        partial.write_bytes(source_bytes)
+        os.replace(partial, path)
+    return path
+
+
+def _built_from(build_dir: Path, source: Path) -> bool:
+    """Whether the build in ``build_dir`` was made from ``source`` (else loading it rebuilds)."""
+    try:
+        return str(source) in (build_dir / "build.ninja").read_text()
+    except OSError:
+        return False
 
 
 def load_compiled_rnn() -> ModuleType | None:
