@@ -351,3 +351,27 @@ def test_co_bps_is_not_listed_as_missing_when_the_file_holds_out_neurons(synthet
     path, _ = _with_behavior(synthetic, tmp_path, heldout_neurons=np.array([1, 5]))
     result = evaluate_run(synthetic["run_dir"], path)
     assert result["co_bps"] is not None and set(result["nlb_not_computed"]) == {"fp_bps"}
+
+
+def test_scoring_another_file_than_the_runs_own_is_noted(synthetic, tmp_path, capsys):
+    from neurodyn.cli.main import main
+    from neurodyn.runs.identity import file_sha256
+
+    run_dir, data_path = synthetic["run_dir"], synthetic["data_path"]
+    (run_dir / "run.json").write_text(json.dumps(
+        {"kind": "train", "status": "finished", "data_path": str(data_path), "data_sha256": file_sha256(data_path)}))
+    assert not any("not the file" in note for note in evaluate_run(run_dir, data_path)["notes"])
+    other = tmp_path / "other.h5"  # the same trials re-saved without their truth: another file
+    _write_h5(other, data=_to_file_layout(synthetic["data"]), latents=_to_file_layout(synthetic["latents"]))
+    result = evaluate_run(run_dir, other)
+    assert f"{other} is not the file this run was trained on ({data_path};" in result["notes"][0]
+    assert "not the file this run was trained on" in format_metrics(result)
+    assert json.loads((run_dir / "evaluation.json").read_text())["notes"][0] == result["notes"][0]
+    assert main(["map-to-latents", str(run_dir), "--data", str(other)]) == 0
+    assert "note: " in capsys.readouterr().out
+    assert main(["map-to-latents", str(run_dir), "--data", str(data_path)]) == 0
+    assert "note: " not in capsys.readouterr().out
+    # A run of several sessions records one hash for all its files: nothing to compare a file with.
+    (run_dir / "run.json").write_text(json.dumps(
+        {"kind": "train", "status": "finished", "data_path": f"{data_path} + {other}", "data_sha256": "0" * 64}))
+    assert not any("not the file" in note for note in evaluate_run(run_dir, other)["notes"])

@@ -19,7 +19,7 @@ from neurodyn.evaluate.figures import plot_latent_predictions, save_figure
 from neurodyn.evaluate.metrics import map_to_latents
 from neurodyn.evaluate.report import check_outputs_match_data
 from neurodyn.runs.layout import LATENTS_FIGURE, LATENTS_JSON, find_output_dir, report_dir
-from neurodyn.runs.outputs import held_out_split, read_run_outputs
+from neurodyn.runs.outputs import held_out_split, other_data_file_note, read_run_outputs
 
 JSON_NAME = LATENTS_JSON
 FIGURE_NAME = LATENTS_FIGURE
@@ -42,6 +42,7 @@ def map_latents_run(results_dir: str | os.PathLike, data_path: str | os.PathLike
         raise NeurodynError(f"{data_path}: key 'latents' is missing; map-to-latents needs the true latent states "
                             "(num_latents, num_samples, num_trials)")
     check_outputs_match_data(outputs, dataset, output_dir, data_path)
+    notes = [note for note in [other_data_file_note(results_dir, data_path)] if note]
     # Scored on the file's test trials when it names them (never used for any choice), else on the
     # validation trials.
     train = outputs["train"]
@@ -64,6 +65,7 @@ def map_latents_run(results_dir: str | os.PathLike, data_path: str | os.PathLike
         "num_train_trials": int(train.trial_idx.size),
         "num_test_trials": int(test.trial_idx.size),
         "scored_split": scored_split,
+        "notes": notes,
         "output_dir": str(output_dir),
         "data_path": str(data_path),
         "json": str(json_path),
@@ -81,4 +83,5 @@ def format_latent_mapping(result: dict) -> str:
             f"ridge alpha {result['ridge_alpha']:g})\n"
             f"  R^2 per latent dimension: {per_dim}\n"
             f"  R^2 overall:              {result['latent_r2']:.4f}\n"
-            f"  saved: {result['json']}, {result['figure']}")
+            f"  saved: {result['json']}, {result['figure']}"
+            + "".join(f"\n  note: {note}" for note in result.get("notes", [])))

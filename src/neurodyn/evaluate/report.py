@@ -29,7 +29,7 @@ from neurodyn.evaluate.metrics import bits_per_spike, map_to_latents, rate_r2
 from neurodyn.evaluate.nlb import NLB_CV_FOLDS, psth_r2, velocity_r2
 from neurodyn.runs.layout import (EVALUATION_FIGURE, EVALUATION_JSON, EVALUATION_SUMMARY_FIGURE, find_output_dir,
                                   output_file_name, report_dir)
-from neurodyn.runs.outputs import RunOutput, read_run_outputs
+from neurodyn.runs.outputs import RunOutput, other_data_file_note, read_run_outputs
 
 JSON_NAME = EVALUATION_JSON
 FIGURE_NAME = EVALUATION_FIGURE
@@ -138,6 +138,9 @@ def evaluate_run(
     }
     notes, counts, true_rates, true_latents, mapping = (scored.notes, scored.counts, scored.true_rates,
                                                        scored.true_latents, scored.mapping)
+    other_file = other_data_file_note(run_dir, data_path)
+    if other_file:
+        notes.insert(0, other_file)
     if "test" in outputs:
         test = _split_scores(outputs["test"], train, dataset).scores
         result["test"] = {"num_trials": int(outputs["test"].trial_idx.size),

@@ -129,6 +129,25 @@ def _unfinished_status(folder: Path) -> str | None:
     return status if status in ("running", "interrupted") else None
 
 
+def other_data_file_note(run_dir: str | os.PathLike, data_path: str | os.PathLike) -> str | None:
+    """A note when ``data_path`` is not the file the run in ``run_dir`` was trained on (its SHA-256
+    differs from the one in ``run.json``), else None.
+
+    The outputs name trials by their index in the training file, so another file's trials at those
+    indices are scored against them. Only a note, not a refusal: the same recordings re-saved with an
+    added key (behaviour, true latents) are a different file of the same trials. A run of several
+    sessions records one hash for all its files, and a run without ``run.json`` none: no note."""
+    from neurodyn.runs.identity import DATA_PATH_SEPARATOR, file_sha256
+
+    info = read_run_info(Path(run_dir) / RUN_INFO_FILE)
+    if info is None or DATA_PATH_SEPARATOR in str(info.get("data_path", "")) or "data_sha256" not in info:
+        return None
+    if file_sha256(data_path) == info["data_sha256"]:
+        return None
+    return (f"{data_path} is not the file this run was trained on ({info.get('data_path')}; the SHA-256 differs): "
+            "its trials were scored at the indices of the training file's trials")
+
+
 def held_out_split(outputs: dict[str, RunOutput]) -> str:
     """The split a run is scored on as held out: ``test`` when the data file named test trials (never used
     for any choice), else ``valid``."""
