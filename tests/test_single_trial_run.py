@@ -112,6 +112,17 @@ def test_infer_refuses_data_that_do_not_fit_the_model(trained, capsys, change, m
     assert not (root / "bad_out.h5").exists()
 
 
+def test_infer_refuses_a_session_name_for_a_model_of_one_file(trained, capsys):
+    root, _, out = trained
+    new = root / "session_data.h5"
+    write_dataset(new, dataclasses.replace(_dataset(seed=9), split=None))
+    target = root / "session_out.h5"
+    assert main(["infer", str(out), "--data", str(new), "--out", str(target), "--session", "day2"]) == 2
+    err = capsys.readouterr().err
+    assert "--session day2: the model was trained on one data file" in err and err.count("\n") == 1
+    assert not target.exists()
+
+
 def test_pbt_workers_never_get_the_test_trials(trained, tmp_path):
     _, data_path, _ = trained
     seen = {}

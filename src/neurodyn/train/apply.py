@@ -97,6 +97,9 @@ def infer_new_data(run_dir: str | Path, data_path: str | Path, out_path: str | P
     model, config = build_model(checkpoint["trainer"], int(checkpoint["num_neurons"]))
     dataset = read_dataset_for(data_path, config.observation)
     sessions = SessionLayout.from_dict(checkpoint["sessions"]) if "sessions" in checkpoint else None
+    if sessions is None and session is not None:
+        raise NeurodynError(f"--session {session}: the model was trained on one data file, so it has no sessions "
+                            "to choose from; leave --session out")
     index = None if sessions is None else pick_session(sessions, data_path, session)
     check_new_data(dataset, checkpoint, config, str(data_path),
                    None if sessions is None else sessions.num_neurons[index])
