@@ -371,6 +371,8 @@ def test_scoring_another_file_than_the_runs_own_is_noted(synthetic, tmp_path, ca
     assert "note: " in capsys.readouterr().out
     assert main(["map-to-latents", str(run_dir), "--data", str(data_path)]) == 0
     assert "note: " not in capsys.readouterr().out
+    (run_dir / "run.json").write_text("{damaged")  # nothing to compare with; scoring goes on
+    assert not any("not the file" in note for note in evaluate_run(run_dir, other)["notes"])
     # A run of several sessions records one hash for all its files: nothing to compare a file with.
     (run_dir / "run.json").write_text(json.dumps(
         {"kind": "train", "status": "finished", "data_path": f"{data_path} + {other}", "data_sha256": "0" * 64}))

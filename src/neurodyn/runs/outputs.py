@@ -139,7 +139,10 @@ def other_data_file_note(run_dir: str | os.PathLike, data_path: str | os.PathLik
     sessions records one hash for all its files, and a run without ``run.json`` none: no note."""
     from neurodyn.runs.identity import DATA_PATH_SEPARATOR, file_sha256
 
-    info = read_run_info(Path(run_dir) / RUN_INFO_FILE)
+    try:
+        info = read_run_info(Path(run_dir) / RUN_INFO_FILE)
+    except NeurodynError:  # a damaged record: nothing to compare with, and scoring does not need it
+        return None
     if info is None or DATA_PATH_SEPARATOR in str(info.get("data_path", "")) or "data_sha256" not in info:
         return None
     if file_sha256(data_path) == info["data_sha256"]:
