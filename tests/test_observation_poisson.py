@@ -56,3 +56,19 @@ def test_pairwise_log_likelihood_matches_scipy_and_the_generic_blocks():
     # The base class's entry-by-entry blocks (one trial per block here) give the same matrix.
     generic = super(Poisson, model).pairwise_log_likelihood(*args, max_entries=1)
     np.testing.assert_allclose(generic.numpy(), expected, rtol=1e-10)
+
+
+def test_nll_up_to_constant_drops_only_log_factorial_of_the_counts():
+    from scipy.special import gammaln
+
+    rng = np.random.default_rng(3)
+    counts = torch.as_tensor(rng.poisson(2.0, (4, 6, 5)).astype(np.float32))
+    readout = torch.as_tensor(rng.normal(0.5, 0.8, (4, 6, 5, 1)).astype(np.float32), dtype=torch.float32)
+    model = Poisson(5)
+    full = model.elementwise_nll(readout, counts)
+    reduced = model.elementwise_nll_up_to_constant(readout, counts)
+    np.testing.assert_allclose((full - reduced).numpy(), gammaln(counts.numpy() + 1.0), rtol=1e-5, atol=1e-5)
+    # The same gradient with respect to the readout.
+    grads = [torch.autograd.grad(f(readout.requires_grad_(), counts).sum(), readout)[0]
+             for f in (model.elementwise_nll, model.elementwise_nll_up_to_constant)]
+    torch.testing.assert_close(grads[0], grads[1])

@@ -40,6 +40,12 @@ class ObservationModel(nn.Module):
         """
         raise NotImplementedError
 
+    def elementwise_nll_up_to_constant(self, readout: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``elementwise_nll`` less any term that depends on the target alone: the same gradient with
+        respect to the readout, for optimisations that never read the loss's value (the per-trial
+        posterior refinement). Shapes as in ``elementwise_nll``; by default the full NLL."""
+        return self.elementwise_nll(readout, target)
+
     def pairwise_log_likelihood(self, readout: torch.Tensor, target: torch.Tensor, observed: torch.Tensor,
                                 max_entries: int = 2 ** 24) -> torch.Tensor:
         """Log-likelihood of every trial's observed entries under every candidate readout.

@@ -26,6 +26,11 @@ class Poisson(ObservationModel):
     def elementwise_nll(self, readout: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return poisson_nll(readout[..., 0], target)
 
+    def elementwise_nll_up_to_constant(self, readout: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # Without log n!: a constant of the counts, recomputed at every refinement step for nothing.
+        log_rate = readout[..., 0]
+        return torch.exp(log_rate) - target * log_rate
+
     def pairwise_log_likelihood(self, readout: torch.Tensor, target: torch.Tensor, observed: torch.Tensor,
                                 max_entries: int = 2 ** 24) -> torch.Tensor:
         # sum_obs (n log r - r - log n!) is linear in (observed * n) and observed: two matrix products.

@@ -99,12 +99,13 @@ class _Chunk:
         self.session = None if session is None else session.repeat(samples)
 
     def negative_elbo(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-        """Sum over the chunk's trials of each trial's negative ELBO (``samples``-draw estimate)."""
+        """Sum over the chunk's trials of each trial's negative ELBO (``samples``-draw estimate), less the
+        terms that depend on the data alone (the optimiser reads only its gradient)."""
         model = self.model
         output = model(self.encoder_input, sample_posteriors=True, ext_input=self.ext_input, session=self.session,
                        ic_posterior_override=(mean.repeat(self.samples, 1), std.repeat(self.samples, 1)),
                        controller_inputs_override=self.controller_inputs)
-        nll = (model.observation.elementwise_nll(output.readout, self.target) * self.evidence).sum()
+        nll = (model.observation.elementwise_nll_up_to_constant(output.readout, self.target) * self.evidence).sum()
         kl_co = model.kl_co(output).sum()
         return (nll + kl_co) / self.samples + kl_diagonal_to_isotropic(mean, std, model.ic_prior_var).sum()
 
