@@ -60,3 +60,26 @@ def test_summary_lines_give_trials_then_bins_then_neurons(tmp_path, capsys):
     positions = [line.index(text) for text in ("6 trials", "7 bins", "5 neurons")]
     assert positions == sorted(positions), line
     assert np.isfinite(dataset.data).all()
+
+
+def test_a_warning_during_a_command_is_one_neurodyn_line(monkeypatch, capsys):
+    import argparse
+    import warnings
+
+    from neurodyn.cli import main as cli
+
+    def command(args):
+        warnings.warn("3 observed value(s) within 1e-06 of zero are taken as zeros", UserWarning)
+        return 0
+
+    def parser():
+        built = argparse.ArgumentParser(prog="neurodyn")
+        built.set_defaults(func=command)
+        return built
+
+    monkeypatch.setattr(cli, "build_parser", parser)
+    monkeypatch.setattr(cli, "refuse_existing_output", lambda args: None)
+    assert cli.main([]) == 0
+    err = capsys.readouterr().err
+    assert err == "neurodyn: warning: 3 observed value(s) within 1e-06 of zero are taken as zeros\n"
+    assert warnings.showwarning is not cli._show_warning  # restored after the command

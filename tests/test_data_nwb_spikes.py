@@ -223,3 +223,12 @@ def test_cli_prepare_nwb(tmp_path, capsys):
     assert main(["prepare", "nwb", str(tmp_path / "s.nwb"), str(tmp_path / "x.h5"), "--bin-ms", "20",
                  "--heldout-neurons", "a,b"]) == 2
     assert "--heldout-neurons expects comma-separated integers" in capsys.readouterr().err
+
+
+def test_a_missing_trials_column_lists_each_column_once(tmp_path):
+    spikes, trials = session()
+    write_nwb(tmp_path / "s.nwb", spikes, trials, extra_columns=("go_cue_time", "reach"))
+    with pytest.raises(NeurodynError) as error:
+        read_nwb_spikes(tmp_path / "s.nwb", SpikeBinning(bin_ms=20, align="move_onset_time"))
+    listed = str(error.value).split("columns: ")[1]
+    assert listed.count("'start_time'") == 1 and listed.count("'stop_time'") == 1 and "'go_cue_time'" in listed

@@ -163,6 +163,9 @@ def test_trial_past_the_recording_is_an_error(recording):
     ("ops", r"ops\.npy: key 'fs' \(frames per second of this plane\) is None"),
     ("iscell", r"iscell\.npy: shape \(4, 2\); expected \(5, 2\)"),
     ("nocells", r"no ROI is marked as a cell \(of 5\)"),
+    ("transposed", r"F\.npy: shape \(600, 5\) holds the 5 ROIs of stat\.npy along its second axis; "
+                   r"expected \(rois, frames\) = \(5, 600\)"),
+    ("crafted ops", r"ops\.npy: expected suite2p's ops dict; got UnreadableObject"),
 ])
 def test_broken_folders(tmp_path, damage, message):
     fluorescence, neuropil, _ = simulate_recording(1, num_frames=600)
@@ -178,8 +181,25 @@ def test_broken_folders(tmp_path, damage, message):
         np.save(folder / "iscell.npy", np.ones((4, 2)))
     elif damage == "nocells":
         np.save(folder / "iscell.npy", np.zeros((5, 2)))
+    elif damage == "transposed":
+        np.save(folder / "F.npy", fluorescence.T.astype(np.float32))
+        np.save(folder / "Fneu.npy", neuropil.T.astype(np.float32))
+    elif damage == "crafted ops":  # a pickle naming a function to call: read as an inert object, not run
+        np.save(folder / "ops.npy", np.array(_CraftedObject(), dtype=object), allow_pickle=True)
     with pytest.raises(NeurodynError, match=message):
         read_suite2p_plane(folder)
+
+
+class _CraftedObject:
+    def __reduce__(self):
+        return (print, ("this would have run",))
+
+
+def test_a_probability_threshold_that_keeps_no_roi_says_so(tmp_path):
+    fluorescence, neuropil, _ = simulate_recording(1, num_frames=100)
+    write_suite2p_folder(tmp_path / "plane0", fluorescence, neuropil)  # cells at probability 0.9
+    with pytest.raises(NeurodynError, match=r"no ROI has a cell probability of at least 0\.95 \(of 5\)"):
+        read_suite2p_plane(tmp_path / "plane0", min_cell_probability=0.95)
 
 
 def test_multi_plane_folder_asks_for_one_plane(tmp_path):
@@ -215,3 +235,12 @@ def test_cli_prepare_2p_from_suite2p(recording, tmp_path, capsys):
     assert f"decay {estimated['indicator_decay_ms']:.0f} ms" in capsys.readouterr().out
     assert main(["prepare", "2p", str(folder), str(tmp_path / "x.h5"), "--trial-frames", "10"]) == 2
     assert "give --trial-starts" in capsys.readouterr().err
+
+
+def test_cli_prepare_2p_names_a_missing_source_as_either_kind(tmp_path, capsys):
+    code = main(["prepare", "2p", str(tmp_path / "nothere"), str(tmp_path / "out.h5"), "--trial-starts", "0,3",
+                 "--trial-frames", "10"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "nothere: not found (expected a suite2p plane folder, or an NWB file" in err and err.count("\n") == 1
+    assert not (tmp_path / "out.h5").exists()

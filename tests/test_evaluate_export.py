@@ -49,6 +49,7 @@ def write_fake_run(run_dir, num_trials, num_bins, num_neurons, seed=0, valid=(1,
             f["factors"] = np.transpose(factors[idx])
             if extra:
                 f["latents"] = np.transpose(factors[idx, :, :2] * 2)
+                f["rates_posterior_mean"] = np.transpose(rates[idx] * 0.9)
             f["trial_idx"] = idx.astype(np.int64)
     return rates, factors, train_idx, np.sort(valid_idx)
 
@@ -161,7 +162,7 @@ def test_nwb_export_adds_a_processing_module_to_a_copy(prepared):
     original = (prepared / "session.nwb").read_bytes()
     written = export_run_to_nwb(prepared / "run", prepared / "run_data.h5", prepared / "session.nwb",
                                 prepared / "results.nwb")
-    assert sorted(written) == ["factors", "latents", "rates"]
+    assert sorted(written) == ["factors", "latents", "rates", "rates_posterior_mean"]
     assert (prepared / "session.nwb").read_bytes() == original  # the input is never modified
 
     with pynwb.NWBHDF5IO(str(prepared / "results.nwb"), "r") as io:
@@ -177,6 +178,8 @@ def test_nwb_export_adds_a_processing_module_to_a_copy(prepared):
         np.testing.assert_allclose(series.timestamps[:], expected.reshape(-1), atol=1e-9)
         np.testing.assert_array_equal(series.control[:], np.repeat(np.arange(NUM_TRIALS), NUM_BINS))
         assert series.unit == "expected count per bin"
+        assert module["rates_posterior_mean"].unit == "expected count per bin"
+        assert module["factors"].unit == "a.u."
         assert len(nwbfile.units) == NUM_UNITS  # the original content is still there
 
 

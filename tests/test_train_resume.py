@@ -213,3 +213,33 @@ def test_an_unfinished_run_and_an_old_pickled_checkpoint_get_clear_lines(tmp_pat
         load_trained_model(old)
     assert main(["infer", str(old), "--data", str(data_path), "--out", str(tmp_path / "o.h5")]) == 2
     assert "a pickled checkpoint of neurodyn 0.1: refused" in capsys.readouterr().err
+
+
+def test_a_run_refused_before_writing_anything_leaves_no_folder(tmp_path, data_path, capsys):
+    import shutil
+
+    import h5py
+
+    from neurodyn.runs.identity import RunLock
+    from neurodyn.runs.layout import LOCK_FILE
+
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(yaml.safe_dump(CONFIG))
+    bad = tmp_path / "half_counts.h5"  # not spike counts: refused once the run has its folder locked
+    shutil.copy(data_path, bad)
+    with h5py.File(bad, "r+") as f:
+        f["data"][...] = f["data"][()] + 0.5
+    out = tmp_path / "new_run"
+    assert main(["train", str(config_path), "--data", str(bad), "--out", str(out), "--no-progress"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not out.exists()
+    # A folder that was there before stays, and so does one the run wrote into.
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with pytest.raises(RuntimeError):
+        with RunLock(existing):
+            raise RuntimeError("refused")
+    assert existing.is_dir()
+    with RunLock(tmp_path / "written"):
+        (tmp_path / "written" / "run.json").write_text("{}")
+    assert sorted(p.name for p in (tmp_path / "written").iterdir()) == [LOCK_FILE, "run.json"]

@@ -182,6 +182,9 @@ def _run_prepare_2p(args: argparse.Namespace) -> int:
     from neurodyn.data.seed_format import write_dataset
 
     source = Path(args.source)
+    if not source.exists():
+        raise NeurodynError(f"{source}: not found (expected a suite2p plane folder, or an NWB file with "
+                            "two-photon fluorescence)")
     if source.is_dir():
         from neurodyn.data.suite2p import read_suite2p_plane
 

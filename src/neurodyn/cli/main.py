@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from neurodyn.cli.common import refuse_existing_output
 from neurodyn.errors import NeurodynError, RunInterrupted
@@ -49,12 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line for the user, not Python's file:line report with a line of our source."""
+    print(f"neurodyn: warning: {message}", file=file if file is not None else sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        refuse_existing_output(args)
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            refuse_existing_output(args)
+            return int(args.func(args) or 0)
     except RunInterrupted as stopped:
         print(f"neurodyn: {stopped}", file=sys.stderr)
         return 130

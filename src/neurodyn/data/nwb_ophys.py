@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neurodyn.data.nwb_spikes import trial_table_columns
 from neurodyn.data.prepare_2p import FluorescenceTraces
 from neurodyn.errors import NeurodynError
 
@@ -69,7 +70,7 @@ def read_nwb_trial_starts(path: str | os.PathLike, column: str = "start_time") -
             trials = io.read().trials
             if trials is None or len(trials) == 0:
                 raise NeurodynError(f"{path}: no trials table (or it is empty); give trial start times instead")
-            columns = ["start_time", "stop_time", *trials.colnames]
+            columns = trial_table_columns(trials)
             if column not in columns:
                 raise NeurodynError(f"{path}: trials table has no column '{column}'; columns: {columns}")
             return np.asarray(trials[column].data[:], dtype=np.float64)

@@ -166,12 +166,18 @@ def _read_units(nwbfile, source: str):
     return unit_ids, spike_times, obs_intervals
 
 
+def trial_table_columns(trials) -> list[str]:
+    """The columns of an NWB trials table, each once: pynwb lists ``start_time`` and ``stop_time`` among
+    ``colnames`` in some versions and not in others."""
+    return list(dict.fromkeys(["start_time", "stop_time", *trials.colnames]))
+
+
 def _read_trials(nwbfile, source: str, binning: SpikeBinning):
     trials = nwbfile.trials
     if trials is None or len(trials) == 0:
         raise NeurodynError(f"{source}: no trials table (or it is empty); expected one row per trial with "
                             f"'{binning.align}'")
-    columns = ["start_time", "stop_time", *trials.colnames]
+    columns = trial_table_columns(trials)
 
     def column(name: str, what: str) -> np.ndarray:
         if name not in columns:

@@ -4,7 +4,7 @@ Files: ``F.npy`` ``(rois, frames)`` ROI fluorescence, ``Fneu.npy`` ``(rois, fram
 ``iscell.npy`` ``(rois, 2)`` (is-cell flag, classifier probability), ``ops.npy`` (pickled dict:
 ``fs`` frames per second of the plane, ``Ly`` lines per frame) and ``stat.npy`` (pickled list of
 per-ROI dicts: ``med`` = [line, column] of the ROI's median pixel, or ``ypix``). The two pickled
-files are loaded with ``allow_pickle=True``, which can run code: read only folders you trust.
+files are read by ``safe_npy``, which builds their plain data and arrays and runs no code from them.
 Frame ``f`` starts at ``first_frame_s + f / fs`` seconds.
 """
 
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from neurodyn.data.prepare_2p import FluorescenceTraces
+from neurodyn.data.safe_npy import load_object_npy
 from neurodyn.errors import NeurodynError
 
 REQUIRED_FILES = ("F.npy", "Fneu.npy", "iscell.npy", "ops.npy", "stat.npy")
@@ -29,6 +30,7 @@ def read_suite2p_plane(folder: str | os.PathLike, cells_only: bool = True, min_c
     fluorescence = _load_array(folder / "F.npy", 2, "(rois, frames)")
     neuropil = _load_array(folder / "Fneu.npy", 2, "(rois, frames) like F.npy")
     rois, frames = fluorescence.shape
+    roi_lines = _roi_lines(folder / "stat.npy", fluorescence.shape)
     if neuropil.shape != fluorescence.shape:
         raise NeurodynError(f"{folder / 'Fneu.npy'}: shape {neuropil.shape}; expected {fluorescence.shape} like F.npy")
     is_cell = _cell_flags(folder / "iscell.npy", rois, cells_only, min_cell_probability)
@@ -37,9 +39,10 @@ def read_suite2p_plane(folder: str | os.PathLike, cells_only: bool = True, min_c
         raise NeurodynError(f"{folder / 'ops.npy'}: expected suite2p's ops dict; got {type(ops).__name__}")
     frame_rate = _ops_number(ops, "fs", folder, "frames per second of this plane")
     lines_per_frame = _ops_number(ops, "Ly", folder, "lines per frame")
-    roi_lines = _roi_lines(folder / "stat.npy", rois)
     if not is_cell.any():
-        raise NeurodynError(f"{folder / 'iscell.npy'}: no ROI is marked as a cell (of {rois}); "
+        reason = (f"no ROI has a cell probability of at least {min_cell_probability:g}" if min_cell_probability > 0
+                  else "no ROI is marked as a cell")
+        raise NeurodynError(f"{folder / 'iscell.npy'}: {reason} (of {rois}); "
                             "use all ROIs (--all-rois) or a lower probability threshold")
     return FluorescenceTraces(
         fluorescence=fluorescence[is_cell], neuropil=neuropil[is_cell],
@@ -79,11 +82,10 @@ def _load_pickled(path: Path):
     if not path.is_file():
         raise NeurodynError(f"{path}: file not found")
     try:
-        # suite2p stores ops as a pickled dict and stat as an array of dicts: pickle is unavoidable here.
-        loaded = np.load(path, allow_pickle=True)
-    except Exception as error:
+        # suite2p stores ops as a pickled dict and stat as an array of dicts: read without running code.
+        return load_object_npy(path)
+    except Exception as error:  # ValueError, pickle.UnpicklingError, EOFError, OSError
         raise NeurodynError(f"{path}: cannot read ({error})") from None
-    return loaded.item() if loaded.dtype == object and loaded.shape == () else loaded
 
 
 def _cell_flags(path: Path, rois: int, cells_only: bool, min_probability: float) -> np.ndarray:
@@ -106,9 +108,14 @@ def _ops_number(ops: dict, key: str, folder: Path, meaning: str) -> float:
     return number
 
 
-def _roi_lines(path: Path, rois: int) -> np.ndarray:
+def _roi_lines(path: Path, fluorescence_shape: tuple[int, int]) -> np.ndarray:
+    """Each ROI's median line (``stat.npy``), checked against F.npy's ``(rois, frames)``."""
+    rois, frames = fluorescence_shape
     stat = _load_pickled(path)
     if len(stat) != rois:
+        if len(stat) == frames:
+            raise NeurodynError(f"{path.with_name('F.npy')}: shape {fluorescence_shape} holds the {frames} ROIs of "
+                                f"stat.npy along its second axis; expected (rois, frames) = ({frames}, {rois})")
         raise NeurodynError(f"{path}: {len(stat)} ROI entries; expected {rois} like F.npy")
     lines = np.empty(rois)
     for index, roi in enumerate(stat):

@@ -135,7 +135,8 @@ def export_run_to_nwb(run_dir: str | os.PathLike, data_path: str | os.PathLike, 
     control = np.repeat(run.trial_idx, num_samples).astype(np.uint32)
     control_description = [f"row {i} of the data file's trial axis ({run.split[k]} split)"
                            for k, i in enumerate(run.trial_idx)]
-    units = {"rates": "expected count per bin", "factors": "a.u."}
+    # Every rates array (sample-averaged, posterior-mean, ...) is an expected count per bin.
+    units = {name: "expected count per bin" if name.startswith("rates") else "a.u." for name in run.arrays}
     with atomic_path(nwb_out) as tmp:
         shutil.copyfile(nwb_in, tmp)
         try:

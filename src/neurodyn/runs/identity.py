@@ -204,11 +204,13 @@ class RunLock:
     def __init__(self, root: str | Path):
         self.path = Path(root) / LOCK_FILE
         self._handle = None
+        self._created_folder = False
 
     def __enter__(self) -> "RunLock":
         import fcntl
 
         require_folder(self.path.parent)
+        self._created_folder = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+")
         try:
@@ -227,6 +229,16 @@ class RunLock:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._handle is not None:
-            self._handle.close()  # closing releases the lock; the file stays (it is empty of meaning)
-            self._handle = None
+        if self._handle is None:
+            return
+        folder = self.path.parent
+        if self._created_folder and [entry.name for entry in folder.iterdir()] == [LOCK_FILE]:
+            # A run that stopped before writing anything (bad input) leaves no folder behind. Removed
+            # while the lock is held, so no other run can be writing there.
+            self.path.unlink(missing_ok=True)
+            try:
+                folder.rmdir()
+            except OSError:  # another run has just started there: the folder is its now
+                pass
+        self._handle.close()  # closing releases the lock; the file stays (it is empty of meaning)
+        self._handle = None
