@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import h5py
@@ -141,7 +142,14 @@ def test_cli_export_nlb(prepared, capsys):
     code = main(["export", "nlb", str(prepared / "run"), "--data", str(prepared / "run_data.h5"),
                  str(prepared / "sub.h5"), "--dataset", "mc_maze_20"])
     assert code == 0
-    assert "mc_maze_20/eval_rates_heldout (3, 20, 3)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "mc_maze_20/eval_rates_heldout (3, 20, 3)" in out and "note:" not in out
+    # A run that records another data file than --data: the export says so.
+    (prepared / "run" / "run.json").write_text(json.dumps(
+        {"kind": "train", "status": "finished", "data_path": "other.h5", "data_sha256": "0" * 64}))
+    assert main(["export", "nlb", str(prepared / "run"), "--data", str(prepared / "run_data.h5"),
+                 str(prepared / "sub2.h5"), "--dataset", "mc_maze_20"]) == 0
+    assert "note: " in (out := capsys.readouterr().out) and "is not the file this run was trained on (other.h5" in out
 
 
 # ---------------------------------------------------------------------------------------------

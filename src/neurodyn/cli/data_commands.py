@@ -254,7 +254,17 @@ def _run_export_nwb(args: argparse.Namespace) -> int:
 
     names = export_run_to_nwb(args.run_dir, args.data, args.nwb, args.output, args.module)
     print(f"wrote {args.output}: {args.nwb} plus processing module '{args.module}' with {', '.join(names)}")
+    _print_other_data_file_note(args.run_dir, args.data)
     return 0
+
+
+def _print_other_data_file_note(run_dir: str, data_path: str) -> None:
+    """The exports take trial timing and held-out neurons from ``--data``: say when it is not the run's own file."""
+    from neurodyn.runs.outputs import other_data_file_note
+
+    note = other_data_file_note(run_dir, data_path)
+    if note:
+        print(f"  note: {note}")
 
 
 def _register_export_nlb(targets) -> None:
@@ -284,4 +294,5 @@ def _run_export_nlb(args: argparse.Namespace) -> int:
     print(f"wrote {args.output}:")
     for key, shape in shapes.items():
         print(f"  {key} {shape}")
+    _print_other_data_file_note(args.run_dir, args.data)
     return 0
