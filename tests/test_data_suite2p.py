@@ -166,6 +166,7 @@ def test_trial_past_the_recording_is_an_error(recording):
     ("transposed", r"F\.npy: shape \(600, 5\) holds the 5 ROIs of stat\.npy along its second axis; "
                    r"expected \(rois, frames\) = \(5, 600\)"),
     ("crafted ops", r"ops\.npy: expected suite2p's ops dict; got UnreadableObject"),
+    ("crafted stat", r"stat\.npy: expected suite2p's array of per-ROI dicts; got UnreadableObject"),
 ])
 def test_broken_folders(tmp_path, damage, message):
     fluorescence, neuropil, _ = simulate_recording(1, num_frames=600)
@@ -186,6 +187,8 @@ def test_broken_folders(tmp_path, damage, message):
         np.save(folder / "Fneu.npy", neuropil.T.astype(np.float32))
     elif damage == "crafted ops":  # a pickle naming a function to call: read as an inert object, not run
         np.save(folder / "ops.npy", np.array(_CraftedObject(), dtype=object), allow_pickle=True)
+    elif damage == "crafted stat":
+        np.save(folder / "stat.npy", np.array(_CraftedObject(), dtype=object), allow_pickle=True)
     with pytest.raises(NeurodynError, match=message):
         read_suite2p_plane(folder)
 

@@ -112,6 +112,8 @@ def _roi_lines(path: Path, fluorescence_shape: tuple[int, int]) -> np.ndarray:
     """Each ROI's median line (``stat.npy``), checked against F.npy's ``(rois, frames)``."""
     rois, frames = fluorescence_shape
     stat = _load_pickled(path)
+    if not isinstance(stat, (np.ndarray, list)) or np.ndim(stat) != 1:
+        raise NeurodynError(f"{path}: expected suite2p's array of per-ROI dicts; got {type(stat).__name__}")
     if len(stat) != rois:
         if len(stat) == frames:
             raise NeurodynError(f"{path.with_name('F.npy')}: shape {fluorescence_shape} holds the {frames} ROIs of "
