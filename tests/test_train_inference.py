@@ -27,6 +27,20 @@ def counts(trials: int = 5, seed: int = 0) -> np.ndarray:
     return data
 
 
+def every_copy_rates(model: LFADS, data: np.ndarray, samples: int, seed: int, ext: np.ndarray | None = None,
+                     session: int | None = None) -> np.ndarray:
+    """The reference for reading each trial once: the rates of a pass that reads every copy of the trials
+    through the encoders, as a training pass does, ``(samples * trials, T, N)`` in ``Tensor.repeat`` order."""
+    torch.manual_seed(seed)
+    copies = torch.as_tensor(np.nan_to_num(data)).repeat(samples, 1, 1)
+    with torch.no_grad():
+        output = model(copies, sample_posteriors=True,
+                       encoder_visible=torch.as_tensor(~np.isnan(data)).float().repeat(samples, 1, 1),
+                       ext_input=None if ext is None else torch.as_tensor(ext).repeat(samples, 1, 1),
+                       session=None if session is None else torch.full((copies.shape[0],), session))
+    return model.observation.mean(output.readout).numpy()
+
+
 def test_keys_and_shapes_with_a_controller():
     result = infer(make_model(co_dim=2), counts(), num_samples=4, write_generator_states=True)
     assert result["inferred_inputs"].shape == result["inferred_inputs_std"].shape == (5, T, 2)
@@ -168,15 +182,8 @@ def test_samples_read_once_match_a_pass_that_reads_every_copy_with_the_encoders_
         with torch.no_grad():
             model.readin.bias[1] += 0.5  # the sessions' read-ins start equal; make them differ
     result = infer(model, data, num_samples=samples, seed=5, ext_input=ext, session=session)
-    torch.manual_seed(5)
-    copies = torch.as_tensor(np.nan_to_num(data)).repeat(samples, 1, 1)
-    with torch.no_grad():
-        output = model(copies, sample_posteriors=True,
-                       encoder_visible=torch.as_tensor(~np.isnan(data)).float().repeat(samples, 1, 1),
-                       ext_input=None if ext is None else torch.as_tensor(ext).repeat(samples, 1, 1),
-                       session=None if session is None else torch.full((copies.shape[0],), session))
-    rates = model.observation.mean(output.readout).reshape(samples, len(data), T, N).mean(0)
-    np.testing.assert_allclose(result["rates"], rates.numpy(), rtol=1e-5, atol=1e-6)
+    rates = every_copy_rates(model, data, samples, 5, ext, session).reshape(samples, len(data), T, N).mean(0)
+    np.testing.assert_allclose(result["rates"], rates, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("co_dim", [0, 2])
@@ -187,13 +194,8 @@ def test_each_trial_is_encoded_once_and_the_samples_match_a_pass_that_encodes_ev
         encoder.register_forward_hook(lambda *args: calls.append(1))
     result = infer(model, data, num_samples=samples, seed=4)
     assert len(calls) == (2 if co_dim else 1)  # one block of trials: each encoder runs once
-    # Reference: every sample reads its copy of the trial through the encoders, as a training pass does.
-    torch.manual_seed(4)
-    copies = torch.as_tensor(np.nan_to_num(data)).repeat(samples, 1, 1)
-    with torch.no_grad():
-        output = model(copies, sample_posteriors=True)
-    rates = model.observation.mean(output.readout).reshape(samples, len(data), T, N).mean(0)
-    np.testing.assert_allclose(result["rates"], rates.numpy(), rtol=1e-5, atol=1e-6)
+    rates = every_copy_rates(model, data, samples, 4).reshape(samples, len(data), T, N).mean(0)
+    np.testing.assert_allclose(result["rates"], rates, rtol=1e-5, atol=1e-6)
 
 
 def test_empirical_bayes_reads_each_reference_trial_once_and_weighs_the_draws_a_full_pass_gives():
@@ -209,10 +211,7 @@ def test_empirical_bayes_reads_each_reference_trial_once_and_weighs_the_draws_a_
     result = infer_empirical_bayes(model, data, reference, samples_per_trial=samples, seed=2)
     # Both encoders read the 4 reference trials once (not each of their 3 copies), then the 3 trials.
     assert trials_read == [4, 4, 3, 3]
-    torch.manual_seed(2)
-    copies = torch.as_tensor(np.nan_to_num(reference)).repeat(samples, 1, 1)
-    with torch.no_grad():
-        draws = model.observation.mean(model(copies, sample_posteriors=True).readout).numpy()
+    draws = every_copy_rates(model, reference, samples, 2)
     for trial, rates in zip(data, result["rates"]):
         observed = ~np.isnan(trial)
         log_lik = np.array([stats.poisson.logpmf(trial[observed], r[observed]).sum() for r in draws])

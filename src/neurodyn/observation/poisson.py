@@ -14,7 +14,12 @@ def poisson_nll(log_rate: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
 
     The ``log n!`` constant is kept so that values are comparable across models (bits per spike).
     """
-    return torch.exp(log_rate) - counts * log_rate + torch.lgamma(counts + 1.0)
+    return poisson_nll_without_log_factorial(log_rate, counts) + torch.lgamma(counts + 1.0)
+
+
+def poisson_nll_without_log_factorial(log_rate: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """``r - n log r`` per entry: ``poisson_nll`` less its ``log n!``, a constant of the counts."""
+    return torch.exp(log_rate) - counts * log_rate
 
 
 class Poisson(ObservationModel):
@@ -28,8 +33,7 @@ class Poisson(ObservationModel):
 
     def elementwise_nll_up_to_constant(self, readout: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # Without log n!: a constant of the counts, recomputed at every refinement step for nothing.
-        log_rate = readout[..., 0]
-        return torch.exp(log_rate) - target * log_rate
+        return poisson_nll_without_log_factorial(readout[..., 0], target)
 
     def pairwise_log_likelihood(self, readout: torch.Tensor, target: torch.Tensor, observed: torch.Tensor,
                                 max_entries: int = 2 ** 24) -> torch.Tensor:

@@ -22,7 +22,7 @@ import numpy as np
 
 from neurodyn.data.atomic import write_h5_atomic
 from neurodyn.errors import NeurodynError
-from neurodyn.runs.identity import read_run_info
+from neurodyn.runs.identity import DATA_PATH_SEPARATOR, file_sha256, read_run_info
 from neurodyn.runs.layout import RUN_INFO_FILE, SPLITS, find_output_dir, output_file_name
 
 REQUIRED_KEYS = ("rates", "factors", "trial_idx")
@@ -119,12 +119,18 @@ def read_run_outputs(run_dir: str | os.PathLike, rates_key: str = "rates",
     return outputs
 
 
+def _run_info_if_readable(folder: str | os.PathLike) -> dict | None:
+    """``folder/run.json``, or None when it is missing or damaged: for reading outputs, which do not
+    depend on it, a damaged record is no reason to stop (a missing output file is the clearer message)."""
+    try:
+        return read_run_info(Path(folder) / RUN_INFO_FILE)
+    except NeurodynError:
+        return None
+
+
 def _unfinished_status(folder: Path) -> str | None:
     """The status recorded in ``folder/run.json`` when it says the run has not finished (else None)."""
-    try:
-        info = read_run_info(folder / RUN_INFO_FILE)
-    except NeurodynError:  # a damaged record: the missing output file is the clearer message
-        return None
+    info = _run_info_if_readable(folder)
     status = None if info is None else info.get("status")
     return status if status in ("running", "interrupted") else None
 
@@ -137,12 +143,7 @@ def other_data_file_note(run_dir: str | os.PathLike, data_path: str | os.PathLik
     indices are scored against them. Only a note, not a refusal: the same recordings re-saved with an
     added key (behaviour, true latents) are a different file of the same trials. A run of several
     sessions records one hash for all its files, and a run without ``run.json`` none: no note."""
-    from neurodyn.runs.identity import DATA_PATH_SEPARATOR, file_sha256
-
-    try:
-        info = read_run_info(Path(run_dir) / RUN_INFO_FILE)
-    except NeurodynError:  # a damaged record: nothing to compare with, and scoring does not need it
-        return None
+    info = _run_info_if_readable(run_dir)
     if info is None or DATA_PATH_SEPARATOR in str(info.get("data_path", "")) or "data_sha256" not in info:
         return None
     if file_sha256(data_path) == info["data_sha256"]:
