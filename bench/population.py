@@ -9,6 +9,7 @@ worker-epochs per second and that process's peak resident memory (with its child
 trains one model for the same epochs in this process (W = 1).
 
     python bench/population.py [--workers 8 20] [--epochs 2] [--engines population embedded single]
+                               [--device cpu|cuda] [--backend library|loop|compiled]
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ MODEL = dict(ic_enc_dim=64, ci_enc_dim=64, con_dim=64, co_dim=4, ic_dim=64, gen_
              batch_size=128, batch_threads=1)
 
 
-def _row(engine: str, workers: int, epochs: int, device: str) -> dict:
+def _row(engine: str, workers: int, epochs: int, device: str, backend: str | None) -> dict:
     import torch
+
+    from neurodyn.lfads import population as population_model
+    if backend is not None:  # compare the population's recurrent backends (e.g. the GPU's library vs loop)
+        population_model.recurrent_backend = lambda _device: backend
 
     from neurodyn.config import LfadsConfig
     from neurodyn.data.seed_format import split_trials
@@ -59,7 +64,8 @@ def _row(engine: str, workers: int, epochs: int, device: str) -> dict:
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
     gpu_peak = torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda" else 0.0
-    return dict(engine=engine, workers=len(results), seconds=seconds, worker_epochs_per_s=len(results) * epochs / seconds,
+    label = engine if backend is None or engine != "population" else f"{engine} ({backend})"
+    return dict(engine=label, workers=len(results), seconds=seconds, worker_epochs_per_s=len(results) * epochs / seconds,
                 peak_mib=peak, gpu_peak_mib=gpu_peak,
                 mean_metric=sum(r.metric for r in results) / len(results))
 
@@ -71,12 +77,15 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["population", "embedded", "single"],
                         choices=["population", "embedded", "single"])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--backend", choices=["library", "loop", "compiled"],
+                        help="the population's recurrent backend (default: the device's own choice, "
+                             "neurodyn.lfads.population.recurrent_backend)")
     parser.add_argument("--row", nargs=2, metavar=("ENGINE", "WORKERS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.row:
-        print(json.dumps(_row(args.row[0], int(args.row[1]), args.epochs, args.device)))
+        print(json.dumps(_row(args.row[0], int(args.row[1]), args.epochs, args.device, args.backend)))
         return
-    print(f"{'engine':>10} {'workers':>7} {'seconds':>8} {'worker-epochs/s':>16} {'peak MiB':>9} "
+    print(f"{'engine':>20} {'workers':>7} {'seconds':>8} {'worker-epochs/s':>16} {'peak MiB':>9} "
           f"{'GPU MiB':>8} {'mean metric':>12}")
     for workers in args.workers:
         for engine in args.engines:
@@ -84,8 +93,10 @@ def main() -> None:
                 continue
             command = [sys.executable, __file__, "--row", engine, str(1 if engine == "single" else workers),
                        "--epochs", str(args.epochs), "--device", args.device]
+            if args.backend:
+                command += ["--backend", args.backend]
             row = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
-            print(f"{row['engine']:>10} {row['workers']:>7} {row['seconds']:>8.1f} {row['worker_epochs_per_s']:>16.3f} "
+            print(f"{row['engine']:>20} {row['workers']:>7} {row['seconds']:>8.1f} {row['worker_epochs_per_s']:>16.3f} "
                   f"{row['peak_mib']:>9.0f} {row['gpu_peak_mib']:>8.0f} {row['mean_metric']:>12.5f}")
 
 

@@ -23,8 +23,14 @@ def recorded_training_masks(monkeypatch):
     return seen
 
 
-@pytest.fixture(params=["pytorch-loops", "compiled-kernels"])
+@pytest.fixture(params=["pytorch-loops", "compiled-kernels", "library-kernels"])
 def recurrent_loops(request, monkeypatch):
-    """Run a test with the PyTorch recurrent loops and again with the compiled kernels (on CPU), so a
-    comparison of two models (e.g. a population and its single models) covers both implementations."""
+    """Run a test with the PyTorch recurrent loops, again with the compiled kernels (on CPU) and again with
+    a population's GPU backend (``library``: its block-diagonal encoder GRU runs on the CPU too; the fused
+    gate kernel's CPU stand-in is the same arithmetic, checked against the real kernel on a GPU), so a
+    comparison of two models (e.g. a population and its single models) covers every implementation."""
     monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", "1" if request.param == "compiled-kernels" else "0")
+    if request.param == "library-kernels":
+        from neurodyn.lfads import population
+
+        monkeypatch.setattr(population, "recurrent_backend", lambda device: "library")

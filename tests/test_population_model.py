@@ -20,7 +20,7 @@ OBSERVATION_OPTIONS = {"poisson": {}, "zig": dict(s_min=0.1, gamma_prior=5.0, l2
                        "gamma": dict(gamma_prior=5.0, l2_gamma_distance_scale=0.01)}
 
 
-# Every test runs twice: with the PyTorch loops and with the compiled kernels (conftest.recurrent_loops).
+# Every test runs three times: PyTorch loops, compiled kernels, the GPU backend (conftest.recurrent_loops).
 pytestmark = pytest.mark.usefixtures("recurrent_loops")
 
 
@@ -158,6 +158,7 @@ def test_population_runs_its_loops_in_the_compiled_kernels_on_cpu(monkeypatch, c
     the autonomous generator) is one stacked kernel call; the comparison above then checks their numbers."""
     from neurodyn.lfads import compiled_rnn, population as population_module
 
+    monkeypatch.undo()  # this test checks the CPU's own choice of backend, whatever the fixture chose
     monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", "1")
     if compiled_rnn.load_compiled_rnn() is None:
         pytest.fail("the compiled kernels must build on the project's machines (gcc + ninja)")
@@ -176,3 +177,49 @@ def test_population_runs_its_loops_in_the_compiled_kernels_on_cpu(monkeypatch, c
         assert calls == [("run_gru_sequence", 3), ("run_gru_sequence", 3), ("run_controlled_decoder", 3)]
     else:
         assert calls == [("run_gru_sequence", 3), ("run_gru_sequence", 3)]
+
+
+def test_each_device_gets_its_recurrent_backend(monkeypatch):
+    from neurodyn.lfads import population as population_module
+
+    monkeypatch.undo()  # the real choice, not the fixture's
+    assert population_module.recurrent_backend(torch.device("cuda")) == "library"
+    monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", "0")
+    assert population_module.recurrent_backend(torch.device("cpu")) == "loop"
+
+
+def test_block_diagonal_encoders_split_workers_into_groups_and_match_one_group(monkeypatch):
+    """Workers beyond ``MAX_BLOCK_DIAGONAL_UNITS`` go to further GRU calls; the numbers do not change."""
+    from neurodyn.lfads import population as population_module
+
+    monkeypatch.setattr(population_module, "recurrent_backend", lambda device: "library")
+    models = _models(co_dim=2)
+    population = PopulationLFADS.from_models(models)
+    data, _ = _data(len(models), "poisson")
+    whole = population(data, sample_posteriors=False)
+    calls = []
+    original = population_module.bidirectional_gru_block_diagonal
+    monkeypatch.setattr(population_module, "bidirectional_gru_block_diagonal",
+                        lambda x, *args: calls.append(x.shape[0]) or original(x, *args))
+    monkeypatch.setattr(population_module, "MAX_BLOCK_DIAGONAL_UNITS", 2 * SMALL["ic_enc_dim"])
+    grouped = population(data, sample_posteriors=False)
+    assert calls[:2] == [2, 1]  # the IC encoder (5 units): groups of two workers
+    torch.testing.assert_close(grouped.readout, whole.readout, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_the_fused_gate_kernel_computes_the_gru_gates():
+    from neurodyn.lfads.population import _fused_gru_gates, _gru_gates
+
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    shapes = {"gates_x": (3, 4, 15), "gates_h": (3, 4, 15), "h": (3, 4, 5)}
+    inputs = {name: torch.randn(shape, generator=generator, device="cuda", dtype=torch.float64, requires_grad=True)
+              for name, shape in shapes.items()}
+    weight = torch.randn((3, 4, 5), generator=generator, device="cuda", dtype=torch.float64)
+    fused = _fused_gru_gates(**inputs)
+    plain = _gru_gates(**inputs)
+    torch.testing.assert_close(fused, plain, rtol=1e-12, atol=1e-12)
+    fused_gradients = torch.autograd.grad((fused * weight).sum(), list(inputs.values()))
+    plain_gradients = torch.autograd.grad((plain * weight).sum(), list(inputs.values()))
+    for name, got, expected in zip(inputs, fused_gradients, plain_gradients):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12, msg=name)

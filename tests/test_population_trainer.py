@@ -28,7 +28,7 @@ WORKERS = [
 TRIALS, STEPS, NEURONS, EXT = 20, 7, 5, 2
 
 
-# Every test runs twice: with the PyTorch loops and with the compiled kernels (conftest.recurrent_loops).
+# Every test runs three times: PyTorch loops, compiled kernels, the GPU backend (conftest.recurrent_loops).
 pytestmark = pytest.mark.usefixtures("recurrent_loops")
 
 
@@ -167,8 +167,19 @@ def test_exploit_copies_a_worker_inside_the_stack_and_states_round_trip():
 
 
 def test_a_non_finite_worker_skips_its_step_and_leaves_the_others_alone():
+    _check_a_non_finite_worker_is_skipped_alone(_configs())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_a_non_finite_worker_skips_its_step_and_leaves_the_others_alone():
+    """On a GPU the workers' encoders share one cuDNN call: a worker's infinite gradient must not reach
+    the others there."""
+    _check_a_non_finite_worker_is_skipped_alone([LfadsConfig(**{**config.model_dump(), "device": "cuda"})
+                                                  for config in _configs()])
+
+
+def _check_a_non_finite_worker_is_skipped_alone(configs):
     inputs = _inputs({})
-    configs = _configs()
     population = PopulationTrainer.from_configs(configs, **inputs, dtype=torch.float64)
     singles = [_single(config, inputs) for config in configs]
     with torch.no_grad():

@@ -4,9 +4,11 @@ PBT trains many workers that share an architecture and differ only in hyperparam
 one module, every parameter of ``LFADS`` gets a leading worker axis ``W`` (``(W, *shape)``) and
 every activation one too: a batch is ``(W, B, T, N)`` (each worker its own trials and masks). The
 recurrent loops (bidirectional encoders, controller, generator) advance all workers in one
-batched matrix product per time step; nothing loops over workers in the compute. On CPU the loops
-run in the compiled kernels of ``compiled_rnn`` in their stacked form (worker k's numbers are those
-of the single-model kernel), elsewhere (GPU, no compiler) in the PyTorch loops below.
+batched matrix product per time step; nothing loops over workers in the compute. Which code runs
+the loops is ``recurrent_backend``'s choice: on CPU the compiled kernels of ``compiled_rnn`` in their
+stacked form (worker k's numbers are those of the single-model kernel); on a GPU PyTorch's own
+kernels (``library``: each bidirectional encoder one cuDNN call, the decoder's GRU steps in the
+fused gate kernel); otherwise (no compiler) the plain PyTorch loops below.
 
 The mathematics is ``LFADS``'s, step for step (see ``lfads.model``, ``lfads.decoder``,
 ``lfads.encoders``, ``lfads.priors``, ``observation``, ``lfads.stitching``): the same per-session
@@ -21,6 +23,8 @@ a single model with the same generator would.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +41,23 @@ from neurodyn.observation.zig import PARAM_FLOOR, Q_CLIP, SCALE_SOFTNESS, zig_nl
 
 # Observation models the population can batch (their parameters are stacked like the rest).
 BATCHED_OBSERVATIONS = ("poisson", "zig", "gamma")
+# The library backend runs a group of workers' encoders as one GRU whose weights are block-diagonal
+# (worker k's units only see worker k's inputs and units). Its matrix products do (group size) times
+# the needed arithmetic, so groups are capped at this many units: at the reference size (64 units per
+# direction) up to 32 workers share one call, a few milliseconds of an H100's time per training step.
+MAX_BLOCK_DIAGONAL_UNITS = 2048
+
+
+def recurrent_backend(device: torch.device) -> str:
+    """Which implementation runs the population's recurrent loops on ``device``: ``"compiled"`` (CPU
+    with the compiled kernels built), ``"library"`` (a CUDA GPU: cuDNN for the encoders, the fused GRU
+    gate kernel for the decoder, far fewer kernel launches than the loops) or ``"loop"`` (the plain
+    PyTorch loops). All three compute the same numbers (tests compare them in float64)."""
+    if device.type == "cuda":
+        return "library"
+    if device.type == "cpu" and load_compiled_rnn() is not None:
+        return "compiled"
+    return "loop"
 
 
 @dataclass
@@ -81,19 +102,101 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     return out.view(workers, *inner, weight.shape[1])
 
 
-def _gru_step(gates_x: torch.Tensor, h: torch.Tensor, w_hh_t: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
-    """One GRU step for all workers (PyTorch gate order r, z, n), input projection already done.
-
-    gates_x ``(W, B, 3H)`` = ``W_ih x + b_ih``; h ``(W, B, H)``; w_hh_t ``(W, H, 3H)`` (transposed);
-    b_hh ``(W, 1, 3H)``. ``n = tanh(x_n + r * (W_hn h + b_hn))``, ``h' = n + z (h - n)``.
-    """
+def _gru_gates(gates_x: torch.Tensor, gates_h: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """The GRU's gate arithmetic (PyTorch gate order r, z, n) on any leading shape: gates_x ``W_ih x +
+    b_ih`` and gates_h ``W_hh h + b_hh`` ``(..., 3H)``, h ``(..., H)``. ``n = tanh(x_n + r * h_n)``,
+    ``h' = n + z (h - n)``."""
     hidden = h.shape[-1]
-    gates_h = torch.baddbmm(b_hh, h, w_hh_t)
     x_rz, x_n = gates_x.split([2 * hidden, hidden], dim=-1)
     h_rz, h_n = gates_h.split([2 * hidden, hidden], dim=-1)
     reset, update = torch.sigmoid(x_rz + h_rz).chunk(2, dim=-1)
     candidate = torch.tanh(torch.addcmul(x_n, reset, h_n))
     return torch.lerp(candidate, h, update)
+
+
+def _fused_gru_gates(gates_x: torch.Tensor, gates_h: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """``_gru_gates`` in one kernel on a CUDA GPU (the one ``nn.GRUCell`` uses there; its backward is
+    one kernel too), on CPU the same arithmetic in PyTorch operations (no CPU kernel exists). Shapes
+    as ``_gru_gates``; the fused kernel takes 2-D rows, so the leading axes are flattened."""
+    if not gates_x.is_cuda:
+        return _gru_gates(gates_x, gates_h, h)
+    hidden = h.shape[-1]
+    new_h, _ = torch.ops.aten._thnn_fused_gru_cell(gates_x.reshape(-1, 3 * hidden), gates_h.reshape(-1, 3 * hidden),
+                                                   h.reshape(-1, hidden))
+    return new_h.view(h.shape)
+
+
+def _gru_step(gates_x: torch.Tensor, h: torch.Tensor, w_hh_t: torch.Tensor, b_hh: torch.Tensor,
+              fused: bool = False) -> torch.Tensor:
+    """One GRU step for all workers, input projection already done: gates_x ``(W, B, 3H)`` = ``W_ih x +
+    b_ih``; h ``(W, B, H)``; w_hh_t ``(W, H, 3H)`` (transposed); b_hh ``(W, 1, 3H)``. ``fused``: the gate
+    arithmetic in ``_fused_gru_gates``."""
+    gates_h = torch.baddbmm(b_hh, h, w_hh_t)
+    return (_fused_gru_gates if fused else _gru_gates)(gates_x, gates_h, h)
+
+
+def _block_diagonal_gates(weight: torch.Tensor) -> torch.Tensor:
+    """Per-worker GRU weights ``(W, 3H, D)`` as one GRU's weight ``(3 W H, W D)`` whose gate g, worker k,
+    unit j (row ``g W H + k H + j``) reads only worker k's inputs (columns ``k D .. k D + D - 1``)."""
+    workers, gate_rows, inputs = weight.shape
+    per_gate = weight.view(workers, 3, gate_rows // 3, inputs)
+    identity = torch.eye(workers, dtype=weight.dtype, device=weight.device)
+    return torch.einsum("kgjd,kl->gkjld", per_gate, identity).reshape(gate_rows * workers, workers * inputs)
+
+
+def _gate_major(bias: torch.Tensor) -> torch.Tensor:
+    """Per-worker biases ``(W, 3H)`` in the order of ``_block_diagonal_gates``'s rows ``(3 W H,)``."""
+    workers, gate_rows = bias.shape
+    return bias.view(workers, 3, gate_rows // 3).transpose(0, 1).reshape(-1)
+
+
+def _isolate_workers(gradient: torch.Tensor, worker_axis: int, isolated: torch.Tensor) -> torch.Tensor:
+    """A gradient hook's work: zero the gradient of every worker (along ``worker_axis``) that holds a
+    non-finite entry, and mark those workers in ``isolated`` ``(W,)`` bool (in place)."""
+    per_worker = torch.isfinite(gradient).movedim(worker_axis, 0).flatten(1).all(1)
+    isolated |= ~per_worker
+    shape = [1] * gradient.dim()
+    shape[worker_axis] = -1
+    return torch.where(per_worker.view(shape), gradient, torch.zeros((), dtype=gradient.dtype, device=gradient.device))
+
+
+def bidirectional_gru_block_diagonal(x: torch.Tensor, weights: dict[str, torch.Tensor], initial: torch.Tensor,
+                                     isolated: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """W workers' bidirectional GRUs as one library GRU call (cuDNN on a GPU) with block-diagonal weights.
+
+    x ``(W, B, T, D)``; ``weights`` the stacked ``nn.GRU`` parameters (``weight_ih_l0`` ``(W, 3H, D)``,
+    ``weight_hh_l0`` ``(W, 3H, H)``, ``bias_ih_l0``/``bias_hh_l0`` ``(W, 3H)`` and the ``_reverse`` ones);
+    initial ``(W, 2, 1, H)`` (forward, backward). Returns the states ``(W, B, T, 2H)`` (forward then
+    backward direction, both aligned with the input's time) and the final states ``(W, B, 2H)``.
+
+    In the backward pass the workers meet in one matrix product, where a worker's non-finite gradient
+    would spread to every other through the zero blocks (0 x inf is NaN). So a worker whose gradient
+    reaching the call is not finite gets zeros there instead and is marked in ``isolated`` ``(W,)``
+    bool, for the trainer to skip its step as it would skip it anyway.
+    """
+    workers, batch, num_steps, inputs = x.shape
+    hidden = weights["weight_hh_l0"].shape[2]
+    params = []
+    for suffix in ("", "_reverse"):
+        params += [_block_diagonal_gates(weights["weight_ih_l0" + suffix]),
+                   _block_diagonal_gates(weights["weight_hh_l0" + suffix]),
+                   _gate_major(weights["bias_ih_l0" + suffix]), _gate_major(weights["bias_hh_l0" + suffix])]
+    time_major = x.permute(2, 1, 0, 3).reshape(num_steps, batch, workers * inputs)
+    h0 = initial[:, :, 0].transpose(0, 1).reshape(2, 1, workers * hidden).expand(2, batch, -1).contiguous()
+    with warnings.catch_warnings():
+        # cuDNN copies weights that are not one contiguous buffer (ours are built at every call anyway).
+        warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
+        # train=True: cuDNN's backward refuses a pass run in inference mode (dropout is 0 either way).
+        output, final = torch._VF.gru(time_major, h0, params, True, 1, 0.0, True, True, False)
+    if isolated is not None and output.requires_grad:
+        output.register_hook(lambda grad: _isolate_workers(grad.view(num_steps, batch, 2, workers, hidden), 3,
+                                                           isolated).view(grad.shape))
+        final.register_hook(lambda grad: _isolate_workers(grad.view(2, batch, workers, hidden), 2,
+                                                          isolated).view(grad.shape))
+    states = output.view(num_steps, batch, 2, workers, hidden).permute(3, 1, 0, 2, 4).reshape(
+        workers, batch, num_steps, 2 * hidden)
+    final = final.view(2, batch, workers, hidden).permute(2, 1, 0, 3).reshape(workers, batch, 2 * hidden)
+    return states, final
 
 
 class PopulationLFADS(nn.Module):
@@ -131,6 +234,7 @@ class PopulationLFADS(nn.Module):
         for name, value in template.named_buffers():
             self.register_buffer(_key(name), value.detach().unsqueeze(0).repeat(num_workers, *([1] * value.dim())))
         self.dropout_p = [float(template.dropout.p)] * num_workers
+        self._isolated_workers = torch.zeros(num_workers, dtype=torch.bool)
         scales = getattr(template.observation, "gamma_scales", None)
         self.scale_prior = [scales.prior if scales else 0.0] * num_workers
         self.scale_weight = [scales.weight if scales else 0.0] * num_workers
@@ -250,6 +354,7 @@ class PopulationLFADS(nn.Module):
         if (ext_input is None) != (self.ext_input_dim == 0):
             raise NeurodynError(f"the population takes {self.ext_input_dim} measured inputs per step; got "
                                 f"{'none' if ext_input is None else tuple(ext_input.shape)}")
+        self._isolated_workers = torch.zeros(workers, dtype=torch.bool, device=encoder_input.device)
         mask = self.encoder_mask(num_steps).unsqueeze(1)
         x = encoder_input * mask
         if noise is not None:
@@ -281,6 +386,12 @@ class PopulationLFADS(nn.Module):
         readout = readout.view(workers, batch, num_steps, self.num_neurons, -1)
         return LfadsOutput(readout, factors, ic_mean, ic_std, co_mean, co_std, co_sample, states)
 
+    def isolated_workers(self) -> torch.Tensor:
+        """``(W,)`` bool: the workers whose non-finite gradient was held back from the others in the last
+        backward pass through the last forward pass (see ``bidirectional_gru_block_diagonal``; only the
+        library backend joins workers in one product). Their gradients are not to be used."""
+        return self._isolated_workers
+
     def _readin(self, x: torch.Tensor, session: torch.Tensor | None) -> torch.Tensor:
         """``SessionReadin`` for all workers: x ``(W, B, T, D)``, session ``(W, B)`` -> ``(W, B, T, readin_dim)``
         (one weight ``(W, R, D)``, a bias per worker and session ``(W, S, R)``)."""
@@ -305,6 +416,9 @@ class PopulationLFADS(nn.Module):
         is the cheaper tensor to reverse)."""
         workers, batch, num_steps, _ = x.shape
         g = f"{prefix}.gru."
+        backend = recurrent_backend(x.device)
+        if backend == "library":
+            return self._bidirectional_library(prefix, x, outputs)
         w_ih = torch.cat([self._stacked(g + "weight_ih_l0"), self._stacked(g + "weight_ih_l0_reverse")])
         b_ih = torch.cat([self._stacked(g + "bias_ih_l0"), self._stacked(g + "bias_ih_l0_reverse")])
         w_hh = torch.cat([self._stacked(g + "weight_hh_l0"), self._stacked(g + "weight_hh_l0_reverse")])
@@ -314,9 +428,8 @@ class PopulationLFADS(nn.Module):
         projection = _linear(time_major, w_ih, b_ih)  # (2W, T, B, 3H)
         initial = self._stacked(f"{prefix}.initial_state")  # (W, 2, 1, H)
         h = torch.cat([initial[:, 0], initial[:, 1]]).expand(2 * workers, batch, hidden)
-        kernel = load_compiled_rnn() if x.device.type == "cpu" else None
-        if kernel is not None:
-            states = run_gru_sequence(kernel, projection.transpose(0, 1), h, w_hh, b_hh)  # (T, 2W, B, H)
+        if backend == "compiled":
+            states = run_gru_sequence(load_compiled_rnn(), projection.transpose(0, 1), h, w_hh, b_hh)  # (T, 2W, B, H)
             h = states[-1]
             states = states.permute(1, 2, 0, 3)  # (2W, B, T, H)
         else:
@@ -330,6 +443,26 @@ class PopulationLFADS(nn.Module):
         if not outputs:
             return None, final
         return torch.cat([states[:workers], states[workers:].flip(2)], dim=-1), final
+
+    def _bidirectional_library(self, prefix: str, x: torch.Tensor, outputs: bool
+                               ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """``_bidirectional`` through ``bidirectional_gru_block_diagonal``, workers in groups of at most
+        ``MAX_BLOCK_DIAGONAL_UNITS`` units."""
+        g = f"{prefix}.gru."
+        names = [name + suffix for suffix in ("", "_reverse")
+                 for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")]
+        weights = {name: self._stacked(g + name) for name in names}
+        initial = self._stacked(f"{prefix}.initial_state")
+        group = max(1, MAX_BLOCK_DIAGONAL_UNITS // weights["weight_hh_l0"].shape[2])
+        states, finals = [], []
+        for start in range(0, x.shape[0], group):
+            part = slice(start, start + group)
+            group_states, group_final = bidirectional_gru_block_diagonal(
+                x[part], {name: value[part] for name, value in weights.items()}, initial[part],
+                self._isolated_workers[part])
+            states.append(group_states)
+            finals.append(group_final)
+        return (torch.cat(states) if outputs else None), torch.cat(finals)
 
     def _clip(self, h: torch.Tensor) -> torch.Tensor:
         return torch.clamp(h, -self.cell_clip_value, self.cell_clip_value)
@@ -357,10 +490,10 @@ class PopulationLFADS(nn.Module):
                     ext_input: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         w_hh = self._stacked("decoder.generator.weight_hh_l0")
         b_hh = self._stacked("decoder.generator.bias_hh_l0")
-        kernel = load_compiled_rnn() if gen_init.device.type == "cpu" else None
-        if kernel is not None:
+        backend = recurrent_backend(gen_init.device)
+        if backend == "compiled":
             projection = self._generator_input_projection(ext_input, num_steps, gen_init.shape[1])
-            states = run_gru_sequence(kernel, projection, gen_init, w_hh, b_hh, clip=self.cell_clip_value)
+            states = run_gru_sequence(load_compiled_rnn(), projection, gen_init, w_hh, b_hh, clip=self.cell_clip_value)
             states = states.permute(1, 2, 0, 3)  # (W, B, T, G)
         else:
             bias = self._generator_input_bias(ext_input)
@@ -368,7 +501,7 @@ class PopulationLFADS(nn.Module):
             h, steps = gen_init, []
             for t in range(num_steps):
                 gates_x = bias if ext_input is None else bias[t]
-                h = self._clip(_gru_step(gates_x.expand(*h.shape[:2], -1), h, w_hh_t, b_hh))
+                h = self._clip(_gru_step(gates_x.expand(*h.shape[:2], -1), h, w_hh_t, b_hh, backend == "library"))
                 steps.append(h)
             states = torch.stack(steps, dim=2)  # (W, B, T, G)
         kept = states if noise is None else states * noise.state_keep
@@ -384,10 +517,11 @@ class PopulationLFADS(nn.Module):
         w_con_ih = self._stacked("decoder.controller.weight_ih_l0")
         w_ci, w_factor_in = w_con_ih.split([ci_dim, factor_weight.shape[1]], dim=2)
         ci_projection = _linear(controller_inputs, w_ci, self._stacked("decoder.controller.bias_ih_l0"))
-        kernel = load_compiled_rnn() if gen_init.device.type == "cpu" else None
-        if kernel is not None:
-            return self._controlled_compiled(kernel, gen_init, ci_projection, w_factor_in, factor_weight, sample,
+        backend = recurrent_backend(gen_init.device)
+        if backend == "compiled":
+            return self._controlled_compiled(load_compiled_rnn(), gen_init, ci_projection, w_factor_in, factor_weight, sample,
                                              noise, ext_input)
+        fused = backend == "library"
         w_factor_in_t = w_factor_in.transpose(1, 2)
         w_con_hh_t = self._stacked("decoder.controller.weight_hh_l0").transpose(1, 2)
         b_con_hh = self._stacked("decoder.controller.bias_hh_l0").unsqueeze(1)
@@ -406,12 +540,12 @@ class PopulationLFADS(nn.Module):
         factors, means, stds, samples, gen_states = [], [], [], [], []
         for t in range(num_steps):
             gates_x = torch.baddbmm(ci_projection[t], factor, w_factor_in_t)
-            con_h = self._clip(_gru_step(gates_x, con_h, w_con_hh_t, b_con_hh))
+            con_h = self._clip(_gru_step(gates_x, con_h, w_con_hh_t, b_con_hh, fused))
             co_mean, co_logvar = torch.baddbmm(b_co, con_h, w_co_t).chunk(2, dim=-1)
             co_std = torch.exp(0.5 * co_logvar)
             co = co_mean if co_noise is None else torch.addcmul(co_mean, co_std, co_noise[t])
             step_bias = gen_bias if ext_input is None else gen_bias[t]
-            gen_h = self._clip(_gru_step(torch.baddbmm(step_bias, co, w_gen_co_t), gen_h, w_gen_hh_t, b_gen_hh))
+            gen_h = self._clip(_gru_step(torch.baddbmm(step_bias, co, w_gen_co_t), gen_h, w_gen_hh_t, b_gen_hh, fused))
             factor = torch.bmm(gen_h if keep is None else gen_h * keep[t + 1], factor_weight_t)
             factors.append(factor)
             means.append(co_mean)

@@ -181,7 +181,7 @@ class PopulationTrainer:
         gradients = [torch.zeros_like(p) if g is None else g for p, g in zip(self.parameters, gradients)]
         norms = self._clip_gradients(gradients)
         terms = torch.stack([total, nll, kl_ic, kl_co, l2], dim=1).detach().to(torch.float64).cpu()
-        finite = (torch.isfinite(norms).cpu() & torch.isfinite(terms[:, 0])).tolist()
+        finite = (torch.isfinite(norms).cpu() & torch.isfinite(terms[:, 0]) & ~self.model.isolated_workers().cpu()).tolist()
         for k, ok in enumerate(finite):
             if not ok:  # a non-finite step would poison the weights (LfadsTrainer skips it the same way)
                 self.members[k].skipped_steps += 1

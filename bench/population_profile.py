@@ -1,0 +1,74 @@
+"""Where a population's training step spends its time: seconds per step and the operations that take it.
+
+Workload: bench/population.py's (the reference model of bench/speed.py, batch 128, CD on), ``W``
+workers in one ``PopulationTrainer``. Prints, per recurrent backend, the mean seconds of a training
+step (after two warm-up steps; the GPU synchronised) and the number of operator calls per step, then
+the profiler's table of the operators with the most host (CPU) time, which on a GPU shows whether
+the step waits on launching kernels (many calls of a few microseconds each) or on arithmetic.
+
+    python bench/population_profile.py [--device cuda] [--workers 8] [--backends library loop] [--steps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from neurodyn.config import LfadsConfig
+from neurodyn.data.seed_format import split_trials
+from neurodyn.lfads import population as population_model
+from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
+from neurodyn.train.population_trainer import PopulationTrainer
+
+MODEL = dict(ic_enc_dim=64, ci_enc_dim=64, con_dim=64, co_dim=4, ic_dim=64, gen_dim=100, factors_dim=40,
+             batch_size=128, batch_threads=1)
+
+
+def _population(workers: int, device: str) -> PopulationTrainer:
+    dataset = make_lorenz_spikes(num_conditions=65, trials_per_condition=20, seed=0)
+    train_idx, valid_idx = split_trials(dataset.num_trials, 0.2, 0, dataset.condition)
+    configs = [LfadsConfig(**MODEL, device=device, seed=w, learning_rate_init=4e-3 * (1 + 0.1 * w),
+                           keep_ratio=0.6 + 0.02 * (w % 10)) for w in range(workers)]
+    return PopulationTrainer.from_configs(configs, dataset.data[train_idx], dataset.data[valid_idx])
+
+
+def _synchronise(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--backends", nargs="+", default=["library", "loop"], choices=["library", "loop", "compiled"])
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--rows", type=int, default=15, help="operators listed per backend")
+    args = parser.parse_args()
+    original = population_model.recurrent_backend
+    population = _population(args.workers, args.device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
+    for backend in args.backends:
+        population_model.recurrent_backend = lambda _device, backend=backend: backend
+        population.train_epoch(max_steps=2)  # warm-up: allocator, cuDNN plans
+        _synchronise(args.device)
+        started = time.perf_counter()
+        population.train_epoch(max_steps=args.steps)
+        _synchronise(args.device)
+        seconds = (time.perf_counter() - started) / args.steps
+        with profile(activities=activities) as profiler:
+            population.train_epoch(max_steps=1)
+            _synchronise(args.device)
+        events = profiler.key_averages()
+        calls = sum(event.count for event in events if event.key.startswith("aten::"))
+        print(f"\n== backend {backend}: {seconds * 1e3:.1f} ms per training step of {args.workers} workers "
+              f"({args.device}), {calls} aten operator calls per step")
+        print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows, max_name_column_width=40))
+    population_model.recurrent_backend = original
+
+
+if __name__ == "__main__":
+    main()
