@@ -2,7 +2,8 @@
 
 Workload: bench/speed.py's reference (29 neurons x 50 bins, 1040 training + 260 validation trials,
 batch 128, ic/ci encoders 64, controller 64, co_dim 4, ic_dim 64, generator 100, factors 40, CD on).
-Each worker has its own seed, learning rate and keep_ratio. A row times one generation of
+Each worker has its own seed, learning rate and keep_ratio. On a GPU the population replays its
+training step from a CUDA graph; ``NEURODYN_CUDA_GRAPHS=0`` in the environment times it without. A row times one generation of
 ``--epochs`` epochs for ``W`` workers through the engine, set-up included (building the trainers;
 for the embedded engine also starting its processes), in a fresh process, and reports
 worker-epochs per second and that process's peak resident memory (with its children's). ``single``
@@ -64,7 +65,12 @@ def _row(engine: str, workers: int, epochs: int, device: str, backend: str | Non
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
     gpu_peak = torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda" else 0.0
-    label = engine if backend is None or engine != "population" else f"{engine} ({backend})"
+    from neurodyn.train.cuda_graphs import cuda_graphs_enabled
+
+    notes = [backend] if backend else []
+    if device == "cuda" and not cuda_graphs_enabled():
+        notes.append("no graphs")
+    label = f"{engine} ({', '.join(notes)})" if notes and engine == "population" else engine
     return dict(engine=label, workers=len(results), seconds=seconds, worker_epochs_per_s=len(results) * epochs / seconds,
                 peak_mib=peak, gpu_peak_mib=gpu_peak,
                 mean_metric=sum(r.metric for r in results) / len(results))

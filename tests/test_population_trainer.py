@@ -226,14 +226,88 @@ def test_different_batch_sizes_and_different_data_are_refused():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("case", [CASES["autonomous"], CASES["controller-heldout-ext"]], ids=["autonomous", "controller"])
 def test_on_a_gpu_each_worker_follows_its_single_trainer(case):
+    """On a GPU the population's full-size steps are replayed from a CUDA graph (after one warm-up step
+    here: each epoch has one full batch and a smaller last one, which runs eagerly)."""
     inputs = _inputs(case)
     configs = [LfadsConfig(**{**config.model_dump(), "device": "cuda"}) for config in _configs(**case)]
     population = PopulationTrainer.from_configs(configs, **inputs, dtype=torch.float64)
+    population.captured_step.warmup_steps = 1
     singles = [_single(config, inputs) for config in configs]
     assert population.device.type == "cuda"
-    for _ in range(2):
+    for _ in range(3):
         population.step_epoch()
         for single in singles:
             single.step_epoch()
+    assert (population.captured_step.failure, population.captured_step.replays) == (None, 2)
     for k, single in enumerate(singles):
         assert_worker_matches(population, k, single, tolerance=1e-8)
+
+
+def _replay_by_running(step, static_inputs, stream):
+    """A stand-in for recording a CUDA graph (CPU): a replay runs the step on the static inputs."""
+    outputs = {}
+    return (lambda: outputs.update(step(static_inputs))), outputs
+
+
+def test_a_replayed_step_reads_every_input_afresh():
+    """The recorded step sees only the tensors ``_step_inputs`` hands it (copied into the graph's static
+    inputs at each step): replayed, the population follows the eager population exactly, including
+    exploit, a changed hyperparameter and a skipped non-finite step."""
+    from neurodyn.train.cuda_graphs import CapturedStep
+
+    case = CASES["zig-controller"]
+    inputs = _inputs(case)
+    eager = PopulationTrainer.from_configs(_configs(**case), **inputs, dtype=torch.float64)
+    replayed = PopulationTrainer.from_configs(_configs(**case), **inputs, dtype=torch.float64)
+    replayed.captured_step = CapturedStep(replayed._step, enabled=True, warmup_steps=1, capture=_replay_by_running)
+    for epoch in range(4):
+        if epoch == 2:
+            for population in (eager, replayed):
+                population.exploit(0, 2)
+                population.set_hyperparameters(1, learning_rate_init=3e-3, keep_prob=0.6, kl_ic_weight=0.5,
+                                                 gamma_prior=3.0, l2_gamma_distance_scale=0.1, max_grad_norm=0.1)
+                with torch.no_grad():
+                    population.model.weights["readout__bias"][2].fill_(math.nan)
+        if epoch == 3:
+            for population in (eager, replayed):
+                population.exploit(2, 1)
+        eager.step_epoch()
+        replayed.step_epoch()
+        if epoch == 2:  # the NaN worker skipped its steps (exploit at the next epoch copies the count over)
+            assert replayed.members[2].skipped_steps == eager.members[2].skipped_steps > 0
+    assert replayed.captured_step.replays == 3
+    for k in range(3):
+        untimed = [[{key: value for key, value in row.items() if key != "seconds"} for row in population.members[k].history]
+                   for population in (replayed, eager)]
+        np.testing.assert_equal(*untimed)  # NaN equals NaN here
+        for name, value in eager.model.worker_state_dict(k).items():
+            assert torch.equal(replayed.model.worker_state_dict(k)[name], value), name
+
+
+def test_a_step_reads_only_its_input_tensors():
+    """What a CUDA graph needs: ``_step`` depends on its inputs and the tensors it updates in place, not
+    on Python state (configs, schedules, settings) read at the time it runs, which a recorded graph
+    would hold frozen."""
+    case = CASES["zig-controller"]
+    population = PopulationTrainer.from_configs(_configs(**case), **_inputs(case), dtype=torch.float64)
+    population.step_epoch()
+    trials = [torch.arange(8)] * 3
+    ramp = population._per_worker([0.5] * 3)
+    inputs = population._step_inputs(trials, ramp, ramp)
+    tensors = [*population.parameters, *population.exp_avg, *population.exp_avg_sq]
+    before = [tensor.detach().clone() for tensor in tensors]
+    first = population._step(inputs)
+    after_first = [tensor.detach().clone() for tensor in tensors]
+    with torch.no_grad():
+        for tensor, value in zip(tensors, before):
+            tensor.copy_(value)
+    for k in range(3):
+        population.set_hyperparameters(k, learning_rate_init=0.5, kl_ic_weight=7.0, kl_co_weight=7.0, max_grad_norm=1e-3,
+                                       gamma_prior=9.0, l2_gamma_distance_scale=3.0, loss_scale=0.1, keep_prob=0.5)
+        population.members[k].optimizer.param_groups[0]["lr"] = 0.5
+    population.adam_steps = [100] * 3
+    second = population._step(inputs)
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+    for tensor, expected in zip(tensors, after_first):
+        assert torch.equal(tensor, expected)

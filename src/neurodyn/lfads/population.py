@@ -189,10 +189,11 @@ def bidirectional_gru_block_diagonal(x: torch.Tensor, weights: dict[str, torch.T
         # train=True: cuDNN's backward refuses a pass run in inference mode (dropout is 0 either way).
         output, final = torch._VF.gru(time_major, h0, params, True, 1, 0.0, True, True, False)
     if isolated is not None and output.requires_grad:
-        output.register_hook(lambda grad: _isolate_workers(grad.view(num_steps, batch, 2, workers, hidden), 3,
-                                                           isolated).view(grad.shape))
-        final.register_hook(lambda grad: _isolate_workers(grad.view(2, batch, workers, hidden), 2,
-                                                          isolated).view(grad.shape))
+        # cuDNN's backward hands the hook of an unused output None (no gradient: nothing to hold back).
+        output.register_hook(lambda grad: None if grad is None else _isolate_workers(
+            grad.view(num_steps, batch, 2, workers, hidden), 3, isolated).view(grad.shape))
+        final.register_hook(lambda grad: None if grad is None else _isolate_workers(
+            grad.view(2, batch, workers, hidden), 2, isolated).view(grad.shape))
     states = output.view(num_steps, batch, 2, workers, hidden).permute(3, 1, 0, 2, 4).reshape(
         workers, batch, num_steps, 2 * hidden)
     final = final.view(2, batch, workers, hidden).permute(2, 1, 0, 3).reshape(workers, batch, 2 * hidden)
@@ -636,14 +637,17 @@ class PopulationLFADS(nn.Module):
         scaled = self._scaled(readout[..., 1:3])
         return zig_nll(q, scaled[..., 0], scaled[..., 1], target, self.s_min, self.zero_tolerance)
 
-    def observation_penalty(self) -> torch.Tensor:
-        """The observation model's penalty per worker ``(W,)`` (zeros for Poisson)."""
+    def observation_penalty(self, prior: torch.Tensor | None = None, weight: torch.Tensor | None = None
+                            ) -> torch.Tensor:
+        """The observation model's penalty per worker ``(W,)`` (zeros for Poisson). ``prior`` and
+        ``weight`` ``(W,)``: the scales' prior and penalty weight, by default each worker's settings
+        (a caller replaying a recorded step hands them in as tensors)."""
         if self.observation_name == "poisson":
             return self._stacked("readout.bias").new_zeros(self.num_workers)
         scales = self._stacked("observation.gamma_scales.scales")
-        prior = scales.new_tensor(self.scale_prior).view(-1, 1, 1)
-        weight = scales.new_tensor(self.scale_weight)
-        return (0.5 * weight) * (scales - prior).pow(2).flatten(1).sum(1)
+        prior = scales.new_tensor(self.scale_prior) if prior is None else prior
+        weight = scales.new_tensor(self.scale_weight) if weight is None else weight
+        return (0.5 * weight) * (scales - prior.view(-1, 1, 1)).pow(2).flatten(1).sum(1)
 
 
 def _key(name: str) -> str:

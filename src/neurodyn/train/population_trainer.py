@@ -27,6 +27,7 @@ left to the engine. Validation batches use worker 0's
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -34,8 +35,9 @@ import torch
 
 from neurodyn.errors import NeurodynError
 from neurodyn.lfads.augmentations import inference_masks, training_masks
-from neurodyn.lfads.population import PopulationLFADS
+from neurodyn.lfads.population import ForwardNoise, PopulationLFADS
 from neurodyn.observation.base import masked_nll_sum
+from neurodyn.train.cuda_graphs import CapturedStep, cuda_graphs_enabled
 from neurodyn.train.schedules import linear_ramp
 from neurodyn.train.trainer import LfadsTrainer
 
@@ -44,6 +46,11 @@ ADAM_BETAS = (0.9, 0.999)
 # torch.nn.utils.clip_grad_norm_ divides by (norm + this).
 CLIP_NORM_EPS = 1e-6
 TERM_NAMES = ("loss", "train_nll", "kl_ic", "kl_co", "l2")
+# The per-worker values a training step reads, in the model's dtype (columns of its ``hyper`` input):
+# the workers' config values, then the observation scales' prior and penalty weight (model settings).
+STEP_CONFIG_VALUES = ("loss_scale", "kl_ic_weight", "kl_co_weight", "l2_gen_scale", "l2_con_scale",
+                      "max_grad_norm", "adam_epsilon")
+STEP_HYPERPARAMETERS = (*STEP_CONFIG_VALUES, "scale_prior", "scale_weight")
 
 
 class PopulationTrainer:
@@ -79,6 +86,8 @@ class PopulationTrainer:
         self.adam_steps = [0] * len(members)
         for k, member in enumerate(members):
             self._import_optimizer_state(k, member)
+        # On a GPU the step (forward, backward, clipping, Adam) is replayed from a CUDA graph.
+        self.captured_step = CapturedStep(self._step, enabled=self.device.type == "cuda" and cuda_graphs_enabled())
 
     @classmethod
     def from_configs(cls, configs: list, train_data, valid_data, device=None, train_ext_input=None,
@@ -98,9 +107,6 @@ class PopulationTrainer:
     # -- per-worker values ------------------------------------------------------------------------
     def _per_worker(self, values: list[float]) -> torch.Tensor:
         return torch.tensor(values, dtype=self.train_data.dtype, device=self.device)
-
-    def _config_values(self, key: str) -> torch.Tensor:
-        return self._per_worker([float(getattr(member.config, key)) for member in self.members])
 
     def learning_rates(self) -> list[float]:
         """Each worker's current learning rate (its plateau schedule's)."""
@@ -144,6 +150,20 @@ class PopulationTrainer:
     def _train_step(self, trials: list[torch.Tensor], kl_ramp: torch.Tensor, l2_ramp: torch.Tensor) -> torch.Tensor:
         """One optimiser step for every worker on its own ``trials``; returns ``(W, 5)`` (loss, nll, kl_ic,
         kl_co, l2) per worker."""
+        outputs = self.captured_step(self._step_inputs(trials, kl_ramp, l2_ramp))
+        terms = outputs["terms"].to(torch.float64).cpu()
+        for k, taken in enumerate(outputs["taken"].cpu().tolist()):
+            if taken:
+                self.adam_steps[k] += 1
+            else:  # a non-finite step would poison the weights (LfadsTrainer skips it the same way)
+                self.members[k].skipped_steps += 1
+        return terms
+
+    def _step_inputs(self, trials: list[torch.Tensor], kl_ramp: torch.Tensor, l2_ramp: torch.Tensor
+                     ) -> dict[str, torch.Tensor]:
+        """Everything ``_step`` reads, as tensors: each worker's batch with its CD/SBTT masks, its random
+        numbers (drawn here, from its own stream, in ``LfadsTrainer``'s order), the ramps, and the
+        per-worker hyperparameters and Adam step counts of this step."""
         masks, rngs, ext, sessions = [], [], [], []
         for k, member in enumerate(self.members):
             c = member.config
@@ -159,73 +179,86 @@ class PopulationTrainer:
                 ext.append(self.train_ext_input[trials[k]])
             if self.train_session is not None:
                 sessions.append(self.train_session[trials[k]])
-        stack = {name: torch.stack([getattr(m, name) for m in masks])
-                 for name in ("encoder_input", "target", "observed", "grad_mask", "encoder_visible")}
-        batch, num_steps = stack["target"].shape[1:3]
-        noise = self.model.draw_forward_noise(rngs, batch, num_steps, sample=True, like=stack["target"])
-        output = self.model(stack["encoder_input"], sample_posteriors=True, encoder_visible=stack["encoder_visible"],
-                            noise=noise, ext_input=torch.stack(ext) if ext else None,
-                            session=torch.stack(sessions) if sessions else None)
-        elementwise = self.model.elementwise_nll(output.readout, stack["target"])
+        inputs = {name: torch.stack([getattr(m, name) for m in masks])
+                  for name in ("encoder_input", "target", "observed", "grad_mask", "encoder_visible")}
+        batch, num_steps = inputs["target"].shape[1:3]
+        noise = self.model.draw_forward_noise(rngs, batch, num_steps, sample=True, like=inputs["target"])
+        inputs.update({f"noise.{field.name}": getattr(noise, field.name) for field in dataclasses.fields(noise)
+                       if getattr(noise, field.name) is not None})
+        if ext:
+            inputs["ext_input"] = torch.stack(ext)
+        if sessions:
+            inputs["session"] = torch.stack(sessions)
+        inputs["kl_ramp"], inputs["l2_ramp"] = kl_ramp, l2_ramp
+        inputs["hyper"] = self._per_worker([[float(getattr(member.config, key)) for key in STEP_CONFIG_VALUES]
+                                            + [self.model.scale_prior[k], self.model.scale_weight[k]]
+                                            for k, member in enumerate(self.members)])
+        # Adam's step sizes are computed in float64 (torch computes them in Python floats).
+        inputs["learning_rate"] = torch.tensor(self.learning_rates(), dtype=torch.float64, device=self.device)
+        inputs["adam_steps"] = torch.tensor(self.adam_steps, dtype=torch.float64, device=self.device)
+        return inputs
+
+    def _step(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The step's arithmetic on ``_step_inputs``'s tensors alone (replayable as a CUDA graph): forward,
+        loss, gradients, per-worker clipping and Adam, the weights and moments written in place. Returns
+        ``terms`` ``(W, 5)`` and ``taken`` ``(W,)`` bool (False: the worker's step was not finite and was
+        skipped)."""
+        noise = ForwardNoise(**{field.name: inputs.get(f"noise.{field.name}") for field in dataclasses.fields(ForwardNoise)})
+        output = self.model(inputs["encoder_input"], sample_posteriors=True, encoder_visible=inputs["encoder_visible"],
+                            noise=noise, ext_input=inputs.get("ext_input"), session=inputs.get("session"))
+        hyper = dict(zip(STEP_HYPERPARAMETERS, inputs["hyper"].unbind(1)))
+        observed, batch = inputs["observed"], inputs["target"].shape[1]
+        elementwise = self.model.elementwise_nll(output.readout, inputs["target"])
         # The value counts every observed entry; the gradient flows only where grad_mask allows
         # (as lfads.augmentations.reconstruction_loss).
-        passing = torch.where(stack["grad_mask"] > 0, elementwise, elementwise.detach())
-        nll = masked_nll_sum(passing, stack["observed"], dim=(1, 2, 3)) / stack["observed"].sum((1, 2, 3)).clamp_min(1.0)
+        passing = torch.where(inputs["grad_mask"] > 0, elementwise, elementwise.detach())
+        nll = masked_nll_sum(passing, observed, dim=(1, 2, 3)) / observed.sum((1, 2, 3)).clamp_min(1.0)
         kl_ic = self.model.kl_ic(output).sum(1) / batch
         kl_co = self.model.kl_co(output).sum(1) / batch
-        l2 = self.model.recurrent_l2(self._config_values("l2_gen_scale"), self._config_values("l2_con_scale")) \
-            + self.model.observation_penalty()
-        kl = self._config_values("kl_ic_weight") * kl_ic + self._config_values("kl_co_weight") * kl_co
-        total = self._config_values("loss_scale") * (nll + l2_ramp * l2 + kl_ramp * kl)
+        l2 = self.model.recurrent_l2(hyper["l2_gen_scale"], hyper["l2_con_scale"]) \
+            + self.model.observation_penalty(hyper["scale_prior"], hyper["scale_weight"])
+        kl = hyper["kl_ic_weight"] * kl_ic + hyper["kl_co_weight"] * kl_co
+        total = hyper["loss_scale"] * (nll + inputs["l2_ramp"] * l2 + inputs["kl_ramp"] * kl)
         gradients = torch.autograd.grad(total.sum(), self.parameters, allow_unused=True)
         gradients = [torch.zeros_like(p) if g is None else g for p, g in zip(self.parameters, gradients)]
-        norms = self._clip_gradients(gradients)
-        terms = torch.stack([total, nll, kl_ic, kl_co, l2], dim=1).detach().to(torch.float64).cpu()
-        finite = (torch.isfinite(norms).cpu() & torch.isfinite(terms[:, 0]) & ~self.model.isolated_workers().cpu()).tolist()
-        for k, ok in enumerate(finite):
-            if not ok:  # a non-finite step would poison the weights (LfadsTrainer skips it the same way)
-                self.members[k].skipped_steps += 1
-        self._adam_step(gradients, finite)
-        return terms
+        norms = self._clip_gradients(gradients, hyper["max_grad_norm"])
+        taken = torch.isfinite(norms) & torch.isfinite(total) & ~self.model.isolated_workers()
+        self._adam_step(gradients, taken, inputs["adam_steps"], inputs["learning_rate"], hyper["adam_epsilon"])
+        return {"terms": torch.stack([total, nll, kl_ic, kl_co, l2], dim=1).detach(), "taken": taken}
 
-    def _clip_gradients(self, gradients: list[torch.Tensor]) -> torch.Tensor:
+    @staticmethod
+    def _clip_gradients(gradients: list[torch.Tensor], max_grad_norm: torch.Tensor) -> torch.Tensor:
         """``clip_grad_norm_`` per worker, in place: each worker's gradient (its slice of every parameter)
         scaled by ``min(max_grad_norm / (norm + 1e-6), 1)``. Returns the norms ``(W,)``."""
         per_parameter = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in gradients], dim=1)
         norms = torch.linalg.vector_norm(per_parameter, dim=1)
-        coefficient = (self._config_values("max_grad_norm") / (norms + CLIP_NORM_EPS)).clamp(max=1.0)
+        coefficient = (max_grad_norm / (norms + CLIP_NORM_EPS)).clamp(max=1.0)
         for gradient in gradients:
             gradient.mul_(coefficient.view(-1, *([1] * (gradient.dim() - 1))))
         return norms
 
     @torch.no_grad()
-    def _adam_step(self, gradients: list[torch.Tensor], take_step: list[bool]) -> None:
+    def _adam_step(self, gradients: list[torch.Tensor], taken: torch.Tensor, steps_before: torch.Tensor,
+                   learning_rate: torch.Tensor, epsilon: torch.Tensor) -> None:
         """torch's Adam (foreach, no weight decay) on the stacked tensors with per-worker learning rate,
-        epsilon and step count; a worker whose step is not taken keeps its weights and moments."""
+        epsilon and step count; a worker whose step is not ``taken`` keeps its weights and moments.
+        ``steps_before`` and ``learning_rate`` ``(W,)`` float64: the bias corrections are computed in
+        float64 and rounded once to the weights' dtype, as torch's Python-float scalars are."""
         beta1, beta2 = ADAM_BETAS
-        for k, ok in enumerate(take_step):
-            self.adam_steps[k] += int(ok)
-        # The scalars in Python floats, as torch computes them.
-        steps = [max(step, 1) for step in self.adam_steps]
-        step_size = self._per_worker([-(lr / (1 - beta1 ** s)) for lr, s in zip(self.learning_rates(), steps)])
-        correction2_sqrt = self._per_worker([(1 - beta2 ** s) ** 0.5 for s in steps])
-        epsilon = self._config_values("adam_epsilon")
-        taken = torch.tensor(take_step, device=self.device)
-        all_taken = all(take_step)
+        steps = (steps_before + taken.to(torch.float64)).clamp_min(1.0)
+        dtype = self.parameters[0].dtype
+        step_size = (-(learning_rate / (1 - beta1 ** steps))).to(dtype)
+        correction2_sqrt = ((1 - beta2 ** steps) ** 0.5).to(dtype)
         for parameter, gradient, exp_avg, exp_avg_sq in zip(self.parameters, gradients, self.exp_avg, self.exp_avg_sq):
             shape = (-1, *([1] * (parameter.dim() - 1)))
+            keep = taken.view(shape)
             new_avg = torch.lerp(exp_avg, gradient, 1 - beta1)
             new_avg_sq = torch.addcmul(exp_avg_sq * beta2, gradient, gradient, value=1 - beta2)
             denominator = new_avg_sq.sqrt() / correction2_sqrt.view(shape) + epsilon.view(shape)
             new_parameter = parameter + step_size.view(shape) * (new_avg / denominator)
-            if not all_taken:
-                keep = taken.view(shape)
-                new_avg = torch.where(keep, new_avg, exp_avg)
-                new_avg_sq = torch.where(keep, new_avg_sq, exp_avg_sq)
-                new_parameter = torch.where(keep, new_parameter, parameter)
-            exp_avg.copy_(new_avg)
-            exp_avg_sq.copy_(new_avg_sq)
-            parameter.copy_(new_parameter)
+            exp_avg.copy_(torch.where(keep, new_avg, exp_avg))
+            exp_avg_sq.copy_(torch.where(keep, new_avg_sq, exp_avg_sq))
+            parameter.copy_(torch.where(keep, new_parameter, parameter))
 
     @torch.no_grad()
     def validation_nll(self) -> list[float]:

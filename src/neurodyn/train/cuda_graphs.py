@@ -1,0 +1,115 @@
+"""A training step replayed from a CUDA graph: the GPU's kernel launches without the CPU's cost.
+
+A population's training step on a GPU is thousands of small kernels (recurrent loops of 50-100 time
+steps, forward and backward), each launched by Python and PyTorch at a few microseconds of CPU time;
+the GPU's own work is a small part of that. ``CapturedStep`` records one step as a CUDA graph once its
+inputs' shapes are settled and from then on copies each step's inputs into the graph's static
+tensors and replays it: one launch for the whole step.
+
+The step must be a function of its input tensors alone (a dict name -> tensor, e.g. the stacked
+batch, the random numbers drawn outside, per-worker hyperparameters as tensors) that writes its
+results to tensors it returns and changes other state only in place (weights, optimiser moments):
+no synchronisation with the CPU, no random numbers drawn inside, no shapes or Python values that
+change between steps. Steps with other input shapes (an epoch's last, smaller batch) run eagerly.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+StepInputs = dict[str, torch.Tensor]
+StepOutputs = dict[str, torch.Tensor]
+
+
+def cuda_graphs_enabled() -> bool:
+    """False when the user switched graph capture off with ``NEURODYN_CUDA_GRAPHS=0``."""
+    return os.environ.get("NEURODYN_CUDA_GRAPHS", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _signature(inputs: StepInputs) -> tuple:
+    return tuple((name, tuple(value.shape), value.dtype, value.device) for name, value in sorted(inputs.items()))
+
+
+def capture_cuda_graph(step: Callable[[StepInputs], StepOutputs], static_inputs: StepInputs,
+                       stream: Any) -> tuple[Callable[[], None], StepOutputs]:
+    """Record ``step(static_inputs)`` as a CUDA graph on ``stream`` (the stream its warm-up steps ran on);
+    returns the graph's replay and the step's (static) outputs. Nothing runs during the recording."""
+    graph = torch.cuda.CUDAGraph()
+    torch.cuda.synchronize()
+    with torch.cuda.graph(graph, stream=stream):
+        static_outputs = step(static_inputs)
+    return graph.replay, static_outputs
+
+
+class CapturedStep:
+    """Runs ``step`` eagerly for its first ``warmup_steps`` calls with one input signature (shapes,
+    dtypes, device), then captures it and replays the graph for every later call with that signature.
+
+    ``capture`` records the step (``capture_cuda_graph``; a test hands in a stand-in). A capture that
+    fails (an operation the GPU cannot record) warns once and leaves every later step eager. ``reset``
+    drops the graph, e.g. after tensors the step reads were replaced rather than written in place.
+    """
+
+    def __init__(self, step: Callable[[StepInputs], StepOutputs], enabled: bool, warmup_steps: int = 2,
+                 capture: Callable[..., tuple[Callable[[], None], StepOutputs]] = capture_cuda_graph):
+        self.step = step
+        self.enabled = enabled
+        self.warmup_steps = warmup_steps
+        self.capture = capture
+        self.replays = 0
+        self.failure: str | None = None
+        self._stream = torch.cuda.Stream() if enabled and torch.cuda.is_available() else None
+        self.reset()
+
+    def reset(self) -> None:
+        self._signature = None
+        self._eager_calls = 0
+        self._replay: Callable[[], None] | None = None
+        self._static_inputs: StepInputs = {}
+        self._static_outputs: StepOutputs = {}
+
+    def __call__(self, inputs: StepInputs) -> StepOutputs:
+        if not self.enabled or self.failure is not None:
+            return self.step(inputs)
+        signature = _signature(inputs)
+        if self._signature is None:
+            self._signature = signature
+        if signature != self._signature:  # e.g. the epoch's last, smaller batch
+            return self.step(inputs)
+        if self._replay is None and self._eager_calls < self.warmup_steps:
+            self._eager_calls += 1
+            return self._on_side_stream(inputs)
+        if self._replay is None:
+            self._static_inputs = {name: value.clone() for name, value in inputs.items()}
+            try:
+                self._replay, self._static_outputs = self.capture(self.step, self._static_inputs, self._stream)
+            except Exception as error:  # noqa: BLE001 - any failure to record means: run eagerly
+                self.failure = f"{type(error).__name__}: {error}".splitlines()[0]
+                warnings.warn(f"a training step could not be recorded as a CUDA graph ({self.failure}); "
+                              "training goes on without graphs (slower on a GPU, same results)", stacklevel=2)
+                self.reset()
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                return self.step(inputs)
+        else:
+            for name, value in inputs.items():
+                self._static_inputs[name].copy_(value)
+        self._replay()
+        self.replays += 1
+        return self._static_outputs
+
+    def _on_side_stream(self, inputs: StepInputs) -> StepOutputs:
+        """An eager step on the stream the capture will use: the warm-up PyTorch asks for before a
+        capture (lazily created library handles and workspaces belong to that stream)."""
+        if self._stream is None:
+            return self.step(inputs)
+        self._stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self._stream):
+            outputs = self.step(inputs)
+        torch.cuda.current_stream().wait_stream(self._stream)
+        return outputs

@@ -1,0 +1,62 @@
+"""CapturedStep's bookkeeping (warm-up, capture once, replay, other shapes eager, a failed capture) with a
+stand-in recorder on the CPU; the real CUDA graph is tested on a GPU in test_population_trainer."""
+
+import pytest
+import torch
+
+from neurodyn.train.cuda_graphs import CapturedStep, cuda_graphs_enabled
+
+
+class Recorder:
+    """Counts what CapturedStep asks for; a 'graph' replays by running the step on the static inputs."""
+
+    def __init__(self, fail: bool = False):
+        self.fail, self.captures, self.eager_calls = fail, 0, 0
+
+    def step(self, inputs):
+        self.eager_calls += 1
+        return {"double": inputs["x"] * 2}
+
+    def capture(self, step, static_inputs, stream):
+        if self.fail:
+            raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+        self.captures += 1
+        outputs = {}
+        return (lambda: outputs.update(step(static_inputs))), outputs
+
+
+def test_warm_up_then_one_capture_then_replays_and_other_shapes_run_eagerly():
+    recorder = Recorder()
+    captured = CapturedStep(recorder.step, enabled=True, warmup_steps=2, capture=recorder.capture)
+    for value in range(5):
+        assert torch.equal(captured({"x": torch.full((3,), float(value))})["double"], torch.full((3,), 2.0 * value))
+    assert (recorder.captures, captured.replays) == (1, 3)  # steps 3-5 replayed (3 captured, then replayed)
+    assert torch.equal(captured({"x": torch.ones(2)})["double"], torch.full((2,), 2.0))  # a smaller last batch
+    assert (recorder.captures, captured.replays) == (1, 3)
+    captured.reset()
+    for _ in range(3):
+        captured({"x": torch.ones(3)})
+    assert recorder.captures == 2
+
+
+def test_a_failed_capture_warns_once_and_later_steps_run_eagerly():
+    recorder = Recorder(fail=True)
+    captured = CapturedStep(recorder.step, enabled=True, warmup_steps=0, capture=recorder.capture)
+    with pytest.warns(UserWarning, match="could not be recorded as a CUDA graph .RuntimeError: operation not permitted"):
+        first = captured({"x": torch.ones(3)})
+    assert torch.equal(first["double"], torch.full((3,), 2.0))
+    assert captured.failure == "RuntimeError: operation not permitted when stream is capturing"
+    captured({"x": torch.ones(3)})
+    assert (recorder.eager_calls, captured.replays) == (2, 0)
+
+
+def test_switched_off_it_always_runs_eagerly(monkeypatch):
+    recorder = Recorder()
+    captured = CapturedStep(recorder.step, enabled=False, warmup_steps=0, capture=recorder.capture)
+    for _ in range(3):
+        captured({"x": torch.ones(3)})
+    assert (recorder.captures, recorder.eager_calls) == (0, 3)
+    monkeypatch.setenv("NEURODYN_CUDA_GRAPHS", "0")
+    assert not cuda_graphs_enabled()
+    monkeypatch.setenv("NEURODYN_CUDA_GRAPHS", "1")
+    assert cuda_graphs_enabled()
