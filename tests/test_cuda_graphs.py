@@ -25,18 +25,23 @@ class Recorder:
         return (lambda: outputs.update(step(static_inputs))), outputs
 
 
-def test_warm_up_then_one_capture_then_replays_and_other_shapes_run_eagerly():
+def test_warm_up_then_one_capture_per_shape_then_replays():
     recorder = Recorder()
-    captured = CapturedStep(recorder.step, enabled=True, warmup_steps=2, capture=recorder.capture)
+    captured = CapturedStep(recorder.step, enabled=True, warmup_steps=2, max_graphs=2, capture=recorder.capture)
     for value in range(5):
         assert torch.equal(captured({"x": torch.full((3,), float(value))})["double"], torch.full((3,), 2.0 * value))
     assert (recorder.captures, captured.replays) == (1, 3)  # steps 3-5 replayed (3 captured, then replayed)
-    assert torch.equal(captured({"x": torch.ones(2)})["double"], torch.full((2,), 2.0))  # a smaller last batch
-    assert (recorder.captures, captured.replays) == (1, 3)
+    for value in range(3):  # a smaller last batch: its own warm-up and graph
+        assert torch.equal(captured({"x": torch.full((2,), float(value))})["double"], torch.full((2,), 2.0 * value))
+    assert (recorder.captures, captured.captures, captured.replays) == (2, 2, 4)
+    captured({"x": torch.ones(4)})  # beyond max_graphs: eager, however often
+    captured({"x": torch.ones(4)})
+    captured({"x": torch.ones(4)})
+    assert (recorder.captures, captured.replays) == (2, 4)
     captured.reset()
     for _ in range(3):
         captured({"x": torch.ones(3)})
-    assert recorder.captures == 2
+    assert recorder.captures == 3
 
 
 def test_a_failed_capture_warns_once_and_later_steps_run_eagerly():

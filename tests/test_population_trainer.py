@@ -231,14 +231,17 @@ def test_on_a_gpu_each_worker_follows_its_single_trainer(case):
     inputs = _inputs(case)
     configs = [LfadsConfig(**{**config.model_dump(), "device": "cuda"}) for config in _configs(**case)]
     population = PopulationTrainer.from_configs(configs, **inputs, dtype=torch.float64)
-    population.captured_step.warmup_steps = 1
+    population.captured_step.warmup_steps = population.captured_validation.warmup_steps = 1
     singles = [_single(config, inputs) for config in configs]
     assert population.device.type == "cuda"
     for _ in range(3):
         population.step_epoch()
         for single in singles:
             single.step_epoch()
-    assert (population.captured_step.failure, population.captured_step.replays) == (None, 2)
+    # Training: a full batch and a smaller last one per epoch, each its own graph from epoch 2; validation:
+    # the 6 validation trials in a batch of 5 and one of 1.
+    assert (population.captured_step.failure, population.captured_step.replays) == (None, 4)
+    assert (population.captured_validation.failure, population.captured_validation.replays) == (None, 4)
     for k, single in enumerate(singles):
         assert_worker_matches(population, k, single, tolerance=1e-8)
 
@@ -260,6 +263,8 @@ def test_a_replayed_step_reads_every_input_afresh():
     eager = PopulationTrainer.from_configs(_configs(**case), **inputs, dtype=torch.float64)
     replayed = PopulationTrainer.from_configs(_configs(**case), **inputs, dtype=torch.float64)
     replayed.captured_step = CapturedStep(replayed._step, enabled=True, warmup_steps=1, capture=_replay_by_running)
+    replayed.captured_validation = CapturedStep(replayed._validation_sums, enabled=True, warmup_steps=1,
+                                                capture=_replay_by_running)
     for epoch in range(4):
         if epoch == 2:
             for population in (eager, replayed):
@@ -275,7 +280,7 @@ def test_a_replayed_step_reads_every_input_afresh():
         replayed.step_epoch()
         if epoch == 2:  # the NaN worker skipped its steps (exploit at the next epoch copies the count over)
             assert replayed.members[2].skipped_steps == eager.members[2].skipped_steps > 0
-    assert replayed.captured_step.replays == 3
+    assert (replayed.captured_step.replays, replayed.captured_validation.replays) == (6, 6)
     for k in range(3):
         untimed = [[{key: value for key, value in row.items() if key != "seconds"} for row in population.members[k].history]
                    for population in (replayed, eager)]

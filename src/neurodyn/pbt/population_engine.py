@@ -87,19 +87,22 @@ def workers_that_fit(worker_bytes: int, free_bytes: int, share: float = GPU_MEMO
 
 def measure_worker_bytes(job: WorkerJob, data: WorkerData, device: str) -> tuple[int, int]:
     """``(bytes one worker needs, bytes free)`` on the CUDA ``device``: a throwaway population of one
-    worker trains one epoch; its weights, Adam moments and the peak of its training steps count, the
-    data (which a population holds once) does not."""
+    worker trains until every training step is replayed from its CUDA graph (the graphs keep their
+    steps' memory) and validates once; its weights, Adam moments and the peak of the memory PyTorch
+    holds (reserved, not only in use) count, the data (which a population holds once) does not."""
     from neurodyn.train.population_trainer import PopulationTrainer
 
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     member = prepare_worker(job, data, device)
     population = PopulationTrainer([member])
-    settled = torch.cuda.memory_allocated(device)  # data, weights (the member's and the population's)
-    population.train_epoch()
+    settled = torch.cuda.memory_reserved(device)  # data, weights (the member's and the population's)
+    for _ in range(population.captured_step.warmup_steps + 1):
+        population.train_epoch()
+    population.validation_nll()
     torch.cuda.synchronize(device)
     weights = sum(p.numel() * p.element_size() for p in population.parameters)
-    needed = torch.cuda.max_memory_allocated(device) - settled + 3 * weights  # weights and two Adam moments
+    needed = torch.cuda.max_memory_reserved(device) - settled + 3 * weights  # weights and two Adam moments
     del population, member
     torch.cuda.empty_cache()
     free, _ = torch.cuda.mem_get_info(device)

@@ -10,7 +10,7 @@ The step must be a function of its input tensors alone (a dict name -> tensor, e
 batch, the random numbers drawn outside, per-worker hyperparameters as tensors) that writes its
 results to tensors it returns and changes other state only in place (weights, optimiser moments):
 no synchronisation with the CPU, no random numbers drawn inside, no shapes or Python values that
-change between steps. Steps with other input shapes (an epoch's last, smaller batch) run eagerly.
+change between steps. Each input shape (an epoch's full batches, its smaller last one) gets a graph.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -46,20 +47,32 @@ def capture_cuda_graph(step: Callable[[StepInputs], StepOutputs], static_inputs:
     return graph.replay, static_outputs
 
 
-class CapturedStep:
-    """Runs ``step`` eagerly for its first ``warmup_steps`` calls with one input signature (shapes,
-    dtypes, device), then captures it and replays the graph for every later call with that signature.
+@dataclass
+class _Graph:
+    replay: Callable[[], None]
+    static_inputs: StepInputs
+    static_outputs: StepOutputs
 
-    ``capture`` records the step (``capture_cuda_graph``; a test hands in a stand-in). A capture that
-    fails (an operation the GPU cannot record) warns once and leaves every later step eager. ``reset``
-    drops the graph, e.g. after tensors the step reads were replaced rather than written in place.
+
+class CapturedStep:
+    """Runs ``step`` eagerly for its first ``warmup_steps`` calls with an input signature (shapes, dtypes,
+    device), then captures it for that signature and replays the graph for every later call with it.
+
+    Each signature gets its own graph (an epoch's full batches and its smaller last one), up to
+    ``max_graphs`` (each holds the memory of one step); further signatures run eagerly. ``capture``
+    records the step (``capture_cuda_graph``; a test hands in a stand-in). A capture that fails (an
+    operation the GPU cannot record) warns once and leaves every later call eager. ``reset`` drops the
+    graphs, e.g. after tensors the step reads were replaced rather than written in place. The outputs
+    of a replay are the graph's own tensors, overwritten by the next replay: read them before.
     """
 
     def __init__(self, step: Callable[[StepInputs], StepOutputs], enabled: bool, warmup_steps: int = 2,
+                 max_graphs: int = 2,
                  capture: Callable[..., tuple[Callable[[], None], StepOutputs]] = capture_cuda_graph):
         self.step = step
         self.enabled = enabled
         self.warmup_steps = warmup_steps
+        self.max_graphs = max_graphs
         self.capture = capture
         self.replays = 0
         self.failure: str | None = None
@@ -67,27 +80,29 @@ class CapturedStep:
         self.reset()
 
     def reset(self) -> None:
-        self._signature = None
-        self._eager_calls = 0
-        self._replay: Callable[[], None] | None = None
-        self._static_inputs: StepInputs = {}
-        self._static_outputs: StepOutputs = {}
+        self._graphs: dict[tuple, _Graph] = {}
+        self._eager_calls: dict[tuple, int] = {}
+
+    @property
+    def captures(self) -> int:
+        """How many graphs are held."""
+        return len(self._graphs)
 
     def __call__(self, inputs: StepInputs) -> StepOutputs:
         if not self.enabled or self.failure is not None:
             return self.step(inputs)
         signature = _signature(inputs)
-        if self._signature is None:
-            self._signature = signature
-        if signature != self._signature:  # e.g. the epoch's last, smaller batch
-            return self.step(inputs)
-        if self._replay is None and self._eager_calls < self.warmup_steps:
-            self._eager_calls += 1
-            return self._on_side_stream(inputs)
-        if self._replay is None:
-            self._static_inputs = {name: value.clone() for name, value in inputs.items()}
+        graph = self._graphs.get(signature)
+        if graph is None:
+            if len(self._graphs) >= self.max_graphs:
+                return self.step(inputs)
+            seen = self._eager_calls.get(signature, 0)
+            if seen < self.warmup_steps:
+                self._eager_calls[signature] = seen + 1
+                return self._on_side_stream(inputs)
+            static_inputs = {name: value.clone() for name, value in inputs.items()}
             try:
-                self._replay, self._static_outputs = self.capture(self.step, self._static_inputs, self._stream)
+                replay, static_outputs = self.capture(self.step, static_inputs, self._stream)
             except Exception as error:  # noqa: BLE001 - any failure to record means: run eagerly
                 self.failure = f"{type(error).__name__}: {error}".splitlines()[0]
                 warnings.warn(f"a training step could not be recorded as a CUDA graph ({self.failure}); "
@@ -96,12 +111,13 @@ class CapturedStep:
                 if torch.cuda.is_available():
                     torch.cuda.synchronize()
                 return self.step(inputs)
+            graph = self._graphs[signature] = _Graph(replay, static_inputs, static_outputs)
         else:
             for name, value in inputs.items():
-                self._static_inputs[name].copy_(value)
-        self._replay()
+                graph.static_inputs[name].copy_(value)
+        graph.replay()
         self.replays += 1
-        return self._static_outputs
+        return graph.static_outputs
 
     def _on_side_stream(self, inputs: StepInputs) -> StepOutputs:
         """An eager step on the stream the capture will use: the warm-up PyTorch asks for before a

@@ -86,8 +86,11 @@ class PopulationTrainer:
         self.adam_steps = [0] * len(members)
         for k, member in enumerate(members):
             self._import_optimizer_state(k, member)
-        # On a GPU the step (forward, backward, clipping, Adam) is replayed from a CUDA graph.
-        self.captured_step = CapturedStep(self._step, enabled=self.device.type == "cuda" and cuda_graphs_enabled())
+        # On a GPU the steps (training: forward, backward, clipping, Adam; validation: forward) are
+        # replayed from CUDA graphs, one per batch shape.
+        graphs = self.device.type == "cuda" and cuda_graphs_enabled()
+        self.captured_step = CapturedStep(self._step, enabled=graphs)
+        self.captured_validation = CapturedStep(self._validation_sums, enabled=graphs)
 
     @classmethod
     def from_configs(cls, configs: list, train_data, valid_data, device=None, train_ext_input=None,
@@ -260,7 +263,6 @@ class PopulationTrainer:
             exp_avg_sq.copy_(torch.where(keep, new_avg_sq, exp_avg_sq))
             parameter.copy_(torch.where(keep, new_parameter, parameter))
 
-    @torch.no_grad()
     def validation_nll(self) -> list[float]:
         """Each worker's mean NLL over the observed validation entries (posterior means, no dropout)."""
         workers = self.num_workers
@@ -274,14 +276,25 @@ class PopulationTrainer:
             def every_worker(tensor):
                 return tensor.unsqueeze(0).expand(workers, *tensor.shape)
 
-            ext = None if self.valid_ext_input is None else every_worker(self.valid_ext_input[rows])
-            session = None if self.valid_session is None else every_worker(self.valid_session[rows])
-            output = self.model(every_worker(masks.encoder_input), sample_posteriors=False,
-                                encoder_visible=every_worker(masks.encoder_visible), ext_input=ext, session=session)
-            nll = self.model.elementwise_nll(output.readout, every_worker(masks.target))
-            totals += masked_nll_sum(nll, every_worker(masks.observed), dim=(1, 2, 3)).to(torch.float64).cpu()
+            inputs = {"encoder_input": every_worker(masks.encoder_input),
+                      "encoder_visible": every_worker(masks.encoder_visible),
+                      "target": every_worker(masks.target), "observed": every_worker(masks.observed)}
+            if self.valid_ext_input is not None:
+                inputs["ext_input"] = every_worker(self.valid_ext_input[rows])
+            if self.valid_session is not None:
+                inputs["session"] = every_worker(self.valid_session[rows])
+            totals += self.captured_validation(inputs)["nll_sum"].to(torch.float64).cpu()
             count += float(masks.observed.sum())
         return (totals / max(count, 1.0)).tolist()
+
+    @torch.no_grad()
+    def _validation_sums(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One validation batch's NLL summed over its observed entries, per worker (``nll_sum`` ``(W,)``);
+        a function of ``inputs`` alone (replayable as a CUDA graph)."""
+        output = self.model(inputs["encoder_input"], sample_posteriors=False, encoder_visible=inputs["encoder_visible"],
+                            ext_input=inputs.get("ext_input"), session=inputs.get("session"))
+        nll = self.model.elementwise_nll(output.readout, inputs["target"])
+        return {"nll_sum": masked_nll_sum(nll, inputs["observed"], dim=(1, 2, 3))}
 
     def step_epoch(self) -> list[dict[str, float]]:
         """Train every worker one epoch, validate, update each worker's schedules and best weights (as
