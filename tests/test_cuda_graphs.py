@@ -65,3 +65,20 @@ def test_switched_off_it_always_runs_eagerly(monkeypatch):
     assert not cuda_graphs_enabled()
     monkeypatch.setenv("NEURODYN_CUDA_GRAPHS", "1")
     assert cuda_graphs_enabled()
+
+
+def test_a_trainer_releases_its_graphs():
+    from neurodyn.config import LfadsConfig
+    from neurodyn.train.population_trainer import PopulationTrainer
+
+    data = torch.poisson(torch.full((12, 5, 3), 1.0)).numpy()
+    config = LfadsConfig(ic_enc_dim=3, ci_enc_dim=2, con_dim=2, ic_dim=2, gen_dim=3, factors_dim=2, batch_size=4,
+                         device="cpu")
+    population = PopulationTrainer.from_configs([config, config], data[:8], data[8:])
+    recorder = Recorder()
+    for captured in (population.captured_step, population.captured_validation):
+        captured.enabled, captured.warmup_steps, captured.capture = True, 0, recorder.capture
+    population.step_epoch()
+    assert (population.captured_step.captures, population.captured_validation.captures) == (1, 1)
+    population.release_graphs()
+    assert (population.captured_step.captures, population.captured_validation.captures) == (0, 0)

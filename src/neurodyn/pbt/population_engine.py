@@ -103,6 +103,7 @@ def measure_worker_bytes(job: WorkerJob, data: WorkerData, device: str) -> tuple
     torch.cuda.synchronize(device)
     weights = sum(p.numel() * p.element_size() for p in population.parameters)
     needed = torch.cuda.max_memory_reserved(device) - settled + 3 * weights  # weights and two Adam moments
+    population.release_graphs()
     del population, member
     torch.cuda.empty_cache()
     free, _ = torch.cuda.mem_get_info(device)
@@ -183,8 +184,10 @@ def train_population(jobs: list[WorkerJob], data: WorkerData, device: str | None
         population.step_epoch()
     # Each worker's share of the population's time, so the run's log keeps its meaning.
     seconds = (time.perf_counter() - started) / len(jobs)
-    return [worker_result(job, member.valid_nll_smoothed, population.state_dict_of(k), member.history[first:], seconds)
-            for k, (job, member, first) in enumerate(zip(jobs, members, firsts))]
+    results = [worker_result(job, member.valid_nll_smoothed, population.state_dict_of(k), member.history[first:],
+                             seconds) for k, (job, member, first) in enumerate(zip(jobs, members, firsts))]
+    population.release_graphs()  # the next population (or generation) gets the GPU memory at once
+    return results
 
 
 def _train_in_process(share: tuple[list[WorkerJob], int | None]) -> list[WorkerResult]:

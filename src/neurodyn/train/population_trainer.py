@@ -310,6 +310,13 @@ class PopulationTrainer:
             member.end_epoch(row, valid_nll, lambda k=k: self.model.worker_state_dict(k), seconds)
         return rows
 
+    def release_graphs(self) -> None:
+        """Drop the CUDA graphs and the GPU memory they keep (the next steps record new ones). The
+        graphs refer back to this trainer, so without this their memory waits for Python's cycle
+        collector once the trainer is dropped."""
+        self.captured_step.reset()
+        self.captured_validation.reset()
+
     def restore_best(self) -> None:
         """Every worker's ``LfadsTrainer.restore_best``: its best weights after the ramps (or the last ones)."""
         for k, member in enumerate(self.members):
