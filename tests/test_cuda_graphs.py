@@ -18,8 +18,11 @@ class Recorder:
         return {"double": inputs["x"] * 2}
 
     def capture(self, step, static_inputs, stream):
-        if self.fail:
-            raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+        if self.fail:  # as torch reports it: the step's error, then the recording's end failing over it
+            try:
+                raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+            except RuntimeError:
+                raise RuntimeError("CUDA error: operation failed due to a previous error during capture")
         self.captures += 1
         outputs = {}
         return (lambda: outputs.update(step(static_inputs))), outputs

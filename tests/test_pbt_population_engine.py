@@ -340,7 +340,6 @@ def test_on_a_gpu_the_population_engine_gives_the_per_worker_results(tmp_path):
     jobs = [WorkerJob(w, 0, config, None, 2, 7) for w, config in enumerate(configs)]
     for result, job in zip(PopulationEngine(data, device="cuda").run(jobs), jobs):
         expected = run_worker_generation(job, data)
-        print(f"worker {job.worker}: relative gap of the metric {abs(result.metric / expected.metric - 1):.2e}")
         assert result.metric == pytest.approx(expected.metric, rel=1e-4)
         for row, reference in zip(result.history, expected.history):
             assert row["valid_nll"] == pytest.approx(reference["valid_nll"], rel=1e-4)

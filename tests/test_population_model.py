@@ -223,3 +223,18 @@ def test_on_a_gpu_the_fused_gate_kernel_computes_the_gru_gates():
     plain_gradients = torch.autograd.grad((plain * weight).sum(), list(inputs.values()))
     for name, got, expected in zip(inputs, fused_gradients, plain_gradients):
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_the_block_diagonal_memory_per_worker_is_what_a_group_builds(monkeypatch):
+    from neurodyn.lfads import population as population_module
+
+    models = _models(co_dim=2)
+    population = PopulationLFADS.from_models(models)
+    monkeypatch.setattr(population_module, "MAX_BLOCK_DIAGONAL_UNITS", 2 * max(SMALL["ic_enc_dim"], SMALL["ci_enc_dim"]))
+    expected = 0
+    for prefix in ("ic_encoder", "ci_encoder"):
+        pair = population._stacked(f"{prefix}.gru.weight_ih_l0")[:2], population._stacked(f"{prefix}.gru.weight_hh_l0")[:2]
+        built = sum(population_module._block_diagonal_gates(weight).numel() for weight in pair)  # a group of two
+        alone = sum(weight[0].numel() for weight in pair)
+        expected += 2 * 3 * (built / 2 - alone)  # two directions, three copies, beyond one worker's own
+    assert population.block_diagonal_bytes_per_worker() == expected * 8  # float64

@@ -166,25 +166,33 @@ def test_exploit_copies_a_worker_inside_the_stack_and_states_round_trip():
     assert resumed.history[-1]["valid_nll"] == pytest.approx(singles[2].history[-1]["valid_nll"], rel=1e-9)
 
 
-def test_a_non_finite_worker_skips_its_step_and_leaves_the_others_alone():
-    _check_a_non_finite_worker_is_skipped_alone(_configs())
+# An infinite readout bias makes a worker's loss and gradient non-finite; a NaN encoder weight makes its
+# encoder's numbers NaN, which in the GPU backend's shared encoder call must not reach the other workers.
+NON_FINITE = [("readout.bias", math.inf), ("ic_encoder.gru.bias_ih_l0", math.nan),
+              ("ci_encoder.gru.weight_hh_l0_reverse", math.nan)]
+
+
+@pytest.mark.parametrize("name, value", NON_FINITE, ids=[name for name, _ in NON_FINITE])
+def test_a_non_finite_worker_skips_its_step_and_leaves_the_others_alone(name, value):
+    _check_a_non_finite_worker_is_skipped_alone(_configs(co_dim=1), name, value)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_on_a_gpu_a_non_finite_worker_skips_its_step_and_leaves_the_others_alone():
-    """On a GPU the workers' encoders share one cuDNN call: a worker's infinite gradient must not reach
-    the others there."""
+@pytest.mark.parametrize("name, value", NON_FINITE, ids=[name for name, _ in NON_FINITE])
+def test_on_a_gpu_a_non_finite_worker_skips_its_step_and_leaves_the_others_alone(name, value):
+    """On a GPU the workers' encoders share one cuDNN call: a worker's non-finite numbers must not reach
+    the others there, forward or backward."""
     _check_a_non_finite_worker_is_skipped_alone([LfadsConfig(**{**config.model_dump(), "device": "cuda"})
-                                                  for config in _configs()])
+                                                  for config in _configs(co_dim=1)], name, value)
 
 
-def _check_a_non_finite_worker_is_skipped_alone(configs):
+def _check_a_non_finite_worker_is_skipped_alone(configs, name, value):
     inputs = _inputs({})
     population = PopulationTrainer.from_configs(configs, **inputs, dtype=torch.float64)
     singles = [_single(config, inputs) for config in configs]
     with torch.no_grad():
-        population.model.weights["readout__bias"][1].fill_(math.inf)
-        singles[1].model.readout.bias.fill_(math.inf)
+        population.model.weights[name.replace(".", "__")][1].fill_(value)
+        dict(singles[1].model.named_parameters())[name].fill_(value)
     population.step_epoch()
     for single in singles:
         single.step_epoch()
@@ -253,9 +261,11 @@ def _replay_by_running(step, static_inputs, stream):
 
 
 def test_a_replayed_step_reads_every_input_afresh():
-    """The recorded step sees only the tensors ``_step_inputs`` hands it (copied into the graph's static
-    inputs at each step): replayed, the population follows the eager population exactly, including
-    exploit, a changed hyperparameter and a skipped non-finite step."""
+    """The plumbing of a replay: each step's inputs are copied into the graph's static inputs and its
+    outputs read from the graph's, for every batch shape, so a replayed population follows the eager one
+    exactly, through exploit, changed hyperparameters and a skipped non-finite step. (The stand-in reruns
+    the Python step, so it cannot see Python state frozen into a real graph: that is
+    ``test_a_step_reads_only_its_input_tensors``'s, and the GPU tests'.)"""
     from neurodyn.train.cuda_graphs import CapturedStep
 
     case = CASES["zig-controller"]
@@ -308,7 +318,8 @@ def test_a_step_reads_only_its_input_tensors():
             tensor.copy_(value)
     for k in range(3):
         population.set_hyperparameters(k, learning_rate_init=0.5, kl_ic_weight=7.0, kl_co_weight=7.0, max_grad_norm=1e-3,
-                                       gamma_prior=9.0, l2_gamma_distance_scale=3.0, loss_scale=0.1, keep_prob=0.5)
+                                       gamma_prior=9.0, l2_gamma_distance_scale=3.0, loss_scale=0.1, keep_prob=0.5,
+                                       l2_gen_scale=5.0, l2_con_scale=5.0)
         population.members[k].optimizer.param_groups[0]["lr"] = 0.5
     population.adam_steps = [100] * 3
     second = population._step(inputs)
@@ -316,3 +327,33 @@ def test_a_step_reads_only_its_input_tensors():
         assert torch.equal(first[name], second[name]), name
     for tensor, expected in zip(tensors, after_first):
         assert torch.equal(tensor, expected)
+
+
+def test_a_step_never_waits_for_the_device():
+    """A CUDA graph cannot record an operation that hands a value back to Python (``.item()``, a boolean
+    mask's ``nonzero``, ``tensor == tensor`` as a Python bool): no such operation in a training step or
+    a validation batch, whatever the backend."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    waiting = {"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::is_nonzero",
+               "aten::equal", "aten::unique", "aten::_unique2"}
+    called = set()
+
+    class Operations(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            called.add(func._schema.name)
+            return func(*args, **(kwargs or {}))
+
+    case = CASES["zig-controller"]
+    population = PopulationTrainer.from_configs(_configs(**case), **_inputs(case), dtype=torch.float64)
+    ramp = population._per_worker([0.5] * 3)
+    inputs = population._step_inputs([torch.arange(8)] * 3, ramp, ramp)
+    masks = population.valid_data[:5]
+    with Operations():
+        population._step(inputs)
+        population._validation_sums({"encoder_input": torch.nan_to_num(masks).expand(3, -1, -1, -1),
+                                     "encoder_visible": torch.isfinite(masks).double().expand(3, -1, -1, -1),
+                                     "target": torch.nan_to_num(masks).expand(3, -1, -1, -1),
+                                     "observed": torch.isfinite(masks).double().expand(3, -1, -1, -1)})
+    assert "aten::bmm" in called or "aten::baddbmm" in called  # the recorder saw the step's arithmetic
+    assert not called & waiting, called & waiting

@@ -22,9 +22,9 @@ a single model with the same generator would.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+import math
 import warnings
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -169,13 +169,23 @@ def bidirectional_gru_block_diagonal(x: torch.Tensor, weights: dict[str, torch.T
     initial ``(W, 2, 1, H)`` (forward, backward). Returns the states ``(W, B, T, 2H)`` (forward then
     backward direction, both aligned with the input's time) and the final states ``(W, B, 2H)``.
 
-    In the backward pass the workers meet in one matrix product, where a worker's non-finite gradient
-    would spread to every other through the zero blocks (0 x inf is NaN). So a worker whose gradient
-    reaching the call is not finite gets zeros there instead and is marked in ``isolated`` ``(W,)``
-    bool, for the trainer to skip its step as it would skip it anyway.
+    The workers meet in one matrix product, where one worker's non-finite number would spread to every
+    other through the zero blocks (0 x inf is NaN). So a worker whose inputs, initial state or weights
+    hold a non-finite number runs on zeros and gets NaN states (its loss is then NaN, as alone), and a
+    worker whose gradient reaching the call is not finite gets zeros there; either way it is marked in
+    ``isolated`` ``(W,)`` bool, for the trainer to skip its step as it would skip it anyway.
     """
     workers, batch, num_steps, inputs = x.shape
     hidden = weights["weight_hh_l0"].shape[2]
+    finite = torch.stack([torch.isfinite(t).flatten(1).all(1) for t in (x, initial, *weights.values())]).all(0)
+    if isolated is not None:
+        isolated |= ~finite
+
+    def finite_only(tensor: torch.Tensor) -> torch.Tensor:
+        return torch.where(finite.view(-1, *([1] * (tensor.dim() - 1))), tensor, torch.zeros_like(tensor))
+
+    x, initial = finite_only(x), finite_only(initial)
+    weights = {name: finite_only(value) for name, value in weights.items()}
     params = []
     for suffix in ("", "_reverse"):
         params += [_block_diagonal_gates(weights["weight_ih_l0" + suffix]),
@@ -197,7 +207,8 @@ def bidirectional_gru_block_diagonal(x: torch.Tensor, weights: dict[str, torch.T
     states = output.view(num_steps, batch, 2, workers, hidden).permute(3, 1, 0, 2, 4).reshape(
         workers, batch, num_steps, 2 * hidden)
     final = final.view(2, batch, workers, hidden).permute(2, 1, 0, 3).reshape(workers, batch, 2 * hidden)
-    return states, final
+    nan = torch.full((), math.nan, dtype=states.dtype, device=states.device)
+    return torch.where(finite.view(-1, 1, 1, 1), states, nan), torch.where(finite.view(-1, 1, 1), final, nan)
 
 
 class PopulationLFADS(nn.Module):
@@ -387,10 +398,24 @@ class PopulationLFADS(nn.Module):
         readout = readout.view(workers, batch, num_steps, self.num_neurons, -1)
         return LfadsOutput(readout, factors, ic_mean, ic_std, co_mean, co_std, co_sample, states)
 
+    def block_diagonal_bytes_per_worker(self) -> int:
+        """Bytes per worker that the GPU backend's block-diagonal encoder weights take beyond what one
+        worker alone shows: a group of g workers builds ``3 g H x g (D + H)`` numbers per direction,
+        held about three times (the matrix, cuDNN's packed copy, its gradient), so ``g`` times one
+        worker's share; g is the largest group (``MAX_BLOCK_DIAGONAL_UNITS // H``)."""
+        total = 0
+        for prefix in ("ic_encoder", "ci_encoder") if self.co_dim > 0 else ("ic_encoder",):
+            _, gate_rows, inputs = self._stacked(f"{prefix}.gru.weight_ih_l0").shape
+            hidden = gate_rows // 3
+            group = max(1, MAX_BLOCK_DIAGONAL_UNITS // hidden)
+            total += 2 * 3 * gate_rows * (inputs + hidden) * (group - 1)
+        return total * self._stacked("readout.weight").element_size()
+
     def isolated_workers(self) -> torch.Tensor:
-        """``(W,)`` bool: the workers whose non-finite gradient was held back from the others in the last
-        backward pass through the last forward pass (see ``bidirectional_gru_block_diagonal``; only the
-        library backend joins workers in one product). Their gradients are not to be used."""
+        """``(W,)`` bool: the workers whose non-finite numbers were held back from the others in the last
+        forward pass run in Python and its backward pass (see ``bidirectional_gru_block_diagonal``; only
+        the library backend joins workers in one product). Their gradients are not to be used. A step
+        replayed from a CUDA graph updates the tensor of the pass it recorded: read it inside the step."""
         return self._isolated_workers
 
     def _readin(self, x: torch.Tensor, session: torch.Tensor | None) -> torch.Tensor:

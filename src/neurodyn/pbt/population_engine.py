@@ -87,22 +87,25 @@ def workers_that_fit(worker_bytes: int, free_bytes: int, share: float = GPU_MEMO
 
 def measure_worker_bytes(job: WorkerJob, data: WorkerData, device: str) -> tuple[int, int]:
     """``(bytes one worker needs, bytes free)`` on the CUDA ``device``: a throwaway population of one
-    worker trains until every training step is replayed from its CUDA graph (the graphs keep their
-    steps' memory) and validates once; its weights, Adam moments and the peak of the memory PyTorch
-    holds (reserved, not only in use) count, the data (which a population holds once) does not."""
+    worker trains and validates until every step is replayed from its CUDA graph (the graphs keep
+    their steps' memory); its weights, Adam moments, the peak of the memory PyTorch holds (reserved,
+    not only in use) and what a larger group's block-diagonal encoder weights add per worker
+    (``PopulationLFADS.block_diagonal_bytes_per_worker``) count; the data (which a population holds
+    once) does not."""
     from neurodyn.train.population_trainer import PopulationTrainer
 
     torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
     member = prepare_worker(job, data, device)
     population = PopulationTrainer([member])
+    torch.cuda.empty_cache()  # memory cached earlier would hide the growth
+    torch.cuda.reset_peak_memory_stats(device)
     settled = torch.cuda.memory_reserved(device)  # data, weights (the member's and the population's)
     for _ in range(population.captured_step.warmup_steps + 1):
-        population.train_epoch()
-    population.validation_nll()
+        population.step_epoch()
     torch.cuda.synchronize(device)
     weights = sum(p.numel() * p.element_size() for p in population.parameters)
-    needed = torch.cuda.max_memory_reserved(device) - settled + 3 * weights  # weights and two Adam moments
+    needed = (torch.cuda.max_memory_reserved(device) - settled + 3 * weights  # weights and two Adam moments
+              + population.model.block_diagonal_bytes_per_worker())
     population.release_graphs()
     del population, member
     torch.cuda.empty_cache()
@@ -180,14 +183,15 @@ def train_population(jobs: list[WorkerJob], data: WorkerData, device: str | None
     members = [prepare_worker(job, data, device) for job in jobs]
     firsts = [len(member.history) for member in members]
     population = PopulationTrainer(members)
-    for _ in range(jobs[0].epochs):
-        population.step_epoch()
-    # Each worker's share of the population's time, so the run's log keeps its meaning.
-    seconds = (time.perf_counter() - started) / len(jobs)
-    results = [worker_result(job, member.valid_nll_smoothed, population.state_dict_of(k), member.history[first:],
-                             seconds) for k, (job, member, first) in enumerate(zip(jobs, members, firsts))]
-    population.release_graphs()  # the next population (or generation) gets the GPU memory at once
-    return results
+    try:
+        for _ in range(jobs[0].epochs):
+            population.step_epoch()
+        # Each worker's share of the population's time, so the run's log keeps its meaning.
+        seconds = (time.perf_counter() - started) / len(jobs)
+        return [worker_result(job, member.valid_nll_smoothed, population.state_dict_of(k), member.history[first:],
+                              seconds) for k, (job, member, first) in enumerate(zip(jobs, members, firsts))]
+    finally:
+        population.release_graphs()  # the next population (or generation) gets the GPU memory at once
 
 
 def _train_in_process(share: tuple[list[WorkerJob], int | None]) -> list[WorkerResult]:

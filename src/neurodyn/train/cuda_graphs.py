@@ -42,9 +42,23 @@ def capture_cuda_graph(step: Callable[[StepInputs], StepOutputs], static_inputs:
     returns the graph's replay and the step's (static) outputs. Nothing runs during the recording."""
     graph = torch.cuda.CUDAGraph()
     torch.cuda.synchronize()
-    with torch.cuda.graph(graph, stream=stream):
-        static_outputs = step(static_inputs)
+    previous = torch.cuda.current_stream()
+    try:
+        with torch.cuda.graph(graph, stream=stream):
+            static_outputs = step(static_inputs)
+    finally:
+        # A step that fails while recording makes the recording's end fail too, before the context
+        # manager gives the previous stream back: later (eager) steps must not run on the capture stream.
+        torch.cuda.set_stream(previous)
     return graph.replay, static_outputs
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The first error of a chain (a failed recording's end raises while the step's own error is
+    being handled: the step's is the one to report)."""
+    while error.__context__ is not None and error.__context__ is not error:
+        error = error.__context__
+    return error
 
 
 @dataclass
@@ -104,7 +118,8 @@ class CapturedStep:
             try:
                 replay, static_outputs = self.capture(self.step, static_inputs, self._stream)
             except Exception as error:  # noqa: BLE001 - any failure to record means: run eagerly
-                self.failure = f"{type(error).__name__}: {error}".splitlines()[0]
+                cause = _root_cause(error)
+                self.failure = f"{type(cause).__name__}: {cause}".splitlines()[0]
                 warnings.warn(f"a training step could not be recorded as a CUDA graph ({self.failure}); "
                               "training goes on without graphs (slower on a GPU, same results)", stacklevel=2)
                 self.reset()
