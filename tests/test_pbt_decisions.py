@@ -189,3 +189,43 @@ def test_a_run_starts_worker_zero_from_the_config(tmp_path):
     run_pbt(run_config, data, tmp_path / "res", progress=False, echo=lambda line: None)
     rows = list(csv.DictReader((tmp_path / "res" / "tiny" / "pbt_log.csv").open()))
     assert float(rows[0]["keep_prob"]) == LfadsConfig().keep_prob
+
+
+def test_a_run_refused_before_its_first_generation_leaves_no_folder(tmp_path):
+    """An engine that cannot start (e.g. no Ray cluster at the address given) refuses a new run in one
+    line and leaves nothing behind; a run that has saved a generation keeps everything (it continues)."""
+    from neurodyn.errors import NeurodynError
+
+    data = write_tiny_dataset(tmp_path)
+    run_config = load_run_config(write_config(tmp_path, num_workers=3, max_generations=3))
+
+    def no_cluster(data, log):
+        raise NeurodynError("cannot connect to the Ray cluster at '10.0.0.1:6379'")
+
+    out = tmp_path / "res"
+    with pytest.raises(NeurodynError, match="cannot connect"):
+        run_pbt(run_config, data, out, progress=False, echo=lambda line: None, engine_factory=no_cluster)
+    assert not out.exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("mine")
+    with pytest.raises(NeurodynError):
+        run_pbt(run_config, data, existing, progress=False, echo=lambda line: None, engine_factory=no_cluster)
+    assert sorted(p.name for p in existing.iterdir()) == [".neurodyn.lock", "notes.txt"]
+    # A run that saved a generation before the refusal keeps it, to continue from.
+    from neurodyn.data.seed_format import read_dataset
+
+    base = {k: v for k, v in TINY_RUN.items() if k in LfadsConfig.model_fields} | {"event_delay_bins": 0}
+    dataset = read_dataset(data)
+    state = encode_state(LfadsTrainer(LfadsConfig(**base), dataset.data[:20], dataset.data[20:]).state_dict())
+    engine = FakeEngine([[2.0, 1.0, 3.0]], state)
+
+    def one_generation_then_refused(jobs):
+        if not engine.metrics:
+            raise NeurodynError("the Ray cluster went away")
+        yield from FakeEngine.run(engine, jobs)
+
+    engine.run = one_generation_then_refused
+    with pytest.raises(NeurodynError, match="went away"):
+        run_pbt(run_config, data, out, progress=False, echo=lambda line: None, engine_factory=lambda d, log: engine)
+    assert (out / "run.json").is_file() and (out / "tiny" / "run.log").is_file()

@@ -29,9 +29,10 @@ from neurodyn.pbt.engines import (EmbeddedEngine, RayEngine, WorkerData, WorkerJ
 from neurodyn.pbt.population import StoppingRule
 from neurodyn.pbt.search_space import as_config_value
 from neurodyn.runs.checkpoint import build_model, save_checkpoint
-from neurodyn.runs.identity import RunIdentity, RunLock, join_data_paths, mark_status, open_run_folder
+from neurodyn.runs.identity import (RunIdentity, RunLock, join_data_paths, mark_status, open_run_folder,
+                                   remove_entries)
 from neurodyn.runs.layout import PbtLayout, TrainLayout
-from neurodyn.runs.pbt_store import PbtState, PbtStore, WorkerRecord
+from neurodyn.runs.pbt_store import PbtState, PbtStore, WorkerRecord, saved_generations
 from neurodyn.train.defaults import resolve_data_defaults
 from neurodyn.train.run import (as_path_list, checkpoint_state, describe_event_delay, describe_sessions,
                                 read_model_data, write_model_outputs)
@@ -434,6 +435,12 @@ def _run_pbt(run_config: RunConfig, data_path, results_dir: str | Path, ray_addr
         result = PbtRun(run_config, data_path, PbtStore(layout), factory, progress, echo).execute()
     except RunInterrupted:
         mark_status(layout.root, identity, "interrupted")
+        raise
+    except NeurodynError:
+        # Refused before its first generation was saved (bad data, no Ray cluster): a new run leaves
+        # nothing behind (the lock then removes a folder it created), as a refused `train` does.
+        if decision.action == "start" and saved_generations(layout) == 0:
+            remove_entries(layout.owned_entries())
         raise
     mark_status(layout.root, identity, "finished", generations=result.generations, finished=result.finished)
     return result

@@ -77,6 +77,14 @@ class RunLog:
         self.echo(line)
 
 
+def saved_generations(layout: PbtLayout) -> int:
+    """How many generations the run in ``layout`` has saved (0: none, or no readable state yet)."""
+    try:
+        return int(json.loads(layout.state_file.read_text()).get("generation", 0))
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
 class PbtStore:
     """Reads and writes every file of the AutoLFADS run laid out by ``layout``."""
 
