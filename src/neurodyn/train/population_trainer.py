@@ -167,21 +167,23 @@ class PopulationTrainer:
         """Everything ``_step`` reads, as tensors: each worker's batch with its CD/SBTT masks, its random
         numbers (drawn here, from its own stream, in ``LfadsTrainer``'s order), the ramps, and the
         per-worker hyperparameters and Adam step counts of this step."""
-        masks, rngs, ext, sessions = [], [], [], []
+        masks, seeds, ext, sessions = [], [], [], []
         for k, member in enumerate(self.members):
             c = member.config
             batch = self.train_data[trials[k]]
             masks.append(training_masks(batch, c.keep_ratio, c.cd_pass_fraction, member.generator,
                                         c.temporal_shift_std, self.model.encoder_mask(batch.shape[1])[k]))
             # LfadsTrainer's shard seed (one shard): drawn after the masks, seeding the forward pass's stream.
-            seed = torch.randint(0, 2 ** 62, (1,), generator=member.generator, device=self.device).tolist()[0]
-            rng = torch.Generator(device=self.device)
-            rng.manual_seed(seed)
-            rngs.append(rng)
+            seeds.append(torch.randint(0, 2 ** 62, (1,), generator=member.generator, device=self.device))
             if self.train_ext_input is not None:
                 ext.append(self.train_ext_input[trials[k]])
             if self.train_session is not None:
                 sessions.append(self.train_session[trials[k]])
+        rngs = []
+        for seed in torch.cat(seeds).tolist():  # one wait for the device per step, not one per worker
+            rng = torch.Generator(device=self.device)
+            rng.manual_seed(seed)
+            rngs.append(rng)
         inputs = {name: torch.stack([getattr(m, name) for m in masks])
                   for name in ("encoder_input", "target", "observed", "grad_mask", "encoder_visible")}
         batch, num_steps = inputs["target"].shape[1:3]
