@@ -26,6 +26,24 @@ MODEL = dict(ic_enc_dim=64, ci_enc_dim=64, con_dim=64, co_dim=4, ic_dim=64, gen_
              batch_size=128, batch_threads=1)
 
 
+def workload_data():
+    """The reference workload's trials: ``(train, valid)`` arrays (1040 and 260 trials x 50 bins x 29 neurons)."""
+    from neurodyn.data.seed_format import split_trials
+    from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
+
+    dataset = make_lorenz_spikes(num_conditions=65, trials_per_condition=20, seed=0)
+    train_idx, valid_idx = split_trials(dataset.num_trials, 0.2, 0, dataset.condition)
+    return dataset.data[train_idx], dataset.data[valid_idx]
+
+
+def worker_config(worker: int, device: str):
+    """Worker ``worker``'s settings: the reference model with its own seed, learning rate and keep_ratio."""
+    from neurodyn.config import LfadsConfig
+
+    return LfadsConfig(**{**MODEL, "device": device}, seed=worker, learning_rate_init=4e-3 * (1 + 0.1 * worker),
+                       keep_ratio=0.6 + 0.02 * (worker % 10))
+
+
 def _row(engine: str, workers: int, epochs: int, device: str, backend: str | None) -> dict:
     import torch
 
@@ -33,18 +51,11 @@ def _row(engine: str, workers: int, epochs: int, device: str, backend: str | Non
     if backend is not None:  # compare the population's recurrent backends (e.g. the GPU's library vs loop)
         population_model.recurrent_backend = lambda _device: backend
 
-    from neurodyn.config import LfadsConfig
-    from neurodyn.data.seed_format import split_trials
     from neurodyn.pbt.engines import EmbeddedEngine, WorkerData, WorkerJob, cpu_cores, run_worker_generation
     from neurodyn.pbt.population_engine import PopulationEngine
-    from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
 
-    dataset = make_lorenz_spikes(num_conditions=65, trials_per_condition=20, seed=0)
-    train_idx, valid_idx = split_trials(dataset.num_trials, 0.2, 0, dataset.condition)
-    data = WorkerData(dataset.data[train_idx], dataset.data[valid_idx])
-    jobs = [WorkerJob(w, 0, LfadsConfig(**{**MODEL, "device": device}, seed=w, learning_rate_init=4e-3 * (1 + 0.1 * w),
-                                        keep_ratio=0.6 + 0.02 * (w % 10)).model_dump(), None, epochs, 0)
-            for w in range(workers)]
+    data = WorkerData(*workload_data())
+    jobs = [WorkerJob(w, 0, worker_config(w, device).model_dump(), None, epochs, 0) for w in range(workers)]
     started = time.perf_counter()
     if engine == "population":
         population = PopulationEngine(data, device=device, num_workers=workers)

@@ -19,23 +19,15 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from neurodyn.config import LfadsConfig
-from neurodyn.data.seed_format import split_trials
+from population import worker_config, workload_data  # bench/population.py: the same workload
+
 from neurodyn.lfads import population as population_model
-from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
 from neurodyn.train.cuda_graphs import CapturedStep
 from neurodyn.train.population_trainer import PopulationTrainer
 
-MODEL = dict(ic_enc_dim=64, ci_enc_dim=64, con_dim=64, co_dim=4, ic_dim=64, gen_dim=100, factors_dim=40,
-             batch_size=128, batch_threads=1)
-
 
 def _population(workers: int, device: str) -> PopulationTrainer:
-    dataset = make_lorenz_spikes(num_conditions=65, trials_per_condition=20, seed=0)
-    train_idx, valid_idx = split_trials(dataset.num_trials, 0.2, 0, dataset.condition)
-    configs = [LfadsConfig(**MODEL, device=device, seed=w, learning_rate_init=4e-3 * (1 + 0.1 * w),
-                           keep_ratio=0.6 + 0.02 * (w % 10)) for w in range(workers)]
-    return PopulationTrainer.from_configs(configs, dataset.data[train_idx], dataset.data[valid_idx])
+    return PopulationTrainer.from_configs([worker_config(w, device) for w in range(workers)], *workload_data())
 
 
 def _synchronise(device: str) -> None:
