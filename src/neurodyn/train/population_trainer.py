@@ -23,6 +23,11 @@ Every worker must use the same ``batch_size``. There is no ``fit``: PBT trains e
 fixed number of epochs (``step_epoch``), and stopping one worker early while the others train on is
 left to the engine. Validation batches use worker 0's
 ``valid_batch_size`` (it only changes how the sum is split, not its value).
+
+A step is split in two: ``_step_inputs`` does everything that reads Python state or draws random
+numbers and hands the rest over as tensors; ``_step`` (and ``_validation_sums``) compute from those
+tensors alone, writing weights and Adam moments in place. On a GPU that lets ``cuda_graphs``
+record them once per batch shape and replay them: one launch per step instead of thousands.
 """
 
 from __future__ import annotations
