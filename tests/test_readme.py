@@ -24,3 +24,24 @@ def test_user_pages_name_published_systems_not_internal_documents():
         text = page.read_text().lower()
         for phrase in ("seed 000", "seed 001", "seed 002", "seed 003", "seed 004", "the seed's", "seed's service"):
             assert phrase not in text, f"{page.relative_to(ROOT)} mentions {phrase!r}"
+
+
+def test_the_gpu_check_script_names_files_and_options_that_exist():
+    """scripts/gpu_checks.sh runs only on a GPU machine, so a renamed test file or benchmark option
+    would go unnoticed here: every test file and bench script it names exists and takes the options it
+    is given."""
+    import re
+    import subprocess
+    import sys
+
+    lines = (ROOT / "scripts" / "gpu_checks.sh").read_text().replace("\\\n", " ").splitlines()
+    named = {path for line in lines for path in re.findall(r"(?:tests|bench)/\w+\.py", line)}
+    assert {"bench/population.py", "bench/population_profile.py", "tests/test_cuda_graphs.py"} <= named
+    for path in named:
+        assert (ROOT / path).is_file(), path
+    for bench in ("bench/population.py", "bench/population_profile.py"):
+        usage = subprocess.run([sys.executable, str(ROOT / bench), "--help"], capture_output=True, text=True,
+                               check=True).stdout
+        given = {option for line in lines if bench in line
+                 for option in re.findall(r"--[\w-]+", line.split(bench, 1)[1])}
+        assert given and given <= set(re.findall(r"--[\w-]+", usage)), (bench, given)
