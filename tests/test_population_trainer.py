@@ -357,3 +357,23 @@ def test_a_step_never_waits_for_the_device():
                                      "observed": torch.isfinite(masks).double().expand(3, -1, -1, -1)})
     assert "aten::bmm" in called or "aten::baddbmm" in called  # the recorder saw the step's arithmetic
     assert not called & waiting, called & waiting
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_on_a_second_gpu_the_graphs_record_there():
+    """A population on cuda:1 while cuda:0 is the current device (the engine's one population per GPU):
+    its graphs must be recorded on cuda:1's stream (one of cuda:0 would record nothing while the step
+    ran eagerly, and every replay would then do nothing)."""
+    inputs = _inputs({})
+    configs = [LfadsConfig(**{**config.model_dump(), "device": "cuda:1"}) for config in _configs()]
+    population = PopulationTrainer.from_configs(configs, **inputs, dtype=torch.float64)
+    population.captured_step.warmup_steps = population.captured_validation.warmup_steps = 1
+    singles = [_single(config, inputs) for config in configs]
+    assert torch.cuda.current_device() == 0
+    for _ in range(3):
+        population.step_epoch()
+        for single in singles:
+            single.step_epoch()
+    assert (population.captured_step.failure, population.captured_step.replays) == (None, 4)
+    for k, single in enumerate(singles):
+        assert_worker_matches(population, k, single, tolerance=1e-8)

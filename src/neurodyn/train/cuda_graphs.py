@@ -82,7 +82,8 @@ class CapturedStep:
 
     def __init__(self, step: Callable[[StepInputs], StepOutputs], enabled: bool, warmup_steps: int = 2,
                  max_graphs: int = 2,
-                 capture: Callable[..., tuple[Callable[[], None], StepOutputs]] = capture_cuda_graph):
+                 capture: Callable[..., tuple[Callable[[], None], StepOutputs]] = capture_cuda_graph,
+                 device: torch.device | str | None = None):
         self.step = step
         self.enabled = enabled
         self.warmup_steps = warmup_steps
@@ -90,7 +91,11 @@ class CapturedStep:
         self.capture = capture
         self.replays = 0
         self.failure: str | None = None
-        self._stream = torch.cuda.Stream() if enabled and torch.cuda.is_available() else None
+        # The GPU the step runs on: its warm-up stream, recording and replays belong to that device (a
+        # stream of another GPU would record nothing while the step ran there eagerly).
+        self.device = torch.device(device) if device is not None else None
+        on_gpu = enabled and torch.cuda.is_available() and (self.device is None or self.device.type == "cuda")
+        self._stream = torch.cuda.Stream(device=self.device) if on_gpu else None
         self.reset()
 
     def reset(self) -> None:
@@ -105,6 +110,12 @@ class CapturedStep:
     def __call__(self, inputs: StepInputs) -> StepOutputs:
         if not self.enabled or self.failure is not None:
             return self.step(inputs)
+        if self._stream is None:
+            return self._call(inputs)
+        with torch.cuda.device(self._stream.device):
+            return self._call(inputs)
+
+    def _call(self, inputs: StepInputs) -> StepOutputs:
         signature = _signature(inputs)
         graph = self._graphs.get(signature)
         if graph is None:

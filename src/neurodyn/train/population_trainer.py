@@ -94,8 +94,8 @@ class PopulationTrainer:
         # On a GPU the steps (training: forward, backward, clipping, Adam; validation: forward) are
         # replayed from CUDA graphs, one per batch shape.
         graphs = self.device.type == "cuda" and cuda_graphs_enabled()
-        self.captured_step = CapturedStep(self._step, enabled=graphs)
-        self.captured_validation = CapturedStep(self._validation_sums, enabled=graphs)
+        self.captured_step = CapturedStep(self._step, enabled=graphs, device=self.device)
+        self.captured_validation = CapturedStep(self._validation_sums, enabled=graphs, device=self.device)
 
     @classmethod
     def from_configs(cls, configs: list, train_data, valid_data, device=None, train_ext_input=None,
