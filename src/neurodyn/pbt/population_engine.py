@@ -94,22 +94,23 @@ def measure_worker_bytes(job: WorkerJob, data: WorkerData, device: str) -> tuple
     once) does not."""
     from neurodyn.train.population_trainer import PopulationTrainer
 
-    torch.cuda.synchronize(device)
-    member = prepare_worker(job, data, device)
-    population = PopulationTrainer([member])
-    torch.cuda.empty_cache()  # memory cached earlier would hide the growth
-    torch.cuda.reset_peak_memory_stats(device)
-    settled = torch.cuda.memory_reserved(device)  # data, weights (the member's and the population's)
-    for _ in range(population.captured_step.warmup_steps + 1):
-        population.step_epoch()
-    torch.cuda.synchronize(device)
-    weights = sum(p.numel() * p.element_size() for p in population.parameters)
-    needed = (torch.cuda.max_memory_reserved(device) - settled + 3 * weights  # weights and two Adam moments
-              + population.model.block_diagonal_bytes_per_worker())
-    population.release_graphs()
-    del population, member
-    torch.cuda.empty_cache()
-    free, _ = torch.cuda.mem_get_info(device)
+    with torch.cuda.device(device):  # empty_cache works on the current device: make it this one
+        torch.cuda.synchronize(device)
+        member = prepare_worker(job, data, device)
+        population = PopulationTrainer([member])
+        torch.cuda.empty_cache()  # memory cached earlier would hide the growth
+        torch.cuda.reset_peak_memory_stats(device)
+        settled = torch.cuda.memory_reserved(device)  # data, weights (the member's and the population's)
+        for _ in range(population.captured_step.warmup_steps + 1):
+            population.step_epoch()
+        torch.cuda.synchronize(device)
+        weights = sum(p.numel() * p.element_size() for p in population.parameters)
+        needed = (torch.cuda.max_memory_reserved(device) - settled + 3 * weights  # weights and two Adam moments
+                  + population.model.block_diagonal_bytes_per_worker())
+        population.release_graphs()
+        del population, member
+        torch.cuda.empty_cache()
+        free, _ = torch.cuda.mem_get_info(device)
     return int(needed), int(free)
 
 
