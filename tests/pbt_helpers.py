@@ -56,3 +56,10 @@ def check_results(results: Path, run_name: str, num_workers: int, generations: i
     assert (run_dir / "pbt_progress.png").stat().st_size > 0
     assert (run_dir / "run.log").read_text().strip().splitlines()[-1].endswith("Done.")
     assert not list(results.rglob(".*.tmp")), "temporary files left behind"
+
+
+def replay_by_running(step, static_inputs, stream):
+    """A stand-in for recording a CUDA graph (``cuda_graphs.capture_cuda_graph``) on the CPU: a "replay"
+    runs the step on the static inputs and leaves its results in the returned outputs dict."""
+    outputs = {}
+    return (lambda: outputs.update(step(static_inputs))), outputs

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from neurodyn.train.cuda_graphs import CapturedStep, cuda_graphs_enabled
+from pbt_helpers import replay_by_running
 
 
 class Recorder:
@@ -24,8 +25,7 @@ class Recorder:
             except RuntimeError:
                 raise RuntimeError("CUDA error: operation failed due to a previous error during capture")
         self.captures += 1
-        outputs = {}
-        return (lambda: outputs.update(step(static_inputs))), outputs
+        return replay_by_running(step, static_inputs, stream)
 
 
 def test_warm_up_then_one_capture_per_shape_then_replays():

@@ -13,6 +13,7 @@ from neurodyn.config import LfadsConfig
 from neurodyn.errors import NeurodynError
 from neurodyn.train.population_trainer import PopulationTrainer
 from neurodyn.train.trainer import LfadsTrainer
+from pbt_helpers import replay_by_running
 
 TINY = dict(ic_enc_dim=5, ci_enc_dim=4, con_dim=5, ic_dim=3, gen_dim=6, factors_dim=3, batch_size=8,
             valid_batch_size=5, device="cpu", batch_threads=1, kl_increase_epochs=1, l2_increase_epochs=2,
@@ -254,12 +255,6 @@ def test_on_a_gpu_each_worker_follows_its_single_trainer(case):
         assert_worker_matches(population, k, single, tolerance=1e-8)
 
 
-def _replay_by_running(step, static_inputs, stream):
-    """A stand-in for recording a CUDA graph (CPU): a replay runs the step on the static inputs."""
-    outputs = {}
-    return (lambda: outputs.update(step(static_inputs))), outputs
-
-
 def test_a_replayed_step_reads_every_input_afresh():
     """The plumbing of a replay: each step's inputs are copied into the graph's static inputs and its
     outputs read from the graph's, for every batch shape, so a replayed population follows the eager one
@@ -272,9 +267,9 @@ def test_a_replayed_step_reads_every_input_afresh():
     inputs = _inputs(case)
     eager = PopulationTrainer.from_configs(_configs(**case), **inputs, dtype=torch.float64)
     replayed = PopulationTrainer.from_configs(_configs(**case), **inputs, dtype=torch.float64)
-    replayed.captured_step = CapturedStep(replayed._step, enabled=True, warmup_steps=1, capture=_replay_by_running)
+    replayed.captured_step = CapturedStep(replayed._step, enabled=True, warmup_steps=1, capture=replay_by_running)
     replayed.captured_validation = CapturedStep(replayed._validation_sums, enabled=True, warmup_steps=1,
-                                                capture=_replay_by_running)
+                                                capture=replay_by_running)
     for epoch in range(4):
         if epoch == 2:
             for population in (eager, replayed):

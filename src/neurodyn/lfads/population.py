@@ -440,11 +440,11 @@ class PopulationLFADS(nn.Module):
         Both directions run in the same loop: they are stacked along the worker axis (``2W``), the
         backward direction fed the input reversed in time (the input is narrower than the gates, so it
         is the cheaper tensor to reverse)."""
-        workers, batch, num_steps, _ = x.shape
-        g = f"{prefix}.gru."
         backend = recurrent_backend(x.device)
         if backend == "library":
             return self._bidirectional_library(prefix, x, outputs)
+        workers, batch, num_steps, _ = x.shape
+        g = f"{prefix}.gru."
         w_ih = torch.cat([self._stacked(g + "weight_ih_l0"), self._stacked(g + "weight_ih_l0_reverse")])
         b_ih = torch.cat([self._stacked(g + "bias_ih_l0"), self._stacked(g + "bias_ih_l0_reverse")])
         w_hh = torch.cat([self._stacked(g + "weight_hh_l0"), self._stacked(g + "weight_hh_l0_reverse")])
