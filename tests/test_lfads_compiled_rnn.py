@@ -162,7 +162,8 @@ def test_compiled_gru_sequence_gradients_match_finite_differences(kernel, revers
     def leaf(*shape):
         return torch.randn(*shape, dtype=torch.double, generator=rng).requires_grad_()
 
-    tensors = [leaf(steps, *w, trials, 3 * hidden), leaf(*w, trials, hidden), leaf(*w, 3 * hidden, hidden),
+    # Stacked sequences are worker-major: (W, T, B, 3H).
+    tensors = [leaf(*w, steps, trials, 3 * hidden), leaf(*w, trials, hidden), leaf(*w, 3 * hidden, hidden),
                leaf(*w, 3 * hidden)]
 
     def run(x_projection, h0, w_hh, b_hh):
@@ -173,11 +174,36 @@ def test_compiled_gru_sequence_gradients_match_finite_differences(kernel, revers
     assert gradcheck(run, tensors, eps=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_stacked_gru_sequence_is_each_workers_own_sequence(kernel, reverse):
+    """Worker k of a stacked (worker-major) call: the states and every gradient of the one-model call on
+    its slice, in float64."""
+    workers, steps, trials, hidden = 3, 6, 4, 5
+    rng = torch.Generator().manual_seed(3)
+    x_projection = torch.randn(workers, steps, trials, 3 * hidden, dtype=torch.double, generator=rng)
+    h0 = torch.randn(workers, trials, hidden, dtype=torch.double, generator=rng)
+    w_hh = torch.randn(workers, 3 * hidden, hidden, dtype=torch.double, generator=rng)
+    b_hh = torch.randn(workers, 3 * hidden, dtype=torch.double, generator=rng)
+    upstream = torch.randn(workers, steps, trials, hidden, dtype=torch.double, generator=rng)
+
+    def run(tensors, grad_states):
+        leaves = [t.clone().requires_grad_() for t in tensors]
+        states = compiled_rnn.run_gru_sequence(kernel, *leaves, clip=0.8, reverse=reverse)
+        states.backward(grad_states)
+        return [states.detach()] + [leaf.grad for leaf in leaves]
+
+    stacked = run((x_projection, h0, w_hh, b_hh), upstream)
+    for k in range(workers):
+        one = run((x_projection[k], h0[k], w_hh[k], b_hh[k]), upstream[k])
+        for got, expected in zip(stacked, one):
+            torch.testing.assert_close(got[k], expected, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("workers", [None, 3], ids=["one-model", "stacked"])
 def test_gru_sequence_with_fixed_weights_skips_their_gradients_only(kernel, workers):
     rng = torch.Generator().manual_seed(1)
     w = () if workers is None else (workers,)
-    x_projection, h0 = torch.randn(5, *w, 2, 12, generator=rng), torch.randn(*w, 2, 4, generator=rng)
+    x_projection, h0 = torch.randn(*w, 5, 2, 12, generator=rng), torch.randn(*w, 2, 4, generator=rng)
     w_hh, b_hh = torch.randn(*w, 12, 4, generator=rng), torch.randn(*w, 12, generator=rng)
 
     def input_gradients(weights_need_grad: bool):

@@ -16,9 +16,10 @@
 //
 // Stacked workers (the PBT population engine): every kernel also takes W models of one architecture
 // at once, told apart by the rank of the recurrent weight: (W,3H,H) instead of (3H,H). Then every
-// weight and bias has a leading W, every activation a W after the time axis ((T,W,B,...); states
-// (W,B,H)), the matrix products are batched over workers (bmm/baddbmm) and the fused gate passes
-// run over all W*B rows. Worker k's numbers are exactly those of the single-model call on its slice.
+// weight and bias has a leading W, states (W,B,H), and the activations carry a W axis: the decoder's
+// after the time axis ((T,W,B,...)), the GRU sequence's before it ((W,T,B,...), worker-major). The
+// matrix products are batched over workers (bmm/baddbmm) and the fused gate passes run over each
+// worker's B rows. Worker k's numbers are exactly those of the single-model call on its slice.
 
 #include <torch/extension.h>
 
@@ -106,6 +107,25 @@ scalar_t* mptr(torch::Tensor& t) {
 // Rows of a gate pass: all leading axes of a contiguous (..., H) tensor (B, or W*B when stacked).
 inline int64_t rows_of(const torch::Tensor& t) { return t.numel() / t.size(-1); }
 
+// One step's activations are (B,X) for one model and (W,B,X) stacked, where each worker's block of B
+// rows is contiguous but the blocks may lie apart (a step of a worker-major (W,T,B,X) sequence). The
+// gate passes run block by block.
+inline int64_t blocks_of(const torch::Tensor& t) { return t.dim() == 3 ? t.size(0) : 1; }
+inline void check_block_rows(const torch::Tensor& t) {
+  TORCH_CHECK(t.stride(-1) == 1 && (t.size(-2) == 1 || t.stride(-2) == t.size(-1)),
+              "compiled_rnn: a step's rows must be contiguous within each worker's block");
+}
+template <typename scalar_t>
+const scalar_t* block(const torch::Tensor& t, int64_t w) {
+  check_block_rows(t);
+  return t.data_ptr<scalar_t>() + (t.dim() == 3 ? w * t.stride(0) : 0);
+}
+template <typename scalar_t>
+scalar_t* mblock(torch::Tensor& t, int64_t w) {
+  check_block_rows(t);
+  return t.data_ptr<scalar_t>() + (t.dim() == 3 ? w * t.stride(0) : 0);
+}
+
 // The matrix products, for one model (weights 2-D) or stacked workers (weights 3-D, one per worker).
 // out = bias + a @ w_t; a (B,I) and w_t (I,O), or a (W,B,I) and w_t (W,I,O); the bias is broadcast
 // over the rows ((O) for one model, (W,O) stacked).
@@ -157,6 +177,13 @@ inline torch::Tensor weight_gradient(const torch::Tensor& grad_out, const torch:
 inline torch::Tensor bias_gradient(const torch::Tensor& grad_out, bool stacked) {
   return stacked ? grad_out.sum(0).sum(1) : model_rows(grad_out).sum(0);
 }
+// The same for stacked worker-major sequences (W,T,B,X): each worker's rows over all steps are one
+// block, so each weight gradient is one batched product over all T*B rows.
+inline torch::Tensor worker_major_weight_gradient(const torch::Tensor& grad_out, const torch::Tensor& input) {
+  const int64_t W = grad_out.size(0);
+  return torch::bmm(grad_out.reshape({W, -1, grad_out.size(-1)}).transpose(1, 2), input.reshape({W, -1, input.size(-1)}));
+}
+inline torch::Tensor worker_major_bias_gradient(const torch::Tensor& grad_out) { return grad_out.sum({1, 2}); }
 
 // One GRU step on tensors: gh = b_hh + h W_hh^T into the scratch ``gh`` (B,3H; stacked (W,B,3H)), then
 // the fused update into step t's slices of the saved buffers (views, hence taken by value).
@@ -165,9 +192,12 @@ void gru_step_forward(const torch::Tensor& gx, const torch::Tensor& h, const tor
                       const torch::Tensor& b_hh, torch::Tensor& gh, torch::Tensor gates, torch::Tensor gh_n,
                       torch::Tensor unclipped, torch::Tensor h_new, scalar_t clip) {
   affine_out(gh, b_hh, h, w_hh_t);
-  gru_update_forward<scalar_t>(ptr<scalar_t>(gx), ptr<scalar_t>(gh), ptr<scalar_t>(h), mptr<scalar_t>(gates),
-                               mptr<scalar_t>(gh_n), mptr<scalar_t>(unclipped), mptr<scalar_t>(h_new), rows_of(h),
-                               h.size(-1), clip);
+  const int64_t B = h.size(-2), H = h.size(-1);
+  for (int64_t w = 0; w < blocks_of(h); ++w) {
+    gru_update_forward<scalar_t>(block<scalar_t>(gx, w), block<scalar_t>(gh, w), block<scalar_t>(h, w),
+                                 mblock<scalar_t>(gates, w), mblock<scalar_t>(gh_n, w), mblock<scalar_t>(unclipped, w),
+                                 mblock<scalar_t>(h_new, w), B, H, clip);
+  }
 }
 
 // Backward of gru_step_forward: ``dh`` (B,H) holds the gradient of the new state on entry and that
@@ -176,9 +206,12 @@ template <typename scalar_t>
 void gru_step_backward(torch::Tensor& dh, const torch::Tensor& h_prev, const torch::Tensor& gates,
                        const torch::Tensor& gh_n, const torch::Tensor& unclipped, const torch::Tensor& w_hh,
                        torch::Tensor dgx, torch::Tensor dgh, scalar_t clip) {
-  gru_update_backward<scalar_t>(mptr<scalar_t>(dh), ptr<scalar_t>(h_prev), ptr<scalar_t>(gates), ptr<scalar_t>(gh_n),
-                                ptr<scalar_t>(unclipped), mptr<scalar_t>(dgx), mptr<scalar_t>(dgh), rows_of(dh),
-                                dh.size(-1), clip);
+  const int64_t B = dh.size(-2), H = dh.size(-1);
+  for (int64_t w = 0; w < blocks_of(dh); ++w) {
+    gru_update_backward<scalar_t>(mblock<scalar_t>(dh, w), block<scalar_t>(h_prev, w), block<scalar_t>(gates, w),
+                                  block<scalar_t>(gh_n, w), block<scalar_t>(unclipped, w), mblock<scalar_t>(dgx, w),
+                                  mblock<scalar_t>(dgh, w), B, H, clip);
+  }
   add_product_(dh, dgh, w_hh);
 }
 
@@ -190,6 +223,10 @@ inline std::vector<int64_t> sequence_shape(int64_t steps, const torch::Tensor& s
   shape.push_back(width);
   return shape;
 }
+// The same, worker-major: (W,steps,B,width) for a stacked ``state`` (W,B,H).
+inline std::vector<int64_t> worker_major_shape(int64_t steps, const torch::Tensor& state, int64_t width) {
+  return {state.size(0), steps, state.size(1), width};
+}
 inline std::vector<int64_t> batch_shape(const torch::Tensor& state, int64_t width) {
   auto shape = sequence_shape(1, state, width);
   shape.erase(shape.begin());
@@ -200,55 +237,68 @@ inline std::vector<int64_t> batch_shape(const torch::Tensor& state, int64_t widt
 
 // A GRU over T steps (reverse: from step T-1 down to 0) from the input projection x_projection
 // (T,B,3H) = W_ih x_t + b_ih and the initial state h0 (B,H). Returns {states (T,B,H) in time order,
-// gates (T,B,3H), gh_n (T,B,H), unclipped (T,B,H)}. Stacked: (T,W,B,...), h0 (W,B,H), w_hh (W,3H,H),
-// b_hh (W,3H).
+// gates (T,B,3H), gh_n (T,B,H), unclipped (T,B,H)}. Stacked, worker-major: x_projection (W,T,B,3H),
+// h0 (W,B,H), w_hh (W,3H,H), b_hh (W,3H), every sequence (W,T,B,...). Worker-major because the
+// population computes its input projections per worker ((W,T,B,3H) is what a batched product gives)
+// and each weight gradient is then one product over a worker's rows; step t is the (W,B,...) view
+// select(1, t).
 std::vector<torch::Tensor> gru_sequence_forward(torch::Tensor x_projection, torch::Tensor h0, torch::Tensor w_hh,
                                                 torch::Tensor b_hh, double clip, bool reverse) {
-  const int64_t T = x_projection.size(0), H = w_hh.size(-1);
+  const bool stacked = w_hh.dim() == 3;
+  const int64_t time_axis = stacked ? 1 : 0;
+  const int64_t T = x_projection.size(time_axis), H = w_hh.size(-1);
   auto opts = x_projection.options();
-  auto states = torch::empty(sequence_shape(T, h0, H), opts), gates = torch::empty(sequence_shape(T, h0, 3 * H), opts);
-  auto gh_n = torch::empty(sequence_shape(T, h0, H), opts), unclipped = torch::empty(sequence_shape(T, h0, H), opts);
+  auto shape = [&](int64_t width) { return stacked ? worker_major_shape(T, h0, width) : sequence_shape(T, h0, width); };
+  auto states = torch::empty(shape(H), opts), gates = torch::empty(shape(3 * H), opts);
+  auto gh_n = torch::empty(shape(H), opts), unclipped = torch::empty(shape(H), opts);
   auto gh = torch::empty(batch_shape(h0, 3 * H), opts);
   auto w_hh_t = transposed(w_hh);
   AT_DISPATCH_FLOATING_TYPES(x_projection.scalar_type(), "gru_sequence_forward", [&] {
     const scalar_t clip_value = static_cast<scalar_t>(clip);
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = reverse ? T - 1 - i : i;
-      auto h = i == 0 ? h0 : states[reverse ? t + 1 : t - 1];
-      gru_step_forward<scalar_t>(x_projection[t], h, w_hh_t, b_hh, gh, gates[t], gh_n[t], unclipped[t], states[t],
-                                 clip_value);
+      auto h = i == 0 ? h0 : states.select(time_axis, reverse ? t + 1 : t - 1);
+      gru_step_forward<scalar_t>(x_projection.select(time_axis, t), h, w_hh_t, b_hh, gh, gates.select(time_axis, t),
+                                 gh_n.select(time_axis, t), unclipped.select(time_axis, t),
+                                 states.select(time_axis, t), clip_value);
     }
   });
   return {states, gates, gh_n, unclipped};
 }
 
 // Gradients of gru_sequence_forward given the gradient of its states (T,B,H). Returns
-// {d x_projection (T,B,3H), d h0 (B,H), d w_hh (3H,H), d b_hh (3H)} (stacked: with the W axes).
+// {d x_projection (T,B,3H), d h0 (B,H), d w_hh (3H,H), d b_hh (3H)} (stacked: worker-major (W,T,B,...)
+// sequences and the W axes of the weights).
 std::vector<torch::Tensor> gru_sequence_backward(torch::Tensor grad_states, torch::Tensor h0, torch::Tensor w_hh,
                                                  torch::Tensor states, torch::Tensor gates, torch::Tensor gh_n,
                                                  torch::Tensor unclipped, double clip, bool reverse,
                                                  bool weight_grads) {
   const bool stacked = w_hh.dim() == 3;
-  const int64_t T = grad_states.size(0), H = w_hh.size(-1);
+  const int64_t time_axis = stacked ? 1 : 0;
+  const int64_t T = grad_states.size(time_axis), H = w_hh.size(-1);
   auto opts = grad_states.options();
-  auto dgx = torch::empty(sequence_shape(T, h0, 3 * H), opts), dgh = torch::empty(sequence_shape(T, h0, 3 * H), opts);
+  auto dgx = torch::empty(gates.sizes(), opts), dgh = torch::empty(gates.sizes(), opts);
   auto dh = torch::zeros_like(h0);
   // previous[t] = the state step t started from.
-  auto previous = reverse ? torch::cat({states.narrow(0, 1, T - 1), h0.unsqueeze(0)})
-                          : torch::cat({h0.unsqueeze(0), states.narrow(0, 0, T - 1)});
+  auto first = h0.unsqueeze(time_axis);
+  auto previous = reverse ? torch::cat({states.narrow(time_axis, 1, T - 1), first}, time_axis)
+                          : torch::cat({first, states.narrow(time_axis, 0, T - 1)}, time_axis);
   AT_DISPATCH_FLOATING_TYPES(grad_states.scalar_type(), "gru_sequence_backward", [&] {
     const scalar_t clip_value = static_cast<scalar_t>(clip);
     for (int64_t i = T - 1; i >= 0; --i) {
       const int64_t t = reverse ? T - 1 - i : i;
-      dh.add_(grad_states[t]);
-      gru_step_backward<scalar_t>(dh, previous[t], gates[t], gh_n[t], unclipped[t], w_hh, dgx[t], dgh[t], clip_value);
+      dh.add_(grad_states.select(time_axis, t));
+      gru_step_backward<scalar_t>(dh, previous.select(time_axis, t), gates.select(time_axis, t),
+                                  gh_n.select(time_axis, t), unclipped.select(time_axis, t), w_hh,
+                                  dgx.select(time_axis, t), dgh.select(time_axis, t), clip_value);
     }
   });
   // Without weight_grads (weights that need no gradient, as in the per-trial posterior refinement)
   // the weight and bias gradients come back undefined (None): the weight's product over all steps is
   // the largest single product of the backward pass.
   if (!weight_grads) return {dgx, dh, torch::Tensor(), torch::Tensor()};
-  return {dgx, dh, weight_gradient(dgh, previous, stacked), bias_gradient(dgh, stacked)};
+  if (stacked) return {dgx, dh, worker_major_weight_gradient(dgh, previous), worker_major_bias_gradient(dgh)};
+  return {dgx, dh, weight_gradient(dgh, previous, false), bias_gradient(dgh, false)};
 }
 
 // Returns {factors_all (T+1,B,F) [0 = factors of the initial state], co_mean, co_std, co (T,B,K),

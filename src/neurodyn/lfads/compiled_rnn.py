@@ -212,7 +212,8 @@ def run_gru_sequence(kernel: ModuleType, x_projection: torch.Tensor, h0: torch.T
                      b_hh: torch.Tensor, clip: float = NO_CLIP, reverse: bool = False) -> torch.Tensor:
     """GRU states ``(T, B, H)`` (time order) from the input projection ``x_projection (T, B, 3H)``
     (``W_ih x_t + b_ih``) and the initial state ``h0 (B, H)``; ``reverse`` runs from the last step
-    to the first, as the backward half of a bidirectional GRU. Stacked workers: ``x_projection (T, W, B,
-    3H)``, ``h0 (W, B, H)``, ``w_hh (W, 3H, H)``, ``b_hh (W, 3H)`` give states ``(T, W, B, H)``."""
+    to the first, as the backward half of a bidirectional GRU. Stacked workers, worker-major: ``x_projection
+    (W, T, B, 3H)``, ``h0 (W, B, H)``, ``w_hh (W, 3H, H)``, ``b_hh (W, 3H)`` give states ``(W, T, B, H)``
+    (the layout a per-worker batched product gives the projection in, so it is passed on without a copy)."""
     tensors = [t.contiguous() for t in (x_projection, h0, w_hh, b_hh)]
     return _GruSequenceFunction.apply(*tensors, float(clip), bool(reverse), kernel)

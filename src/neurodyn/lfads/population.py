@@ -455,9 +455,9 @@ class PopulationLFADS(nn.Module):
         initial = self._stacked(f"{prefix}.initial_state")  # (W, 2, 1, H)
         h = torch.cat([initial[:, 0], initial[:, 1]]).expand(2 * workers, batch, hidden)
         if backend == "compiled":
-            states = run_gru_sequence(load_compiled_rnn(), projection.transpose(0, 1), h, w_hh, b_hh)  # (T, 2W, B, H)
-            h = states[-1]
-            states = states.permute(1, 2, 0, 3)  # (2W, B, T, H)
+            states = run_gru_sequence(load_compiled_rnn(), projection, h, w_hh, b_hh)  # (2W, T, B, H)
+            h = states[:, -1]
+            states = states.transpose(1, 2)  # (2W, B, T, H)
         else:
             w_hh_t, b_hh = w_hh.transpose(1, 2), b_hh.unsqueeze(1)
             steps = []
@@ -518,9 +518,9 @@ class PopulationLFADS(nn.Module):
         b_hh = self._stacked("decoder.generator.bias_hh_l0")
         backend = recurrent_backend(gen_init.device)
         if backend == "compiled":
-            projection = self._generator_input_projection(ext_input, num_steps, gen_init.shape[1])
+            projection = self._generator_input_projection(ext_input, num_steps, gen_init.shape[1]).transpose(0, 1)
             states = run_gru_sequence(load_compiled_rnn(), projection, gen_init, w_hh, b_hh, clip=self.cell_clip_value)
-            states = states.permute(1, 2, 0, 3)  # (W, B, T, G)
+            states = states.transpose(1, 2)  # (W, B, T, G)
         else:
             bias = self._generator_input_bias(ext_input)
             w_hh_t, b_hh = w_hh.transpose(1, 2), b_hh.unsqueeze(1)
