@@ -87,22 +87,31 @@ def test_clip_is_active_in_the_comparison(kernel):
     assert (gen_unclipped.abs() > 0.6).any() and (gen_unclipped.abs() < 0.6).any()
 
 
+def _sequence_shape(steps: int, trials: int, workers: int | None):
+    """Shape of a sequence of ``steps + extra`` steps of width ``width``: ``(T, B, X)`` for one model,
+    worker-major ``(W, T, B, X)`` stacked."""
+    def shape(extra: int, width: int) -> tuple[int, ...]:
+        return (steps + extra, trials, width) if workers is None else (workers, steps + extra, trials, width)
+    return shape
+
+
 def _check_decoder_gradients(kernel, per_step_generator_bias: bool, workers: int | None = None) -> None:
     """gradcheck of the compiled controlled decoder (float64) against finite differences; the generator's
     input bias is one vector, or one per step and trial (measured inputs). ``workers``: the stacked form
-    (a leading worker axis on weights and states, activations ``(T, W, B, ...)``)."""
+    (a leading worker axis on weights and states, worker-major sequences ``(W, T, B, ...)``)."""
     steps, trials, con, gen, factors, inputs_dim = 3, 2, 3, 4, 2, 2
     rng = torch.Generator().manual_seed(0)
     w = () if workers is None else (workers,)  # the weights' leading axes
-    b = (trials,) if workers is None else (workers, trials)  # an activation's batch axes
+    b = (trials,) if workers is None else (workers, trials)  # a state's batch axes
+    seq = _sequence_shape(steps, trials, workers)
 
     def leaf(*shape):
         return torch.randn(*shape, dtype=torch.double, generator=rng).requires_grad_()
 
-    noise = torch.randn(steps, *b, inputs_dim, dtype=torch.double, generator=rng)
-    keep = (torch.rand(steps + 1, *b, gen, dtype=torch.double, generator=rng) > 0.3).double() / 0.7
-    generator_bias = leaf(steps, *b, 3 * gen) if per_step_generator_bias else leaf(*w, 3 * gen)
-    tensors = [leaf(steps, *b, 3 * con), leaf(*b, gen), leaf(*b, con),
+    noise = torch.randn(*seq(0, inputs_dim), dtype=torch.double, generator=rng)
+    keep = (torch.rand(*seq(1, gen), dtype=torch.double, generator=rng) > 0.3).double() / 0.7
+    generator_bias = leaf(*seq(0, 3 * gen)) if per_step_generator_bias else leaf(*w, 3 * gen)
+    tensors = [leaf(*seq(0, 3 * con)), leaf(*b, gen), leaf(*b, con),
                leaf(*w, 3 * con, factors), leaf(*w, 3 * con, con), leaf(*w, 3 * con), leaf(*w, 2 * inputs_dim, con),
                leaf(*w, 2 * inputs_dim), leaf(*w, 3 * gen, inputs_dim), generator_bias, leaf(*w, 3 * gen, gen),
                leaf(*w, 3 * gen), leaf(*w, factors, gen)]
@@ -122,6 +131,39 @@ def test_compiled_gradients_match_finite_differences(kernel):
 def test_stacked_decoder_gradients_match_finite_differences(kernel, per_step_generator_bias):
     """The stacked form (several workers' weights at once, as the population engine calls it)."""
     _check_decoder_gradients(kernel, per_step_generator_bias, workers=3)
+
+
+@pytest.mark.parametrize("per_step_generator_bias", [False, True])
+def test_stacked_decoder_is_each_workers_own_decoder(kernel, per_step_generator_bias):
+    """Worker k of a stacked (worker-major) decoder call: every output and every gradient of the
+    one-model call on its slice, in float64, with dropout and inferred-input noise."""
+    workers, steps, trials, con, gen, factors, inputs_dim = 3, 5, 4, 3, 4, 2, 2
+    rng = torch.Generator().manual_seed(4)
+    seq = _sequence_shape(steps, trials, workers)
+
+    def draw(*shape):
+        return torch.randn(*shape, dtype=torch.double, generator=rng)
+
+    noise = draw(*seq(0, inputs_dim))
+    keep = (torch.rand(*seq(1, gen), dtype=torch.double, generator=rng) > 0.3).double() / 0.7
+    bias = draw(*seq(0, 3 * gen)) if per_step_generator_bias else draw(workers, 3 * gen)
+    tensors = [draw(*seq(0, 3 * con)), draw(workers, trials, gen), draw(workers, trials, con),
+               draw(workers, 3 * con, factors), draw(workers, 3 * con, con), draw(workers, 3 * con),
+               draw(workers, 2 * inputs_dim, con), draw(workers, 2 * inputs_dim), draw(workers, 3 * gen, inputs_dim),
+               bias, draw(workers, 3 * gen, gen), draw(workers, 3 * gen), draw(workers, factors, gen)]
+    upstream = [draw(*seq(0, factors))] + [draw(*seq(0, inputs_dim)) for _ in range(3)]
+
+    def run(tensors, noise, keep, upstream):
+        leaves = [t.clone().requires_grad_() for t in tensors]
+        outputs = compiled_rnn.run_controlled_decoder(kernel, *leaves[:3], noise, keep, leaves[3:], 0.6)
+        torch.autograd.backward(outputs[:4], upstream)
+        return [o.detach() for o in outputs] + [leaf.grad for leaf in leaves]
+
+    stacked = run(tensors, noise, keep, upstream)
+    for k in range(workers):
+        one = run([t[k] for t in tensors], noise[k], keep[k], [g[k] for g in upstream])
+        for got, expected in zip(stacked, one):
+            torch.testing.assert_close(got[k], expected, rtol=1e-12, atol=1e-12)
 
 
 def test_compiled_bidirectional_encoder_matches_nn_gru(kernel, monkeypatch):
@@ -225,14 +267,15 @@ def test_decoder_with_fixed_weights_skips_their_gradients_only(kernel, per_step_
     steps, trials, con, gen, factors, inputs_dim = 4, 3, 5, 6, 3, 2
     rng = torch.Generator().manual_seed(2)
     w = () if workers is None else (workers,)  # the weights' leading axes
-    b = (trials,) if workers is None else (workers, trials)  # an activation's batch axes
+    b = (trials,) if workers is None else (workers, trials)  # a state's batch axes
+    seq = _sequence_shape(steps, trials, workers)
 
     def draw(*shape):
         return torch.randn(*shape, generator=rng)
 
-    noise, keep = draw(steps, *b, inputs_dim), torch.ones(steps + 1, *b, gen)
-    activations = [draw(steps, *b, 3 * con), draw(*b, gen), draw(*b, con)]
-    bias = draw(steps, *b, 3 * gen) if per_step_generator_bias else draw(*w, 3 * gen)
+    noise, keep = draw(*seq(0, inputs_dim)), torch.ones(*seq(1, gen))
+    activations = [draw(*seq(0, 3 * con)), draw(*b, gen), draw(*b, con)]
+    bias = draw(*seq(0, 3 * gen)) if per_step_generator_bias else draw(*w, 3 * gen)
     weights = [draw(*w, 3 * con, factors), draw(*w, 3 * con, con), draw(*w, 3 * con), draw(*w, 2 * inputs_dim, con),
                draw(*w, 2 * inputs_dim), draw(*w, 3 * gen, inputs_dim), bias, draw(*w, 3 * gen, gen),
                draw(*w, 3 * gen), draw(*w, factors, gen)]

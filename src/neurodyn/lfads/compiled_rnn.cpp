@@ -11,15 +11,17 @@
 // step is a few matrix products plus one fused pass over the gate values, and each weight gradient
 // is one matrix product over all steps.
 //
-// Layout: time-major. T steps, B trials, H units (C controller, G generator), F factors, K
-// inferred inputs. Tensors are contiguous.
+// Layout: one model's sequences are time-major (T,B,...). T steps, B trials, H units (C controller,
+// G generator), F factors, K inferred inputs. Tensors are contiguous.
 //
 // Stacked workers (the PBT population engine): every kernel also takes W models of one architecture
 // at once, told apart by the rank of the recurrent weight: (W,3H,H) instead of (3H,H). Then every
-// weight and bias has a leading W, states (W,B,H), and the activations carry a W axis: the decoder's
-// after the time axis ((T,W,B,...)), the GRU sequence's before it ((W,T,B,...), worker-major). The
-// matrix products are batched over workers (bmm/baddbmm) and the fused gate passes run over each
-// worker's B rows. Worker k's numbers are exactly those of the single-model call on its slice.
+// weight and bias has a leading W, states (W,B,H), and every sequence is worker-major, (W,T,B,...):
+// the population computes its input projections per worker (a batched product gives them in that
+// layout, so they pass in without a copy), each step is the (W,B,...) view select(1, t), and each
+// weight gradient is one batched product over a worker's T*B rows. The matrix products are batched
+// over workers (bmm/baddbmm) and the fused gate passes run over each worker's block of B rows.
+// Worker k's numbers are exactly those of the single-model call on its slice.
 
 #include <torch/extension.h>
 
@@ -161,29 +163,18 @@ inline torch::Tensor transposed(const torch::Tensor& w) {
 
 // A time-major activation (T,B,X) of one model as rows (T*B,X).
 inline torch::Tensor model_rows(const torch::Tensor& x) { return x.reshape({-1, x.size(-1)}); }
-// Gradient of a weight from its output gradients and inputs over all steps and trials:
-// sum_rows grad_out^T input, (O,I) or (W,O,I). Stacked, one batched product per step: gathering each
-// worker's rows over all steps would copy both whole sequences.
+// Gradient of a weight from its output gradients and inputs over all steps and trials: the sum over
+// rows of grad_out^T input, (O,I) for one model's (T,B,...) sequences, (W,O,I) for stacked worker-major
+// (W,T,B,...) ones, where each worker's rows over all steps form one block: one (batched) product.
 inline torch::Tensor weight_gradient(const torch::Tensor& grad_out, const torch::Tensor& input, bool stacked) {
-  if (!stacked) {
-    auto g = model_rows(grad_out), x = model_rows(input);
-    return torch::mm(g.t(), x);
-  }
-  auto gradient = torch::bmm(grad_out[0].transpose(1, 2), input[0]);
-  for (int64_t t = 1; t < grad_out.size(0); ++t) gradient.baddbmm_(grad_out[t].transpose(1, 2), input[t]);
-  return gradient;
+  const int64_t W = stacked ? grad_out.size(0) : 1;
+  auto g = grad_out.reshape({W, -1, grad_out.size(-1)}), x = input.reshape({W, -1, input.size(-1)});
+  return stacked ? torch::bmm(g.transpose(1, 2), x) : torch::mm(g[0].t(), x[0]);
 }
 // Gradient of a bias: (O) or (W,O).
 inline torch::Tensor bias_gradient(const torch::Tensor& grad_out, bool stacked) {
-  return stacked ? grad_out.sum(0).sum(1) : model_rows(grad_out).sum(0);
+  return stacked ? grad_out.sum({1, 2}) : model_rows(grad_out).sum(0);
 }
-// The same for stacked worker-major sequences (W,T,B,X): each worker's rows over all steps are one
-// block, so each weight gradient is one batched product over all T*B rows.
-inline torch::Tensor worker_major_weight_gradient(const torch::Tensor& grad_out, const torch::Tensor& input) {
-  const int64_t W = grad_out.size(0);
-  return torch::bmm(grad_out.reshape({W, -1, grad_out.size(-1)}).transpose(1, 2), input.reshape({W, -1, input.size(-1)}));
-}
-inline torch::Tensor worker_major_bias_gradient(const torch::Tensor& grad_out) { return grad_out.sum({1, 2}); }
 
 // One GRU step on tensors: gh = b_hh + h W_hh^T into the scratch ``gh`` (B,3H; stacked (W,B,3H)), then
 // the fused update into step t's slices of the saved buffers (views, hence taken by value).
@@ -237,11 +228,8 @@ inline std::vector<int64_t> batch_shape(const torch::Tensor& state, int64_t widt
 
 // A GRU over T steps (reverse: from step T-1 down to 0) from the input projection x_projection
 // (T,B,3H) = W_ih x_t + b_ih and the initial state h0 (B,H). Returns {states (T,B,H) in time order,
-// gates (T,B,3H), gh_n (T,B,H), unclipped (T,B,H)}. Stacked, worker-major: x_projection (W,T,B,3H),
-// h0 (W,B,H), w_hh (W,3H,H), b_hh (W,3H), every sequence (W,T,B,...). Worker-major because the
-// population computes its input projections per worker ((W,T,B,3H) is what a batched product gives)
-// and each weight gradient is then one product over a worker's rows; step t is the (W,B,...) view
-// select(1, t).
+// gates (T,B,3H), gh_n (T,B,H), unclipped (T,B,H)}. Stacked: x_projection (W,T,B,3H), h0 (W,B,H),
+// w_hh (W,3H,H), b_hh (W,3H), every sequence (W,T,B,...).
 std::vector<torch::Tensor> gru_sequence_forward(torch::Tensor x_projection, torch::Tensor h0, torch::Tensor w_hh,
                                                 torch::Tensor b_hh, double clip, bool reverse) {
   const bool stacked = w_hh.dim() == 3;
@@ -297,79 +285,101 @@ std::vector<torch::Tensor> gru_sequence_backward(torch::Tensor grad_states, torc
   // the weight and bias gradients come back undefined (None): the weight's product over all steps is
   // the largest single product of the backward pass.
   if (!weight_grads) return {dgx, dh, torch::Tensor(), torch::Tensor()};
-  if (stacked) return {dgx, dh, worker_major_weight_gradient(dgh, previous), worker_major_bias_gradient(dgh)};
-  return {dgx, dh, weight_gradient(dgh, previous, false), bias_gradient(dgh, false)};
+  return {dgx, dh, weight_gradient(dgh, previous, stacked), bias_gradient(dgh, stacked)};
+}
+
+// The inferred inputs of one step from the controller's output projection: for each of B rows,
+// out (2K) = [mean, log-variance]; writes mean, sd = exp(logvar / 2) and co = mean + sd * eps (K each).
+template <typename scalar_t>
+void controller_output_forward(const scalar_t* out, const scalar_t* eps, scalar_t* mean, scalar_t* sd, scalar_t* co,
+                               int64_t B, int64_t K) {
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t k = 0; k < K; ++k) {
+      const scalar_t m = out[b * 2 * K + k];
+      const scalar_t s = std::exp(scalar_t(0.5) * out[b * 2 * K + K + k]);
+      mean[b * K + k] = m;
+      sd[b * K + k] = s;
+      co[b * K + k] = m + s * eps[b * K + k];
+    }
+  }
+}
+
+// Its backward: from the gradients of co (dc), mean (gm) and sd (gs), the gradient of out (2K per row).
+template <typename scalar_t>
+void controller_output_backward(const scalar_t* dc, const scalar_t* gm, const scalar_t* gs, const scalar_t* eps,
+                                const scalar_t* sd, scalar_t* dout, int64_t B, int64_t K) {
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t i = b * K + k;
+      dout[b * 2 * K + k] = dc[i] + gm[i];
+      dout[b * 2 * K + K + k] = (dc[i] * eps[i] + gs[i]) * scalar_t(0.5) * sd[i];
+    }
+  }
 }
 
 // Returns {factors_all (T+1,B,F) [0 = factors of the initial state], co_mean, co_std, co (T,B,K),
 //          con_states (T+1,B,C), gen_states (T+1,B,G), kept (T+1,B,G) = gen_states * keep,
 //          con_gates (T,B,3C), con_gh_n, con_unclipped (T,B,C), gen_gates (T,B,3G), gen_gh_n,
 //          gen_unclipped (T,B,G)}.
-// Stacked: every activation (T,W,B,...), initial states (W,B,...), weights and biases with a leading W;
-// the generator's input bias (W,3G) or per step (T,W,B,3G).
+// Stacked, worker-major: every sequence (W,T,B,...) (inputs and outputs), initial states (W,B,...),
+// weights and biases with a leading W; the generator's input bias (W,3G) or per step (W,T,B,3G).
 std::vector<torch::Tensor> decoder_forward(
     torch::Tensor ci_projection, torch::Tensor gen_init, torch::Tensor con_init, torch::Tensor noise,
     torch::Tensor keep, torch::Tensor w_factor_in, torch::Tensor w_con_hh, torch::Tensor b_con_hh,
     torch::Tensor w_co, torch::Tensor b_co, torch::Tensor w_gen_ih, torch::Tensor gen_input_bias,
     torch::Tensor w_gen_hh, torch::Tensor b_gen_hh, torch::Tensor w_factor, double clip) {
-  const int64_t T = ci_projection.size(0);
+  const bool stacked = w_con_hh.dim() == 3;
+  const int64_t ta = stacked ? 1 : 0;  // the time axis
+  const int64_t T = ci_projection.size(ta);
   const int64_t C = w_con_hh.size(-1), G = w_gen_hh.size(-1), F = w_factor.size(-2), K = noise.size(-1);
   const bool per_step_bias = gen_input_bias.dim() == ci_projection.dim();
   const auto& g0 = gen_init;  // its leading axes are the batch axes of every activation
   auto opts = ci_projection.options();
-  auto factors_all = torch::empty(sequence_shape(T + 1, g0, F), opts);
-  auto co_mean = torch::empty(sequence_shape(T, g0, K), opts), co_std = torch::empty(sequence_shape(T, g0, K), opts);
-  auto co = torch::empty(sequence_shape(T, g0, K), opts);
-  auto con_states = torch::empty(sequence_shape(T + 1, g0, C), opts);
-  auto gen_states = torch::empty(sequence_shape(T + 1, g0, G), opts);
-  auto kept = torch::empty(sequence_shape(T + 1, g0, G), opts);
-  auto con_gates = torch::empty(sequence_shape(T, g0, 3 * C), opts), con_gh_n = torch::empty(sequence_shape(T, g0, C), opts);
-  auto con_unclipped = torch::empty(sequence_shape(T, g0, C), opts);
-  auto gen_gates = torch::empty(sequence_shape(T, g0, 3 * G), opts), gen_gh_n = torch::empty(sequence_shape(T, g0, G), opts);
-  auto gen_unclipped = torch::empty(sequence_shape(T, g0, G), opts);
+  auto seq = [&](int64_t steps, int64_t width) {
+    return torch::empty(stacked ? worker_major_shape(steps, g0, width) : sequence_shape(steps, g0, width), opts);
+  };
+  auto factors_all = seq(T + 1, F);
+  auto co_mean = seq(T, K), co_std = seq(T, K), co = seq(T, K);
+  auto con_states = seq(T + 1, C), gen_states = seq(T + 1, G), kept = seq(T + 1, G);
+  auto con_gates = seq(T, 3 * C), con_gh_n = seq(T, C), con_unclipped = seq(T, C);
+  auto gen_gates = seq(T, 3 * G), gen_gh_n = seq(T, G), gen_unclipped = seq(T, G);
   auto gx_con = torch::empty(batch_shape(g0, 3 * C), opts), gh_con = torch::empty(batch_shape(g0, 3 * C), opts);
   auto gx_gen = torch::empty(batch_shape(g0, 3 * G), opts), gh_gen = torch::empty(batch_shape(g0, 3 * G), opts);
   auto co_out = torch::empty(batch_shape(g0, 2 * K), opts);
-  const int64_t R = rows_of(co_out);
+  const int64_t B = g0.size(-2);
   auto w_factor_in_t = transposed(w_factor_in), w_con_hh_t = transposed(w_con_hh), w_co_t = transposed(w_co);
   auto w_gen_ih_t = transposed(w_gen_ih), w_gen_hh_t = transposed(w_gen_hh), w_factor_t = transposed(w_factor);
+  auto at = [&](const torch::Tensor& sequence, int64_t t) { return sequence.select(ta, t); };
 
-  con_states[0].copy_(con_init);
-  gen_states[0].copy_(gen_init);
-  auto kept_first = kept[0], factors_first = factors_all[0];
-  torch::mul_out(kept_first, gen_states[0], keep[0]);
+  at(con_states, 0).copy_(con_init);
+  at(gen_states, 0).copy_(gen_init);
+  auto kept_first = at(kept, 0), factors_first = at(factors_all, 0);
+  torch::mul_out(kept_first, at(gen_states, 0), at(keep, 0));
   product_out(factors_first, kept_first, w_factor_t);
 
   AT_DISPATCH_FLOATING_TYPES(ci_projection.scalar_type(), "decoder_forward", [&] {
     const scalar_t clip_value = static_cast<scalar_t>(clip);
     for (int64_t t = 0; t < T; ++t) {
-      affine_out(gx_con, ci_projection[t], factors_all[t], w_factor_in_t);
-      auto con_next = con_states[t + 1];
-      gru_step_forward<scalar_t>(gx_con, con_states[t], w_con_hh_t, b_con_hh, gh_con, con_gates[t], con_gh_n[t],
-                                 con_unclipped[t], con_next, clip_value);
+      affine_out(gx_con, at(ci_projection, t), at(factors_all, t), w_factor_in_t);
+      auto con_next = at(con_states, t + 1);
+      gru_step_forward<scalar_t>(gx_con, at(con_states, t), w_con_hh_t, b_con_hh, gh_con, at(con_gates, t),
+                                 at(con_gh_n, t), at(con_unclipped, t), con_next, clip_value);
 
       affine_out(co_out, b_co, con_next, w_co_t);
-      auto mean_t = co_mean[t], std_t = co_std[t], co_t = co[t], noise_t = noise[t];
-      const scalar_t* out = ptr<scalar_t>(co_out);
-      const scalar_t* eps = ptr<scalar_t>(noise_t);
-      scalar_t *m = mptr<scalar_t>(mean_t), *s = mptr<scalar_t>(std_t), *c = mptr<scalar_t>(co_t);
-      for (int64_t b = 0; b < R; ++b) {
-        for (int64_t k = 0; k < K; ++k) {
-          const scalar_t mean = out[b * 2 * K + k];
-          const scalar_t sd = std::exp(scalar_t(0.5) * out[b * 2 * K + K + k]);
-          m[b * K + k] = mean;
-          s[b * K + k] = sd;
-          c[b * K + k] = mean + sd * eps[b * K + k];
-        }
+      auto mean_t = at(co_mean, t), std_t = at(co_std, t), co_t = at(co, t), noise_t = at(noise, t);
+      for (int64_t w = 0; w < blocks_of(co_out); ++w) {
+        controller_output_forward<scalar_t>(block<scalar_t>(co_out, w), block<scalar_t>(noise_t, w),
+                                            mblock<scalar_t>(mean_t, w), mblock<scalar_t>(std_t, w),
+                                            mblock<scalar_t>(co_t, w), B, K);
       }
 
-      affine_out(gx_gen, per_step_bias ? gen_input_bias[t] : gen_input_bias, co_t, w_gen_ih_t);
-      auto gen_next = gen_states[t + 1];
-      gru_step_forward<scalar_t>(gx_gen, gen_states[t], w_gen_hh_t, b_gen_hh, gh_gen, gen_gates[t], gen_gh_n[t],
-                                 gen_unclipped[t], gen_next, clip_value);
-      auto kept_next = kept[t + 1];
-      torch::mul_out(kept_next, gen_next, keep[t + 1]);
-      auto factors_next = factors_all[t + 1];
+      affine_out(gx_gen, per_step_bias ? at(gen_input_bias, t) : gen_input_bias, co_t, w_gen_ih_t);
+      auto gen_next = at(gen_states, t + 1);
+      gru_step_forward<scalar_t>(gx_gen, at(gen_states, t), w_gen_hh_t, b_gen_hh, gh_gen, at(gen_gates, t),
+                                 at(gen_gh_n, t), at(gen_unclipped, t), gen_next, clip_value);
+      auto kept_next = at(kept, t + 1);
+      torch::mul_out(kept_next, gen_next, at(keep, t + 1));
+      auto factors_next = at(factors_all, t + 1);
       product_out(factors_next, kept_next, w_factor_t);
     }
   });
@@ -382,7 +392,7 @@ std::vector<torch::Tensor> decoder_forward(
 // d b_con_hh, d w_co, d b_co, d w_gen_ih, d gen_input_bias, d w_gen_hh, d b_gen_hh, d w_factor};
 // d gen_input_bias is (T,B,3G) when per_step_bias (the forward's bias was per step), else (3G).
 // Without weight_grads the weights' and biases' gradients come back undefined (None), except a per-step
-// bias's, which costs nothing. Stacked as in decoder_forward.
+// bias's, which costs nothing. Stacked (worker-major) as in decoder_forward.
 std::vector<torch::Tensor> decoder_backward(
     torch::Tensor grad_factors, torch::Tensor grad_co_mean, torch::Tensor grad_co_std, torch::Tensor grad_co,
     torch::Tensor noise, torch::Tensor keep, torch::Tensor w_factor_in, torch::Tensor w_con_hh,
@@ -392,79 +402,79 @@ std::vector<torch::Tensor> decoder_backward(
     torch::Tensor con_unclipped, torch::Tensor gen_gates, torch::Tensor gen_gh_n, torch::Tensor gen_unclipped,
     double clip, bool per_step_bias, bool weight_grads) {
   const bool stacked = w_con_hh.dim() == 3;
-  const int64_t T = grad_factors.size(0);
+  const int64_t ta = stacked ? 1 : 0;
+  const int64_t T = grad_factors.size(ta);
   const int64_t C = w_con_hh.size(-1), G = w_gen_hh.size(-1), F = w_factor.size(-2), K = noise.size(-1);
-  const auto& s0 = gen_states[0];  // its leading axes are the batch axes
+  auto at = [&](const torch::Tensor& sequence, int64_t t) { return sequence.select(ta, t); };
+  const auto s0 = at(gen_states, 0);  // its leading axes are the batch axes
   auto opts = grad_factors.options();
-  auto dgx_con = torch::empty(sequence_shape(T, s0, 3 * C), opts), dgh_con = torch::empty(sequence_shape(T, s0, 3 * C), opts);
-  auto dgx_gen = torch::empty(sequence_shape(T, s0, 3 * G), opts), dgh_gen = torch::empty(sequence_shape(T, s0, 3 * G), opts);
-  auto dco_out = torch::empty(sequence_shape(T, s0, 2 * K), opts);
-  auto dfactors = torch::empty(sequence_shape(T + 1, s0, F), opts);
+  auto seq = [&](int64_t steps, int64_t width) {
+    return torch::empty(stacked ? worker_major_shape(steps, s0, width) : sequence_shape(steps, s0, width), opts);
+  };
+  auto dgx_con = seq(T, 3 * C), dgh_con = seq(T, 3 * C), dgx_gen = seq(T, 3 * G), dgh_gen = seq(T, 3 * G);
+  auto dco_out = seq(T, 2 * K), dfactors = seq(T + 1, F);
   auto dgen = torch::zeros(batch_shape(s0, G), opts), dcon = torch::zeros(batch_shape(s0, C), opts);
   auto dkept = torch::empty(batch_shape(s0, G), opts), dco = torch::empty(batch_shape(s0, K), opts);
-  const int64_t R = rows_of(dco);
+  const int64_t B = s0.size(-2);
 
   AT_DISPATCH_FLOATING_TYPES(grad_factors.scalar_type(), "decoder_backward", [&] {
     const scalar_t clip_value = static_cast<scalar_t>(clip);
     for (int64_t t = T - 1; t >= 0; --t) {
       // factors_all[t+1] feeds the output and the controller at step t+1.
-      auto df = dfactors[t + 1];
+      auto df = at(dfactors, t + 1);
       if (t + 1 < T) {
-        affine_out(df, grad_factors[t], dgx_con[t + 1], w_factor_in);
+        affine_out(df, at(grad_factors, t), at(dgx_con, t + 1), w_factor_in);
       } else {
-        df.copy_(grad_factors[t]);
+        df.copy_(at(grad_factors, t));
       }
       product_out(dkept, df, w_factor);
-      dgen.addcmul_(dkept, keep[t + 1]);
+      dgen.addcmul_(dkept, at(keep, t + 1));
 
-      auto dgx_gen_t = dgx_gen[t];
-      gru_step_backward<scalar_t>(dgen, gen_states[t], gen_gates[t], gen_gh_n[t], gen_unclipped[t], w_gen_hh, dgx_gen_t,
-                                  dgh_gen[t], clip_value);
+      auto dgx_gen_t = at(dgx_gen, t);
+      gru_step_backward<scalar_t>(dgen, at(gen_states, t), at(gen_gates, t), at(gen_gh_n, t), at(gen_unclipped, t),
+                                  w_gen_hh, dgx_gen_t, at(dgh_gen, t), clip_value);
 
-      affine_out(dco, grad_co[t], dgx_gen_t, w_gen_ih);
-      const scalar_t* dc = ptr<scalar_t>(dco);
-      const scalar_t* gm = ptr<scalar_t>(grad_co_mean[t]);
-      const scalar_t* gs = ptr<scalar_t>(grad_co_std[t]);
-      const scalar_t* eps = ptr<scalar_t>(noise[t]);
-      const scalar_t* sd = ptr<scalar_t>(co_std[t]);
-      auto dco_out_t = dco_out[t];
-      scalar_t* dout = mptr<scalar_t>(dco_out_t);
-      for (int64_t b = 0; b < R; ++b) {
-        for (int64_t k = 0; k < K; ++k) {
-          const int64_t i = b * K + k;
-          dout[b * 2 * K + k] = dc[i] + gm[i];
-          dout[b * 2 * K + K + k] = (dc[i] * eps[i] + gs[i]) * scalar_t(0.5) * sd[i];
-        }
+      affine_out(dco, at(grad_co, t), dgx_gen_t, w_gen_ih);
+      auto grad_mean_t = at(grad_co_mean, t), grad_std_t = at(grad_co_std, t), noise_t = at(noise, t);
+      auto std_t = at(co_std, t), dco_out_t = at(dco_out, t);
+      for (int64_t w = 0; w < blocks_of(dco); ++w) {
+        controller_output_backward<scalar_t>(block<scalar_t>(dco, w), block<scalar_t>(grad_mean_t, w),
+                                             block<scalar_t>(grad_std_t, w), block<scalar_t>(noise_t, w),
+                                             block<scalar_t>(std_t, w), mblock<scalar_t>(dco_out_t, w), B, K);
       }
       add_product_(dcon, dco_out_t, w_co);
 
-      gru_step_backward<scalar_t>(dcon, con_states[t], con_gates[t], con_gh_n[t], con_unclipped[t], w_con_hh,
-                                  dgx_con[t], dgh_con[t], clip_value);
+      gru_step_backward<scalar_t>(dcon, at(con_states, t), at(con_gates, t), at(con_gh_n, t), at(con_unclipped, t),
+                                  w_con_hh, at(dgx_con, t), at(dgh_con, t), clip_value);
     }
   });
   // The initial state's factors feed the controller at step 0.
-  auto dfactors_first = dfactors[0];
-  product_out(dfactors_first, dgx_con[0], w_factor_in);
+  auto dfactors_first = at(dfactors, 0);
+  product_out(dfactors_first, at(dgx_con, 0), w_factor_in);
   product_out(dkept, dfactors_first, w_factor);
-  dgen.addcmul_(dkept, keep[0]);
+  dgen.addcmul_(dkept, at(keep, 0));
 
   if (!weight_grads) {
     const torch::Tensor none;
     return {dgx_con, dgen, dcon, none, none, none, none, none, none, per_step_bias ? dgx_gen : none, none, none, none};
   }
-  auto previous = [](const torch::Tensor& states) { return states.narrow(0, 0, states.size(0) - 1); };
-  auto next = [](const torch::Tensor& states) { return states.narrow(0, 1, states.size(0) - 1); };
-  auto dw_factor_in = weight_gradient(dgx_con, previous(factors_all), stacked);
-  auto dw_con_hh = weight_gradient(dgh_con, previous(con_states), stacked);
-  auto db_con_hh = bias_gradient(dgh_con, stacked);
-  auto dw_co = weight_gradient(dco_out, next(con_states), stacked);
-  auto db_co = bias_gradient(dco_out, stacked);
-  auto dw_gen_ih = weight_gradient(dgx_gen, co, stacked);
+  auto previous = [&](const torch::Tensor& states) { return states.narrow(ta, 0, states.size(ta) - 1); };
+  auto next = [&](const torch::Tensor& states) { return states.narrow(ta, 1, states.size(ta) - 1); };
+  auto weight = [&](const torch::Tensor& grad_out, const torch::Tensor& input) {
+    return weight_gradient(grad_out, input, stacked);
+  };
+  auto bias = [&](const torch::Tensor& grad_out) { return bias_gradient(grad_out, stacked); };
+  auto dw_factor_in = weight(dgx_con, previous(factors_all));
+  auto dw_con_hh = weight(dgh_con, previous(con_states));
+  auto db_con_hh = bias(dgh_con);
+  auto dw_co = weight(dco_out, next(con_states));
+  auto db_co = bias(dco_out);
+  auto dw_gen_ih = weight(dgx_gen, co);
   // A per-step bias gets each step's gradient: that of the generator's input projection itself.
-  auto d_gen_input_bias = per_step_bias ? dgx_gen : bias_gradient(dgx_gen, stacked);
-  auto dw_gen_hh = weight_gradient(dgh_gen, previous(gen_states), stacked);
-  auto db_gen_hh = bias_gradient(dgh_gen, stacked);
-  auto dw_factor = weight_gradient(dfactors, kept, stacked);
+  auto d_gen_input_bias = per_step_bias ? dgx_gen : bias(dgx_gen);
+  auto dw_gen_hh = weight(dgh_gen, previous(gen_states));
+  auto db_gen_hh = bias(dgh_gen);
+  auto dw_factor = weight(dfactors, kept);
   return {dgx_con, dgen, dcon, dw_factor_in, dw_con_hh, db_con_hh, dw_co, db_co,
           dw_gen_ih, d_gen_input_bias, dw_gen_hh, db_gen_hh, dw_factor};
 }

@@ -121,6 +121,13 @@ def load_compiled_rnn() -> ModuleType | None:
         return _build()
 
 
+def _after_first_step(sequence: torch.Tensor, w_con_hh: torch.Tensor) -> torch.Tensor:
+    """Steps 1..T of a decoder sequence of T + 1 steps: ``(T + 1, B, X)`` for one model, worker-major
+    ``(W, T + 1, B, X)`` stacked (told apart by the rank of the recurrent weight ``w_con_hh``)."""
+    time_axis = 1 if w_con_hh.dim() == 3 else 0
+    return sequence.narrow(time_axis, 1, sequence.shape[time_axis] - 1)
+
+
 class _ControlledDecoderFunction(torch.autograd.Function):
     """Autograd wrapper: forward and backward both run in the compiled kernel.
 
@@ -139,9 +146,9 @@ class _ControlledDecoderFunction(torch.autograd.Function):
         ctx.save_for_backward(noise, keep, w_factor_in, w_con_hh, w_co, w_gen_ih, w_gen_hh, w_factor,
                               factors_all, co_std, co, con_states, gen_states, kept, con_gates, con_gh_n,
                               con_unclipped, gen_gates, gen_gh_n, gen_unclipped)
-        states = gen_states[1:]
+        states = _after_first_step(gen_states, w_con_hh)
         ctx.mark_non_differentiable(states)
-        return factors_all[1:], co_mean, co_std, co, states
+        return _after_first_step(factors_all, w_con_hh), co_mean, co_std, co, states
 
     @staticmethod
     @once_differentiable
@@ -158,8 +165,8 @@ class _ControlledDecoderFunction(torch.autograd.Function):
         # the kernel skips their products.
         weight_grads = any(ctx.needs_input_grad[5:15])
         grads = ctx.kernel.decoder_backward(
-            dense(grad_factors, factors_all[1:]), dense(grad_co_mean, co_std), dense(grad_co_std, co_std),
-            dense(grad_co, co_std), noise, keep, w_factor_in, w_con_hh, w_co, w_gen_ih, w_gen_hh, w_factor,
+            dense(grad_factors, _after_first_step(factors_all, w_con_hh)), dense(grad_co_mean, co_std),
+            dense(grad_co_std, co_std), dense(grad_co, co_std), noise, keep, w_factor_in, w_con_hh, w_co, w_gen_ih, w_gen_hh, w_factor,
             *intermediates, ctx.clip, ctx.per_step_bias, weight_grads)
         d_ci_projection, d_gen_init, d_con_init, *d_weights = grads
         return (d_ci_projection, d_gen_init, d_con_init, None, None, *d_weights, None, None)
@@ -178,8 +185,8 @@ def run_controlled_decoder(kernel: ModuleType, ci_projection: torch.Tensor, gen_
     co_mean, co_std, co ``(T, B, K)`` and the generator states ``(T, B, G)`` (no gradient).
 
     Stacked workers (the population engine): every weight and bias with a leading ``W`` (``w_con_hh
-    (W, 3C, C)``, ``b_con_hh (W, 3C)``, ``gen_input_bias (W, 3G)`` or per step ``(T, W, B, 3G)``),
-    initial states ``(W, B, ...)`` and time-major activations ``(T, W, B, ...)``."""
+    (W, 3C, C)``, ``b_con_hh (W, 3C)``, ``gen_input_bias (W, 3G)`` or per step ``(W, T, B, 3G)``),
+    initial states ``(W, B, ...)`` and worker-major sequences ``(W, T, B, ...)``, inputs and outputs."""
     contiguous = [t.contiguous() for t in (ci_projection, gen_init, con_init, noise, keep, *weights)]
     return _ControlledDecoderFunction.apply(*contiguous, float(clip), kernel)
 

@@ -501,16 +501,16 @@ class PopulationLFADS(nn.Module):
         ``T`` tensors ``(W, B, 3G)`` (see ``Decoder._generator_input_bias``)."""
         if ext_input is None:
             return self._stacked("decoder.generator.bias_ih_l0").unsqueeze(1)
-        return self._generator_input_projection(ext_input, ext_input.shape[2], ext_input.shape[1]).unbind(0)
+        return self._generator_input_projection(ext_input, ext_input.shape[2], ext_input.shape[1]).unbind(1)
 
     def _generator_input_projection(self, ext_input: torch.Tensor | None, num_steps: int, batch: int) -> torch.Tensor:
-        """The generator's input projection without inferred inputs, time-major ``(T, W, B, 3G)``: its bias
-        at every step, plus ``W_ext ext_t`` with measured inputs (the compiled kernels' layout)."""
+        """The generator's input projection without inferred inputs, worker-major ``(W, T, B, 3G)``: its
+        bias at every step, plus ``W_ext ext_t`` with measured inputs (the compiled kernels' layout)."""
         bias = self._stacked("decoder.generator.bias_ih_l0")
         if ext_input is None:
-            return bias[None, :, None, :].expand(num_steps, -1, batch, -1)
+            return bias[:, None, None, :].expand(-1, num_steps, batch, -1)
         w_ext = self._stacked("decoder.generator.weight_ih_l0")[:, :, self.co_dim:]
-        return _linear(ext_input.transpose(1, 2), w_ext, bias).transpose(0, 1)
+        return _linear(ext_input.transpose(1, 2), w_ext, bias)
 
     def _autonomous(self, gen_init: torch.Tensor, num_steps: int, noise: ForwardNoise | None,
                     ext_input: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -518,7 +518,7 @@ class PopulationLFADS(nn.Module):
         b_hh = self._stacked("decoder.generator.bias_hh_l0")
         backend = recurrent_backend(gen_init.device)
         if backend == "compiled":
-            projection = self._generator_input_projection(ext_input, num_steps, gen_init.shape[1]).transpose(0, 1)
+            projection = self._generator_input_projection(ext_input, num_steps, gen_init.shape[1])
             states = run_gru_sequence(load_compiled_rnn(), projection, gen_init, w_hh, b_hh, clip=self.cell_clip_value)
             states = states.transpose(1, 2)  # (W, B, T, G)
         else:
@@ -542,11 +542,15 @@ class PopulationLFADS(nn.Module):
         factor_weight_t = factor_weight.transpose(1, 2)
         w_con_ih = self._stacked("decoder.controller.weight_ih_l0")
         w_ci, w_factor_in = w_con_ih.split([ci_dim, factor_weight.shape[1]], dim=2)
-        ci_projection = _linear(controller_inputs, w_ci, self._stacked("decoder.controller.bias_ih_l0"))
+        b_ci = self._stacked("decoder.controller.bias_ih_l0")
         backend = recurrent_backend(gen_init.device)
         if backend == "compiled":
-            return self._controlled_compiled(load_compiled_rnn(), gen_init, ci_projection, w_factor_in, factor_weight, sample,
-                                             noise, ext_input)
+            # Projected in time order (W, T, B, 3C), the compiled kernel's layout: reordering the
+            # narrower controller inputs costs less than reordering their projection.
+            ci_projection = _linear(controller_inputs.transpose(1, 2), w_ci, b_ci)
+            return self._controlled_compiled(load_compiled_rnn(), gen_init, ci_projection, w_factor_in, factor_weight,
+                                             sample, noise, ext_input)
+        ci_projection = _linear(controller_inputs, w_ci, b_ci)
         fused = backend == "library"
         w_factor_in_t = w_factor_in.transpose(1, 2)
         w_con_hh_t = self._stacked("decoder.controller.weight_hh_l0").transpose(1, 2)
@@ -584,29 +588,29 @@ class PopulationLFADS(nn.Module):
     def _controlled_compiled(self, kernel, gen_init: torch.Tensor, ci_projection: torch.Tensor,
                              w_factor_in: torch.Tensor, factor_weight: torch.Tensor, sample: bool,
                              noise: ForwardNoise | None, ext_input: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        """``_controlled`` through the compiled kernel's stacked form: ``ci_projection`` ``(W, B, T, 3C)``
+        """``_controlled`` through the compiled kernel's stacked form: ``ci_projection`` ``(W, T, B, 3C)``
         and the weights ``_controlled`` prepared (the controller's factor part ``(W, 3C, F)``, the
-        normalised factor weight ``(W, F, G)``); inputs go in the kernel's time-major layout ``(T, W, B,
+        normalised factor weight ``(W, F, G)``); inputs go in the kernel's worker-major layout ``(W, T, B,
         ...)`` and outputs come back as ``(W, B, T, ...)``."""
-        workers, batch, num_steps, _ = ci_projection.shape
+        workers, num_steps, batch, _ = ci_projection.shape
         con_init = self._stacked("decoder.controller_initial_state").expand(workers, batch, -1)
-        co_noise = None if noise is None or noise.co_noise is None or not sample else noise.co_noise.transpose(0, 1)
+        co_noise = None if noise is None or noise.co_noise is None or not sample else noise.co_noise
         if co_noise is None:  # zero noise: the posterior mean, as in the loop above
-            co_noise = gen_init.new_zeros(num_steps, workers, batch, self.co_dim)
-        keep = (gen_init.new_ones(num_steps + 1, *gen_init.shape) if noise is None
-                else noise.state_keep.transpose(0, 1))
+            co_noise = gen_init.new_zeros(workers, num_steps, batch, self.co_dim)
+        keep = (gen_init.new_ones(workers, num_steps + 1, *gen_init.shape[1:]) if noise is None
+                else noise.state_keep)
         if ext_input is None:
             gen_input_bias = self._stacked("decoder.generator.bias_ih_l0")
         else:
             gen_input_bias = self._generator_input_projection(ext_input, num_steps, batch)
         outputs = run_controlled_decoder(
-            kernel, ci_projection.permute(2, 0, 1, 3), gen_init, con_init, co_noise, keep,
+            kernel, ci_projection, gen_init, con_init, co_noise, keep,
             (w_factor_in, self._stacked("decoder.controller.weight_hh_l0"), self._stacked("decoder.controller.bias_hh_l0"),
              self._stacked("decoder.controller_output.weight"), self._stacked("decoder.controller_output.bias"),
              self._stacked("decoder.generator.weight_ih_l0")[:, :, :self.co_dim], gen_input_bias,
              self._stacked("decoder.generator.weight_hh_l0"), self._stacked("decoder.generator.bias_hh_l0"),
              factor_weight), self.cell_clip_value)
-        return tuple(output.permute(1, 2, 0, 3) for output in outputs)
+        return tuple(output.transpose(1, 2) for output in outputs)
 
     # -- objective terms ------------------------------------------------------------------------------
     def kl_ic(self, output: LfadsOutput) -> torch.Tensor:
