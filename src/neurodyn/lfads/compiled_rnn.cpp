@@ -106,9 +106,6 @@ scalar_t* mptr(torch::Tensor& t) {
   return t.data_ptr<scalar_t>();
 }
 
-// Rows of a gate pass: all leading axes of a contiguous (..., H) tensor (B, or W*B when stacked).
-inline int64_t rows_of(const torch::Tensor& t) { return t.numel() / t.size(-1); }
-
 // One step's activations are (B,X) for one model and (W,B,X) stacked, where each worker's block of B
 // rows is contiguous but the blocks may lie apart (a step of a worker-major (W,T,B,X) sequence). The
 // gate passes run block by block.
@@ -206,21 +203,17 @@ void gru_step_backward(torch::Tensor& dh, const torch::Tensor& h_prev, const tor
   add_product_(dh, dgh, w_hh);
 }
 
-// The shape of a time-major sequence of ``steps`` steps with the batch axes of ``state`` ((B,H) or
-// (W,B,H)) and last axis ``width``.
+// The shape of a sequence of ``steps`` steps with the batch axes of ``state`` and last axis ``width``:
+// time-major (steps,B,width) for one model's state (B,H), worker-major (W,steps,B,width) for stacked
+// states (W,B,H).
 inline std::vector<int64_t> sequence_shape(int64_t steps, const torch::Tensor& state, int64_t width) {
-  std::vector<int64_t> shape{steps};
-  for (int64_t d = 0; d + 1 < state.dim(); ++d) shape.push_back(state.size(d));
-  shape.push_back(width);
-  return shape;
+  if (state.dim() == 3) return {state.size(0), steps, state.size(1), width};
+  return {steps, state.size(0), width};
 }
-// The same, worker-major: (W,steps,B,width) for a stacked ``state`` (W,B,H).
-inline std::vector<int64_t> worker_major_shape(int64_t steps, const torch::Tensor& state, int64_t width) {
-  return {state.size(0), steps, state.size(1), width};
-}
+// One step's shape: the batch axes of ``state`` ((B) or (W,B)) and ``width``.
 inline std::vector<int64_t> batch_shape(const torch::Tensor& state, int64_t width) {
-  auto shape = sequence_shape(1, state, width);
-  shape.erase(shape.begin());
+  auto shape = state.sizes().vec();
+  shape.back() = width;
   return shape;
 }
 
@@ -236,9 +229,8 @@ std::vector<torch::Tensor> gru_sequence_forward(torch::Tensor x_projection, torc
   const int64_t time_axis = stacked ? 1 : 0;
   const int64_t T = x_projection.size(time_axis), H = w_hh.size(-1);
   auto opts = x_projection.options();
-  auto shape = [&](int64_t width) { return stacked ? worker_major_shape(T, h0, width) : sequence_shape(T, h0, width); };
-  auto states = torch::empty(shape(H), opts), gates = torch::empty(shape(3 * H), opts);
-  auto gh_n = torch::empty(shape(H), opts), unclipped = torch::empty(shape(H), opts);
+  auto states = torch::empty(sequence_shape(T, h0, H), opts), gates = torch::empty(sequence_shape(T, h0, 3 * H), opts);
+  auto gh_n = torch::empty(sequence_shape(T, h0, H), opts), unclipped = torch::empty(sequence_shape(T, h0, H), opts);
   auto gh = torch::empty(batch_shape(h0, 3 * H), opts);
   auto w_hh_t = transposed(w_hh);
   AT_DISPATCH_FLOATING_TYPES(x_projection.scalar_type(), "gru_sequence_forward", [&] {
@@ -329,15 +321,13 @@ std::vector<torch::Tensor> decoder_forward(
     torch::Tensor w_co, torch::Tensor b_co, torch::Tensor w_gen_ih, torch::Tensor gen_input_bias,
     torch::Tensor w_gen_hh, torch::Tensor b_gen_hh, torch::Tensor w_factor, double clip) {
   const bool stacked = w_con_hh.dim() == 3;
-  const int64_t ta = stacked ? 1 : 0;  // the time axis
-  const int64_t T = ci_projection.size(ta);
+  const int64_t time_axis = stacked ? 1 : 0;
+  const int64_t T = ci_projection.size(time_axis);
   const int64_t C = w_con_hh.size(-1), G = w_gen_hh.size(-1), F = w_factor.size(-2), K = noise.size(-1);
   const bool per_step_bias = gen_input_bias.dim() == ci_projection.dim();
   const auto& g0 = gen_init;  // its leading axes are the batch axes of every activation
   auto opts = ci_projection.options();
-  auto seq = [&](int64_t steps, int64_t width) {
-    return torch::empty(stacked ? worker_major_shape(steps, g0, width) : sequence_shape(steps, g0, width), opts);
-  };
+  auto seq = [&](int64_t steps, int64_t width) { return torch::empty(sequence_shape(steps, g0, width), opts); };
   auto factors_all = seq(T + 1, F);
   auto co_mean = seq(T, K), co_std = seq(T, K), co = seq(T, K);
   auto con_states = seq(T + 1, C), gen_states = seq(T + 1, G), kept = seq(T + 1, G);
@@ -349,7 +339,7 @@ std::vector<torch::Tensor> decoder_forward(
   const int64_t B = g0.size(-2);
   auto w_factor_in_t = transposed(w_factor_in), w_con_hh_t = transposed(w_con_hh), w_co_t = transposed(w_co);
   auto w_gen_ih_t = transposed(w_gen_ih), w_gen_hh_t = transposed(w_gen_hh), w_factor_t = transposed(w_factor);
-  auto at = [&](const torch::Tensor& sequence, int64_t t) { return sequence.select(ta, t); };
+  auto at = [&](const torch::Tensor& sequence, int64_t t) { return sequence.select(time_axis, t); };
 
   at(con_states, 0).copy_(con_init);
   at(gen_states, 0).copy_(gen_init);
@@ -402,15 +392,13 @@ std::vector<torch::Tensor> decoder_backward(
     torch::Tensor con_unclipped, torch::Tensor gen_gates, torch::Tensor gen_gh_n, torch::Tensor gen_unclipped,
     double clip, bool per_step_bias, bool weight_grads) {
   const bool stacked = w_con_hh.dim() == 3;
-  const int64_t ta = stacked ? 1 : 0;
-  const int64_t T = grad_factors.size(ta);
+  const int64_t time_axis = stacked ? 1 : 0;
+  const int64_t T = grad_factors.size(time_axis);
   const int64_t C = w_con_hh.size(-1), G = w_gen_hh.size(-1), F = w_factor.size(-2), K = noise.size(-1);
-  auto at = [&](const torch::Tensor& sequence, int64_t t) { return sequence.select(ta, t); };
+  auto at = [&](const torch::Tensor& sequence, int64_t t) { return sequence.select(time_axis, t); };
   const auto s0 = at(gen_states, 0);  // its leading axes are the batch axes
   auto opts = grad_factors.options();
-  auto seq = [&](int64_t steps, int64_t width) {
-    return torch::empty(stacked ? worker_major_shape(steps, s0, width) : sequence_shape(steps, s0, width), opts);
-  };
+  auto seq = [&](int64_t steps, int64_t width) { return torch::empty(sequence_shape(steps, s0, width), opts); };
   auto dgx_con = seq(T, 3 * C), dgh_con = seq(T, 3 * C), dgx_gen = seq(T, 3 * G), dgh_gen = seq(T, 3 * G);
   auto dco_out = seq(T, 2 * K), dfactors = seq(T + 1, F);
   auto dgen = torch::zeros(batch_shape(s0, G), opts), dcon = torch::zeros(batch_shape(s0, C), opts);
@@ -458,8 +446,8 @@ std::vector<torch::Tensor> decoder_backward(
     const torch::Tensor none;
     return {dgx_con, dgen, dcon, none, none, none, none, none, none, per_step_bias ? dgx_gen : none, none, none, none};
   }
-  auto previous = [&](const torch::Tensor& states) { return states.narrow(ta, 0, states.size(ta) - 1); };
-  auto next = [&](const torch::Tensor& states) { return states.narrow(ta, 1, states.size(ta) - 1); };
+  auto previous = [&](const torch::Tensor& states) { return states.narrow(time_axis, 0, states.size(time_axis) - 1); };
+  auto next = [&](const torch::Tensor& states) { return states.narrow(time_axis, 1, states.size(time_axis) - 1); };
   auto weight = [&](const torch::Tensor& grad_out, const torch::Tensor& input) {
     return weight_gradient(grad_out, input, stacked);
   };

@@ -166,8 +166,8 @@ class _ControlledDecoderFunction(torch.autograd.Function):
         weight_grads = any(ctx.needs_input_grad[5:15])
         grads = ctx.kernel.decoder_backward(
             dense(grad_factors, _after_first_step(factors_all, w_con_hh)), dense(grad_co_mean, co_std),
-            dense(grad_co_std, co_std), dense(grad_co, co_std), noise, keep, w_factor_in, w_con_hh, w_co, w_gen_ih, w_gen_hh, w_factor,
-            *intermediates, ctx.clip, ctx.per_step_bias, weight_grads)
+            dense(grad_co_std, co_std), dense(grad_co, co_std), noise, keep, w_factor_in, w_con_hh, w_co, w_gen_ih,
+            w_gen_hh, w_factor, *intermediates, ctx.clip, ctx.per_step_bias, weight_grads)
         d_ci_projection, d_gen_init, d_con_init, *d_weights = grads
         return (d_ci_projection, d_gen_init, d_con_init, None, None, *d_weights, None, None)
 
