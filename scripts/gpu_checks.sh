@@ -2,8 +2,8 @@
 # On a machine with a CUDA GPU and a CUDA build of torch (in the Python that runs this; set PYTHON to
 # choose another): the GPU tests, then the population engine's benchmark at the default generation
 # (25 epochs) and a profile of one population step. Logs and tables go to the folder given (default:
-# gpu_checks/). --with-embedded adds the embedded engine's rows (on one H100: 8 workers took 80 s,
-# 20 workers over 150 s).
+# gpu_checks/). --with-embedded adds the embedded engine's rows (on one H100: 8 workers took 80-96 s,
+# 20 workers 213 s).
 #
 #   bash scripts/gpu_checks.sh [OUT_DIR] [--with-embedded]
 set -uo pipefail

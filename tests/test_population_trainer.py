@@ -235,8 +235,8 @@ def test_different_batch_sizes_and_different_data_are_refused():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("case", [CASES["autonomous"], CASES["controller-heldout-ext"]], ids=["autonomous", "controller"])
 def test_on_a_gpu_each_worker_follows_its_single_trainer(case):
-    """On a GPU the population's full-size steps are replayed from a CUDA graph (after one warm-up step
-    here: each epoch has one full batch and a smaller last one, which runs eagerly)."""
+    """On a GPU the population's steps are replayed from CUDA graphs, one per batch shape (after one
+    warm-up step each here): each epoch's full batch, its smaller last one and the validation batches."""
     inputs = _inputs(case)
     configs = [LfadsConfig(**{**config.model_dump(), "device": "cuda"}) for config in _configs(**case)]
     population = PopulationTrainer.from_configs(configs, **inputs, dtype=torch.float64)
