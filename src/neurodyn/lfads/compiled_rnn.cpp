@@ -163,9 +163,17 @@ inline torch::Tensor model_rows(const torch::Tensor& x) { return x.reshape({-1, 
 // Gradient of a weight from its output gradients and inputs over all steps and trials: the sum over
 // rows of grad_out^T input, (O,I) for one model's (T,B,...) sequences, (W,O,I) for stacked worker-major
 // (W,T,B,...) ones, where each worker's rows over all steps form one block: one (batched) product.
+// With more outputs than inputs the product is taken as (input^T grad_out)^T: BLAS runs the long
+// reduction over rows faster with the narrow operand transposed (on an AVX-512 Xeon at the reference
+// workload: 300 outputs x 4 inputs over 6400 rows 3.0 -> 1.4 ms for one model, 5.0 -> 1.3 ms for 4
+// stacked; 300 x 100: 12.9 -> 11.3 and 18.4 -> 13.4 ms).
 inline torch::Tensor weight_gradient(const torch::Tensor& grad_out, const torch::Tensor& input, bool stacked) {
   const int64_t W = stacked ? grad_out.size(0) : 1;
   auto g = grad_out.reshape({W, -1, grad_out.size(-1)}), x = input.reshape({W, -1, input.size(-1)});
+  if (g.size(-1) > x.size(-1)) {
+    auto transposed_gradient = stacked ? torch::bmm(x.transpose(1, 2), g) : torch::mm(x[0].t(), g[0]);
+    return transposed_gradient.transpose(-2, -1).contiguous();
+  }
   return stacked ? torch::bmm(g.transpose(1, 2), x) : torch::mm(g[0].t(), x[0]);
 }
 // Gradient of a bias: (O) or (W,O).
