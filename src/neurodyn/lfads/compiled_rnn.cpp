@@ -170,11 +170,11 @@ inline torch::Tensor model_rows(const torch::Tensor& x) { return x.reshape({-1, 
 inline torch::Tensor weight_gradient(const torch::Tensor& grad_out, const torch::Tensor& input, bool stacked) {
   const int64_t W = stacked ? grad_out.size(0) : 1;
   auto g = grad_out.reshape({W, -1, grad_out.size(-1)}), x = input.reshape({W, -1, input.size(-1)});
-  if (g.size(-1) > x.size(-1)) {
-    auto transposed_gradient = stacked ? torch::bmm(x.transpose(1, 2), g) : torch::mm(x[0].t(), g[0]);
-    return transposed_gradient.transpose(-2, -1).contiguous();
-  }
-  return stacked ? torch::bmm(g.transpose(1, 2), x) : torch::mm(g[0].t(), x[0]);
+  const bool transposed = g.size(-1) > x.size(-1);
+  const auto& a = transposed ? x : g;
+  const auto& b = transposed ? g : x;
+  auto product = stacked ? torch::bmm(a.transpose(1, 2), b) : torch::mm(a[0].t(), b[0]);
+  return transposed ? product.transpose(-2, -1).contiguous() : product;
 }
 // Gradient of a bias: (O) or (W,O).
 inline torch::Tensor bias_gradient(const torch::Tensor& grad_out, bool stacked) {
