@@ -34,3 +34,16 @@ def recurrent_loops(request, monkeypatch):
         from neurodyn.lfads import population
 
         monkeypatch.setattr(population, "recurrent_backend", lambda device: "library")
+
+
+# The real recordings that lie beside the project (../shared/data, as CI lays it out): a test that needs one
+# takes this fixture and is skipped, saying why, where the folder is absent (e.g. a clone on its own).
+SHARED_DATA = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data():
+    """The folder of real recordings (``../shared/data``); skips the test where it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real recordings not found at {SHARED_DATA}")
+    return SHARED_DATA
