@@ -1,5 +1,7 @@
 """Shared test settings: small, single-threaded torch so the suite is quick and repeatable on 2 cores."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -38,7 +40,7 @@ def recurrent_loops(request, monkeypatch):
 
 # The real recordings that lie beside the project (../shared/data, as CI lays it out): a test that needs one
 # takes this fixture and is skipped, saying why, where the folder is absent (e.g. a clone on its own).
-SHARED_DATA = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture
