@@ -18,7 +18,8 @@ from neurodyn.data.seed_format import NeuralDataset, write_dataset
 from neurodyn.data.sessions import combine_sessions, session_names
 from neurodyn.errors import NeurodynError
 from neurodyn.lfads.model import LFADS
-from neurodyn.lfads.stitching import SessionReadin, averaged_activity, pcr_alignment, shared_condition_labels
+from neurodyn.lfads.stitching import (SessionReadin, averaged_activity, initialise_stitched_model, pcr_alignment,
+                                      shared_condition_labels)
 from neurodyn.observation.registry import make_observation_model
 from neurodyn.runs.checkpoint import load_checkpoint
 from neurodyn.runs.outputs import read_split_output
@@ -372,3 +373,72 @@ def test_export_nlb_writes_one_sessions_submission(tmp_path):
     with h5py.File(target) as f:
         np.testing.assert_allclose(f["lorenz/eval_rates_heldout"][()], valid.rates[..., [1, 4]], rtol=1e-6)
         assert f["lorenz/train_rates_heldin"].shape[-1] == 3
+
+
+def test_pcr_fits_the_readin_on_the_held_in_neurons_only(tmp_path):
+    """Held-out neurons reach the encoders as zeros: they get no read-in weight and stay out of the basis
+    and the bias, so the read-in of the training trials as the encoders see them is centred; the readout's
+    activity map still covers them (an independent PCA + ridge on the held-in columns)."""
+    paths = write_sessions(tmp_path, neurons=[7, 6], trials=[3, 3])
+    heldout = {0: [1, 4], 1: [0, 5]}
+    for s, local in heldout.items():
+        with h5py.File(paths[s], "r+") as f:
+            f["heldout_neurons"] = np.array(local)
+            f["data"][...] = f["data"][()] + 3 * np.isin(np.arange(f["data"].shape[0]), local)[:, None, None]
+    data = read_model_data(paths, LfadsConfig(**SMALL))
+    assert data.config.heldout_neurons == [1, 4, 7, 12]
+    inputs = data.trainer_inputs()
+    trainer = LfadsTrainer(data.config, **inputs)
+    weight = trainer.model.readin.weight.detach().numpy().astype(np.float64)  # (readin_dim, sum N_s)
+    bias = trainer.model.readin.bias.detach().numpy().astype(np.float64)
+    heldin = np.ones(sum(data.config.session_neurons), dtype=bool)
+    heldin[data.config.heldout_neurons] = False
+    assert np.all(weight[:, ~heldin] == 0.0)
+    labels = shared_condition_labels([inputs["train_condition"][inputs["train_session"] == s] for s in range(2)])
+    blocks = [data.sessions.neurons(s) for s in range(2)]
+    members = [inputs["train_session"] == s for s in range(2)]
+    averages = [averaged_activity(inputs["train_data"][m][..., b], inputs["train_condition"][m], labels)
+                for m, b in zip(members, blocks)]
+    seen = [heldin[b] for b in blocks]
+    # Independently: PCA of the held-in columns, ridge of the unit-variance scores on each session's held-in columns.
+    centred_in = [a[:, h] - a[:, h].mean(0) for a, h in zip(averages, seen)]
+    k = weight.shape[0]
+    scores = PCA(n_components=k, svd_solver="full").fit_transform(np.concatenate(centred_in, axis=1))
+    basis = scores / scores.std(0)
+    for s, (block, average, h, centred) in enumerate(zip(blocks, averages, seen, centred_in)):
+        lam = 1e-3 * np.mean(np.diag(centred.T @ centred))
+        expected = Ridge(alpha=lam, fit_intercept=False).fit(centred, basis).coef_  # (k, N_s^in)
+        got = weight[:, block][:, h]
+        signs = np.sign(np.sum(got * expected, axis=1, keepdims=True))
+        np.testing.assert_allclose(got * signs, expected, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(bias[s], -average[:, h].mean(0) @ got.T, rtol=1e-4, atol=1e-5)
+        # The read-in of the training trials as the encoders see them (held-out columns zero): centred.
+        trials = np.nan_to_num(inputs["train_data"][members[s]][..., block]) * h
+        outputs = trials @ weight[:, block].T + bias[s]
+        np.testing.assert_allclose(((average * h) @ weight[:, block].T + bias[s]).mean(0), 0.0, atol=1e-4)
+        # Centred up to the smoothing's edges (the PCR mean is over smoothed averages); fitted on every
+        # column, the held-out neurons' -mean x weight left offsets of 2-8 here.
+        assert np.abs(outputs.mean(axis=(0, 1))).max() < 0.15
+    # The readout's map covers every neuron, held-out ones included.
+    alignments = initialise_stitched_model(trainer.model, inputs["train_data"], inputs["train_session"],
+                                           inputs["train_condition"])
+    for alignment, h, average in zip(alignments, seen, averages):
+        assert alignment.activity_map.shape[1] == h.size and np.abs(alignment.activity_map[:, ~h]).max() > 0
+        np.testing.assert_array_equal(alignment.weight[~h], 0.0)
+        np.testing.assert_allclose(alignment.mean, average.mean(0))
+
+
+def test_pcr_alignment_leaves_held_out_columns_out_of_the_readin():
+    rng = np.random.default_rng(7)
+    shared = rng.standard_normal((30, 2))
+    averages = [shared @ rng.standard_normal((2, n)) + 0.1 * rng.standard_normal((30, n)) + 5.0 for n in (5, 4)]
+    heldin = [np.array([True, False, True, True, True]), np.array([False, True, True, True])]
+    with_heldout = pcr_alignment(averages, readin_dim=2, heldin=heldin)
+    # The read-in equals the one fitted on the held-in columns alone; held-out rows are zero.
+    alone = pcr_alignment([a[:, h] for a, h in zip(averages, heldin)], readin_dim=2)
+    for average, h, full, reference in zip(averages, heldin, with_heldout, alone):
+        np.testing.assert_array_equal(full.weight[~h], 0.0)
+        np.testing.assert_allclose(full.weight[h], reference.weight, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(full.bias, reference.bias, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(((average * h) @ full.weight + full.bias).mean(0), 0.0, atol=1e-10)
+        assert full.activity_map.shape == (2, h.size)

@@ -9,27 +9,33 @@ The read-in maps a trial's (zero-filled) input to ``readin_dim`` shared encoder 
 readout (factors -> observation parameters of every neuron) likewise has one block of rows per
 session.
 
-PCR initialisation, after Pandarinath et al. (2018), the exact procedure:
+PCR initialisation, after Pandarinath et al. (2018), the exact procedure. A session's *held-in*
+neurons are those the encoders see: all but its ``heldout_neurons`` (co-bps), which reach the
+encoders as zeros, so the read-in is fitted on the held-in columns alone and only the readout
+covers the held-out neurons:
 
 1. For each session, the average observed activity of its training trials per condition and bin
    (conditions present in the training trials of every session; the trial average when there
    are none), smoothed in time with a Gaussian of ``PCR_SMOOTH_BINS`` bins, missing cells filled
    with the neuron's mean: ``A_s`` ``(rows, N_s)``, rows = condition x bin, the same rows in
-   every session.
-2. Centre each neuron (``mu_s`` its mean over rows) and concatenate the sessions' columns:
-   ``C = [A_1 - mu_1, ..., A_S - mu_S]`` ``(rows, sum N_s)``.
-3. The shared basis: the first ``k = min(readin_dim, rows - 1, sum N_s)`` principal-component
+   every session, every neuron (held-out ones included).
+2. Centre each neuron (``mu_s`` its mean over rows) and concatenate the sessions' held-in columns:
+   ``C = [A_1^in - mu_1^in, ..., A_S^in - mu_S^in]`` ``(rows, sum N_s^in)``.
+3. The shared basis: the first ``k = min(readin_dim, rows - 1, sum N_s^in)`` principal-component
    scores of ``C``, each scaled to unit variance: ``Z`` ``(rows, k)``.
-4. Per session, the read-in is the ridge regression of ``Z`` on the session's centred activity:
-   ``W_s = argmin |(A_s - mu_s) W - Z|^2 + lam |W|^2`` ``(N_s, k)``, ``lam`` = 1e-3 x the mean
-   diagonal of ``(A_s - mu_s)^T (A_s - mu_s)``; its bias is ``-mu_s W_s``, so the read-in gives
-   the shared PC scores of the session's centred activity. Read-in outputs past ``k`` and the
-   weights on the observed-entry indicators (``mask_as_input``) start at zero.
+4. Per session, the read-in is the ridge regression of ``Z`` on the session's centred held-in
+   activity: ``W_s^in = argmin |(A_s^in - mu_s^in) W - Z|^2 + lam |W|^2`` ``(N_s^in, k)``, ``lam`` =
+   1e-3 x the mean diagonal of ``(A_s^in - mu_s^in)^T (A_s^in - mu_s^in)``; the held-out neurons'
+   rows of ``W_s`` ``(N_s, k)`` are zero and its bias is ``-mu_s^in W_s^in``, so the read-in of the
+   session's activity as the encoders see it (held-out neurons zero) gives the shared PC scores of
+   its centred held-in activity, centred over the rows. Read-in outputs past ``k`` and the weights
+   on the observed-entry indicators (``mask_as_input``) start at zero.
 5. Per session, the readout's activity map is the least-squares regression of the centred
-   activity on the basis, ``B_s = argmin |Z B - (A_s - mu_s)|^2`` ``(k, N_s)``; the observation
-   model turns it into readout weights for the first ``min(k, factors_dim)`` factors (Poisson:
-   ``B_s / mu_s``, the first-order change of the log rate; models without such a map keep the
-   default initialisation).
+   activity of all its neurons (held-out ones included: the readout reconstructs them) on the
+   basis, ``B_s = argmin |Z B - (A_s - mu_s)|^2`` ``(k, N_s)``; the observation model turns it
+   into readout weights for the first ``min(k, factors_dim)`` factors (Poisson: ``B_s / mu_s``,
+   the first-order change of the log rate; models without such a map keep the default
+   initialisation).
 """
 
 from __future__ import annotations
@@ -65,8 +71,9 @@ class SessionReadin(nn.Module):
 
 @dataclass(frozen=True)
 class SessionAlignment:
-    """The PCR initialisation of one session: read-in ``weight`` ``(N_s, k)`` and ``bias`` ``(k,)``,
-    the readout's activity map ``activity_map`` ``(k, N_s)`` and the neurons' mean activity ``mean`` ``(N_s,)``."""
+    """The PCR initialisation of one session: read-in ``weight`` ``(N_s, k)`` (zero rows for held-out
+    neurons) and ``bias`` ``(k,)``, the readout's activity map ``activity_map`` ``(k, N_s)`` and the
+    neurons' mean activity ``mean`` ``(N_s,)`` (both over every neuron)."""
 
     weight: np.ndarray
     bias: np.ndarray
@@ -117,7 +124,8 @@ def _ridge(inputs: np.ndarray, targets: np.ndarray, relative_penalty: float = 1e
     return np.linalg.solve(gram + lam * np.eye(gram.shape[0]), inputs.T @ targets)
 
 
-def pcr_alignment(averages: list[np.ndarray], readin_dim: int) -> list[SessionAlignment]:
+def pcr_alignment(averages: list[np.ndarray], readin_dim: int,
+                  heldin: list[np.ndarray] | None = None) -> list[SessionAlignment]:
     """Steps 2-5 of the module's procedure.
 
     Parameters
@@ -126,25 +134,38 @@ def pcr_alignment(averages: list[np.ndarray], readin_dim: int) -> list[SessionAl
         Every session's averaged activity (``averaged_activity``), the same rows in each.
     readin_dim : int
         Shared encoder inputs (the basis has at most this many components).
+    heldin : list of ndarray, each (N_s,) bool, optional
+        True for the neurons the encoders see (False: held-out neurons, which get zero read-in
+        weight and leave the basis and the read-in bias alone). Default: every neuron.
 
     Returns
     -------
     list of SessionAlignment
-        One per session; ``k`` = min(readin_dim, rows - 1, sum N_s) components.
+        One per session; ``k`` = min(readin_dim, rows - 1, sum N_s^in) components.
     """
+    if heldin is None:
+        heldin = [np.ones(block.shape[1], dtype=bool) for block in averages]
+    heldin = [np.asarray(seen, dtype=bool) for seen in heldin]
     means = [block.mean(0) for block in averages]
     centred = [block - mean for block, mean in zip(averages, means)]
-    combined = np.concatenate(centred, axis=1)
-    k = max(1, min(readin_dim, combined.shape[0] - 1, combined.shape[1]))
-    left, singular, _ = np.linalg.svd(combined, full_matrices=False)
-    scores = left[:, :k] * singular[:k]
-    scale = scores.std(0)
-    basis = scores / np.where(scale > 0, scale, 1.0)
+    combined = np.concatenate([block[:, seen] for block, seen in zip(centred, heldin)], axis=1)
+    rows = combined.shape[0]
+    k = max(1, min(readin_dim, rows - 1, combined.shape[1]))
+    if combined.shape[1]:
+        left, singular, _ = np.linalg.svd(combined, full_matrices=False)
+        scores = left[:, :k] * singular[:k]
+        scale = scores.std(0)
+        basis = scores / np.where(scale > 0, scale, 1.0)
+    else:  # no neuron the encoders see: nothing to align
+        basis = np.zeros((rows, k))
     alignments = []
-    for block, mean in zip(centred, means):
-        weight = _ridge(block, basis)
+    for block, mean, seen in zip(centred, means, heldin):
+        weight = np.zeros((block.shape[1], k))
+        if seen.any():
+            weight[seen] = _ridge(block[:, seen], basis)
+        bias = -mean[seen] @ weight[seen]
         activity_map = np.linalg.lstsq(basis, block, rcond=None)[0]
-        alignments.append(SessionAlignment(weight, -mean @ weight, activity_map, mean))
+        alignments.append(SessionAlignment(weight, bias, activity_map, mean))
     return alignments
 
 
@@ -178,7 +199,8 @@ def initialise_stitched_model(model, train_data: np.ndarray, train_session: np.n
     Returns
     -------
     list of SessionAlignment
-        What was set, one per session.
+        What was set, one per session (read-in fitted on each session's held-in neurons, the
+        readout's activity map on all of them).
     """
     offsets = np.concatenate([[0], np.cumsum(model.session_neurons)]).astype(int)
     blocks = [slice(offsets[s], offsets[s + 1]) for s in range(len(model.session_neurons))]
@@ -188,7 +210,9 @@ def initialise_stitched_model(model, train_data: np.ndarray, train_session: np.n
         labels = shared_condition_labels([np.asarray(train_condition)[m] for m in members])
     averages = [averaged_activity(train_data[m][..., block], None if labels is None else train_condition[m], labels)
                 for m, block in zip(members, blocks)]
-    alignments = pcr_alignment(averages, model.readin.weight.shape[0])
+    # The encoders see every neuron but the held-out ones (the model's encoder_input_mask).
+    seen = model.encoder_input_mask.detach().cpu().numpy() > 0
+    alignments = pcr_alignment(averages, model.readin.weight.shape[0], [seen[block] for block in blocks])
     readin, readout = model.readin, model.readout
     like = readin.weight
     readin.weight.zero_()
