@@ -112,3 +112,54 @@ def test_inference_refines_each_trials_posterior_only_on_sparse_data(tmp_path):
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["inference"] == "refined"
     with h5py.File(tmp_path / "run" / "valid_output.h5", "r") as f:
         assert (f.attrs["inference"], int(f.attrs["refinement_steps"])) == ("refined", 3)
+
+
+def _observed_per_bin(observed: int, trials: int = 40, bins: int = 10, neurons: int = 50) -> np.ndarray:
+    """Spike counts with exactly ``observed`` of ``neurons`` sampled in every bin (the rest NaN)."""
+    rng = np.random.default_rng(observed)
+    data = rng.poisson(1.0, (trials, bins, neurons)).astype(np.float32)
+    order = rng.random((trials, bins, neurons)).argsort(axis=-1)
+    data[order >= observed] = np.nan
+    return data
+
+
+# Just on the dense side of each threshold: 11 of 50 observed is 78% unobserved (<= 80%: pure CD), 26 of 50
+# is 48% (<= 50%: the encoder's posterior). Counting 2 appended bins of 12 would make them 82% and 57%.
+NEAR_THRESHOLDS = [(11, "cd_pass_fraction", 0.0), (26, "inference", "sample_average")]
+
+
+@pytest.mark.parametrize("observed, key, expected", NEAR_THRESHOLDS)
+def test_the_event_delays_padding_does_not_count_as_unobserved(observed, key, expected):
+    from neurodyn.data.event_timing import append_unobserved_bins
+    from neurodyn.train.defaults import training_unobserved_fraction
+
+    data = _observed_per_bin(observed)
+    plain, _ = resolve_data_defaults(LfadsConfig(), data)
+    padded_data = append_unobserved_bins(data, 2)
+    padded, notes = resolve_data_defaults(LfadsConfig(event_delay_bins=2), padded_data)
+    assert getattr(plain, key) == getattr(padded, key) == expected
+    assert training_unobserved_fraction(LfadsConfig(event_delay_bins=2), padded_data) == pytest.approx(
+        1 - observed / 50, abs=1e-12)
+    assert not any(key in note for note in notes)
+    # Data given without the padding are taken whole (their last bins are samples of the data's).
+    assert training_unobserved_fraction(LfadsConfig(event_delay_bins=2), data) == pytest.approx(1 - observed / 50)
+
+
+@pytest.mark.parametrize("observed, key, expected", NEAR_THRESHOLDS)
+def test_a_file_with_an_event_delay_gets_the_defaults_of_its_own_bins(tmp_path, observed, key, expected):
+    """End to end: read_model_data appends the event delay's bins; the trainer resolves the 'auto' keys
+    as for the same file without a delay."""
+    from neurodyn.data.seed_format import NeuralDataset
+    from neurodyn.train.run import read_model_data
+    from neurodyn.train.trainer import LfadsTrainer
+
+    small = LfadsConfig(ic_enc_dim=4, gen_dim=4, ic_dim=2, factors_dim=2, device="cpu")
+    resolved = {}
+    for delay_ms in (0.0, 40.0):
+        path = tmp_path / f"delay{int(delay_ms)}.h5"
+        write_dataset(path, NeuralDataset(_observed_per_bin(observed), attrs={"bin_ms": 20.0,
+                                                                             "event_delay_ms": delay_ms}))
+        data = read_model_data(path, small)
+        assert data.dataset.data.shape[1] == 10 + int(delay_ms / 20)
+        resolved[delay_ms] = getattr(LfadsTrainer(data.config, **data.trainer_inputs()).config, key)
+    assert resolved[0.0] == resolved[40.0] == expected

@@ -80,9 +80,37 @@ def unobserved_fraction(train_data: np.ndarray) -> float:
     return float(1.0 - observed.sum() / total) if total else 0.0
 
 
+def data_bins(config: LfadsConfig, train_data: np.ndarray) -> np.ndarray:
+    """``train_data`` ``(trials, T, N)`` without the bins an event delay appends: with ``event_delay_bins``
+    d (resolved), ``neurodyn.train.run.read_model_dataset`` follows each trial with d unobserved bins
+    so the model runs d bins past the data; they are no sample of the data's, so the fraction of
+    unobserved entries leaves them out. The last d bins are dropped only when no trial observes
+    anything in them (data handed in without that padding are taken whole)."""
+    delay = config.event_delay_bins
+    if delay == "auto" or not 0 < int(delay) < train_data.shape[1]:
+        return train_data
+    tail = train_data[:, train_data.shape[1] - int(delay):]
+    return train_data[:, :train_data.shape[1] - int(delay)] if np.isnan(tail).all() else train_data
+
+
+def training_unobserved_fraction(config: LfadsConfig, train_data: np.ndarray) -> float:
+    """The fraction of unobserved entries that decides ``cd_pass_fraction: auto`` and ``inference: auto``:
+    over every entry of the data's own bins (the event delay's padding left out, ``data_bins``) —
+    held-out neurons and forward-prediction bins included, as they are entries of the data; for
+    several sessions among the neurons each trial records (``unobserved_fraction``)."""
+    bins = data_bins(config, train_data)
+    if len(config.session_neurons) > 1:
+        return unobserved_fraction(bins)
+    return float(np.isnan(bins).mean()) if bins.size else 0.0
+
+
 def resolve_data_defaults(config: LfadsConfig, train_data: np.ndarray) -> tuple[LfadsConfig, list[str]]:
     """``config`` with its ``auto`` keys resolved from ``train_data`` ``(trials, T, N)`` (NaN = unobserved),
-    and one line per resolved key saying what was chosen and why."""
+    and one line per resolved key saying what was chosen and why.
+
+    ``train_data`` is the training trials as the model sees them: with ``event_delay_bins`` d, their
+    last d bins are the unobserved padding ``read_model_dataset`` appends, which the fraction of
+    unobserved entries (``training_unobserved_fraction``) leaves out."""
     updates, notes = {}, []
     num_trials = int(train_data.shape[0])
     batch_size = config.batch_size
@@ -95,8 +123,7 @@ def resolve_data_defaults(config: LfadsConfig, train_data: np.ndarray) -> tuple[
         updates["learning_rate_init"] = auto_learning_rate(int(batch_size))
         notes.append(f"learning_rate_init auto -> {updates['learning_rate_init']:g} (matched to {batch_size} trials "
                      "per step)")
-    unobserved = (unobserved_fraction(train_data) if len(config.session_neurons) > 1
-                  else float(np.isnan(train_data).mean()))
+    unobserved = training_unobserved_fraction(config, train_data)
     if config.cd_pass_fraction == "auto":
         updates["cd_pass_fraction"] = auto_cd_pass_fraction(unobserved)
         if updates["cd_pass_fraction"]:  # stated when it departs from pure coordinated dropout
