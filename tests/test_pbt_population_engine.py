@@ -379,3 +379,21 @@ def test_a_ray_tasks_share_trains_as_a_population_and_plans_cpu_memory_once(tmp_
         for result, job in zip(results, jobs):
             _assert_same_result(result, run_worker_generation(job, data))
     assert calls == [0]
+
+
+def test_a_worker_that_copied_another_does_not_replay_its_random_stream(tmp_path):
+    """The per-worker (LfadsTrainer) exploit path: a job that starts from another worker's state gets that
+    state's weights and a random stream of its own for the generation (``prepare_worker`` reseeds every
+    job once, by worker and generation), in both engines."""
+    from neurodyn.pbt.engines import prepare_worker
+
+    data = _worker_data(tmp_path)
+    config = _base_config(keep_ratio=0.6, keep_prob=0.8)
+    source = run_worker_generation(WorkerJob(1, 0, config, None, 1, seed=3), data)
+    jobs = [WorkerJob(worker, 1, config, source.state, 1, seed=3) for worker in (1, 0)]  # 0 copied 1
+    trainers = [prepare_worker(job, data) for job in jobs]
+    for name, tensor in trainers[0].model.state_dict().items():
+        assert torch.equal(trainers[1].model.state_dict()[name], tensor), name
+    assert not torch.equal(trainers[0].generator.get_state(), trainers[1].generator.get_state())
+    for results in (train_population(jobs, data), [run_worker_generation(job, data) for job in jobs]):
+        assert abs(results[0].history[0]["loss"] - results[1].history[0]["loss"]) > 1e-6

@@ -11,6 +11,7 @@ import torch
 
 from neurodyn.config import LfadsConfig
 from neurodyn.errors import NeurodynError
+from neurodyn.lfads.augmentations import inference_masks
 from neurodyn.train.population_trainer import PopulationTrainer
 from neurodyn.train.trainer import LfadsTrainer
 from pbt_helpers import replay_by_running
@@ -372,3 +373,79 @@ def test_on_a_second_gpu_the_graphs_record_there():
     assert (population.captured_step.failure, population.captured_step.replays) == (None, 4)
     for k, single in enumerate(singles):
         assert_worker_matches(population, k, single, tolerance=1e-8)
+
+
+def _draws(generator: torch.Generator, count: int = 64) -> torch.Tensor:
+    """The next ``count`` uniform numbers of a copy of ``generator`` (the stream itself is not advanced)."""
+    copy = torch.Generator(device=generator.device)
+    copy.set_state(generator.get_state())
+    return torch.rand(count, generator=copy, dtype=torch.float64)
+
+
+def test_exploit_gives_the_copier_a_random_stream_of_its_own():
+    """A direct caller of exploit gets a copier with the source's weights but not its batch order, CD masks,
+    dropout and posterior noise; the source's stream is untouched; ``seed`` picks the copier's stream."""
+    inputs = _inputs({})
+    configs = _configs()
+    population = PopulationTrainer.from_configs(configs, **inputs, dtype=torch.float64)
+    population.step_epoch()
+    source_draws = _draws(population.members[2].generator)
+    population.exploit(0, 2)
+    assert torch.equal(_draws(population.members[2].generator), source_draws)
+    assert not torch.equal(_draws(population.members[0].generator), source_draws)
+    for name, value in population.model.worker_state_dict(2).items():
+        assert torch.equal(population.model.worker_state_dict(0)[name], value), name
+    assert population.members[0].config == population.members[2].config
+    # Same weights, hyperparameters and Adam state: only the random numbers can make the next epoch differ.
+    rows = population.step_epoch()
+    assert abs(rows[0]["loss"] - rows[2]["loss"]) > 1e-6
+    assert abs(rows[0]["valid_nll"] - rows[2]["valid_nll"]) > 1e-9
+    # The default seed is drawn from the copier's own stream: the same run exploits the same way.
+    again = PopulationTrainer.from_configs(configs, **inputs, dtype=torch.float64)
+    again.step_epoch()
+    again.exploit(0, 2)
+    again_rows = again.step_epoch()
+    assert again_rows[0]["loss"] == rows[0]["loss"]
+    # An explicit seed: the stream LfadsTrainer.reseed(seed) starts.
+    population.exploit(1, 2, seed=77)
+    reference = _single(configs[1], inputs)
+    reference.reseed(77)
+    assert torch.equal(population.members[1].generator.get_state(), reference.generator.get_state())
+
+
+def test_the_validation_nll_that_picks_models_includes_the_held_out_neurons():
+    """Early stopping, learning-rate decay and PBT fitness read the mean NLL over every observed entry of the
+    validation trials, the held-out neurons' included (the encoders never see them; the readout predicts them)."""
+    case = CASES["controller-heldout-ext"]
+    inputs = _inputs(case)
+    configs = _configs(**case)
+    single = _single(configs[0], inputs)
+    single.step_epoch()
+    heldout = case["heldout_neurons"]
+    valid = single.valid_data
+    heldin_only = valid.clone()
+    heldin_only[..., heldout] = math.nan
+    shifted = valid.clone()
+    shifted[..., heldout] = torch.where(torch.isnan(valid[..., heldout]), valid[..., heldout],
+                                        valid[..., heldout] + 4.0)
+    full = single.validation_nll()
+    assert single.history[-1]["valid_nll"] == pytest.approx(full, rel=1e-12)
+    # The held-out entries' NLL, from the same readout (the encoders see none of them).
+    single.model.eval()
+    masks = inference_masks(valid)
+    with torch.no_grad():
+        output = single.model(masks.encoder_input, sample_posteriors=False, encoder_visible=masks.encoder_visible,
+                              ext_input=single.valid_ext_input)
+        nll = single.model.observation.elementwise_nll(output.readout, masks.target)
+    observed = masks.observed
+    expected = float((nll * observed).sum() / observed.sum())
+    heldin_mean = float((nll * observed)[..., [n for n in range(NEURONS) if n not in heldout]].sum()
+                        / observed[..., [n for n in range(NEURONS) if n not in heldout]].sum())
+    assert full == pytest.approx(expected, rel=1e-9)
+    assert single.validation_nll(heldin_only, single.valid_ext_input) == pytest.approx(heldin_mean, rel=1e-9)
+    assert abs(full - heldin_mean) > 1e-6
+    assert abs(single.validation_nll(shifted, single.valid_ext_input) - full) > 1e-6
+    # A population's workers are scored the same way.
+    population = PopulationTrainer.from_configs(configs, **inputs, dtype=torch.float64)
+    population.step_epoch()
+    assert population.validation_nll()[0] == pytest.approx(full, rel=1e-9)

@@ -271,7 +271,10 @@ class PopulationTrainer:
             parameter.copy_(torch.where(keep, new_parameter, parameter))
 
     def validation_nll(self) -> list[float]:
-        """Each worker's mean NLL over the observed validation entries (posterior means, no dropout)."""
+        """Each worker's mean NLL over the observed validation entries (posterior means, no dropout), as
+        ``LfadsTrainer.validation_nll``: every observed entry of the validation trials counts, those of
+        held-out neurons and forward-prediction bins included (the encoders never see them; the
+        readout predicts them). It is what early stopping, learning-rate decay and PBT fitness read."""
         workers = self.num_workers
         totals = torch.zeros(workers, dtype=torch.float64)
         count = 0.0
@@ -358,12 +361,22 @@ class PopulationTrainer:
         self.model.set_worker_settings(k, member.model)
         self._import_optimizer_state(k, member)
 
-    def exploit(self, copier: int, source: int) -> None:
+    def exploit(self, copier: int, source: int, seed: int | None = None) -> None:
         """Worker ``copier`` becomes a copy of worker ``source``: weights, Adam moments and step count
-        (copied inside the stacked tensors), hyperparameters, schedule, bookkeeping and random stream
-        (as an ``LfadsTrainer`` loading the source's ``state_dict``)."""
+        (copied inside the stacked tensors), hyperparameters, schedule and bookkeeping (as an
+        ``LfadsTrainer`` loading the source's ``state_dict``) — then starts a random stream of its own
+        (``reseed``) from ``seed``, or by default from a number drawn from the copier's own stream
+        before the copy (deterministic, and the source's stream is left untouched). Without that the
+        copier would draw the same batch order, masks, dropout and posterior noise as its source.
+
+        PBT's engines do not call this: each job's worker loads the state it continues from and is
+        reseeded once, in ``pbt.engines.prepare_worker`` (``worker_stream_seed``).
+        """
         if copier == source:
             return
+        if seed is None:
+            seed = int(torch.randint(0, 2 ** 62, (1,), generator=self.members[copier].generator,
+                                     device=self.device).item())
         self.model.copy_worker(copier, source)
         with torch.no_grad():
             for tensor in (*self.exp_avg, *self.exp_avg_sq):
@@ -372,6 +385,7 @@ class PopulationTrainer:
         bookkeeping = self.members[source].state_dict()
         bookkeeping["model"] = self.model.worker_state_dict(copier)
         self.members[copier].load_state_dict(bookkeeping)
+        self.reseed(copier, seed)
 
     def _optimizer_state(self, k: int, member: LfadsTrainer) -> dict[str, Any]:
         """Worker ``k``'s Adam state in the layout of ``member.optimizer.state_dict()``."""
