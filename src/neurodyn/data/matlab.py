@@ -110,7 +110,17 @@ def describe_dataset(dataset: NeuralDataset) -> str:
 # Opening either .mat version behind one small interface
 
 
-class _MatFile:
+def open_mat(path: str | os.PathLike) -> "MatFile":
+    """The variables of a .mat file (v5/v6/v7 or v7.3) by name, each in MATLAB's dimension order.
+
+    ``MatFile.get("s.field")`` gives a variable (an ndarray, a list for a cell array, a dict for a
+    struct), ``MatFile.numeric(name)`` a real numeric array or one line naming the file and
+    variable; a missing or unreadable file raises ``NeurodynError``.
+    """
+    return _open_mat(Path(path), str(path))
+
+
+class MatFile:
     """Variables of a .mat file as NumPy arrays in MATLAB's dimension order (cells -> lists)."""
 
     def __init__(self, source: str, values: dict):
@@ -140,8 +150,12 @@ class _MatFile:
             value = value[part]
         return value
 
+    def numeric(self, name: str) -> np.ndarray:
+        """Variable ``name`` as a real numeric array (``NeurodynError`` naming it otherwise)."""
+        return _numeric(self.get(name), name, self.source)
 
-def _open_mat(path: Path, source: str) -> _MatFile:
+
+def _open_mat(path: Path, source: str) -> MatFile:
     from scipy.io import loadmat
     from scipy.io.matlab import matfile_version
 
@@ -152,12 +166,12 @@ def _open_mat(path: Path, source: str) -> _MatFile:
     except Exception as error:  # scipy raises ValueError/TypeError/MatReadError for non-.mat files
         raise NeurodynError(f"{source}: not a MATLAB .mat file ({error})") from None
     if major == 2:  # v7.3: an HDF5 file
-        return _MatFile(source, _read_v73(path, source))
+        return MatFile(source, _read_v73(path, source))
     try:
         raw = loadmat(str(path), squeeze_me=False, struct_as_record=True, mat_dtype=False)
     except Exception as error:
         raise NeurodynError(f"{source}: cannot read the .mat file (corrupt or truncated?): {error}") from None
-    return _MatFile(source, {name: _from_v5(value) for name, value in raw.items() if not name.startswith("__")})
+    return MatFile(source, {name: _from_v5(value) for name, value in raw.items() if not name.startswith("__")})
 
 
 def _from_v5(value):
@@ -213,7 +227,7 @@ def _check_axes(axes) -> tuple[str, str, str]:
     return axes
 
 
-def _default_data_variable(mat: _MatFile, source: str) -> str:
+def _default_data_variable(mat: MatFile, source: str) -> str:
     if "data" in mat.names():
         return "data"
     candidates = [name for name in mat.names()

@@ -8,6 +8,8 @@ A ``neurodyn train`` folder (``TrainLayout``)::
     OUT/checkpoint.safetensors  the trained model (best weights) and the trainer state
     OUT/resume.safetensors      the state an interrupted run continues from (removed when it finishes)
     OUT/<split>_output.h5       inferred outputs per split (train, valid, and test when the file names one)
+    OUT/continuous_output.h5    a continuous session's windows merged into one series (its data file made by
+                                'neurodyn prepare continuous')
     OUT/<session>/<split>_output.h5   instead, for several data files (stitching): one folder per session,
                                 named by its file's stem
 
@@ -43,6 +45,8 @@ EVALUATION_SUMMARY_FIGURE = "evaluation_summary.png"
 LOCK_FILE = ".neurodyn.lock"
 LATENTS_JSON = "map_to_latents.json"
 LATENTS_FIGURE = "map_to_latents.png"
+# A continuous session's outputs merged into one series (data files made by 'neurodyn prepare continuous').
+CONTINUOUS_OUTPUT_FILE = "continuous_output.h5"
 # The checkpoint name of neurodyn 0.1 (a pickle): recognised only to refuse it with a clear message.
 LEGACY_CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -92,6 +96,11 @@ class TrainLayout:
     def output(self, split: str) -> Path:
         return self.root / output_file_name(split)
 
+    @property
+    def continuous_output(self) -> Path:
+        """The merged series of a continuous session (``runs.continuous_output``)."""
+        return self.root / CONTINUOUS_OUTPUT_FILE
+
     def session(self, name: str) -> "TrainLayout":
         """The folder of one session's outputs (a model of several data files)."""
         return TrainLayout(self.root / name)
@@ -102,7 +111,8 @@ class TrainLayout:
         return [*(self.root / name for name in session_names), self.run_info, self.config, self.train_log, self.checkpoint, self.resume, self.hyperparameters,
                 self.root / LEGACY_CHECKPOINT_FILE, self.root / EVALUATION_JSON, self.root / EVALUATION_FIGURE,
                 self.root / EVALUATION_SUMMARY_FIGURE,
-                self.root / LATENTS_JSON, self.root / LATENTS_FIGURE, *(self.output(s) for s in SPLITS)]
+                self.root / LATENTS_JSON, self.root / LATENTS_FIGURE, *(self.output(s) for s in SPLITS),
+                self.continuous_output]
 
 
 @dataclass(frozen=True)
