@@ -232,3 +232,57 @@ def test_a_missing_trials_column_lists_each_column_once(tmp_path):
         read_nwb_spikes(tmp_path / "s.nwb", SpikeBinning(bin_ms=20, align="move_onset_time"))
     listed = str(error.value).split("columns: ")[1]
     assert listed.count("'start_time'") == 1 and listed.count("'stop_time'") == 1 and "'go_cue_time'" in listed
+
+
+# --- NLB's layout: held-out flag and trial roles ---------------------------------------------------
+
+
+def test_nlb_layout_keeps_the_heldout_flag_and_trial_roles_and_withholds_test_heldout_counts(tmp_path, capsys):
+    spikes, trials = session(num_units=4, num_trials=6)
+    for trial, role in zip(trials, ["train", "val", "test", "none", "train", "test"]):
+        trial["split"] = role
+    path = tmp_path / "nlb.nwb"
+    nwbfile = pynwb.NWBFile(session_description="test", identifier="nlb",
+                            session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc))
+    for name in ("go_cue_time", "reach", "split"):
+        nwbfile.add_trial_column(name=name, description=name)
+    for trial in trials:
+        nwbfile.add_trial(**trial)
+    nwbfile.add_unit_column(name="heldout", description="NLB held-out flag")
+    for index, times in enumerate(spikes):
+        nwbfile.add_unit(spike_times=list(times), id=100 + index, heldout=index in (1, 3))
+    with pynwb.NWBHDF5IO(str(path), "w") as io:
+        io.write(nwbfile)
+    out = tmp_path / "nlb_data.h5"
+    assert main(["prepare", "nwb", str(path), str(out), "--bin-ms", "20", "--align", "go_cue_time",
+                 "--window", "-100", "300"]) == 0
+    printed = capsys.readouterr().out
+    assert "held-out neurons (2) (the Units table's 'heldout' column, NLB's): 1, 3" in printed
+    assert "2 train, 1 valid, 2 test" in printed
+    dataset = read_dataset(out)
+    kept = [0, 1, 2, 4, 5]  # trial 3 is NLB's 'none'
+    assert dataset.split.tolist() == ["train", "valid", "test", "train", "test"]
+    assert dataset.heldout_neurons.tolist() == [1, 3]
+    align = np.array([trials[k]["go_cue_time"] for k in kept])
+    expected = hand_count(spikes, align, -100, 20, 20)
+    test = dataset.split == "test"
+    assert np.isnan(dataset.data[test][..., [1, 3]]).all()
+    np.testing.assert_array_equal(dataset.data[test][..., [0, 2]], expected[test][..., [0, 2]])
+    np.testing.assert_array_equal(dataset.data[~test], expected[~test])
+    assert dataset.attrs["skipped_trial_ids"] == [3]
+    # A held-out choice of the user's own wins over NLB's flag.
+    assert main(["prepare", "nwb", str(path), str(tmp_path / "own.h5"), "--bin-ms", "20", "--align", "go_cue_time",
+                 "--window", "-100", "300", "--heldout-neurons", "0"]) == 0
+    assert read_dataset(tmp_path / "own.h5").heldout_neurons.tolist() == [0]
+
+
+def test_the_published_nlb_test_phase_file_keeps_its_trial_roles(shared_data, tmp_path, capsys):
+    nwb = shared_data / "nlb_mc_maze_small" / "sub-Jenkins_ses-small_desc-test_ecephys.nwb"
+    out = tmp_path / "test_phase.h5"
+    assert main(["prepare", "nwb", str(nwb), str(out), "--bin-ms", "5", "--align", "move_onset_time",
+                 "--window", "-250", "450"]) == 0
+    assert "0 train, 0 valid, 100 test" in capsys.readouterr().out
+    dataset = read_dataset(out)
+    assert dataset.data.shape == (100, 140, 107) and dataset.heldout_neurons is None
+    assert (dataset.split == "test").all() and not np.isnan(dataset.data).any()
+    assert dataset.attrs["window_start_ms"] == -250 and dataset.attrs["align"] == "move_onset_time"

@@ -433,18 +433,29 @@ def test_behavior_of_the_wrong_shape_is_named_in_one_line(tmp_path):
         write_dataset(tmp_path / "bad.h5", dataset)
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_behavior_with_nan_or_inf_is_refused_with_one_line(tmp_path, bad):
+def test_behavior_with_inf_is_refused_with_one_line(tmp_path):
     path = tmp_path / "x_data.h5"
     behavior = np.ones((BEHAVIOR_DIM, SAMPLES, TRIALS))
-    behavior[0, 3, 2] = bad
+    behavior[0, 3, 2] = np.inf
     write_raw(path, data=np.ones((NEURONS, SAMPLES, TRIALS)), behavior=behavior)
-    message = expect_error(path, "key 'behavior'", "NaN or infinite", "trial indices 2", observation=None)
+    message = expect_error(path, "key 'behavior'", "infinite values", "trial indices 2", observation=None)
     assert "\n" not in message
     dataset = make_dataset()
     dataset.behavior = np.transpose(behavior)
-    with pytest.raises(NeurodynError, match="key 'behavior' holds NaN or infinite values"):
+    with pytest.raises(NeurodynError, match="key 'behavior' holds infinite values"):
         write_dataset(tmp_path / "bad.h5", dataset)
+
+
+def test_behavior_measured_on_some_trials_only_is_kept_with_nan_elsewhere(tmp_path):
+    # NLB's evaluation trials come without behaviour: NaN marks what was not measured.
+    dataset = make_dataset()
+    behavior = np.ones((TRIALS, SAMPLES, BEHAVIOR_DIM), dtype=np.float32)
+    behavior[4:] = np.nan
+    dataset.behavior = behavior
+    write_dataset(tmp_path / "x_data.h5", dataset)
+    read = read_dataset(tmp_path / "x_data.h5")
+    np.testing.assert_array_equal(np.isnan(read.behavior), np.isnan(behavior))
+    np.testing.assert_array_equal(read.behavior[:4], behavior[:4])
 
 
 def test_split_from_the_file_gives_train_valid_and_test_trials():

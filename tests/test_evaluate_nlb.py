@@ -8,7 +8,7 @@ from sklearn.linear_model import Ridge
 from sklearn.model_selection import GridSearchCV
 
 from neurodyn.errors import NeurodynError
-from neurodyn.evaluate.nlb import NLB_ALPHAS, _cross_validated_alpha, psth_r2, velocity_r2
+from neurodyn.evaluate.nlb import NLB_ALPHAS, _cross_validated_alpha, behavior_pairs, psth_r2, velocity_r2
 
 nlb_evaluation = pytest.importorskip("nlb_tools.evaluation", reason="pip install --no-deps nlb-tools")
 
@@ -90,11 +90,42 @@ def test_velocity_r2_shape_errors(change, message):
         velocity_r2(rates[:5], behavior[:5], eval_rates, eval_behavior)
 
 
+def test_velocity_r2_leaves_out_bins_without_measured_behaviour():
+    rates, behavior = decoding_problem(0, 12, samples=6)
+    partial = behavior.copy()
+    partial[1, 2:, :] = np.nan  # a training trial measured on its first two bins only
+    partial[8] = np.nan  # an evaluation trial without behaviour (as NLB's evaluation trials come)
+    kept_train = np.ones(rates[:6].shape[:2], dtype=bool)
+    kept_train[1, 2:] = False
+    eval_trials = [6, 7, 9, 10, 11]
+    # The same score from the measured rows alone, cut out by hand and handed over as one-bin trials.
+    expected = velocity_r2(rates[:6][kept_train][:, None], behavior[:6][kept_train][:, None],
+                           rates[eval_trials], behavior[eval_trials])
+    assert velocity_r2(rates[:6], partial[:6], rates[6:], partial[6:]) == pytest.approx(expected, abs=1e-12)
+    partial[6:] = np.nan
+    with pytest.raises(NeurodynError, match="no bin with measured behaviour"):
+        velocity_r2(rates[:6], partial[:6], rates[6:], partial[6:])
+
+
+def test_behavior_pairs_pair_rates_with_later_behaviour_on_the_main_window_only():
+    rates = np.arange(10, dtype=float).reshape(1, 10, 1)
+    behavior = 100 + np.arange(10, dtype=float).reshape(1, 10, 1)
+    paired_rates, paired_behavior = behavior_pairs(rates, behavior, lag_bins=3, main_bins=8)
+    assert paired_rates[0, :, 0].tolist() == [0, 1, 2, 3, 4, 5, 6]
+    assert paired_behavior[0, :, 0].tolist() == [103, 104, 105, 106, 107, 108, 109]
+    paired_rates, paired_behavior = behavior_pairs(rates, behavior, lag_bins=0, main_bins=8)
+    assert (paired_behavior - paired_rates)[0, :, 0].tolist() == [100] * 8
+    paired_rates, paired_behavior = behavior_pairs(rates, behavior, lag_bins=-2)
+    assert paired_rates[0, :, 0].tolist() == list(range(2, 10)) and paired_behavior[0, 0, 0] == 100
+    with pytest.raises(NeurodynError, match="leaves no bin"):
+        behavior_pairs(rates, behavior, lag_bins=10)
+
+
 def test_velocity_r2_needs_finite_values_and_enough_training_bins():
     rates, behavior = decoding_problem(0, 10, samples=2)
     bad = behavior.copy()
-    bad[0, 1, 0] = np.nan
-    with pytest.raises(NeurodynError, match="train behavior holds NaN"):
+    bad[0, 1, 0] = np.inf
+    with pytest.raises(NeurodynError, match="train behavior holds infinite"):
         velocity_r2(rates[:5], bad[:5], rates[5:], behavior[5:])
     with pytest.raises(NeurodynError, match="at least 5 training bins"):
         velocity_r2(rates[:2], behavior[:2], rates[5:], behavior[5:])

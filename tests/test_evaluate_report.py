@@ -20,7 +20,7 @@ NUM_TRIALS, NUM_SAMPLES, NUM_NEURONS, NUM_LATENTS, NUM_FACTORS = 24, 20, 8, 3, 4
 EXPECTED_KEYS = {
     "rate_r2", "bits_per_spike", "co_bps", "fp_bps", "latent_r2", "latent_r2_per_dim", "latent_ridge_alpha", "num_train_trials",
     "num_valid_trials", "num_neurons", "num_samples", "run_dir", "output_dir", "data_path", "evaluation_json",
-    "figure", "summary_figure", "notes", "vel_r2", "psth_r2", "psth_reference", "nlb_not_computed",
+    "figure", "summary_figure", "notes", "vel_r2", "vel_lag_ms", "psth_r2", "psth_reference", "nlb_not_computed",
 }
 
 
@@ -308,7 +308,7 @@ def test_psth_r2_without_truth_compares_with_the_observed_counts(synthetic, tmp_
     assert "psth R^2 (valid, vs data PSTHs):" in format_metrics(result)
 
 
-def test_test_split_gets_vel_r2_and_psth_r2_fit_on_the_train_trials(synthetic, tmp_path):
+def test_test_split_gets_vel_r2_fit_on_every_training_phase_trial_and_psth_r2(synthetic, tmp_path):
     nlb_evaluation = pytest.importorskip("nlb_tools.evaluation")
     from neurodyn.runs.outputs import write_split_output
 
@@ -318,7 +318,8 @@ def test_test_split_gets_vel_r2_and_psth_r2_fit_on_the_train_trials(synthetic, t
     write_split_output(s["run_dir"] / "test_output.h5",
                        {"rates": s["inferred"][test_idx], "factors": np.zeros((4, NUM_SAMPLES, NUM_FACTORS))}, test_idx)
     result = evaluate_run(s["run_dir"], path)
-    train = s["train_idx"]
+    # As NLB: the decoder of the evaluation (test) trials is fit on the train and the valid trials.
+    train = np.sort(np.concatenate([s["train_idx"], s["valid_idx"]]))  # in data-file order, as NLB's
     flat = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731
     expected_vel = nlb_evaluation.fit_and_eval_decoder(flat(s["inferred"][train]), flat(behavior[train]),
                                                        flat(s["inferred"][test_idx]), flat(behavior[test_idx]))

@@ -36,7 +36,7 @@ def _forward_changed(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_config_key_defaults_to_off_and_refuses_negative_values():
-    assert LfadsConfig().forward_bins == 0
+    assert LfadsConfig().forward_bins == "auto"
     assert validate_config({"forward_bins": 4}).forward_bins == 4
     with pytest.raises(NeurodynError, match="forward_bins"):
         validate_config({"forward_bins": -1})

@@ -148,7 +148,7 @@ class FakeEngine:
 def test_the_driver_applies_the_decisions_to_the_chosen_metrics(tmp_path):
     data = write_tiny_dataset(tmp_path)
     run_config = load_run_config(write_config(tmp_path, num_workers=3, max_generations=3))
-    base = {k: v for k, v in TINY_RUN.items() if k in LfadsConfig.model_fields} | {"event_delay_bins": 0}
+    base = {k: v for k, v in TINY_RUN.items() if k in LfadsConfig.model_fields} | {"event_delay_bins": 0, "forward_bins": 0}
     from neurodyn.data.seed_format import read_dataset
 
     dataset = read_dataset(data)
@@ -215,7 +215,7 @@ def test_a_run_refused_before_its_first_generation_leaves_no_folder(tmp_path):
     # A run that saved a generation before the refusal keeps it, to continue from.
     from neurodyn.data.seed_format import read_dataset
 
-    base = {k: v for k, v in TINY_RUN.items() if k in LfadsConfig.model_fields} | {"event_delay_bins": 0}
+    base = {k: v for k, v in TINY_RUN.items() if k in LfadsConfig.model_fields} | {"event_delay_bins": 0, "forward_bins": 0}
     dataset = read_dataset(data)
     state = encode_state(LfadsTrainer(LfadsConfig(**base), dataset.data[:20], dataset.data[20:]).state_dict())
     engine = FakeEngine([[2.0, 1.0, 3.0]], state)

@@ -21,7 +21,7 @@ from neurodyn.errors import NeurodynError
 
 
 # The smallest value of keys that also accept 'auto' (their schema cannot carry ge/gt bounds).
-AUTO_FIELD_MINIMUM = {"batch_threads": 1, "event_delay_bins": 0, "batch_size": 1, "readin_dim": 1}
+AUTO_FIELD_MINIMUM = {"batch_threads": 1, "event_delay_bins": 0, "batch_size": 1, "readin_dim": 1, "forward_bins": 0}
 AUTO_FIELD_POSITIVE = ("learning_rate_init",)
 AUTO_FIELD_FRACTION = ("cd_pass_fraction",)  # 'auto' or a number in [0, 1]
 
@@ -56,10 +56,12 @@ class LfadsConfig(BaseModel):
     heldout_neurons: list[int] = Field(default_factory=list,
                                        description="neurons never shown to the encoder but reconstructed (co-bps); "
                                                    "taken from the data file's 'heldout_neurons' when not set")
-    forward_bins: int = Field(0, ge=0, description="forward prediction (fp-bps): the last this many bins of every trial "
-                                                    "are never shown to the encoders; the generator runs on through "
-                                                    "them and their rates are predictions, scored by 'neurodyn "
-                                                    "evaluate' as fp-bps. Training still fits them. 0 = off")
+    forward_bins: int | Literal["auto"] = Field(
+        "auto", description="forward prediction (fp-bps): the last this many bins of every trial are never shown to "
+                            "the encoders; the generator runs on through them and their rates are predictions, "
+                            "scored by 'neurodyn evaluate' as fp-bps. Training still fits them. 0 = off; 'auto' = the "
+                            "data file's attribute 'forward_bins' ('neurodyn prepare nlb' records NLB's forward "
+                            "window there), else 0")
     event_delay_bins: int | Literal["auto"] = Field(
         "auto", description="bins by which each event trails the spikes it reports (calcium events: about a frame); "
                             "the model fits its rates at bin t to the events of bin t + this, so its rates line up "
@@ -157,7 +159,7 @@ class LfadsConfig(BaseModel):
             raise ValueError(f"expected one of {sorted(OBSERVATION_MODELS)}")
         return name
 
-    @field_validator("batch_threads", "event_delay_bins", "batch_size", "readin_dim")
+    @field_validator("batch_threads", "event_delay_bins", "batch_size", "readin_dim", "forward_bins")
     @classmethod
     def _check_auto_or_count(cls, value, info):
         minimum = AUTO_FIELD_MINIMUM[info.field_name]

@@ -4,6 +4,9 @@
   zero-inflated gamma model and sub-frame SBTT) with a small population, map the inferred rates
   to the true Lorenz states, print R^2 and where the figure is.
 * ``spikes``: synthesize the Lorenz spiking set, train one LFADS model, evaluate.
+* ``nlb``: a real recording: the shipped MC_Maze_Small tensors (NLB'21; monkey M1/PMd during reaching)
+  with 15 of the 75 training-phase trials set aside as local test trials, one LFADS model trained
+  with the defaults, co-bps of the held-out neurons and vel R^2 on the local test trials.
 
 Settings are embedded so the demo needs no files; they are sized for a few minutes on 2 cores.
 """
@@ -14,7 +17,9 @@ import time
 from pathlib import Path
 
 from neurodyn.config import LfadsConfig, validate_run_config
+from neurodyn.data.nlb_tensors import NlbSplit, nlb_dataset
 from neurodyn.data.seed_format import write_dataset
+from neurodyn.datasets import mc_maze_small_files
 from neurodyn.evaluate.latents_report import format_latent_mapping, map_latents_run
 from neurodyn.evaluate.report import evaluate_run, format_metrics
 from neurodyn.pbt.run import run_pbt
@@ -33,6 +38,10 @@ RADICAL_RUN = {
     "kl_ic_weight": {"explore_range": [1e-6, 1e-3], "init_sample_mode": "logrand"},
     "l2_gen_scale": {"explore_range": [1e-5, 1e-1], "init_sample_mode": "logrand"},
 }
+# The real-data demo sets aside this many of MC_Maze_Small's 75 training-phase trials as local test trials
+# (NLB's own evaluation trials come without their held-out neurons); the seed fixes which.
+NLB_LOCAL_TEST_TRIALS = 15
+NLB_SPLIT_SEED = 0
 SPIKES_RUN = {"run_name": "lorenz_demo", "max_epochs": 150, "kl_increase_epochs": 30, "l2_increase_epochs": 30,
               "early_stopping_patience": 25}
 
@@ -74,4 +83,33 @@ def run_spikes_demo(out_dir: str | Path, max_epochs: int | None = None, progress
     print(format_metrics(metrics))
     print(f"figure: {metrics['figure']}")
     print(f"demo finished in {time.perf_counter() - started:.0f} s")
+    return metrics
+
+
+def run_nlb_demo(out_dir: str | Path, max_epochs: int | None = None, progress: bool = True) -> dict:
+    """The real-data demo in ``out_dir`` (MC_Maze_Small, default settings; ``max_epochs`` for a quick look);
+    returns the evaluation metrics."""
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    train_path, _ = mc_maze_small_files()
+    data_path = out_dir / "mc_maze_small_data.h5"
+    dataset = nlb_dataset(train_path, split=NlbSplit(local_test_trials=NLB_LOCAL_TEST_TRIALS, seed=NLB_SPLIT_SEED))
+    write_dataset(data_path, dataset)
+    roles = {label: int((dataset.split == label).sum()) for label in ("train", "valid", "test")}
+    print(f"wrote {data_path}: MC_Maze_Small (NLB'21, CC-BY-4.0), {dataset.num_trials} trials x "
+          f"{dataset.num_samples} bins of 5 ms ({dataset.attrs['forward_bins']} of them forward bins) x "
+          f"{dataset.num_neurons} neurons ({dataset.heldout_neurons.size} held out); {roles['train']} train, "
+          f"{roles['valid']} valid and {roles['test']} local test trials")
+    run_dir = out_dir / "mc_maze_small"
+    train_started = time.perf_counter()
+    config = LfadsConfig(run_name="mc_maze_small", **({"max_epochs": max_epochs} if max_epochs else {}))
+    train_model(config, data_path, run_dir, progress=progress, overwrite=True)
+    trained = time.perf_counter() - train_started
+    metrics = evaluate_run(run_dir, data_path)
+    print(format_metrics(metrics))
+    test = metrics["test"]
+    print(f"local test trials ({test['num_trials']}, never trained on): co-bps {test['co_bps']:.3f}, "
+          f"vel R^2 {test['vel_r2']:.3f}, fp-bps {test['fp_bps']:.3f}")
+    print(f"figures: {metrics['figure']}, {metrics['summary_figure']}")
+    print(f"demo finished in {time.perf_counter() - started:.0f} s (training and outputs {trained:.0f} s)")
     return metrics

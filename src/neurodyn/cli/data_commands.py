@@ -14,7 +14,9 @@ def register(subparsers) -> None:
     prepare = subparsers.add_parser("prepare", help="prepare real recordings (NWB spikes, 2p) as an h5 data file")
     kinds = prepare.add_subparsers(dest="prepare_kind", required=True, metavar="KIND")
     _register_prepare_nwb(kinds)
+    _register_prepare_nlb(kinds)
     _register_prepare_2p(kinds)
+    _register_prepare_continuous(kinds)
     export = subparsers.add_parser("export", help="export a run's results (into NWB, or an NLB submission)")
     targets = export.add_subparsers(dest="export_kind", required=True, metavar="FORMAT")
     _register_export_nwb(targets)
@@ -71,7 +73,9 @@ def _register_prepare_nwb(kinds) -> None:
         description="Counts each unit's spikes in bins of --bin-ms around a trials-table column (seconds): "
         "bins from ALIGN + START to ALIGN + STOP ms with --window, else from ALIGN to each trial's stop_time "
         "(shorter trials padded with NaN). Units without a spike in any window are dropped (listed). "
-        "Optionally holds out neurons for co-smoothing (key 'heldout_neurons').",
+        "Optionally holds out neurons for co-smoothing (key 'heldout_neurons'). A file in the Neural Latents "
+        "Benchmark's layout keeps NLB's held-out units (the Units table's 'heldout' column, unless --heldout-* is "
+        "given) and trial roles (the trials table's 'split': train, val -> valid, test; 'none' trials skipped).",
     )
     parser.add_argument("nwb_file", metavar="FILE.nwb", help="NWB file with a Units table and a trials table")
     parser.add_argument("output", metavar="OUT.h5", help="h5 data file to write")
@@ -111,7 +115,13 @@ def _run_prepare_nwb(args: argparse.Namespace) -> int:
     if "trial_num_samples" in dataset.attrs:
         lines.append("  trials of unequal length: shorter ones padded with NaN (attribute trial_num_samples)")
     if heldout is not None:
-        lines.append(f"  held-out neurons ({heldout.size}): {_shown(heldout)}")
+        source = " (the Units table's 'heldout' column, NLB's)" if args.heldout_fraction is None and \
+            args.heldout_neurons is None else ""
+        lines.append(f"  held-out neurons ({heldout.size}){source}: {_shown(heldout)}")
+    if dataset.split is not None:
+        roles = ", ".join(f"{int(np.sum(dataset.split == role))} {role}" for role in ("train", "valid", "test"))
+        lines.append(f"  trial roles from the trials table's 'split' column (NLB's): {roles}"
+                     + ("; held-out units are NaN in the test trials (withheld by NLB)" if heldout is not None else ""))
     print("\n".join(lines))
     return 0
 
@@ -128,6 +138,72 @@ def _shown(values, limit: int = 20) -> str:
 
     values = list(np.asarray(values).tolist())
     return ", ".join(str(v) for v in values[:limit]) + (", ..." if len(values) > limit else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare nlb
+
+
+def _register_prepare_nlb(kinds) -> None:
+    parser = kinds.add_parser(
+        "nlb",
+        help="Neural Latents Benchmark tensors (nlb_tools' *_train.h5 [and eval input]) -> an h5 data file",
+        description="Reads nlb_tools' training tensors (train_spikes_heldin, train_spikes_heldout, the *_forward "
+        "bins and train_behavior) and, optionally, its evaluation input (eval_spikes_heldin), and writes one data "
+        "file: the training-phase trials (split into train and valid), then the evaluation trials (split 'test'); "
+        "held-in then held-out neurons ('heldout_neurons'); the window's bins, then the forward bins (attribute "
+        "forward_bins, taken by the config's forward_bins: auto). What NLB withholds (the evaluation trials' "
+        "held-out neurons, forward bins and behaviour) is NaN. The behaviour is kept as nlb_tools shifted it, with "
+        "its lag recorded (behavior_lag_ms, behavior_lag_applied_ms) so it is never shifted twice.",
+    )
+    parser.add_argument("inputs", metavar="TRAIN.h5 [EVAL_INPUT.h5]", nargs="+",
+                        help="nlb_tools' training tensors (e.g. mc_maze_small_train.h5), optionally its evaluation "
+                        "input (mc_maze_small_eval_input.h5)")
+    parser.add_argument("output", metavar="OUT.h5", help="h5 data file to write")
+    parser.add_argument("--dataset", default=None, metavar="NAME",
+                        help="the NLB dataset, e.g. mc_maze_small (sets the behaviour's lag; default: from TRAIN's file "
+                        "name)")
+    parser.add_argument("--bin-ms", type=float, default=5.0, help="bin width of the tensors in ms (default: 5, NLB's; "
+                        "20 for the _20 tensors)")
+    parser.add_argument("--valid-fraction", type=float, default=0.2, metavar="F",
+                        help="fraction of the training-phase trials (after any local test trials) that validate "
+                        "(default: 0.2)")
+    parser.add_argument("--local-test-trials", type=int, default=0, metavar="N",
+                        help="without an evaluation file: make N training-phase trials (seeded) test trials, never "
+                        "trained on, with their held-out neurons known, to score co-bps locally (default: 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the valid and local test trials (default: 0)")
+    add_overwrite_flag(parser)
+    parser.set_defaults(func=_run_prepare_nlb)
+
+
+def _run_prepare_nlb(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from neurodyn.data.nlb_tensors import NlbSplit, nlb_dataset
+    from neurodyn.data.seed_format import write_dataset
+
+    if len(args.inputs) > 2:
+        raise NeurodynError(f"prepare nlb takes TRAIN.h5 [EVAL_INPUT.h5] OUT.h5; got {len(args.inputs) + 1} files")
+    train_path, eval_path = args.inputs[0], (args.inputs[1] if len(args.inputs) == 2 else None)
+    split = NlbSplit(valid_fraction=args.valid_fraction, local_test_trials=args.local_test_trials, seed=args.seed)
+    dataset = nlb_dataset(train_path, eval_path, args.dataset, args.bin_ms, split)
+    write_dataset(args.output, dataset)
+    roles = {label: int(np.sum(dataset.split == label)) for label in ("train", "valid", "test")}
+    attrs = dataset.attrs
+    lines = [f"wrote {args.output}: {dataset.num_trials} trials x {dataset.num_samples} bins of {args.bin_ms:g} ms x "
+             f"{dataset.num_neurons} neurons ({dataset.num_neurons - dataset.heldout_neurons.size} held in, "
+             f"{dataset.heldout_neurons.size} held out); {roles['train']} train, {roles['valid']} valid, "
+             f"{roles['test']} test trials",
+             f"  forward bins: {attrs['forward_bins']} (after the {dataset.num_samples - attrs['forward_bins']}-bin "
+             "window; forward_bins: auto takes them)"]
+    if eval_path is not None:
+        lines.append(f"  the {roles['test']} evaluation trials' held-out neurons, forward bins and behaviour are NaN "
+                     "(withheld by NLB)")
+    if "behavior_lag_ms" in attrs:
+        lines.append(f"  behaviour: {dataset.behavior.shape[2]} dimensions, already shifted by NLB's "
+                     f"{attrs['behavior_lag_ms']:g} ms lag ({attrs['nlb_dataset']})")
+    print("\n".join(lines))
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,6 +305,66 @@ def _trial_starts(text: str):
 
 
 # ---------------------------------------------------------------------------------------------
+# prepare continuous
+
+
+def _register_prepare_continuous(kinds) -> None:
+    parser = kinds.add_parser(
+        "continuous",
+        help="cut a continuous session (neurons x bins counts, no trials) into overlapping windows (h5 data file)",
+        description="Reads a neurons x bins count matrix (and optional behaviour, dims x bins) from a MATLAB .mat "
+        "file (v5 or v7.3) or an h5 file and cuts it into windows of --window-ms stepping by --window-ms minus "
+        "--overlap-ms; the last window is aligned to the session's end so every bin is covered. The windows are the "
+        "data file's trials; its attributes (continuous_window_starts, continuous_num_bins, ...) let 'neurodyn "
+        "train' and 'neurodyn run' merge the windows' rates and factors back into one series "
+        "(continuous_output.h5, overlaps cross-faded) and 'neurodyn evaluate' score it.",
+    )
+    parser.add_argument("session", metavar="SESSION", help="MATLAB .mat (v5/v6/v7 or v7.3) or h5 file")
+    parser.add_argument("output", metavar="OUT.h5", help="h5 data file to write")
+    parser.add_argument("--window-ms", type=float, required=True, metavar="W",
+                        help="window length in ms (a whole number of bins)")
+    parser.add_argument("--overlap-ms", type=float, default=0.0, metavar="O",
+                        help="overlap of consecutive windows in ms, 0 <= O < W (default: 0)")
+    parser.add_argument("--var", default=None, metavar="NAME",
+                        help="the count matrix, num_neurons x num_bins (default: 'spikes', or the only 2-D matrix); "
+                        "struct fields / h5 groups as s.field")
+    parser.add_argument("--behavior", default=None, metavar="NAME",
+                        help="behaviour matrix, dims x num_bins (e.g. handVel; NaN = not measured)")
+    parser.add_argument("--bin-ms", type=float, default=None,
+                        help="bin width in ms (needed without --time; checked against it with one)")
+    parser.add_argument("--time", default=None, metavar="NAME",
+                        help="vector of bin times in s, one per bin: gives the bin width and the first bin's time")
+    parser.add_argument("--axes", choices=("neurons,bins", "bins,neurons"), default="neurons,bins",
+                        help="order of the count and behaviour matrices' dimensions (default: neurons,bins, MATLAB "
+                        "order for .mat files, as h5py reads them for h5 files)")
+    parser.add_argument("--heldout-fraction", type=float, default=None, metavar="F",
+                        help="hold out a random fraction F of the neurons for co-bps (seeded by --seed)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the held-out choice (default: 0)")
+    add_overwrite_flag(parser)
+    parser.set_defaults(func=_run_prepare_continuous)
+
+
+def _run_prepare_continuous(args: argparse.Namespace) -> int:
+    from neurodyn.data.continuous import (SessionVariables, Windowing, constant_dimensions, describe_session,
+                                          prepare_continuous)
+
+    windowing = Windowing(window_ms=args.window_ms, overlap_ms=args.overlap_ms, bin_ms=args.bin_ms)
+    variables = SessionVariables(data=args.var, behavior=args.behavior, time=args.time)
+    dataset, layout = prepare_continuous(args.session, args.output, windowing, variables, args.heldout_fraction,
+                                         args.seed, args.axes)
+    lines = [f"wrote {args.output} from variable '{dataset.attrs['source_variable']}': "
+             f"{describe_session(dataset, layout)}"]
+    if dataset.heldout_neurons is not None:
+        lines.append(f"  held-out neurons ({dataset.heldout_neurons.size}): {_shown(dataset.heldout_neurons)}")
+    constant = constant_dimensions(dataset.behavior) if dataset.behavior is not None else []
+    if constant:
+        lines.append(f"  note: behaviour dimension(s) {_shown(constant)} of '{args.behavior}' never change (nothing to "
+                     "decode; the continuous vel R^2 leaves them out)")
+    print("\n".join(lines))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # export
 
 
@@ -271,10 +407,11 @@ def _register_export_nlb(targets) -> None:
     parser = targets.add_parser(
         "nlb",
         help="write a Neural Latents Benchmark submission h5 (held-in / held-out rates of train and eval trials)",
-        description="Writes group DATASET with train_rates_heldin, train_rates_heldout, eval_rates_heldin, "
-        "eval_rates_heldout (trials, bins, neurons): train = the run's train split, eval = its test split when the "
-        "data file names test trials, else its valid split (for a model of several sessions: the session of "
-        "--data), held-out neurons from the data file's 'heldout_neurons'. A run trained with forward_bins also gets "
+        description="Writes nlb_tools' submission layout: group DATASET with train_rates_heldin, train_rates_heldout, "
+        "eval_rates_heldin, eval_rates_heldout (trials, bins, neurons): eval = the run's test split (NLB's evaluation "
+        "trials, as 'neurodyn prepare nlb' marks them), train = every other trial (train and valid splits) in "
+        "data-file order; without test trials, eval = the valid split and train = the train split (for a model of "
+        "several sessions: the session of --data); held-out neurons from the data file's 'heldout_neurons'. A run trained with forward_bins also gets "
         "eval_rates_heldin_forward and eval_rates_heldout_forward (its last forward_bins bins, scored as fp-bps); "
         "the other arrays then cover the bins before them. nlb_tools.evaluation.evaluate scores groups "
         "named like mc_maze (5 ms bins) or mc_maze_20 (20 ms bins).",
@@ -282,7 +419,9 @@ def _register_export_nlb(targets) -> None:
     parser.add_argument("run_dir", metavar="DIR", help="run directory or PBT results directory (pbt_best_model/)")
     parser.add_argument("output", metavar="OUT.h5", help="submission file to write")
     parser.add_argument("--data", required=True, metavar="DATA.h5", help="the data file (with heldout_neurons)")
-    parser.add_argument("--dataset", required=True, metavar="NAME", help="NLB dataset group name, e.g. mc_maze_20")
+    parser.add_argument("--dataset", default=None, metavar="NAME",
+                        help="NLB dataset group name, e.g. mc_maze_small or mc_maze_20 (default: the data file's "
+                        "nlb_dataset attribute, written by 'neurodyn prepare nlb')")
     add_overwrite_flag(parser)
     parser.set_defaults(func=_run_export_nlb)
 

@@ -9,7 +9,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     # Imported here so that `neurodyn --help` does not pay for sklearn and matplotlib.
     from neurodyn.evaluate.report import evaluate_run, format_metrics
 
-    result = evaluate_run(args.run_dir, args.data, figure_path=args.figure)
+    result = evaluate_run(args.run_dir, args.data, figure_path=args.figure, lag_ms=args.lag_ms)
     print(format_metrics(result))
     return 0
 
@@ -23,7 +23,7 @@ def register(subparsers) -> None:
         description="Evaluate a trained run (or a PBT results directory with pbt_best_model/) on its data "
         "file: rate R^2 against 'truth', bits per spike on observed entries, the ridge map from "
         "inferred log-rates to 'latents', and the Neural Latents Benchmark metrics co-bps ('heldout_neurons'), "
-        "vel R^2 (ridge decoding of 'behavior' from the rates) and psth R^2 (condition-averaged rates vs "
+        "vel R^2 (ridge decoding of 'behavior' from the rates, at the behaviour's lag; main window only) and psth R^2 (condition-averaged rates vs "
         "condition-averaged 'truth', else data, by 'condition'). Metrics whose ground truth is absent are "
         "skipped, each NLB metric with its reason. Also draws "
         "evaluation_summary.png: condition-averaged data vs model rates, the factors' principal components and "
@@ -34,6 +34,10 @@ def register(subparsers) -> None:
     parser.add_argument("--figure", metavar="PATH", default=None,
                         help="where to write the example-trial figure (default: DIR/evaluation.png); the summary "
                         "figure goes beside it as NAME_summary.png")
+    parser.add_argument("--lag-ms", type=float, default=None, metavar="MS",
+                        help="vel R^2 decodes the behaviour MS ms after the rates (NLB: 100 for MC_Maze, 120 for its "
+                        "scaling sets; default: the data file's behavior_lag_ms, else 0); a behaviour the file stores "
+                        "already shifted (behavior_lag_applied_ms) is not shifted again")
     parser.set_defaults(func=_run_evaluate)
 
     latents = subparsers.add_parser(

@@ -37,10 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     infer.set_defaults(func=_infer)
 
     demo = subparsers.add_parser("demo", help="the demo: RADICaL on synthetic 2-photon Lorenz data "
-                                              "(or --kind spikes: LFADS on Lorenz spikes)")
+                                              "(or --kind spikes: LFADS on Lorenz spikes; --kind nlb: LFADS on "
+                                              "the real MC_Maze_Small recording)")
     demo.add_argument("--out", default="demo_results", help="output directory (default: demo_results)")
-    demo.add_argument("--kind", choices=["radical", "spikes"], default="radical", help="which demo (default radical)")
-    demo.add_argument("--max-epochs", type=int, help="spikes demo: shorter run for a quick look")
+    demo.add_argument("--kind", choices=["radical", "spikes", "nlb"], default="radical",
+                      help="which demo (default radical; nlb: the shipped NLB MC_Maze_Small tensors, default settings, "
+                      "co-bps and vel R^2 on 15 local test trials)")
+    demo.add_argument("--max-epochs", type=int, help="spikes and nlb demos: shorter run for a quick look")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
 
@@ -75,9 +78,11 @@ def _infer(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from neurodyn.demo import run_radical_demo, run_spikes_demo
+    from neurodyn.demo import run_nlb_demo, run_radical_demo, run_spikes_demo
 
-    if args.kind == "spikes":
+    if args.kind == "nlb":
+        run_nlb_demo(args.out, max_epochs=args.max_epochs, progress=not args.no_progress)
+    elif args.kind == "spikes":
         run_spikes_demo(args.out, max_epochs=args.max_epochs, progress=not args.no_progress)
     else:
         run_radical_demo(args.out, progress=not args.no_progress)

@@ -9,6 +9,13 @@ its alignment time to its ``stop_time`` (whole bins only); shorter trials are pa
 
 The optional key ``heldout_neurons`` ``(k,)`` int64 lists the neurons (indices into the neuron
 axis) held out for co-smoothing: the encoder never sees them, the model must reconstruct them.
+
+Files in the Neural Latents Benchmark's layout (the DANDI NWB files of NLB'21) are read as NLB
+means them: the Units table's boolean ``heldout`` column names the held-out neurons (unless the
+caller chooses its own), and the trials table's ``split`` column gives each trial's role
+(``NLB_SPLIT_ROLES``: ``train``, ``val`` -> valid, ``test``; ``none`` trials are skipped). A
+held-out unit's counts in ``test`` trials are NaN: NLB withholds them, so a zero there would be a
+false observation.
 """
 
 from __future__ import annotations
@@ -22,6 +29,12 @@ import numpy as np
 from neurodyn.data.seed_format import NeuralDataset, write_dataset
 from neurodyn.errors import NeurodynError
 
+
+# How far (s) a bin edge may round past an observed interval's end and still count as inside (0.1 us).
+EDGE_TOLERANCE_S = 1e-7
+
+# NLB's trial roles (the trials table's 'split' column) as the data file's split labels; None = not used.
+NLB_SPLIT_ROLES = {"train": "train", "val": "valid", "test": "test", "none": None}
 
 
 @dataclass(frozen=True)
@@ -40,21 +53,29 @@ def read_nwb_spikes(path: str | os.PathLike, binning: SpikeBinning) -> NeuralDat
     Returns trials-first ``data`` ``(trials, bins, units)`` with attributes ``bin_ms``,
     ``align``, ``window_start_ms``, ``align_times_s`` (per kept trial), ``trial_ids``,
     ``unit_ids`` (NWB ids of the kept units, in neuron order) and, when any, ``dropped_unit_ids``
-    (units without spikes in any window) and ``skipped_trial_ids`` (alignment time NaN).
+    (units without spikes in any window) and ``skipped_trial_ids`` (alignment time NaN, or NLB's
+    ``none`` split). A file in NLB's layout also gives ``split`` and ``heldout_neurons`` (see the
+    module docstring).
     """
     source = str(path)
     _check_binning(binning)
     units, trials = _read_tables(Path(path), source, binning)
-    align_times, trial_ids, stop_times, condition, condition_names = trials
+    align_times, trial_ids, stop_times, condition, condition_names, nlb_split = trials
 
     keep_trial = np.isfinite(align_times)
+    if nlb_split is not None:
+        keep_trial &= np.array([role is not None for role in nlb_split])
     if not keep_trial.any():
-        raise NeurodynError(f"{source}: trials column '{binning.align}' is NaN in every trial; nothing to align to")
+        raise NeurodynError(f"{source}: trials column '{binning.align}' is NaN in every trial (or NLB's split is "
+                            "'none'); nothing to align to")
     align_times, stop_times = align_times[keep_trial], stop_times[keep_trial]
     edges_s, num_bins = _bin_edges(align_times, stop_times, trial_ids[keep_trial], binning, source)
 
-    unit_ids, spike_times, obs_intervals = units
+    unit_ids, spike_times, obs_intervals, nlb_heldout = units
     counts = np.stack([_count_spikes(times, edges_s) for times in spike_times], axis=-1)
+    split = None if nlb_split is None else np.array([nlb_split[k] for k in np.flatnonzero(keep_trial)])
+    if split is not None and nlb_heldout is not None:
+        counts[np.ix_(split == "test", np.arange(counts.shape[1]), np.flatnonzero(nlb_heldout))] = np.nan
     # Bins past a trial's end (no-window mode) or outside a unit's observed intervals are unsampled.
     valid_bin = np.arange(edges_s.shape[1] - 1)[None, :] < num_bins[:, None]
     counts[~valid_bin] = np.nan
@@ -63,6 +84,8 @@ def read_nwb_spikes(path: str | os.PathLike, binning: SpikeBinning) -> NeuralDat
             counts[..., unit][~_bins_inside(edges_s, intervals)] = np.nan
 
     has_spikes = np.nansum(counts, axis=(0, 1)) > 0
+    heldout = None if nlb_heldout is None or not nlb_heldout[has_spikes].any() else \
+        np.flatnonzero(nlb_heldout[has_spikes])
     if not has_spikes.any():
         raise NeurodynError(f"{source}: none of the {len(unit_ids)} units has a spike inside the trial windows "
                             f"(align '{binning.align}', window {binning.window_ms} ms)")
@@ -86,7 +109,7 @@ def read_nwb_spikes(path: str | os.PathLike, binning: SpikeBinning) -> NeuralDat
     if condition_names is not None:
         attrs["condition_names"] = condition_names
     return NeuralDataset(data=counts[..., has_spikes], condition=None if condition is None else condition[keep_trial],
-                         attrs=attrs, source=source)
+                         attrs=attrs, source=source, split=split, heldout_neurons=heldout)
 
 
 def prepare_nwb_spikes(nwb_path: str | os.PathLike, out_path: str | os.PathLike, binning: SpikeBinning,
@@ -94,11 +117,12 @@ def prepare_nwb_spikes(nwb_path: str | os.PathLike, out_path: str | os.PathLike,
                        seed: int = 0) -> tuple[NeuralDataset, np.ndarray | None]:
     """Bin ``nwb_path`` and write the seed h5 file ``out_path`` (atomically), with held-out neurons
     chosen at random (``heldout_fraction``, seeded) or given (``heldout_neurons``, indices into the
-    written neuron axis). Returns the dataset and the held-out indices (None without a split)."""
+    written neuron axis), else NLB's (the Units table's ``heldout`` column), if any. Returns the
+    dataset and the held-out indices (None without held-out neurons)."""
     if heldout_fraction is not None and heldout_neurons is not None:
         raise NeurodynError("give either a held-out fraction or held-out neuron indices, not both")
     dataset = read_nwb_spikes(nwb_path, binning)
-    heldout = None
+    heldout = dataset.heldout_neurons
     if heldout_fraction is not None:
         heldout = choose_heldout_neurons(dataset.num_neurons, heldout_fraction, seed)
     elif heldout_neurons is not None:
@@ -163,7 +187,13 @@ def _read_units(nwbfile, source: str):
     has_intervals = "obs_intervals" in units.colnames
     obs_intervals = [np.asarray(units["obs_intervals"][index], dtype=np.float64).reshape(-1, 2) if has_intervals
                      else None for index in range(len(units))]
-    return unit_ids, spike_times, obs_intervals
+    heldout = None
+    if "heldout" in units.colnames:  # NLB's layout
+        heldout = np.asarray(units["heldout"].data[:])
+        if heldout.dtype != bool and not np.isin(heldout, (0, 1)).all():
+            raise NeurodynError(f"{source}: the Units table's 'heldout' column must be boolean (NLB's held-out flag)")
+        heldout = heldout.astype(bool)
+    return unit_ids, spike_times, obs_intervals, heldout
 
 
 def trial_table_columns(trials) -> list[str]:
@@ -193,8 +223,19 @@ def _read_trials(nwbfile, source: str, binning: SpikeBinning):
         condition, names = _condition_labels(column(binning.condition_column, "the condition labels"),
                                              binning.condition_column, source)
     trial_ids = np.asarray(trials.id[:], dtype=np.int64)
+    nlb_split = _nlb_split(column("split", "NLB's trial roles"), source) if "split" in columns else None
     return align_times.astype(np.float64), trial_ids, column("stop_time", "trial ends").astype(np.float64), \
-        condition, names
+        condition, names, nlb_split
+
+
+def _nlb_split(values: np.ndarray, source: str) -> list[str | None]:
+    """NLB's 'split' column as the data file's roles (None: a trial NLB does not use)."""
+    text = [value.decode() if isinstance(value, bytes) else str(value) for value in values]
+    unknown = sorted(set(text) - set(NLB_SPLIT_ROLES))
+    if unknown:
+        raise NeurodynError(f"{source}: the trials table's 'split' column holds {', '.join(map(repr, unknown[:5]))}; "
+                            f"expected NLB's roles {', '.join(NLB_SPLIT_ROLES)}")
+    return [NLB_SPLIT_ROLES[value] for value in text]
 
 
 def _condition_labels(values: np.ndarray, name: str, source: str):
@@ -243,6 +284,7 @@ def _bins_inside(edges_s: np.ndarray, intervals: np.ndarray) -> np.ndarray:
     """``(trials, bins)`` True where the whole bin lies inside one observed interval ``(n, 2)`` seconds."""
     left, right = edges_s[:, :-1], edges_s[:, 1:]
     inside = np.zeros(left.shape, dtype=bool)
+    # Edges are sums of seconds (align + offset): a bin ending on an interval's end may round past it.
     for start, stop in intervals:
-        inside |= (left >= start) & (right <= stop)
+        inside |= (left >= start - EDGE_TOLERANCE_S) & (right <= stop + EDGE_TOLERANCE_S)
     return inside

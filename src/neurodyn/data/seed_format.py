@@ -12,8 +12,12 @@ File layout, as h5py reads it (MATLAB's column-major order makes it trials-last)
                                                        stimulus), finite everywhere, fed to the
                                                        generator beside the inferred inputs
     behavior   (behavior_dim, num_samples, num_trials) optional; measured behaviour per bin (e.g. hand
-                                                       velocity), finite everywhere; never shown to the
-                                                       model, decoded from its rates (vel R^2)
+                                                       velocity), NaN where not measured (e.g. NLB's
+                                                       evaluation trials); never shown to the model,
+                                                       decoded from its rates (vel R^2). Attributes
+                                                       behavior_lag_ms (the lag at which vel R^2 pairs
+                                                       rates with behaviour) and behavior_lag_applied_ms
+                                                       (the lag already applied to the stored values)
     split      (num_trials,)                           optional; each trial's role: 'train', 'valid'
                                                        or 'test' (strings, or integers 0 / 1 / 2);
                                                        without it a seeded valid_ratio split is drawn
@@ -391,11 +395,12 @@ def validate_values(dataset: NeuralDataset) -> None:
         raise NeurodynError(f"{source}: key 'ext_input' holds NaN or infinite values (trial indices "
                             f"{', '.join(str(i) for i in bad[:10])}{', ...' if bad.size > 10 else ''}); measured "
                             "inputs must be finite at every bin")
-    if dataset.behavior is not None and not np.isfinite(dataset.behavior).all():
-        bad = np.flatnonzero(~np.isfinite(dataset.behavior).all(axis=(1, 2)))
-        raise NeurodynError(f"{source}: key 'behavior' holds NaN or infinite values (trial indices "
-                            f"{', '.join(str(i) for i in bad[:10])}{', ...' if bad.size > 10 else ''}); the "
-                            "behaviour must be measured at every bin (cut the trials to the bins where it is)")
+    if dataset.behavior is not None and np.isinf(dataset.behavior).any():
+        # NaN says "not measured" (e.g. NLB's evaluation trials); an infinity is never a measurement.
+        bad = np.flatnonzero(np.isinf(dataset.behavior).any(axis=(1, 2)))
+        raise NeurodynError(f"{source}: key 'behavior' holds infinite values (trial indices "
+                            f"{', '.join(str(i) for i in bad[:10])}{', ...' if bad.size > 10 else ''}); use NaN "
+                            "where the behaviour was not measured")
 
 
 # ---------------------------------------------------------------------------------------------

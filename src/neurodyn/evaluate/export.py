@@ -7,10 +7,12 @@ NWB file's clock, ``control`` = the trial's row in the data file. The timing com
 file's attributes (``align_times_s``, ``window_start_ms``, ``bin_ms``) that ``neurodyn prepare``
 writes.
 
-NLB: one group named after the NLB dataset (e.g. ``mc_maze_20``) holding ``train_rates_heldin``,
-``train_rates_heldout``, ``eval_rates_heldin``, ``eval_rates_heldout`` ``(trials, bins, neurons)``
-float32; train = the run's train split, eval = its valid split; held-out neurons from the data
-file's ``heldout_neurons``. A run trained with ``forward_bins`` f > 0 also gets
+NLB: nlb_tools' submission layout: one group named after the NLB dataset (e.g. ``mc_maze_small``)
+holding ``train_rates_heldin``, ``train_rates_heldout``, ``eval_rates_heldin``, ``eval_rates_heldout``
+``(trials, bins, neurons)`` float32; train = every training-phase trial (the run's train and valid
+splits, in data-file order), eval = its test split (NLB's evaluation trials; without test trials,
+the valid split, and train = the train split); held-out neurons from the data file's
+``heldout_neurons``. A run trained with ``forward_bins`` f > 0 also gets
 ``eval_rates_heldin_forward`` and ``eval_rates_heldout_forward`` (its last f bins, fp-bps), and the
 other arrays then cover the bins before them.
 """
@@ -52,45 +54,74 @@ class RunArrays:
 # NLB submission
 
 
+def nlb_group_name(data_path: str | os.PathLike, dataset_name: str | None = None) -> str:
+    """The submission's group: ``dataset_name``, else the data file's ``nlb_dataset`` (``neurodyn prepare nlb``)
+    with ``_20`` for 20 ms bins."""
+    if dataset_name is not None:
+        if not dataset_name or "/" in dataset_name:
+            raise NeurodynError(f"NLB dataset name must be a plain group name such as 'mc_maze_20'; got {dataset_name!r}")
+        return dataset_name
+    attrs = _data_attrs(data_path)
+    if "nlb_dataset" not in attrs:
+        raise NeurodynError(f"{data_path}: no attribute 'nlb_dataset' to name the submission's group; give --dataset "
+                            "(e.g. mc_maze_small, or mc_maze_small_20 for 20 ms bins)")
+    suffix = "_20" if abs(float(attrs.get("bin_ms", 5.0)) - 20.0) < 1e-9 else ""
+    return f"{attrs['nlb_dataset']}{suffix}"
+
+
 def write_nlb_submission(run_dir: str | os.PathLike, data_path: str | os.PathLike, out_path: str | os.PathLike,
-                         dataset_name: str) -> dict[str, tuple]:
-    """Write the NLB submission h5 ``out_path``; returns each written key's shape."""
-    if not dataset_name or "/" in dataset_name:
-        raise NeurodynError(f"NLB dataset name must be a plain group name such as 'mc_maze_20'; got {dataset_name!r}")
+                         dataset_name: str | None = None) -> dict[str, tuple]:
+    """Write the NLB submission h5 ``out_path`` in nlb_tools' layout; returns each written key's shape.
+
+    The group ``dataset_name`` (default ``nlb_group_name``) holds ``train_rates_heldin``,
+    ``train_rates_heldout`` (every training-phase trial: the run's train and valid trials, in data-file
+    order), ``eval_rates_heldin``, ``eval_rates_heldout`` (its test trials in data-file order, NLB's
+    evaluation trials; the valid trials when the file names no test trials, which then leave the
+    train arrays), each ``(trials, bins, neurons)`` float32 over the main window, and for a run with
+    ``forward_bins`` f > 0 ``eval_rates_heldin_forward`` / ``eval_rates_heldout_forward`` (the last f bins).
+    """
+    dataset_name = nlb_group_name(data_path, dataset_name)
     outputs = read_run_outputs(run_dir, data_path=data_path)
     heldout = read_dataset(data_path).heldout_neurons
     if heldout is None:
         raise NeurodynError(f"{data_path}: no key 'heldout_neurons' (k,); an NLB submission needs held-out neurons "
-                            "(neurodyn prepare nwb ... --heldout-fraction 0.25)")
+                            "(neurodyn prepare nlb, or prepare nwb ... --heldout-fraction 0.25)")
     bin_ms = _data_attrs(data_path).get("bin_ms")
     if dataset_name in NLB_DATASETS and bin_ms is not None and abs(float(bin_ms) - NLB_DATASETS[dataset_name]) > 1e-9:
         raise NeurodynError(f"{data_path}: bins of {bin_ms:g} ms, but NLB's '{dataset_name}' is scored at "
                             f"{NLB_DATASETS[dataset_name]:g} ms bins (names ending in _20 are 20 ms, the others 5 ms)")
-    arrays = {}
-    # NLB's eval trials are the held-out ones: the file's test trials when it names them, else the valid split.
+    # NLB's eval trials are the held-out ones: the file's test trials when it names them, else the valid split;
+    # its train trials are all the others (the decoder of vel R^2 is fit on every one of them).
     eval_split = held_out_split(outputs)
-    for split, prefix in (("train", "train"), (eval_split, "eval")):
-        output = outputs[split]
-        num_neurons = output.rates.shape[-1]
-        if heldout.max() >= num_neurons:
-            raise NeurodynError(f"{data_path}: 'heldout_neurons' goes up to {heldout.max()} but the run's rates have "
-                                f"{num_neurons} neurons; is this the data file the run was trained on?")
-        if not np.all(np.isfinite(output.rates)) or (output.rates < 0).any():
-            raise NeurodynError(f"{find_output_dir(run_dir, data_path) / output_file_name(split)}: 'rates' must be finite and "
-                                "non-negative for an NLB submission")
-        order = np.argsort(output.trial_idx, kind="stable")  # data-file order, as an NLB target file lists trials
-        heldin = np.setdiff1d(np.arange(num_neurons), heldout)
-        # A forward-prediction run's last bins are NLB's separate *_forward arrays (eval trials only).
-        seen_bins = output.rates.shape[1] - int(output.attrs.get("forward_bins", 0))
-        rates, forward = output.rates[order][:, :seen_bins], output.rates[order][:, seen_bins:]
+    train_splits = ["train", "valid"] if eval_split == "test" else ["train"]
+    arrays = {}
+    for splits, prefix in ((train_splits, "train"), ([eval_split], "eval")):
+        rates, forward = _submission_rates([outputs[split] for split in splits], heldout, run_dir, data_path, splits)
+        heldin = np.setdiff1d(np.arange(rates.shape[-1]), heldout)
         arrays[f"{dataset_name}/{prefix}_rates_heldin"] = rates[..., heldin].astype(np.float32)
         arrays[f"{dataset_name}/{prefix}_rates_heldout"] = rates[..., heldout].astype(np.float32)
         if prefix == "eval" and forward.shape[1]:
             arrays[f"{dataset_name}/eval_rates_heldin_forward"] = forward[..., heldin].astype(np.float32)
             arrays[f"{dataset_name}/eval_rates_heldout_forward"] = forward[..., heldout].astype(np.float32)
-        arrays[f"{dataset_name}/{prefix}_trial_idx"] = output.trial_idx[order]
     write_h5_atomic(out_path, arrays)
     return {key: value.shape for key, value in arrays.items()}
+
+
+def _submission_rates(parts: list, heldout: np.ndarray, run_dir, data_path, splits: list[str]):
+    """The rates of the splits' trials in data-file order, cut into the main window and the forward bins:
+    ``(trials, main_bins, neurons)`` and ``(trials, forward_bins, neurons)``."""
+    for part, split in zip(parts, splits):
+        where = find_output_dir(run_dir, data_path) / output_file_name(split)
+        if heldout.max() >= part.rates.shape[-1]:
+            raise NeurodynError(f"{data_path}: 'heldout_neurons' goes up to {heldout.max()} but {where} has rates of "
+                                f"{part.rates.shape[-1]} neurons; is this the data file the run was trained on?")
+        if not np.all(np.isfinite(part.rates)) or (part.rates < 0).any():
+            raise NeurodynError(f"{where}: 'rates' must be finite and non-negative for an NLB submission")
+    rates = np.concatenate([part.rates for part in parts])
+    order = np.argsort(np.concatenate([part.trial_idx for part in parts]), kind="stable")
+    # A forward-prediction run's last bins are NLB's separate *_forward arrays (eval trials only).
+    main_bins = rates.shape[1] - int(parts[0].attrs.get("forward_bins", 0))
+    return rates[order][:, :main_bins], rates[order][:, main_bins:]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Both follow the definitions of the benchmark's reference evaluation (``nlb_tools
 implemented here on plain trials-first NumPy arrays so that the numbers agree with it:
 
 - ``velocity_r2`` ("vel R^2"): how well a linear map from the inferred rates decodes the measured
-  behaviour. Ridge regression from rates to behaviour with every trial x bin one row; the
+  behaviour. Ridge regression from rates to behaviour with every trial x bin one row (rows whose
+  behaviour was not measured, NaN, are left out, as NLB's decoder does); the
   penalty is picked from a fixed grid by 5-fold cross-validation on the training rows (contiguous
   folds, in row order, no shuffling); the R^2 of the refit map on the evaluation trials, averaged
   uniformly over the behaviour dimensions.
@@ -15,6 +16,10 @@ implemented here on plain trials-first NumPy arrays so that the numbers agree wi
 The benchmark's raw R^2 is ``sklearn.metrics.r2_score`` with its default
 ``multioutput='uniform_average'`` (what ``Ridge.score`` uses too): each output's R^2 is computed
 on its own and the outputs are averaged with equal weight.
+
+NLB pairs the rates of bin t with the behaviour of bin t + lag (the dataset's lag between neural
+activity and movement, ``neurodyn.data.nlb_tensors.NLB_BEHAVIOR_LAG_MS``) and scores the main window only, never the
+forward-prediction bins: ``behavior_pairs`` cuts both arrays so.
 """
 
 from __future__ import annotations
@@ -33,6 +38,37 @@ NLB_ALPHAS = np.logspace(-4, 0, 9)
 
 # Folds of the cross-validation that picks the penalty (scikit-learn's default, as in NLB).
 NLB_CV_FOLDS = 5
+
+
+def behavior_pairs(rates: np.ndarray, behavior: np.ndarray, lag_bins: int,
+                   main_bins: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The rates and behaviour that vel R^2 pairs: rates of bin t with behaviour of bin t + ``lag_bins``.
+
+    Parameters
+    ----------
+    rates : ndarray, shape (trials, samples, neurons)
+        Inferred rates, expected counts per bin.
+    behavior : ndarray, shape (trials, samples, behavior_dim)
+        Measured behaviour of the same trials and bins (NaN = not measured).
+    lag_bins : int
+        Bins by which the behaviour follows the rates (negative: it leads them).
+    main_bins : int, optional
+        Only rates of bins t < ``main_bins`` are paired (the main window; the forward-prediction bins
+        after it are left out). Default: all bins.
+
+    Returns
+    -------
+    (ndarray, ndarray)
+        ``(trials, pairs, neurons)`` rates and ``(trials, pairs, behavior_dim)`` behaviour, bin for
+        bin the pairs (t, t + lag) with both bins inside the trial.
+    """
+    num_samples = rates.shape[1]
+    main_bins = num_samples if main_bins is None else int(main_bins)
+    first, stop = max(0, -lag_bins), min(main_bins, num_samples - lag_bins)
+    if stop <= first:
+        raise NeurodynError(f"vel R^2: a lag of {lag_bins} bins leaves no bin of the {main_bins}-bin main window "
+                            "paired with behaviour")
+    return rates[:, first:stop], behavior[:, first + lag_bins:stop + lag_bins]
 
 
 def _trials_first(array, name: str) -> np.ndarray:
@@ -73,7 +109,8 @@ def velocity_r2(
         Inferred rates of the trials the decoder is fit on, expected counts per bin (the
         unit NLB's rates are in; the penalty grid assumes it).
     train_behavior : ndarray, shape (train_trials, samples, behavior_dim)
-        The measured behaviour (e.g. hand velocity, any unit) of the same trials and bins.
+        The measured behaviour (e.g. hand velocity, any unit) of the same trials and bins; bins
+        where it is NaN (not measured) are left out, here and in ``eval_behavior``.
     eval_rates : ndarray, shape (eval_trials, samples, neurons)
         Inferred rates of the trials the decoder is scored on.
     eval_behavior : ndarray, shape (eval_trials, samples, behavior_dim)
@@ -90,8 +127,8 @@ def velocity_r2(
     Raises
     ------
     NeurodynError
-        When there is no behaviour, the shapes disagree, a value is not finite or there are fewer
-        training rows than folds.
+        When there is no behaviour, the shapes disagree, a rate is not finite, the behaviour is
+        infinite, no evaluation bin has measured behaviour or there are fewer training rows than folds.
     """
     if train_behavior is None or eval_behavior is None:
         raise NeurodynError("vel R^2 needs measured behaviour (the data file's 'behavior' key) to decode")
@@ -103,16 +140,27 @@ def velocity_r2(
             raise NeurodynError(f"vel R^2: {split} rates {rates.shape} and behavior {behavior.shape} must cover the "
                                 "same (trials, samples)")
         _check_finite(rates, f"vel R^2: {split} rates")
-        _check_finite(behavior, f"vel R^2: {split} behavior")
+        if np.isinf(behavior).any():
+            raise NeurodynError(f"vel R^2: {split} behavior holds infinite values")
     if train_rates.shape[2] != eval_rates.shape[2] or train_behavior.shape[2] != eval_behavior.shape[2]:
         raise NeurodynError("vel R^2: train and eval must have the same neurons and behaviour dimensions")
-    x_train, y_train = _rows(train_rates), _rows(train_behavior)
+    x_train, y_train = _measured_rows(train_rates, train_behavior)
+    x_eval, y_eval = _measured_rows(eval_rates, eval_behavior)
+    if x_eval.shape[0] == 0:
+        raise NeurodynError("vel R^2: the evaluation trials have no bin with measured behaviour")
     if x_train.shape[0] < NLB_CV_FOLDS:
         raise NeurodynError(f"vel R^2 needs at least {NLB_CV_FOLDS} training bins to cross-validate the ridge "
                             f"penalty; got {x_train.shape[0]}")
     alpha = _cross_validated_alpha(x_train, y_train, np.asarray(alphas, dtype=np.float64).reshape(-1))
     decoder = Ridge(alpha=alpha).fit(x_train, y_train)
-    return float(r2_score(_rows(eval_behavior), decoder.predict(_rows(eval_rates))))
+    return float(r2_score(y_eval, decoder.predict(x_eval)))
+
+
+def _measured_rows(rates: np.ndarray, behavior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(rows, neurons)`` rates and ``(rows, behavior_dim)`` behaviour of the bins whose behaviour was measured."""
+    x, y = _rows(rates), _rows(behavior)
+    measured = ~np.isnan(y).any(axis=1)
+    return x[measured], y[measured]
 
 
 def _cross_validated_alpha(x: np.ndarray, y: np.ndarray, alphas: np.ndarray) -> float:
@@ -211,3 +259,36 @@ def psth_r2(
         raise NeurodynError("psth R^2: the reference PSTH is undefined (never observed) at all but at most one bin "
                             "of every neuron")
     return float(np.mean(neuron_r2))
+
+
+def behavior_lag_bins(attrs: dict, lag_ms: float | None = None) -> tuple[int, float]:
+    """The shift (bins) that pairs a data file's rates at t with its behaviour at t + lag, and the lag (ms).
+
+    The lag wanted is ``lag_ms`` when given, else the file's attribute ``behavior_lag_ms`` (else 0);
+    the file's ``behavior_lag_applied_ms`` says how far its stored behaviour is shifted already
+    (``neurodyn prepare nlb`` stores nlb_tools' shifted behaviour), so only the difference is applied:
+    a behaviour is never shifted twice.
+
+    Parameters
+    ----------
+    attrs : dict
+        The data file's attributes (``bin_ms``, ``behavior_lag_ms``, ``behavior_lag_applied_ms``).
+    lag_ms : float, optional
+        The lag wanted, ms (e.g. NLB's 100 for MC_Maze, 120 for its scaling sets).
+
+    Returns
+    -------
+    (int, float)
+        The bins to shift the stored behaviour by (``behavior_pairs``' ``lag_bins``) and the lag in ms.
+    """
+    wanted = float(lag_ms) if lag_ms is not None else float(attrs.get("behavior_lag_ms", 0.0))
+    applied = float(attrs.get("behavior_lag_applied_ms", 0.0))
+    if wanted == applied:
+        return 0, wanted
+    if "bin_ms" not in attrs or not float(attrs["bin_ms"]) > 0:
+        raise NeurodynError(f"vel R^2 at a lag of {wanted:g} ms needs the data file's bin width (attribute 'bin_ms')")
+    bins = (wanted - applied) / float(attrs["bin_ms"])
+    if abs(bins - round(bins)) > 1e-6:
+        raise NeurodynError(f"a vel R^2 lag of {wanted:g} ms is not a whole number of {float(attrs['bin_ms']):g} ms "
+                            f"bins from the {applied:g} ms the behaviour is already shifted by")
+    return int(round(bins)), wanted

@@ -26,7 +26,7 @@ from neurodyn.evaluate.fpbps import fp_bps
 from neurodyn.evaluate.figures import plot_data_summary, plot_inferred_vs_true, save_figure
 from neurodyn.runs.tables import find_training_logs
 from neurodyn.evaluate.metrics import bits_per_spike, map_to_latents, rate_r2
-from neurodyn.evaluate.nlb import NLB_CV_FOLDS, psth_r2, velocity_r2
+from neurodyn.evaluate.nlb import NLB_CV_FOLDS, behavior_lag_bins, behavior_pairs, psth_r2, velocity_r2
 from neurodyn.runs.layout import (EVALUATION_FIGURE, EVALUATION_JSON, EVALUATION_SUMMARY_FIGURE, find_output_dir,
                                   output_file_name, report_dir)
 from neurodyn.runs.outputs import RunOutput, other_data_file_note, read_run_outputs
@@ -81,7 +81,8 @@ def _finite_or_none(value: float) -> float | None:
 
 
 def evaluate_run(
-    run_dir: str | os.PathLike, data_path: str | os.PathLike, figure_path: str | os.PathLike | None = None
+    run_dir: str | os.PathLike, data_path: str | os.PathLike, figure_path: str | os.PathLike | None = None,
+    lag_ms: float | None = None,
 ) -> dict:
     """Evaluate the run in ``run_dir`` (a run directory or a PBT results directory) on ``data_path``.
 
@@ -96,6 +97,10 @@ def evaluate_run(
         ``forward_bins``) are skipped with a note or a reason in ``nlb_not_computed``.
     figure_path : str or PathLike, optional
         Where to write the example-trial figure (default ``run_dir/evaluation.png``).
+    lag_ms : float, optional
+        vel R^2 pairs the rates at t with the behaviour at t + this lag (ms); default the data file's
+        ``behavior_lag_ms`` (NLB's lag, recorded by ``neurodyn prepare nlb``), else 0. A behaviour the
+        file stores already shifted (``behavior_lag_applied_ms``) is not shifted again.
 
     Returns
     -------
@@ -108,10 +113,14 @@ def evaluate_run(
     ``figure_path`` is given), both atomically. Returns the dict stored in the JSON: ``rate_r2``,
     ``bits_per_spike``, ``co_bps`` (held-out neurons, on the bins the encoders saw), ``fp_bps`` (all
     neurons, on the last ``forward_bins`` bins of a run trained with ``forward_bins`` > 0; see
-    ``evaluate.fpbps``), ``vel_r2``, ``psth_r2``, ``psth_reference`` (``'truth'`` or ``'data'``: what
+    ``evaluate.fpbps``), ``vel_r2`` (main window: the bins before the forward bins; the decoder fit
+    on the train trials, and for the test trials on the train and valid trials, as NLB fits it on
+    every training-phase trial), ``vel_lag_ms``, ``psth_r2`` (main window), ``psth_reference`` (``'truth'`` or ``'data'``: what
     the rate PSTHs were compared with), ``latent_r2``, ``latent_r2_per_dim``, ``latent_ridge_alpha``
     (each None when skipped), ``nlb_not_computed`` (Neural Latents Benchmark metric -> why it could
-    not be computed), ``test`` (the test trials' scores, when the data file names test trials),
+    not be computed), ``test`` (the test trials' scores, when the data file names test trials, with
+    their own ``not_computed``: e.g. NLB's evaluation trials, whose held-out neurons, forward bins and
+    behaviour are withheld, get every other metric),
     ``num_train_trials``, ``num_valid_trials``, ``num_neurons``, ``num_samples``,
     ``run_dir``, ``output_dir``, ``data_path``, ``evaluation_json``, ``figure``, ``summary_figure``
     (``evaluation_summary.png``: condition-averaged data vs model, factor PCs, training curve), ``notes``.
@@ -124,7 +133,8 @@ def evaluate_run(
     dataset = read_dataset(data_path)
     check_outputs_match_data(outputs, dataset, output_dir, data_path)
     train, valid = outputs["train"], outputs["valid"]
-    scored = _split_scores(valid, train, dataset)
+    lag_bins, lag = behavior_lag_bins(dataset.attrs, lag_ms) if dataset.behavior is not None else (0, None)
+    scored = _split_scores(valid, train, dataset, lag_bins)
     result: dict = {
         "run_dir": str(run_dir),
         "output_dir": str(output_dir),
@@ -134,7 +144,9 @@ def evaluate_run(
         "num_neurons": int(dataset.num_neurons),
         "num_samples": int(dataset.num_samples),
         **scored.scores,
-        "nlb_not_computed": nlb_not_computed(dataset, int(valid.attrs.get("forward_bins", 0))),
+        "vel_lag_ms": lag,
+        "nlb_not_computed": {**nlb_not_computed(dataset, int(valid.attrs.get("forward_bins", 0))),
+                             **scored.not_computed},
     }
     notes, counts, true_rates, true_latents, mapping = (scored.notes, scored.counts, scored.true_rates,
                                                        scored.true_latents, scored.mapping)
@@ -142,11 +154,12 @@ def evaluate_run(
     if other_file:
         notes.insert(0, other_file)
     if "test" in outputs:
-        test = _split_scores(outputs["test"], train, dataset).scores
+        # NLB fits the behaviour decoder of its evaluation trials on every training-phase trial.
+        test = _split_scores(outputs["test"], train, dataset, lag_bins, decoder_fit=[train, valid])
         result["test"] = {"num_trials": int(outputs["test"].trial_idx.size),
-                          **{key: test[key] for key in ("rate_r2", "bits_per_spike", "co_bps", "latent_r2", "vel_r2",
-                                                         "psth_r2")}}
-        result["test"]["fp_bps"] = test["fp_bps"]
+                          **{key: test.scores[key] for key in ("rate_r2", "bits_per_spike", "co_bps", "latent_r2",
+                                                                "vel_r2", "psth_r2", "fp_bps")},
+                          "not_computed": test.not_computed}
 
     run_dir = report_dir(run_dir, output_dir)
     figure_path = Path(figure_path) if figure_path is not None else run_dir / FIGURE_NAME
@@ -168,6 +181,10 @@ def evaluate_run(
                                   **find_training_logs(output_dir, run_dir if output_dir != run_dir else None),
                                   title=f"{run_dir.name}: valid trials of {Path(data_path).name}"), summary_path)
 
+    if "continuous_window_starts" in dataset.attrs:  # a continuous session: score its merged series too
+        from neurodyn.evaluate.continuous import evaluate_continuous
+
+        result["continuous"] = evaluate_continuous(outputs, dataset)
     json_path = run_dir / JSON_NAME
     result.update(evaluation_json=str(json_path), figure=str(figure_path), summary_figure=str(summary_path), notes=notes)
     write_text_atomic(json_path, json.dumps(result, indent=2, allow_nan=False) + "\n")
@@ -180,20 +197,24 @@ class _SplitScores:
 
     scores: dict
     notes: list[str]
+    not_computed: dict  # metric key -> why the data cannot give it for these trials
     counts: np.ndarray
     true_rates: np.ndarray | None
     true_latents: np.ndarray | None
     mapping: object | None
 
 
-def _split_scores(scored: RunOutput, train: RunOutput, dataset) -> _SplitScores:
+def _split_scores(scored: RunOutput, train: RunOutput, dataset, lag_bins: int = 0,
+                  decoder_fit: list[RunOutput] | None = None) -> _SplitScores:
     """Rate R^2, bits per spike, co-bps, vel R^2, psth R^2 and latent R^2 of one split's trials (each None
-    when the data lack what it needs, with a note); the latent map and the behaviour decoder are fit on
-    the train trials."""
+    when the data lack what it needs, with a note or a ``not_computed`` reason); the latent map is fit on
+    the train trials, the behaviour decoder on ``decoder_fit`` (default the train trials), pairing rates
+    with the behaviour ``lag_bins`` later."""
     # The observations as the model was fit to them (moved earlier by its event delay, if any).
     counts = advance_events(dataset.data[scored.trial_idx], scored.event_delay_bins)
     forward_bins = int(scored.attrs.get("forward_bins", 0))
     notes: list[str] = []
+    not_computed: dict = {}
     scores: dict = {"rate_r2": None, "bits_per_spike": None, "co_bps": None, "vel_r2": None, "psth_r2": None,
                     "psth_reference": None, "latent_r2": None, "latent_r2_per_dim": None, "latent_ridge_alpha": None}
     true_rates = None
@@ -202,21 +223,29 @@ def _split_scores(scored: RunOutput, train: RunOutput, dataset) -> _SplitScores:
     else:
         true_rates = dataset.truth[scored.trial_idx]
         scores["rate_r2"] = _finite_or_none(rate_r2(true_rates, scored.rates))
+    main = slice(0, counts.shape[1] - forward_bins)  # the bins the encoders saw; the forward window is fp-bps's
     if _holds_counts(counts):
         scores["bits_per_spike"] = _finite_or_none(bits_per_spike(scored.rates, counts))
         if dataset.heldout_neurons is not None and dataset.heldout_neurons.size:
             # The model never saw these neurons' activity: their bits per spike measure how well the
-            # population dynamics predict unseen neurons (the Neural Latents Benchmark's co-bps, scored
-            # on the bins the encoders saw; the forward window is fp-bps's).
-            seen = slice(0, counts.shape[1] - forward_bins)
-            scores["co_bps"] = _finite_or_none(co_bps(scored.rates[:, seen], counts[:, seen],
-                                                      dataset.heldout_neurons))
+            # population dynamics predict unseen neurons (the Neural Latents Benchmark's co-bps).
+            if np.isnan(counts[:, main][..., dataset.heldout_neurons]).all():
+                not_computed["co_bps"] = ("co-bps: the held-out neurons of these trials were not recorded (NaN; NLB "
+                                          "withholds them for its evaluation trials)")
+            else:
+                scores["co_bps"] = _finite_or_none(co_bps(scored.rates[:, main], counts[:, main],
+                                                          dataset.heldout_neurons))
     else:
         notes.append("bits per spike skipped: the observed data are not spike counts (non-integer or negative)")
-    scores["fp_bps"], fp_note = _forward_prediction(scored, counts, forward_bins)
-    if fp_note:
-        notes.append(fp_note)
-    _nlb_decoding_scores(scores, notes, scored, train, dataset)
+    if forward_bins and np.isnan(counts[:, main.stop:]).all():
+        scores["fp_bps"] = None
+        not_computed["fp_bps"] = ("fp-bps: the forward bins of these trials were not recorded (NaN; NLB withholds "
+                                  "them for its evaluation trials)")
+    else:
+        scores["fp_bps"], fp_note = _forward_prediction(scored, counts, forward_bins)
+        if fp_note:
+            notes.append(fp_note)
+    _nlb_decoding_scores(scores, notes, not_computed, scored, decoder_fit or [train], dataset, main.stop, lag_bins)
     mapping = true_latents = None
     if dataset.latents is None:
         notes.append("latent R^2 skipped: the data file has no 'latents'")
@@ -228,7 +257,7 @@ def _split_scores(scored: RunOutput, train: RunOutput, dataset) -> _SplitScores:
         scores["latent_r2"] = _finite_or_none(mapping.r2)
         scores["latent_r2_per_dim"] = [_finite_or_none(v) for v in mapping.r2_per_dim]
         scores["latent_ridge_alpha"] = mapping.alpha
-    return _SplitScores(scores, notes, counts, true_rates, true_latents, mapping)
+    return _SplitScores(scores, notes, not_computed, counts, true_rates, true_latents, mapping)
 
 
 def _forward_prediction(scored: RunOutput, counts: np.ndarray, forward_bins: int) -> tuple[float | None, str | None]:
@@ -245,14 +274,26 @@ def _forward_prediction(scored: RunOutput, counts: np.ndarray, forward_bins: int
         return None, f"fp-bps skipped: {error}"
 
 
-def _nlb_decoding_scores(scores: dict, notes: list[str], scored: RunOutput, train: RunOutput, dataset) -> None:
-    """Fill in vel R^2 and psth R^2 (Neural Latents Benchmark) when the data file has what they need."""
+def _nlb_decoding_scores(scores: dict, notes: list[str], not_computed: dict, scored: RunOutput,
+                         decoder_fit: list[RunOutput], dataset, main_bins: int, lag_bins: int) -> None:
+    """Fill in vel R^2 and psth R^2 (Neural Latents Benchmark) on the main window's bins (the first
+    ``main_bins``) when the data file has what they need; the behaviour decoder is fit on ``decoder_fit``'s trials."""
     if dataset.behavior is not None:
-        if train.rates.shape[0] * train.rates.shape[1] < NLB_CV_FOLDS:
-            notes.append(f"vel R^2 skipped: fewer than {NLB_CV_FOLDS} train bins to fit the behaviour decoder")
+        # In data-file order, as NLB's decoder sees its training trials (its cross-validation folds are contiguous).
+        fit_idx = np.concatenate([part.trial_idx for part in decoder_fit])
+        order = np.argsort(fit_idx, kind="stable")
+        fit_rates = np.concatenate([part.rates for part in decoder_fit])[order]
+        fit_behavior = dataset.behavior[fit_idx[order]]
+        fit_rates, fit_behavior = behavior_pairs(fit_rates, fit_behavior, lag_bins, main_bins)
+        rates, behavior = behavior_pairs(scored.rates, dataset.behavior[scored.trial_idx], lag_bins, main_bins)
+        if np.isnan(behavior).all():
+            not_computed["vel_r2"] = ("vel R^2: these trials have no measured behaviour (NaN; NLB withholds it for "
+                                      "its evaluation trials)")
+        elif (~np.isnan(fit_behavior).any(axis=2)).sum() < NLB_CV_FOLDS:
+            notes.append(f"vel R^2 skipped: fewer than {NLB_CV_FOLDS} bins with measured behaviour to fit the "
+                         "behaviour decoder")
         else:
-            scores["vel_r2"] = _finite_or_none(velocity_r2(train.rates, dataset.behavior[train.trial_idx],
-                                                           scored.rates, dataset.behavior[scored.trial_idx]))
+            scores["vel_r2"] = _finite_or_none(velocity_r2(fit_rates, fit_behavior, rates, behavior))
     if dataset.condition is not None:
         # The target PSTH averages all trials of each condition in the file (as NLB's does): the true
         # rates where known, else the observations as the model was fit to them.
@@ -260,8 +301,8 @@ def _nlb_decoding_scores(scores: dict, notes: list[str], scored: RunOutput, trai
             scores["psth_reference"], reference = "truth", dataset.truth
         else:
             scores["psth_reference"], reference = "data", advance_events(dataset.data, scored.event_delay_bins)
-        scores["psth_r2"] = _finite_or_none(psth_r2(scored.rates, dataset.condition[scored.trial_idx], reference,
-                                                    dataset.condition))
+        scores["psth_r2"] = _finite_or_none(psth_r2(scored.rates[:, :main_bins], dataset.condition[scored.trial_idx],
+                                                    reference[:, :main_bins], dataset.condition))
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -282,7 +323,8 @@ def format_metrics(result: dict) -> str:
     if result.get("fp_bps") is not None:
         lines.append(f"  fp-bps (valid, forward window):        {_fmt(result['fp_bps'])}")
     if result.get("vel_r2") is not None:
-        lines.append(f"  vel R^2 (ridge, train -> valid):       {_fmt(result['vel_r2'])}")
+        lag = f" (behaviour {result['vel_lag_ms']:g} ms after the rates)" if result.get("vel_lag_ms") else ""
+        lines.append(f"  vel R^2 (ridge, train -> valid):       {_fmt(result['vel_r2'])}{lag}")
     if result.get("psth_r2") is not None:
         label = f"psth R^2 (valid, vs {result['psth_reference']} PSTHs):"
         lines.append(f"  {label:<39}{_fmt(result['psth_r2'])}")
@@ -305,6 +347,11 @@ def format_metrics(result: dict) -> str:
             if test.get(key) is not None:
                 lines.append(f"    {label}      {_fmt(test[key])}")
         lines.append(f"    latent R^2:     {_fmt(test['latent_r2'])}")
+        lines += [f"    not computed: {reason}" for reason in test.get("not_computed", {}).values()]
+    if result.get("continuous"):
+        from neurodyn.evaluate.continuous import format_continuous
+
+        lines += format_continuous(result["continuous"])
     lines += [f"  not computed (NLB): {reason}" for reason in result.get("nlb_not_computed", {}).values()]
     lines += [f"  note: {note}" for note in result.get("notes", [])]
     if result.get("evaluation_json"):

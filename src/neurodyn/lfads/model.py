@@ -129,8 +129,9 @@ class LFADS(nn.Module):
                 raise NeurodynError(f"heldout_neurons {config.heldout_neurons} do not fit {num_neurons} neurons")
             input_mask[config.heldout_neurons] = 0.0
         self.register_buffer("encoder_input_mask", input_mask)
-        # Forward prediction (fp-bps): the last forward_bins bins are hidden from the encoders too.
-        self.forward_bins = config.forward_bins
+        # Forward prediction (fp-bps): the last forward_bins bins are hidden from the encoders too. A config
+        # whose 'auto' no data file resolved ('neurodyn.train.run.read_model_dataset' does) means none.
+        self.forward_bins = 0 if config.forward_bins == "auto" else int(config.forward_bins)
 
     @property
     def is_stitched(self) -> bool:

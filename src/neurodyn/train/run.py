@@ -19,6 +19,7 @@ import numpy as np
 
 from neurodyn.config import LfadsConfig, config_to_yaml
 from neurodyn.data.atomic import write_text_atomic
+from neurodyn.data.continuous import file_attributes
 from neurodyn.data.event_timing import append_unobserved_bins
 from neurodyn.data.seed_format import NeuralDataset, split_train_valid_test
 from neurodyn.data.sessions import SessionLayout, combine_sessions, session_names
@@ -29,6 +30,7 @@ from neurodyn.runs.checkpoint import build_model, load_checkpoint, save_checkpoi
 from neurodyn.runs.identity import (RunIdentity, RunLock, join_data_paths, mark_status, open_run_folder, read_run_info,
                                     split_data_paths)
 from neurodyn.runs.layout import TrainLayout
+from neurodyn.runs.continuous_output import write_continuous_output
 from neurodyn.runs.outputs import write_split_output
 from neurodyn.runs.tables import rows_to_csv
 from neurodyn.train.inference import drop_leading_bins, infer, infer_empirical_bayes, select_neurons
@@ -149,7 +151,7 @@ def read_model_dataset(data_path: str | Path, config: LfadsConfig) -> tuple[Neur
     """The data file as the model sees it, and the config with the settings taken from the file.
 
     Reads and checks the file for the observation model, takes its ``heldout_neurons`` (unless the
-    config sets its own) and resolves ``event_delay_bins`` = d. With d > 0 each trial is followed by
+    config sets its own), resolves ``forward_bins`` (``resolve_forward_bins``) and ``event_delay_bins`` = d. With d > 0 each trial is followed by
     d unobserved bins, so the model runs d bins past the data; ``write_model_outputs`` then drops
     the first d bins of every output, leaving rates at bin t that were fit to the events of bin
     t + d (``data.event_timing``). The model never sees ``truth`` or ``latents``, so they are dropped.
@@ -160,7 +162,8 @@ def read_model_dataset(data_path: str | Path, config: LfadsConfig) -> tuple[Neur
     if delay >= dataset.num_samples:
         raise NeurodynError(f"{dataset.source}: event_delay_bins {delay} is not shorter than the trials "
                             f"({dataset.num_samples} bins)")
-    config = LfadsConfig(**{**config.model_dump(), "event_delay_bins": delay})
+    config = LfadsConfig(**{**config.model_dump(), "event_delay_bins": delay,
+                            "forward_bins": resolve_forward_bins(config, dataset)})
     check_forward_bins(config, dataset)
     model_data = append_unobserved_bins(dataset.data, delay)
     return dataclasses.replace(dataset, data=model_data, ext_input=delay_ext_input(dataset.ext_input, delay),
@@ -262,6 +265,18 @@ def session_folders(layout: TrainLayout, sessions: SessionLayout | None) -> list
     return names
 
 
+def resolve_forward_bins(config: LfadsConfig, dataset: NeuralDataset) -> int:
+    """``forward_bins`` as a number: the config's, or for 'auto' the data file's attribute ``forward_bins``
+    (written by ``neurodyn prepare nlb``), else 0."""
+    if config.forward_bins != "auto":
+        return int(config.forward_bins)
+    value = dataset.attrs.get("forward_bins", 0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 0:
+        raise NeurodynError(f"{dataset.source}: attribute 'forward_bins' must be a whole number of bins >= 0; "
+                            f"got {value!r}")
+    return int(value)
+
+
 def check_forward_bins(config: LfadsConfig, dataset: NeuralDataset) -> None:
     """Refuse a ``forward_bins`` the data file's trials cannot hold (``event_delay_bins`` resolved)."""
     if not config.forward_bins:
@@ -323,12 +338,15 @@ def write_model_outputs(out_dir: Path, model: LFADS, dataset: NeuralDataset, spl
 
     For several sessions each goes to ``out_dir/<session>/``: its own trials (``trial_idx`` indexing
     its file) and neurons, inferred through its read-in, empirical Bayes against its own training trials.
+    A data file of a continuous session (``neurodyn prepare continuous``) also gets its windows merged
+    into ``continuous_output.h5`` beside them (``runs.continuous_output``).
     """
     layout = TrainLayout(out_dir)
     if sessions is None:
         for name, idx in split.with_outputs():
             inferred = infer_outputs(model, dataset, idx, config, split.train)
             write_split_output(layout.output(name), inferred, idx, attrs=output_attributes(config, dataset))
+        write_continuous_output(layout.root, dataset.attrs, dataset.source)
         return
     for s, session_name in enumerate(sessions.names):
         offset, neurons = sessions.trial_offsets[s], sessions.neurons(s)
@@ -341,6 +359,8 @@ def write_model_outputs(out_dir: Path, model: LFADS, dataset: NeuralDataset, spl
             inferred = select_neurons(inferred, neurons)
             attrs = {**output_attributes(config, dataset), "session": session_name, "data_path": sessions.sources[s]}
             write_split_output(layout.session(session_name).output(name), inferred, local, attrs=attrs)
+        write_continuous_output(layout.session(session_name).root, file_attributes(sessions.sources[s]),
+                                sessions.sources[s])
 
 
 def checkpoint_state(trainer_state: dict, data: ModelData, data_paths) -> dict:
