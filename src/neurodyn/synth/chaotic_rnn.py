@@ -376,25 +376,33 @@ def make_chaotic_rnn_spikes(
 def _check_settings(num_neurons, num_conditions, trials_per_condition, num_bins, bin_ms, rnn_units, gamma, tau_ms,
                     min_lyapunov_per_s, mean_rate_hz, log_rate_std, keep, heldout_fraction, initial_state_std,
                     initial_state_noise, burn_in_ms, max_step_ms, latent_pcs):
-    for name, value, smallest in [("num_neurons", num_neurons, 1), ("num_conditions", num_conditions, 1),
-                                  ("trials_per_condition", trials_per_condition, 1), ("num_bins", num_bins, 2),
-                                  ("rnn_units", rnn_units, 1)]:
-        if int(value) != value or value < smallest:
-            raise NeurodynError(f"{name} must be an integer of at least {smallest}; got {value}")
-    for name, value in [("bin_ms", bin_ms), ("tau_ms", tau_ms), ("max_step_ms", max_step_ms)]:
-        if not (np.isfinite(value) and value > 0):
-            raise NeurodynError(f"{name} must be positive; got {value}")
+    check_whole_numbers([("num_neurons", num_neurons, 1), ("num_conditions", num_conditions, 1),
+                         ("trials_per_condition", trials_per_condition, 1), ("num_bins", num_bins, 2),
+                         ("rnn_units", rnn_units, 1)])
+    check_finite([("bin_ms", bin_ms), ("tau_ms", tau_ms), ("max_step_ms", max_step_ms)], positive=True)
     if min_lyapunov_per_s is not None and not np.isfinite(min_lyapunov_per_s):
         raise NeurodynError(f"min_lyapunov_per_s must be a finite number (1/s) or None; got {min_lyapunov_per_s}")
-    for name, value in [("gamma", gamma), ("log_rate_std", log_rate_std), ("initial_state_std", initial_state_std),
-                        ("initial_state_noise", initial_state_noise), ("burn_in_ms", burn_in_ms)]:
-        if not (np.isfinite(value) and value >= 0):
-            raise NeurodynError(f"{name} must be finite and non-negative; got {value}")
+    check_finite([("gamma", gamma), ("log_rate_std", log_rate_std), ("initial_state_std", initial_state_std),
+                  ("initial_state_noise", initial_state_noise), ("burn_in_ms", burn_in_ms)], positive=False)
     check_rate_range(mean_rate_hz)
     check_keep_and_heldout(num_neurons, keep, heldout_fraction)
     if latent_pcs is not None and (int(latent_pcs) != latent_pcs or not 1 <= latent_pcs <= rnn_units):
         raise NeurodynError(f"latent_pcs must be None or an integer from 1 to rnn_units ({rnn_units}); "
                             f"got {latent_pcs}")
+
+
+def check_whole_numbers(values: list[tuple[str, float, int]]) -> None:
+    """Refuse any ``(name, value, smallest)`` whose value is not a whole number of at least ``smallest``."""
+    for name, value, smallest in values:
+        if int(value) != value or value < smallest:
+            raise NeurodynError(f"{name} must be an integer of at least {smallest}; got {value}")
+
+
+def check_finite(values: list[tuple[str, float]], positive: bool) -> None:
+    """Refuse any ``(name, value)`` that is not finite and positive (``positive``) or non-negative."""
+    for name, value in values:
+        if not (np.isfinite(value) and (value > 0 if positive else value >= 0)):
+            raise NeurodynError(f"{name} must be {'positive' if positive else 'finite and non-negative'}; got {value}")
 
 
 def check_rate_range(mean_rate_hz) -> None:

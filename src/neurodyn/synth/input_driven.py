@@ -49,8 +49,8 @@ from scipy.linalg import expm
 from neurodyn.data.nwb_spikes import choose_heldout_neurons
 from neurodyn.data.seed_format import NeuralDataset
 from neurodyn.errors import NeurodynError
-from neurodyn.synth.chaotic_rnn import (check_keep_and_heldout, check_rate_range, mean_rate_readout,
-                                        spread_mean_rates)
+from neurodyn.synth.chaotic_rnn import (check_finite, check_keep_and_heldout, check_rate_range, check_whole_numbers,
+                                        mean_rate_readout, spread_mean_rates)
 from neurodyn.synth.lorenz_spikes import bandwidth_mask
 
 _STREAMS = ("rotation", "initial", "pulses", "readout", "spikes", "mask")
@@ -271,20 +271,13 @@ def make_input_driven_spikes(
 def _check_settings(num_neurons, num_trials, num_bins, bin_ms, latent_dim, frequency_hz, frequency_ratio, decay_ms,
                     pulse_rate_hz, pulse_size, pulse_bins, first_pulse_bin, num_conditions, condition_input_size,
                     condition_input_bin, initial_state_std, mean_rate_hz, log_rate_std, keep, heldout_fraction):
-    for name, value, smallest in [("num_neurons", num_neurons, 1), ("num_trials", num_trials, 1),
-                                  ("num_bins", num_bins, 2), ("latent_dim", latent_dim, 2),
-                                  ("pulse_bins", pulse_bins, 1), ("first_pulse_bin", first_pulse_bin, 1),
-                                  ("num_conditions", num_conditions, 0)]:
-        if int(value) != value or value < smallest:
-            raise NeurodynError(f"{name} must be an integer of at least {smallest}; got {value}")
-    for name, value in [("bin_ms", bin_ms), ("decay_ms", decay_ms), ("frequency_ratio", frequency_ratio)]:
-        if not (np.isfinite(value) and value > 0):
-            raise NeurodynError(f"{name} must be positive; got {value}")
-    for name, value in [("frequency_hz", frequency_hz), ("pulse_rate_hz", pulse_rate_hz), ("pulse_size", pulse_size),
-                        ("condition_input_size", condition_input_size), ("initial_state_std", initial_state_std),
-                        ("log_rate_std", log_rate_std)]:
-        if not (np.isfinite(value) and value >= 0):
-            raise NeurodynError(f"{name} must be finite and non-negative; got {value}")
+    check_whole_numbers([("num_neurons", num_neurons, 1), ("num_trials", num_trials, 1), ("num_bins", num_bins, 2),
+                         ("latent_dim", latent_dim, 2), ("pulse_bins", pulse_bins, 1),
+                         ("first_pulse_bin", first_pulse_bin, 1), ("num_conditions", num_conditions, 0)])
+    check_finite([("bin_ms", bin_ms), ("decay_ms", decay_ms), ("frequency_ratio", frequency_ratio)], positive=True)
+    check_finite([("frequency_hz", frequency_hz), ("pulse_rate_hz", pulse_rate_hz), ("pulse_size", pulse_size),
+                  ("condition_input_size", condition_input_size), ("initial_state_std", initial_state_std),
+                  ("log_rate_std", log_rate_std)], positive=False)
     if pulse_rate_hz * bin_ms / 1000.0 > 1.0:
         raise NeurodynError(f"pulse_rate_hz ({pulse_rate_hz:g}) times the bin width must be at most 1 pulse per bin")
     if first_pulse_bin > num_bins - pulse_bins:
