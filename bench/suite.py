@@ -320,7 +320,7 @@ def table(scores: list[Score]) -> str:
             lines.append(f"{name if index == 0 else '':<14} {shape:>23} {metric:<11} {mean:>8.3f} {spread:>6.3f} "
                          f"{base if base is not None else float('nan'):>8.3f} {gain:>+7.3f} "
                          f"{int(np.mean([s.epochs for s in runs])) if index == 0 else '':>6} "
-                         f"{np.mean([s.seconds for s in runs]) if index == 0 else 0:>7.0f}  "
+                         f"{f'{np.mean([s.seconds for s in runs]):.0f}' if index == 0 else '':>7}  "
                          f"{reference.baseline_name if index == 0 else ''}")
     lines += [f"{s.name:<14} seed {s.seed}: failed: {'; '.join(s.notes)}" for s in failed]
     if gains:
