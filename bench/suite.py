@@ -111,20 +111,14 @@ def synthetic_dataset(name: str):
         "inputs_sparse": lambda: (make_input_driven_spikes(num_neurons=100, num_trials=2000, num_bins=50,
                                                            bin_ms=10.0, keep=10, seed=6), {}),
     }
+    from neurodyn.data.nlb_tensors import NlbSplit, trial_roles
+
     dataset, keys = makers[name]()
-    dataset.split = three_way_split(dataset.num_trials)
+    # TEST_FRACTION of the trials 'test', VALID_FRACTION of the rest 'valid', seeded.
+    num_test = int(np.floor(TEST_FRACTION * dataset.num_trials + 0.5))
+    dataset.split = trial_roles(dataset.num_trials, 0, NlbSplit(valid_fraction=VALID_FRACTION,
+                                                                local_test_trials=num_test, seed=SPLIT_SEED))
     return dataset, keys
-
-
-def three_way_split(num_trials: int) -> np.ndarray:
-    """Seeded roles: ``TEST_FRACTION`` of the trials 'test', ``VALID_FRACTION`` of the rest 'valid'."""
-    order = np.random.default_rng(SPLIT_SEED).permutation(num_trials)
-    num_test = int(round(TEST_FRACTION * num_trials))
-    num_valid = int(round(VALID_FRACTION * (num_trials - num_test)))
-    roles = np.full(num_trials, "train", dtype=object)
-    roles[order[:num_test]] = "test"
-    roles[order[num_test:num_test + num_valid]] = "valid"
-    return roles.astype(str)
 
 
 REAL_SETS = ("mc_maze_small", "m1_continuous")
@@ -140,8 +134,11 @@ def write_set(name: str, folder: Path):
     if name == "mc_maze_small":
         from neurodyn.data.nlb_tensors import NlbSplit, nlb_dataset
         from neurodyn.datasets import mc_maze_small_files
+        from neurodyn.demo import NLB_LOCAL_TEST_TRIALS, NLB_SPLIT_SEED
 
-        dataset = nlb_dataset(mc_maze_small_files()[0], split=NlbSplit(local_test_trials=15, seed=SPLIT_SEED))
+        # The local test trials of 'neurodyn demo --kind nlb'.
+        dataset = nlb_dataset(mc_maze_small_files()[0],
+                              split=NlbSplit(local_test_trials=NLB_LOCAL_TEST_TRIALS, seed=NLB_SPLIT_SEED))
         keys = {}
     elif name == "m1_continuous":
         from neurodyn.data.continuous import SessionVariables, Windowing, prepare_continuous
@@ -233,7 +230,7 @@ def set_metrics(name: str, evaluation: dict) -> dict:
 
 def baseline(name: str, dataset, run_dir: Path, data_path: Path) -> tuple[str, dict]:
     """The set's baseline, on the same scored trials as neurodyn: (its name, metric -> value)."""
-    from neurodyn.evaluate.baselines import smoothing_baseline, smoothing_glm_cosmoothing
+    from neurodyn.evaluate.baselines import gaussian_smooth, smoothing_baseline, smoothing_glm_cosmoothing
     from neurodyn.evaluate.cobps import co_bps
     from neurodyn.evaluate.metrics import map_to_latents, rate_r2
     from neurodyn.evaluate.nlb import velocity_r2
@@ -245,14 +242,14 @@ def baseline(name: str, dataset, run_dir: Path, data_path: Path) -> tuple[str, d
         window = dataset.num_samples - int(dataset.attrs["forward_bins"])
         counts = dataset.data[:, :window]
         glm = smoothing_glm_cosmoothing(counts[fit][..., heldin], counts[fit][..., heldout], counts[test][..., heldin])
-        fit_glm = smoothing_glm_cosmoothing(counts[fit][..., heldin], counts[fit][..., heldout],
-                                            counts[fit][..., heldin], widths_bins=(glm.width_bins,),
-                                            alphas=(glm.alpha,))
-        rates = lambda result: np.concatenate([result.eval_rates_heldin, result.eval_rates_heldout], axis=2)  # noqa
+        test_rates = np.concatenate([glm.eval_rates_heldin, glm.eval_rates_heldout], axis=2)
+        # The decoder's training trials get the same baseline's rates (its fitted GLMs, not a refit).
+        fit_rates = np.concatenate([gaussian_smooth(counts[fit][..., heldin], glm.width_bins),
+                                    glm.predict_heldout(counts[fit][..., heldin])], axis=2)
         behavior = dataset.behavior[:, :window]
         return "smoothing + Poisson GLM", {
-            "co-bps": co_bps(rates(glm), counts[test], np.arange(heldin.size, dataset.num_neurons)),
-            "vel R^2": velocity_r2(rates(fit_glm), behavior[fit], rates(glm), behavior[test])}
+            "co-bps": co_bps(test_rates, counts[test], np.arange(heldin.size, dataset.num_neurons)),
+            "vel R^2": velocity_r2(fit_rates, behavior[fit], test_rates, behavior[test])}
     if name == "m1_continuous":
         return "smoothing + Poisson GLM", continuous_baseline(dataset, run_dir)
     fit, test = dataset.split != "test", dataset.split == "test"
@@ -264,8 +261,8 @@ def baseline(name: str, dataset, run_dir: Path, data_path: Path) -> tuple[str, d
     if name != "lorenz_2p":
         scores["rate R^2"] = rate_r2(dataset.truth[test], filled(smoothed.eval_rates))
     if dataset.latents is not None:
-        fit_rates = smoothing_baseline(dataset.data[fit], dataset.data[fit], widths_bins=(smoothed.width_bins,))
-        scores["latent R^2"] = map_to_latents(filled(fit_rates.eval_rates), dataset.latents[fit],
+        fit_rates = gaussian_smooth(dataset.data[fit], smoothed.width_bins)
+        scores["latent R^2"] = map_to_latents(filled(fit_rates), dataset.latents[fit],
                                               filled(smoothed.eval_rates), dataset.latents[test]).r2
     return f"Gaussian smoothing ({smoothed.width_bins:g} bins)", scores
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from neurodyn.config import LfadsConfig, validate_run_config
 from neurodyn.data.nlb_tensors import NlbSplit, nlb_dataset
-from neurodyn.data.seed_format import write_dataset
+from neurodyn.data.seed_format import count_trial_roles, write_dataset
 from neurodyn.datasets import mc_maze_small_files
 from neurodyn.evaluate.latents_report import format_latent_mapping, map_latents_run
 from neurodyn.evaluate.report import evaluate_run, format_metrics
@@ -95,7 +95,7 @@ def run_nlb_demo(out_dir: str | Path, max_epochs: int | None = None, progress: b
     data_path = out_dir / "mc_maze_small_data.h5"
     dataset = nlb_dataset(train_path, split=NlbSplit(local_test_trials=NLB_LOCAL_TEST_TRIALS, seed=NLB_SPLIT_SEED))
     write_dataset(data_path, dataset)
-    roles = {label: int((dataset.split == label).sum()) for label in ("train", "valid", "test")}
+    roles = count_trial_roles(dataset.split)
     print(f"wrote {data_path}: MC_Maze_Small (NLB'21, CC-BY-4.0), {dataset.num_trials} trials x "
           f"{dataset.num_samples} bins of 5 ms ({dataset.attrs['forward_bins']} of them forward bins) x "
           f"{dataset.num_neurons} neurons ({dataset.heldout_neurons.size} held out); {roles['train']} train, "

@@ -100,6 +100,7 @@ def _run_prepare_nwb(args: argparse.Namespace) -> int:
     import numpy as np
 
     from neurodyn.data.nwb_spikes import SpikeBinning, prepare_nwb_spikes
+    from neurodyn.data.seed_format import count_trial_roles
 
     binning = SpikeBinning(bin_ms=args.bin_ms, align=args.align,
                            window_ms=tuple(args.window) if args.window else None, condition_column=args.condition)
@@ -119,7 +120,7 @@ def _run_prepare_nwb(args: argparse.Namespace) -> int:
             args.heldout_neurons is None else ""
         lines.append(f"  held-out neurons ({heldout.size}){source}: {_shown(heldout)}")
     if dataset.split is not None:
-        roles = ", ".join(f"{int(np.sum(dataset.split == role))} {role}" for role in ("train", "valid", "test"))
+        roles = ", ".join(f"{count} {role}" for role, count in count_trial_roles(dataset.split).items())
         lines.append(f"  trial roles from the trials table's 'split' column (NLB's): {roles}"
                      + ("; held-out units are NaN in the test trials (withheld by NLB)" if heldout is not None else ""))
     print("\n".join(lines))
@@ -177,10 +178,8 @@ def _register_prepare_nlb(kinds) -> None:
 
 
 def _run_prepare_nlb(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from neurodyn.data.nlb_tensors import NlbSplit, nlb_dataset
-    from neurodyn.data.seed_format import write_dataset
+    from neurodyn.data.seed_format import count_trial_roles, write_dataset
 
     if len(args.inputs) > 2:
         raise NeurodynError(f"prepare nlb takes TRAIN.h5 [EVAL_INPUT.h5] OUT.h5; got {len(args.inputs) + 1} files")
@@ -188,7 +187,7 @@ def _run_prepare_nlb(args: argparse.Namespace) -> int:
     split = NlbSplit(valid_fraction=args.valid_fraction, local_test_trials=args.local_test_trials, seed=args.seed)
     dataset = nlb_dataset(train_path, eval_path, args.dataset, args.bin_ms, split)
     write_dataset(args.output, dataset)
-    roles = {label: int(np.sum(dataset.split == label)) for label in ("train", "valid", "test")}
+    roles = count_trial_roles(dataset.split)
     attrs = dataset.attrs
     lines = [f"wrote {args.output}: {dataset.num_trials} trials x {dataset.num_samples} bins of {args.bin_ms:g} ms x "
              f"{dataset.num_neurons} neurons ({dataset.num_neurons - dataset.heldout_neurons.size} held in, "

@@ -137,6 +137,12 @@ def split_labels(split) -> np.ndarray:
     return np.array(labels, dtype=str).reshape(values.shape)
 
 
+def count_trial_roles(split) -> dict[str, int]:
+    """How many trials ``split`` gives each role: ``{'train': n, 'valid': n, 'test': n}``."""
+    labels = split_labels(split)
+    return {label: int(np.sum(labels == label)) for label in SPLIT_LABELS}
+
+
 def _split_label(value) -> str:
     if isinstance(value, bytes):
         return value.decode(errors="replace")

@@ -31,7 +31,7 @@ from neurodyn.data.atomic import atomic_path, write_h5_atomic
 from neurodyn.data.seed_format import read_dataset
 from neurodyn.errors import NeurodynError
 from neurodyn.runs.layout import find_output_dir, output_file_name
-from neurodyn.runs.outputs import held_out_split, read_run_outputs
+from neurodyn.runs.outputs import held_out_split, rates_in_file_order, read_run_outputs
 
 # Group names nlb_tools.evaluation.evaluate scores, each with its bin width in ms.
 NLB_DATASETS = {f"{name}{suffix}": bin_ms
@@ -117,11 +117,10 @@ def _submission_rates(parts: list, heldout: np.ndarray, run_dir, data_path, spli
                                 f"{part.rates.shape[-1]} neurons; is this the data file the run was trained on?")
         if not np.all(np.isfinite(part.rates)) or (part.rates < 0).any():
             raise NeurodynError(f"{where}: 'rates' must be finite and non-negative for an NLB submission")
-    rates = np.concatenate([part.rates for part in parts])
-    order = np.argsort(np.concatenate([part.trial_idx for part in parts]), kind="stable")
+    rates, _ = rates_in_file_order(parts)
     # A forward-prediction run's last bins are NLB's separate *_forward arrays (eval trials only).
     main_bins = rates.shape[1] - int(parts[0].attrs.get("forward_bins", 0))
-    return rates[order][:, :main_bins], rates[order][:, main_bins:]
+    return rates[:, :main_bins], rates[:, main_bins:]
 
 
 # ---------------------------------------------------------------------------------------------

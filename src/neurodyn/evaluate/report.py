@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from neurodyn.data.atomic import write_text_atomic
+from neurodyn.data.continuous import is_continuous
 from neurodyn.data.event_timing import advance_events
 from neurodyn.data.seed_format import read_dataset
 from neurodyn.errors import NeurodynError
@@ -29,7 +30,7 @@ from neurodyn.evaluate.metrics import bits_per_spike, map_to_latents, rate_r2
 from neurodyn.evaluate.nlb import NLB_CV_FOLDS, behavior_lag_bins, behavior_pairs, psth_r2, velocity_r2
 from neurodyn.runs.layout import (EVALUATION_FIGURE, EVALUATION_JSON, EVALUATION_SUMMARY_FIGURE, find_output_dir,
                                   output_file_name, report_dir)
-from neurodyn.runs.outputs import RunOutput, other_data_file_note, read_run_outputs
+from neurodyn.runs.outputs import RunOutput, other_data_file_note, rates_in_file_order, read_run_outputs
 
 JSON_NAME = EVALUATION_JSON
 FIGURE_NAME = EVALUATION_FIGURE
@@ -181,7 +182,7 @@ def evaluate_run(
                                   **find_training_logs(output_dir, run_dir if output_dir != run_dir else None),
                                   title=f"{run_dir.name}: valid trials of {Path(data_path).name}"), summary_path)
 
-    if "continuous_window_starts" in dataset.attrs:  # a continuous session: score its merged series too
+    if is_continuous(dataset.attrs):  # a continuous session: score its merged series too
         from neurodyn.evaluate.continuous import evaluate_continuous
 
         result["continuous"] = evaluate_continuous(outputs, dataset)
@@ -280,11 +281,8 @@ def _nlb_decoding_scores(scores: dict, notes: list[str], not_computed: dict, sco
     ``main_bins``) when the data file has what they need; the behaviour decoder is fit on ``decoder_fit``'s trials."""
     if dataset.behavior is not None:
         # In data-file order, as NLB's decoder sees its training trials (its cross-validation folds are contiguous).
-        fit_idx = np.concatenate([part.trial_idx for part in decoder_fit])
-        order = np.argsort(fit_idx, kind="stable")
-        fit_rates = np.concatenate([part.rates for part in decoder_fit])[order]
-        fit_behavior = dataset.behavior[fit_idx[order]]
-        fit_rates, fit_behavior = behavior_pairs(fit_rates, fit_behavior, lag_bins, main_bins)
+        fit_rates, fit_idx = rates_in_file_order(decoder_fit)
+        fit_rates, fit_behavior = behavior_pairs(fit_rates, dataset.behavior[fit_idx], lag_bins, main_bins)
         rates, behavior = behavior_pairs(scored.rates, dataset.behavior[scored.trial_idx], lag_bins, main_bins)
         if np.isnan(behavior).all():
             not_computed["vel_r2"] = ("vel R^2: these trials have no measured behaviour (NaN; NLB withholds it for "

@@ -158,10 +158,19 @@ def held_out_split(outputs: dict[str, RunOutput]) -> str:
     return "test" if "test" in outputs else "valid"
 
 
+def rates_in_file_order(parts: list[RunOutput]) -> tuple[np.ndarray, np.ndarray]:
+    """Several splits' rates merged in data-file order: ``(trials, samples, neurons)`` and their
+    ``trial_idx`` ``(trials,)``, sorted (as NLB's files list trials)."""
+    trial_idx = np.concatenate([part.trial_idx for part in parts])
+    order = np.argsort(trial_idx, kind="stable")
+    return np.concatenate([part.rates for part in parts])[order], trial_idx[order]
+
+
 def output_path(run_dir: str | os.PathLike, split: str, data_path: str | os.PathLike | None = None) -> Path:
     """Where the output file of ``split`` of the run in ``run_dir`` (of ``data_path``'s session) is (for messages)."""
     return find_output_dir(run_dir, data_path) / output_file_name(split)
 
 
 __all__ = ["RunOutput", "read_run_outputs", "read_split_output", "write_split_output", "to_file_layout",
+           "rates_in_file_order",
            "output_path", "SPLITS"]
