@@ -184,6 +184,66 @@ def test_ctrl_c_while_starting_up_prints_one_line(tmp_path, data_path):
     assert stderr.strip().splitlines()[-1].startswith("neurodyn: interrupted")
 
 
+def _swallowing(function):
+    """``function`` preceded by a Ctrl-C that the code around it swallows (as a library importing its
+    optional parts inside a bare ``except`` may)."""
+    def wrapped(*args, **kwargs):
+        try:
+            signal.raise_signal(signal.SIGINT)
+            for _ in range(1000):  # the handler runs between these bytecodes
+                pass
+        except BaseException:
+            pass
+        return function(*args, **kwargs)
+    return wrapped
+
+
+def test_a_ctrl_c_swallowed_during_start_up_still_stops_train_with_130(tmp_path, data_path, monkeypatch, capsys):
+    import neurodyn.config
+
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(yaml.safe_dump(CONFIG))
+    monkeypatch.setattr(neurodyn.config, "load_config", _swallowing(neurodyn.config.load_config))
+    previous = signal.getsignal(signal.SIGINT)
+    status = main(["train", str(config_path), "--data", str(data_path), "--out", str(tmp_path / "run"),
+                   "--no-progress"])
+    assert status == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "neurodyn: interrupted"
+    assert not (tmp_path / "run" / "checkpoint.safetensors").exists()
+    assert signal.getsignal(signal.SIGINT) is previous  # main() hands the process its handlers back
+
+
+def test_a_ctrl_c_while_the_outputs_are_written_completes_them_and_says_so(tmp_path, data_path, monkeypatch,
+                                                                            capsys):
+    import neurodyn.train.run as run_module
+
+    def interrupting(*args, **kwargs):
+        signal.raise_signal(signal.SIGINT)  # the run's own handler: a stop request, too late to stop
+        return real(*args, **kwargs)
+
+    real = run_module.write_model_outputs
+    monkeypatch.setattr(run_module, "write_model_outputs", interrupting)
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(yaml.safe_dump(CONFIG))
+    status = main(["train", str(config_path), "--data", str(data_path), "--out", str(tmp_path / "run"),
+                   "--no-progress"])
+    assert status == 0
+    assert "Ctrl-C received while the outputs were written; they are complete" in capsys.readouterr().err
+    assert (tmp_path / "run" / "train_output.h5").is_file() and (tmp_path / "run" / "valid_output.h5").is_file()
+
+
+def test_a_ctrl_c_swallowed_by_a_command_without_a_run_is_reported_after_its_outputs(tmp_path, monkeypatch,
+                                                                                       capsys):
+    import neurodyn.synth.lorenz_spikes as lorenz
+
+    monkeypatch.setattr(lorenz, "make_lorenz_spikes", _swallowing(lorenz.make_lorenz_spikes))
+    status = main(["synth", "lorenz-spikes", str(tmp_path / "l.h5"), "--neurons", "5", "--conditions", "2",
+                   "--trials-per-condition", "2", "--bins", "10"])
+    assert status == 0 and (tmp_path / "l.h5").is_file()
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "neurodyn: Ctrl-C received, but the command had completed its outputs: they are kept")
+
+
 def test_a_folder_in_use_by_another_run_is_refused(tmp_path, data_path):
     from neurodyn.runs.identity import RunLock
 

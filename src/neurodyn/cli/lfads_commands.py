@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from neurodyn.cli.common import add_overwrite_flag
 
@@ -66,6 +67,9 @@ def _train(args: argparse.Namespace) -> int:
     if trainer is not None:
         print(f"trained {trainer.epoch} epoch{'s' if trainer.epoch != 1 else ''}; best smoothed validation NLL "
               f"{trainer.best_valid_nll:.5f} at epoch {trainer.best_epoch}; outputs in {result.out_dir}")
+    if signals.requested():  # a first Ctrl-C while the outputs were written: they were completed
+        print(f"neurodyn: Ctrl-C received while the outputs were written; they are complete in {result.out_dir}",
+              file=sys.stderr)
     return 0
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import warnings
 
 from neurodyn.cli.common import refuse_existing_output
 from neurodyn.errors import NeurodynError, RunInterrupted
+from neurodyn.train.interrupt import catch_startup_signals, restore_handlers, startup_signal
 
 # This module and the command modules import only the standard library at import time: the heavy
 # libraries (torch, numpy, h5py, sklearn, matplotlib) are imported inside the command functions, so
@@ -56,6 +58,28 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; the exit status: 0 done, 2 refused (one line), 130 interrupted (one line).
+
+    A Ctrl-C (or SIGTERM) at any moment gives status 130 and one line, except one that arrives once
+    the command's outputs are complete: status 0 and a line saying so. The signal handlers are
+    restored on return (``main`` may be called from Python)."""
+    previous = catch_startup_signals()
+    try:
+        status = _run_command(argv)
+        if status == 0 and startup_signal() is not None:
+            # Swallowed by a library while it imported (see neurodyn.train.interrupt), after which the
+            # command ran to the end.
+            print("neurodyn: Ctrl-C received, but the command had completed its outputs: they are kept",
+                  file=sys.stderr)
+        return status
+    except KeyboardInterrupt:  # between the command's end and its return
+        print("neurodyn: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        restore_handlers(previous)
+
+
+def _run_command(argv: list[str] | None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
@@ -74,5 +98,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _finished(signum, frame) -> None:
+    print("neurodyn: Ctrl-C received after the command had finished: nothing was lost", file=sys.stderr, flush=True)
+
+
+def entry_point() -> None:
+    """The ``neurodyn`` executable: ``main``, then exit with its status. A signal that arrives while the
+    interpreter shuts down (the outputs complete) is answered with one line and changes nothing."""
+    status = main()
+    signal.signal(signal.SIGINT, _finished)
+    signal.signal(signal.SIGTERM, _finished)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()

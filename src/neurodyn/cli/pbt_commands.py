@@ -23,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from neurodyn.config import load_run_config
     from neurodyn.pbt.run import resolve_data_path, run_pbt
+    from neurodyn.train.interrupt import startup_signal
 
     run_config = load_run_config(args.config)
     data_path = resolve_data_path(args.config, run_config.model.run_name, args.data)
@@ -33,6 +34,8 @@ def _run(args: argparse.Namespace) -> int:
     # do for background jobs), so `kill -INT` stops it as it stops `neurodyn train`.
     previous = {signum: signal.signal(signum, _raise_keyboard_interrupt) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
+        if startup_signal() is not None:  # a Ctrl-C during start-up that an imported library swallowed
+            raise KeyboardInterrupt
         result = run_pbt(run_config, data_path, args.out, ray_address=args.ray_address,
                          progress=not args.no_progress, overwrite=args.overwrite)
     finally:
