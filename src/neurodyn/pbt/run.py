@@ -28,6 +28,7 @@ from neurodyn.pbt.engines import (EmbeddedEngine, RayEngine, WorkerData, WorkerJ
                                   default_max_processes)
 from neurodyn.pbt.population import StoppingRule
 from neurodyn.pbt.search_space import as_config_value
+from neurodyn.pbt.time_budget import ExportCost, export_inference, should_stop_training
 from neurodyn.runs.checkpoint import build_model, save_checkpoint
 from neurodyn.runs.identity import (RunIdentity, RunLock, join_data_paths, mark_status, open_run_folder,
                                    remove_entries)
@@ -35,7 +36,7 @@ from neurodyn.runs.layout import PbtLayout, TrainLayout
 from neurodyn.runs.pbt_store import PbtState, PbtStore, WorkerRecord, saved_generations
 from neurodyn.train.defaults import resolve_data_defaults
 from neurodyn.train.run import (as_path_list, checkpoint_state, describe_event_delay, describe_sessions,
-                                read_model_data, write_model_outputs)
+                                read_model_data, time_outputs, write_model_outputs)
 
 
 def resolve_data_path(config_path: str | Path, run_name: str, data) -> Path | list[Path]:
@@ -178,6 +179,10 @@ class PbtRun:
         self.histories: dict[int, list[dict[str, float]]] = {}
         self.lineage_source: dict[int, int] = {}  # worker -> whose state it continues from
         self.last_plot = -math.inf
+        # The Duration's accounting (pbt.time_budget): when this session's clock started (with the
+        # seconds of earlier sessions), and what writing the outputs costs, measured once.
+        self.session_start: float | None = None
+        self.export_cost: ExportCost | None = None
 
     # -- the run ----------------------------------------------------------------------------------
     def execute(self) -> PbtResult:
@@ -247,7 +252,7 @@ class PbtRun:
                           inputs["valid_ext_input"], inputs["train_session"], inputs["valid_session"],
                           inputs["train_condition"])
         engine = self.engine_factory(data, self.log)
-        session_start = time.perf_counter() - state.elapsed_seconds
+        session_start = self.session_start = time.perf_counter() - state.elapsed_seconds
         bar = tqdm(total=settings.max_generations, initial=state.generation, desc="PBT", unit="gen",
                    disable=not self.progress, dynamic_ncols=True)
         try:
@@ -255,15 +260,21 @@ class PbtRun:
                 elapsed = time.perf_counter() - session_start
                 if settings.Duration is not None and state.generation_seconds:
                     expected = float(np.mean(state.generation_seconds[-3:]))
-                    if elapsed + expected > settings.Duration * 60:
+                    export = None if self.export_cost is None else self.export_cost.scaled(expected)
+                    if should_stop_training(elapsed, expected, export, self.config.model.inference,
+                                            settings.Duration * 60):
                         state.finished = (f"Duration of {settings.Duration:g} min reached after {state.generation} "
                                           f"generations ({elapsed / 60:.1f} min; another would take "
-                                          f"~{expected / 60:.1f} min)")
+                                          f"~{expected / 60:.1f} min"
+                                          + (f", writing the outputs ~{export.configured_seconds / 60:.1f} min"
+                                             if export is not None else "") + ")")
                         self.log(state.finished + ": exporting the best model so far")
                         break
                 generation_start = time.perf_counter()
                 self._run_generation(state, engine, rng)
                 state.generation_seconds.append(time.perf_counter() - generation_start)
+                if settings.Duration is not None and self.export_cost is None and state.best_generation >= 0:
+                    self.export_cost = self._measure_export(state, state.generation_seconds[-1])
                 state.elapsed_seconds = time.perf_counter() - session_start
                 state.rng_state = rng.bit_generator.state
                 self.store.commit(state)
@@ -360,14 +371,36 @@ class PbtRun:
             plot_pbt_progress(state.log_rows, self.config.search_space, self.layout.progress_figure)
             self.last_plot = time.monotonic()
 
+    def _measure_export(self, state: PbtState, generation_seconds: float) -> ExportCost:
+        """What exporting the best model costs on this machine now (``pbt.time_budget``), logged."""
+        model, config = build_model(self.store.read_state(state.best_file), self.dataset.num_neurons)
+        configured = time_outputs(model, self.dataset, self.split, config, self.data.sessions)
+        standard = configured
+        if config.inference != "sample_average":
+            standard = time_outputs(model, self.dataset, self.split, config.model_copy(
+                update={"inference": "sample_average"}), self.data.sessions)
+        cost = ExportCost(configured, standard, generation_seconds)
+        self.log(f"writing the outputs is expected to take ~{configured:.0f} s ({config.inference} inference"
+                 + (f"; standard ~{standard:.0f} s" if standard != configured else "")
+                 + "): training stops early enough to write them within the Duration")
+        return cost
+
     def _export_best(self, state: PbtState) -> None:
-        """The best worker's outputs (inferred as its resolved config says), written to pbt_best_model/ at once."""
+        """The best worker's outputs (inferred as its resolved config says, or with the standard inference
+        when that would not fit the Duration: ``pbt.time_budget``), written to pbt_best_model/ at once."""
         if state.best_generation < 0:
             raise NeurodynError(f"every worker diverged (NaN loss) in every generation; nothing to export. "
                                 f"See {self.layout.pbt_log}")
         trainer_state = self.store.read_state(state.best_file)
         num_neurons = self.dataset.num_neurons
         model, config = build_model(trainer_state, num_neurons)
+        if self.settings.Duration is not None and self.export_cost is not None and self.session_start is not None:
+            recent = float(np.mean(state.generation_seconds[-3:])) if state.generation_seconds else 0.0
+            inference, note = export_inference(config.inference, time.perf_counter() - self.session_start,
+                                               self.export_cost.scaled(recent), self.settings.Duration * 60)
+            if note:
+                self.log(note)
+                config = config.model_copy(update={"inference": inference})
 
         def write_files(files: TrainLayout) -> None:
             write_model_outputs(files.root, model, self.dataset, self.split, config, self.data.sessions)

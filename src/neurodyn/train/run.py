@@ -363,6 +363,31 @@ def write_model_outputs(out_dir: Path, model: LFADS, dataset: NeuralDataset, spl
                                 sessions.sources[s])
 
 
+def time_outputs(model: LFADS, dataset: NeuralDataset, split: TrialSplit, config: LfadsConfig,
+                 sessions: SessionLayout | None = None, sample_trials: int = 32) -> float:
+    """Seconds that ``write_model_outputs`` would spend inferring every split's trials with ``config``'s
+    inference, timed on ``sample_trials`` of them (spread over the splits; the first session's when
+    several are stitched) and scaled to all. Torch's random state is left as it was."""
+    import torch
+
+    outputs = np.concatenate([idx for _, idx in split.with_outputs()])
+    session, reference = None, split.train
+    if sessions is not None:  # the first session's trials, through its read-in
+        session = 0
+        offset = sessions.trial_offsets[0]
+        candidates = sessions.local_trials(0, outputs) + offset
+        reference = sessions.local_trials(0, split.train) + offset
+    else:
+        candidates = outputs
+    step = max(1, candidates.size // max(1, sample_trials))
+    sample = np.sort(candidates[::step][:sample_trials])
+    with torch.random.fork_rng(devices=[]):
+        start = time.perf_counter()
+        infer_outputs(model, dataset, sample, config, reference, session=session)
+        seconds = time.perf_counter() - start
+    return seconds * outputs.size / max(1, sample.size)
+
+
 def checkpoint_state(trainer_state: dict, data: ModelData, data_paths) -> dict:
     """What ``checkpoint.safetensors`` (and ``resume.safetensors``) holds: the trainer state, the data's
     shape and bin width (what ``neurodyn infer`` checks new data against), the split and, for several
