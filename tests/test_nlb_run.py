@@ -3,6 +3,8 @@ submission scored by nlb_tools' own ``evaluate`` against a target with the keys 
 
 from __future__ import annotations
 
+import re
+
 import h5py
 import numpy as np
 import pytest
@@ -118,3 +120,4 @@ def test_demo_nlb_prepares_trains_and_prints_cobps_and_vel_r2_on_local_test_tria
     assert test["num_trials"] == 15
     assert f"local test trials (15, never trained on): co-bps {test['co_bps']:.3f}, vel R^2 {test['vel_r2']:.3f}" \
         in printed
+    assert re.search(r"demo finished in \d+ s: training \d+ s, outputs \d+ s$", printed.strip())

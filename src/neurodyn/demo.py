@@ -59,12 +59,16 @@ def run_radical_demo(out_dir: str | Path, progress: bool = True) -> dict:
           f"({dataset.attrs.get('subframe_bins')} per frame) x {dataset.num_neurons} neurons; events trail the "
           f"spikes by ~{dataset.attrs['event_delay_ms']:.0f} ms, which training removes (event_delay_bins: auto)")
     results = out_dir / "results"
+    data_seconds = time.perf_counter() - started
     # The demo makes its data anew each time, so it replaces the results of an earlier demo run.
-    run_pbt(run_config, data_path, results, progress=progress, overwrite=True)
+    run = run_pbt(run_config, data_path, results, progress=progress, overwrite=True)
+    clock = time.perf_counter()
     result = map_latents_run(results, data_path)
+    mapping_seconds = time.perf_counter() - clock
     print(format_latent_mapping(result))
     print(f"figure: {result['figure']}")
-    print(f"demo finished in {time.perf_counter() - started:.0f} s")
+    print(f"demo finished in {time.perf_counter() - started:.0f} s: data {data_seconds:.0f} s, training "
+          f"{run.training_seconds:.0f} s, outputs {run.output_seconds:.0f} s, map to latents {mapping_seconds:.0f} s")
     return result
 
 
@@ -78,11 +82,12 @@ def run_spikes_demo(out_dir: str | Path, max_epochs: int | None = None, progress
     write_dataset(data_path, dataset)
     print(f"wrote {data_path}: {dataset.num_trials} trials x {dataset.num_samples} bins x {dataset.num_neurons} neurons")
     run_dir = out_dir / config.run_name
-    train_model(config, data_path, run_dir, progress=progress, overwrite=True)
+    run = train_model(config, data_path, run_dir, progress=progress, overwrite=True)
     metrics = evaluate_run(run_dir, data_path)
     print(format_metrics(metrics))
     print(f"figure: {metrics['figure']}")
-    print(f"demo finished in {time.perf_counter() - started:.0f} s")
+    print(f"demo finished in {time.perf_counter() - started:.0f} s: training {run.training_seconds:.0f} s, outputs "
+          f"{run.output_seconds:.0f} s")
     return metrics
 
 
@@ -101,15 +106,14 @@ def run_nlb_demo(out_dir: str | Path, max_epochs: int | None = None, progress: b
           f"{dataset.num_neurons} neurons ({dataset.heldout_neurons.size} held out); {roles['train']} train, "
           f"{roles['valid']} valid and {roles['test']} local test trials")
     run_dir = out_dir / "mc_maze_small"
-    train_started = time.perf_counter()
     config = LfadsConfig(run_name="mc_maze_small", **({"max_epochs": max_epochs} if max_epochs else {}))
-    train_model(config, data_path, run_dir, progress=progress, overwrite=True)
-    trained = time.perf_counter() - train_started
+    run = train_model(config, data_path, run_dir, progress=progress, overwrite=True)
     metrics = evaluate_run(run_dir, data_path)
     print(format_metrics(metrics))
     test = metrics["test"]
     print(f"local test trials ({test['num_trials']}, never trained on): co-bps {test['co_bps']:.3f}, "
           f"vel R^2 {test['vel_r2']:.3f}, fp-bps {test['fp_bps']:.3f}")
     print(f"figures: {metrics['figure']}, {metrics['summary_figure']}")
-    print(f"demo finished in {time.perf_counter() - started:.0f} s (training and outputs {trained:.0f} s)")
+    print(f"demo finished in {time.perf_counter() - started:.0f} s: training {run.training_seconds:.0f} s, outputs "
+          f"{run.output_seconds:.0f} s")
     return metrics

@@ -75,6 +75,10 @@ class PbtResult:
     best_hyperparameters: dict[str, float]
     generations: int
     finished: str
+    # Seconds of this command spent on the generations (incl. start-up of the engine) and on writing
+    # pbt_best_model/ (0 when nothing was trained or written).
+    training_seconds: float = 0.0
+    output_seconds: float = 0.0
 
 
 def run_identity_config(run_config: RunConfig) -> dict[str, Any]:
@@ -198,15 +202,18 @@ class PbtRun:
         resolved, self.resolved_notes = resolve_data_defaults(self.config.model, dataset.data[self.split.train])
         self.config = self.config.model_copy(update={"model": resolved})
         state = self._load_or_start()
+        clock = time.perf_counter()
         if state.finished is None:
             state = self._train_generations(state)
+        training_seconds, clock = time.perf_counter() - clock, time.perf_counter()
         if not state.exported:
             self._export_best(state)
             state.exported = True
             self.store.commit(state)
+        output_seconds = time.perf_counter() - clock
         self.log("Done.")
         return PbtResult(self.layout.root, state.best_metric, state.best_hyperparameters, state.generation,
-                         state.finished)
+                         state.finished, training_seconds, output_seconds)
 
     def _load_or_start(self) -> PbtState:
         state = self.store.load()

@@ -64,6 +64,9 @@ class TrainResult:
     trainer: LfadsTrainer | None       # None when the run had already finished
     split: TrialSplit
     messages: list[str] = field(default_factory=list)
+    # Seconds of this command spent in training epochs and in writing the outputs (0 if none).
+    training_seconds: float = 0.0
+    output_seconds: float = 0.0
 
     @property
     def train_idx(self) -> np.ndarray:
@@ -481,19 +484,23 @@ def _train_model(config: LfadsConfig, data_path, out_dir: str | Path, progress: 
         if time.monotonic() - last_save[0] > RESUME_SAVE_SECONDS:
             save_resumable()
 
+    clock = time.perf_counter()
     complete = trainer.fit(on_epoch=after_epoch, progress=progress, stop_requested=stop_requested)
+    training_seconds = time.perf_counter() - clock
     if not complete:
         save_resumable()
         mark_status(layout.root, identity, "interrupted", epoch=trainer.epoch)
         raise RunInterrupted(f"interrupted after epoch {trainer.epoch - 1}: saved a resumable state in "
                              f"{layout.resume}; run the same command again to continue")
+    clock = time.perf_counter()
     save_checkpoint(layout.checkpoint, checkpoint_state(trainer.state_dict(), data, paths))
     write_model_outputs(layout.root, trainer.model, dataset, split, trainer.config, data.sessions)
+    output_seconds = time.perf_counter() - clock
     layout.resume.unlink(missing_ok=True)
     mark_status(layout.root, identity, "finished", epochs=trainer.epoch, best_epoch=trainer.best_epoch)
     for note in trainer.notes:
         echo(f"note: {note}")
-    return TrainResult(layout.root, trainer, split, messages + trainer.notes)
+    return TrainResult(layout.root, trainer, split, messages + trainer.notes, training_seconds, output_seconds)
 
 
 def load_trained_model(run_dir: str | Path, device: str = "cpu") -> tuple[LFADS, LfadsConfig]:
