@@ -83,3 +83,18 @@ def test_a_warning_during_a_command_is_one_neurodyn_line(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err == "neurodyn: warning: 3 observed value(s) within 1e-06 of zero are taken as zeros\n"
     assert warnings.showwarning is not cli._show_warning  # restored after the command
+
+
+def test_the_command_line_lets_idle_openmp_threads_sleep_unless_the_user_chose(monkeypatch, tmp_path):
+    import os
+
+    from neurodyn.cli.main import main
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert main(["synth", "lorenz-spikes", str(tmp_path / "a.h5"), "--neurons", "3", "--conditions", "1",
+                 "--trials-per-condition", "2", "--bins", "5"]) == 0
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert main(["synth", "lorenz-spikes", str(tmp_path / "b.h5"), "--neurons", "3", "--conditions", "1",
+                 "--trials-per-condition", "2", "--bins", "5"]) == 0
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

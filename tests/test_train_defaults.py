@@ -12,7 +12,7 @@ from neurodyn.config import LfadsConfig
 from neurodyn.data.seed_format import write_dataset
 from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
 from neurodyn.train.defaults import (REFINE_UNOBSERVED, SPARSE_PASS, SPARSE_UNOBSERVED, auto_batch_size, auto_cd_pass_fraction,
-                                     auto_inference,
+                                     auto_inference, auto_kl_weight, KL_MAX_WEIGHT, KL_TRIAL_SHARE,
                                      auto_learning_rate, resolve_data_defaults)
 from neurodyn.train.run import train_model
 
@@ -57,11 +57,39 @@ def test_mask_as_input_auto_is_off_and_says_why(observation):
 
 def test_a_config_that_sets_a_key_keeps_it():
     config = LfadsConfig(batch_size=64, learning_rate_init=0.01, mask_as_input=False, cd_pass_fraction=0.0,
-                         inference="sample_average")
+                         inference="sample_average", kl_ic_weight=1e-4, kl_co_weight=1e-4)
     resolved, notes = resolve_data_defaults(config, np.full((480, 10, 6), np.nan))
     assert resolved == config and notes == []
     only_batch, _ = resolve_data_defaults(LfadsConfig(batch_size=64), np.zeros((480, 10, 6)))
     assert only_batch.learning_rate_init == auto_learning_rate(64)
+
+
+def test_kl_weights_keep_a_trials_kl_at_most_a_share_of_its_summed_reconstruction():
+    # Small trials keep the old default; large ones get w with w x entries = KL_TRIAL_SHARE.
+    assert auto_kl_weight(50 * 29) == KL_MAX_WEIGHT
+    assert auto_kl_weight(180 * 142) == pytest.approx(KL_TRIAL_SHARE / (180 * 142), rel=1e-3)
+    assert auto_kl_weight(180 * 142) * 180 * 142 <= KL_TRIAL_SHARE * 1.001
+    # The objective's view: a trial's KL weighs w x KL against its summed NLL, as the objective's
+    # mean-over-entries NLL + w x KL does times the entry count.
+    entries = 180 * 142
+    weight = auto_kl_weight(entries)
+    nll_sum, kl = 1234.5, 20.0
+    assert (nll_sum / entries + weight * kl) * entries == pytest.approx(nll_sum + weight * entries * kl)
+
+
+def test_kl_weights_auto_count_the_data_bins_and_every_neuron_and_say_so():
+    data = np.zeros((60, 180, 142))
+    config, notes = resolve_data_defaults(LfadsConfig(), data)
+    assert config.kl_ic_weight == config.kl_co_weight == auto_kl_weight(180 * 142)
+    assert any(note.startswith(f"kl_ic_weight auto -> {auto_kl_weight(180 * 142):g} (25560 entries per trial")
+               for note in notes)
+    assert not any(note.startswith("kl_co_weight") for note in notes)  # no controller: nothing to say
+    # The event delay's padding bins are no entries of the data.
+    padded = np.concatenate([data, np.full((60, 20, 142), np.nan)], axis=1)
+    delayed, _ = resolve_data_defaults(LfadsConfig(event_delay_bins=20), padded)
+    assert delayed.kl_ic_weight == config.kl_ic_weight
+    small, notes = resolve_data_defaults(LfadsConfig(), np.zeros((60, 50, 29)))
+    assert small.kl_ic_weight == KL_MAX_WEIGHT and not any("kl_ic_weight" in note for note in notes)
 
 
 def test_train_writes_and_logs_the_values_it_used(tmp_path):

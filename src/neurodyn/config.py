@@ -107,8 +107,12 @@ class LfadsConfig(BaseModel):
                             "entries is observed (sparse sampling, where pure CD leaves little training signal)")
     l2_gen_scale: float = Field(1e-4, ge=0.0, description="L2 cost of the generator's recurrent kernel")
     l2_con_scale: float = Field(1e-4, ge=0.0, description="L2 cost of the controller's recurrent kernel")
-    kl_ic_weight: float = Field(1e-4, ge=0.0, description="weight of the IC KL term")
-    kl_co_weight: float = Field(1e-4, ge=0.0, description="weight of the controller-output KL term")
+    kl_ic_weight: float | Literal["auto"] = Field(
+        "auto", description="weight of the IC KL term; 'auto' = 1e-4, or less on trials with many entries: "
+                            "min(1e-4, 0.25 / (bins x neurons)), so that against the per-entry mean NLL the KL "
+                            "of a whole trial never weighs more than a quarter of its evidence")
+    kl_co_weight: float | Literal["auto"] = Field(
+        "auto", description="weight of the controller-output KL term; 'auto' as kl_ic_weight")
     kl_increase_epochs: int = Field(80, ge=0, description="epochs over which the KL weight ramps from 0 to 1")
     l2_increase_epochs: int = Field(80, ge=0, description="epochs over which the L2 weight ramps from 0 to 1")
 
@@ -172,6 +176,13 @@ class LfadsConfig(BaseModel):
     def _check_auto_or_positive(cls, value):
         if value != "auto" and not value > 0:
             raise ValueError("expected 'auto' or a number > 0")
+        return value
+
+    @field_validator("kl_ic_weight", "kl_co_weight")
+    @classmethod
+    def _check_auto_or_weight(cls, value):
+        if value != "auto" and not value >= 0:
+            raise ValueError("expected 'auto' or a number >= 0")
         return value
 
     @field_validator("cd_pass_fraction")

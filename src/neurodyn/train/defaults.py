@@ -41,6 +41,14 @@ SPARSE_UNOBSERVED, SPARSE_PASS = 0.8, 0.2
 # steps about as much again as training on the 2-photon set; the default is now 50); below half
 # unobserved it gained under 0.01, so denser data keep the encoder's posterior.
 REFINE_UNOBSERVED = 0.5
+# kl_ic_weight / kl_co_weight: auto. The reconstruction term is a mean over entries and the KL a sum
+# per trial, so a fixed weight w makes a trial's KL weigh w x (bins x neurons) against that trial's
+# summed evidence: 0.15 on the 29-neuron, 50-bin Lorenz set the old default 1e-4 was tuned on, but 2.6
+# on NLB's MC_Maze_Small (142 neurons x 180 bins), where the IC posterior collapsed (KL_ic under 1 nat
+# per trial, co-bps 0.122, vel R^2 0.131 over seeds 0 1; kl_ic_weight 1e-5: 0.147 and 0.251; 1e-6:
+# 0.130 and 0.253; bench/README_suite.md). The weight is capped so that this ratio stays at most
+# KL_TRIAL_SHARE, and never above KL_MAX_WEIGHT (the old default, kept on small trials).
+KL_MAX_WEIGHT, KL_TRIAL_SHARE = 1e-4, 0.25
 
 
 def auto_batch_size(num_train_trials: int) -> int:
@@ -62,6 +70,13 @@ def auto_cd_pass_fraction(unobserved: float) -> float:
     """``cd_pass_fraction`` for data with this fraction of unobserved entries: SPARSE_PASS above
     SPARSE_UNOBSERVED, else 0 (pure coordinated dropout)."""
     return SPARSE_PASS if unobserved > SPARSE_UNOBSERVED else 0.0
+
+
+def auto_kl_weight(entries_per_trial: int) -> float:
+    """``kl_ic_weight`` / ``kl_co_weight`` for trials of ``entries_per_trial`` (bins x neurons) entries:
+    min(KL_MAX_WEIGHT, KL_TRIAL_SHARE / entries), 3 significant digits."""
+    value = min(KL_MAX_WEIGHT, KL_TRIAL_SHARE / max(1, entries_per_trial))
+    return float(f"{value:.3g}")
 
 
 def auto_inference(unobserved: float) -> str:
@@ -123,6 +138,13 @@ def resolve_data_defaults(config: LfadsConfig, train_data: np.ndarray) -> tuple[
         updates["learning_rate_init"] = auto_learning_rate(int(batch_size))
         notes.append(f"learning_rate_init auto -> {updates['learning_rate_init']:g} (matched to {batch_size} trials "
                      "per step)")
+    entries = int(np.prod(data_bins(config, train_data).shape[1:]))
+    for key in ("kl_ic_weight", "kl_co_weight"):
+        if getattr(config, key) == "auto":
+            updates[key] = auto_kl_weight(entries)
+            if updates[key] < KL_MAX_WEIGHT and (key == "kl_ic_weight" or config.uses_controller):
+                notes.append(f"{key} auto -> {updates[key]:g} ({entries} entries per trial: a trial's KL weighs at "
+                             f"most {KL_TRIAL_SHARE:g} of its summed reconstruction)")
     unobserved = training_unobserved_fraction(config, train_data)
     if config.cd_pass_fraction == "auto":
         updates["cd_pass_fraction"] = auto_cd_pass_fraction(unobserved)
