@@ -105,3 +105,38 @@ def test_with_the_cores_busy_the_outputs_are_written_within_the_duration_and_its
     assert any("writing the outputs is expected to take" in line for _, line in lines)
     assert exported - started <= duration_min * 60 + grace_seconds(duration_min * 60)
     check_results(tmp_path / "res", "tiny", 3, result.generations)
+
+
+def test_timing_the_outputs_leaves_the_random_state_and_scales_a_sample_to_every_trial(tmp_path, monkeypatch):
+    import numpy as np
+    import torch
+
+    from neurodyn.config import LfadsConfig
+    from neurodyn.data.seed_format import read_dataset
+    from neurodyn.train import run as train_run
+    from neurodyn.train.run import TrialSplit, time_outputs
+
+    dataset = read_dataset(write_tiny_dataset(tmp_path))
+    config = LfadsConfig(ic_enc_dim=4, gen_dim=6, ic_dim=3, factors_dim=3, posterior_samples=2, device="cpu",
+                         kl_ic_weight=1e-4, kl_co_weight=1e-4)
+    split = TrialSplit(np.arange(20), np.arange(20, 26), np.arange(26, 32))
+    seen = []
+
+    def counting(model, dataset, idx, config, reference_idx=None, session=None):
+        seen.append(np.asarray(idx))
+        torch.randn(3)  # inference draws from torch's generator
+        return {}
+
+    ticks = iter([100.0, 102.5])  # the sample's inference takes 2.5 s on this clock
+
+    monkeypatch.setattr(train_run, "infer_outputs", counting)
+    monkeypatch.setattr(train_run.time, "perf_counter", lambda: next(ticks))
+    torch.manual_seed(5)
+    before = torch.random.get_rng_state()
+    seconds = time_outputs(None, dataset, split, config, sample_trials=8)
+    monkeypatch.undo()
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert seconds == 2.5 * 32 / 8 and len(seen) == 1
+    sample = seen[0]
+    assert sample.size == 8 and np.all(np.diff(sample) > 0)  # spread over the splits, in order
+    assert sample.min() < 20 <= sample.max()
