@@ -356,6 +356,7 @@ def main() -> None:
     overrides = parse_overrides(args.overrides)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     started = time.perf_counter()
+    commit = commit_line()  # the code the models train with (the checkout may move while the suite runs)
     jobs = [(name, seed) for name in sets for seed in seeds]
     with concurrent.futures.ProcessPoolExecutor(args.processes) as pool:
         futures = [pool.submit(run_set, name, seed, overrides, args.quick, args.pbt, seed == seeds[0])
@@ -368,7 +369,7 @@ def main() -> None:
                   file=sys.stderr, flush=True)
         scores = [future.result() for future in futures]
     command = "python bench/suite.py " + " ".join(sys.argv[1:])
-    print(f"# {datetime.date.today()}, commit {commit_line()}; {machine_line()}")
+    print(f"# {datetime.date.today()}, commit {commit}; {machine_line()}")
     print(f"# {command}; model seeds {seeds}; config " + (", ".join(f"{k}: {v}" for k, v in
                                                                    {**(QUICK if args.quick else {}), **overrides}.items())
                                                          or "defaults") + (" (neurodyn run)" if args.pbt else ""))
