@@ -19,7 +19,8 @@ trial's posterior (``train.posterior_refinement``); dense data keep the encoder'
 
     python bench/inference_cost.py [--sets sparse_small sparse_medium ...] [--json results.json]
 
-Run it on an otherwise idle machine: both columns are wall-clock seconds.
+Run it on an otherwise idle machine: both columns are wall-clock seconds. OpenMP's idle threads sleep
+(``OMP_WAIT_POLICY=PASSIVE`` unless set), as under the ``neurodyn`` command.
 """
 
 from __future__ import annotations
@@ -96,6 +97,9 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args()
+    from neurodyn.cli.main import prefer_sleeping_threads
+
+    prefer_sleeping_threads()  # as the neurodyn command does, before torch is imported
     started = time.perf_counter()
     rows = []
     for name in args.sets:
