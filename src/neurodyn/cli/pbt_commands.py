@@ -27,24 +27,14 @@ def _run(args: argparse.Namespace) -> int:
 
     run_config = load_run_config(args.config)
     data_path = resolve_data_path(args.config, run_config.model.run_name, args.data)
-    import signal
-
-    # SIGTERM (e.g. from a job scheduler) stops the run like Ctrl-C: the completed generations are kept.
-    # SIGINT too, even when a script started the run in the background with SIGINT ignored (as shells
-    # do for background jobs), so `kill -INT` stops it as it stops `neurodyn train`.
-    previous = {signum: signal.signal(signum, _raise_keyboard_interrupt) for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        if startup_signal() is not None:  # a Ctrl-C during start-up that an imported library swallowed
-            raise KeyboardInterrupt
-        result = run_pbt(run_config, data_path, args.out, ray_address=args.ray_address,
-                         progress=not args.no_progress, overwrite=args.overwrite)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    # SIGTERM (e.g. from a job scheduler) stops the run like Ctrl-C, the completed generations kept; SIGINT
+    # too, even when a script started the run in the background with SIGINT ignored (as shells do for
+    # background jobs). Both come from the command line's own handler (neurodyn.cli.main installs
+    # neurodyn.train.interrupt's start-up handler for the whole command), which raises KeyboardInterrupt.
+    if startup_signal() is not None:  # a Ctrl-C during start-up that an imported library swallowed
+        raise KeyboardInterrupt
+    result = run_pbt(run_config, data_path, args.out, ray_address=args.ray_address,
+                     progress=not args.no_progress, overwrite=args.overwrite)
     print(f"best smoothed validation NLL {result.best_metric:.5f} with {result.best_hyperparameters}; "
           f"{result.finished}; results in {result.results_dir}")
     return 0
-
-
-def _raise_keyboard_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt

@@ -28,7 +28,7 @@ from neurodyn.pbt.engines import (EmbeddedEngine, RayEngine, WorkerData, WorkerJ
                                   default_max_processes)
 from neurodyn.pbt.population import StoppingRule
 from neurodyn.pbt.search_space import as_config_value
-from neurodyn.pbt.time_budget import ExportCost, export_inference, should_stop_training
+from neurodyn.pbt.time_budget import STANDARD_INFERENCE, ExportCost, export_inference, should_stop_training
 from neurodyn.runs.checkpoint import build_model, save_checkpoint
 from neurodyn.runs.identity import (RunIdentity, RunLock, join_data_paths, mark_status, open_run_folder,
                                    remove_entries)
@@ -266,7 +266,7 @@ class PbtRun:
             while state.generation < settings.max_generations:
                 elapsed = time.perf_counter() - session_start
                 if settings.Duration is not None and state.generation_seconds:
-                    expected = float(np.mean(state.generation_seconds[-3:]))
+                    expected = _recent_generation_seconds(state)
                     export = None if self.export_cost is None else self.export_cost.scaled(expected)
                     if should_stop_training(elapsed, expected, export, self.config.model.inference,
                                             settings.Duration * 60):
@@ -383,9 +383,9 @@ class PbtRun:
         model, config = build_model(self.store.read_state(state.best_file), self.dataset.num_neurons)
         configured = time_outputs(model, self.dataset, self.split, config, self.data.sessions)
         standard = configured
-        if config.inference != "sample_average":
+        if config.inference != STANDARD_INFERENCE:
             standard = time_outputs(model, self.dataset, self.split, config.model_copy(
-                update={"inference": "sample_average"}), self.data.sessions)
+                update={"inference": STANDARD_INFERENCE}), self.data.sessions)
         cost = ExportCost(configured, standard, generation_seconds)
         self.log(f"writing the outputs is expected to take ~{configured:.0f} s ({config.inference} inference"
                  + (f"; standard ~{standard:.0f} s" if standard != configured else "")
@@ -402,9 +402,9 @@ class PbtRun:
         num_neurons = self.dataset.num_neurons
         model, config = build_model(trainer_state, num_neurons)
         if self.settings.Duration is not None and self.export_cost is not None and self.session_start is not None:
-            recent = float(np.mean(state.generation_seconds[-3:])) if state.generation_seconds else 0.0
             inference, note = export_inference(config.inference, time.perf_counter() - self.session_start,
-                                               self.export_cost.scaled(recent), self.settings.Duration * 60)
+                                               self.export_cost.scaled(_recent_generation_seconds(state)),
+                                               self.settings.Duration * 60)
             if note:
                 self.log(note)
                 config = config.model_copy(update={"inference": inference})
@@ -423,6 +423,11 @@ class PbtRun:
         final = self.store.export_best(write_files)
         self.log(f"exported {final}: worker {state.best_worker} of generation {state.best_generation}, smoothed "
                  f"validation NLL {state.best_metric:.5f}")
+
+
+def _recent_generation_seconds(state: PbtState) -> float:
+    """The pace of the run now: the mean seconds of its last three generations (0 before the first)."""
+    return float(np.mean(state.generation_seconds[-3:])) if state.generation_seconds else 0.0
 
 
 def run_pbt(run_config: RunConfig, data_path, results_dir: str | Path, ray_address: str | None = None,
