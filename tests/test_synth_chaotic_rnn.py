@@ -11,6 +11,8 @@ from neurodyn.errors import NeurodynError
 from neurodyn.synth.chaotic_rnn import (integrate_rnn, largest_lyapunov, make_chaotic_rnn_spikes, rnn_connectivity,
                                         rnn_derivative)
 
+from synth_helpers import assert_counts_match_truth
+
 # Small and fast: the first random network as it is (no chaos check) unless a test asks for one.
 SMALL = dict(num_neurons=24, num_conditions=6, trials_per_condition=5, num_bins=40, bin_ms=10.0, rnn_units=20,
              min_lyapunov_per_s=None)
@@ -116,11 +118,7 @@ def test_mean_rates_span_the_requested_range(default_set):
 
 
 def test_spike_counts_match_truth_within_sampling_error(default_set):
-    counts, truth = default_set.data.astype(np.float64), default_set.truth.astype(np.float64)
-    z_total = (counts.sum() - truth.sum()) / np.sqrt(truth.sum())
-    assert abs(z_total) < 4
-    z_neuron = (counts.sum(axis=(0, 1)) - truth.sum(axis=(0, 1))) / np.sqrt(truth.sum(axis=(0, 1)))
-    assert np.abs(z_neuron).max() < 4.5
+    assert_counts_match_truth(default_set, total_z=4.0, neuron_z=4.5)
 
 
 def test_same_seed_same_data_other_seed_other_data():

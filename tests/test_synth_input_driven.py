@@ -12,6 +12,8 @@ from neurodyn.errors import NeurodynError
 from neurodyn.synth.input_driven import (make_input_driven_spikes, rotational_dynamics, simulate_linear, true_inputs,
                                          zero_order_hold)
 
+from synth_helpers import assert_counts_match_truth
+
 SMALL = dict(num_neurons=16, num_trials=60, num_bins=50, bin_ms=10.0)
 
 
@@ -140,10 +142,7 @@ def test_mean_rates_span_the_requested_range(default_set):
 
 
 def test_spike_counts_match_truth_within_sampling_error(default_set):
-    counts, truth = default_set.data.astype(np.float64), default_set.truth.astype(np.float64)
-    assert abs(counts.sum() - truth.sum()) / np.sqrt(truth.sum()) < 4
-    z_neuron = (counts.sum(axis=(0, 1)) - truth.sum(axis=(0, 1))) / np.sqrt(truth.sum(axis=(0, 1)))
-    assert np.abs(z_neuron).max() < 4.5
+    assert_counts_match_truth(default_set, total_z=4.0, neuron_z=4.5)
 
 
 def test_same_seed_same_data_other_seed_other_data():
