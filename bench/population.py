@@ -47,7 +47,7 @@ def worker_config(worker: int, device: str):
 def _row(engine: str, workers: int, epochs: int, device: str, backend: str | None) -> dict:
     import torch
 
-    from neurodyn.lfads import population as population_model
+    from neurodyn.lfads import stacked as population_model
     if backend is not None:  # compare the population's recurrent backends (e.g. the GPU's library vs loop)
         population_model.recurrent_backend = lambda _device: backend
 
@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--backend", choices=["library", "loop", "compiled"],
                         help="the population's recurrent backend (default: the device's own choice, "
-                             "neurodyn.lfads.population.recurrent_backend)")
+                             "neurodyn.lfads.stacked.recurrent_backend)")
     parser.add_argument("--row", nargs=2, metavar=("ENGINE", "WORKERS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.row:

@@ -21,7 +21,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from population import worker_config, workload_data  # bench/population.py: the same workload
 
-from neurodyn.lfads import population as population_model
+from neurodyn.lfads import stacked as population_model
 from neurodyn.train.cuda_graphs import CapturedStep
 from neurodyn.train.population_trainer import PopulationTrainer
 

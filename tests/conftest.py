@@ -28,14 +28,14 @@ def recorded_training_masks(monkeypatch):
 @pytest.fixture(params=["pytorch-loops", "compiled-kernels", "library-kernels"])
 def recurrent_loops(request, monkeypatch):
     """Run a test with the PyTorch recurrent loops, again with the compiled kernels (on CPU) and again with
-    a population's GPU backend (``library``: its block-diagonal encoder GRU runs on the CPU too; the fused
+    the GPU backend (``library``: its block-diagonal encoder GRU runs on the CPU too; the fused
     gate kernel's CPU stand-in is the same arithmetic, checked against the real kernel on a GPU), so a
     comparison of two models (e.g. a population and its single models) covers every implementation."""
     monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", "1" if request.param == "compiled-kernels" else "0")
     if request.param == "library-kernels":
-        from neurodyn.lfads import population
+        from neurodyn.lfads import stacked
 
-        monkeypatch.setattr(population, "recurrent_backend", lambda device: "library")
+        monkeypatch.setattr(stacked, "recurrent_backend", lambda device: "library")
 
 
 # The real recordings that lie beside the project (../shared/data, as CI lays it out): a test that needs one

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.autograd import gradcheck
 
-from neurodyn.lfads import compiled_rnn
-from neurodyn.lfads.decoder import Decoder
-from neurodyn.lfads.dropout import Dropout
-from neurodyn.lfads.encoders import BidirectionalEncoder
+from neurodyn.config import LfadsConfig
+from neurodyn.lfads import compiled_rnn, stacked
+from neurodyn.lfads.model import LFADS
+from neurodyn.lfads.stacked import ForwardNoise
+from neurodyn.observation.poisson import Poisson
 
 STEPS, TRIALS = 6, 3
 
@@ -26,13 +28,19 @@ def kernel():
     return built
 
 
-def make_decoder(clip: float) -> Decoder:
+NEURONS, EXT = 4, 2
+
+
+def make_model(co_dim: int, clip: float, ext_input_dim: int = 0, keep_prob: float = 0.7) -> LFADS:
+    """A float64 model (controller input 4 wide, generator 7 units, 3 factors) with large weights, so
+    some states hit the clip."""
     torch.manual_seed(0)
-    decoder = Decoder(gen_dim=7, factors_dim=3, co_dim=2, con_dim=5, ci_dim=4, cell_clip_value=clip,
-                      dropout=Dropout(0.3)).double()
-    for parameter in decoder.parameters():  # large weights, so some states hit the clip
+    config = LfadsConfig(ic_enc_dim=5, ci_enc_dim=2, con_dim=5, ic_dim=3, gen_dim=7, factors_dim=3, co_dim=co_dim,
+                         cell_clip_value=clip, keep_prob=keep_prob, ext_input_dim=ext_input_dim)
+    model = LFADS(config, NEURONS, Poisson(NEURONS)).double()
+    for parameter in model.parameters():
         torch.nn.init.normal_(parameter, std=0.8)
-    return decoder
+    return model
 
 
 def gradients_of(outputs, inputs, seed: int = 0):
@@ -51,32 +59,53 @@ def assert_same(compiled, reference):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-def outputs_and_gradients(decoder: Decoder, monkeypatch, compiled: bool, sample: bool):
-    monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", "1" if compiled else "0")
+def outputs_and_gradients(model: LFADS, monkeypatch, backend: str, sample: bool):
+    """A whole forward pass (encoders, controller, generator) on ``backend`` (compiled, library or loop)
+    with dropout and posterior noise from a fixed generator: its outputs, the generator states, and the
+    gradients with respect to the data, the measured inputs and every parameter."""
+    monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", "1" if backend == "compiled" else "0")
+    monkeypatch.setattr(stacked, "recurrent_backend", lambda device: backend)
     inputs = torch.Generator().manual_seed(1)
-    gen_init = torch.randn(TRIALS, 7, dtype=torch.double, generator=inputs, requires_grad=True)
-    controller_inputs = torch.randn(TRIALS, STEPS, 4, dtype=torch.double, generator=inputs, requires_grad=True)
-    output = decoder(gen_init, STEPS, controller_inputs, sample, torch.Generator().manual_seed(5))
-    return gradients_of((output.factors, output.co_mean, output.co_std, output.co_sample),
-                        [gen_init, controller_inputs, *decoder.parameters()])
+    data = torch.rand(TRIALS, STEPS, NEURONS, dtype=torch.double, generator=inputs).requires_grad_()
+    ext_input = (torch.randn(TRIALS, STEPS, EXT, dtype=torch.double, generator=inputs).requires_grad_()
+                 if model.ext_input_dim else None)
+    output = model(data, sample, rng=torch.Generator().manual_seed(5), ext_input=ext_input)
+    values = [output.readout, output.factors, output.ic_mean, output.ic_std]
+    if model.co_dim:
+        values += [output.co_mean, output.co_std, output.co_sample]
+    leaves = [data] + ([ext_input] if ext_input is not None else []) + list(model.parameters())
+    values, grads = gradients_of(values, leaves)
+    assert not output.gen_states.requires_grad and output.gen_states.abs().max() <= model.cell_clip_value
+    return (*values, output.gen_states), grads
 
 
+@pytest.mark.parametrize("co_dim", [0, 2])
+@pytest.mark.parametrize("ext_input_dim", [0, EXT])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("sample", [True, False])
-def test_compiled_loop_matches_python_loop(kernel, monkeypatch, training, sample):
-    decoder = make_decoder(clip=0.6)
-    decoder.train(training)
-    assert_same(outputs_and_gradients(decoder, monkeypatch, True, sample),
-                outputs_and_gradients(decoder, monkeypatch, False, sample))
+@pytest.mark.parametrize("clip", [0.6, 5.0])
+@pytest.mark.parametrize("backend", ["compiled", "library"])
+def test_compiled_loop_matches_python_loop(kernel, monkeypatch, co_dim, ext_input_dim, training, sample, clip, backend):
+    """Values, generator states and every gradient (measured inputs and their weights included) of the
+    compiled kernels (CPU) or the library kernels (the GPU's: cuDNN-style GRU calls, which run on a CPU
+    too) and the PyTorch loops, through a whole model."""
+    model = make_model(co_dim, clip, ext_input_dim)
+    model.train(training)
+    compiled = outputs_and_gradients(model, monkeypatch, backend, sample)
+    assert_same(compiled, outputs_and_gradients(model, monkeypatch, "loop", sample))
+    if ext_input_dim and clip > 1.0:  # (a clipped state passes no gradient back to its step's input)
+        w_ext_grad = compiled[1][2 + [name for name, _ in model.named_parameters()].index("decoder.generator.weight_ih_l0")]
+        assert compiled[1][1].abs().min() > 0  # every step's measured input reaches the outputs
+        assert w_ext_grad[:, co_dim:].abs().sum() > 0
 
 
 def test_clip_is_active_in_the_comparison(kernel):
     """The comparison above must exercise the clip's zero gradient: some states do reach +-0.6."""
-    decoder = make_decoder(clip=0.6)
+    decoder = make_model(co_dim=2, clip=0.6).decoder
     weights = (decoder.controller.weight_ih_l0[:, 4:], decoder.controller.weight_hh_l0, decoder.controller.bias_hh_l0,
                decoder.controller_output.weight, decoder.controller_output.bias, decoder.generator.weight_ih_l0,
                decoder.generator.bias_ih_l0, decoder.generator.weight_hh_l0, decoder.generator.bias_hh_l0,
-               decoder.factors.normalised_weight())
+               F.normalize(decoder.factors.weight, dim=1))
     inputs = torch.Generator().manual_seed(1)
     states = kernel.decoder_forward(
         torch.randn(STEPS, TRIALS, 15, dtype=torch.double, generator=inputs),
@@ -166,32 +195,20 @@ def test_stacked_decoder_is_each_workers_own_decoder(kernel, per_step_generator_
             torch.testing.assert_close(got[k], expected, rtol=1e-12, atol=1e-12)
 
 
-def test_compiled_bidirectional_encoder_matches_nn_gru(kernel, monkeypatch):
-    torch.manual_seed(0)
-    encoder = BidirectionalEncoder(5, 6).double()
-    for parameter in encoder.parameters():
-        torch.nn.init.normal_(parameter, std=0.7)
-    x = torch.randn(3, 8, 5, dtype=torch.double, requires_grad=True)
-    results = []
-    for compiled in ("1", "0"):
-        monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", compiled)
-        results.append(gradients_of(encoder(x), [x, *encoder.parameters()]))
-    assert_same(*results)
-
-
-def test_compiled_autonomous_generator_matches_pytorch(kernel, monkeypatch):
-    torch.manual_seed(0)
-    decoder = Decoder(gen_dim=7, factors_dim=3, co_dim=0, con_dim=5, ci_dim=4, cell_clip_value=0.5,
-                      dropout=Dropout(0.0)).double()
-    for parameter in decoder.parameters():
-        torch.nn.init.normal_(parameter, std=0.9)
-    gen_init = torch.randn(3, 7, dtype=torch.double, requires_grad=True)
-    results = []
-    for compiled in ("1", "0"):
-        monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", compiled)
-        output = decoder(gen_init, 8, None, False)
-        results.append(gradients_of((output.factors,), [gen_init, *decoder.parameters()]))
-    assert_same(*results)
+@pytest.mark.parametrize("compiled", ["1", "0"])
+def test_bidirectional_encoder_matches_nn_gru(kernel, monkeypatch, compiled):
+    """The encoders' loop (both directions stacked, the backward one on the reversed input) against
+    ``nn.GRU`` itself, bidirectional, from the trainable initial state: states, final states, gradients."""
+    monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", compiled)
+    model = make_model(co_dim=0, clip=5.0)
+    gru = model.ic_encoder.gru
+    x = torch.randn(3, 8, NEURONS, dtype=torch.double, requires_grad=True)
+    states, final = model._bidirectional("ic_encoder", x.unsqueeze(0))
+    reference, reference_final = gru(x, model.ic_encoder.initial_state.expand(2, 3, -1).contiguous())
+    parameters = [x, *gru.parameters(), model.ic_encoder.initial_state]
+    got = gradients_of((states[0], final[0]), parameters)
+    expected = gradients_of((reference, torch.cat([reference_final[0], reference_final[1]], dim=-1)), parameters)
+    assert_same(got, expected)
 
 
 @pytest.mark.parametrize("workers", [None, 3], ids=["one-model", "stacked"])
@@ -324,9 +341,7 @@ def test_failed_build_falls_back_to_python_loop(monkeypatch, caplog):
         with caplog.at_level(logging.WARNING):
             assert compiled_rnn.load_compiled_rnn() is None
         assert "no compiler here" in caplog.text
-        decoder = make_decoder(clip=5.0)
-        output = decoder(torch.randn(TRIALS, 7, dtype=torch.double), STEPS,
-                         torch.randn(TRIALS, STEPS, 4, dtype=torch.double), True)
+        output = make_model(co_dim=2, clip=5.0)(torch.rand(TRIALS, STEPS, NEURONS, dtype=torch.double), True)
         assert output.factors.shape == (TRIALS, STEPS, 3) and torch.isfinite(output.factors).all()
     finally:
         compiled_rnn._build.cache_clear()
@@ -372,67 +387,25 @@ def test_build_is_named_by_cpu(monkeypatch):
     assert compiled_rnn.cpu_tag() != tag
 
 
-# --- measured inputs (ext_input) and generator states -------------------------------------------
-
-EXT = 2
-
-
-def make_decoder_with_ext_input(co_dim: int, clip: float) -> Decoder:
-    torch.manual_seed(0)
-    decoder = Decoder(gen_dim=7, factors_dim=3, co_dim=co_dim, con_dim=5, ci_dim=4, cell_clip_value=clip,
-                      dropout=Dropout(0.3), ext_input_dim=EXT).double()
-    for parameter in decoder.parameters():
-        torch.nn.init.normal_(parameter, std=0.8)
-    return decoder
-
-
-def ext_outputs_and_gradients(decoder: Decoder, monkeypatch, compiled: bool, sample: bool):
-    monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", "1" if compiled else "0")
-    inputs = torch.Generator().manual_seed(1)
-    gen_init = torch.randn(TRIALS, 7, dtype=torch.double, generator=inputs, requires_grad=True)
-    ext_input = torch.randn(TRIALS, STEPS, EXT, dtype=torch.double, generator=inputs, requires_grad=True)
-    leaves = [gen_init, ext_input, *decoder.parameters()]
-    if decoder.co_dim:
-        controller_inputs = torch.randn(TRIALS, STEPS, 4, dtype=torch.double, generator=inputs, requires_grad=True)
-        leaves.append(controller_inputs)
-        output = decoder(gen_init, STEPS, controller_inputs, sample, torch.Generator().manual_seed(5), ext_input)
-        outputs = (output.factors, output.co_mean, output.co_std, output.co_sample)
-    else:
-        output = decoder(gen_init, STEPS, None, sample, torch.Generator().manual_seed(5), ext_input)
-        outputs = (output.factors,)
-    values, grads = gradients_of(outputs, leaves)
-    return (*values, output.gen_states), grads
-
-
-@pytest.mark.parametrize("co_dim", [0, 2])
-@pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("clip", [0.6, 5.0])
-def test_compiled_loop_with_ext_input_matches_python_loop(kernel, monkeypatch, co_dim, training, clip):
-    """Values, generator states and every gradient (the measured inputs' and their weights' included)."""
-    decoder = make_decoder_with_ext_input(co_dim, clip)
-    decoder.train(training)
-    compiled = ext_outputs_and_gradients(decoder, monkeypatch, True, sample=True)
-    reference = ext_outputs_and_gradients(decoder, monkeypatch, False, sample=True)
-    assert_same(compiled, reference)
-    ext_grad = compiled[1][1]
-    w_ext_grad = compiled[1][2 + [name for name, _ in decoder.named_parameters()].index("generator.weight_ih_l0")]
-    assert ext_grad.abs().min() > 0  # every step's measured input reaches the outputs
-    assert w_ext_grad[:, co_dim:].abs().sum() > 0
+# --- measured inputs (ext_input) -----------------------------------------------------------------
 
 
 def test_ext_input_enters_the_generator_as_its_last_input_columns(monkeypatch):
     """Independent check: the generator's input is [co_t, ext_t]: a step-by-step loop of torch.gru_cell
     over that concatenation (clip large, no dropout, posterior means) gives the same factors."""
     monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", "1")
-    decoder = make_decoder_with_ext_input(co_dim=2, clip=50.0).eval()
+    model = make_model(co_dim=2, clip=50.0, ext_input_dim=EXT).eval()
+    decoder = model.decoder
     generator = torch.Generator().manual_seed(3)
     gen_init = torch.randn(TRIALS, 7, dtype=torch.double, generator=generator)
     controller_inputs = torch.randn(TRIALS, STEPS, 4, dtype=torch.double, generator=generator)
     ext_input = torch.randn(TRIALS, STEPS, EXT, dtype=torch.double, generator=generator)
+    factor_weight = F.normalize(decoder.factors.weight, dim=1)
     with torch.no_grad():
-        output = decoder(gen_init, STEPS, controller_inputs, False, None, ext_input)
+        output_factors, _, _, _, output_states = model._controlled(
+            gen_init[None], controller_inputs[None], False, ForwardNoise(), ext_input[None])
         gen_h, con_h = gen_init, decoder.controller_initial_state.expand(TRIALS, -1)
-        factor = decoder.factors(gen_h)
+        factor = gen_h @ factor_weight.T
         factors, states = [], []
         for t in range(STEPS):
             con_h = torch.gru_cell(torch.cat([controller_inputs[:, t], factor], -1), con_h,
@@ -442,32 +415,12 @@ def test_ext_input_enters_the_generator_as_its_last_input_columns(monkeypatch):
             gen_h = torch.gru_cell(torch.cat([co_mean, ext_input[:, t]], -1), gen_h,
                                    *[getattr(decoder.generator, n) for n in
                                      ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")])
-            factor = decoder.factors(gen_h)
+            factor = gen_h @ factor_weight.T
             factors.append(factor)
             states.append(gen_h)
-    torch.testing.assert_close(output.factors, torch.stack(factors, 1), rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(output.gen_states, torch.stack(states, 1), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(output_factors[0], torch.stack(factors, 1), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(output_states[0], torch.stack(states, 1), rtol=1e-10, atol=1e-12)
 
 
 def test_compiled_per_step_generator_bias_gradients_match_finite_differences(kernel):
     _check_decoder_gradients(kernel, per_step_generator_bias=True)
-
-
-@pytest.mark.parametrize("co_dim", [0, 2])
-def test_generator_states_of_compiled_and_python_paths_agree(kernel, monkeypatch, co_dim):
-    """Without measured inputs too; states are (B, T, G) and detached."""
-    torch.manual_seed(0)
-    decoder = Decoder(gen_dim=7, factors_dim=3, co_dim=co_dim, con_dim=5, ci_dim=4, cell_clip_value=0.6,
-                      dropout=Dropout(0.0)).double()
-    for parameter in decoder.parameters():
-        torch.nn.init.normal_(parameter, std=0.8)
-    gen_init = torch.randn(TRIALS, 7, dtype=torch.double)
-    controller_inputs = torch.randn(TRIALS, STEPS, 4, dtype=torch.double) if co_dim else None
-    states = []
-    for compiled in ("1", "0"):
-        monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", compiled)
-        output = decoder(gen_init, STEPS, controller_inputs, False)
-        assert output.gen_states.shape == (TRIALS, STEPS, 7) and not output.gen_states.requires_grad
-        states.append(output.gen_states)
-    torch.testing.assert_close(states[0], states[1], rtol=1e-10, atol=1e-12)
-    assert states[0].abs().max() <= 0.6  # the clipped states, as the loop carries them

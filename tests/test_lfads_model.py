@@ -2,12 +2,12 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from neurodyn.config import LfadsConfig
-from neurodyn.lfads.decoder import Decoder, NormalisedLinear, gru_step
-from neurodyn.lfads.dropout import Dropout
-from neurodyn.lfads.encoders import lag_controller_inputs
 from neurodyn.lfads.model import LFADS
+from neurodyn.lfads.recurrent import keep_multipliers
+from neurodyn.lfads.stacked import ForwardNoise, lag_controller_inputs
 from neurodyn.observation.poisson import Poisson
 
 SMALL = dict(ic_enc_dim=8, ci_enc_dim=6, con_dim=7, ic_dim=5, gen_dim=9, factors_dim=4)
@@ -19,72 +19,85 @@ def _model(co_dim=0, **overrides):
     return LFADS(config, num_neurons=3, observation=Poisson(3))
 
 
+@pytest.mark.usefixtures("recurrent_loops")
 @pytest.mark.parametrize("clip", [5.0, 0.5])
-def test_autonomous_decoder_equals_stepwise_clipped_gru(clip):
-    torch.manual_seed(1)
-    decoder = Decoder(gen_dim=6, factors_dim=3, co_dim=0, con_dim=1, ci_dim=1, cell_clip_value=clip,
-                      dropout=Dropout(0.0))
-    gen_init = torch.randn(4, 6) * 10  # far outside the clip range, so step 1 must clip
-    result = decoder(gen_init, num_steps=7, controller_inputs=None, sample=False).factors
-    h, states = gen_init, []
+def test_autonomous_generator_equals_stepwise_clipped_gru(clip):
+    model = _model(co_dim=0, gen_dim=6, factors_dim=3, cell_clip_value=clip)
+    gen_init = torch.randn(1, 4, 6) * 10  # far outside the clip range, so step 1 must clip
+    factors, states = model._autonomous(gen_init, 7, ForwardNoise(), None)
+    gen = model.decoder.generator
+    h, expected = gen_init[0], []
     for _ in range(7):
-        h = torch.clamp(gru_step(decoder.generator, torch.zeros(4, 1), h), -clip, clip)
-        states.append(h)
-    expected = decoder.factors(torch.stack(states, 1))
-    torch.testing.assert_close(result, expected)
+        h = torch.gru_cell(torch.zeros(4, 1), h, gen.weight_ih_l0, gen.weight_hh_l0, gen.bias_ih_l0, gen.bias_hh_l0)
+        h = torch.clamp(h, -clip, clip)
+        expected.append(h)
+    expected = torch.stack(expected, 1)
+    torch.testing.assert_close(states[0], expected)
+    torch.testing.assert_close(factors[0], expected @ F.normalize(model.decoder.factors.weight, dim=1).T)
     assert h.abs().max() <= clip
 
 
+@pytest.mark.usefixtures("recurrent_loops")
 @pytest.mark.parametrize("sample", [False, True])
 def test_controlled_decoder_equals_a_reference_loop_of_torch_gru_cells(sample):
-    """The controller/generator loop (fused gate operations) against a plain loop of
-    ``torch.gru_cell`` calls: controller on [ci_t, factors_{t-1}], inferred input = mean + std * noise,
-    clipping after every step, factors from the unit-norm map."""
-    torch.manual_seed(2)
+    """The controller/generator loop (every backend) against a plain loop of ``torch.gru_cell`` calls:
+    controller on [ci_t, factors_{t-1}], inferred input = mean + std * noise, clipping after every
+    step, factors from the unit-norm map."""
     clip = 0.8
-    decoder = Decoder(gen_dim=6, factors_dim=3, co_dim=2, con_dim=5, ci_dim=4, cell_clip_value=clip,
-                      dropout=Dropout(0.0))
-    gen_init, ci = torch.randn(3, 6), torch.randn(3, 7, 4)
-    rng = torch.Generator().manual_seed(5)
-    result = decoder(gen_init, 7, ci, sample, rng)
-
-    noise = torch.randn(7, 3, 2, generator=torch.Generator().manual_seed(5))
+    model = _model(co_dim=2, gen_dim=6, factors_dim=3, con_dim=5, ci_enc_dim=2, cell_clip_value=clip)
+    gen_init, ci = torch.randn(1, 3, 6), torch.randn(1, 3, 7, 4)
+    noise = torch.randn(1, 7, 3, 2, generator=torch.Generator().manual_seed(5))
+    result = dict(zip(("factors", "co_mean", "co_std", "co_sample", "states"),
+                      model._controlled(gen_init, ci, sample, ForwardNoise(co_noise=noise), None)))
+    decoder = model.decoder
     con, gen = decoder.controller, decoder.generator
-    factor_weight = decoder.factors.normalised_weight()
-    gen_h, con_h = gen_init, decoder.controller_initial_state.expand(3, -1)
+    factor_weight = F.normalize(decoder.factors.weight, dim=1)
+    gen_h, con_h = gen_init[0], decoder.controller_initial_state.expand(3, -1)
     factor = gen_h @ factor_weight.T
     for t in range(7):
-        con_in = torch.cat([ci[:, t], factor], dim=-1)
+        con_in = torch.cat([ci[0, :, t], factor], dim=-1)
         con_h = torch.gru_cell(con_in, con_h, con.weight_ih_l0, con.weight_hh_l0, con.bias_ih_l0, con.bias_hh_l0)
         con_h = con_h.clamp(-clip, clip)
         mean, logvar = decoder.controller_output(con_h).chunk(2, dim=-1)
-        co = mean + torch.exp(0.5 * logvar) * noise[t] if sample else mean
+        co = mean + torch.exp(0.5 * logvar) * noise[0, t] if sample else mean
         gen_h = torch.gru_cell(co, gen_h, gen.weight_ih_l0, gen.weight_hh_l0, gen.bias_ih_l0, gen.bias_hh_l0)
         gen_h = gen_h.clamp(-clip, clip)
         factor = gen_h @ factor_weight.T
-        torch.testing.assert_close(result.co_sample[:, t], co, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(result.factors[:, t], factor, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(result["co_sample"][0, :, t], co, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(result["factors"][0, :, t], factor, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(result["states"][0, :, t], gen_h, rtol=1e-5, atol=1e-6)
 
 
 def test_dropout_scales_kept_entries_and_follows_its_generator():
-    dropout = Dropout(0.25)
-    x = torch.ones(200, 50)
-    first = dropout(x, torch.Generator().manual_seed(1))
+    def draw(seed):
+        return keep_multipliers((200, 50), 0.25, torch.float32, torch.device("cpu"), torch.Generator().manual_seed(seed))
+
+    first = draw(1)
     values = first.unique()
     assert values.numel() == 2 and values[0] == 0 and values[1].item() == pytest.approx(1.0 / 0.75)
     assert abs(float((first == 0).float().mean()) - 0.25) < 0.02
-    assert torch.equal(first, dropout(x, torch.Generator().manual_seed(1)))
-    assert not torch.equal(first, dropout(x, torch.Generator().manual_seed(2)))
-    dropout.eval()
-    assert torch.equal(dropout(x), x)
+    assert torch.equal(first, draw(1))
+    assert not torch.equal(first, draw(2))
+
+
+def test_dropout_acts_in_training_mode_only():
+    model = _model(co_dim=2, keep_prob=0.5)
+    x = torch.rand(2, 11, 3)
+
+    def readout(seed):
+        return model(x, sample_posteriors=False, rng=torch.Generator().manual_seed(seed)).readout
+
+    assert not torch.equal(readout(1), readout(2))
+    torch.testing.assert_close(readout(1), readout(1))
+    model.eval()
+    torch.testing.assert_close(readout(1), readout(2))
 
 
 def test_factors_use_unit_norm_weight_rows():
-    layer = NormalisedLinear(5, 3)
+    model = _model()
     with torch.no_grad():
-        layer.weight.mul_(7.0)
-    out = layer(torch.eye(5))  # column j of the output = weights of input j
-    torch.testing.assert_close(out.pow(2).sum(0), torch.ones(3))
+        model.decoder.factors.weight.mul_(7.0)
+    torch.testing.assert_close(model.normalised_factor_weight()[0].pow(2).sum(1), torch.ones(SMALL["factors_dim"]))
 
 
 def test_controller_inputs_are_lagged_forward_and_backward():
@@ -145,7 +158,7 @@ def test_recurrent_l2_is_the_scaled_mean_square_of_recurrent_kernels():
 def test_set_keep_prob_changes_dropout():
     model = _model()
     model.set_keep_prob(0.6)
-    assert model.dropout.p == pytest.approx(0.4)
+    assert model.dropout_p == pytest.approx(0.4)
 
 
 def test_mask_as_input_lets_the_encoder_tell_observed_zeros_from_missing_entries():
@@ -197,4 +210,4 @@ def test_forward_returns_generator_states():
     # The factors are the normalised projection of the states (dropout off in eval mode).
     model = _model(0).eval()
     out = model(torch.rand(2, 6, 3), sample_posteriors=False)
-    torch.testing.assert_close(out.factors, model.decoder.factors(out.gen_states))
+    torch.testing.assert_close(out.factors, out.gen_states @ model.normalised_factor_weight()[0].T)

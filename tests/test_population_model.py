@@ -156,7 +156,7 @@ def test_models_of_another_architecture_are_refused():
 def test_population_runs_its_loops_in_the_compiled_kernels_on_cpu(monkeypatch, co_dim):
     """With the kernels on, every recurrent loop of the population (both encoders, controller/generator or
     the autonomous generator) is one stacked kernel call; the comparison above then checks their numbers."""
-    from neurodyn.lfads import compiled_rnn, population as population_module
+    from neurodyn.lfads import compiled_rnn, stacked as population_module
 
     monkeypatch.undo()  # this test checks the CPU's own choice of backend, whatever the fixture chose
     monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", "1")
@@ -180,28 +180,28 @@ def test_population_runs_its_loops_in_the_compiled_kernels_on_cpu(monkeypatch, c
 
 
 def test_each_device_gets_its_recurrent_backend(monkeypatch):
-    from neurodyn.lfads import population as population_module
+    from neurodyn.lfads.recurrent import recurrent_backend
 
     monkeypatch.undo()  # the real choice, not the fixture's
-    assert population_module.recurrent_backend(torch.device("cuda")) == "library"
+    assert recurrent_backend(torch.device("cuda")) == "library"
     monkeypatch.setenv("NEURODYN_COMPILED_KERNELS", "0")
-    assert population_module.recurrent_backend(torch.device("cpu")) == "loop"
+    assert recurrent_backend(torch.device("cpu")) == "loop"
 
 
 def test_block_diagonal_encoders_split_workers_into_groups_and_match_one_group(monkeypatch):
     """Workers beyond ``MAX_BLOCK_DIAGONAL_UNITS`` go to further GRU calls; the numbers do not change."""
-    from neurodyn.lfads import population as population_module
+    from neurodyn.lfads import stacked as stacked_module
 
-    monkeypatch.setattr(population_module, "recurrent_backend", lambda device: "library")
+    monkeypatch.setattr(stacked_module, "recurrent_backend", lambda device: "library")
     models = _models(co_dim=2)
     population = PopulationLFADS.from_models(models)
     data, _ = _data(len(models), "poisson")
     whole = population(data, sample_posteriors=False)
     calls = []
-    original = population_module.bidirectional_gru_block_diagonal
-    monkeypatch.setattr(population_module, "bidirectional_gru_block_diagonal",
+    original = stacked_module.bidirectional_gru_block_diagonal
+    monkeypatch.setattr(stacked_module, "bidirectional_gru_block_diagonal",
                         lambda x, *args: calls.append(x.shape[0]) or original(x, *args))
-    monkeypatch.setattr(population_module, "MAX_BLOCK_DIAGONAL_UNITS", 2 * SMALL["ic_enc_dim"])
+    monkeypatch.setattr(stacked_module, "MAX_BLOCK_DIAGONAL_UNITS", 2 * SMALL["ic_enc_dim"])
     grouped = population(data, sample_posteriors=False)
     assert calls[:2] == [2, 1]  # the IC encoder (5 units): groups of two workers
     torch.testing.assert_close(grouped.readout, whole.readout, rtol=1e-12, atol=1e-12)
@@ -209,15 +209,15 @@ def test_block_diagonal_encoders_split_workers_into_groups_and_match_one_group(m
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_on_a_gpu_the_fused_gate_kernel_computes_the_gru_gates():
-    from neurodyn.lfads.population import _fused_gru_gates, _gru_gates
+    from neurodyn.lfads.recurrent import fused_gru_gates, gru_gates
 
     generator = torch.Generator(device="cuda").manual_seed(0)
     shapes = {"gates_x": (3, 4, 15), "gates_h": (3, 4, 15), "h": (3, 4, 5)}
     inputs = {name: torch.randn(shape, generator=generator, device="cuda", dtype=torch.float64, requires_grad=True)
               for name, shape in shapes.items()}
     weight = torch.randn((3, 4, 5), generator=generator, device="cuda", dtype=torch.float64)
-    fused = _fused_gru_gates(**inputs)
-    plain = _gru_gates(**inputs)
+    fused = fused_gru_gates(**inputs)
+    plain = gru_gates(**inputs)
     torch.testing.assert_close(fused, plain, rtol=1e-12, atol=1e-12)
     fused_gradients = torch.autograd.grad((fused * weight).sum(), list(inputs.values()))
     plain_gradients = torch.autograd.grad((plain * weight).sum(), list(inputs.values()))
@@ -227,6 +227,7 @@ def test_on_a_gpu_the_fused_gate_kernel_computes_the_gru_gates():
 
 def test_the_block_diagonal_memory_per_worker_is_what_a_group_builds(monkeypatch):
     from neurodyn.lfads import population as population_module
+    from neurodyn.lfads import recurrent
 
     models = _models(co_dim=2)
     population = PopulationLFADS.from_models(models)
@@ -234,7 +235,7 @@ def test_the_block_diagonal_memory_per_worker_is_what_a_group_builds(monkeypatch
     expected = 0
     for prefix in ("ic_encoder", "ci_encoder"):
         pair = population._stacked(f"{prefix}.gru.weight_ih_l0")[:2], population._stacked(f"{prefix}.gru.weight_hh_l0")[:2]
-        built = sum(population_module._block_diagonal_gates(weight).numel() for weight in pair)  # a group of two
+        built = sum(recurrent._block_diagonal_gates(weight).numel() for weight in pair)  # a group of two
         alone = sum(weight[0].numel() for weight in pair)
         expected += 2 * 3 * (built / 2 - alone)  # two directions, three copies, beyond one worker's own
     assert population.block_diagonal_bytes_per_worker() == expected * 8  # float64

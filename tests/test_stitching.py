@@ -18,7 +18,7 @@ from neurodyn.data.seed_format import NeuralDataset, write_dataset
 from neurodyn.data.sessions import combine_sessions, session_names
 from neurodyn.errors import NeurodynError
 from neurodyn.lfads.model import LFADS
-from neurodyn.lfads.stitching import (SessionReadin, averaged_activity, initialise_stitched_model, pcr_alignment,
+from neurodyn.lfads.stitching import (averaged_activity, initialise_stitched_model, pcr_alignment,
                                       shared_condition_labels)
 from neurodyn.observation.registry import make_observation_model
 from neurodyn.runs.checkpoint import load_checkpoint
@@ -123,13 +123,14 @@ def test_each_session_is_split_on_its_own(tmp_path):
 
 def test_session_readin_is_a_separate_linear_map_per_session():
     torch.manual_seed(0)
-    readin = SessionReadin(input_dim=7, readin_dim=3, num_sessions=2)
+    model = LFADS(LfadsConfig(session_neurons=[4, 3], readin_dim=3, co_dim=0), 7, make_observation_model("poisson", 7))
+    readin = model.readin
     blocks = [slice(0, 4), slice(4, 7)]
     x = torch.zeros(5, 6, 7)
     session = torch.tensor([0, 1, 1, 0, 1])
     for trial, s in enumerate(session.tolist()):
         x[trial, :, blocks[s]] = torch.randn(6, blocks[s].stop - blocks[s].start)
-    out = readin(x, session)
+    out = model._readin(x.unsqueeze(0), session.unsqueeze(0))[0]
     for trial, s in enumerate(session.tolist()):
         expected = torch.nn.functional.linear(x[trial, :, blocks[s]], readin.weight[:, blocks[s]], readin.bias[s])
         torch.testing.assert_close(out[trial], expected)

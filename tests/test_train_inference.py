@@ -11,8 +11,11 @@ from neurodyn.lfads.model import LFADS
 from neurodyn.observation.poisson import Poisson
 from neurodyn.train.inference import infer, infer_empirical_bayes
 
+from model_helpers import encoder_calls
+
 T, N = 9, 4
 SMALL = dict(ic_enc_dim=6, ci_enc_dim=5, con_dim=6, ic_dim=3, gen_dim=8, factors_dim=3, device="cpu")
+
 
 
 def make_model(co_dim: int, ext_input_dim: int = 0) -> LFADS:
@@ -74,7 +77,7 @@ def test_generator_states_are_averaged_like_the_factors(co_dim):
     model = make_model(co_dim)
     result = infer(model, counts(), num_samples=6, write_generator_states=True)
     with torch.no_grad():
-        mapped = model.decoder.factors(torch.tensor(result["generator_states"])).numpy()
+        mapped = (torch.tensor(result["generator_states"]) @ model.normalised_factor_weight()[0].T).numpy()
     np.testing.assert_allclose(result["factors"], mapped, rtol=1e-4, atol=1e-5)
 
 
@@ -189,9 +192,7 @@ def test_samples_read_once_match_a_pass_that_reads_every_copy_with_the_encoders_
 @pytest.mark.parametrize("co_dim", [0, 2])
 def test_each_trial_is_encoded_once_and_the_samples_match_a_pass_that_encodes_every_copy(co_dim):
     model, data, samples = make_model(co_dim=co_dim), counts(), 6
-    calls = []
-    for encoder in [model.ic_encoder] + ([model.ci_encoder] if co_dim else []):
-        encoder.register_forward_hook(lambda *args: calls.append(1))
+    calls = encoder_calls(model)
     result = infer(model, data, num_samples=samples, seed=4)
     assert len(calls) == (2 if co_dim else 1)  # one block of trials: each encoder runs once
     rates = every_copy_rates(model, data, samples, 4).reshape(samples, len(data), T, N).mean(0)
@@ -205,12 +206,10 @@ def test_empirical_bayes_reads_each_reference_trial_once_and_weighs_the_draws_a_
 
     model, samples = make_model(co_dim=2), 3
     reference, data = counts(4, seed=5), counts(3, seed=6)
-    trials_read = []
-    for encoder in (model.ic_encoder, model.ci_encoder):
-        encoder.register_forward_hook(lambda module, inputs, output: trials_read.append(inputs[0].shape[0]))
+    calls = encoder_calls(model)
     result = infer_empirical_bayes(model, data, reference, samples_per_trial=samples, seed=2)
     # Both encoders read the 4 reference trials once (not each of their 3 copies), then the 3 trials.
-    assert trials_read == [4, 4, 3, 3]
+    assert [trials for _, trials in calls] == [4, 4, 3, 3]
     draws = every_copy_rates(model, reference, samples, 2)
     for trial, rates in zip(data, result["rates"]):
         observed = ~np.isnan(trial)

@@ -12,6 +12,8 @@ from neurodyn.observation.poisson import Poisson
 from neurodyn.train.inference import infer
 from neurodyn.train.posterior_refinement import refine_ic_posteriors
 
+from model_helpers import encoder_calls
+
 T, N, IC_DIM = 10, 6, 3
 
 
@@ -159,13 +161,11 @@ def test_a_stitched_controller_model_refines_each_trial_through_its_sessions_rea
 
 def test_the_refinement_reads_the_controllers_view_once_per_block():
     model = small_model(co_dim=2, ci_enc_dim=4, con_dim=5)
-    calls = []
-    model.ci_encoder.register_forward_hook(lambda *args: calls.append(1))
-    model.ic_encoder.register_forward_hook(lambda *args: calls.append(0))
+    calls = encoder_calls(model)
     torch.manual_seed(0)
     refine_ic_posteriors(model, torch.as_tensor(sparse_counts(6)), steps=25, batch_size=512)
     # One block: one pass of each encoder (the starting posterior, the controller's view), not one per step.
-    assert sorted(calls) == [0, 1]
+    assert sorted(name for name, _ in calls) == ["ci_encoder", "ic_encoder"]
 
 
 def test_new_data_get_refined_posteriors_where_the_model_used_empirical_bayes(tmp_path):

@@ -57,7 +57,7 @@ def test_set_hyperparameters_updates_optimizer_and_dropout_and_refuses_architect
     trainer = LfadsTrainer(LfadsConfig(**TINY), data[:16], data[16:])
     trainer.set_hyperparameters(learning_rate_init=1e-3, keep_prob=0.5, kl_ic_weight=0.2)
     assert trainer.optimizer.param_groups[0]["lr"] == 1e-3
-    assert trainer.model.dropout.p == pytest.approx(0.5)
+    assert trainer.model.dropout_p == pytest.approx(0.5)
     assert trainer.config.kl_ic_weight == 0.2
     with pytest.raises(ValueError, match="gen_dim"):
         trainer.set_hyperparameters(gen_dim=3)

@@ -8,82 +8,64 @@ a stimulus; ``ext_input_dim`` E > 0) go to the generator only, beside the inferr
 Held-out neurons and the last ``forward_bins`` bins of a trial (forward prediction) are zeroed at
 the encoders' input (``encoder_mask``) but still generated and read out.
 
+This module holds one model's weights, in the shapes and under the names its checkpoints carry;
+the mathematics is ``lfads.stacked.StackedLfads``'s, shared with the PBT population, which sees the
+weights as a worker axis of one.
+
 A stitched model (``session_neurons`` with two or more sessions) adds a per-session read-in
 before the encoders (``neurodyn.lfads.stitching``); each trial then comes with its session index.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from neurodyn.config import LfadsConfig
 from neurodyn.errors import NeurodynError
-from neurodyn.lfads.decoder import Decoder
-from neurodyn.lfads.dropout import Dropout
-from neurodyn.lfads.encoders import BidirectionalEncoder, lag_controller_inputs
-from neurodyn.lfads.priors import AutoregressivePrior, kl_diagonal_to_isotropic
+from neurodyn.lfads.priors import AutoregressivePrior
+from neurodyn.lfads.stacked import (EncoderReading, LfadsOutput, StackedLfads, hide_from_encoders,
+                                    ic_std_from_log_var)
 from neurodyn.lfads.stitching import SessionReadin
 from neurodyn.observation.base import ObservationModel
 
 
-@dataclass
-class LfadsOutput:
-    """Everything one forward pass produces.
+class BidirectionalEncoder(nn.Module):
+    """The weights of a bidirectional GRU encoder: ``nn.GRU``'s and a trainable initial state ``(2, 1, H)``
+    (forward, backward); run by ``StackedLfads._bidirectional``."""
 
-    readout ``(B, T, N, P)`` (P = observation parameters per neuron); factors ``(B, T, F)``;
-    ic_mean/ic_std ``(B, ic_dim)``; co_* ``(B, T, co_dim)`` or None without a controller;
-    gen_states ``(B, T, gen_dim)`` the generator states (detached, for outputs).
-    """
-
-    readout: torch.Tensor
-    factors: torch.Tensor
-    ic_mean: torch.Tensor
-    ic_std: torch.Tensor
-    co_mean: torch.Tensor | None
-    co_std: torch.Tensor | None
-    co_sample: torch.Tensor | None
-    gen_states: torch.Tensor | None = None
+    def __init__(self, input_dim: int, hidden_dim: int):
+        super().__init__()
+        self.gru = nn.GRU(input_dim, hidden_dim, batch_first=True, bidirectional=True)
+        self.initial_state = nn.Parameter(torch.zeros(2, 1, hidden_dim))
 
 
-@dataclass
-class EncoderReading:
-    """What the encoders make of a batch of trials: the IC posterior ``ic_mean``/``ic_std``
-    ``(B, ic_dim)`` and what the controller reads at each step, the CI encoder's outputs lagged by
-    ``ci_lag``, ``controller_inputs`` ``(B, T, 2 * ci_enc_dim)`` (None without a controller)."""
+class NormalisedLinear(nn.Module):
+    """The factors' weight ``(F, G)``, its rows L2-normalised wherever it is used (``normalised_factor_weight``)."""
 
-    ic_mean: torch.Tensor
-    ic_std: torch.Tensor
-    controller_inputs: torch.Tensor | None
-
-    def repeat(self, times: int) -> EncoderReading:
-        """The reading of the batch repeated ``times`` times along the trials (as ``Tensor.repeat``:
-        the whole batch, then the whole batch again), e.g. for several posterior samples per trial."""
-        return EncoderReading(self.ic_mean.repeat(times, 1), self.ic_std.repeat(times, 1),
-                              None if self.controller_inputs is None else self.controller_inputs.repeat(times, 1, 1))
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_dim, in_dim))
+        nn.init.normal_(self.weight, std=in_dim ** -0.5)
 
 
-def ic_std_from_log_var(log_var: torch.Tensor, var_floor: float) -> torch.Tensor:
-    """The IC posterior's standard deviation from the encoder's log variance, with ``var_floor``
-    (``ic_post_var_min``) added so a posterior never collapses to a point (``LFADS`` and its stacked
-    population share it)."""
-    return torch.sqrt(torch.exp(log_var) + var_floor)
+class Decoder(nn.Module):
+    """The weights of the generator GRU (input ``[co_t, ext_t]``: ``co_dim`` inferred then ``ext_input_dim``
+    measured inputs; a generator without inputs still gets one, a constant zero), the factors, and with
+    a controller its GRU (input ``[ci_t, factors_{t-1}]``), initial state and output layer (mean and
+    log variance of the inferred inputs). States are clipped to +-``cell_clip_value`` after each step."""
+
+    def __init__(self, gen_dim: int, factors_dim: int, co_dim: int, con_dim: int, ci_dim: int, ext_input_dim: int):
+        super().__init__()
+        self.generator = nn.GRU(max(co_dim + ext_input_dim, 1), gen_dim, batch_first=True)
+        self.factors = NormalisedLinear(gen_dim, factors_dim)
+        if co_dim > 0:
+            self.controller = nn.GRU(ci_dim + factors_dim, con_dim, batch_first=True)
+            self.controller_initial_state = nn.Parameter(torch.zeros(1, con_dim))
+            self.controller_output = nn.Linear(con_dim, 2 * co_dim)
 
 
-def hide_from_encoders(neuron_mask: torch.Tensor, num_steps: int, forward_bins: int) -> torch.Tensor:
-    """What the encoders may see of a trial of ``num_steps`` bins: ``neuron_mask`` ``(..., N)`` (0 for
-    held-out neurons) repeated over the bins, ``(..., num_steps, N)``, with the last ``forward_bins``
-    bins 0 (the forward-prediction window: the generator runs through it, no encoder sees it)."""
-    if forward_bins >= num_steps:
-        raise NeurodynError(f"forward_bins {forward_bins} is not shorter than the trials ({num_steps} bins): "
-                            "the encoders would see nothing")
-    in_window = torch.arange(num_steps, device=neuron_mask.device) < num_steps - forward_bins
-    return neuron_mask.unsqueeze(-2) * in_window.to(neuron_mask.dtype).unsqueeze(-1)
-
-
-class LFADS(nn.Module):
+class LFADS(StackedLfads):
     """LFADS for ``num_neurons`` neurons with the given observation model; sizes from ``config``."""
 
     def __init__(self, config: LfadsConfig, num_neurons: int, observation: ObservationModel):
@@ -95,7 +77,8 @@ class LFADS(nn.Module):
         self.ci_lag = config.ci_lag
         self.ic_prior_var = config.ic_prior_var
         self.ic_post_var_min = config.ic_post_var_min
-        self.dropout = Dropout(1.0 - config.keep_prob)
+        self.dropout_p = 1.0 - config.keep_prob
+        self.cell_clip_value = config.cell_clip_value
         # 'auto' is resolved from the data by the trainer; a model built without data takes it as off.
         self.mask_as_input = config.mask_as_input is True
         encoder_input_dim = num_neurons * (2 if self.mask_as_input else 1)
@@ -114,11 +97,8 @@ class LFADS(nn.Module):
         if config.uses_controller:
             self.ci_encoder = BidirectionalEncoder(encoder_input_dim, config.ci_enc_dim)
             self.co_prior = AutoregressivePrior(config.co_dim, config.co_prior_tau, config.co_prior_nvar)
-        self.decoder = Decoder(
-            gen_dim=config.gen_dim, factors_dim=config.factors_dim, co_dim=config.co_dim,
-            con_dim=config.con_dim, ci_dim=2 * config.ci_enc_dim, cell_clip_value=config.cell_clip_value,
-            dropout=self.dropout, ext_input_dim=config.ext_input_dim,
-        )
+        self.decoder = Decoder(gen_dim=config.gen_dim, factors_dim=config.factors_dim, co_dim=config.co_dim,
+                               con_dim=config.con_dim, ci_dim=2 * config.ci_enc_dim, ext_input_dim=config.ext_input_dim)
         self.observation = observation
         self.readout = nn.Linear(config.factors_dim, num_neurons * observation.params_per_neuron)
         # Held-out neurons (co-bps) are zeroed at the encoder input but still reconstructed; a buffer,
@@ -140,7 +120,22 @@ class LFADS(nn.Module):
 
     def set_keep_prob(self, keep_prob: float) -> None:
         """Change the dropout keep probability (PBT explores it between generations)."""
-        self.dropout.p = 1.0 - keep_prob
+        self.dropout_p = 1.0 - keep_prob
+
+    def _stacked(self, name: str) -> torch.Tensor:
+        """The parameter or buffer ``name`` as a worker axis of one (a view)."""
+        try:
+            return self.get_parameter(name).unsqueeze(0)
+        except AttributeError:
+            return self.get_buffer(name).unsqueeze(0)
+
+    def _noise(self, rng: torch.Generator | None, batch: int, num_steps: int, sample: bool,
+               like: torch.Tensor):
+        """This pass's random numbers (``StackedLfads.draw_noise``): dropout only in training mode."""
+        dropout = self.training and self.dropout_p > 0.0
+        if not (dropout or sample):
+            return None
+        return self.draw_noise([rng], [self.dropout_p] if dropout else None, batch, num_steps, sample, like)
 
     def forward(self, encoder_input: torch.Tensor, sample_posteriors: bool,
                 encoder_visible: torch.Tensor | None = None,
@@ -161,23 +156,12 @@ class LFADS(nn.Module):
         keep the model fixed, read each trial once instead of at every pass)."""
         batch, num_steps, _ = encoder_input.shape
         self.check_ext_input(ext_input, batch, num_steps)
-        needs_encoders = ic_posterior_override is None or (self.co_dim > 0 and controller_inputs_override is None)
-        x = self._encoder_features(encoder_input, encoder_visible, session, rng) if needs_encoders else None
-        ic_mean, ic_std = self._ic_posterior(x, rng) if ic_posterior_override is None else ic_posterior_override
-        if sample_posteriors:
-            noise = torch.randn(ic_mean.shape, generator=rng, device=ic_mean.device, dtype=ic_mean.dtype)
-            ic = ic_mean + ic_std * noise
-        else:
-            ic = ic_mean
-        gen_init = self.dropout(self.ic_to_generator(ic), rng)
-        controller_inputs = None
-        if self.co_dim > 0:
-            controller_inputs = (self._lagged_ci_outputs(x) if controller_inputs_override is None
-                                 else controller_inputs_override)
-        decoded = self.decoder(gen_init, num_steps, controller_inputs, sample_posteriors, rng, ext_input)
-        readout = self.readout(decoded.factors).view(batch, num_steps, self.num_neurons, -1)
-        return LfadsOutput(readout, decoded.factors, ic_mean, ic_std,
-                           decoded.co_mean, decoded.co_std, decoded.co_sample, decoded.gen_states)
+        noise = self._noise(rng, batch, num_steps, sample_posteriors, encoder_input)
+        override = None if ic_posterior_override is None else tuple(t.unsqueeze(0) for t in ic_posterior_override)
+        output = self.stacked_forward(
+            encoder_input.unsqueeze(0), sample_posteriors, _stacked_or_none(encoder_visible), noise,
+            _stacked_or_none(ext_input), self._session(session), override, _stacked_or_none(controller_inputs_override))
+        return output.worker(0)
 
     def encode(self, encoder_input: torch.Tensor, encoder_visible: torch.Tensor | None = None,
                session: torch.Tensor | None = None, rng: torch.Generator | None = None) -> EncoderReading:
@@ -185,33 +169,17 @@ class LFADS(nn.Module):
         ``forward``; the reading's parts can be handed back to ``forward`` as ``ic_posterior_override``
         and ``controller_inputs_override`` (at inference, where the encoders draw nothing at random,
         a trial read once serves all its posterior samples)."""
-        x = self._encoder_features(encoder_input, encoder_visible, session, rng)
-        ic_mean, ic_std = self._ic_posterior(x, rng)
-        return EncoderReading(ic_mean, ic_std, self._lagged_ci_outputs(x) if self.co_dim > 0 else None)
+        batch, num_steps, _ = encoder_input.shape
+        noise = self._noise(rng, batch, num_steps, False, encoder_input)
+        return self.stacked_encode(encoder_input.unsqueeze(0), _stacked_or_none(encoder_visible),
+                                   self._session(session), noise).worker(0)
 
-    def _ic_posterior(self, x: torch.Tensor, rng: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        _, ic_final = self.ic_encoder(x)
-        ic_mean, ic_logvar = self.ic_posterior(self.dropout(ic_final, rng)).chunk(2, dim=-1)
-        return ic_mean, self.ic_std_of(ic_logvar)
-
-    def _encoder_features(self, encoder_input: torch.Tensor, encoder_visible: torch.Tensor | None,
-                          session: torch.Tensor | None, rng: torch.Generator | None) -> torch.Tensor:
-        """What both encoders read, ``(B, T, features)``: the data with held-out neurons and forward bins
-        hidden, dropout, the visibility mask when ``mask_as_input``, a stitched model's read-in."""
-        mask = self.encoder_mask(encoder_input.shape[1])
-        x = self.dropout(encoder_input * mask, rng)
-        if self.mask_as_input:
-            visible = torch.ones_like(encoder_input) if encoder_visible is None else encoder_visible
-            x = torch.cat([x, visible * mask], dim=-1)
-        if self.readin is not None:
-            if session is None:
-                raise NeurodynError("a stitched model needs each trial's session index")
-            x = self.readin(x, session)
-        return x
-
-    def _lagged_ci_outputs(self, x: torch.Tensor) -> torch.Tensor:
-        ci_outputs, _ = self.ci_encoder(x)
-        return lag_controller_inputs(ci_outputs, self.ci_lag)
+    def _session(self, session: torch.Tensor | None) -> torch.Tensor | None:
+        if not self.is_stitched:
+            return None
+        if session is None:
+            raise NeurodynError("a stitched model needs each trial's session index")
+        return session.unsqueeze(0)
 
     def encoder_mask(self, num_steps: int) -> torch.Tensor:
         """``(num_steps, N)``: 1 where the encoders may see the data, 0 for held-out neurons and for the
@@ -247,23 +215,15 @@ class LFADS(nn.Module):
             raise NeurodynError(f"ext_input has shape {tuple(ext_input.shape)}; expected {expected} = "
                                 "(trials, num_samples, ext_input_dim)")
 
-    def kl_ic(self, output: LfadsOutput) -> torch.Tensor:
-        """KL of the IC posterior to its prior, per trial ``(B,)``."""
-        return kl_diagonal_to_isotropic(output.ic_mean, output.ic_std, self.ic_prior_var)
-
     def kl_co(self, output: LfadsOutput) -> torch.Tensor:
         """One-sample KL of the inferred inputs to the AR(1) prior, per trial ``(B,)`` (zeros if autonomous)."""
-        if self.co_dim == 0:
-            return output.ic_mean.new_zeros(output.ic_mean.shape[0])
-        return self.co_prior.kl_one_sample(output.co_mean, output.co_std, output.co_sample)
+        return self.stacked_kl_co(output.stacked())[0]
 
     def recurrent_l2(self, l2_gen_scale: float, l2_con_scale: float) -> torch.Tensor:
         """sum_k scale_k * 0.5 * ||W_k||^2 / (number of penalised recurrent weights), W_k = recurrent kernels."""
-        terms = [(self.decoder.generator.weight_hh_l0, l2_gen_scale)]
-        if self.co_dim > 0:
-            terms.append((self.decoder.controller.weight_hh_l0, l2_con_scale))
-        terms = [(weight, scale) for weight, scale in terms if scale > 0]
-        if not terms:
-            return self.readout.weight.new_zeros(())
-        total = sum(scale * 0.5 * weight.pow(2).sum() for weight, scale in terms)
-        return total / sum(weight.numel() for weight, _ in terms)
+        like = self.decoder.generator.weight_hh_l0
+        return self.stacked_recurrent_l2(like.new_tensor([l2_gen_scale]), like.new_tensor([l2_con_scale]))[0]
+
+
+def _stacked_or_none(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    return None if tensor is None else tensor.unsqueeze(0)

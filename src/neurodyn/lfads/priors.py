@@ -23,29 +23,36 @@ def gaussian_log_density(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor)
 
 
 def kl_diagonal_to_isotropic(mean: torch.Tensor, std: torch.Tensor, prior_var: float) -> torch.Tensor:
-    """KL( N(mean, std^2) || N(0, prior_var) ) summed over the last axis: ``(B, D) -> (B,)``."""
+    """KL( N(mean, std^2) || N(0, prior_var) ) summed over the last axis: ``(..., D) -> (...)``."""
     var_ratio = std ** 2 / prior_var
     return 0.5 * (var_ratio + mean ** 2 / prior_var - 1.0 - torch.log(var_ratio)).sum(-1)
 
 
+def ar1_log_prob(z: torch.Tensor, log_tau: torch.Tensor, log_nvar: torch.Tensor) -> torch.Tensor:
+    """log p(z) under the AR(1) prior, summed over time and dimensions: z ``(..., T, D) -> (...)``;
+    ``log_tau`` and ``log_nvar`` broadcast against one step ``(..., D)`` (e.g. ``(D,)``)."""
+    alpha = torch.exp(-1.0 / torch.exp(log_tau))
+    noise_var = torch.exp(log_nvar)
+    process_var = noise_var / (1.0 - alpha ** 2)
+    first = z[..., 0, :]
+    rest = z[..., 1:, :]
+    first_log_p = gaussian_log_density(first, torch.zeros_like(first), process_var.expand_as(first))
+    rest_log_p = gaussian_log_density(rest, alpha.unsqueeze(-2) * z[..., :-1, :], noise_var.unsqueeze(-2).expand_as(rest))
+    return first_log_p.sum(-1) + rest_log_p.sum((-1, -2))
+
+
+def ar1_kl_one_sample(post_mean: torch.Tensor, post_std: torch.Tensor, sample: torch.Tensor,
+                      log_tau: torch.Tensor, log_nvar: torch.Tensor) -> torch.Tensor:
+    """Single-sample KL estimate log q(sample) - log p(sample) of a diagonal Gaussian posterior over
+    ``(..., T, D)`` to the AR(1) prior: ``-> (...)`` (prior parameters as in ``ar1_log_prob``)."""
+    log_q = gaussian_log_density(sample, post_mean, post_std ** 2).sum((-1, -2))
+    return log_q - ar1_log_prob(sample, log_tau, log_nvar)
+
+
 class AutoregressivePrior(nn.Module):
-    """AR(1) prior over controller outputs ``(B, T, D)`` with trainable log tau and log nvar per dimension."""
+    """The AR(1) prior's trainable parameters: log tau and log nvar per dimension ``(D,)``."""
 
     def __init__(self, dim: int, tau: float, nvar: float):
         super().__init__()
         self.log_tau = nn.Parameter(torch.full((dim,), math.log(tau)))
         self.log_nvar = nn.Parameter(torch.full((dim,), math.log(nvar)))
-
-    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(z) summed over time and dimensions: ``(B, T, D) -> (B,)``."""
-        alpha = torch.exp(-1.0 / torch.exp(self.log_tau))
-        noise_var = torch.exp(self.log_nvar)
-        process_var = noise_var / (1.0 - alpha ** 2)
-        first = gaussian_log_density(z[:, 0], torch.zeros_like(z[:, 0]), process_var.expand_as(z[:, 0]))
-        rest = gaussian_log_density(z[:, 1:], alpha * z[:, :-1], noise_var.expand_as(z[:, 1:]))
-        return first.sum(-1) + rest.sum((-1, -2))
-
-    def kl_one_sample(self, post_mean: torch.Tensor, post_std: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
-        """Single-sample KL estimate log q(sample) - log p(sample): ``(B, T, D) -> (B,)``."""
-        log_q = gaussian_log_density(sample, post_mean, post_std ** 2).sum((-1, -2))
-        return log_q - self.log_prob(sample)

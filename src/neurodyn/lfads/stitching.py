@@ -52,7 +52,8 @@ PCR_SMOOTH_BINS = 2.0
 
 
 class SessionReadin(nn.Module):
-    """Per-session read-in: ``(B, T, D)`` input over the union of the sessions' columns -> ``(B, T, readin_dim)``.
+    """The per-session read-in's weights: ``(B, T, D)`` input over the union of the sessions' columns ->
+    ``(B, T, readin_dim)`` (applied by ``StackedLfads._readin``).
 
     ``D`` = the combined neurons times ``columns_per_neuron`` (2 with ``mask_as_input``: the values,
     then the observed-entry indicators). ``weight`` ``(readin_dim, D)``; ``bias`` ``(sessions, readin_dim)``.
@@ -63,10 +64,6 @@ class SessionReadin(nn.Module):
         template = nn.Linear(input_dim, readin_dim)
         self.weight = nn.Parameter(template.weight.detach().clone())
         self.bias = nn.Parameter(template.bias.detach().clone().repeat(num_sessions, 1))
-
-    def forward(self, x: torch.Tensor, session: torch.Tensor) -> torch.Tensor:
-        """``x`` ``(B, T, D)`` zero outside each trial's session block; ``session`` ``(B,)`` int."""
-        return x @ self.weight.T + self.bias[session].unsqueeze(1)
 
 
 @dataclass(frozen=True)

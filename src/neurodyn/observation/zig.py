@@ -96,11 +96,19 @@ class SigmoidScales(nn.Module):
         return nn.functional.softplus(self.scales, beta=1.0 / SCALE_SOFTNESS)
 
     def forward(self, raw: torch.Tensor) -> torch.Tensor:
-        """raw ``(..., N, num_scaled)`` -> ``max(sigmoid(raw) * s, PARAM_FLOOR)`` of the same shape."""
-        return (torch.sigmoid(raw) * self.effective_scales().transpose(0, 1)).clamp_min(PARAM_FLOOR)
+        """raw ``(..., N, num_scaled)`` -> ``max(sigmoid(raw) * s, PARAM_FLOOR)`` of the same shape. A PBT
+        population's scales are stacked, ``(W, num_scaled, N)``, against raw ``(W, ..., N, num_scaled)``."""
+        scales = self.effective_scales().transpose(-1, -2)
+        if scales.dim() == 3:
+            scales = scales.view(scales.shape[0], *([1] * (raw.dim() - 3)), *scales.shape[1:])
+        return (torch.sigmoid(raw) * scales).clamp_min(PARAM_FLOOR)
 
-    def penalty(self) -> torch.Tensor:
-        return 0.5 * self.weight * (self.scales - self.prior).pow(2).sum()
+    def penalty(self, prior: torch.Tensor | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``0.5 * weight * sum (scales - prior)^2``; stacked scales with per-worker ``prior`` and ``weight``
+        ``(W,)`` give one penalty per worker ``(W,)``."""
+        if prior is None:
+            return 0.5 * self.weight * (self.scales - self.prior).pow(2).sum()
+        return (0.5 * weight) * (self.scales - prior.view(-1, 1, 1)).pow(2).flatten(1).sum(1)
 
     def configure(self, prior: float, weight: float) -> None:
         """New prior and penalty weight (PBT searches both); the trained scales are kept."""
