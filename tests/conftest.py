@@ -11,7 +11,7 @@ torch.set_num_threads(1)
 @pytest.fixture
 def recorded_training_masks(monkeypatch):
     """Every ``BatchMasks`` the trainer forms while the test runs, in order (``training_masks`` wrapped)."""
-    import neurodyn.train.trainer as trainer_module
+    import neurodyn.train.population_trainer as trainer_module  # where the training step forms them
 
     seen = []
     original = trainer_module.training_masks

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from neurodyn.lfads.augmentations import coordinated_dropout_mask, inference_masks, reconstruction_loss, training_masks
+from neurodyn.lfads.augmentations import coordinated_dropout_mask, inference_masks, training_masks
 from neurodyn.observation.poisson import poisson_nll
 
 
@@ -16,7 +16,7 @@ def _data_with_gaps(seed=0, shape=(6, 10, 5), missing=0.4):
 
 def _readout_gradient(data, masks):
     log_rate = torch.zeros(data.shape, requires_grad=True)
-    loss = reconstruction_loss(poisson_nll(log_rate, masks.target), masks)
+    loss = masks.reconstruction_loss(poisson_nll(log_rate, masks.target))
     loss.backward()
     return loss, log_rate.grad
 

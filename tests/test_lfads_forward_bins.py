@@ -10,7 +10,7 @@ import yaml
 from neurodyn.config import LfadsConfig, validate_config
 from neurodyn.data.seed_format import NeuralDataset, write_dataset
 from neurodyn.errors import NeurodynError
-from neurodyn.lfads.augmentations import reconstruction_loss, training_masks
+from neurodyn.lfads.augmentations import training_masks
 from neurodyn.lfads.model import LFADS
 from neurodyn.observation.poisson import Poisson
 from neurodyn.train.inference import infer, infer_empirical_bayes
@@ -91,7 +91,7 @@ def test_forward_bins_pass_gradient_on_every_observed_entry_under_cd():
     assert 0.3 < seen_passes.float().mean() < 0.7  # the seen bins keep CD
     output = model(masks.encoder_input, True, masks.encoder_visible)
     log_rate = output.readout.detach().requires_grad_()
-    reconstruction_loss(model.observation.elementwise_nll(log_rate, masks.target), masks).backward()
+    masks.reconstruction_loss(model.observation.elementwise_nll(log_rate, masks.target)).backward()
     grad = log_rate.grad[..., 0]
     # Poisson: d NLL / d log-rate = rate - count, non-zero on every observed entry.
     assert (grad[:, T - F:][observed[:, T - F:]] != 0).all()
@@ -106,8 +106,8 @@ def test_the_loss_includes_the_forward_bins():
     output = model(masks.encoder_input, False)
     changed = training_masks(_forward_changed(data), keep_ratio=1.0, encoder_input_mask=model.encoder_mask(T))
     torch.testing.assert_close(model(changed.encoder_input, False).readout, output.readout)
-    loss = reconstruction_loss(model.observation.elementwise_nll(output.readout, masks.target), masks)
-    changed_loss = reconstruction_loss(model.observation.elementwise_nll(output.readout, changed.target), changed)
+    loss = masks.reconstruction_loss(model.observation.elementwise_nll(output.readout, masks.target))
+    changed_loss = changed.reconstruction_loss(model.observation.elementwise_nll(output.readout, changed.target))
     assert float(changed_loss.detach()) > float(loss.detach())  # same rates, other forward counts: the loss saw them
 
 

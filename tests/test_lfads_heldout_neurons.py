@@ -71,7 +71,7 @@ def test_evaluate_reports_co_bps_on_the_heldout_neurons(tmp_path):
 def test_heldout_neurons_pass_gradient_on_every_observed_entry_under_cd():
     """CD masks the reconstruction of held-in neurons only: a held-out neuron is never encoder input, so
     every observed entry of it trains the readout."""
-    from neurodyn.lfads.augmentations import reconstruction_loss, training_masks
+    from neurodyn.lfads.augmentations import training_masks
 
     torch.manual_seed(0)
     model = LFADS(LfadsConfig(**SMALL, heldout_neurons=[1, 3]), 5, Poisson(5))
@@ -81,7 +81,7 @@ def test_heldout_neurons_pass_gradient_on_every_observed_entry_under_cd():
                            encoder_input_mask=model.encoder_input_mask)
     output = model(masks.encoder_input, True, masks.encoder_visible)
     log_rate = output.readout.detach().requires_grad_()
-    reconstruction_loss(model.observation.elementwise_nll(log_rate, masks.target), masks).backward()
+    masks.reconstruction_loss(model.observation.elementwise_nll(log_rate, masks.target)).backward()
     observed = ~torch.isnan(data)
     heldout, heldin = [1, 3], [0, 2, 4]
     # Poisson: d NLL / d log-rate = rate - count, non-zero on every observed entry.
@@ -93,7 +93,7 @@ def test_heldout_neurons_pass_gradient_on_every_observed_entry_under_cd():
     # And the readout weights of a held-out neuron get gradient from all its observed entries: the
     # same gradient as a loss with no CD at all on that neuron.
     model.zero_grad()
-    reconstruction_loss(model.observation.elementwise_nll(output.readout, masks.target), masks).backward()
+    masks.reconstruction_loss(model.observation.elementwise_nll(output.readout, masks.target)).backward()
     assert model.readout.weight.grad[heldout].abs().sum(1).min() > 0
 
 

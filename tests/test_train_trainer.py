@@ -1,5 +1,7 @@
 """The training loop: NaN safety, schedules, mutable hyperparameters, exact resumption, learning."""
 
+import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -108,36 +110,66 @@ def test_short_training_run_recovers_lorenz_rates():
 
 @pytest.mark.parametrize("observation", ["poisson", "zig"])
 def test_shard_losses_add_up_to_the_whole_batch_loss_and_gradient(observation):
-    """BatchShare: the shards' losses (normalised by the whole batch) sum to the batch's loss, and
-    so do their gradients -- the basis of splitting a batch over threads."""
-    from neurodyn.lfads.augmentations import training_masks
-    from neurodyn.train.objective import BatchShare, lfads_loss
+    """The shards' losses (normalised by the whole batch, penalties in one shard) sum to the batch's
+    loss, and so do their gradients -- the basis of splitting a batch over threads."""
+    from neurodyn.lfads.stacked import ForwardNoise
+    from neurodyn.train.population_trainer import STEP_HYPERPARAMETERS, TRIAL_AXIS, state_keep_trial_axis
 
     data = _counts(shape=(12, 10, 5), missing=0.3)
     if observation == "zig":
         data = np.where(np.isnan(data), np.nan, data * 0.7)
-    trainer = LfadsTrainer(LfadsConfig(**TINY, co_dim=2, observation=observation), data, data[:4])
-    model, weights = trainer.model, trainer._weights()
-    model.eval()  # deterministic outputs: no dropout, posterior means
-    masks = training_masks(torch.as_tensor(data), 0.7, generator=torch.Generator().manual_seed(3))
-    params = [p for p in model.parameters() if p.requires_grad]
+    trainer = LfadsTrainer(LfadsConfig(**{**TINY, "batch_size": 12}, co_dim=2, observation=observation), data, data[:4])
+    engine = trainer.engine
+    inputs = engine._step_inputs([torch.arange(12)], torch.tensor([0.5]), torch.tensor([0.7]))
+    noise = engine._shard_noise(inputs, 0, 12, 10)  # the whole batch's, cut below as the shards' would be
+    inputs.update({f"noise.{field.name}": getattr(noise, field.name) for field in dataclasses.fields(noise)
+                   if getattr(noise, field.name) is not None})
+    hyper = dict(zip(STEP_HYPERPARAMETERS, inputs["hyper"].unbind(1)))
+    observed_total = inputs["observed"].sum((1, 2, 3)).clamp_min(1.0)
+    axes = {**TRIAL_AXIS, "noise.state_keep": state_keep_trial_axis(2)}
 
-    def loss_and_grads(shard_masks, share):
-        output = model(shard_masks.encoder_input, sample_posteriors=False)
-        terms = lfads_loss(model, output, shard_masks, weights, 0.5, 0.7, share)
-        grads = torch.autograd.grad(terms.total, params, allow_unused=True)
-        return terms, [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+    def terms_and_grads(start, size, carries_penalties):
+        part = {name: value.narrow(axes[name], start, size) if name in axes else value for name, value in inputs.items()}
+        part_noise = ForwardNoise(**{field.name: part.get(f"noise.{field.name}") for field in dataclasses.fields(noise)})
+        terms = engine._objective(part, part_noise, hyper, observed_total, 12, carries_penalties)
+        grads = torch.autograd.grad(terms[0, 0], engine.parameters, allow_unused=True)
+        return terms.detach(), [torch.zeros_like(p) if g is None else g for p, g in zip(engine.parameters, grads)]
 
-    whole, whole_grads = loss_and_grads(masks, None)
-    share = BatchShare.whole(masks)
-    parts = [loss_and_grads(masks.select(sl), BatchShare(share.observed, share.trials, carries_penalties=i == 0))
-             for i, sl in enumerate([slice(0, 5), slice(5, 12)])]
-    for field in ("total", "nll", "kl_ic", "kl_co", "l2"):
-        summed = sum(float(getattr(terms, field).detach()) for terms, _ in parts)
-        assert summed == pytest.approx(float(getattr(whole, field).detach()), rel=1e-5, abs=1e-9), field
+    whole, whole_grads = terms_and_grads(0, 12, True)
+    parts = [terms_and_grads(0, 5, True), terms_and_grads(5, 7, False)]
+    torch.testing.assert_close(parts[0][0] + parts[1][0], whole, rtol=1e-5, atol=1e-9)
     for index, grad in enumerate(whole_grads):
-        summed = parts[0][1][index] + parts[1][1][index]
-        torch.testing.assert_close(summed, grad, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(parts[0][1][index] + parts[1][1][index], grad, rtol=1e-4, atol=1e-6)
+
+
+def test_one_step_is_clipped_adam_as_torch_computes_it():
+    """Independent check of the step's optimiser: the gradient of the objective, clipped by
+    ``torch.nn.utils.clip_grad_norm_`` and applied by ``torch.optim.Adam``, gives the weights the
+    trainer's steps give (float64, a clip that binds, two steps so the moments count)."""
+    from neurodyn.train.population_trainer import STEP_HYPERPARAMETERS
+
+    data = _counts(shape=(16, 10, 5), missing=0.2)
+    config = LfadsConfig(**{**TINY, "batch_size": 16}, co_dim=2, max_grad_norm=0.05, adam_epsilon=1e-6)
+    trainer = LfadsTrainer(config, data, data[:4])
+    trainer.set_dtype(torch.float64)
+    reference = copy.deepcopy(trainer.model)
+    optimizer = torch.optim.Adam(reference.parameters(), lr=trainer.config.learning_rate_init, eps=config.adam_epsilon)
+    engine = trainer.engine
+    ramp = torch.ones(1, dtype=torch.float64)
+    for _ in range(2):
+        inputs = engine._step_inputs([torch.arange(16)], ramp, ramp)
+        hyper = dict(zip(STEP_HYPERPARAMETERS, inputs["hyper"].unbind(1)))
+        noise = engine._shard_noise(inputs, 0, 16, 10)
+        loss = engine._objective(inputs, noise, hyper, inputs["observed"].sum((1, 2, 3)).clamp_min(1.0), 16, True)[0, 0]
+        grads = torch.autograd.grad(loss, engine.parameters, allow_unused=True)
+        for parameter, grad in zip(reference.parameters(), grads):
+            parameter.grad = torch.zeros_like(parameter) if grad is None else grad[0].clone()
+        torch.nn.utils.clip_grad_norm_(list(reference.parameters()), config.max_grad_norm)
+        optimizer.step()
+        assert bool(engine._step(inputs)["taken"][0])
+        engine.adam_steps[0] += 1  # as _train_step counts a step taken
+        for name, value in reference.state_dict().items():
+            torch.testing.assert_close(trainer.model.state_dict()[name], value, rtol=1e-9, atol=1e-11, msg=name)
 
 
 def test_batch_threads_give_a_reproducible_run_that_learns():
@@ -151,8 +183,9 @@ def test_batch_threads_give_a_reproducible_run_that_learns():
         trainer = LfadsTrainer(config.model_copy(update={"learning_rate_init": 0.02}), data[:40], data[40:])
         assert trainer.batch_threads == 2
         shard_sizes = []
-        trainer.model.register_forward_pre_hook(
-            lambda module, args: shard_sizes.append(args[0].shape[0]) if module.training else None)
+        trainer.engine.model.register_forward_pre_hook(  # the step's model: workers, trials, bins, neurons
+            lambda module, args, kwargs: shard_sizes.append(args[0].shape[1]) if kwargs["sample_posteriors"] else None,
+            with_kwargs=True)
         rows = [trainer.step_epoch() for _ in range(6)]
         return trainer, rows, shard_sizes
 
@@ -175,18 +208,18 @@ def test_batch_threads_auto_follows_torch_threads_and_rejects_zero():
 
 def test_ext_input_is_batched_with_its_trials(monkeypatch):
     """Each trial's measured inputs reach the model beside that trial's data (training and validation)."""
-    from neurodyn.lfads.model import LFADS
+    from neurodyn.lfads.population import PopulationLFADS
 
     data = np.repeat(np.arange(24, dtype=np.float32)[:, None, None], 12, 1).repeat(5, 2)  # trial i counts i
     ext = np.repeat(np.arange(24, dtype=np.float32)[:, None, None], 12, 1).repeat(2, 2)
     pairs = []
-    original = LFADS.forward
+    original = PopulationLFADS.forward
 
-    def recording(self, encoder_input, *args, ext_input=None, **kwargs):
-        pairs.append((encoder_input[:, 0, 0].detach().clone(), ext_input[:, 0, 0].clone()))
+    def recording(self, encoder_input, *args, ext_input=None, **kwargs):  # the step's model: a worker axis first
+        pairs.append((encoder_input[0, :, 0, 0].detach().clone(), ext_input[0, :, 0, 0].clone()))
         return original(self, encoder_input, *args, ext_input=ext_input, **kwargs)
 
-    monkeypatch.setattr(LFADS, "forward", recording)
+    monkeypatch.setattr(PopulationLFADS, "forward", recording)
     config = LfadsConfig(**{**TINY, "batch_size": 5}, ext_input_dim=2, keep_ratio=1.0, co_dim=2)
     trainer = LfadsTrainer(config, data[:16], data[16:], train_ext_input=ext[:16], valid_ext_input=ext[16:])
     trainer.step_epoch()
@@ -223,18 +256,18 @@ def test_write_generator_states_may_change_but_ext_input_dim_may_not():
 
 
 def test_cd_and_temporal_shift_leave_ext_input_unchanged(monkeypatch):
-    from neurodyn.lfads.model import LFADS
+    from neurodyn.lfads.population import PopulationLFADS
 
     data = _counts()
     ext = np.random.default_rng(4).normal(size=(24, 12, 2)).astype(np.float32)
     seen = []
-    original = LFADS.forward
+    original = PopulationLFADS.forward
 
-    def recording(self, *args, ext_input=None, **kwargs):
-        seen.append(ext_input.numpy().copy())
+    def recording(self, *args, ext_input=None, **kwargs):  # the step's model: a worker axis first
+        seen.append(ext_input[0].numpy().copy())
         return original(self, *args, ext_input=ext_input, **kwargs)
 
-    monkeypatch.setattr(LFADS, "forward", recording)
+    monkeypatch.setattr(PopulationLFADS, "forward", recording)
     config = LfadsConfig(**TINY, ext_input_dim=2, keep_ratio=0.5, temporal_shift_std=2.0)
     LfadsTrainer(config, data[:16], data[16:], train_ext_input=ext[:16], valid_ext_input=ext[16:]).train_epoch()
     rows = np.concatenate(seen)

@@ -51,6 +51,11 @@ class BatchMasks:
         """Number of observed entries (at least 1): what the reconstruction NLL is averaged over."""
         return self.observed.sum().clamp_min(1.0)
 
+    def reconstruction_loss(self, elementwise_nll: torch.Tensor) -> torch.Tensor:
+        """``reconstruction_loss`` of ``elementwise_nll`` ``(B, T, N)`` over these masks: the mean over the
+        observed entries, gradient only through ``grad_mask``."""
+        return reconstruction_loss(elementwise_nll, self.observed, self.grad_mask, self.observed_count())
+
     def select(self, trials: slice) -> "BatchMasks":
         """The masks of a subset of the batch's trials (views, no copies)."""
         return BatchMasks(self.encoder_input[trials], self.target[trials], self.observed[trials],
@@ -126,14 +131,14 @@ def inference_masks(data: torch.Tensor) -> BatchMasks:
     return training_masks(data, keep_ratio=1.0)
 
 
-def reconstruction_loss(elementwise_nll: torch.Tensor, masks: BatchMasks,
-                        normaliser: torch.Tensor | float | None = None) -> torch.Tensor:
-    """Mean NLL over the observed entries, with gradient only through ``masks.grad_mask``.
+def reconstruction_loss(elementwise_nll: torch.Tensor, observed: torch.Tensor, grad_mask: torch.Tensor,
+                        normaliser: torch.Tensor | float, dim: tuple[int, ...] | None = None) -> torch.Tensor:
+    """The NLL summed over the ``observed`` entries and divided by ``normaliser`` (e.g. their count, or a
+    whole batch's count for a shard of it), with gradient only through ``grad_mask`` (CD, SBTT).
 
     The value covers every observed entry (so it is comparable with the validation NLL); the
-    detached entries contribute to the value but not to the gradient. ``normaliser``: the number of
-    observed entries to divide by (default: those of ``masks``; a shard of a batch passes the
-    whole batch's count so that the shards' losses add up to the batch's).
+    detached entries contribute to the value but not to the gradient. ``dim``: the axes summed
+    (default all; ``(1, 2, 3)`` keeps a leading worker axis).
     """
-    nll = torch.where(masks.grad_mask > 0, elementwise_nll, elementwise_nll.detach())
-    return masked_nll_sum(nll, masks.observed) / (masks.observed_count() if normaliser is None else normaliser)
+    nll = torch.where(grad_mask > 0, elementwise_nll, elementwise_nll.detach())
+    return masked_nll_sum(nll, observed, dim) / normaliser

@@ -33,8 +33,10 @@ class PopulationLFADS(StackedLfads):
     penalty weight) are set with ``set_worker_settings``.
     """
 
-    def __init__(self, template: LFADS, num_workers: int):
+    def __init__(self, template: LFADS, num_workers: int, share_weights: bool = False):
         super().__init__()
+        if share_weights and num_workers != 1:
+            raise NeurodynError("only a population of one can share its model's weights")
         self.num_workers = num_workers
         self.num_neurons = template.num_neurons
         self.ic_dim, self.co_dim, self.ext_input_dim = template.ic_dim, template.co_dim, template.ext_input_dim
@@ -46,8 +48,10 @@ class PopulationLFADS(StackedLfads):
         self.cell_clip_value = template.cell_clip_value
         self.state_keys = list(template.state_dict().keys())
         self.parameter_names = [name for name, _ in template.named_parameters()]
+        # Shared: worker 0's weights are views of the template's (an update of either is an update of both).
         self.weights = nn.ParameterDict({
-            _key(name): nn.Parameter(value.detach().unsqueeze(0).repeat(num_workers, *([1] * value.dim())))
+            _key(name): nn.Parameter(value.detach().unsqueeze(0) if share_weights
+                                     else value.detach().unsqueeze(0).repeat(num_workers, *([1] * value.dim())))
             for name, value in template.named_parameters()})
         for name, value in template.named_buffers():
             self.register_buffer(_key(name), value.detach().unsqueeze(0).repeat(num_workers, *([1] * value.dim())))
@@ -80,6 +84,14 @@ class PopulationLFADS(StackedLfads):
                                     "than model 0; every worker of a population must share them")
             population.load_worker_state(k, state)
             population.set_worker_settings(k, model)
+        return population
+
+    @classmethod
+    def sharing(cls, model: LFADS) -> "PopulationLFADS":
+        """A population of one whose weights are ``model``'s own (views, not copies): training it trains
+        ``model``. A change of the model's dtype or device gives it new tensors and ends the sharing."""
+        population = cls(model, 1, share_weights=True)
+        population.set_worker_settings(0, model)
         return population
 
     def set_worker_settings(self, k: int, model_or_settings) -> None:

@@ -1,10 +1,12 @@
-"""Training a PBT population as one batched model, each worker exactly as ``LfadsTrainer`` would.
+"""The LFADS training step, for one model and for a PBT population: one batched model, W workers.
 
 ``PopulationTrainer`` trains W workers that share an architecture and their data (with its measured
 inputs and, for a stitched model, each trial's session). The weights of
 all workers are one ``PopulationLFADS`` (a leading worker axis on every tensor) and so are Adam's
-moments; one training step is one batched forward and backward pass for every worker. What is per
-worker is held per worker:
+moments; one training step is one batched forward and backward pass for every worker. One model's
+``LfadsTrainer`` trains through a population of one that shares its model's weights
+(``PopulationLFADS.sharing``): the step, the objective, the gradient clipping and Adam are written
+once, here. What is per worker is held per worker:
 
 * hyperparameters (learning rate, dropout keep_prob, CD keep_ratio and cd_pass_fraction, KL and L2
   weights, loss_scale, max_grad_norm, Adam epsilon, temporal_shift_std, the observation scales'
@@ -15,10 +17,14 @@ worker is held per worker:
   history and random stream: kept in one ``LfadsTrainer`` per worker (its *member*), whose model
   and optimiser are only written when a worker's state is exported (``state_dict_of``).
 
-Worker k draws its random numbers (batch order, SBTT/CD masks and temporal shifts, the shard seed,
-dropout masks, posterior noise) from its member's generator in exactly the order ``LfadsTrainer``
-does with one shard (``batch_threads: 1``), so worker k follows the run of a single trainer with
-the same seed and hyperparameters (a loop over workers draws the numbers; the compute is batched).
+On a CPU a batch can be split into shards of at least ``MIN_SHARD_TRIALS`` trials, one per thread
+(``threads``; one model's ``batch_threads``), each run forward and backward on its own core with torch's
+own threads set to one; the shards' losses are normalised by the whole batch, so the summed gradient
+is the batch's, and they are summed in shard order, so a seed gives the same run whatever the timing.
+Worker k draws its random numbers (batch order, SBTT/CD masks and temporal shifts, one seed per
+shard, then each shard's dropout masks and posterior noise from a generator seeded with it) from its
+member's generator in a fixed order, so worker k follows the run of a single trainer with the same
+seed, hyperparameters and shards (a loop over workers draws the numbers; the compute is batched).
 Every worker must use the same ``batch_size``. There is no ``fit``: PBT trains each generation for a
 fixed number of epochs (``step_epoch``), and stopping one worker early while the others train on is
 left to the engine. Validation batches use worker 0's
@@ -32,19 +38,25 @@ record them once per batch shape and replay them: one launch per step instead of
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import dataclasses
+import functools
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from neurodyn.errors import NeurodynError
-from neurodyn.lfads.augmentations import inference_masks, training_masks
+from neurodyn.lfads.augmentations import inference_masks, reconstruction_loss, training_masks
 from neurodyn.lfads.population import ForwardNoise, PopulationLFADS
 from neurodyn.observation.base import masked_nll_sum
 from neurodyn.train.cuda_graphs import CapturedStep, cuda_graphs_enabled
 from neurodyn.train.schedules import linear_ramp
-from neurodyn.train.trainer import LfadsTrainer
+
+if TYPE_CHECKING:  # the trainer of one model trains through this module
+    from neurodyn.train.trainer import LfadsTrainer
 
 # Adam's moment decay rates: torch's defaults, which LfadsTrainer uses.
 ADAM_BETAS = (0.9, 0.999)
@@ -56,6 +68,41 @@ TERM_NAMES = ("loss", "train_nll", "kl_ic", "kl_co", "l2")
 STEP_CONFIG_VALUES = ("loss_scale", "kl_ic_weight", "kl_co_weight", "l2_gen_scale", "l2_con_scale",
                       "max_grad_norm", "adam_epsilon")
 STEP_HYPERPARAMETERS = (*STEP_CONFIG_VALUES, "scale_prior", "scale_weight")
+# Fewer trials than this per shard and a thread costs more than it saves.
+MIN_SHARD_TRIALS = 16
+# The trial axis of each tensor a step reads (the others are per worker and not split into shards).
+TRIAL_AXIS = {"encoder_input": 1, "target": 1, "observed": 1, "grad_mask": 1, "encoder_visible": 1,
+              "ext_input": 1, "session": 1, "noise.input_keep": 1, "noise.ic_final_keep": 1, "noise.ic_noise": 1,
+              "noise.gen_init_keep": 1, "noise.ci_keep": 1, "noise.co_noise": 2}
+
+
+@contextlib.contextmanager
+def sharing_cpu(threads: int):
+    """A pool of ``threads`` batch threads (None for one), with torch's own CPU threads set to one
+    meanwhile: each batch thread then runs its shard on its own core instead of all of them fighting
+    over every small operation."""
+    if threads <= 1:
+        yield None
+        return
+    intra_op_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="neurodyn-batch") as pool:
+            yield pool
+    finally:
+        torch.set_num_threads(intra_op_threads)
+
+
+def shard_bounds(batch: int, threads: int) -> list[int]:
+    """Where a batch of ``batch`` trials is cut into up to ``threads`` shards of at least ``MIN_SHARD_TRIALS``."""
+    shards = max(1, min(threads, batch // MIN_SHARD_TRIALS))
+    return np.linspace(0, batch, shards + 1).round().astype(int).tolist()
+
+
+def state_keep_trial_axis(co_dim: int) -> int:
+    """The trial axis of the generator states' dropout multipliers: ``(W, T + 1, B, G)`` with a controller
+    (the decoder's per-step masks), ``(W, B, T, G)`` without."""
+    return 2 if co_dim > 0 else 1
 
 
 class PopulationTrainer:
@@ -63,7 +110,10 @@ class PopulationTrainer:
     batched population. Each member's current state (weights, Adam state, schedule, bookkeeping) is
     taken over; ``dtype`` (e.g. ``torch.float64``) converts the members first."""
 
-    def __init__(self, members: list[LfadsTrainer], dtype: torch.dtype | None = None):
+    def __init__(self, members: list[LfadsTrainer], dtype: torch.dtype | None = None, threads: int = 1,
+                 share_weights: bool = False):
+        """``threads``: batch threads per step (CPU; see the module docstring). ``share_weights``: train the
+        one member's own model (``PopulationLFADS.sharing``) instead of a stacked copy."""
         if not members:
             raise NeurodynError("a population needs at least one worker")
         if dtype is not None:
@@ -84,7 +134,14 @@ class PopulationTrainer:
         self.train_data, self.valid_data = first.train_data, first.valid_data
         self.train_ext_input, self.valid_ext_input = first.train_ext_input, first.valid_ext_input
         self.train_session, self.valid_session = first.train_session, first.valid_session
-        self.model = PopulationLFADS.from_models([member.model for member in members])
+        self.threads = threads
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        if share_weights:
+            if len(members) != 1:
+                raise NeurodynError("only a population of one can share its model's weights")
+            self.model = PopulationLFADS.sharing(first.model)
+        else:
+            self.model = PopulationLFADS.from_models([member.model for member in members])
         self.parameters = [parameter for _, parameter in self.model.stacked_parameters()]
         self.exp_avg = [torch.zeros_like(p) for p in self.parameters]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.parameters]
@@ -103,6 +160,8 @@ class PopulationTrainer:
                      train_condition=None) -> "PopulationTrainer":
         """A new population of ``len(configs)`` workers (each ``LfadsConfig`` its own seed and hyperparameters);
         the data arguments as ``LfadsTrainer``'s."""
+        from neurodyn.train.trainer import LfadsTrainer
+
         members = [LfadsTrainer(config, train_data, valid_data, device=device, train_ext_input=train_ext_input,
                                 valid_ext_input=valid_ext_input, train_session=train_session,
                                 valid_session=valid_session, train_condition=train_condition) for config in configs]
@@ -143,11 +202,13 @@ class PopulationTrainer:
         sums = torch.zeros(self.num_workers, len(TERM_NAMES), dtype=torch.float64)
         starts = list(range(0, num_trials, batch_size))[:max_steps]
         seen = 0
-        for start in starts:
-            trials = [order[start:start + batch_size] for order in orders]
-            terms = self._train_step(trials, self._per_worker(ramps["kl"]), self._per_worker(ramps["l2"]))
-            sums += terms * len(trials[0])
-            seen += len(trials[0])
+        with sharing_cpu(self.threads) as self._pool:
+            for start in starts:
+                trials = [order[start:start + batch_size] for order in orders]
+                terms = self._train_step(trials, self._per_worker(ramps["kl"]), self._per_worker(ramps["l2"]))
+                sums += terms * len(trials[0])
+                seen += len(trials[0])
+        self._pool = None
         results = []
         for k in range(self.num_workers):
             row = {key: float(value) / seen for key, value in zip(TERM_NAMES, sums[k])}
@@ -173,28 +234,34 @@ class PopulationTrainer:
         numbers (drawn here, from its own stream, in ``LfadsTrainer``'s order), the ramps, and the
         per-worker hyperparameters and Adam step counts of this step."""
         masks, seeds, ext, sessions = [], [], [], []
+        bounds = shard_bounds(len(trials[0]), self.threads)
         for k, member in enumerate(self.members):
             c = member.config
             batch = self.train_data[trials[k]]
             masks.append(training_masks(batch, c.keep_ratio, c.cd_pass_fraction, member.generator,
                                         c.temporal_shift_std, self.model.encoder_mask(batch.shape[1])[k]))
-            # LfadsTrainer's shard seed (one shard): drawn after the masks, seeding the forward pass's stream.
-            seeds.append(torch.randint(0, 2 ** 62, (1,), generator=member.generator, device=self.device))
+            # One seed per shard, drawn after the masks, seeding that shard's forward pass's stream.
+            seeds.append(torch.randint(0, 2 ** 62, (len(bounds) - 1,), generator=member.generator, device=self.device))
             if self.train_ext_input is not None:
                 ext.append(self.train_ext_input[trials[k]])
             if self.train_session is not None:
                 sessions.append(self.train_session[trials[k]])
-        rngs = []
-        for seed in torch.cat(seeds).tolist():  # one wait for the device per step, not one per worker
-            rng = torch.Generator(device=self.device)
-            rng.manual_seed(seed)
-            rngs.append(rng)
         inputs = {name: torch.stack([getattr(m, name) for m in masks])
                   for name in ("encoder_input", "target", "observed", "grad_mask", "encoder_visible")}
-        batch, num_steps = inputs["target"].shape[1:3]
-        noise = self.model.draw_forward_noise(rngs, batch, num_steps, sample=True, like=inputs["target"])
-        inputs.update({f"noise.{field.name}": getattr(noise, field.name) for field in dataclasses.fields(noise)
-                       if getattr(noise, field.name) is not None})
+        inputs["shard_seeds"] = torch.stack(seeds).T  # (shards, W)
+        if len(bounds) == 2 or self.captured_step.enabled:
+            # The step then reads tensors only (as a recorded one must): its random numbers are drawn
+            # here, each shard's from its own seeds, joined along the trials. (Several shards on CPU
+            # threads draw their own, each on its thread.)
+            num_steps = inputs["target"].shape[2]
+            shard_noise = [self._shard_noise(inputs, shard, bounds[shard + 1] - bounds[shard], num_steps)
+                           for shard in range(len(bounds) - 1)]
+            axes = {**TRIAL_AXIS, "noise.state_keep": state_keep_trial_axis(self.model.co_dim)}
+            for field in dataclasses.fields(ForwardNoise):
+                parts = [getattr(noise, field.name) for noise in shard_noise]
+                if parts[0] is not None:
+                    name = f"noise.{field.name}"
+                    inputs[name] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=axes[name])
         if ext:
             inputs["ext_input"] = torch.stack(ext)
         if sessions:
@@ -210,31 +277,69 @@ class PopulationTrainer:
 
     def _step(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The step's arithmetic on ``_step_inputs``'s tensors alone (replayable as a CUDA graph): forward,
-        loss, gradients, per-worker clipping and Adam, the weights and moments written in place. Returns
-        ``terms`` ``(W, 5)`` and ``taken`` ``(W,)`` bool (False: the worker's step was not finite and was
-        skipped)."""
-        noise = ForwardNoise(**{field.name: inputs.get(f"noise.{field.name}") for field in dataclasses.fields(ForwardNoise)})
+        loss and gradients (per shard, see the module docstring), per-worker clipping and Adam, the
+        weights and moments written in place. Returns ``terms`` ``(W, 5)`` and ``taken`` ``(W,)`` bool
+        (False: the worker's step was not finite and was skipped)."""
+        hyper = dict(zip(STEP_HYPERPARAMETERS, inputs["hyper"].unbind(1)))
+        batch = inputs["target"].shape[1]
+        # The whole batch's normalisers, so that the shards' losses add up to the batch's.
+        observed_total = inputs["observed"].sum((1, 2, 3)).clamp_min(1.0)
+        axes = {**TRIAL_AXIS, "noise.state_keep": state_keep_trial_axis(self.model.co_dim)}
+        bounds = shard_bounds(batch, self.threads)
+
+        def shard(index: int) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+            start, size = bounds[index], bounds[index + 1] - bounds[index]
+            part = {name: value.narrow(axes[name], start, size) if name in axes else value
+                    for name, value in inputs.items()}
+            if "noise.ic_noise" in part:  # drawn beforehand (a recorded step)
+                noise = ForwardNoise(**{field.name: part.get(f"noise.{field.name}")
+                                        for field in dataclasses.fields(ForwardNoise)})
+            else:
+                noise = self._shard_noise(inputs, index, size, inputs["target"].shape[2])
+            terms = self._objective(part, noise, hyper, observed_total, batch, carries_penalties=index == 0)
+            return terms.detach(), torch.autograd.grad(terms[:, 0].sum(), self.parameters, allow_unused=True)
+
+        shards = range(len(bounds) - 1)
+        results = list(self._pool.map(shard, shards)) if self._pool is not None and len(shards) > 1 \
+            else [shard(index) for index in shards]
+        terms = functools.reduce(torch.add, [shard_terms for shard_terms, _ in results])
+        gradients = []
+        for i, parameter in enumerate(self.parameters):
+            parts = [grads[i] for _, grads in results if grads[i] is not None]
+            gradients.append(functools.reduce(torch.add, parts) if parts else torch.zeros_like(parameter))
+        norms = self._clip_gradients(gradients, hyper["max_grad_norm"])
+        taken = torch.isfinite(norms) & torch.isfinite(terms[:, 0]) & ~self.model.isolated_workers()
+        self._adam_step(gradients, taken, inputs["adam_steps"], inputs["learning_rate"], hyper["adam_epsilon"])
+        return {"terms": terms, "taken": taken}
+
+    def _shard_noise(self, inputs: dict[str, torch.Tensor], shard: int, trials: int, num_steps: int) -> ForwardNoise:
+        """Shard ``shard``'s random numbers (``trials`` trials), each worker's from a generator seeded with
+        its seed for that shard (``inputs["shard_seeds"]`` ``(shards, W)``)."""
+        rngs = [torch.Generator(device=self.device).manual_seed(seed) for seed in inputs["shard_seeds"][shard].tolist()]
+        return self.model.draw_forward_noise(rngs, trials, num_steps, sample=True, like=inputs["target"])
+
+    def _objective(self, inputs: dict[str, torch.Tensor], noise: ForwardNoise, hyper: dict[str, torch.Tensor],
+                   observed_total: torch.Tensor, batch: int, carries_penalties: bool) -> torch.Tensor:
+        """The LFADS objective on (a shard of) a training batch, per worker ``(W, 5)``: loss, NLL, KL_ic,
+        KL_co, L2, where loss = loss_scale * (NLL + l2_ramp * L2 + kl_ramp * (kl_ic_weight * KL_ic +
+        kl_co_weight * KL_co)). NLL: the observed entries' sum over the whole batch's ``observed_total``
+        (gradient only where ``grad_mask`` lets it, see ``reconstruction_loss``); KL terms summed over
+        latent dimensions (and time) over the batch's ``batch`` trials; L2 the recurrent penalty plus the
+        observation model's own, carried by one shard only."""
         output = self.model(inputs["encoder_input"], sample_posteriors=True, encoder_visible=inputs["encoder_visible"],
                             noise=noise, ext_input=inputs.get("ext_input"), session=inputs.get("session"))
-        hyper = dict(zip(STEP_HYPERPARAMETERS, inputs["hyper"].unbind(1)))
-        observed, batch = inputs["observed"], inputs["target"].shape[1]
         elementwise = self.model.elementwise_nll(output.readout, inputs["target"])
-        # The value counts every observed entry; the gradient flows only where grad_mask allows
-        # (as lfads.augmentations.reconstruction_loss).
-        passing = torch.where(inputs["grad_mask"] > 0, elementwise, elementwise.detach())
-        nll = masked_nll_sum(passing, observed, dim=(1, 2, 3)) / observed.sum((1, 2, 3)).clamp_min(1.0)
+        nll = reconstruction_loss(elementwise, inputs["observed"], inputs["grad_mask"], observed_total, dim=(1, 2, 3))
         kl_ic = self.model.kl_ic(output).sum(1) / batch
         kl_co = self.model.kl_co(output).sum(1) / batch
-        l2 = self.model.recurrent_l2(hyper["l2_gen_scale"], hyper["l2_con_scale"]) \
-            + self.model.observation_penalty(hyper["scale_prior"], hyper["scale_weight"])
+        if carries_penalties:
+            l2 = self.model.recurrent_l2(hyper["l2_gen_scale"], hyper["l2_con_scale"]) \
+                + self.model.observation_penalty(hyper["scale_prior"], hyper["scale_weight"])
+        else:
+            l2 = torch.zeros_like(nll)
         kl = hyper["kl_ic_weight"] * kl_ic + hyper["kl_co_weight"] * kl_co
         total = hyper["loss_scale"] * (nll + inputs["l2_ramp"] * l2 + inputs["kl_ramp"] * kl)
-        gradients = torch.autograd.grad(total.sum(), self.parameters, allow_unused=True)
-        gradients = [torch.zeros_like(p) if g is None else g for p, g in zip(self.parameters, gradients)]
-        norms = self._clip_gradients(gradients, hyper["max_grad_norm"])
-        taken = torch.isfinite(norms) & torch.isfinite(total) & ~self.model.isolated_workers()
-        self._adam_step(gradients, taken, inputs["adam_steps"], inputs["learning_rate"], hyper["adam_epsilon"])
-        return {"terms": torch.stack([total, nll, kl_ic, kl_co, l2], dim=1).detach(), "taken": taken}
+        return torch.stack([total, nll, kl_ic, kl_co, l2], dim=1)
 
     @staticmethod
     def _clip_gradients(gradients: list[torch.Tensor], max_grad_norm: torch.Tensor) -> torch.Tensor:
@@ -270,18 +375,22 @@ class PopulationTrainer:
             exp_avg_sq.copy_(torch.where(keep, new_avg_sq, exp_avg_sq))
             parameter.copy_(torch.where(keep, new_parameter, parameter))
 
-    def validation_nll(self) -> list[float]:
-        """Each worker's mean NLL over the observed validation entries (posterior means, no dropout), as
-        ``LfadsTrainer.validation_nll``: every observed entry of the validation trials counts, those of
-        held-out neurons and forward-prediction bins included (the encoders never see them; the
-        readout predicts them). It is what early stopping, learning-rate decay and PBT fitness read."""
+    def validation_nll(self, data: torch.Tensor | None = None, ext_input: torch.Tensor | None = None,
+                       session: torch.Tensor | None = None) -> list[float]:
+        """Each worker's mean NLL over the observed entries (posterior means, no dropout, no CD): every
+        observed entry counts, those of held-out neurons and forward-prediction bins included (the
+        encoders never see them; the readout predicts them). It is what early stopping, learning-rate
+        decay and PBT fitness read. Default: the validation trials, their measured inputs and sessions;
+        other ``data`` ``(trials, T, N)`` comes with its own ``ext_input`` and ``session``."""
+        if data is None:
+            data, ext_input, session = self.valid_data, self.valid_ext_input, self.valid_session
         workers = self.num_workers
         totals = torch.zeros(workers, dtype=torch.float64)
         count = 0.0
         size = self.members[0].config.valid_batch_size
-        for start in range(0, self.valid_data.shape[0], size):
+        for start in range(0, data.shape[0], size):
             rows = slice(start, start + size)
-            masks = inference_masks(self.valid_data[rows])
+            masks = inference_masks(data[rows])
 
             def every_worker(tensor):
                 return tensor.unsqueeze(0).expand(workers, *tensor.shape)
@@ -289,10 +398,10 @@ class PopulationTrainer:
             inputs = {"encoder_input": every_worker(masks.encoder_input),
                       "encoder_visible": every_worker(masks.encoder_visible),
                       "target": every_worker(masks.target), "observed": every_worker(masks.observed)}
-            if self.valid_ext_input is not None:
-                inputs["ext_input"] = every_worker(self.valid_ext_input[rows])
-            if self.valid_session is not None:
-                inputs["session"] = every_worker(self.valid_session[rows])
+            if ext_input is not None:
+                inputs["ext_input"] = every_worker(ext_input[rows])
+            if session is not None:
+                inputs["session"] = every_worker(session[rows])
             totals += self.captured_validation(inputs)["nll_sum"].to(torch.float64).cpu()
             count += float(masks.observed.sum())
         return (totals / max(count, 1.0)).tolist()

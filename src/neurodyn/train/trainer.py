@@ -3,16 +3,14 @@
 ``LfadsTrainer`` owns the state of a training run — model, optimiser, learning-rate schedule,
 ramps, smoothed validation NLL, early stopping, the best weights — so that a single run
 (``fit``) and a PBT worker (which trains a few epochs, is compared, maybe copies another worker's
-state and hyperparameters) use the same code.
+state and hyperparameters) use the same code. Its training steps and validation passes are those
+of a PBT population (``train.population_trainer``), of one worker that shares this model's weights:
+one implementation of the step for one model and for many.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
 import copy
-import dataclasses
-import functools
 import math
 import time
 from typing import Any, Callable
@@ -23,41 +21,18 @@ import torch
 from neurodyn.config import SEARCHABLE_HYPERPARAMETERS, LfadsConfig
 from neurodyn.device import resolve_device
 from neurodyn.errors import NeurodynError
-from neurodyn.lfads.augmentations import inference_masks, training_masks
 from neurodyn.lfads.model import LFADS
 from neurodyn.lfads.stitching import initialise_stitched_model
-from neurodyn.observation.base import masked_nll_sum
 from neurodyn.observation.registry import make_observation_model, observation_class
 from neurodyn.train.defaults import resolve_data_defaults
-from neurodyn.train.objective import BatchShare, RegularisationWeights, lfads_loss
-from neurodyn.train.schedules import linear_ramp, smooth
+from neurodyn.train.population_trainer import PopulationTrainer
+from neurodyn.train.schedules import smooth
 
 # Hyperparameters that may change during training (PBT explores them); all others fix the architecture.
 MUTABLE_HYPERPARAMETERS = SEARCHABLE_HYPERPARAMETERS + (
     "valid_batch_size", "learning_rate_patience", "learning_rate_stop", "early_stopping_patience",
     "max_epochs", "posterior_samples", "write_generator_states",
 )
-
-# Fewer trials than this per shard and a thread costs more than it saves.
-MIN_SHARD_TRIALS = 16
-
-
-@contextlib.contextmanager
-def _sharing_cpu(threads: int):
-    """A pool of ``threads`` batch threads (None for one), with torch's own CPU threads set to one
-    meanwhile: each batch thread then runs its shard on its own core instead of all of them fighting
-    over every small operation."""
-    if threads <= 1:
-        yield None
-        return
-    intra_op_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="neurodyn-batch") as pool:
-            yield pool
-    finally:
-        torch.set_num_threads(intra_op_threads)
-
 
 class LfadsTrainer:
     """Trains LFADS on ``train_data`` and scores it on ``valid_data``, both ``(trials, T, N)`` with NaN = unobserved.
@@ -115,6 +90,7 @@ class LfadsTrainer:
         self.epochs_since_best = 0
         self.skipped_steps = 0
         self.notes: list[str] = []  # what a person should know about how training ended
+        self._engine: PopulationTrainer | None = None  # the steps' machinery, built when first needed
 
     # -- set-up -------------------------------------------------------------------------------
     def _ext_input_tensor(self, ext_input: np.ndarray | None, data: torch.Tensor, name: str) -> torch.Tensor | None:
@@ -159,6 +135,7 @@ class LfadsTrainer:
         """Compute in ``dtype`` from now on: model, data, measured inputs, Adam moments and best weights
         are converted (float64 lets tests compare implementations to tight tolerances; float32 is the
         default). The random streams are unchanged: each draw keeps the dtype it had."""
+        self._release_engine()  # new tensors: the engine's views of the old ones would not follow
         self.model.to(dtype)
         self.train_data, self.valid_data = self.train_data.to(dtype), self.valid_data.to(dtype)
         if self.train_ext_input is not None:
@@ -181,6 +158,7 @@ class LfadsTrainer:
         fixed = sorted(set(updates) - set(MUTABLE_HYPERPARAMETERS))
         if fixed:
             raise ValueError(f"cannot change {fixed} after the model is built")
+        self._release_engine()
         self.config = LfadsConfig(**{**self.config.model_dump(), **updates})
         if "learning_rate_init" in updates:
             # A new learning rate replaces the current one; any other change keeps the rate the
@@ -194,34 +172,26 @@ class LfadsTrainer:
         self.model.observation.set_hyperparameters(self.config)
 
     # -- one epoch ----------------------------------------------------------------------------
-    def _weights(self) -> RegularisationWeights:
-        c = self.config
-        return RegularisationWeights(c.kl_ic_weight, c.kl_co_weight, c.l2_gen_scale, c.l2_con_scale, c.loss_scale)
+    @property
+    def engine(self) -> PopulationTrainer:
+        """The population of one that runs this trainer's steps on its own model's weights (built on first
+        use with ``batch_threads`` shard threads; the Adam moments live there meanwhile)."""
+        if self._engine is None:
+            self._engine = PopulationTrainer([self], threads=self.batch_threads, share_weights=True)
+        return self._engine
+
+    def _release_engine(self) -> None:
+        """Hand the engine's Adam state back to ``optimizer`` and drop the engine (before the model, its
+        settings or the optimiser change under it)."""
+        if self._engine is not None:
+            self.optimizer.load_state_dict(self._engine._optimizer_state(0, self))
+            self._engine.release_graphs()
+            self._engine = None
 
     def train_epoch(self) -> dict[str, float]:
         """One pass over the training trials in shuffled batches; returns trial-weighted means of the terms."""
         self.model.train()
-        c = self.config
-        kl_ramp = linear_ramp(self.epoch, c.kl_increase_epochs)
-        l2_ramp = linear_ramp(self.epoch, c.l2_increase_epochs)
-        weights = self._weights()
-        num_trials = self.train_data.shape[0]
-        order = torch.randperm(num_trials, device=self.device, generator=self.generator)
-        sums = {"loss": 0.0, "train_nll": 0.0, "kl_ic": 0.0, "kl_co": 0.0, "l2": 0.0}
-        threads = self.batch_threads
-        with _sharing_cpu(threads) as pool:
-            for start in range(0, num_trials, c.batch_size):
-                trials = order[start:start + c.batch_size]
-                batch = self.train_data[trials]
-                ext_batch = None if self.train_ext_input is None else self.train_ext_input[trials]
-                session_batch = None if self.train_session is None else self.train_session[trials]
-                terms = self._train_step(batch, weights, kl_ramp, l2_ramp, threads, pool, ext_batch, session_batch)
-                n = batch.shape[0]
-                for key, value in zip(sums, terms):
-                    sums[key] += value * n
-        result = {key: value / num_trials for key, value in sums.items()}
-        result.update(kl_ramp=kl_ramp, l2_ramp=l2_ramp)
-        return result
+        return self.engine.train_epoch()[0]
 
     @property
     def batch_threads(self) -> int:
@@ -229,57 +199,6 @@ class LfadsTrainer:
         if self.config.batch_threads != "auto":
             return self.config.batch_threads
         return torch.get_num_threads() if self.device.type == "cpu" else 1
-
-    def _train_step(self, batch: torch.Tensor, weights: RegularisationWeights, kl_ramp: float, l2_ramp: float,
-                    threads: int, pool: concurrent.futures.ThreadPoolExecutor | None,
-                    ext_batch: torch.Tensor | None = None,
-                    session_batch: torch.Tensor | None = None) -> tuple[float, ...]:
-        """One optimiser step on ``batch`` (with its measured inputs ``ext_batch`` and sessions
-        ``session_batch``, if any); returns the batch's (loss, nll, kl_ic, kl_co, l2).
-
-        The batch is split into up to ``threads`` shards of at least ``MIN_SHARD_TRIALS`` trials, each
-        run forward and backward on its own thread with its own seeded generator; the shards' losses
-        are normalised by the whole batch (``BatchShare``), so the summed gradient is the batch's.
-        The gradients are summed in shard order, so a seed gives the same run whatever the timing.
-        """
-        c = self.config
-        masks = training_masks(batch, c.keep_ratio, c.cd_pass_fraction, self.generator, c.temporal_shift_std,
-                               self.model.encoder_mask(batch.shape[1]))
-        num_shards = max(1, min(threads, batch.shape[0] // MIN_SHARD_TRIALS))
-        bounds = np.linspace(0, batch.shape[0], num_shards + 1).round().astype(int)
-        seeds = torch.randint(0, 2 ** 62, (num_shards,), generator=self.generator, device=self.device).tolist()
-        share = BatchShare.whole(masks)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-
-        def run_shard(index: int) -> tuple[tuple[float, ...], tuple[torch.Tensor | None, ...]]:
-            trials = slice(int(bounds[index]), int(bounds[index + 1]))
-            shard = masks.select(trials)
-            rng = torch.Generator(device=self.device)
-            rng.manual_seed(seeds[index])
-            output = self.model(shard.encoder_input, sample_posteriors=True, encoder_visible=shard.encoder_visible,
-                                rng=rng, ext_input=None if ext_batch is None else ext_batch[trials],
-                                session=None if session_batch is None else session_batch[trials])
-            terms = lfads_loss(self.model, output, shard, weights, kl_ramp, l2_ramp,
-                               dataclasses.replace(share, carries_penalties=index == 0))
-            grads = torch.autograd.grad(terms.total, params, allow_unused=True)
-            values = tuple(float(t.detach()) for t in (terms.total, terms.nll, terms.kl_ic, terms.kl_co, terms.l2))
-            return values, grads
-
-        if num_shards == 1:
-            results = [run_shard(0)]
-        else:
-            results = list(pool.map(run_shard, range(num_shards)))
-        for i, param in enumerate(params):
-            grads = [grad[i] for _, grad in results if grad[i] is not None]
-            param.grad = functools.reduce(torch.add, grads) if grads else None
-        terms = tuple(sum(values[k] for values, _ in results) for k in range(5))
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm)
-        if torch.isfinite(grad_norm) and math.isfinite(terms[0]):
-            self.optimizer.step()
-        else:
-            # A non-finite step would poison every weight; skip it and let validation report it.
-            self.skipped_steps += 1
-        return terms
 
     @torch.no_grad()
     def validation_nll(self, data: torch.Tensor | None = None, ext_input: torch.Tensor | None = None,
@@ -289,20 +208,8 @@ class LfadsTrainer:
         Default: the validation trials, their measured inputs and sessions; other ``data`` comes with
         its own ``ext_input`` ``(trials, T, ext_input_dim)`` when the model takes measured inputs, and
         ``session`` ``(trials,)`` for a stitched model."""
-        if data is None:
-            data, ext_input, session = self.valid_data, self.valid_ext_input, self.valid_session
         self.model.eval()
-        total, count = 0.0, 0.0
-        for start in range(0, data.shape[0], self.config.valid_batch_size):
-            rows = slice(start, start + self.config.valid_batch_size)
-            masks = inference_masks(data[rows])
-            output = self.model(masks.encoder_input, sample_posteriors=False, encoder_visible=masks.encoder_visible,
-                                ext_input=None if ext_input is None else ext_input[rows],
-                                session=None if session is None else session[rows])
-            nll = self.model.observation.elementwise_nll(output.readout, masks.target)
-            total += float(masked_nll_sum(nll, masks.observed))
-            count += float(masks.observed.sum())
-        return total / max(count, 1.0)
+        return self.engine.validation_nll(data, ext_input, session)[0]
 
     def step_epoch(self) -> dict[str, float]:
         """Train one epoch, validate, update the schedules and the best weights; returns the log row."""
@@ -396,6 +303,7 @@ class LfadsTrainer:
         A deep copy: torch's ``state_dict`` tensors alias the live weights and Adam moments, and a
         PBT worker that loaded them would otherwise keep training another worker's optimiser state.
         """
+        self._release_engine()
         return copy.deepcopy({
             "config": self.config.model_dump(),
             "observation_options": self.observation_options,
@@ -415,6 +323,7 @@ class LfadsTrainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a ``state_dict`` (the architecture must match; hyperparameters are taken from the state)."""
+        self._release_engine()
         self.config = LfadsConfig(**state["config"])
         self.model.load_state_dict(state["model"])
         self.model.set_keep_prob(self.config.keep_prob)
