@@ -32,7 +32,7 @@ from neurodyn.device import resolve_device
 from neurodyn.errors import NeurodynError
 from neurodyn.pbt.engines import (WorkerData, WorkerJob, WorkerResult, assign_devices, cpu_cores, deal_out,
                                   prepare_worker, process_data, start_process_pool, worker_result)
-from neurodyn.train.allocator import available_memory_bytes, keep_freed_memory
+from neurodyn.train.allocator import available_memory_bytes
 
 # Share of a GPU's free memory (or of the system's available memory) a population may plan to use (the
 # rest: allocator slack, fragmentation, other programs).
@@ -179,7 +179,6 @@ def train_population(jobs: list[WorkerJob], data: WorkerData, device: str | None
         return [result for group in groups for result in train_population(group, data, device)]
     from neurodyn.train.population_trainer import PopulationTrainer
 
-    keep_freed_memory()  # a population's activations would otherwise page-fault at every step
     started = time.perf_counter()
     members = [prepare_worker(job, data, device) for job in jobs]
     firsts = [len(member.history) for member in members]

@@ -52,6 +52,7 @@ from neurodyn.errors import NeurodynError
 from neurodyn.lfads.augmentations import inference_masks, reconstruction_loss, training_masks
 from neurodyn.lfads.population import ForwardNoise, PopulationLFADS
 from neurodyn.observation.base import masked_nll_sum
+from neurodyn.train.allocator import keep_freed_memory
 from neurodyn.train.cuda_graphs import CapturedStep, cuda_graphs_enabled
 from neurodyn.train.schedules import linear_ramp
 
@@ -134,6 +135,9 @@ class PopulationTrainer:
         self.train_data, self.valid_data = first.train_data, first.valid_data
         self.train_ext_input, self.valid_ext_input = first.train_ext_input, first.valid_ext_input
         self.train_session, self.valid_session = first.train_session, first.valid_session
+        # The step's large tensors (activations, the compiled kernels' saved gates) would otherwise be
+        # page-faulted in afresh at every step: one model's training lost 5-10% to it on 2 cores.
+        keep_freed_memory()
         self.threads = threads
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         if share_weights:
@@ -246,7 +250,7 @@ class PopulationTrainer:
                 ext.append(self.train_ext_input[trials[k]])
             if self.train_session is not None:
                 sessions.append(self.train_session[trials[k]])
-        inputs = {name: torch.stack([getattr(m, name) for m in masks])
+        inputs = {name: _stack([getattr(m, name) for m in masks])
                   for name in ("encoder_input", "target", "observed", "grad_mask", "encoder_visible")}
         inputs["shard_seeds"] = torch.stack(seeds).T  # (shards, W)
         if len(bounds) == 2 or self.captured_step.enabled:
@@ -263,9 +267,9 @@ class PopulationTrainer:
                     name = f"noise.{field.name}"
                     inputs[name] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=axes[name])
         if ext:
-            inputs["ext_input"] = torch.stack(ext)
+            inputs["ext_input"] = _stack(ext)
         if sessions:
-            inputs["session"] = torch.stack(sessions)
+            inputs["session"] = _stack(sessions)
         inputs["kl_ramp"], inputs["l2_ramp"] = kl_ramp, l2_ramp
         inputs["hyper"] = self._per_worker([[float(getattr(member.config, key)) for key in STEP_CONFIG_VALUES]
                                             + [self.model.scale_prior[k], self.model.scale_weight[k]]
@@ -355,25 +359,29 @@ class PopulationTrainer:
     @torch.no_grad()
     def _adam_step(self, gradients: list[torch.Tensor], taken: torch.Tensor, steps_before: torch.Tensor,
                    learning_rate: torch.Tensor, epsilon: torch.Tensor) -> None:
-        """torch's Adam (foreach, no weight decay) on the stacked tensors with per-worker learning rate,
+        """torch's Adam (no weight decay) on the stacked tensors with per-worker learning rate,
         epsilon and step count; a worker whose step is not ``taken`` keeps its weights and moments.
         ``steps_before`` and ``learning_rate`` ``(W,)`` float64: the bias corrections are computed in
         float64 and rounded once to the weights' dtype, as torch's Python-float scalars are."""
         beta1, beta2 = ADAM_BETAS
         steps = (steps_before + taken.to(torch.float64)).clamp_min(1.0)
         dtype = self.parameters[0].dtype
-        step_size = (-(learning_rate / (1 - beta1 ** steps))).to(dtype)
+        # A skipped worker's step size is 0 and its gradient is zeroed (it may not be finite): its moments
+        # and weights stay as they were. Everything is updated in place (no full-size temporaries but
+        # one per parameter), the same arithmetic as torch's Adam.
+        step_size = (-(learning_rate / (1 - beta1 ** steps))).to(dtype) * taken
         correction2_sqrt = ((1 - beta2 ** steps) ** 0.5).to(dtype)
+        first_decay = (1 - beta1) * taken.to(dtype)
+        # (full_like, not a tensor made from a Python number: no host-to-device copy inside a recorded graph)
+        second_decay = torch.where(taken, torch.full_like(first_decay, beta2), torch.ones_like(first_decay))
         for parameter, gradient, exp_avg, exp_avg_sq in zip(self.parameters, gradients, self.exp_avg, self.exp_avg_sq):
             shape = (-1, *([1] * (parameter.dim() - 1)))
-            keep = taken.view(shape)
-            new_avg = torch.lerp(exp_avg, gradient, 1 - beta1)
-            new_avg_sq = torch.addcmul(exp_avg_sq * beta2, gradient, gradient, value=1 - beta2)
-            denominator = new_avg_sq.sqrt() / correction2_sqrt.view(shape) + epsilon.view(shape)
-            new_parameter = parameter + step_size.view(shape) * (new_avg / denominator)
-            exp_avg.copy_(torch.where(keep, new_avg, exp_avg))
-            exp_avg_sq.copy_(torch.where(keep, new_avg_sq, exp_avg_sq))
-            parameter.copy_(torch.where(keep, new_parameter, parameter))
+            gradient.masked_fill_(~taken.view(shape), 0.0)
+            exp_avg.lerp_(gradient, first_decay.view(shape))
+            exp_avg_sq.mul_(second_decay.view(shape)).addcmul_(gradient, gradient, value=1 - beta2)
+            update = exp_avg_sq.sqrt().div_(correction2_sqrt.view(shape)).add_(epsilon.view(shape))
+            torch.div(exp_avg, update, out=update)
+            parameter.add_(update.mul_(step_size.view(shape)))
 
     def validation_nll(self, data: torch.Tensor | None = None, ext_input: torch.Tensor | None = None,
                        session: torch.Tensor | None = None) -> list[float]:
@@ -515,6 +523,11 @@ class PopulationTrainer:
             entry = state.get(index)
             exp_avg[k].copy_(entry["exp_avg"] if entry else torch.zeros_like(exp_avg[k]))
             exp_avg_sq[k].copy_(entry["exp_avg_sq"] if entry else torch.zeros_like(exp_avg_sq[k]))
+
+
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack``, without copying a single worker's tensor (a view with the worker axis)."""
+    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
 
 
 def _same_data(a: torch.Tensor, b: torch.Tensor) -> bool:
