@@ -113,7 +113,7 @@ def test_shard_losses_add_up_to_the_whole_batch_loss_and_gradient(observation):
     """The shards' losses (normalised by the whole batch, penalties in one shard) sum to the batch's
     loss, and so do their gradients -- the basis of splitting a batch over threads."""
     from neurodyn.lfads.stacked import ForwardNoise
-    from neurodyn.train.population_trainer import STEP_HYPERPARAMETERS, TRIAL_AXIS, state_keep_trial_axis
+    from neurodyn.train.population_trainer import STEP_HYPERPARAMETERS, trial_axes
 
     data = _counts(shape=(12, 10, 5), missing=0.3)
     if observation == "zig":
@@ -126,7 +126,7 @@ def test_shard_losses_add_up_to_the_whole_batch_loss_and_gradient(observation):
                    if getattr(noise, field.name) is not None})
     hyper = dict(zip(STEP_HYPERPARAMETERS, inputs["hyper"].unbind(1)))
     observed_total = inputs["observed"].sum((1, 2, 3)).clamp_min(1.0)
-    axes = {**TRIAL_AXIS, "noise.state_keep": state_keep_trial_axis(2)}
+    axes = trial_axes(2)
 
     def terms_and_grads(start, size, carries_penalties):
         part = {name: value.narrow(axes[name], start, size) if name in axes else value for name, value in inputs.items()}

@@ -35,7 +35,7 @@ def recurrent_backend(device: torch.device) -> str:
 
 
 def keep_multipliers(shape: tuple[int, ...], dropout_p: float, dtype: torch.dtype, device: torch.device,
-                      rng: torch.Generator) -> torch.Tensor:
+                     rng: torch.Generator | None) -> torch.Tensor:
     """Inverted-dropout multipliers: ``0`` or ``1 / (1 - dropout_p)`` per entry of ``shape``, drawn from ``rng``
     (None: torch's global generator); ones when ``dropout_p`` is 0 (no draw)."""
     if dropout_p == 0.0:

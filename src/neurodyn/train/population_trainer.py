@@ -15,7 +15,8 @@ once, here. What is per worker is held per worker:
   count and bias correction, a skipped (non-finite) step;
 * the learning-rate plateau schedule, ramps, smoothed validation NLL, early stopping, best weights,
   history and random stream: kept in one ``LfadsTrainer`` per worker (its *member*), whose model
-  and optimiser are only written when a worker's state is exported (``state_dict_of``).
+  and optimiser are only written when a worker's state is exported (``state_dict_of``); a population
+  of one that shares its member's weights trains the member's model itself.
 
 On a CPU a batch can be split into shards of at least ``MIN_SHARD_TRIALS`` trials, one per thread
 (``threads``; one model's ``batch_threads``), each run forward and backward on its own core with torch's
@@ -59,7 +60,7 @@ from neurodyn.train.schedules import linear_ramp
 if TYPE_CHECKING:  # the trainer of one model trains through this module
     from neurodyn.train.trainer import LfadsTrainer
 
-# Adam's moment decay rates: torch's defaults, which LfadsTrainer uses.
+# Adam's moment decay rates: torch's defaults (those of LfadsTrainer's optimiser, whose state format checkpoints keep).
 ADAM_BETAS = (0.9, 0.999)
 # torch.nn.utils.clip_grad_norm_ divides by (norm + this).
 CLIP_NORM_EPS = 1e-6
@@ -71,7 +72,8 @@ STEP_CONFIG_VALUES = ("loss_scale", "kl_ic_weight", "kl_co_weight", "l2_gen_scal
 STEP_HYPERPARAMETERS = (*STEP_CONFIG_VALUES, "scale_prior", "scale_weight")
 # Fewer trials than this per shard and a thread costs more than it saves.
 MIN_SHARD_TRIALS = 16
-# The trial axis of each tensor a step reads (the others are per worker and not split into shards).
+# The trial axis of each tensor a step reads (the others are per worker and not split into shards);
+# the generator states' dropout multipliers are added by ``trial_axes``, their axis depends on the model.
 TRIAL_AXIS = {"encoder_input": 1, "target": 1, "observed": 1, "grad_mask": 1, "encoder_visible": 1,
               "ext_input": 1, "session": 1, "noise.input_keep": 1, "noise.ic_final_keep": 1, "noise.ic_noise": 1,
               "noise.gen_init_keep": 1, "noise.ci_keep": 1, "noise.co_noise": 2}
@@ -100,10 +102,10 @@ def shard_bounds(batch: int, threads: int) -> list[int]:
     return np.linspace(0, batch, shards + 1).round().astype(int).tolist()
 
 
-def state_keep_trial_axis(co_dim: int) -> int:
-    """The trial axis of the generator states' dropout multipliers: ``(W, T + 1, B, G)`` with a controller
-    (the decoder's per-step masks), ``(W, B, T, G)`` without."""
-    return 2 if co_dim > 0 else 1
+def trial_axes(co_dim: int) -> dict[str, int]:
+    """``TRIAL_AXIS`` with the trial axis of the generator states' dropout multipliers: ``(W, T + 1, B, G)``
+    with a controller (the decoder's per-step masks), ``(W, B, T, G)`` without."""
+    return {**TRIAL_AXIS, "noise.state_keep": 2 if co_dim > 0 else 1}
 
 
 class PopulationTrainer:
@@ -207,12 +209,14 @@ class PopulationTrainer:
         starts = list(range(0, num_trials, batch_size))[:max_steps]
         seen = 0
         with sharing_cpu(self.threads) as self._pool:
-            for start in starts:
-                trials = [order[start:start + batch_size] for order in orders]
-                terms = self._train_step(trials, self._per_worker(ramps["kl"]), self._per_worker(ramps["l2"]))
-                sums += terms * len(trials[0])
-                seen += len(trials[0])
-        self._pool = None
+            try:
+                for start in starts:
+                    trials = [order[start:start + batch_size] for order in orders]
+                    terms = self._train_step(trials, self._per_worker(ramps["kl"]), self._per_worker(ramps["l2"]))
+                    sums += terms * len(trials[0])
+                    seen += len(trials[0])
+            finally:  # (an interrupted epoch must not leave a closed pool for the next one)
+                self._pool = None
         results = []
         for k in range(self.num_workers):
             row = {key: float(value) / seen for key, value in zip(TERM_NAMES, sums[k])}
@@ -260,7 +264,7 @@ class PopulationTrainer:
             num_steps = inputs["target"].shape[2]
             shard_noise = [self._shard_noise(inputs, shard, bounds[shard + 1] - bounds[shard], num_steps)
                            for shard in range(len(bounds) - 1)]
-            axes = {**TRIAL_AXIS, "noise.state_keep": state_keep_trial_axis(self.model.co_dim)}
+            axes = trial_axes(self.model.co_dim)
             for field in dataclasses.fields(ForwardNoise):
                 parts = [getattr(noise, field.name) for noise in shard_noise]
                 if parts[0] is not None:
@@ -288,7 +292,7 @@ class PopulationTrainer:
         batch = inputs["target"].shape[1]
         # The whole batch's normalisers, so that the shards' losses add up to the batch's.
         observed_total = inputs["observed"].sum((1, 2, 3)).clamp_min(1.0)
-        axes = {**TRIAL_AXIS, "noise.state_keep": state_keep_trial_axis(self.model.co_dim)}
+        axes = trial_axes(self.model.co_dim)
         bounds = shard_bounds(batch, self.threads)
 
         def shard(index: int) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
