@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from neurodyn.config import DEFAULT_SEARCH_SPACE, SearchSpec, validate_run_config
+from neurodyn.config import DEFAULT_SEARCH_SPACE, SearchSpec, validate_run_config, without_controller_search
 from neurodyn.errors import NeurodynError
 from neurodyn.pbt.search_space import as_config_value, explore, initial_values, limit
 
@@ -83,8 +83,15 @@ def test_run_config_splits_keys_and_defaults_to_the_published_search_space():
     assert config.pbt.num_workers == 4 and config.pbt.Duration == 30
     assert config.model.keep_ratio == 0.6 and config.model.co_dim == 2
     assert set(config.search_space) == set(DEFAULT_SEARCH_SPACE) - {"keep_ratio"}
-    autonomous = validate_run_config({"run_name": "r"})
+    autonomous = validate_run_config({"run_name": "r", "co_dim": 0})
     assert "kl_co_weight" not in autonomous.search_space and "l2_con_scale" not in autonomous.search_space
+    # co_dim 'auto' (the default): the controller's keys stay until the data decide.
+    undecided = validate_run_config({"run_name": "r"})
+    assert set(undecided.search_space) == set(DEFAULT_SEARCH_SPACE)
+    resolved = undecided.model.model_copy(update={"co_dim": 0})
+    assert set(without_controller_search(undecided.search_space, resolved)) == set(autonomous.search_space)
+    assert without_controller_search(undecided.search_space, resolved.model_copy(update={"co_dim": 4})) \
+        == undecided.search_space
 
 
 def test_run_config_errors():

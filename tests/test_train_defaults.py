@@ -11,7 +11,7 @@ import yaml
 from neurodyn.config import LfadsConfig
 from neurodyn.data.seed_format import write_dataset
 from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
-from neurodyn.train.defaults import (REFINE_UNOBSERVED, SPARSE_PASS, SPARSE_UNOBSERVED, auto_batch_size, auto_cd_pass_fraction,
+from neurodyn.train.defaults import (CONTROLLER_DIM, REFINE_UNOBSERVED, auto_co_dim, SPARSE_PASS, SPARSE_UNOBSERVED, auto_batch_size, auto_cd_pass_fraction,
                                      auto_inference, auto_kl_weight, KL_MAX_WEIGHT, KL_TRIAL_SHARE,
                                      auto_learning_rate, resolve_data_defaults)
 from neurodyn.train.run import train_model
@@ -57,7 +57,7 @@ def test_mask_as_input_auto_is_off_and_says_why(observation):
 
 def test_a_config_that_sets_a_key_keeps_it():
     config = LfadsConfig(batch_size=64, learning_rate_init=0.01, mask_as_input=False, cd_pass_fraction=0.0,
-                         inference="sample_average", kl_ic_weight=1e-4, kl_co_weight=1e-4)
+                         inference="sample_average", kl_ic_weight=1e-4, kl_co_weight=1e-4, co_dim=2)
     resolved, notes = resolve_data_defaults(config, np.full((480, 10, 6), np.nan))
     assert resolved == config and notes == []
     only_batch, _ = resolve_data_defaults(LfadsConfig(batch_size=64), np.zeros((480, 10, 6)))
@@ -79,11 +79,15 @@ def test_kl_weights_keep_a_trials_kl_at_most_a_share_of_its_summed_reconstructio
 
 def test_kl_weights_auto_count_the_data_bins_and_every_neuron_and_say_so():
     data = np.zeros((60, 180, 142))
-    config, notes = resolve_data_defaults(LfadsConfig(), data)
+    config, notes = resolve_data_defaults(LfadsConfig(co_dim=0), data)
     assert config.kl_ic_weight == config.kl_co_weight == auto_kl_weight(180 * 142)
     assert any(note.startswith(f"kl_ic_weight auto -> {auto_kl_weight(180 * 142):g} (25560 entries per trial")
                for note in notes)
     assert not any(note.startswith("kl_co_weight") for note in notes)  # no controller: nothing to say
+    # With the controller co_dim 'auto' gives these data, its KL weight is stated too.
+    controlled, notes = resolve_data_defaults(LfadsConfig(), data)
+    assert controlled.co_dim == CONTROLLER_DIM
+    assert any(note.startswith(f"kl_co_weight auto -> {auto_kl_weight(180 * 142):g}") for note in notes)
     # The event delay's padding bins are no entries of the data.
     padded = np.concatenate([data, np.full((60, 20, 142), np.nan)], axis=1)
     delayed, _ = resolve_data_defaults(LfadsConfig(event_delay_bins=20), padded)
@@ -102,6 +106,7 @@ def test_train_writes_and_logs_the_values_it_used(tmp_path):
     resolved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert (resolved["batch_size"], resolved["mask_as_input"]) == (16, False)  # 32 training trials of spike counts
     assert resolved["cd_pass_fraction"] == 0.0  # 3 of 6 neurons observed per bin: not sparse
+    assert resolved["co_dim"] == CONTROLLER_DIM and any(line.startswith("co_dim auto -> 4") for line in lines)
     assert resolved["inference"] == "sample_average"
     assert resolved["learning_rate_init"] == auto_learning_rate(16)
     assert "batch_size auto -> 16 (32 training trials: 2 steps per epoch)" in lines
@@ -191,3 +196,33 @@ def test_a_file_with_an_event_delay_gets_the_defaults_of_its_own_bins(tmp_path, 
         assert data.dataset.data.shape[1] == 10 + int(delay_ms / 20)
         resolved[delay_ms] = getattr(LfadsTrainer(data.config, **data.trainer_inputs()).config, key)
     assert resolved[0.0] == resolved[40.0] == expected
+
+
+def test_co_dim_auto_gives_a_controller_unless_the_data_are_sparse():
+    assert auto_co_dim(0.0) == auto_co_dim(0.75) == auto_co_dim(SPARSE_UNOBSERVED) == CONTROLLER_DIM > 0
+    assert auto_co_dim(32 / 35) == auto_co_dim(0.9) == 0  # 3 of 35 / 10 of 100 neurons observed per bin
+    # Staggered 2-photon sampling, one of 4 sub-frame bins observed per neuron: a controller.
+    two_photon = np.zeros((40, 16, 8))
+    for neuron in range(8):
+        two_photon[:, [b for b in range(16) if b % 4 != neuron % 4], neuron] = np.nan
+    config, notes = resolve_data_defaults(LfadsConfig(observation="zig"), two_photon)
+    assert config.co_dim == CONTROLLER_DIM and config.uses_controller
+    assert "co_dim auto -> 4 (25% of the training entries are observed: a controller infers inputs)" in notes
+    sparse = make_lorenz_spikes(num_neurons=35, num_samples=10, num_conditions=4, trials_per_condition=10, keep=3)
+    config, notes = resolve_data_defaults(LfadsConfig(), sparse.data)
+    assert config.co_dim == 0 and not config.uses_controller
+    assert "co_dim auto -> 0 (more than 80% of the training entries are unobserved: no controller)" in notes
+    kept, notes = resolve_data_defaults(LfadsConfig(co_dim=2), sparse.data)
+    assert kept.co_dim == 2 and not any(note.startswith("co_dim") for note in notes)
+
+
+def test_a_model_built_without_data_takes_co_dim_auto_as_no_controller():
+    from neurodyn.lfads.model import LFADS
+    from neurodyn.observation.registry import make_observation_model
+
+    config = LfadsConfig(ic_enc_dim=4, gen_dim=6, ic_dim=2, factors_dim=3)
+    assert config.co_dim == "auto" and config.controller_dim == 0
+    model = LFADS(config, 5, make_observation_model("poisson", 5))
+    assert model.co_dim == 0 and not hasattr(model, "ci_encoder")
+    controlled = LFADS(config.model_copy(update={"co_dim": 3}), 5, make_observation_model("poisson", 5))
+    assert controlled.co_dim == 3 and hasattr(controlled, "ci_encoder")

@@ -21,7 +21,8 @@ from neurodyn.errors import NeurodynError
 
 
 # The smallest value of keys that also accept 'auto' (their schema cannot carry ge/gt bounds).
-AUTO_FIELD_MINIMUM = {"batch_threads": 1, "event_delay_bins": 0, "batch_size": 1, "readin_dim": 1, "forward_bins": 0}
+AUTO_FIELD_MINIMUM = {"batch_threads": 1, "event_delay_bins": 0, "batch_size": 1, "readin_dim": 1, "forward_bins": 0,
+                      "co_dim": 0}
 AUTO_FIELD_POSITIVE = ("learning_rate_init",)
 AUTO_FIELD_FRACTION = ("cd_pass_fraction",)  # 'auto' or a number in [0, 1]
 
@@ -73,7 +74,10 @@ class LfadsConfig(BaseModel):
     ci_enc_dim: int = Field(64, ge=1, description="units per direction of the controller-input encoder BiGRU")
     ci_lag: int = Field(1, ge=0, description="time steps the controller inputs lag the data")
     con_dim: int = Field(64, ge=1, description="controller GRU units")
-    co_dim: int = Field(0, ge=0, description="inferred-input dimensions; 0 = autonomous generator (no controller)")
+    co_dim: int | Literal["auto"] = Field(
+        "auto", description="inferred-input dimensions of the controller; 0 = autonomous generator (no controller); "
+                            "'auto' = 4, or 0 when fewer than 1 in 5 of the training entries are observed (sparse "
+                            "SBTT data, where a controller measured worse)")
     ic_dim: int = Field(64, ge=1, description="dimensions of the initial-condition latent")
     gen_dim: int = Field(100, ge=1, description="generator GRU units")
     factors_dim: int = Field(40, ge=1, description="number of factors (normalised projection of the generator)")
@@ -163,7 +167,7 @@ class LfadsConfig(BaseModel):
             raise ValueError(f"expected one of {sorted(OBSERVATION_MODELS)}")
         return name
 
-    @field_validator("batch_threads", "event_delay_bins", "batch_size", "readin_dim", "forward_bins")
+    @field_validator("batch_threads", "event_delay_bins", "batch_size", "readin_dim", "forward_bins", "co_dim")
     @classmethod
     def _check_auto_or_count(cls, value, info):
         minimum = AUTO_FIELD_MINIMUM[info.field_name]
@@ -193,8 +197,14 @@ class LfadsConfig(BaseModel):
         return value
 
     @property
+    def controller_dim(self) -> int:
+        """``co_dim`` as a model built without data takes it: 'auto' is resolved from the training data
+        (``neurodyn.train.defaults``), and counts as 0 (no controller) until then."""
+        return 0 if self.co_dim == "auto" else int(self.co_dim)
+
+    @property
     def uses_controller(self) -> bool:
-        return self.co_dim > 0
+        return self.controller_dim > 0
 
 
 def closest_key(key: str, valid_keys: list[str]) -> str | None:
@@ -419,7 +429,7 @@ def validate_run_config(raw: dict[str, Any], source: str = "config") -> RunConfi
 
     A model key whose value is a mapping holds search settings; a plain value fixes the key. With no
     search settings at all, the published search space is used, minus any key the config fixes (and
-    minus the controller's keys when ``co_dim`` is 0).
+    minus the controller's keys when ``co_dim`` is 0, or resolves to 0 from the data when 'auto').
     """
     if not isinstance(raw, dict):
         raise NeurodynError(f"{source}: expected a mapping of keys to values, got {type(raw).__name__}")
@@ -453,10 +463,21 @@ def validate_run_config(raw: dict[str, Any], source: str = "config") -> RunConfi
     pbt = validate_config(pbt_raw, PbtSettings, source)
     model = validate_config(model_raw, LfadsConfig, source)
     if not search:
-        # Controller settings do nothing in an autonomous model (co_dim 0): do not spend the search on them.
-        unused = set() if model.uses_controller else {"l2_con_scale", "kl_co_weight"}
-        search = {k: v for k, v in DEFAULT_SEARCH_SPACE.items() if k not in model_raw and k not in unused}
+        search = {k: v for k, v in DEFAULT_SEARCH_SPACE.items() if k not in model_raw}
+        if model.co_dim != "auto":  # 'auto': the data decide (neurodyn.pbt.run, once they are read)
+            search = without_controller_search(search, model)
     return RunConfig(pbt=pbt, model=model, search_space=search)
+
+
+CONTROLLER_SEARCH_KEYS = ("l2_con_scale", "kl_co_weight")
+
+
+def without_controller_search(search: dict[str, SearchSpec], model: LfadsConfig) -> dict[str, SearchSpec]:
+    """``search`` minus the controller's keys when ``model`` has no controller (co_dim 0 or unresolved
+    'auto'): they do nothing in an autonomous model, so the search is not spent on them."""
+    if model.uses_controller:
+        return search
+    return {key: spec for key, spec in search.items() if key not in CONTROLLER_SEARCH_KEYS}
 
 
 def _describe_bounds(key: str) -> str:

@@ -72,7 +72,7 @@ class LFADS(StackedLfads):
         super().__init__()
         self.num_neurons = num_neurons
         self.ic_dim = config.ic_dim
-        self.co_dim = config.co_dim
+        self.co_dim = config.controller_dim
         self.ext_input_dim = config.ext_input_dim
         self.ci_lag = config.ci_lag
         self.ic_prior_var = config.ic_prior_var
@@ -96,8 +96,8 @@ class LFADS(StackedLfads):
         self.ic_to_generator = nn.Linear(config.ic_dim, config.gen_dim)
         if config.uses_controller:
             self.ci_encoder = BidirectionalEncoder(encoder_input_dim, config.ci_enc_dim)
-            self.co_prior = AutoregressivePrior(config.co_dim, config.co_prior_tau, config.co_prior_nvar)
-        self.decoder = Decoder(gen_dim=config.gen_dim, factors_dim=config.factors_dim, co_dim=config.co_dim,
+            self.co_prior = AutoregressivePrior(config.controller_dim, config.co_prior_tau, config.co_prior_nvar)
+        self.decoder = Decoder(gen_dim=config.gen_dim, factors_dim=config.factors_dim, co_dim=config.controller_dim,
                                con_dim=config.con_dim, ci_dim=2 * config.ci_enc_dim, ext_input_dim=config.ext_input_dim)
         self.observation = observation
         self.readout = nn.Linear(config.factors_dim, num_neurons * observation.params_per_neuron)

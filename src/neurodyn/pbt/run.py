@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Protocol
 import numpy as np
 import yaml
 
-from neurodyn.config import LfadsConfig, PbtSettings, RunConfig, config_to_yaml
+from neurodyn.config import LfadsConfig, PbtSettings, RunConfig, config_to_yaml, without_controller_search
 from neurodyn.data.atomic import write_text_atomic
 from neurodyn.data.seed_format import data_file_name
 from neurodyn.errors import NeurodynError, RunInterrupted
@@ -200,7 +200,9 @@ class PbtRun:
         # 'auto' settings resolved once from the training trials, so every worker (and worker 0's start
         # from the config) gets the same numbers.
         resolved, self.resolved_notes = resolve_data_defaults(self.config.model, dataset.data[self.split.train])
-        self.config = self.config.model_copy(update={"model": resolved})
+        self.config = self.config.model_copy(update={"model": resolved,
+                                                     "search_space": without_controller_search(
+                                                         self.config.search_space, resolved)})
         state = self._load_or_start()
         clock = time.perf_counter()
         if state.finished is None:
