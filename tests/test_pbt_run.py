@@ -12,14 +12,16 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from neurodyn.cli.main import main
 from neurodyn.config import LfadsConfig, load_run_config
-from neurodyn.data.seed_format import read_dataset, split_trials
+from neurodyn.data.seed_format import read_dataset, split_trials, write_dataset
 from neurodyn.pbt import engines
 from neurodyn.pbt.engines import WorkerData, WorkerJob, run_worker_generation
 from neurodyn.runs.checkpoint import decode_state
 from neurodyn.pbt.run import run_pbt
+from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
 
 import pbt_helpers
 from pbt_helpers import TINY_RUN, check_results, write_tiny_dataset
@@ -236,3 +238,25 @@ def test_ctrl_c_during_a_run_prints_one_line_and_keeps_the_completed_generations
     assert stderr.strip().splitlines()[-1].startswith("neurodyn: interrupted during generation")
     assert json.loads((tmp_path / "res" / "run.json").read_text())["status"] == "interrupted"
     assert json.loads(state_file.read_text())["generation"] >= 1
+
+
+def test_co_dim_auto_searches_the_controllers_keys_only_when_the_data_give_a_controller(tmp_path):
+    # Dense data: co_dim auto -> a controller, and the default search includes its keys; 1 of 10 neurons
+    # observed per bin: no controller, and the search leaves its keys out (they would do nothing).
+    searched = {}
+    for name, keep in (("dense", None), ("sparse", 1)):
+        folder = tmp_path / name
+        folder.mkdir()
+        data = folder / "tiny_data.h5"
+        write_dataset(data, make_lorenz_spikes(num_neurons=10, num_samples=12, num_conditions=4, trials_per_condition=8,
+                                               keep=keep, seed=1))
+        config = write_config(folder, num_workers=2, max_generations=1)
+        assert main(["run", str(config), "--data", str(data), "--out", str(folder / "res"), "--no-progress"]) == 0
+        log = (folder / "res" / "tiny" / "run.log").read_text()
+        searching = next(line for line in log.splitlines() if "searching " in line)
+        searched[name] = searching.split("searching ")[1].split(" (")[0].split(", ")
+        best = yaml.safe_load((folder / "res" / "pbt_best_model" / "config.yaml").read_text())
+        assert best["co_dim"] == (4 if keep is None else 0)
+    assert {"kl_co_weight", "l2_con_scale"} <= set(searched["dense"])
+    assert not {"kl_co_weight", "l2_con_scale"} & set(searched["sparse"])
+    assert set(searched["dense"]) - set(searched["sparse"]) == {"kl_co_weight", "l2_con_scale"}

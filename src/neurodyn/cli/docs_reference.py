@@ -111,7 +111,8 @@ a plain value fixes it. Searchable keys: {", ".join(f"`{key}`" for key in SEARCH
 {config_table(SearchSpec)}
 
 With no search settings at all, `neurodyn run` searches the published AutoLFADS space (minus the
-keys the config fixes, and minus `l2_con_scale` and `kl_co_weight` when `co_dim` is 0):
+keys the config fixes, and minus `l2_con_scale` and `kl_co_weight` when the model has no controller:
+`co_dim: 0`, or `co_dim: auto` resolved to 0 from sparse data):
 
 | key | `explore_range` | `init_sample_mode` |
 |---|---|---|

@@ -24,7 +24,7 @@ from neurodyn.data.atomic import write_text_atomic
 from neurodyn.data.seed_format import data_file_name
 from neurodyn.errors import NeurodynError, RunInterrupted
 from neurodyn.pbt.decisions import count_diverged, decide_after_generation, initial_population
-from neurodyn.pbt.engines import (EmbeddedEngine, RayEngine, WorkerData, WorkerJob, WorkerResult, cpu_cores,
+from neurodyn.pbt.engines import (EmbeddedEngine, RayEngine, WorkerData, WorkerJob, WorkerResult,
                                   default_max_processes)
 from neurodyn.pbt.population import StoppingRule
 from neurodyn.pbt.search_space import as_config_value
