@@ -25,7 +25,7 @@ def test_unknown_key_far_from_everything_has_no_suggestion():
     assert "did you mean" not in str(info.value)
 
 
-@pytest.mark.parametrize("key, value", [("keep_prob", 1.5), ("batch_size", 0), ("observation", "gaussian"),
+@pytest.mark.parametrize("key, value", [("keep_prob", 1.5), ("batch_size", 0), ("observation", "laplace"),
                                         ("device", "tpu"), ("gen_dim", "big")])
 def test_invalid_values_name_the_key(key, value):
     with pytest.raises(NeurodynError, match=f"key '{key}'"):

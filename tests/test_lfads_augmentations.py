@@ -76,3 +76,64 @@ def test_encoder_visible_marks_observed_entries_the_encoder_sees():
     expected = observed & ~dropped  # pure CD: every observed entry is either seen or dropped
     assert torch.equal(masks.encoder_visible > 0, expected)
     assert torch.equal(inference_masks(data).encoder_visible > 0, observed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Spike jitter
+
+
+def _jitter_destinations(counts, max_bins, draws=4000, seed=0):
+    """``draws`` jitters of ``counts`` ``(1, T, 1)``: the jittered series ``(draws, T)``."""
+    from neurodyn.lfads.augmentations import jitter_spikes
+
+    batch = torch.tensor(np.repeat(np.asarray(counts, dtype=np.float64)[None, :, None], draws, axis=0))
+    return jitter_spikes(batch, max_bins, torch.Generator().manual_seed(seed))[..., 0].numpy()
+
+
+def test_a_spike_moves_uniformly_over_the_offsets():
+    from scipy import stats
+
+    counts = np.zeros(11)
+    counts[5] = 1
+    moved = _jitter_destinations(counts, 2)
+    assert np.all(moved.sum(axis=1) == 1)
+    observed_bins = moved[:, 3:8].sum(axis=0)
+    assert moved[:, :3].sum() == 0 and moved[:, 8:].sum() == 0
+    assert stats.chisquare(observed_bins).pvalue > 1e-3  # uniform over bins 3..7
+
+
+def test_several_spikes_of_one_bin_split_as_a_uniform_multinomial():
+    counts = np.zeros(11)
+    counts[5] = 4
+    moved = _jitter_destinations(counts, 2)
+    # Each destination's count is Binomial(4, 1/5): mean 0.8, variance 0.64; any two have covariance -0.16.
+    np.testing.assert_allclose(moved[:, 3:8].mean(axis=0), 0.8, atol=0.05)
+    np.testing.assert_allclose(moved[:, 3:8].var(axis=0), 0.64, atol=0.06)
+    assert abs(np.cov(moved[:, 3], moved[:, 7])[0, 1] + 0.16) < 0.04
+
+
+def test_a_spike_stays_where_its_new_bin_is_outside_the_trial_or_unobserved():
+    counts = np.zeros(6)
+    counts[0] = 1
+    moved = _jitter_destinations(counts, 2)
+    # Offsets -2 and -1 leave the trial: the spike stays in bin 0 with probability 3/5.
+    np.testing.assert_allclose(moved[:, :3].mean(axis=0), [0.6, 0.2, 0.2], atol=0.03)
+    counts = np.array([0, np.nan, 0, 1, 0, 0, 0])
+    moved = _jitter_destinations(counts, 2)
+    assert np.isnan(moved[:, 1]).all()
+    # Bin 1 is unobserved: offset -2 keeps the spike in bin 3, which then gets 2/5 of the draws.
+    np.testing.assert_allclose(moved[:, [0, 2, 3, 4, 5]].mean(axis=0), [0, 0.2, 0.4, 0.2, 0.2], atol=0.03)
+
+
+def test_jitter_keeps_every_trial_and_neurons_count_and_feeds_input_and_target():
+    from neurodyn.lfads.augmentations import jitter_spikes
+
+    data = _data_with_gaps(seed=3, shape=(8, 30, 4), missing=0.2)
+    jittered = jitter_spikes(data, 3, torch.Generator().manual_seed(1))
+    assert torch.equal(torch.isnan(jittered), torch.isnan(data))
+    torch.testing.assert_close(torch.nansum(jittered, dim=1), torch.nansum(data, dim=1))
+    assert not torch.equal(torch.nan_to_num(jittered), torch.nan_to_num(data))
+    masks = training_masks(data, 1.0, generator=torch.Generator().manual_seed(1), spike_jitter_bins=3)
+    torch.testing.assert_close(masks.target, torch.nan_to_num(jittered))
+    torch.testing.assert_close(masks.encoder_input, masks.target)
+    assert jitter_spikes(data, 0) is data  # off: the batch itself

@@ -57,3 +57,34 @@ def test_ar1_prior_parameters_are_trainable():
     ar1_log_prob(torch.randn(2, 6, 3), prior.log_tau, prior.log_nvar).sum().backward()
     assert prior.log_tau.grad is not None and prior.log_nvar.grad is not None
     assert torch.allclose(prior.log_tau.detach().exp(), torch.full((3,), 10.0))
+
+
+def test_student_t_innovations_log_prob_matches_scipy():
+    tau, nvar, df, num_steps = 6.0, 0.2, 3.0, 10
+    prior = AutoregressivePrior(dim=2, tau=tau, nvar=nvar).double()
+    z = torch.randn(4, num_steps, 2, dtype=torch.float64) * 2
+    alpha = math.exp(-1.0 / math.exp(prior.log_tau[0].item()))
+    scale = math.sqrt(math.exp(prior.log_nvar[0].item()))
+    zn = z.numpy()
+    expected = (stats.t.logpdf(zn[:, 0], df, scale=scale / math.sqrt(1 - alpha ** 2)).sum(-1)
+                + stats.t.logpdf(zn[:, 1:] - alpha * zn[:, :-1], df, scale=scale).sum((-1, -2)))
+    ours = ar1_log_prob(z, prior.log_tau, prior.log_nvar, df=df).detach().numpy()
+    np.testing.assert_allclose(ours, expected, rtol=1e-10)
+
+
+def test_a_kick_costs_far_less_kl_under_student_t_innovations():
+    prior = AutoregressivePrior(dim=1, tau=10.0, nvar=0.1).double()
+    quiet = torch.zeros(1, 30, 1, dtype=torch.float64)
+    kicked = quiet.clone()
+    kicked[0, 15, 0] = 3.0  # one large input, about 10 innovation scales
+    mean, std = torch.zeros_like(quiet), torch.full_like(quiet, 0.05)
+
+    def kl(sample, df):
+        return ar1_kl_one_sample(mean, std, sample, prior.log_tau, prior.log_nvar, df).item()
+
+    gaussian_cost = kl(kicked, None) - kl(quiet, None)
+    student_cost = kl(kicked, 4.0) - kl(quiet, 4.0)
+    assert student_cost < gaussian_cost / 5
+    # The Student-t's gradient reaches the prior's parameters as the Gaussian's does.
+    ar1_kl_one_sample(mean, std, kicked, prior.log_tau, prior.log_nvar, 4.0).sum().backward()
+    assert prior.log_tau.grad.abs().item() > 0 and prior.log_nvar.grad.abs().item() > 0

@@ -148,3 +148,35 @@ def test_the_log_says_which_event_delay_is_removed_and_when_none_is():
     missing = describe_event_delay(LfadsConfig(observation="zig", event_delay_bins=0), {}, "d.h5")
     assert missing.startswith("no event-delay correction: d.h5 has no attribute 'event_delay_ms'")
     assert describe_event_delay(LfadsConfig(event_delay_bins=0), {}, "d.h5") is None
+
+
+def test_spike_jitter_trains_on_moved_spikes_and_is_refused_for_events(trained, tmp_path, capsys):
+    _, data_path, plain = trained
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump({**CONFIG, "spike_jitter_bins": 2}))
+    out = tmp_path / "jitter"
+    assert main(["train", str(config_path), "--data", str(data_path), "--out", str(out), "--no-progress"]) == 0
+    with open(plain / "train_log.csv") as f:
+        plain_loss = [float(row["train_nll"]) for row in csv.DictReader(f)]
+    with open(out / "train_log.csv") as f:
+        jitter_loss = [float(row["train_nll"]) for row in csv.DictReader(f)]
+    # Same seed, same starting weights: the jitter (its moved spikes and its draws) makes the losses differ.
+    assert len(jitter_loss) == len(plain_loss) and jitter_loss != plain_loss
+    config_path.write_text(yaml.safe_dump({**CONFIG, "spike_jitter_bins": 2, "observation": "zig"}))
+    assert main(["train", str(config_path), "--data", str(data_path), "--out", str(tmp_path / "zig")]) != 0
+    assert "spike_jitter_bins" in capsys.readouterr().err
+
+
+def test_student_t_controller_prior_trains_and_its_model_reloads(trained, tmp_path):
+    _, data_path, plain = trained
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump({**CONFIG, "co_prior": "student_t", "co_prior_df": 3.0}))
+    out = tmp_path / "student_t"
+    assert main(["train", str(config_path), "--data", str(data_path), "--out", str(out), "--no-progress"]) == 0
+    with open(plain / "train_log.csv") as f:
+        plain_kl = [float(row["kl_co"]) for row in csv.DictReader(f)]
+    with open(out / "train_log.csv") as f:
+        student_kl = [float(row["kl_co"]) for row in csv.DictReader(f)]
+    assert len(student_kl) == len(plain_kl) and student_kl != plain_kl
+    model, _ = load_trained_model(out)
+    assert model.co_prior_df == 3.0

@@ -40,7 +40,9 @@ class LfadsConfig(BaseModel):
     seed: int = Field(0, description="seed for the train/valid split, initial weights and sampling")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' uses a CUDA GPU when present")
     observation: str = Field("poisson", description="observation model: poisson (spike counts), zig (deconvolved "
-                                                   "calcium events, RADICaL) or gamma (rectified EMG)")
+                                                   "calcium events, RADICaL), gamma (rectified EMG), gaussian "
+                                                   "(continuous signals, a learned variance per channel) or mse "
+                                                   "(continuous signals, squared error)")
 
     # -- observation-model settings (used by the models that need them) ------------------------
     s_min: float | Literal["auto"] = Field(
@@ -51,6 +53,10 @@ class LfadsConfig(BaseModel):
     gamma_prior: float = Field(20.0, gt=0.0, description="ZIG/Gamma: prior value of the trainable sigmoid scales")
     l2_gamma_distance_scale: float = Field(1e-4, ge=0.0, description="ZIG/Gamma: penalty on scales' distance to the prior")
     temporal_shift_std: float = Field(0.0, ge=0.0, description="EMG augmentation: std (bins) of per-channel shifts; 0 = off")
+    spike_jitter_bins: int = Field(0, ge=0, description="spike-count augmentation: during training each spike moves "
+                                                        "by a uniform random offset of up to this many bins either "
+                                                        "way (staying put where that bin is outside the trial or "
+                                                        "unobserved); 0 = off; observation: poisson only")
 
     # -- data -------------------------------------------------------------------------------
     valid_ratio: float = Field(0.2, gt=0.0, lt=1.0, description="fraction of trials held out for validation")
@@ -100,7 +106,14 @@ class LfadsConfig(BaseModel):
     ic_prior_var: float = Field(0.1, gt=0.0, description="variance of the Gaussian IC prior")
     ic_post_var_min: float = Field(1e-4, ge=0.0, description="floor added to the IC posterior variance")
     co_prior_tau: float = Field(10.0, gt=0.0, description="initial AR(1) time constant (bins) of the controller prior")
-    co_prior_nvar: float = Field(0.1, gt=0.0, description="initial AR(1) noise variance of the controller prior")
+    co_prior_nvar: float = Field(0.1, gt=0.0, description="initial AR(1) noise variance of the controller prior "
+                                                         "(co_prior: student_t: the innovations' squared scale)")
+    co_prior: Literal["ar1", "student_t"] = Field(
+        "ar1", description="controller prior: 'ar1' (an AR(1) process with Gaussian innovations) or 'student_t' (the "
+                           "same process with heavy-tailed Student-t innovations: rare large inputs, such as kicks, "
+                           "cost less KL)")
+    co_prior_df: float = Field(5.0, gt=0.0, description="co_prior: student_t: degrees of freedom of the innovations "
+                                                        "(smaller = heavier tails)")
 
     # -- regularisation (PBT-searchable) ----------------------------------------------------
     keep_prob: float = Field(0.95, gt=0.0, le=1.0, description="dropout keep probability")
@@ -143,6 +156,10 @@ class LfadsConfig(BaseModel):
     write_generator_states: bool = Field(False, description="also write the generator states (gen_dim, num_samples, "
                                                             "trials), averaged over the posterior samples, to the "
                                                             "output files (large: gen_dim values per bin)")
+    tensorboard: bool = Field(False, description="also write TensorBoard event files to the run folder's tensorboard/ "
+                                                 "(needs neurodyn[tensorboard]): train: each epoch's losses, KL and "
+                                                 "L2 terms, ramps and learning rate; run: each worker's metric and "
+                                                 "hyperparameters per generation, in <run_name>/tensorboard/")
     inference: Literal["auto", "refined", "sample_average", "empirical_bayes"] = Field(
         "auto", description="how the output rates are inferred: 'sample_average': average over samples of each "
                             "trial's own posterior, the encoder's; 'refined': the same after refining each "
@@ -194,6 +211,14 @@ class LfadsConfig(BaseModel):
     def _check_auto_or_fraction(cls, value):
         if value != "auto" and not 0.0 <= value <= 1.0:
             raise ValueError("expected 'auto' or a number from 0 to 1")
+        return value
+
+    @field_validator("spike_jitter_bins")
+    @classmethod
+    def _check_spike_jitter(cls, value, info):
+        observation = info.data.get("observation", "poisson")
+        if value and observation != "poisson":
+            raise ValueError(f"jitter moves spikes: it needs observation: poisson, not {observation!r}")
         return value
 
     @property

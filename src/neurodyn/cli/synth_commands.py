@@ -42,6 +42,29 @@ def register(subparsers) -> None:
     _register_lorenz_kicks(kinds)
     _register_lorenz_2p(kinds)
     _register_lorenz_sessions(kinds)
+    _register_lorenz_continuous(kinds)
+
+
+def _register_lorenz_continuous(kinds) -> None:
+    continuous = kinds.add_parser(
+        "lorenz-continuous",
+        help="continuous signals (any sign) driven by the Lorenz system, for observation: gaussian or mse",
+        description="Lorenz latents -> random linear readout plus an offset per channel (the clean signal, both "
+        "signs) -> Gaussian noise with one standard deviation per channel. Writes data, truth (the clean signal), "
+        "latents and condition; attribute noise_std (per channel).",
+    )
+    continuous.add_argument("output", metavar="OUT.h5", help="file to write, e.g. traces_data.h5 for run_name 'traces'")
+    continuous.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    continuous.add_argument("--neurons", type=int, default=30, help="number of channels (default: 30)")
+    continuous.add_argument("--conditions", type=int, default=65, help="number of conditions (default: 65)")
+    continuous.add_argument("--trials-per-condition", type=int, default=8, help="trials per condition (default: 8)")
+    continuous.add_argument("--bins", type=int, default=50, help="time bins per trial (default: 50)")
+    continuous.add_argument("--bin-ms", type=float, default=20.0, help="bin width in ms (default: 20)")
+    continuous.add_argument("--noise", type=float, nargs=2, default=[0.3, 1.0], metavar=("LOW", "HIGH"),
+                            help="each channel's noise std is drawn uniformly from [LOW, HIGH], in units of the clean "
+                            "signal's std (default: 0.3 1.0)")
+    add_overwrite_flag(continuous)
+    continuous.set_defaults(func=run_lorenz_continuous)
 
 
 def _register_lorenz_sessions(kinds) -> None:
@@ -166,6 +189,21 @@ def run_lorenz_spikes(args: argparse.Namespace) -> int:
         f"spikes per bin; {np.nanmean(dataset.data[observed]):.2f} mean observed count; "
         f"{'behavior: velocity of latents 0, 1; ' if dataset.behavior is not None else ''}seed {args.seed}"
     )
+    return 0
+
+
+def run_lorenz_continuous(args: argparse.Namespace) -> int:
+    from neurodyn.data.seed_format import write_dataset
+    from neurodyn.synth.lorenz_continuous import make_lorenz_continuous
+
+    dataset = make_lorenz_continuous(num_neurons=args.neurons, num_samples=args.bins, bin_ms=args.bin_ms,
+                                     num_conditions=args.conditions, trials_per_condition=args.trials_per_condition,
+                                     noise_low=args.noise[0], noise_high=args.noise[1], seed=args.seed)
+    write_dataset(args.output, dataset)
+    print(f"wrote {args.output}: {dataset.num_trials} trials ({args.conditions} conditions x "
+          f"{args.trials_per_condition}) x {dataset.num_samples} bins of {args.bin_ms:g} ms x {dataset.num_neurons} "
+          f"channels; clean signal {dataset.truth.min():.2f} to {dataset.truth.max():.2f}, noise std "
+          f"{args.noise[0]:g}-{args.noise[1]:g} per channel; seed {args.seed}")
     return 0
 
 

@@ -4,6 +4,7 @@ File layout, as h5py reads it (MATLAB's column-major order makes it trials-last)
 
     data       (num_neurons, num_samples, num_trials)  float; NaN = neuron-time point not sampled
     truth      (num_neurons, num_samples, num_trials)  optional; true rate = expected count per bin
+                                                       (the clean signal of continuous data)
     latents    (num_latents, num_samples, num_trials)  optional; true latent states
     condition  (num_trials,)                           optional; integer condition label per trial
     heldout_neurons (k,)                               optional; neuron indices never shown to the
@@ -377,7 +378,8 @@ def _validate_split(split: np.ndarray, num_trials: int, source: str) -> None:
 
 
 def validate_values(dataset: NeuralDataset) -> None:
-    """Structure plus values: no infinities, no all-NaN trials, finite non-negative truth."""
+    """Structure plus values: no infinities, no all-NaN trials, a finite truth (the expected value of each entry:
+    rates for counts, the clean signal for continuous data, which may be negative)."""
     validate_structure(dataset)
     source = dataset.source
     if np.isinf(dataset.data).any():
@@ -392,8 +394,6 @@ def validate_values(dataset: NeuralDataset) -> None:
     if dataset.truth is not None:
         if not np.isfinite(dataset.truth).all():
             raise NeurodynError(f"{source}: key 'truth' holds NaN or infinite values; it must be a finite rate everywhere")
-        if (dataset.truth < 0).any():
-            raise NeurodynError(f"{source}: key 'truth' holds negative rates (min {dataset.truth.min():g})")
     if dataset.latents is not None and not np.isfinite(dataset.latents).all():
         raise NeurodynError(f"{source}: key 'latents' holds NaN or infinite values")
     if dataset.ext_input is not None and not np.isfinite(dataset.ext_input).all():

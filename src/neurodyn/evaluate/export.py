@@ -30,6 +30,7 @@ import numpy as np
 from neurodyn.data.atomic import atomic_path, write_h5_atomic
 from neurodyn.data.seed_format import read_dataset
 from neurodyn.errors import NeurodynError
+from neurodyn.observation.registry import observation_class
 from neurodyn.runs.layout import find_output_dir, output_file_name
 from neurodyn.runs.outputs import held_out_split, rates_in_file_order, read_run_outputs
 
@@ -43,11 +44,13 @@ NLB_DATASETS = {f"{name}{suffix}": bin_ms
 @dataclass(frozen=True)
 class RunArrays:
     """All trials of a run in data-file order: ``arrays`` name -> ``(trials, samples, dim)``;
-    ``trial_idx`` ``(trials,)`` rows of the data file; ``split`` ``(trials,)`` "train"/"valid"."""
+    ``trial_idx`` ``(trials,)`` rows of the data file; ``split`` ``(trials,)`` "train"/"valid";
+    ``observation``: the run's observation model (None for outputs that do not record it)."""
 
     arrays: dict
     trial_idx: np.ndarray
     split: np.ndarray
+    observation: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,7 +146,8 @@ def read_run_arrays(run_dir: str | os.PathLike, data_path: str | os.PathLike | N
         raise NeurodynError(f"{find_output_dir(run_dir, data_path)}: a trial appears in more than one split's "
                             "'trial_idx'")
     arrays = {name: np.concatenate([per_split[s][name] for s in splits])[order] for name in names}
-    return RunArrays(arrays=arrays, trial_idx=trial_idx[order], split=split[order])
+    return RunArrays(arrays=arrays, trial_idx=trial_idx[order], split=split[order],
+                     observation=outputs["train"].attrs.get("observation"))
 
 
 def export_run_to_nwb(run_dir: str | os.PathLike, data_path: str | os.PathLike, nwb_in: str | os.PathLike,
@@ -165,8 +169,10 @@ def export_run_to_nwb(run_dir: str | os.PathLike, data_path: str | os.PathLike, 
     control = np.repeat(run.trial_idx, num_samples).astype(np.uint32)
     control_description = [f"row {i} of the data file's trial axis ({run.split[k]} split)"
                            for k, i in enumerate(run.trial_idx)]
-    # Every rates array (sample-averaged, posterior-mean, ...) is an expected count per bin.
-    units = {name: "expected count per bin" if name.startswith("rates") else "a.u." for name in run.arrays}
+    # Every rates array (sample-averaged, posterior-mean, ...) is the observation model's expected value: a
+    # count per bin for spikes and events, the data's own units for continuous signals (as a Gaussian's std).
+    value_unit = observation_class(run.observation).value_unit if run.observation else "expected count per bin"
+    units = {name: value_unit for name in run.arrays if name.startswith("rates") or name == "std"}
     with atomic_path(nwb_out) as tmp:
         shutil.copyfile(nwb_in, tmp)
         try:

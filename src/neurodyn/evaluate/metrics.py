@@ -3,6 +3,8 @@
 - ``rate_r2``: how well inferred rates match the true rates (synthetic data only).
 - ``bits_per_spike``: how much better than a per-neuron constant rate the inferred rates explain
   the observed counts (Neural Latents Benchmark definition).
+- ``observed_r2`` and ``gaussian_log_likelihood``: the same questions for continuous signals (dF/F,
+  LFP power, EMG envelopes), where bits per spike cannot apply.
 - ``map_to_latents``: how linearly decodable the true latent states are from the inferred
   log-rates (ridge regression fit on training trials, scored on held-out trials).
 """
@@ -98,6 +100,51 @@ def bits_per_spike(rates: np.ndarray, counts: np.ndarray) -> float:
     nll_model = _total_poisson_nll(rates[observed], counts[observed])
     nll_null = _total_poisson_nll(null_rates[observed], counts[observed])
     return float((nll_null - nll_model) / total_spikes / np.log(2.0))
+
+
+def observed_r2(inferred: np.ndarray, observed: np.ndarray) -> float:
+    """R^2 of an inferred continuous signal against the observed data, averaged uniformly over channels.
+
+    ``inferred``: ``(..., channels)`` the model's expected value per bin; ``observed``: the same shape,
+    NaN where unobserved. Each channel's R^2 is ``1 - SSE / SST`` over its observed entries (SST about
+    that channel's mean of them); channels with fewer than two observed entries or no spread are left
+    out of the average. Raises ``NeurodynError`` when no channel qualifies.
+    """
+    inferred = np.asarray(inferred, dtype=np.float64)
+    observed = np.asarray(observed, dtype=np.float64)
+    _check_same_shape(inferred, observed, "inferred signal", "observed data")
+    flat_inferred, flat_observed = _flatten_trials(inferred), _flatten_trials(observed)
+    seen = ~np.isnan(flat_observed)
+    if not np.all(np.isfinite(flat_inferred[seen])):
+        raise NeurodynError("R^2 needs a finite inferred signal on the observed entries (found NaN or inf)")
+    values = []
+    for channel in range(flat_observed.shape[1]):
+        target = flat_observed[seen[:, channel], channel]
+        total = np.sum((target - target.mean()) ** 2) if target.size >= 2 else 0.0
+        if total > 0:
+            values.append(1.0 - np.sum((target - flat_inferred[seen[:, channel], channel]) ** 2) / total)
+    if not values:
+        raise NeurodynError("R^2 is undefined: no channel has two or more observed entries that differ")
+    return float(np.mean(values))
+
+
+def gaussian_log_likelihood(mean: np.ndarray, std: np.ndarray, observed: np.ndarray) -> float:
+    """Mean Gaussian log-likelihood (nats per observed entry) of ``observed`` under ``Normal(mean, std^2)``.
+
+    All three arrays are ``(..., channels)`` of one shape; ``observed`` is NaN where unobserved (those
+    entries are ignored); ``std`` must be positive on the observed entries.
+    """
+    mean, std, observed = (np.asarray(a, dtype=np.float64) for a in (mean, std, observed))
+    _check_same_shape(mean, observed, "inferred mean", "observed data")
+    _check_same_shape(std, observed, "inferred std", "observed data")
+    seen = ~np.isnan(observed)
+    if not seen.any():
+        raise NeurodynError("the Gaussian log-likelihood is undefined: no entry is observed")
+    if not (np.all(np.isfinite(mean[seen])) and np.all(std[seen] > 0) and np.all(np.isfinite(std[seen]))):
+        raise NeurodynError("the Gaussian log-likelihood needs a finite mean and a positive, finite std on the "
+                            "observed entries")
+    z = (observed[seen] - mean[seen]) / std[seen]
+    return float(np.mean(-0.5 * z ** 2 - np.log(std[seen]) - 0.5 * np.log(2.0 * np.pi)))
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from neurodyn.evaluate.cobps import co_bps
 from neurodyn.evaluate.fpbps import fp_bps
 from neurodyn.evaluate.figures import plot_data_summary, plot_inferred_vs_true, save_figure
 from neurodyn.runs.tables import find_training_logs
-from neurodyn.evaluate.metrics import bits_per_spike, map_to_latents, rate_r2
+from neurodyn.evaluate.metrics import (bits_per_spike, gaussian_log_likelihood, map_to_latents, observed_r2,
+                                      rate_r2)
 from neurodyn.evaluate.nlb import NLB_CV_FOLDS, behavior_lag_bins, behavior_pairs, psth_r2, velocity_r2
 from neurodyn.runs.layout import (EVALUATION_FIGURE, EVALUATION_JSON, EVALUATION_SUMMARY_FIGURE, find_output_dir,
                                   output_file_name, report_dir)
@@ -118,7 +119,11 @@ def evaluate_run(
     on the train trials, and for the test trials on the train and valid trials, as NLB fits it on
     every training-phase trial), ``vel_lag_ms``, ``psth_r2`` (main window), ``psth_reference`` (``'truth'`` or ``'data'``: what
     the rate PSTHs were compared with), ``latent_r2``, ``latent_r2_per_dim``, ``latent_ridge_alpha``
-    (each None when skipped), ``nlb_not_computed`` (Neural Latents Benchmark metric -> why it could
+    (each None when skipped); for data that are not spike counts (continuous signals), instead of bits
+    per spike: ``observed_r2`` (R^2 of the inferred signal against the held-in channels' observed
+    entries, main window), ``co_r2`` (the same on the held-out channels, which no encoder saw) and
+    ``gaussian_ll`` (nats per observed held-in entry, for a run that wrote a ``std``:
+    ``observation: gaussian``); ``nlb_not_computed`` (Neural Latents Benchmark metric -> why it could
     not be computed), ``test`` (the test trials' scores, when the data file names test trials, with
     their own ``not_computed``: e.g. NLB's evaluation trials, whose held-out neurons, forward bins and
     behaviour are withheld, get every other metric),
@@ -129,8 +134,8 @@ def evaluate_run(
     run_dir = Path(run_dir)
     output_dir = find_output_dir(run_dir, data_path)
     outputs = read_run_outputs(output_dir, data_path=data_path)
-    # No observation-model check: evaluate serves Poisson and ZIG runs alike; bits per spike
-    # checks for spike counts itself and is skipped otherwise.
+    # No observation-model check: evaluate serves every observation model; bits per spike checks for
+    # spike counts itself, and the continuous scores stand in for it otherwise.
     dataset = read_dataset(data_path)
     check_outputs_match_data(outputs, dataset, output_dir, data_path)
     train, valid = outputs["train"], outputs["valid"]
@@ -159,7 +164,8 @@ def evaluate_run(
         test = _split_scores(outputs["test"], train, dataset, lag_bins, decoder_fit=[train, valid])
         result["test"] = {"num_trials": int(outputs["test"].trial_idx.size),
                           **{key: test.scores[key] for key in ("rate_r2", "bits_per_spike", "co_bps", "latent_r2",
-                                                                "vel_r2", "psth_r2", "fp_bps")},
+                                                                "vel_r2", "psth_r2", "fp_bps", "observed_r2",
+                                                                "co_r2", "gaussian_ll")},
                           "not_computed": test.not_computed}
 
     run_dir = report_dir(run_dir, output_dir)
@@ -217,7 +223,8 @@ def _split_scores(scored: RunOutput, train: RunOutput, dataset, lag_bins: int = 
     notes: list[str] = []
     not_computed: dict = {}
     scores: dict = {"rate_r2": None, "bits_per_spike": None, "co_bps": None, "vel_r2": None, "psth_r2": None,
-                    "psth_reference": None, "latent_r2": None, "latent_r2_per_dim": None, "latent_ridge_alpha": None}
+                    "psth_reference": None, "latent_r2": None, "latent_r2_per_dim": None, "latent_ridge_alpha": None,
+                    "observed_r2": None, "co_r2": None, "gaussian_ll": None}
     true_rates = None
     if dataset.truth is None:
         notes.append("rate R^2 skipped: the data file has no 'truth' (true rates)")
@@ -238,6 +245,7 @@ def _split_scores(scored: RunOutput, train: RunOutput, dataset, lag_bins: int = 
                                                           dataset.heldout_neurons))
     else:
         notes.append("bits per spike skipped: the observed data are not spike counts (non-integer or negative)")
+        _continuous_scores(scores, notes, not_computed, scored, counts[:, main], dataset.heldout_neurons)
     if forward_bins and np.isnan(counts[:, main.stop:]).all():
         scores["fp_bps"] = None
         not_computed["fp_bps"] = ("fp-bps: the forward bins of these trials were not recorded (NaN; NLB withholds "
@@ -259,6 +267,33 @@ def _split_scores(scored: RunOutput, train: RunOutput, dataset, lag_bins: int = 
         scores["latent_r2_per_dim"] = [_finite_or_none(v) for v in mapping.r2_per_dim]
         scores["latent_ridge_alpha"] = mapping.alpha
     return _SplitScores(scores, notes, not_computed, counts, true_rates, true_latents, mapping)
+
+
+def _continuous_scores(scores: dict, notes: list[str], not_computed: dict, scored: RunOutput, observed: np.ndarray,
+                       heldout: np.ndarray | None) -> None:
+    """The continuous-signal counterparts of bits per spike and co-bps, on the main window's bins
+    (``observed`` ``(trials, bins, channels)``, NaN = unobserved): R^2 of the inferred signal on the
+    held-in channels, R^2 on the held-out channels (which the model never saw), and the Gaussian
+    log-likelihood of the held-in channels when the run wrote a ``std`` (observation: gaussian)."""
+    inferred = scored.rates[:, :observed.shape[1]]
+    heldout = np.zeros(0, dtype=int) if heldout is None else np.asarray(heldout, dtype=int)
+    held_in = np.setdiff1d(np.arange(observed.shape[-1]), heldout)
+    try:
+        scores["observed_r2"] = _finite_or_none(observed_r2(inferred[..., held_in], observed[..., held_in]))
+    except NeurodynError as error:
+        notes.append(f"R^2 of the observed data skipped: {error}")
+    if heldout.size:
+        if np.isnan(observed[..., heldout]).all():
+            not_computed["co_r2"] = "co-R^2: the held-out channels of these trials were not recorded (NaN)"
+        else:
+            try:
+                scores["co_r2"] = _finite_or_none(observed_r2(inferred[..., heldout], observed[..., heldout]))
+            except NeurodynError as error:
+                notes.append(f"co-R^2 skipped: {error}")
+    std = scored.arrays.get("std")
+    if std is not None:
+        scores["gaussian_ll"] = _finite_or_none(gaussian_log_likelihood(
+            inferred[..., held_in], std[:, :observed.shape[1]][..., held_in], observed[..., held_in]))
 
 
 def _forward_prediction(scored: RunOutput, counts: np.ndarray, forward_bins: int) -> tuple[float | None, str | None]:
@@ -303,6 +338,12 @@ def _nlb_decoding_scores(scores: dict, notes: list[str], not_computed: dict, sco
                                                     reference[:, :main_bins], dataset.condition))
 
 
+# The continuous-signal scores (observations that are not spike counts) and how they are printed.
+CONTINUOUS_LABELS = (("observed_r2", "R^2 (valid, observed data):", "R^2 of the data:"),
+                     ("co_r2", "co-R^2 (valid, held-out channels):", "co-R^2:"),
+                     ("gaussian_ll", "log-likelihood (valid, nats/entry):", "log-lik./entry:"))
+
+
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "skipped" if value is None else f"{value:.{digits}f}"
 
@@ -316,6 +357,9 @@ def format_metrics(result: dict) -> str:
         f"  rate R^2 (valid, all entries):         {_fmt(result['rate_r2'])}",
         f"  bits per spike (valid, observed):      {_fmt(result['bits_per_spike'])}",
     ]
+    for key, label, _ in CONTINUOUS_LABELS:
+        if result.get(key) is not None:
+            lines.append(f"  {label:<39}{_fmt(result[key])}")
     if result.get("co_bps") is not None:
         lines.append(f"  co-bps (valid, held-out neurons):      {_fmt(result['co_bps'])}")
     if result.get("fp_bps") is not None:
@@ -337,6 +381,9 @@ def format_metrics(result: dict) -> str:
         lines += [f"  test trials ({test['num_trials']}, never used for training or any choice):",
                   f"    rate R^2:       {_fmt(test['rate_r2'])}",
                   f"    bits per spike: {_fmt(test['bits_per_spike'])}"]
+        for key, _, label in CONTINUOUS_LABELS:
+            if test.get(key) is not None:
+                lines.append(f"    {label:<16}{_fmt(test[key])}")
         if test.get("co_bps") is not None:
             lines.append(f"    co-bps:         {_fmt(test['co_bps'])}")
         if test.get("fp_bps") is not None:

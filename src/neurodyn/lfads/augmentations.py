@@ -12,6 +12,11 @@ entries of the reconstruction may pass gradient:
   is shifted in time by ``round(N(0, temporal_shift_std))`` bins, clamped at the trial's ends
   (edge values repeated), once for the encoder input and independently for the reconstruction
   target. Training only.
+* Spike jitter (against fitting exact spike times): each spike of an observed entry moves by an
+  offset drawn uniformly from ``-spike_jitter_bins .. spike_jitter_bins`` bins, independently of the
+  other spikes; a spike whose new bin lies outside the trial or is unobserved stays where it was, so
+  every trial keeps its spike count. The jittered counts are both the encoder's input and the
+  target. Training only, spike counts only.
 Both masks compose: the gradient mask is observed AND dropped. With a shift, "observed" and CD
 positions refer to the shifted arrays.
 
@@ -86,17 +91,53 @@ def shift_channels(data: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     return torch.gather(data, 1, source)
 
 
+def jitter_spikes(counts: torch.Tensor, max_bins: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``counts`` ``(B, T, N)`` (NaN = unobserved) with each spike moved by a uniform offset in
+    ``-max_bins .. max_bins`` bins, independently; a spike whose new bin is outside the trial or
+    unobserved stays put. Unobserved entries stay NaN; every trial and neuron keeps its count.
+
+    Each entry's ``c`` spikes are split over the ``2 max_bins + 1`` offsets as a uniform multinomial,
+    drawn as a chain of binomials (offset k takes Binomial(left, 1 / offsets left)).
+    """
+    if max_bins <= 0:
+        return counts
+    observed = ~torch.isnan(counts)
+    left = torch.where(observed, counts, torch.zeros_like(counts))
+    num_steps = counts.shape[1]
+    jittered = torch.zeros_like(left)
+    offsets = list(range(-max_bins, max_bins + 1))
+    for index, offset in enumerate(offsets):
+        share = 1.0 / (len(offsets) - index)
+        moving = left if share >= 1.0 else torch.binomial(left, torch.full_like(left, share), generator=generator)
+        left = left - moving
+        if offset == 0 or abs(offset) >= num_steps:  # no bin lies that far: these spikes stay
+            jittered = jittered + moving
+            continue
+        # Spikes of bin t go to t + offset where that bin exists and is observed, else stay at t.
+        destination_ok = torch.zeros_like(observed)
+        if offset > 0:
+            destination_ok[:, :num_steps - offset] = observed[:, offset:]
+        else:
+            destination_ok[:, -offset:] = observed[:, :num_steps + offset]
+        moved = torch.where(destination_ok, moving, torch.zeros_like(moving))
+        jittered = jittered + (moving - moved) + torch.roll(moved, offset, dims=1)
+    return torch.where(observed, jittered, counts)
+
+
 def training_masks(data: torch.Tensor, keep_ratio: float, cd_pass_fraction: float = 0.0,
                    generator: torch.Generator | None = None, temporal_shift_std: float = 0.0,
-                   encoder_input_mask: torch.Tensor | None = None) -> BatchMasks:
+                   encoder_input_mask: torch.Tensor | None = None, spike_jitter_bins: int = 0) -> BatchMasks:
     """Masks for a training step on ``data`` ``(B, T, N)`` (NaN = unobserved).
 
-    ``temporal_shift_std`` > 0 shifts the encoder input's and the target's channels independently
+    ``spike_jitter_bins`` > 0 first jitters the spikes (``jitter_spikes``); ``temporal_shift_std`` > 0
+    shifts the encoder input's and the target's channels independently
     (see the module docstring) before SBTT and CD are applied to the shifted arrays.
     ``encoder_input_mask`` ``(N,)`` or ``(T, N)``: 0 where the encoder never sees the data (the model's
     ``encoder_mask(T)``: held-out neurons, forward-prediction bins), whose observed entries all pass
     gradient whatever CD drew (None: every entry is encoder input).
     """
+    if spike_jitter_bins > 0:
+        data = jitter_spikes(data, spike_jitter_bins, generator)
     input_data = target_data = data
     if temporal_shift_std > 0:
         batch, _, channels = data.shape

@@ -77,6 +77,7 @@ class LFADS(StackedLfads):
         self.ci_lag = config.ci_lag
         self.ic_prior_var = config.ic_prior_var
         self.ic_post_var_min = config.ic_post_var_min
+        self.co_prior_df = float(config.co_prior_df) if config.co_prior == "student_t" else None
         self.dropout_p = 1.0 - config.keep_prob
         self.cell_clip_value = config.cell_clip_value
         # 'auto' is resolved from the data by the trainer; a model built without data takes it as off.

@@ -42,6 +42,7 @@ class PopulationLFADS(StackedLfads):
         self.ic_dim, self.co_dim, self.ext_input_dim = template.ic_dim, template.co_dim, template.ext_input_dim
         self.ci_lag = template.ci_lag
         self.ic_prior_var, self.ic_post_var_min = template.ic_prior_var, template.ic_post_var_min
+        self.co_prior_df = template.co_prior_df
         self.mask_as_input = template.mask_as_input
         self.is_stitched = template.is_stitched
         self.forward_bins = template.forward_bins
@@ -79,8 +80,9 @@ class PopulationLFADS(StackedLfads):
             shapes = {key: tuple(value.shape) for key, value in state.items()}
             expected = {key: tuple(value.shape) for key, value in reference.items()}
             if shapes != expected or model.observation.name != population.observation.name \
-                    or getattr(model.observation, "s_min", None) != getattr(population.observation, "s_min", None):
-                raise NeurodynError(f"model {k} of the population has another architecture or observation setting "
+                    or getattr(model.observation, "s_min", None) != getattr(population.observation, "s_min", None) \
+                    or model.co_prior_df != population.co_prior_df:
+                raise NeurodynError(f"model {k} of the population has another architecture, prior or observation setting "
                                     "than model 0; every worker of a population must share them")
             population.load_worker_state(k, state)
             population.set_worker_settings(k, model)

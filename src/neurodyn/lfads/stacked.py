@@ -147,7 +147,8 @@ class StackedLfads(nn.Module):
     """The LFADS mathematics for weights with a leading worker axis (see the module docstring).
 
     A subclass holds the weights and sets the architecture's settings: ``num_neurons``, ``ic_dim``,
-    ``co_dim``, ``ext_input_dim``, ``ci_lag``, ``ic_prior_var``, ``ic_post_var_min``, ``mask_as_input``,
+    ``co_dim``, ``ext_input_dim``, ``ci_lag``, ``ic_prior_var``, ``ic_post_var_min``, ``co_prior_df`` (None: the
+    Gaussian AR(1) controller prior), ``mask_as_input``,
     ``forward_bins``, ``cell_clip_value``, ``is_stitched`` and ``observation`` (an observation model whose
     own parameters, if any, may be stacked too); ``_stacked(name)`` returns the weight of that
     ``LFADS`` parameter or buffer name for every worker, ``(W, *shape)``.
@@ -470,12 +471,13 @@ class StackedLfads(nn.Module):
         return kl_diagonal_to_isotropic(output.ic_mean, output.ic_std, self.ic_prior_var)
 
     def stacked_kl_co(self, output: LfadsOutput) -> torch.Tensor:
-        """One-sample KL of the inferred inputs to each worker's AR(1) prior, per trial ``(W, B)``."""
+        """One-sample KL of the inferred inputs to each worker's AR(1) prior (Gaussian or Student-t
+        innovations), per trial ``(W, B)``."""
         if self.co_dim == 0:
             return output.ic_mean.new_zeros(output.ic_mean.shape[:2])
         # (W, D) -> (W, 1, D): against a step's samples (W, B, D).
         log_tau, log_nvar = (self._stacked(f"co_prior.{name}").unsqueeze(1) for name in ("log_tau", "log_nvar"))
-        return ar1_kl_one_sample(output.co_mean, output.co_std, output.co_sample, log_tau, log_nvar)
+        return ar1_kl_one_sample(output.co_mean, output.co_std, output.co_sample, log_tau, log_nvar, self.co_prior_df)
 
     def stacked_recurrent_l2(self, l2_gen_scale: torch.Tensor, l2_con_scale: torch.Tensor) -> torch.Tensor:
         """The recurrent L2 penalty per worker ``(W,)`` for per-worker scales ``(W,)``: ``scale / 2`` times the

@@ -17,6 +17,8 @@ class ObservationModel(nn.Module):
 
     name: str = ""
     params_per_neuron: int = 1
+    # What the expected value (the outputs' ``rates``) measures, for the files that name units (NWB).
+    value_unit: str = "expected count per bin"
 
     def __init__(self, num_neurons: int):
         super().__init__()

@@ -6,6 +6,7 @@ from neurodyn.data.seed_format import NeuralDataset, read_dataset
 from neurodyn.errors import NeurodynError
 from neurodyn.observation.base import ObservationModel
 from neurodyn.observation.gamma import Gamma
+from neurodyn.observation.gaussian import Gaussian, SquaredError
 from neurodyn.observation.poisson import Poisson
 from neurodyn.observation.zig import ZeroInflatedGamma
 
@@ -13,6 +14,8 @@ OBSERVATION_MODELS: dict[str, type[ObservationModel]] = {
     "poisson": Poisson,
     "zig": ZeroInflatedGamma,
     "gamma": Gamma,
+    "gaussian": Gaussian,
+    "mse": SquaredError,
 }
 
 

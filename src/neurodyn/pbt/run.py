@@ -34,6 +34,7 @@ from neurodyn.runs.identity import (RunIdentity, RunLock, join_data_paths, mark_
                                    remove_entries)
 from neurodyn.runs.layout import PbtLayout, TrainLayout
 from neurodyn.runs.pbt_store import PbtState, PbtStore, WorkerRecord, saved_generations
+from neurodyn.runs.tensorboard_log import PopulationBoard, require_tensorboard
 from neurodyn.train.defaults import resolve_data_defaults
 from neurodyn.train.run import (as_path_list, checkpoint_state, describe_event_delay, describe_sessions,
                                 read_model_data, time_outputs, write_model_outputs)
@@ -187,6 +188,7 @@ class PbtRun:
         # seconds of earlier sessions), and what writing the outputs costs, measured once.
         self.session_start: float | None = None
         self.export_cost: ExportCost | None = None
+        self.board: PopulationBoard | None = None
 
     # -- the run ----------------------------------------------------------------------------------
     def execute(self) -> PbtResult:
@@ -261,6 +263,8 @@ class PbtRun:
                           inputs["valid_ext_input"], inputs["train_session"], inputs["valid_session"],
                           inputs["train_condition"])
         engine = self.engine_factory(data, self.log)
+        if self.config.model.tensorboard:
+            self.board = PopulationBoard(self.layout.tensorboard)
         session_start = self.session_start = time.perf_counter() - state.elapsed_seconds
         bar = tqdm(total=settings.max_generations, initial=state.generation, desc="PBT", unit="gen",
                    disable=not self.progress, dynamic_ncols=True)
@@ -310,6 +314,8 @@ class PbtRun:
         finally:
             bar.close()
             engine.close()
+            if self.board is not None:
+                self.board.close()
         return state
 
     def _run_generation(self, state: PbtState, engine: Engine, rng: np.random.Generator) -> None:
@@ -374,6 +380,9 @@ class PbtRun:
         from neurodyn.pbt.plots import plot_pbt_progress
 
         self.store.write_reports(state, self.histories)
+        if self.board is not None:
+            self.board.generation([row for row in state.log_rows if row["generation"] == state.generation - 1],
+                                  state.best_metric)
         # Drawing takes about a second: at most once a minute while running (and once at the end,
         # by _train_generations).
         if time.monotonic() - self.last_plot > 60:
@@ -472,6 +481,8 @@ def _run_pbt(run_config: RunConfig, data_path, results_dir: str | Path, ray_addr
              progress: bool, echo: Callable[[str], None], overwrite: bool,
              engine_factory: EngineFactory | None) -> PbtResult:
     layout = PbtLayout(results_dir, run_config.model.run_name)
+    if run_config.model.tensorboard:
+        require_tensorboard()
     identity = RunIdentity.of("run", run_identity_config(run_config), as_path_list(data_path),
                               defaults={**PbtSettings().model_dump(), **LfadsConfig().model_dump()})
     decision = open_run_folder(layout.root, layout.owned_entries(), identity, overwrite)

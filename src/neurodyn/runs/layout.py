@@ -47,6 +47,7 @@ LATENTS_JSON = "map_to_latents.json"
 LATENTS_FIGURE = "map_to_latents.png"
 # A continuous session's outputs merged into one series (data files made by 'neurodyn prepare continuous').
 CONTINUOUS_OUTPUT_FILE = "continuous_output.h5"
+TENSORBOARD_DIR = "tensorboard"
 # The checkpoint name of neurodyn 0.1 (a pickle): recognised only to refuse it with a clear message.
 LEGACY_CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -86,6 +87,10 @@ class TrainLayout:
         return self.root / CHECKPOINT_FILE
 
     @property
+    def tensorboard(self) -> Path:
+        return self.root / TENSORBOARD_DIR
+
+    @property
     def resume(self) -> Path:
         return self.root / RESUME_FILE
 
@@ -112,7 +117,7 @@ class TrainLayout:
                 self.root / LEGACY_CHECKPOINT_FILE, self.root / EVALUATION_JSON, self.root / EVALUATION_FIGURE,
                 self.root / EVALUATION_SUMMARY_FIGURE,
                 self.root / LATENTS_JSON, self.root / LATENTS_FIGURE, *(self.output(s) for s in SPLITS),
-                self.continuous_output]
+                self.continuous_output, self.tensorboard]
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,10 @@ class PbtLayout:
     @property
     def progress_figure(self) -> Path:
         return self.run_dir / PBT_PROGRESS_FIGURE
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.run_dir / TENSORBOARD_DIR
 
     @property
     def run_log(self) -> Path:

@@ -247,7 +247,8 @@ class PopulationTrainer:
             c = member.config
             batch = self.train_data[trials[k]]
             masks.append(training_masks(batch, c.keep_ratio, c.cd_pass_fraction, member.generator,
-                                        c.temporal_shift_std, self.model.encoder_mask(batch.shape[1])[k]))
+                                        c.temporal_shift_std, self.model.encoder_mask(batch.shape[1])[k],
+                                        c.spike_jitter_bins))
             # One seed per shard, drawn after the masks, seeding that shard's forward pass's stream.
             seeds.append(torch.randint(0, 2 ** 62, (len(bounds) - 1,), generator=member.generator, device=self.device))
             if self.train_ext_input is not None:

@@ -33,6 +33,7 @@ from neurodyn.runs.layout import TrainLayout
 from neurodyn.runs.continuous_output import write_continuous_output
 from neurodyn.runs.outputs import write_split_output
 from neurodyn.runs.tables import rows_to_csv
+from neurodyn.runs.tensorboard_log import TrainingBoard, require_tensorboard
 from neurodyn.train.inference import drop_leading_bins, infer, infer_empirical_bayes, select_neurons
 from neurodyn.train.trainer import LfadsTrainer
 
@@ -444,6 +445,8 @@ def train_model(config: LfadsConfig, data_path, out_dir: str | Path, progress: b
 def _train_model(config: LfadsConfig, data_path, out_dir: str | Path, progress: bool, overwrite: bool,
                  stop_requested: Callable[[], bool] | None, echo: Callable[[str], None]) -> TrainResult:
     layout = TrainLayout(out_dir)
+    if config.tensorboard:
+        require_tensorboard()
     paths = as_path_list(data_path)
     identity = RunIdentity.of("train", config.model_dump(), paths, defaults=LfadsConfig().model_dump())
     data = read_model_data(paths, config)
@@ -479,13 +482,21 @@ def _train_model(config: LfadsConfig, data_path, out_dir: str | Path, progress: 
         save_checkpoint(layout.resume, checkpoint_state(trainer.state_dict(), data, paths))
         last_save[0] = time.monotonic()
 
+    board = TrainingBoard(layout.tensorboard) if trainer.config.tensorboard else None
+
     def after_epoch(row: dict) -> None:
         write_text_atomic(layout.train_log, rows_to_csv(trainer.history))
+        if board is not None:
+            board.epoch(row)
         if time.monotonic() - last_save[0] > RESUME_SAVE_SECONDS:
             save_resumable()
 
     clock = time.perf_counter()
-    complete = trainer.fit(on_epoch=after_epoch, progress=progress, stop_requested=stop_requested)
+    try:
+        complete = trainer.fit(on_epoch=after_epoch, progress=progress, stop_requested=stop_requested)
+    finally:
+        if board is not None:
+            board.close()
     training_seconds = time.perf_counter() - clock
     if not complete:
         save_resumable()
