@@ -68,8 +68,8 @@ MODELS = {
     "controller": dict(co_dim=2),
     "ext_input": dict(co_dim=0),  # ext_input_dim is set from the data
 }
-CONTROLLER_KEYS = {"co_dim", "ci_enc_dim", "ci_lag", "con_dim", "co_prior_tau", "co_prior_nvar", "kl_co_weight",
-                   "l2_con_scale"}
+CONTROLLER_KEYS = {"co_dim", "ci_enc_dim", "ci_lag", "con_dim", "co_prior", "co_prior_df", "co_prior_tau",
+                   "co_prior_nvar", "kl_co_weight", "l2_con_scale"}
 
 
 def make_data(trials: int, seed: int, design: dict):
