@@ -247,3 +247,58 @@ def test_cli_prepare_2p_names_a_missing_source_as_either_kind(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "nothere: not found (expected a suite2p plane folder, or an NWB file" in err and err.count("\n") == 1
     assert not (tmp_path / "out.h5").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# dF/F instead of events (--signal dff)
+
+
+def test_dff_of_a_constant_baseline_with_brief_transients_is_exact():
+    from neurodyn.data.prepare_2p import delta_f_over_f
+
+    frames = np.arange(3000)
+    trace = np.full((2, frames.size), 50.0)
+    trace[0, 1000:1010] += 25.0  # a 1/3 s transient: shorter than the window, it leaves F0 alone
+    trace[1] *= 2.0
+    dff = delta_f_over_f(trace, FRAME_RATE, baseline_window_s=20.0)
+    expected = np.zeros_like(trace)
+    expected[0, 1000:1010] = 0.5
+    np.testing.assert_allclose(dff, expected, atol=1e-12)
+
+
+def test_dff_follows_a_slow_drift_of_the_baseline():
+    from neurodyn.data.prepare_2p import delta_f_over_f
+
+    frames = np.arange(6000)
+    baseline = 100.0 + 20.0 * np.sin(2 * np.pi * frames / 6000)  # one slow cycle over 200 s
+    dff = delta_f_over_f(baseline[None, :], FRAME_RATE, baseline_window_s=5.0)
+    assert np.abs(dff).max() < 0.02  # F0 tracks a drift slower than its window
+
+
+def test_dff_is_refused_where_the_corrected_baseline_is_not_positive():
+    from neurodyn.data.prepare_2p import delta_f_over_f
+
+    trace = np.vstack([np.full(300, 10.0), np.full(300, -1.0)])
+    with pytest.raises(NeurodynError, match=r"ROI\(s\) 1 .*--neuropil-coefficient"):
+        delta_f_over_f(trace, FRAME_RATE, baseline_window_s=2.0)
+
+
+def test_prepare_2p_signal_dff_writes_signed_dff_in_the_scan_subbins(recording, tmp_path, capsys):
+    from neurodyn.data.prepare_2p import delta_f_over_f
+
+    folder, traces, fluorescence, neuropil, _ = recording
+    out = tmp_path / "dff_data.h5"
+    assert main(["prepare", "2p", str(folder), str(out), "--trial-starts", ",".join(map(str, TRIAL_STARTS)),
+                 "--trial-frames", str(TRIAL_FRAMES), "--subframe-bins", str(K), "--signal", "dff",
+                 "--baseline-window-s", "5"]) == 0
+    assert "observation: gaussian" in capsys.readouterr().out
+    dataset = read_dataset(out)
+    cells = traces.fluorescence.shape[0]
+    corrected = fluorescence[:cells].astype(np.float64) - 0.7 * neuropil[:cells]
+    dff = delta_f_over_f(corrected, FRAME_RATE, 5.0)
+    for trial, start in enumerate(START_FRAMES):
+        for roi, subbin in enumerate(EXPECTED_SUBBIN):
+            values = dataset.data[trial, subbin::K, roi]
+            np.testing.assert_allclose(values, dff[roi, start:start + TRIAL_FRAMES], rtol=1e-5, atol=1e-6)
+    assert (dataset.data < 0).any()  # noise below the baseline: dF/F takes both signs
+    assert dataset.attrs["signal"] == "dff" and "event_delay_ms" not in dataset.attrs

@@ -212,13 +212,14 @@ def _run_prepare_nlb(args: argparse.Namespace) -> int:
 def _register_prepare_2p(kinds) -> None:
     parser = kinds.add_parser(
         "2p",
-        help="suite2p folder or NWB ophys file -> OASIS events in sub-frame bins (h5 data file for RADICaL)",
+        help="suite2p folder or NWB ophys file -> OASIS events (or dF/F) in sub-frame bins (h5 data file for RADICaL)",
         description="Neuropil correction (F - c * Fneu), OASIS deconvolution of each ROI's whole recording, trials "
         "cut at the first frame at or after each start time, per-ROI scan offsets from the ROI's centroid line "
         "((line + 0.5) / lines per frame), and sub-frame binning (each frame's event in the sub-bin of the ROI's "
         "scan time, NaN elsewhere). SOURCE is a suite2p plane folder (F.npy, Fneu.npy, iscell.npy, ops.npy, "
         "stat.npy; ops/stat are pickles: trusted folders only) or an NWB file (RoiResponseSeries + "
-        "PlaneSegmentation).",
+        "PlaneSegmentation). --signal dff writes dF/F instead of events (no deconvolution), for observation: "
+        "gaussian.",
     )
     parser.add_argument("source", metavar="SOURCE", help="suite2p plane folder (or suite2p/ with one plane), or FILE.nwb")
     parser.add_argument("output", metavar="OUT.h5", help="h5 data file to write")
@@ -235,6 +236,11 @@ def _register_prepare_2p(kinds) -> None:
                         help="indicator decay time constant in s (default: estimated per ROI by OASIS)")
     parser.add_argument("--rise-s", type=float, default=0.0, help="rise time constant in s (> 0: AR(2); default 0)")
     parser.add_argument("--min-event-size", type=float, default=0.0, help="drop smaller events (default: 0)")
+    parser.add_argument("--signal", choices=("events", "dff"), default="events",
+                        help="events: OASIS events, for observation: zig (default); dff: dF/F of the corrected traces "
+                        "(no deconvolution), for observation: gaussian")
+    parser.add_argument("--baseline-window-s", type=float, default=60.0,
+                        help="--signal dff: window of the running baseline F0, in s (default: 60)")
     parser.add_argument("--first-frame-s", type=float, default=0.0,
                         help="suite2p: time of the first frame on the trial clock, s (default: 0)")
     parser.add_argument("--all-rois", action="store_true", help="suite2p: keep ROIs that iscell.npy rejects")
@@ -252,6 +258,8 @@ def _register_prepare_2p(kinds) -> None:
 
 def _run_prepare_2p(args: argparse.Namespace) -> int:
     from pathlib import Path
+
+    import numpy as np
 
     from neurodyn.data.prepare_2p import TwoPhotonSettings, prepare_two_photon
     from neurodyn.data.seed_format import write_dataset
@@ -275,10 +283,17 @@ def _run_prepare_2p(args: argparse.Namespace) -> int:
         starts = _trial_starts(args.trial_starts) if args.trial_starts else read_nwb_trial_starts(source, args.align)
     settings = TwoPhotonSettings(trial_frames=args.trial_frames, subframe_bins=args.subframe_bins,
                                  neuropil_coefficient=args.neuropil_coefficient, decay_s=args.decay_s,
-                                 rise_s=args.rise_s, min_event_size=args.min_event_size)
+                                 rise_s=args.rise_s, min_event_size=args.min_event_size, signal=args.signal,
+                                 baseline_window_s=args.baseline_window_s)
     dataset = prepare_two_photon(traces, starts, settings)
     write_dataset(args.output, dataset)
     attrs = dataset.attrs
+    if args.signal == "dff":
+        print(f"wrote {args.output}: {dataset.num_trials} trials x {dataset.num_samples} sub-frame bins of "
+              f"{attrs['bin_ms']:.3g} ms ({args.trial_frames} frames x {args.subframe_bins}) x {dataset.num_neurons} "
+              f"ROIs at {traces.frame_rate_hz:g} Hz; dF/F (baseline: running {args.baseline_window_s:g} s maximin), "
+              f"{np.nanmin(dataset.data):.2f} to {np.nanmax(dataset.data):.2f}; train it with observation: gaussian")
+        return 0
     print(f"wrote {args.output}: {dataset.num_trials} trials x {dataset.num_samples} sub-frame bins of "
           f"{attrs['bin_ms']:.3g} ms ({args.trial_frames} frames x {args.subframe_bins}) x "
           f"{dataset.num_neurons} ROIs at {traces.frame_rate_hz:g} Hz; each ROI observed once per frame; events "

@@ -11,6 +11,12 @@
    scan time, NaN elsewhere -> ``data`` ``(trials, frames * K, rois)``;
 6. event timing (``data.event_timing``): how long the events trail the spikes, from the indicator
    kinetics given, estimated from the deconvolution's fits, or assumed (each stated in the file).
+
+With ``signal="dff"`` step 2 is instead dF/F of the corrected trace, ``(F - F0) / F0``, for a model of
+continuous signals (``observation: gaussian``); step 6 is skipped (no events, no delay to remove).
+The baseline F0 follows slow drift: the trace smoothed by a Gaussian of ``DFF_SMOOTHING_S``, then a
+running minimum and a running maximum over ``baseline_window_s`` (a "maximin" filter, as suite2p
+uses), so transients shorter than the window do not lift it.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scipy import ndimage
+
 from neurodyn.data.deconvolution import ar1_decay_ms, deconvolve_traces_with_fits
 from neurodyn.data.event_timing import EventKinetics, resolve_event_kinetics
 from neurodyn.data.seed_format import NeuralDataset
@@ -27,6 +35,10 @@ from neurodyn.data.subframe import bin_subframes
 from neurodyn.errors import NeurodynError
 
 logger = logging.getLogger(__name__)
+
+# dF/F baseline: the trace is smoothed by a Gaussian of this width (seconds) before the running min/max.
+DFF_SMOOTHING_S = 0.3
+SIGNALS = ("events", "dff")
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,27 @@ class TwoPhotonSettings:
     # The indicator's rise for the event delay; None: rise_s when > 0 (AR(2) deconvolution), else assumed
     # (data.event_timing.DEFAULT_INDICATOR_RISE_MS): an AR(1) deconvolution cannot see the rise.
     indicator_rise_s: float | None = None
+    signal: str = "events"  # "events" (OASIS, for observation: zig) or "dff" (for observation: gaussian)
+    baseline_window_s: float = 60.0  # dff: the running window of the baseline F0
+
+
+def delta_f_over_f(corrected: np.ndarray, frame_rate_hz: float, baseline_window_s: float,
+                   source: str = "ROIs") -> np.ndarray:
+    """dF/F ``(rois, frames)`` of neuropil-corrected traces: ``(F - F0) / F0`` with F0 the running maximin
+    baseline (module docstring). Raises ``NeurodynError`` naming the ROIs whose baseline is not positive."""
+    if not (np.isfinite(baseline_window_s) and baseline_window_s > 0):
+        raise NeurodynError(f"{source}: the dF/F baseline window must be a positive number of seconds; got "
+                            f"{baseline_window_s}")
+    window = max(1, int(round(baseline_window_s * frame_rate_hz)))
+    smoothed = ndimage.gaussian_filter1d(corrected, DFF_SMOOTHING_S * frame_rate_hz, axis=1, mode="nearest")
+    baseline = ndimage.maximum_filter1d(ndimage.minimum_filter1d(smoothed, window, axis=1, mode="nearest"),
+                                        window, axis=1, mode="nearest")
+    bad = np.flatnonzero((baseline <= 0).any(axis=1))
+    if bad.size:
+        raise NeurodynError(f"{source}: the fluorescence baseline F0 of ROI(s) {', '.join(map(str, bad[:10]))}"
+                            f"{', ...' if bad.size > 10 else ''} falls to zero or below after neuropil correction, "
+                            "so dF/F is undefined; lower --neuropil-coefficient or use the events (--signal events)")
+    return (corrected - baseline) / baseline
 
 
 def scan_offsets(roi_lines: np.ndarray, lines_per_frame: int, source: str = "ROIs") -> np.ndarray:
@@ -90,14 +123,16 @@ def trial_start_frames(frame_times_s: np.ndarray, trial_starts_s: np.ndarray, tr
 
 
 def prepare_two_photon(traces: FluorescenceTraces, trial_starts_s, settings: TwoPhotonSettings) -> NeuralDataset:
-    """Events in sub-frame bins: ``data`` ``(trials, trial_frames * K, rois)``, NaN where unsampled.
+    """Events (or dF/F, ``settings.signal == "dff"``) in sub-frame bins: ``data`` ``(trials, trial_frames * K,
+    rois)``, NaN where unsampled.
 
     Attributes: ``frame_rate_hz``, ``subframe_bins``, ``bin_ms`` (sub-frame bin width),
     ``scan_offsets`` ``(rois,)``, ``roi_indices``, ``trial_start_frames``, ``align_times_s``
     (start of each trial's first frame), ``window_start_ms`` (0), ``neuropil_coefficient``,
     ``event_delay_ms`` (how long events trail the spikes: ``data.event_timing``) and the kinetics it
     assumes: ``indicator_decay_ms``, ``indicator_rise_ms``, ``deconvolution_rise_ms``,
-    ``event_kinetics_source`` (e.g. "decay estimated, rise assumed"), ``indicator_decay_rois``.
+    ``event_kinetics_source`` (e.g. "decay estimated, rise assumed"), ``indicator_decay_rois``; ``signal``
+    ("events" or "dff"), and for dF/F ``baseline_window_s`` instead of the event timing.
     """
     source = traces.source
     _check_traces(traces)
@@ -105,23 +140,31 @@ def prepare_two_photon(traces: FluorescenceTraces, trial_starts_s, settings: Two
         raise NeurodynError(f"frames per trial must be a positive integer; got {settings.trial_frames}")
     if not settings.neuropil_coefficient >= 0:
         raise NeurodynError(f"neuropil coefficient must be >= 0; got {settings.neuropil_coefficient}")
+    if settings.signal not in SIGNALS:
+        raise NeurodynError(f"signal must be one of {', '.join(SIGNALS)}; got {settings.signal!r}")
     rise = settings.indicator_rise_s
     if rise is not None and not (np.isfinite(rise) and rise >= 0):
         raise NeurodynError(f"indicator rise time constant must be >= 0 seconds; got {rise}")
     corrected = traces.fluorescence.astype(np.float64)
     if traces.neuropil is not None and settings.neuropil_coefficient > 0:
         corrected = corrected - settings.neuropil_coefficient * traces.neuropil
-    deconvolution = deconvolve_traces_with_fits(
-        corrected, traces.frame_rate_hz, decay_s=settings.decay_s, rise_s=settings.rise_s, penalty=settings.penalty,
-        min_event_size=settings.min_event_size, noise_std=settings.noise_std, source=f"{source} ROI")
-    events = deconvolution.events
-    kinetics = event_kinetics(deconvolution.ar_coefficients, traces.frame_rate_hz, settings)
-    logger.info("%s: %s", source, kinetics.describe())
+    kinetics = None
+    if settings.signal == "dff":
+        events = delta_f_over_f(corrected, traces.frame_rate_hz, settings.baseline_window_s, source)
+    else:
+        deconvolution = deconvolve_traces_with_fits(
+            corrected, traces.frame_rate_hz, decay_s=settings.decay_s, rise_s=settings.rise_s,
+            penalty=settings.penalty, min_event_size=settings.min_event_size, noise_std=settings.noise_std,
+            source=f"{source} ROI")
+        events = deconvolution.events
+        kinetics = event_kinetics(deconvolution.ar_coefficients, traces.frame_rate_hz, settings)
+        logger.info("%s: %s", source, kinetics.describe())
     offsets = scan_offsets(traces.roi_lines, traces.lines_per_frame, source)
     first = trial_start_frames(traces.frame_times_s, trial_starts_s, settings.trial_frames, source)
     frame_index = first[:, None] + np.arange(settings.trial_frames)[None, :]  # (trials, frames)
     per_trial = np.transpose(events[:, frame_index], (1, 2, 0))  # (rois, trials, frames) -> (trials, frames, rois)
-    data = bin_subframes(per_trial, offsets, settings.subframe_bins, source=f"{source} events")
+    data = bin_subframes(per_trial, offsets, settings.subframe_bins, source=f"{source} {settings.signal}",
+                         signed=settings.signal == "dff")
     attrs = {
         "frame_rate_hz": float(traces.frame_rate_hz),
         "subframe_bins": int(settings.subframe_bins),
@@ -133,7 +176,11 @@ def prepare_two_photon(traces: FluorescenceTraces, trial_starts_s, settings: Two
         "align_times_s": traces.frame_times_s[first],
         "window_start_ms": 0.0,
         "neuropil_coefficient": float(settings.neuropil_coefficient if traces.neuropil is not None else 0.0),
+        "signal": settings.signal,
     }
+    if kinetics is None:
+        attrs["baseline_window_s"] = float(settings.baseline_window_s)
+        return NeuralDataset(data=data, attrs=attrs, source=source)
     if settings.decay_s is not None:
         attrs["decay_s"] = float(settings.decay_s)
     attrs.update(kinetics.attrs())

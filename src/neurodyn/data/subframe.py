@@ -22,18 +22,19 @@ def subframe_bin_of(scan_offsets: np.ndarray, num_subframe_bins: int) -> np.ndar
 
 
 def bin_subframes(events: np.ndarray, scan_offsets: np.ndarray, num_subframe_bins: int,
-                  source: str = "events") -> np.ndarray:
+                  source: str = "events", signed: bool = False) -> np.ndarray:
     """Spread frame-rate events over sub-frame bins.
 
     events: ``(trials, frames, N)`` non-negative event sizes, one per neuron and frame (NaN = frame
     not recorded); scan_offsets: ``(N,)`` each neuron's scan time as a fraction of the frame, in
     [0, 1); num_subframe_bins: K >= 1. Returns ``(trials, frames * K, N)``: the event of frame
     ``f`` for neuron ``n`` at sub-bin ``f * K + floor(offset_n * K)``, NaN everywhere else.
-    ``source`` names the input in error messages (e.g. a file and key).
+    ``source`` names the input in error messages (e.g. a file and key). ``signed``: the values are a
+    continuous signal of either sign (dF/F), not event sizes, so negative values are accepted.
     """
     events = np.asarray(events)
     offsets = np.asarray(scan_offsets)
-    _check_inputs(events, offsets, num_subframe_bins, source)
+    _check_inputs(events, offsets, num_subframe_bins, source, signed)
     trials, frames, neurons = events.shape
     dtype = np.result_type(events.dtype, np.float32)
     binned = np.full((trials, frames, num_subframe_bins, neurons), np.nan, dtype=dtype)
@@ -41,7 +42,8 @@ def bin_subframes(events: np.ndarray, scan_offsets: np.ndarray, num_subframe_bin
     return binned.reshape(trials, frames * num_subframe_bins, neurons)
 
 
-def _check_inputs(events: np.ndarray, offsets: np.ndarray, num_subframe_bins: int, source: str) -> None:
+def _check_inputs(events: np.ndarray, offsets: np.ndarray, num_subframe_bins: int, source: str,
+                  signed: bool = False) -> None:
     if events.ndim != 3 or 0 in events.shape:
         raise NeurodynError(f"{source}: events have shape {events.shape}; expected non-empty (trials, frames, neurons)")
     if not np.issubdtype(events.dtype, np.number):
@@ -59,7 +61,7 @@ def _check_inputs(events: np.ndarray, offsets: np.ndarray, num_subframe_bins: in
         raise NeurodynError(f"{source}: events are all NaN; expected event sizes (NaN only for frames not recorded)")
     if np.isinf(recorded).any():
         raise NeurodynError(f"{source}: events hold infinite values")
-    if (recorded < 0).any():
+    if not signed and (recorded < 0).any():
         raise NeurodynError(f"{source}: events hold {int((recorded < 0).sum())} negative value(s) "
                             f"(min {recorded.min():g}); expected non-negative event sizes "
                             "(clip deconvolution residues with np.maximum(events, 0))")
