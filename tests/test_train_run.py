@@ -180,3 +180,20 @@ def test_student_t_controller_prior_trains_and_its_model_reloads(trained, tmp_pa
     assert len(student_kl) == len(plain_kl) and student_kl != plain_kl
     model, _ = load_trained_model(out)
     assert model.co_prior_df == 3.0
+
+
+def test_sample_validation_trains_without_the_held_out_entries_and_writes_every_trials_outputs(trained, tmp_path):
+    dataset, data_path, plain = trained
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump({**CONFIG, "sample_validation_fraction": 0.2}))
+    out = tmp_path / "sample_validation"
+    assert main(["train", str(config_path), "--data", str(data_path), "--out", str(out), "--no-progress"]) == 0
+    with open(plain / "train_log.csv") as f:
+        plain_valid = [float(row["valid_nll"]) for row in csv.DictReader(f)]
+    with open(out / "train_log.csv") as f:
+        pooled_valid = [float(row["valid_nll"]) for row in csv.DictReader(f)]
+    assert len(pooled_valid) == len(plain_valid) and pooled_valid != plain_valid
+    # The outputs come from every observed entry (the held-out ones are data again once trained).
+    outputs = read_run_outputs(out, data_path=data_path)
+    assert sorted(np.concatenate([o.trial_idx for o in outputs.values()]).tolist()) == list(range(dataset.num_trials))
+    assert all(np.isfinite(o.rates).all() for o in outputs.values())

@@ -273,3 +273,51 @@ def test_cd_and_temporal_shift_leave_ext_input_unchanged(monkeypatch):
     rows = np.concatenate(seen)
     order = np.argsort(rows[:, 0, 0])
     np.testing.assert_array_equal(rows[order], ext[:16][np.argsort(ext[:16, 0, 0])])
+
+
+# ---------------------------------------------------------------------------------------------
+# Sample validation
+
+
+def test_sample_validation_takes_a_seeded_share_of_the_observed_entries():
+    from neurodyn.data.seed_format import split_sample_validation
+
+    data = _counts(shape=(10, 20, 6), missing=0.3)
+    observed = ~np.isnan(data)
+    training, held_out = split_sample_validation(data, 0.25, seed=3)
+    held = ~np.isnan(held_out)
+    assert held.sum() == int(np.floor(0.25 * observed.sum() + 0.5))
+    assert not (held & ~observed).any()  # only observed entries are held out
+    assert not (held & ~np.isnan(training)).any()  # and the model never sees them
+    np.testing.assert_array_equal(np.where(held, held_out, training), data)  # together: the data
+    again, _ = split_sample_validation(data, 0.25, seed=3)
+    other, _ = split_sample_validation(data, 0.25, seed=4)
+    np.testing.assert_array_equal(np.isnan(again), np.isnan(training))
+    assert not np.array_equal(np.isnan(other), np.isnan(training))
+
+
+def test_the_validation_nll_pools_the_valid_trials_with_the_held_out_entries():
+    from neurodyn.data.seed_format import split_sample_validation
+    from neurodyn.lfads.augmentations import inference_masks
+
+    data = _counts(shape=(24, 12, 5))
+    training, held_out = split_sample_validation(data[:16], 0.2, seed=0)
+    trainer = LfadsTrainer(LfadsConfig(**TINY), training, data[16:], sample_validation_data=held_out)
+    trainer.step_epoch()
+    model = trainer.model.eval()
+
+    def nll_sum(inputs, targets):
+        # Independent of the engine: one model's forward pass at the posterior means, summed by hand.
+        masks, scored = inference_masks(torch.tensor(inputs)), inference_masks(torch.tensor(targets))
+        with torch.no_grad():
+            output = model(masks.encoder_input, sample_posteriors=False, encoder_visible=masks.encoder_visible)
+            nll = model.observation.elementwise_nll(output.readout, scored.target)
+        return float(torch.where(scored.observed > 0, nll, torch.zeros_like(nll)).sum()), float(scored.observed.sum())
+
+    valid_sum, valid_count = nll_sum(data[16:], data[16:])
+    held_sum, held_count = nll_sum(training, held_out)
+    assert trainer.validation_nll() == pytest.approx((valid_sum + held_sum) / (valid_count + held_count), rel=1e-5)
+    assert trainer.validation_nll(trainer.valid_data) == pytest.approx(valid_sum / valid_count, rel=1e-5)
+    assert torch.isnan(trainer.train_data[torch.tensor(~np.isnan(held_out))]).all()
+    with pytest.raises(Exception, match="sample_validation_data has shape"):
+        LfadsTrainer(LfadsConfig(**TINY), training, data[16:], sample_validation_data=held_out[:3])

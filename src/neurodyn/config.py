@@ -60,6 +60,11 @@ class LfadsConfig(BaseModel):
 
     # -- data -------------------------------------------------------------------------------
     valid_ratio: float = Field(0.2, gt=0.0, lt=1.0, description="fraction of trials held out for validation")
+    sample_validation_fraction: float = Field(
+        0.0, ge=0.0, le=0.5, description="sample validation: this fraction of the training trials' observed entries "
+                                         "(seeded by seed, drawn once per run) is never trained on, and the model's "
+                                         "predictions of them join the validation trials' entries in the validation "
+                                         "NLL (early stopping, learning-rate decay, PBT fitness); 0 = off")
     heldout_neurons: list[int] = Field(default_factory=list,
                                        description="neurons never shown to the encoder but reconstructed (co-bps); "
                                                    "taken from the data file's 'heldout_neurons' when not set")

@@ -475,6 +475,27 @@ def split_train_valid_test(
     return train, valid, test
 
 
+def split_sample_validation(train_data: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sample validation: a seeded ``fraction`` of the observed entries of ``train_data`` ``(trials, T, N)``
+    (NaN = unobserved), held out of training and kept to score the model on.
+
+    Returns ``(training, held_out)``, both shaped like ``train_data``: ``training`` with the held-out
+    entries set to NaN (the model neither sees nor fits them), ``held_out`` NaN everywhere but those
+    entries. Exactly ``round(fraction * observed entries)`` entries are drawn, uniformly without
+    replacement, from ``np.random.default_rng(seed)``.
+    """
+    data = np.asarray(train_data)
+    if not 0.0 <= fraction < 1.0:
+        raise NeurodynError(f"sample_validation_fraction must be in [0, 1); got {fraction}")
+    observed = np.flatnonzero(~np.isnan(data).reshape(-1))
+    count = int(np.floor(fraction * observed.size + 0.5))
+    held = np.zeros(data.size, dtype=bool)
+    held[np.random.default_rng(seed).choice(observed, size=count, replace=False)] = True
+    held = held.reshape(data.shape)
+    nan = np.array(np.nan, dtype=data.dtype)
+    return np.where(held, nan, data), np.where(held, data, nan)
+
+
 def split_trials(
     num_trials: int, valid_ratio: float, seed: int, condition: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:

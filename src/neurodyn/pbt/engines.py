@@ -59,6 +59,7 @@ class WorkerData:
     train_session: np.ndarray | None = None
     valid_session: np.ndarray | None = None
     train_condition: np.ndarray | None = None
+    sample_validation: np.ndarray | None = None  # the training trials' held-out entries (sample validation)
 
 
 def worker_stream_seed(run_seed: int, worker: int, generation: int) -> int:
@@ -87,7 +88,7 @@ def prepare_worker(job: WorkerJob, data: WorkerData, device: str | None = None):
     trainer = LfadsTrainer(LfadsConfig(**job.config), data.train, data.valid, device=device,
                            train_ext_input=data.train_ext_input, valid_ext_input=data.valid_ext_input,
                            train_session=data.train_session, valid_session=data.valid_session,
-                           train_condition=data.train_condition)
+                           train_condition=data.train_condition, sample_validation_data=data.sample_validation)
     # The job's values as the trainer resolved them from the data ('auto' keys of a job made by hand
     # included), to compare with the state it continues.
     wanted = trainer.config.model_dump()

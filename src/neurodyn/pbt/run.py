@@ -201,7 +201,8 @@ class PbtRun:
         self.dataset = dataset
         # 'auto' settings resolved once from the training trials, so every worker (and worker 0's start
         # from the config) gets the same numbers.
-        resolved, self.resolved_notes = resolve_data_defaults(self.config.model, dataset.data[self.split.train])
+        # (From the training entries as the workers get them: less any that sample validation holds out.)
+        resolved, self.resolved_notes = resolve_data_defaults(self.config.model, self.data.trainer_inputs()["train_data"])
         self.config = self.config.model_copy(update={"model": resolved,
                                                      "search_space": without_controller_search(
                                                          self.config.search_space, resolved)})
@@ -261,7 +262,7 @@ class PbtRun:
         inputs = self.data.trainer_inputs()
         data = WorkerData(inputs["train_data"], inputs["valid_data"], inputs["train_ext_input"],
                           inputs["valid_ext_input"], inputs["train_session"], inputs["valid_session"],
-                          inputs["train_condition"])
+                          inputs["train_condition"], inputs["sample_validation_data"])
         engine = self.engine_factory(data, self.log)
         if self.config.model.tensorboard:
             self.board = PopulationBoard(self.layout.tensorboard)

@@ -126,15 +126,18 @@ class PopulationTrainer:
         first = members[0]
         for k, member in enumerate(members[1:], start=1):
             if not (_same_data(member.train_data, first.train_data) and _same_data(member.valid_data, first.valid_data)
+                    and _same_optional_data(member.sample_validation_data, first.sample_validation_data)
                     and _same_sessions(member.train_session, first.train_session)
                     and _same_sessions(member.valid_session, first.valid_session)):
                 raise NeurodynError(f"worker {k} of the population was built on other data than worker 0; "
                                     "every worker of a population trains on the same trials")
         for member in members[1:]:  # one copy of the data, not one per worker
             member.train_data, member.valid_data = first.train_data, first.valid_data
+            member.sample_validation_data = first.sample_validation_data
             member.train_ext_input, member.valid_ext_input = first.train_ext_input, first.valid_ext_input
         self.device = first.device
         self.train_data, self.valid_data = first.train_data, first.valid_data
+        self.sample_validation_data = first.sample_validation_data
         self.train_ext_input, self.valid_ext_input = first.train_ext_input, first.valid_ext_input
         self.train_session, self.valid_session = first.train_session, first.valid_session
         # The step's large tensors (activations, the compiled kernels' saved gates) would otherwise be
@@ -163,14 +166,15 @@ class PopulationTrainer:
     @classmethod
     def from_configs(cls, configs: list, train_data, valid_data, device=None, train_ext_input=None,
                      valid_ext_input=None, dtype: torch.dtype | None = None, train_session=None, valid_session=None,
-                     train_condition=None) -> "PopulationTrainer":
+                     train_condition=None, sample_validation_data=None) -> "PopulationTrainer":
         """A new population of ``len(configs)`` workers (each ``LfadsConfig`` its own seed and hyperparameters);
         the data arguments as ``LfadsTrainer``'s."""
         from neurodyn.train.trainer import LfadsTrainer
 
         members = [LfadsTrainer(config, train_data, valid_data, device=device, train_ext_input=train_ext_input,
                                 valid_ext_input=valid_ext_input, train_session=train_session,
-                                valid_session=valid_session, train_condition=train_condition) for config in configs]
+                                valid_session=valid_session, train_condition=train_condition,
+                                sample_validation_data=sample_validation_data) for config in configs]
         return cls(members, dtype)
 
     @property
@@ -393,10 +397,28 @@ class PopulationTrainer:
         """Each worker's mean NLL over the observed entries (posterior means, no dropout, no CD): every
         observed entry counts, those of held-out neurons and forward-prediction bins included (the
         encoders never see them; the readout predicts them). It is what early stopping, learning-rate
-        decay and PBT fitness read. Default: the validation trials, their measured inputs and sessions;
-        other ``data`` ``(trials, T, N)`` comes with its own ``ext_input`` and ``session``."""
+        decay and PBT fitness read. Default: the validation trials, their measured inputs and sessions,
+        pooled with the training trials' sample-validation entries when there are any (the model reads
+        the training trials, which lack them, and is scored on them); other ``data`` ``(trials, T, N)``
+        comes with its own ``ext_input`` and ``session``."""
+        parts = [(data, None, ext_input, session)]
         if data is None:
-            data, ext_input, session = self.valid_data, self.valid_ext_input, self.valid_session
+            parts = [(self.valid_data, None, self.valid_ext_input, self.valid_session)]
+            if self.sample_validation_data is not None:
+                parts.append((self.train_data, self.sample_validation_data, self.train_ext_input, self.train_session))
+        totals = torch.zeros(self.num_workers, dtype=torch.float64)
+        count = 0.0
+        for inputs_data, targets, part_ext_input, part_session in parts:
+            part_totals, part_count = self._validation_sum(inputs_data, targets, part_ext_input, part_session)
+            totals += part_totals
+            count += part_count
+        return (totals / max(count, 1.0)).tolist()
+
+    def _validation_sum(self, data: torch.Tensor, targets: torch.Tensor | None, ext_input: torch.Tensor | None,
+                        session: torch.Tensor | None) -> tuple[torch.Tensor, float]:
+        """Each worker's NLL summed over the scored entries ``(W,)`` and their count: the encoders read
+        ``data`` ``(trials, T, N)``; the scored entries are its observed ones, or those of ``targets`` (same
+        shape, NaN = not scored) when given."""
         workers = self.num_workers
         totals = torch.zeros(workers, dtype=torch.float64)
         count = 0.0
@@ -404,6 +426,9 @@ class PopulationTrainer:
         for start in range(0, data.shape[0], size):
             rows = slice(start, start + size)
             masks = inference_masks(data[rows])
+            if targets is not None:
+                scored = inference_masks(targets[rows])
+                masks.target, masks.observed = scored.target, scored.observed
 
             def every_worker(tensor):
                 return tensor.unsqueeze(0).expand(workers, *tensor.shape)
@@ -417,7 +442,7 @@ class PopulationTrainer:
                 inputs["session"] = every_worker(session[rows])
             totals += self.captured_validation(inputs)["nll_sum"].to(torch.float64).cpu()
             count += float(masks.observed.sum())
-        return (totals / max(count, 1.0)).tolist()
+        return totals, count
 
     @torch.no_grad()
     def _validation_sums(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -539,6 +564,11 @@ def _same_data(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Equal shapes and values, NaN (unobserved) matching NaN."""
     return a.shape == b.shape and bool(torch.equal(torch.isnan(a), torch.isnan(b))) \
         and bool(torch.equal(torch.nan_to_num(a), torch.nan_to_num(b)))
+
+
+def _same_optional_data(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    """Both absent, or ``_same_data``."""
+    return (a is None and b is None) or (a is not None and b is not None and _same_data(a, b))
 
 
 def _same_sessions(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:

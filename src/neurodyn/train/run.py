@@ -21,7 +21,7 @@ from neurodyn.config import LfadsConfig, config_to_yaml
 from neurodyn.data.atomic import write_text_atomic
 from neurodyn.data.continuous import file_attributes
 from neurodyn.data.event_timing import append_unobserved_bins
-from neurodyn.data.seed_format import NeuralDataset, split_train_valid_test
+from neurodyn.data.seed_format import NeuralDataset, split_sample_validation, split_train_valid_test
 from neurodyn.data.sessions import SessionLayout, combine_sessions, session_names
 from neurodyn.errors import NeurodynError, RunInterrupted
 from neurodyn.lfads.model import LFADS
@@ -199,10 +199,18 @@ class ModelData:
         return None if self.sessions is None else self.sessions.session_of_trial()[np.asarray(idx)]
 
     def trainer_inputs(self) -> dict:
-        """The arrays ``LfadsTrainer`` (and a PBT worker) takes besides the config."""
+        """The arrays ``LfadsTrainer`` (and a PBT worker) takes besides the config. With
+        ``sample_validation_fraction`` > 0 a seeded share of the training entries is taken out of
+        ``train_data`` into ``sample_validation_data`` (``split_sample_validation``), once per run, so
+        every PBT worker is scored on the same entries."""
         ext, split = self.dataset.ext_input, self.split
         stitched = self.sessions is not None
-        return {"train_data": self.dataset.data[split.train], "valid_data": self.dataset.data[split.valid],
+        train_data, held_out = self.dataset.data[split.train], None
+        if self.config.sample_validation_fraction > 0:
+            train_data, held_out = split_sample_validation(train_data, self.config.sample_validation_fraction,
+                                                           self.config.seed)
+        return {"train_data": train_data, "valid_data": self.dataset.data[split.valid],
+                "sample_validation_data": held_out,
                 "train_ext_input": None if ext is None else ext[split.train],
                 "valid_ext_input": None if ext is None else ext[split.valid],
                 "train_session": self.session_ids(split.train), "valid_session": self.session_ids(split.valid),

@@ -45,12 +45,17 @@ class LfadsTrainer:
     sessions' neurons, see ``neurodyn.data.sessions``) needs ``train_session`` and ``valid_session``
     ``(trials,)``, each trial's session index; ``train_condition`` ``(trials,)`` (optional) gives the
     condition labels its read-in and readout are initialised from (``neurodyn.lfads.stitching``).
+
+    ``sample_validation_data`` (sample validation; shaped like ``train_data``, NaN except the training
+    trials' held-out entries, which ``train_data`` has as NaN: ``data.seed_format.split_sample_validation``)
+    joins the validation NLL: the model reads the training trials and is scored on those entries too.
     """
 
     def __init__(self, config: LfadsConfig, train_data: np.ndarray, valid_data: np.ndarray,
                  device: str | torch.device | None = None, train_ext_input: np.ndarray | None = None,
                  valid_ext_input: np.ndarray | None = None, train_session: np.ndarray | None = None,
-                 valid_session: np.ndarray | None = None, train_condition: np.ndarray | None = None):
+                 valid_session: np.ndarray | None = None, train_condition: np.ndarray | None = None,
+                 sample_validation_data: np.ndarray | None = None):
         # 'auto' settings (batch size, learning rate, mask_as_input) are resolved from the training trials.
         config, self.resolved_notes = resolve_data_defaults(config, np.asarray(train_data))
         self.config = config
@@ -60,6 +65,13 @@ class LfadsTrainer:
         self.generator.manual_seed(config.seed)
         self.train_data = torch.as_tensor(np.asarray(train_data, dtype=np.float32), device=self.device)
         self.valid_data = torch.as_tensor(np.asarray(valid_data, dtype=np.float32), device=self.device)
+        self.sample_validation_data = None
+        if sample_validation_data is not None:
+            if np.shape(sample_validation_data) != tuple(self.train_data.shape):
+                raise NeurodynError(f"sample_validation_data has shape {np.shape(sample_validation_data)}; expected "
+                                    f"the training data's {tuple(self.train_data.shape)}")
+            self.sample_validation_data = torch.as_tensor(np.asarray(sample_validation_data, dtype=np.float32),
+                                                          device=self.device)
         self.train_ext_input = self._ext_input_tensor(train_ext_input, self.train_data, "train_ext_input")
         self.valid_ext_input = self._ext_input_tensor(valid_ext_input, self.valid_data, "valid_ext_input")
         num_neurons = self.train_data.shape[-1]
@@ -138,6 +150,8 @@ class LfadsTrainer:
         self._release_engine()  # new tensors: the engine's views of the old ones would not follow
         self.model.to(dtype)
         self.train_data, self.valid_data = self.train_data.to(dtype), self.valid_data.to(dtype)
+        if self.sample_validation_data is not None:
+            self.sample_validation_data = self.sample_validation_data.to(dtype)
         if self.train_ext_input is not None:
             self.train_ext_input = self.train_ext_input.to(dtype)
             self.valid_ext_input = self.valid_ext_input.to(dtype)
