@@ -166,6 +166,44 @@ def test_the_driver_applies_the_decisions_to_the_chosen_metrics(tmp_path):
     assert engine.jobs_seen[1][0].start_state is not None
 
 
+def test_ramps_complete_when_the_last_epoch_trained_with_full_weights():
+    from neurodyn.pbt.decisions import ramps_complete_after
+
+    model = LfadsConfig(kl_increase_epochs=80, l2_increase_epochs=60)
+    # LfadsTrainer counts epoch index e as ramped once e >= 80: after 81 epochs.
+    assert [ramps_complete_after(g, 25, model) for g in range(1, 6)] == [False, False, False, True, True]
+    assert not ramps_complete_after(8, 10, model) and ramps_complete_after(9, 10, model)
+    rule = StoppingRule(patience=1, best=1.0, generations_without_best=0, history=[1.0])
+    decision, _ = _decide([2.0, 3.0], best=1.0, stopping=rule)
+    assert decision.stop_reason is not None  # a generation after the ramps counts towards patience
+    decision = decide_after_generation([2.0, 3.0], [{"keep_ratio": 0.5, "keep_prob": 0.95}] * 2, SPACE, 1.0, rule,
+                                       PbtSettings(max_generations=10), 1, np.random.default_rng(0),
+                                       ramps_complete=False)
+    assert decision.stop_reason is None and decision.stopping == rule  # one before them does not
+
+
+def test_a_best_from_before_the_ramps_is_replaced_by_the_first_leader_after_them(tmp_path):
+    data = write_tiny_dataset(tmp_path)
+    # Two epochs per generation and ramps over 4 epochs: generations 0 and 1 end before the ramps do.
+    run_config = load_run_config(write_config(tmp_path, num_workers=3, max_generations=4, num_no_best_to_stop=1,
+                                              kl_increase_epochs=4, l2_increase_epochs=4))
+    base = {k: v for k, v in TINY_RUN.items() if k in LfadsConfig.model_fields} | {"event_delay_bins": 0, "forward_bins": 0}
+    from neurodyn.data.seed_format import read_dataset
+
+    dataset = read_dataset(data)
+    state = encode_state(LfadsTrainer(LfadsConfig(**base), dataset.data[:20], dataset.data[20:]).state_dict())
+    # Unregularised early generations score best; after the ramps the metric is higher.
+    engine = FakeEngine([[0.2, 0.3, 0.4], [0.25, 0.1, 0.3], [0.9, 0.8, 0.7], [0.95, 0.85, 0.75]], state)
+    lines = []
+    result = run_pbt(run_config, data, tmp_path / "res", progress=False, echo=lines.append,
+                     engine_factory=lambda data, log: engine)
+    chosen = yaml.safe_load((tmp_path / "res" / "pbt_best_model" / "hyperparameters.yaml").read_text())
+    assert (chosen["generation"], chosen["worker"]) == (2, 2) and result.best_metric == 0.7
+    # Patience of 1 counted only after the ramps: generation 3 is no better, so the run stops there.
+    assert result.generations == 4 and "no improvement" in result.finished
+    assert any("provisional" in line for line in lines if line.startswith("generation 1:"))
+
+
 def test_worker_zero_starts_from_the_config_and_the_others_are_drawn():
     from neurodyn.pbt.decisions import initial_population
 

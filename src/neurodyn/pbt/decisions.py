@@ -6,6 +6,11 @@ stopping rule's state and a random generator, and returns the new best (if any),
 the hyperparameters of the next generation (explored where copied), notes on any clipping, and
 why the run should stop (None to go on). It reads and writes no file and trains nothing, so it can
 be tested with chosen metrics; the driver (``pbt.run``) applies the decision.
+
+Until the KL and L2 ramps are complete (``ramps_complete_after``) the workers train under weaker
+regularisation than they will, so their validation NLL is not yet comparable with a later one: as for
+one model (``LfadsTrainer``), such generations count towards no patience, and a best taken from them is
+provisional, replaced by the first leader after the ramps whatever its metric.
 """
 
 from __future__ import annotations
@@ -47,6 +52,14 @@ def initial_population(search_space: dict[str, SearchSpec], model: LfadsConfig, 
     return workers
 
 
+def ramps_complete_after(generations_done: int, epochs_per_generation: int, model: LfadsConfig) -> bool:
+    """Whether the workers' last epoch after ``generations_done`` generations trained with the KL and L2
+    ramps complete (epoch index >= ``max(kl_increase_epochs, l2_increase_epochs)``, as ``LfadsTrainer``
+    counts)."""
+    last_epoch = generations_done * epochs_per_generation - 1
+    return last_epoch >= max(model.kl_increase_epochs, model.l2_increase_epochs)
+
+
 def count_diverged(metrics: list[float]) -> int:
     """Workers whose metric is NaN, infinite or missing (the tournament's notion of diverged)."""
     return sum(1 for m in metrics if is_bad(m))
@@ -55,15 +68,18 @@ def count_diverged(metrics: list[float]) -> int:
 def decide_after_generation(metrics: list[float], hyperparameters: list[dict[str, float]],
                             search_space: dict[str, SearchSpec], best_metric: float, stopping: StoppingRule,
                             settings: PbtSettings, generations_done: int,
-                            rng: np.random.Generator) -> GenerationDecision:
+                            rng: np.random.Generator, ramps_complete: bool = True) -> GenerationDecision:
     """The population's decision after ``generations_done`` generations (see the module docstring).
 
-    ``stopping`` is not changed; the returned decision holds its updated copy.
+    ``stopping`` is not changed; the returned decision holds its updated copy, which only a generation
+    with ``ramps_complete`` advances (pass ``best_metric`` = inf for the first such generation after a
+    provisional best).
     """
     leader = best_worker(metrics)
     new_best = leader is not None and metrics[leader] < best_metric
     stopping = copy.deepcopy(stopping)
-    stopping.update(None if leader is None else metrics[leader])
+    if ramps_complete:
+        stopping.update(None if leader is None else metrics[leader])
     if settings.exploit_method == "truncation":
         copies = truncation(metrics, rng, settings.truncation_fraction)
     else:

@@ -23,7 +23,7 @@ from neurodyn.config import LfadsConfig, PbtSettings, RunConfig, config_to_yaml,
 from neurodyn.data.atomic import write_text_atomic
 from neurodyn.data.seed_format import data_file_name
 from neurodyn.errors import NeurodynError, RunInterrupted
-from neurodyn.pbt.decisions import count_diverged, decide_after_generation, initial_population
+from neurodyn.pbt.decisions import count_diverged, decide_after_generation, initial_population, ramps_complete_after
 from neurodyn.pbt.engines import (EmbeddedEngine, RayEngine, WorkerData, WorkerJob, WorkerResult,
                                   default_max_processes)
 from neurodyn.pbt.population import StoppingRule
@@ -237,7 +237,7 @@ class PbtRun:
         workers = [WorkerRecord(values) for values in starts]
         state = PbtState(workers=workers, stopping={"patience": self.settings.num_no_best_to_stop,
                                                     "percent_change": self.settings.percent_change_to_stop},
-                         rng_state=rng.bit_generator.state)
+                         rng_state=rng.bit_generator.state, best_after_ramps=False)
         self.store.commit(state)
         self.log(f"AutoLFADS run '{self.config.model.run_name}': {n} workers, "
                  f"{self.settings.epochs_per_generation} epochs per generation, up to "
@@ -338,14 +338,18 @@ class PbtRun:
             state.log_rows.append({"generation": generation, "worker": w, **record.hyperparameters,
                                    "metric": metrics[w], "copied_from": "" if record.copied_from is None
                                    else record.copied_from, "seconds": round(results[w].seconds, 2)})
+        ramps_complete = ramps_complete_after(generation + 1, self.settings.epochs_per_generation, self.config.model)
+        # A best from before the ramps ended is provisional: the first leader after them replaces it.
+        best_so_far = state.best_metric if state.best_after_ramps or not ramps_complete else math.inf
         decision = decide_after_generation(
-            metrics, [r.hyperparameters for r in state.workers], self.config.search_space, state.best_metric,
-            StoppingRule(**state.stopping), self.settings, generation + 1, rng)
+            metrics, [r.hyperparameters for r in state.workers], self.config.search_space, best_so_far,
+            StoppingRule(**state.stopping), self.settings, generation + 1, rng, ramps_complete)
         leader = decision.leader
         if decision.new_best:
             state.best_metric, state.best_generation, state.best_worker = metrics[leader], generation, leader
             state.best_hyperparameters = dict(state.workers[leader].hyperparameters)
             state.best_file = self.store.keep_best(generation + 1, files[leader])
+            state.best_after_ramps = ramps_complete
         state.stopping = dataclasses.asdict(decision.stopping)
         self.lineage_source = {}
         for w, record in enumerate(state.workers):
@@ -362,7 +366,9 @@ class PbtRun:
         self.log(f"generation {generation}: best {metrics[leader] if leader is not None else math.nan:.5f} "
                  f"(worker {leader}), overall best {state.best_metric:.5f} (generation {state.best_generation}); "
                  f"{len(decision.copies)} worker{'s' if len(decision.copies) != 1 else ''} copied another"
-                 + (f"; {diverged} diverged and were replaced" if diverged else ""))
+                 + (f"; {diverged} diverged and were replaced" if diverged else "")
+                 + ("" if ramps_complete else "; the KL/L2 ramps are not complete: this best is provisional and "
+                    "no patience is counted"))
 
     # -- files --------------------------------------------------------------------------------
     def _lineage(self, state: PbtState, worker: int) -> list[dict[str, float]]:

@@ -51,6 +51,9 @@ class PbtState:
     rng_state: dict[str, Any] = field(default_factory=dict)
     finished: str | None = None         # why the run ended (None while running)
     exported: bool = False
+    # Whether the best so far comes from a generation after the KL/L2 ramps (pbt.decisions); a new run
+    # starts False, and a state written before this key existed reads as True (its best stands).
+    best_after_ramps: bool = True
 
     def to_json(self) -> str:
         data = self.__dict__.copy()
