@@ -88,3 +88,31 @@ def test_a_kick_costs_far_less_kl_under_student_t_innovations():
     # The Student-t's gradient reaches the prior's parameters as the Gaussian's does.
     ar1_kl_one_sample(mean, std, kicked, prior.log_tau, prior.log_nvar, 4.0).sum().backward()
     assert prior.log_tau.grad.abs().item() > 0 and prior.log_nvar.grad.abs().item() > 0
+
+
+def test_kl_to_a_learnable_diagonal_prior_matches_torch_distributions_and_trains_it():
+    from neurodyn.config import LfadsConfig
+    from neurodyn.lfads.model import LFADS
+    from neurodyn.lfads.priors import kl_diagonal_gaussians
+    from neurodyn.observation.poisson import Poisson
+
+    torch.manual_seed(1)
+    mean, std = torch.randn(6, 4, dtype=torch.float64), torch.rand(6, 4, dtype=torch.float64) + 0.1
+    prior_mean, prior_var = torch.randn(4, dtype=torch.float64), torch.rand(4, dtype=torch.float64) + 0.05
+    expected = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mean, std), torch.distributions.Normal(prior_mean, prior_var.sqrt())).sum(-1)
+    torch.testing.assert_close(kl_diagonal_gaussians(mean, std, prior_mean, prior_var), expected)
+
+    model = LFADS(LfadsConfig(ic_dim=4, ic_prior="learnable", ic_prior_var=0.2, co_dim=0), 5, Poisson(5)).double()
+    torch.testing.assert_close(model.ic_prior.log_var.exp(), torch.full((4,), 0.2, dtype=torch.float64))
+    with torch.no_grad():
+        model.ic_prior.mean.copy_(prior_mean)
+        model.ic_prior.log_var.copy_(prior_var.log())
+    torch.testing.assert_close(model.ic_kl(mean, std), expected)
+    # Stacked posteriors (W, B, D) of a population of one take the same prior.
+    torch.testing.assert_close(model.ic_kl(mean.unsqueeze(0), std.unsqueeze(0))[0], expected)
+    model.ic_kl(mean, std).sum().backward()
+    assert model.ic_prior.mean.grad.abs().sum() > 0 and model.ic_prior.log_var.grad.abs().sum() > 0
+    fixed = LFADS(LfadsConfig(ic_dim=4, ic_prior_var=0.2, co_dim=0), 5, Poisson(5)).double()
+    assert not hasattr(fixed, "ic_prior")
+    torch.testing.assert_close(fixed.ic_kl(mean, std), kl_diagonal_to_isotropic(mean, std, 0.2))

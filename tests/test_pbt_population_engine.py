@@ -408,3 +408,20 @@ def test_sample_validation_scores_every_worker_on_the_same_held_out_entries(tmp_
     config = write_config(tmp_path, engine="population", sample_validation_fraction=0.2)
     assert main(["run", str(config), "--data", str(data), "--out", str(tmp_path / "res"), "--no-progress"]) == 0
     check_results(tmp_path / "res", "tiny", num_workers=3, generations=2)
+
+
+def test_the_new_priors_and_spike_jitter_train_in_a_population(tmp_path):
+    # Each worker's learnable IC prior is stacked like its other weights; the Student-t controller prior and
+    # the jitter are settings every worker shares.
+    from neurodyn.cli.main import main
+
+    data = write_tiny_dataset(tmp_path)
+    config = write_config(tmp_path, engine="population", ic_prior="learnable", co_prior="student_t", co_dim=2,
+                          spike_jitter_bins=1)
+    assert main(["run", str(config), "--data", str(data), "--out", str(tmp_path / "res"), "--no-progress"]) == 0
+    check_results(tmp_path / "res", "tiny", num_workers=3, generations=2)
+    from neurodyn.train.run import load_trained_model
+
+    model, config_used = load_trained_model(tmp_path / "res" / "pbt_best_model")
+    assert config_used.ic_prior == "learnable" and model.co_prior_df == 5.0
+    assert model.ic_prior.mean.abs().max() > 0

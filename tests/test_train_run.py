@@ -197,3 +197,14 @@ def test_sample_validation_trains_without_the_held_out_entries_and_writes_every_
     outputs = read_run_outputs(out, data_path=data_path)
     assert sorted(np.concatenate([o.trial_idx for o in outputs.values()]).tolist()) == list(range(dataset.num_trials))
     assert all(np.isfinite(o.rates).all() for o in outputs.values())
+
+
+def test_a_learnable_ic_prior_trains_is_saved_and_reloads(trained, tmp_path):
+    _, data_path, _ = trained
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump({**CONFIG, "ic_prior": "learnable"}))
+    out = tmp_path / "learnable"
+    assert main(["train", str(config_path), "--data", str(data_path), "--out", str(out), "--no-progress"]) == 0
+    model, _ = load_trained_model(out)
+    assert model.ic_prior.mean.abs().max() > 0  # moved from its start at 0
+    assert not np.allclose(model.ic_prior.log_var.exp().detach().numpy(), CONFIG.get("ic_prior_var", 0.1))

@@ -108,7 +108,11 @@ class LfadsConfig(BaseModel):
                            "set (calcium events and sparse spike counts); 'auto' is accepted and means off")
 
     # -- priors -----------------------------------------------------------------------------
-    ic_prior_var: float = Field(0.1, gt=0.0, description="variance of the Gaussian IC prior")
+    ic_prior_var: float = Field(0.1, gt=0.0, description="variance of the Gaussian IC prior (ic_prior: learnable: "
+                                                         "its starting value)")
+    ic_prior: Literal["fixed", "learnable"] = Field(
+        "fixed", description="IC prior: 'fixed' = N(0, ic_prior_var); 'learnable' = a diagonal Gaussian whose mean "
+                             "and variance per dimension are trained with the model (from 0 and ic_prior_var)")
     ic_post_var_min: float = Field(1e-4, ge=0.0, description="floor added to the IC posterior variance")
     co_prior_tau: float = Field(10.0, gt=0.0, description="initial AR(1) time constant (bins) of the controller prior")
     co_prior_nvar: float = Field(0.1, gt=0.0, description="initial AR(1) noise variance of the controller prior "

@@ -23,7 +23,7 @@ from torch import nn
 
 from neurodyn.config import LfadsConfig
 from neurodyn.errors import NeurodynError
-from neurodyn.lfads.priors import AutoregressivePrior
+from neurodyn.lfads.priors import AutoregressivePrior, InitialConditionPrior
 from neurodyn.lfads.stacked import (EncoderReading, LfadsOutput, StackedLfads, hide_from_encoders,
                                     ic_std_from_log_var)
 from neurodyn.lfads.stitching import SessionReadin
@@ -78,6 +78,7 @@ class LFADS(StackedLfads):
         self.ic_prior_var = config.ic_prior_var
         self.ic_post_var_min = config.ic_post_var_min
         self.co_prior_df = float(config.co_prior_df) if config.co_prior == "student_t" else None
+        self.learnable_ic_prior = config.ic_prior == "learnable"
         self.dropout_p = 1.0 - config.keep_prob
         self.cell_clip_value = config.cell_clip_value
         # 'auto' is resolved from the data by the trainer; a model built without data takes it as off.
@@ -95,6 +96,8 @@ class LFADS(StackedLfads):
         self.ic_encoder = BidirectionalEncoder(encoder_input_dim, config.ic_enc_dim)
         self.ic_posterior = nn.Linear(2 * config.ic_enc_dim, 2 * config.ic_dim)
         self.ic_to_generator = nn.Linear(config.ic_dim, config.gen_dim)
+        if self.learnable_ic_prior:
+            self.ic_prior = InitialConditionPrior(config.ic_dim, config.ic_prior_var)
         if config.uses_controller:
             self.ci_encoder = BidirectionalEncoder(encoder_input_dim, config.ci_enc_dim)
             self.co_prior = AutoregressivePrior(config.controller_dim, config.co_prior_tau, config.co_prior_nvar)

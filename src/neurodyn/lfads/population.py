@@ -43,6 +43,7 @@ class PopulationLFADS(StackedLfads):
         self.ci_lag = template.ci_lag
         self.ic_prior_var, self.ic_post_var_min = template.ic_prior_var, template.ic_post_var_min
         self.co_prior_df = template.co_prior_df
+        self.learnable_ic_prior = template.learnable_ic_prior
         self.mask_as_input = template.mask_as_input
         self.is_stitched = template.is_stitched
         self.forward_bins = template.forward_bins

@@ -1,7 +1,9 @@
 """Priors of the LFADS latents and their KL divergences.
 
 * The initial condition has an isotropic Gaussian prior N(0, ic_prior_var); its KL to the
-  diagonal Gaussian posterior is analytic.
+  diagonal Gaussian posterior is analytic. With ``ic_prior: learnable`` the prior is a diagonal
+  Gaussian N(mean, diag var) whose mean and log variance are trained (starting at 0 and
+  ic_prior_var); its KL is analytic too.
 * The controller outputs have an AR(1) prior per dimension with trainable time constant tau and
   noise variance nvar: z_0 ~ N(0, nvar / (1 - a^2)), z_t ~ N(a z_{t-1}, nvar), a = exp(-1/tau).
   Its KL is estimated from one posterior sample, log q(z) - log p(z).
@@ -26,10 +28,17 @@ def gaussian_log_density(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor)
     return -0.5 * (LOG_2PI + torch.log(var) + (x - mean) ** 2 / var)
 
 
+def kl_diagonal_gaussians(mean: torch.Tensor, std: torch.Tensor, prior_mean: torch.Tensor | float,
+                          prior_var: torch.Tensor | float) -> torch.Tensor:
+    """KL( N(mean, std^2) || N(prior_mean, prior_var) ), both diagonal, summed over the last axis:
+    ``(..., D) -> (...)``; the prior's arrays broadcast against ``mean``."""
+    var_ratio = std ** 2 / prior_var
+    return 0.5 * (var_ratio + (mean - prior_mean) ** 2 / prior_var - 1.0 - torch.log(var_ratio)).sum(-1)
+
+
 def kl_diagonal_to_isotropic(mean: torch.Tensor, std: torch.Tensor, prior_var: float) -> torch.Tensor:
     """KL( N(mean, std^2) || N(0, prior_var) ) summed over the last axis: ``(..., D) -> (...)``."""
-    var_ratio = std ** 2 / prior_var
-    return 0.5 * (var_ratio + mean ** 2 / prior_var - 1.0 - torch.log(var_ratio)).sum(-1)
+    return kl_diagonal_gaussians(mean, std, 0.0, prior_var)
 
 
 def student_t_log_density(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, df: float) -> torch.Tensor:
@@ -65,6 +74,15 @@ def ar1_kl_one_sample(post_mean: torch.Tensor, post_std: torch.Tensor, sample: t
     ``(..., T, D)`` to the AR(1) prior: ``-> (...)`` (prior parameters and ``df`` as in ``ar1_log_prob``)."""
     log_q = gaussian_log_density(sample, post_mean, post_std ** 2).sum((-1, -2))
     return log_q - ar1_log_prob(sample, log_tau, log_nvar, df)
+
+
+class InitialConditionPrior(nn.Module):
+    """A learnable diagonal Gaussian prior of the initial condition: ``mean`` and ``log_var`` ``(D,)``."""
+
+    def __init__(self, dim: int, var: float):
+        super().__init__()
+        self.mean = nn.Parameter(torch.zeros(dim))
+        self.log_var = nn.Parameter(torch.full((dim,), math.log(var)))
 
 
 class AutoregressivePrior(nn.Module):

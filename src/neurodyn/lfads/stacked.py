@@ -33,7 +33,7 @@ from torch import nn
 
 from neurodyn.errors import NeurodynError
 from neurodyn.lfads.compiled_rnn import load_compiled_rnn, run_controlled_decoder, run_gru_sequence
-from neurodyn.lfads.priors import ar1_kl_one_sample, kl_diagonal_to_isotropic
+from neurodyn.lfads.priors import ar1_kl_one_sample, kl_diagonal_gaussians
 from neurodyn.lfads.recurrent import (MAX_BLOCK_DIAGONAL_UNITS, bidirectional_gru_block_diagonal, gru_step,
                                       keep_multipliers, recurrent_backend, worker_linear)
 
@@ -147,7 +147,8 @@ class StackedLfads(nn.Module):
     """The LFADS mathematics for weights with a leading worker axis (see the module docstring).
 
     A subclass holds the weights and sets the architecture's settings: ``num_neurons``, ``ic_dim``,
-    ``co_dim``, ``ext_input_dim``, ``ci_lag``, ``ic_prior_var``, ``ic_post_var_min``, ``co_prior_df`` (None: the
+    ``co_dim``, ``ext_input_dim``, ``ci_lag``, ``ic_prior_var``, ``learnable_ic_prior`` (its weights
+    ``ic_prior.mean`` and ``ic_prior.log_var``), ``ic_post_var_min``, ``co_prior_df`` (None: the
     Gaussian AR(1) controller prior), ``mask_as_input``,
     ``forward_bins``, ``cell_clip_value``, ``is_stitched`` and ``observation`` (an observation model whose
     own parameters, if any, may be stacked too); ``_stacked(name)`` returns the weight of that
@@ -466,9 +467,21 @@ class StackedLfads(nn.Module):
 
     # -- objective terms ------------------------------------------------------------------------------
     def kl_ic(self, output: LfadsOutput) -> torch.Tensor:
-        """KL of the IC posterior to its isotropic Gaussian prior N(0, ic_prior_var), per trial (``(W, B)``
-        for a stacked output, ``(B,)`` for one model's)."""
-        return kl_diagonal_to_isotropic(output.ic_mean, output.ic_std, self.ic_prior_var)
+        """KL of the IC posterior to its prior, per trial (``(W, B)`` for a stacked output, ``(B,)`` for
+        one model's): ``ic_kl`` of the output's posterior."""
+        return self.ic_kl(output.ic_mean, output.ic_std)
+
+    def ic_kl(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """KL of diagonal IC posteriors ``(W, B, ic_dim)`` (or one model's ``(B, ic_dim)``) to the prior:
+        N(0, ic_prior_var), or each worker's learned N(mean, var) with ``ic_prior: learnable``."""
+        if not self.learnable_ic_prior:
+            return kl_diagonal_gaussians(mean, std, 0.0, self.ic_prior_var)
+        prior_mean, log_var = self._stacked("ic_prior.mean"), self._stacked("ic_prior.log_var")  # (W, D)
+        if mean.dim() == 3:
+            prior_mean, log_var = prior_mean.unsqueeze(1), log_var.unsqueeze(1)  # against (W, B, D)
+        else:
+            prior_mean, log_var = prior_mean[0], log_var[0]  # one model's
+        return kl_diagonal_gaussians(mean, std, prior_mean, torch.exp(log_var))
 
     def stacked_kl_co(self, output: LfadsOutput) -> torch.Tensor:
         """One-sample KL of the inferred inputs to each worker's AR(1) prior (Gaussian or Student-t

@@ -9,7 +9,7 @@ state (sparse sampling), placed by an encoder trained on few entries per step.
 Refinement keeps the trained model fixed and, per trial, moves the encoder's Gaussian posterior
 ``N(mean, std^2)`` to maximise that trial's evidence lower bound under the model:
 
-    E_q[ log p(observed entries | ic, inferred inputs) ] - KL(q(ic) || N(0, ic_prior_var)) - E_q[KL_co]
+    E_q[ log p(observed entries | ic, inferred inputs) ] - KL(q(ic) || p(ic)) - E_q[KL_co]
 
 with every observed entry counted once (a sum, not a mean) and the KL at full weight: the posterior
 a Bayesian would compute for this model and this trial alone (no other trial enters it, unlike
@@ -29,7 +29,6 @@ import torch
 
 from neurodyn.lfads.augmentations import inference_masks
 from neurodyn.lfads.model import LFADS
-from neurodyn.lfads.priors import kl_diagonal_to_isotropic
 
 # Adam step size on the posterior mean and log variance (units of the IC latent, whose prior std is
 # sqrt(ic_prior_var) ~ 0.3); draws of the posterior per trial and step. 25 steps of 0.04 matched 50
@@ -111,7 +110,7 @@ class _Chunk:
                        controller_inputs_override=self.controller_inputs)
         nll = (model.observation.elementwise_nll_up_to_constant(output.readout, self.target) * self.evidence).sum()
         kl_co = model.kl_co(output).sum()
-        return (nll + kl_co) / self.samples + kl_diagonal_to_isotropic(mean, std, model.ic_prior_var).sum()
+        return (nll + kl_co) / self.samples + model.ic_kl(mean, std).sum()
 
     def refine(self, steps: int, learning_rate: float) -> tuple[torch.Tensor, torch.Tensor]:
         model = self.model
