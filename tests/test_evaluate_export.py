@@ -36,8 +36,10 @@ def write_session_nwb(path, seed=0):
         io.write(nwbfile)
 
 
-def write_fake_run(run_dir, num_trials, num_bins, num_neurons, seed=0, valid=(1, 4, 7), extra=True):
-    """Output files as `neurodyn train` writes them: (dim, samples, n) + trial_idx; valid trials shuffled."""
+def write_fake_run(run_dir, num_trials, num_bins, num_neurons, seed=0, valid=(1, 4, 7), extra=True,
+                   observation=None):
+    """Output files as `neurodyn train` writes them: (dim, samples, n) + trial_idx; valid trials shuffled.
+    ``observation`` 'gaussian': also each channel's ``std`` and the attribute naming the model."""
     rng = np.random.default_rng(seed)
     rates = rng.uniform(0.05, 1.5, (num_trials, num_bins, num_neurons))
     factors = rng.standard_normal((num_trials, num_bins, 3))
@@ -52,6 +54,9 @@ def write_fake_run(run_dir, num_trials, num_bins, num_neurons, seed=0, valid=(1,
                 f["latents"] = np.transpose(factors[idx, :, :2] * 2)
                 f["rates_posterior_mean"] = np.transpose(rates[idx] * 0.9)
             f["trial_idx"] = idx.astype(np.int64)
+            if observation is not None:
+                f.attrs["observation"] = observation
+                f["std"] = np.transpose(np.broadcast_to(np.linspace(0.5, 1.0, num_neurons), rates[idx].shape))
     return rates, factors, train_idx, np.sort(valid_idx)
 
 
@@ -189,6 +194,17 @@ def test_nwb_export_adds_a_processing_module_to_a_copy(prepared):
         assert module["rates_posterior_mean"].unit == "expected count per bin"
         assert module["factors"].unit == "a.u."
         assert len(nwbfile.units) == NUM_UNITS  # the original content is still there
+
+
+def test_nwb_export_of_a_continuous_signal_model_names_the_datas_units(prepared):
+    write_fake_run(prepared / "run", NUM_TRIALS, NUM_BINS, NUM_UNITS, observation="gaussian")
+    written = export_run_to_nwb(prepared / "run", prepared / "run_data.h5", prepared / "session.nwb",
+                                prepared / "results.nwb")
+    assert "std" in written
+    with pynwb.NWBHDF5IO(str(prepared / "results.nwb"), "r") as io:
+        module = io.read().processing["neurodyn"]
+        assert module["rates"].unit == module["std"].unit == "units of the data"
+        assert module["factors"].unit == "a.u."
 
 
 def test_nwb_export_refuses_existing_module_and_missing_timing(prepared, tmp_path):
