@@ -202,8 +202,8 @@ def test_non_integer_counts_rejected_for_poisson_but_allowed_without_model(tmp_p
 def test_unknown_observation_model(tmp_path):
     path = tmp_path / "x_data.h5"
     write_raw(path, data=np.ones((NEURONS, SAMPLES, TRIALS)))
-    with pytest.raises(NeurodynError, match="unknown observation model 'gaussian'"):
-        read_dataset_for(path, "gaussian")
+    with pytest.raises(NeurodynError, match="unknown observation model 'laplace'"):
+        read_dataset_for(path, "laplace")
 
 
 def test_truth_shape_mismatch_names_key_and_expected_shape(tmp_path):
@@ -231,15 +231,15 @@ def test_non_integer_condition(tmp_path):
     expect_error(path, "key 'condition'", "integer")
 
 
-def test_truth_with_nan_or_negative_values(tmp_path):
+def test_truth_with_nan_is_refused_and_a_negative_clean_signal_is_read(tmp_path):
     truth = np.ones((NEURONS, SAMPLES, TRIALS))
     truth[0, 0, 0] = np.nan
     path = tmp_path / "x_data.h5"
     write_raw(path, data=np.ones((NEURONS, SAMPLES, TRIALS)), truth=truth)
     expect_error(path, "key 'truth'", "NaN")
-    truth[0, 0, 0] = -0.5
+    truth[0, 0, 0] = -0.5  # continuous signals (observation: gaussian) take either sign
     write_raw(path, data=np.ones((NEURONS, SAMPLES, TRIALS)), truth=truth)
-    expect_error(path, "key 'truth'", "negative")
+    assert read_dataset(path).truth[0, 0, 0] == -0.5
 
 
 def test_write_rejects_inconsistent_dataset_and_leaves_no_file(tmp_path):

@@ -21,6 +21,7 @@ EXPECTED_KEYS = {
     "rate_r2", "bits_per_spike", "co_bps", "fp_bps", "latent_r2", "latent_r2_per_dim", "latent_ridge_alpha", "num_train_trials",
     "num_valid_trials", "num_neurons", "num_samples", "run_dir", "output_dir", "data_path", "evaluation_json",
     "figure", "summary_figure", "notes", "vel_r2", "vel_lag_ms", "psth_r2", "psth_reference", "nlb_not_computed",
+    "observed_r2", "co_r2", "gaussian_ll",
 }
 
 
