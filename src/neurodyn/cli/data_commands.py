@@ -288,15 +288,14 @@ def _run_prepare_2p(args: argparse.Namespace) -> int:
     dataset = prepare_two_photon(traces, starts, settings)
     write_dataset(args.output, dataset)
     attrs = dataset.attrs
+    written = (f"wrote {args.output}: {dataset.num_trials} trials x {dataset.num_samples} sub-frame bins of "
+               f"{attrs['bin_ms']:.3g} ms ({args.trial_frames} frames x {args.subframe_bins}) x "
+               f"{dataset.num_neurons} ROIs at {traces.frame_rate_hz:g} Hz")
     if args.signal == "dff":
-        print(f"wrote {args.output}: {dataset.num_trials} trials x {dataset.num_samples} sub-frame bins of "
-              f"{attrs['bin_ms']:.3g} ms ({args.trial_frames} frames x {args.subframe_bins}) x {dataset.num_neurons} "
-              f"ROIs at {traces.frame_rate_hz:g} Hz; dF/F (baseline: running {args.baseline_window_s:g} s maximin), "
+        print(f"{written}; dF/F (baseline: running {args.baseline_window_s:g} s maximin), "
               f"{np.nanmin(dataset.data):.2f} to {np.nanmax(dataset.data):.2f}; train it with observation: gaussian")
         return 0
-    print(f"wrote {args.output}: {dataset.num_trials} trials x {dataset.num_samples} sub-frame bins of "
-          f"{attrs['bin_ms']:.3g} ms ({args.trial_frames} frames x {args.subframe_bins}) x "
-          f"{dataset.num_neurons} ROIs at {traces.frame_rate_hz:g} Hz; each ROI observed once per frame; events "
+    print(f"{written}; each ROI observed once per frame; events "
           f"trail the spikes by ~{attrs['event_delay_ms']:.0f} ms (event_delay_ms; training removes it by default), "
           f"assuming indicator decay {attrs['indicator_decay_ms']:.0f} ms and rise {attrs['indicator_rise_ms']:.0f} ms "
           f"({attrs['event_kinetics_source']}; --decay-s and --rise-s set them)")

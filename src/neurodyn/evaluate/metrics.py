@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import stats
 from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
 from sklearn.model_selection import GroupKFold
@@ -143,8 +144,7 @@ def gaussian_log_likelihood(mean: np.ndarray, std: np.ndarray, observed: np.ndar
     if not (np.all(np.isfinite(mean[seen])) and np.all(std[seen] > 0) and np.all(np.isfinite(std[seen]))):
         raise NeurodynError("the Gaussian log-likelihood needs a finite mean and a positive, finite std on the "
                             "observed entries")
-    z = (observed[seen] - mean[seen]) / std[seen]
-    return float(np.mean(-0.5 * z ** 2 - np.log(std[seen]) - 0.5 * np.log(2.0 * np.pi)))
+    return float(np.mean(stats.norm.logpdf(observed[seen], loc=mean[seen], scale=std[seen])))
 
 
 @dataclass(frozen=True)

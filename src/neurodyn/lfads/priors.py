@@ -15,17 +15,13 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 from torch import nn
 
-LOG_2PI = math.log(2.0 * math.pi)
-
-
-def gaussian_log_density(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-    """Elementwise log N(x; mean, var)."""
-    return -0.5 * (LOG_2PI + torch.log(var) + (x - mean) ** 2 / var)
+from neurodyn.observation.gaussian import gaussian_log_density
 
 
 def kl_diagonal_gaussians(mean: torch.Tensor, std: torch.Tensor, prior_mean: torch.Tensor | float,
@@ -57,12 +53,7 @@ def ar1_log_prob(z: torch.Tensor, log_tau: torch.Tensor, log_nvar: torch.Tensor,
     process_var = noise_var / (1.0 - alpha ** 2)
     first = z[..., 0, :]
     rest = z[..., 1:, :]
-    if df is None:
-        def density(x, mean, var):
-            return gaussian_log_density(x, mean, var)
-    else:
-        def density(x, mean, var):
-            return student_t_log_density(x, mean, var, df)
+    density = gaussian_log_density if df is None else functools.partial(student_t_log_density, df=df)
     first_log_p = density(first, torch.zeros_like(first), process_var.expand_as(first))
     rest_log_p = density(rest, alpha.unsqueeze(-2) * z[..., :-1, :], noise_var.unsqueeze(-2).expand_as(rest))
     return first_log_p.sum(-1) + rest_log_p.sum((-1, -2))

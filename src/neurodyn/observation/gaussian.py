@@ -25,7 +25,12 @@ from neurodyn.observation.base import ObservationModel
 
 # A channel's variance stays above this fraction of its training-data variance.
 VARIANCE_FLOOR = 1e-4
-HALF_LOG_TWO_PI = 0.5 * math.log(2.0 * math.pi)
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def gaussian_log_density(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """Elementwise log N(x; mean, var) (also the LFADS priors' Gaussian, ``lfads.priors``)."""
+    return -0.5 * (LOG_2PI + torch.log(var) + (x - mean) ** 2 / var)
 
 
 def channel_variances(train_data) -> list[float]:
@@ -48,12 +53,27 @@ def per_channel(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.view(values.shape[0], *([1] * (like.dim() - 2)), values.shape[-1])
 
 
-class Gaussian(ObservationModel):
-    """One readout value per channel (the mean); a trainable log variance per channel."""
+class IdentityLink(ObservationModel):
+    """One readout value per channel, the signal's expected value itself (no link function)."""
 
-    name = "gaussian"
     params_per_neuron = 1
     value_unit = "units of the data"
+
+    def mean(self, readout: torch.Tensor) -> torch.Tensor:
+        return readout[..., 0]
+
+    def initial_readout_bias(self, mean_observed: torch.Tensor) -> torch.Tensor:
+        return mean_observed.unsqueeze(-1)
+
+    def readout_weight_for_activity(self, activity_map, mean):
+        # Identity link: the expected value moves by the activity map itself.
+        return np.asarray(activity_map).T[:, None, :]
+
+
+class Gaussian(IdentityLink):
+    """The mean per channel from the readout; a trainable log variance per channel."""
+
+    name = "gaussian"
 
     def __init__(self, num_neurons: int, initial_variance: list[float] | None = None):
         super().__init__(num_neurons)
@@ -73,43 +93,21 @@ class Gaussian(ObservationModel):
         return per_channel(variance, like)
 
     def elementwise_nll(self, readout: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.elementwise_nll_up_to_constant(readout, target) + HALF_LOG_TWO_PI
+        mean = self.mean(readout)
+        return -gaussian_log_density(target, mean, self.variance(mean))
 
     def elementwise_nll_up_to_constant(self, readout: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        mean = readout[..., 0]
-        variance = self.variance(mean)
-        return 0.5 * (torch.log(variance) + (target - mean).pow(2) / variance)
-
-    def mean(self, readout: torch.Tensor) -> torch.Tensor:
-        return readout[..., 0]
+        return self.elementwise_nll(readout, target) - 0.5 * LOG_2PI
 
     def named_params(self, readout: torch.Tensor) -> dict[str, torch.Tensor]:
-        mean = readout[..., 0]
+        mean = self.mean(readout)
         return {"std": torch.sqrt(self.variance(mean)).expand_as(mean)}
 
-    def initial_readout_bias(self, mean_observed: torch.Tensor) -> torch.Tensor:
-        return mean_observed.unsqueeze(-1)
 
-    def readout_weight_for_activity(self, activity_map, mean):
-        # Identity link: the expected value moves by the activity map itself.
-        return np.asarray(activity_map).T[:, None, :]
-
-
-class SquaredError(ObservationModel):
-    """One readout value per channel (the mean); the loss is the squared error."""
+class SquaredError(IdentityLink):
+    """The mean per channel from the readout; the loss is the squared error."""
 
     name = "mse"
-    params_per_neuron = 1
-    value_unit = "units of the data"
 
     def elementwise_nll(self, readout: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return (target - readout[..., 0]).pow(2)
-
-    def mean(self, readout: torch.Tensor) -> torch.Tensor:
-        return readout[..., 0]
-
-    def initial_readout_bias(self, mean_observed: torch.Tensor) -> torch.Tensor:
-        return mean_observed.unsqueeze(-1)
-
-    def readout_weight_for_activity(self, activity_map, mean):
-        return np.asarray(activity_map).T[:, None, :]
+        return (target - self.mean(readout)).pow(2)

@@ -201,8 +201,10 @@ class PbtRun:
         self.dataset = dataset
         # 'auto' settings resolved once from the training trials, so every worker (and worker 0's start
         # from the config) gets the same numbers.
-        # (From the training entries as the workers get them: less any that sample validation holds out.)
-        resolved, self.resolved_notes = resolve_data_defaults(self.config.model, self.data.trainer_inputs()["train_data"])
+        # The arrays every worker trains on, made once (sample validation's draw included); the defaults are
+        # resolved from the training entries as the workers get them.
+        self.inputs = self.data.trainer_inputs()
+        resolved, self.resolved_notes = resolve_data_defaults(self.config.model, self.inputs["train_data"])
         self.config = self.config.model_copy(update={"model": resolved,
                                                      "search_space": without_controller_search(
                                                          self.config.search_space, resolved)})
@@ -259,7 +261,7 @@ class PbtRun:
         settings = self.settings
         rng = np.random.default_rng()
         rng.bit_generator.state = state.rng_state
-        inputs = self.data.trainer_inputs()
+        inputs = self.inputs
         data = WorkerData(inputs["train_data"], inputs["valid_data"], inputs["train_ext_input"],
                           inputs["valid_ext_input"], inputs["train_session"], inputs["valid_session"],
                           inputs["train_condition"], inputs["sample_validation_data"])
