@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from neurodyn.config import LfadsConfig, load_run_config
-from neurodyn.data.seed_format import read_dataset, split_trials
+from neurodyn.data.seed_format import read_dataset, split_trials, write_dataset
 from neurodyn.errors import NeurodynError
 from neurodyn.pbt import population_engine
 from neurodyn.pbt.engines import WorkerData, WorkerJob, run_worker_generation
@@ -24,6 +24,7 @@ from neurodyn.pbt.population_engine import (PopulationEngine, PopulationLayout, 
 from neurodyn.pbt.run import choose_engine, run_pbt
 from neurodyn.train.allocator import available_memory_bytes
 from neurodyn.runs.checkpoint import decode_state
+from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
 from neurodyn.train.trainer import LfadsTrainer
 
 from pbt_helpers import TINY_RUN, check_results, write_config, write_tiny_dataset
@@ -415,13 +416,19 @@ def test_the_new_priors_and_spike_jitter_train_in_a_population(tmp_path):
     # the jitter are settings every worker shares.
     from neurodyn.cli.main import main
 
-    data = write_tiny_dataset(tmp_path)
+    data = tmp_path / "tiny_10ms.h5"  # 10 ms bins: jitter 'auto' -> 2 bins
+    write_dataset(data, make_lorenz_spikes(num_neurons=8, num_samples=12, num_conditions=4, trials_per_condition=8,
+                                           bin_ms=10.0, seed=1))
     config = write_config(tmp_path, engine="population", ic_prior="learnable", co_prior="student_t", co_dim=2,
-                          spike_jitter_bins=1)
+                          spike_jitter_bins="auto")
     assert main(["run", str(config), "--data", str(data), "--out", str(tmp_path / "res"), "--no-progress"]) == 0
     check_results(tmp_path / "res", "tiny", num_workers=3, generations=2)
     from neurodyn.train.run import load_trained_model
 
     model, config_used = load_trained_model(tmp_path / "res" / "pbt_best_model")
     assert config_used.ic_prior == "learnable" and model.co_prior_df == 5.0
+    # 'auto' jitter resolved once from the file's bin width for every worker
+    from neurodyn.train.defaults import auto_spike_jitter_bins
+
+    assert config_used.spike_jitter_bins == auto_spike_jitter_bins(10.0, "poisson") == 2
     assert model.ic_prior.mean.abs().max() > 0

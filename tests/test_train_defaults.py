@@ -13,7 +13,8 @@ from neurodyn.data.seed_format import write_dataset
 from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
 from neurodyn.train.defaults import (CONTROLLER_DIM, REFINE_UNOBSERVED, auto_co_dim, SPARSE_PASS, SPARSE_UNOBSERVED, auto_batch_size, auto_cd_pass_fraction,
                                      auto_inference, auto_kl_weight, KL_MAX_WEIGHT, KL_TRIAL_SHARE,
-                                     auto_learning_rate, resolve_data_defaults)
+                                     auto_learning_rate, auto_spike_jitter_bins, resolve_data_defaults,
+                                     SPIKE_JITTER_MIN_BINS, SPIKE_JITTER_MS)
 from neurodyn.train.run import train_model
 
 
@@ -57,7 +58,8 @@ def test_mask_as_input_auto_is_off_and_says_why(observation):
 
 def test_a_config_that_sets_a_key_keeps_it():
     config = LfadsConfig(batch_size=64, learning_rate_init=0.01, mask_as_input=False, cd_pass_fraction=0.0,
-                         inference="sample_average", kl_ic_weight=1e-4, kl_co_weight=1e-4, co_dim=2)
+                         inference="sample_average", kl_ic_weight=1e-4, kl_co_weight=1e-4, co_dim=2,
+                         spike_jitter_bins=0)
     resolved, notes = resolve_data_defaults(config, np.full((480, 10, 6), np.nan))
     assert resolved == config and notes == []
     only_batch, _ = resolve_data_defaults(LfadsConfig(batch_size=64), np.zeros((480, 10, 6)))
@@ -110,6 +112,44 @@ def test_train_writes_and_logs_the_values_it_used(tmp_path):
     assert resolved["inference"] == "sample_average"
     assert resolved["learning_rate_init"] == auto_learning_rate(16)
     assert "batch_size auto -> 16 (32 training trials: 2 steps per epoch)" in lines
+
+
+@pytest.mark.parametrize("bin_ms", [1.0, 5.0, 10.0, 20.0, 50.0, 3.0, 7.0, 11.0])
+def test_spike_jitter_auto_moves_spikes_by_whole_bins_within_the_jitter_time(bin_ms):
+    bins = auto_spike_jitter_bins(bin_ms, "poisson")
+    fit = math.floor(SPIKE_JITTER_MS / bin_ms)  # the most whole bins in the jitter time
+    assert bins == (fit if fit >= SPIKE_JITTER_MIN_BINS else 0)
+    assert bins * bin_ms <= SPIKE_JITTER_MS
+    assert auto_spike_jitter_bins(bin_ms, "zig") == 0 and auto_spike_jitter_bins(None, "poisson") == 0
+
+
+def test_spike_jitter_auto_is_resolved_from_the_bin_width_and_explained():
+    data = np.zeros((40, 10, 6))
+    config, notes = resolve_data_defaults(LfadsConfig(spike_jitter_bins="auto"), data, bin_ms=5.0)
+    expected = math.floor(SPIKE_JITTER_MS / 5.0)
+    assert config.spike_jitter_bins == expected
+    assert any(note.startswith(f"spike_jitter_bins auto -> {expected} (5 ms bins") for note in notes)
+    unknown, notes = resolve_data_defaults(LfadsConfig(spike_jitter_bins="auto"), data)
+    assert unknown.spike_jitter_bins == 0 and any("'bin_ms'" in note for note in notes)
+    events, notes = resolve_data_defaults(LfadsConfig(spike_jitter_bins="auto", observation="zig"), data, bin_ms=5.0)
+    assert events.spike_jitter_bins == 0 and not any("spike_jitter" in note for note in notes)
+    kept, _ = resolve_data_defaults(LfadsConfig(spike_jitter_bins=1), data, bin_ms=5.0)
+    assert kept.spike_jitter_bins == 1
+    coarse, notes = resolve_data_defaults(LfadsConfig(), data, bin_ms=20.0)  # the default is 'auto'
+    assert coarse.spike_jitter_bins == 0 and "spike_jitter_bins auto -> 0 (20 ms bins: fewer than 2 fit in 20 ms)" \
+        in notes
+
+
+def test_train_takes_the_jitter_from_the_files_bin_width(tmp_path):
+    dataset = make_lorenz_spikes(num_neurons=6, num_samples=8, num_conditions=4, trials_per_condition=10, bin_ms=5.0)
+    write_dataset(tmp_path / "d.h5", dataset)
+    config = LfadsConfig(ic_enc_dim=6, gen_dim=8, ic_dim=3, factors_dim=3, max_epochs=1, kl_increase_epochs=1,
+                         l2_increase_epochs=1, posterior_samples=2, device="cpu", spike_jitter_bins="auto")
+    lines = []
+    train_model(config, tmp_path / "d.h5", tmp_path / "run", progress=False, echo=lines.append)
+    resolved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert resolved["spike_jitter_bins"] == math.floor(SPIKE_JITTER_MS / 5.0)
+    assert any(line.startswith("spike_jitter_bins auto -> ") for line in lines)
 
 
 def test_cd_pass_fraction_lets_some_seen_entries_train_only_on_sparse_data():

@@ -53,10 +53,12 @@ class LfadsConfig(BaseModel):
     gamma_prior: float = Field(20.0, gt=0.0, description="ZIG/Gamma: prior value of the trainable sigmoid scales")
     l2_gamma_distance_scale: float = Field(1e-4, ge=0.0, description="ZIG/Gamma: penalty on scales' distance to the prior")
     temporal_shift_std: float = Field(0.0, ge=0.0, description="EMG augmentation: std (bins) of per-channel shifts; 0 = off")
-    spike_jitter_bins: int = Field(0, ge=0, description="spike-count augmentation: during training each spike moves "
-                                                        "by a uniform random offset of up to this many bins either "
-                                                        "way (staying put where that bin is outside the trial or "
-                                                        "unobserved); 0 = off; observation: poisson only")
+    spike_jitter_bins: int | Literal["auto"] = Field(
+        "auto", description="spike-count augmentation: during training each spike moves by a uniform random offset "
+                            "of up to this many bins either way (staying put where that bin is outside the trial "
+                            "or unobserved); 0 = off; observation: poisson only. 'auto' = as many whole bins of the "
+                            "data file's 'bin_ms' as fit in 20 ms when that is at least 2 (4 on 5 ms bins, 2 on "
+                            "10 ms), else 0 (bins over 10 ms, no 'bin_ms' in the file, other observation models)")
 
     # -- data -------------------------------------------------------------------------------
     valid_ratio: float = Field(0.2, gt=0.0, lt=1.0, description="fraction of trials held out for validation")
@@ -225,6 +227,10 @@ class LfadsConfig(BaseModel):
     @field_validator("spike_jitter_bins")
     @classmethod
     def _check_spike_jitter(cls, value, info):
+        if value == "auto":
+            return value
+        if value < 0:
+            raise ValueError("expected 'auto' or a number of bins >= 0")
         observation = info.data.get("observation", "poisson")
         if value and observation != "poisson":
             raise ValueError(f"jitter moves spikes: it needs observation: poisson, not {observation!r}")

@@ -204,7 +204,8 @@ class PbtRun:
         # The arrays every worker trains on, made once (sample validation's draw included); the defaults are
         # resolved from the training entries as the workers get them.
         self.inputs = self.data.trainer_inputs()
-        resolved, self.resolved_notes = resolve_data_defaults(self.config.model, self.inputs["train_data"])
+        resolved, self.resolved_notes = resolve_data_defaults(self.config.model, self.inputs["train_data"],
+                                                              self.data.bin_ms)
         self.config = self.config.model_copy(update={"model": resolved,
                                                      "search_space": without_controller_search(
                                                          self.config.search_space, resolved)})

@@ -198,6 +198,12 @@ class ModelData:
         """The session of each trial of ``idx`` (None for one session)."""
         return None if self.sessions is None else self.sessions.session_of_trial()[np.asarray(idx)]
 
+    @property
+    def bin_ms(self) -> float | None:
+        """The data file's bin width in ms (its attribute ``bin_ms``), None when it does not record one."""
+        value = self.dataset.attrs.get("bin_ms")
+        return None if value is None else float(value)
+
     def trainer_inputs(self) -> dict:
         """The arrays ``LfadsTrainer`` (and a PBT worker) takes besides the config. With
         ``sample_validation_fraction`` > 0 a seeded share of the training entries is taken out of
@@ -471,7 +477,7 @@ def _train_model(config: LfadsConfig, data_path, out_dir: str | Path, progress: 
         echo(line)
     if decision.action == "finished":
         return TrainResult(layout.root, None, split, messages)
-    trainer = LfadsTrainer(model_config, **data.trainer_inputs())
+    trainer = LfadsTrainer(model_config, bin_ms=data.bin_ms, **data.trainer_inputs())
     if decision.action == "continue":
         if layout.resume.is_file():
             trainer.load_state_dict(load_checkpoint(layout.resume)["trainer"])

@@ -49,15 +49,18 @@ class LfadsTrainer:
     ``sample_validation_data`` (sample validation; shaped like ``train_data``, NaN except the training
     trials' held-out entries, which ``train_data`` has as NaN: ``data.seed_format.split_sample_validation``)
     joins the validation NLL: the model reads the training trials and is scored on those entries too.
+
+    ``bin_ms`` (the data's bin width in ms, None when not known) resolves ``spike_jitter_bins: auto``.
     """
 
     def __init__(self, config: LfadsConfig, train_data: np.ndarray, valid_data: np.ndarray,
                  device: str | torch.device | None = None, train_ext_input: np.ndarray | None = None,
                  valid_ext_input: np.ndarray | None = None, train_session: np.ndarray | None = None,
                  valid_session: np.ndarray | None = None, train_condition: np.ndarray | None = None,
-                 sample_validation_data: np.ndarray | None = None):
-        # 'auto' settings (batch size, learning rate, mask_as_input) are resolved from the training trials.
-        config, self.resolved_notes = resolve_data_defaults(config, np.asarray(train_data))
+                 sample_validation_data: np.ndarray | None = None, bin_ms: float | None = None):
+        # 'auto' settings (batch size, learning rate, mask_as_input) are resolved from the training trials,
+        # spike_jitter_bins from the bin width.
+        config, self.resolved_notes = resolve_data_defaults(config, np.asarray(train_data), bin_ms)
         self.config = config
         self.device = resolve_device(config.device) if device is None else torch.device(device)
         torch.manual_seed(config.seed)
