@@ -136,8 +136,7 @@ def test_spike_jitter_auto_is_resolved_from_the_bin_width_and_explained():
     kept, _ = resolve_data_defaults(LfadsConfig(spike_jitter_bins=1), data, bin_ms=5.0)
     assert kept.spike_jitter_bins == 1
     coarse, notes = resolve_data_defaults(LfadsConfig(), data, bin_ms=20.0)  # the default is 'auto'
-    assert coarse.spike_jitter_bins == 0 and "spike_jitter_bins auto -> 0 (20 ms bins: fewer than 2 fit in 20 ms)" \
-        in notes
+    assert coarse.spike_jitter_bins == 0 and not any("spike_jitter" in note for note in notes)  # said when it moves
 
 
 def test_train_takes_the_jitter_from_the_files_bin_width(tmp_path):

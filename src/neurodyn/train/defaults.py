@@ -201,14 +201,12 @@ def resolve_data_defaults(config: LfadsConfig, train_data: np.ndarray,
                          f"than {REFINE_UNOBSERVED:.0%}: each trial's posterior is refined on its own data)")
     if config.spike_jitter_bins == "auto":
         jitter = updates["spike_jitter_bins"] = auto_spike_jitter_bins(bin_ms, config.observation)
-        if config.observation == "poisson":
-            if bin_ms is None or not bin_ms > 0:
-                why = "the data do not record their bin width 'bin_ms'"
-            elif jitter:
-                why = f"{bin_ms:g} ms bins: spikes move by up to {jitter * bin_ms:g} ms"
-            else:
-                why = f"{bin_ms:g} ms bins: fewer than {SPIKE_JITTER_MIN_BINS} fit in {SPIKE_JITTER_MS:g} ms"
-            notes.append(f"spike_jitter_bins auto -> {jitter} ({why})")
+        # Stated when spikes move, and when the bin width that would decide it is missing.
+        if config.observation == "poisson" and (bin_ms is None or not bin_ms > 0):
+            notes.append("spike_jitter_bins auto -> 0 (the data do not record their bin width 'bin_ms')")
+        elif jitter:
+            notes.append(f"spike_jitter_bins auto -> {jitter} ({bin_ms:g} ms bins: during training each spike moves "
+                         f"by up to {jitter * bin_ms:g} ms)")
     if config.mask_as_input == "auto":
         on = unobserved > 0 and config.observation in MASK_INPUT_OBSERVATIONS
         updates["mask_as_input"] = on
