@@ -229,3 +229,91 @@ def test_missing_measured_inputs_are_refused_even_without_steps(steps):
     model = small_model(ext_input_dim=2)
     with pytest.raises(NeurodynError, match="ext_input .* is missing"):
         refine_ic_posteriors(model, torch.as_tensor(sparse_counts(3)), steps=steps)
+
+
+def test_without_stopping_the_refinement_is_torch_adam_on_the_elbo():
+    # The reference: torch.optim.Adam on the negative ELBO written out here from the model's own parts.
+    from neurodyn.lfads.augmentations import inference_masks
+    from neurodyn.train.posterior_refinement import REFINEMENT_LEARNING_RATE, REFINEMENT_SAMPLES
+
+    model, steps, draws = small_model(), 12, REFINEMENT_SAMPLES
+    data = torch.as_tensor(sparse_counts(5))
+    torch.manual_seed(7)
+    mean, std = refine_ic_posteriors(model, data, steps, stop_snr=0.0)
+    masks = inference_masks(data)
+    with torch.no_grad():
+        reading = model.encode(masks.encoder_input, masks.encoder_visible)
+    ref_mean = reading.ic_mean.clone().requires_grad_(True)
+    ref_log_var = model.ic_log_var_of(reading.ic_std).clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([ref_mean, ref_log_var], lr=REFINEMENT_LEARNING_RATE)
+    torch.manual_seed(7)
+    for _ in range(steps):
+        ref_std = model.ic_std_of(ref_log_var)
+        output = model(masks.encoder_input.repeat(draws, 1, 1), sample_posteriors=True,
+                       ic_posterior_override=(ref_mean.repeat(draws, 1), ref_std.repeat(draws, 1)))
+        nll = (model.observation.elementwise_nll_up_to_constant(output.readout, masks.target.repeat(draws, 1, 1))
+               * model.evidence_mask(masks.observed).repeat(draws, 1, 1)).sum()
+        loss = nll / draws + model.ic_kl(ref_mean, ref_std).sum()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    np.testing.assert_allclose(mean.numpy(), ref_mean.detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(std.numpy(), model.ic_std_of(ref_log_var).detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_adam_direction_is_torch_adams_step():
+    from neurodyn.train.posterior_refinement import ADAM_BETAS, adam_direction
+
+    gradients = torch.as_tensor(np.random.default_rng(3).normal(0.5, 1.0, size=(6, 4)), dtype=torch.float32)
+    parameter = torch.zeros(4, requires_grad=True)
+    optimiser = torch.optim.Adam([parameter], lr=0.1)
+    first, second = torch.zeros(4), torch.zeros(4)
+    for step, gradient in enumerate(gradients, start=1):
+        before = parameter.detach().clone()
+        parameter.grad = gradient.clone()
+        optimiser.step()
+        first = ADAM_BETAS[0] * first + (1 - ADAM_BETAS[0]) * gradient
+        second = ADAM_BETAS[1] * second + (1 - ADAM_BETAS[1]) * gradient ** 2
+        np.testing.assert_allclose((before - parameter.detach()).numpy(),
+                                   (0.1 * adam_direction(first, second, step)).numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_a_steady_gradient_keeps_moving_and_noise_stops():
+    # The rule as refine applies it: checked at every step from REFINEMENT_MIN_STEPS on; a trial stops at
+    # the first check it fails. 200 trials whose gradient holds its sign, 200 whose gradient is noise.
+    from neurodyn.train.posterior_refinement import (ADAM_BETAS, REFINEMENT_MIN_STEPS, REFINEMENT_STOP_SNR,
+                                                     adam_direction, still_moving)
+
+    rng = np.random.default_rng(0)
+    trials, steps = 200, 50
+    for gradients, expected in ((0.7 + 0.3 * rng.standard_normal((steps, trials, 6)), 1.0),
+                                (rng.standard_normal((steps, trials, 6)), 0.0)):
+        first, second = torch.zeros(trials, 6), torch.zeros(trials, 6)
+        moving = torch.ones(trials, dtype=torch.bool)
+        for step, gradient in enumerate(torch.as_tensor(gradients, dtype=torch.float32), start=1):
+            first = ADAM_BETAS[0] * first + (1 - ADAM_BETAS[0]) * gradient
+            second = ADAM_BETAS[1] * second + (1 - ADAM_BETAS[1]) * gradient ** 2
+            if step >= REFINEMENT_MIN_STEPS:
+                moving &= still_moving(adam_direction(first, second, step), REFINEMENT_STOP_SNR)
+        assert abs(moving.float().mean().item() - expected) <= 0.02
+
+
+def test_a_stopped_trial_keeps_the_values_it_stopped_with():
+    # A threshold no trial reaches stops every trial at min_steps: the same as refining that many steps.
+    model, data = small_model(), torch.as_tensor(sparse_counts(4))
+    rows_run = []
+    forward = model.forward
+
+    def counting_forward(x, *args, **kwargs):
+        rows_run.append(x.shape[0])
+        return forward(x, *args, **kwargs)
+
+    model.forward = counting_forward
+    torch.manual_seed(2)
+    stopped = refine_ic_posteriors(model, data, steps=30, stop_snr=1e9, min_steps=5)
+    assert len(rows_run) == 5  # no pass after every trial stopped
+    del model.forward
+    torch.manual_seed(2)
+    five_steps = refine_ic_posteriors(model, data, steps=5, stop_snr=0.0)
+    for a, b in zip(stopped, five_steps):
+        torch.testing.assert_close(a, b)

@@ -178,8 +178,10 @@ class LfadsConfig(BaseModel):
                             "'empirical_bayes': weight the training trials' posterior draws by each trial's "
                             "likelihood (pools evidence across trials that repeat); 'auto' = 'refined' when more "
                             "than half the entries are unobserved (sparse sampling), else 'sample_average'")
-    refinement_steps: int = Field(50, ge=0, description="with inference 'refined': Adam steps that refine each "
-                                                        "trial's initial-condition posterior; 0 = the encoder's")
+    refinement_steps: int = Field(50, ge=0, description="with inference 'refined': at most this many Adam steps "
+                                                        "refine each trial's initial-condition posterior (a trial "
+                                                        "stops sooner once its steps are mostly noise); 0 = the "
+                                                        "encoder's")
     empirical_bayes_samples: int = Field(5, ge=1, description="posterior draws per training trial that form the "
                                                               "empirical-Bayes prior")
     batch_threads: int | Literal["auto"] = Field(

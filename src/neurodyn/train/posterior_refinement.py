@@ -18,6 +18,13 @@ step; the controller, when there is one, keeps reading the data through its own 
 once per trial: the model does not change).
 Held-out neurons and forward-prediction bins are not evidence (they are never encoder input).
 Adam on (mean, log variance); every trial's variables are its own, so trials do not interact.
+
+A trial stops once its Adam direction is mostly noise: the bias-corrected first moment over the
+square root of the second, averaged over the trial's variables, is about 1 while the gradient keeps
+its sign and about 0.18 when it is pure noise (beta1 = 0.9); below ``REFINEMENT_STOP_SNR`` (after at
+least ``REFINEMENT_MIN_STEPS`` steps) the trial keeps its values and leaves the batch, so later steps
+cost only the trials still moving. Adam is written out here (torch.optim.Adam's update, per trial)
+because each trial must stop with its own moments.
 """
 
 from __future__ import annotations
@@ -38,12 +45,17 @@ from neurodyn.lfads.model import LFADS
 # defaults stay (bench/README_suite.md).
 REFINEMENT_LEARNING_RATE = 0.02
 REFINEMENT_SAMPLES = 4
+# Per-trial stopping (module docstring). Rate or latent R^2 on the suite's sparse sets, same trained model,
+# outputs' seconds, 50 steps without stopping -> with it: see bench/README_suite.md.
+REFINEMENT_STOP_SNR, REFINEMENT_MIN_STEPS = 0.2, 10
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
 
 
 def refine_ic_posteriors(model: LFADS, data: torch.Tensor, steps: int, batch_size: int = 512,
                          ext_input: torch.Tensor | None = None, session: torch.Tensor | None = None,
-                         samples: int = REFINEMENT_SAMPLES,
-                         learning_rate: float = REFINEMENT_LEARNING_RATE) -> tuple[torch.Tensor, torch.Tensor]:
+                         samples: int = REFINEMENT_SAMPLES, learning_rate: float = REFINEMENT_LEARNING_RATE,
+                         stop_snr: float = REFINEMENT_STOP_SNR,
+                         min_steps: int = REFINEMENT_MIN_STEPS) -> tuple[torch.Tensor, torch.Tensor]:
     """The IC posteriors of ``data`` refined per trial on their ELBO (see the module docstring).
 
     Parameters
@@ -53,7 +65,7 @@ def refine_ic_posteriors(model: LFADS, data: torch.Tensor, steps: int, batch_siz
     data : Tensor, shape (trials, T, N)
         Observations, NaN = unobserved, on the model's device.
     steps : int
-        Adam steps per trial (0 returns the encoder's posteriors).
+        At most this many Adam steps per trial (0 returns the encoder's posteriors).
     batch_size : int
         Trials x samples evaluated at once.
     ext_input : Tensor, shape (trials, T, ext_input_dim), optional
@@ -62,6 +74,9 @@ def refine_ic_posteriors(model: LFADS, data: torch.Tensor, steps: int, batch_siz
         Each trial's session (a stitched model).
     samples, learning_rate
         Posterior draws per step and Adam's step size.
+    stop_snr, min_steps
+        A trial stops after ``min_steps`` once the mean of |Adam direction| over its variables falls
+        below ``stop_snr`` (``still_moving``); 0 runs every trial for all ``steps``.
 
     Returns
     -------
@@ -77,14 +92,29 @@ def refine_ic_posteriors(model: LFADS, data: torch.Tensor, steps: int, batch_siz
         rows = slice(start, start + trials_per_pass)
         chunk = _Chunk(model, data[rows], None if ext_input is None else ext_input[rows],
                        None if session is None else session[rows], samples)
-        mean, std = chunk.refine(steps, learning_rate)
+        mean, std = chunk.refine(steps, learning_rate, stop_snr, min_steps)
         means.append(mean)
         stds.append(std)
     return torch.cat(means), torch.cat(stds)
 
 
+def adam_direction(first: torch.Tensor, second: torch.Tensor, step: int) -> torch.Tensor:
+    """Adam's update direction (the step is minus the learning rate times it) from the running first and
+    second moments after ``step`` steps: bias-corrected first moment over (square root of the
+    bias-corrected second + ``ADAM_EPS``), as torch.optim.Adam computes it."""
+    beta1, beta2 = ADAM_BETAS
+    return (first / (1 - beta1 ** step)) / ((second / (1 - beta2 ** step)).sqrt() + ADAM_EPS)
+
+
+def still_moving(direction: torch.Tensor, stop_snr: float) -> torch.Tensor:
+    """``(trials,)`` True for the trials whose Adam ``direction`` ``(trials, variables)`` still has a mean
+    magnitude of at least ``stop_snr`` (near 1 for a gradient that keeps its sign, near 0.18 for noise)."""
+    return direction.abs().mean(dim=1) >= stop_snr
+
+
 class _Chunk:
-    """One block of trials: their masks, evidence and encoder posteriors, repeated for the draws."""
+    """One block of trials: their masks, evidence and encoder posteriors; each step repeats the rows of
+    the trials still moving once per draw."""
 
     def __init__(self, model: LFADS, data: torch.Tensor, ext_input: torch.Tensor | None,
                  session: torch.Tensor | None, samples: int):
@@ -94,39 +124,61 @@ class _Chunk:
             # The controller's view of the data does not change while the IC moves: read it once.
             reading = model.encode(masks.encoder_input, masks.encoder_visible, session)
         self.encoder_mean, self.encoder_std = reading.ic_mean, reading.ic_std
-        self.controller_inputs = reading.repeat(samples).controller_inputs
-        self.encoder_input = masks.encoder_input.repeat(samples, 1, 1)
-        self.target = masks.target.repeat(samples, 1, 1)
-        self.evidence = model.evidence_mask(masks.observed).repeat(samples, 1, 1)
-        self.ext_input = None if ext_input is None else ext_input.repeat(samples, 1, 1)
-        self.session = None if session is None else session.repeat(samples)
+        self.controller_inputs = reading.controller_inputs
+        self.encoder_input, self.target = masks.encoder_input, masks.target
+        self.evidence = model.evidence_mask(masks.observed)
+        self.ext_input, self.session = ext_input, session
 
-    def negative_elbo(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-        """Sum over the chunk's trials of each trial's negative ELBO (``samples``-draw estimate), less the
-        terms that depend on the data alone (the optimiser reads only its gradient)."""
+    def _draws(self, tensor: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
+        """The ``rows`` of a per-trial tensor, repeated once per draw (draw-major, as the model batches them)."""
+        if tensor is None:
+            return None
+        return tensor[rows].repeat(self.samples, *([1] * (tensor.dim() - 1)))
+
+    def negative_elbo(self, rows: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """Sum over the trials ``rows`` (posteriors ``mean``, ``std`` ``(len(rows), ic_dim)``) of each trial's
+        negative ELBO (``samples``-draw estimate), less the terms that depend on the data alone (the
+        optimiser reads only its gradient)."""
         model = self.model
-        output = model(self.encoder_input, sample_posteriors=True, ext_input=self.ext_input, session=self.session,
+        output = model(self._draws(self.encoder_input, rows), sample_posteriors=True,
+                       ext_input=self._draws(self.ext_input, rows), session=self._draws(self.session, rows),
                        ic_posterior_override=(mean.repeat(self.samples, 1), std.repeat(self.samples, 1)),
-                       controller_inputs_override=self.controller_inputs)
-        nll = (model.observation.elementwise_nll_up_to_constant(output.readout, self.target) * self.evidence).sum()
+                       controller_inputs_override=self._draws(self.controller_inputs, rows))
+        nll = (model.observation.elementwise_nll_up_to_constant(output.readout, self._draws(self.target, rows))
+               * self._draws(self.evidence, rows)).sum()
         kl_co = model.kl_co(output).sum()
         return (nll + kl_co) / self.samples + model.ic_kl(mean, std).sum()
 
-    def refine(self, steps: int, learning_rate: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def refine(self, steps: int, learning_rate: float, stop_snr: float,
+               min_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         model = self.model
-        mean = self.encoder_mean.detach().clone().requires_grad_(True)
+        ic_dim = self.encoder_mean.shape[1]
         # Optimised in the encoder's parametrisation (log variance above the model's floor).
-        log_var = model.ic_log_var_of(self.encoder_std.detach()).requires_grad_(True)
-        optimiser = torch.optim.Adam([mean, log_var], lr=learning_rate)
+        variables = torch.cat([self.encoder_mean.detach(), model.ic_log_var_of(self.encoder_std.detach())], dim=1)
+        first, second = torch.zeros_like(variables), torch.zeros_like(variables)
+        beta1, beta2 = ADAM_BETAS
+        moving = torch.arange(variables.shape[0], device=variables.device)
         # cuDNN's RNNs have no backward pass in eval mode (and eval mode is what keeps dropout off):
         # on a GPU the recurrences run through PyTorch's own kernels here, with the same weights.
         with torch.backends.cudnn.flags(enabled=False), _weights_need_no_gradient(model):
-            for _ in range(steps):
-                loss = self.negative_elbo(mean, model.ic_std_of(log_var))
+            # Every trial still moving has taken the same number of steps (trials only ever leave).
+            for step in range(1, steps + 1):
+                rows = moving
+                current = variables[rows].requires_grad_(True)
+                mean, log_var = current.split(ic_dim, dim=1)
+                loss = self.negative_elbo(rows, mean, model.ic_std_of(log_var))
                 # Gradients of the posterior variables only: the model's weights stay as trained.
-                mean.grad, log_var.grad = torch.autograd.grad(loss, [mean, log_var])
-                optimiser.step()
-        return mean.detach(), model.ic_std_of(log_var.detach())
+                (gradient,) = torch.autograd.grad(loss, [current])
+                first[rows] = beta1 * first[rows] + (1 - beta1) * gradient
+                second[rows] = beta2 * second[rows] + (1 - beta2) * gradient.square()
+                direction = adam_direction(first[rows], second[rows], step)
+                variables[rows] = current.detach() - learning_rate * direction
+                if stop_snr > 0 and step >= min_steps:
+                    moving = rows[still_moving(direction, stop_snr)]
+                    if not moving.numel():
+                        break
+        mean, log_var = variables.split(ic_dim, dim=1)
+        return mean, model.ic_std_of(log_var)
 
 
 @contextlib.contextmanager
