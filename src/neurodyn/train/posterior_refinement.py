@@ -129,23 +129,28 @@ class _Chunk:
         self.evidence = model.evidence_mask(masks.observed)
         self.ext_input, self.session = ext_input, session
 
-    def _draws(self, tensor: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
-        """The ``rows`` of a per-trial tensor, repeated once per draw (draw-major, as the model batches them)."""
-        if tensor is None:
-            return None
-        return tensor[rows].repeat(self.samples, *([1] * (tensor.dim() - 1)))
+    def draws(self, rows: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """The per-trial inputs of the trials ``rows``, each repeated once per draw (draw-major, as the model
+        batches them); made again only when a trial stops, not at every step."""
+        def repeated(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor[rows].repeat(self.samples, *([1] * (tensor.dim() - 1)))
 
-    def negative_elbo(self, rows: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-        """Sum over the trials ``rows`` (posteriors ``mean``, ``std`` ``(len(rows), ic_dim)``) of each trial's
-        negative ELBO (``samples``-draw estimate), less the terms that depend on the data alone (the
-        optimiser reads only its gradient)."""
+        return {"encoder_input": repeated(self.encoder_input), "ext_input": repeated(self.ext_input),
+                "session": repeated(self.session), "controller_inputs": repeated(self.controller_inputs),
+                "target": repeated(self.target), "evidence": repeated(self.evidence)}
+
+    def negative_elbo(self, draws: dict[str, torch.Tensor | None], mean: torch.Tensor,
+                      std: torch.Tensor) -> torch.Tensor:
+        """Sum over the trials of ``draws`` (``draws(rows)``; posteriors ``mean``, ``std`` ``(len(rows), ic_dim)``)
+        of each trial's negative ELBO (``samples``-draw estimate), less the terms that depend on the data
+        alone (the optimiser reads only its gradient)."""
         model = self.model
-        output = model(self._draws(self.encoder_input, rows), sample_posteriors=True,
-                       ext_input=self._draws(self.ext_input, rows), session=self._draws(self.session, rows),
+        output = model(draws["encoder_input"], sample_posteriors=True, ext_input=draws["ext_input"],
+                       session=draws["session"],
                        ic_posterior_override=(mean.repeat(self.samples, 1), std.repeat(self.samples, 1)),
-                       controller_inputs_override=self._draws(self.controller_inputs, rows))
-        nll = (model.observation.elementwise_nll_up_to_constant(output.readout, self._draws(self.target, rows))
-               * self._draws(self.evidence, rows)).sum()
+                       controller_inputs_override=draws["controller_inputs"])
+        nll = (model.observation.elementwise_nll_up_to_constant(output.readout, draws["target"])
+               * draws["evidence"]).sum()
         kl_co = model.kl_co(output).sum()
         return (nll + kl_co) / self.samples + model.ic_kl(mean, std).sum()
 
@@ -158,25 +163,29 @@ class _Chunk:
         first, second = torch.zeros_like(variables), torch.zeros_like(variables)
         beta1, beta2 = ADAM_BETAS
         moving = torch.arange(variables.shape[0], device=variables.device)
+        draws = self.draws(moving)
         # cuDNN's RNNs have no backward pass in eval mode (and eval mode is what keeps dropout off):
         # on a GPU the recurrences run through PyTorch's own kernels here, with the same weights.
         with torch.backends.cudnn.flags(enabled=False), _weights_need_no_gradient(model):
             # Every trial still moving has taken the same number of steps (trials only ever leave).
             for step in range(1, steps + 1):
-                rows = moving
-                current = variables[rows].requires_grad_(True)
+                current = variables[moving].requires_grad_(True)
                 mean, log_var = current.split(ic_dim, dim=1)
-                loss = self.negative_elbo(rows, mean, model.ic_std_of(log_var))
+                loss = self.negative_elbo(draws, mean, model.ic_std_of(log_var))
                 # Gradients of the posterior variables only: the model's weights stay as trained.
                 (gradient,) = torch.autograd.grad(loss, [current])
-                first[rows] = beta1 * first[rows] + (1 - beta1) * gradient
-                second[rows] = beta2 * second[rows] + (1 - beta2) * gradient.square()
-                direction = adam_direction(first[rows], second[rows], step)
-                variables[rows] = current.detach() - learning_rate * direction
+                moved_first = beta1 * first[moving] + (1 - beta1) * gradient
+                moved_second = beta2 * second[moving] + (1 - beta2) * gradient.square()
+                direction = adam_direction(moved_first, moved_second, step)
+                first[moving], second[moving] = moved_first, moved_second
+                variables[moving] = current.detach() - learning_rate * direction
                 if stop_snr > 0 and step >= min_steps:
-                    moving = rows[still_moving(direction, stop_snr)]
-                    if not moving.numel():
-                        break
+                    keep = still_moving(direction, stop_snr)
+                    if not keep.all():
+                        moving = moving[keep]
+                        if not moving.numel():
+                            break
+                        draws = self.draws(moving)
         mean, log_var = variables.split(ic_dim, dim=1)
         return mean, model.ic_std_of(log_var)
 
