@@ -31,13 +31,16 @@ def counts(trials: int = 5, seed: int = 0) -> np.ndarray:
 
 
 def every_copy_rates(model: LFADS, data: np.ndarray, samples: int, seed: int, ext: np.ndarray | None = None,
-                     session: int | None = None) -> np.ndarray:
+                     session: int | None = None, pass_stream: bool = True) -> np.ndarray:
     """The reference for reading each trial once: the rates of a pass that reads every copy of the trials
-    through the encoders, as a training pass does, ``(samples * trials, T, N)`` in ``Tensor.repeat`` order."""
+    through the encoders, as a training pass does, ``(samples * trials, T, N)`` in ``Tensor.repeat`` order.
+    ``pass_stream``: draw from the stream of ``infer``'s first pass (seeded from ``seed``'s first draw),
+    else from torch's global generator seeded with ``seed`` (empirical Bayes)."""
     torch.manual_seed(seed)
+    rng = torch.Generator().manual_seed(int(torch.randint(0, 2 ** 62, (1,)))) if pass_stream else None
     copies = torch.as_tensor(np.nan_to_num(data)).repeat(samples, 1, 1)
     with torch.no_grad():
-        output = model(copies, sample_posteriors=True,
+        output = model(copies, sample_posteriors=True, rng=rng,
                        encoder_visible=torch.as_tensor(~np.isnan(data)).float().repeat(samples, 1, 1),
                        ext_input=None if ext is None else torch.as_tensor(ext).repeat(samples, 1, 1),
                        session=None if session is None else torch.full((copies.shape[0],), session))
@@ -210,7 +213,7 @@ def test_empirical_bayes_reads_each_reference_trial_once_and_weighs_the_draws_a_
     result = infer_empirical_bayes(model, data, reference, samples_per_trial=samples, seed=2)
     # Both encoders read the 4 reference trials once (not each of their 3 copies), then the 3 trials.
     assert [trials for _, trials in calls] == [4, 4, 3, 3]
-    draws = every_copy_rates(model, reference, samples, 2)
+    draws = every_copy_rates(model, reference, samples, 2, pass_stream=False)
     for trial, rates in zip(data, result["rates"]):
         observed = ~np.isnan(trial)
         log_lik = np.array([stats.poisson.logpmf(trial[observed], r[observed]).sum() for r in draws])
@@ -247,3 +250,18 @@ def test_relative_weights_are_exact_or_zero_never_subnormal():
     raw = torch.exp(log_weights)
     assert torch.any((raw > 0) & (raw < torch.finfo(torch.float32).tiny))
     assert relative_weights(torch.tensor([-torch.inf]))[0] == 0
+
+
+@pytest.mark.parametrize("refinement_steps", [0, 5])
+def test_passes_on_threads_give_the_result_of_one_thread(refinement_steps):
+    """Passes (and refinement blocks) on two threads draw what they draw on one: each pass its own stream,
+    seeded in order from ``seed``; another seed gives other draws."""
+    model, data = make_model(co_dim=2), counts(12, seed=3)
+    runs = [infer(model, data, num_samples=4, batch_size=12, seed=6, threads=threads,  # 3 trials per pass
+                  refinement_steps=refinement_steps) for threads in (1, 2, 2)]
+    for run in runs[1:]:
+        assert run.keys() == runs[0].keys()
+        for name, value in run.items():
+            np.testing.assert_allclose(value, runs[0][name], rtol=1e-5, atol=1e-6, err_msg=name)
+    other = infer(model, data, num_samples=4, batch_size=12, seed=7, threads=2, refinement_steps=refinement_steps)
+    assert not np.allclose(other["rates"], runs[0]["rates"], rtol=1e-3, atol=1e-5)

@@ -246,10 +246,11 @@ def test_without_stopping_the_refinement_is_torch_adam_on_the_elbo():
     ref_mean = reading.ic_mean.clone().requires_grad_(True)
     ref_log_var = model.ic_log_var_of(reading.ic_std).clone().requires_grad_(True)
     optimiser = torch.optim.Adam([ref_mean, ref_log_var], lr=REFINEMENT_LEARNING_RATE)
-    torch.manual_seed(7)
+    torch.manual_seed(7)  # one block of trials: its draws come from one seed drawn from the global stream
+    rng = torch.Generator().manual_seed(int(torch.randint(0, 2 ** 62, (1,))))
     for _ in range(steps):
         ref_std = model.ic_std_of(ref_log_var)
-        output = model(masks.encoder_input.repeat(draws, 1, 1), sample_posteriors=True,
+        output = model(masks.encoder_input.repeat(draws, 1, 1), sample_posteriors=True, rng=rng,
                        ic_posterior_override=(ref_mean.repeat(draws, 1), ref_std.repeat(draws, 1)))
         nll = (model.observation.elementwise_nll_up_to_constant(output.readout, masks.target.repeat(draws, 1, 1))
                * model.evidence_mask(masks.observed).repeat(draws, 1, 1)).sum()
@@ -317,3 +318,20 @@ def test_a_stopped_trial_keeps_the_values_it_stopped_with():
     five_steps = refine_ic_posteriors(model, data, steps=5, stop_snr=0.0)
     for a, b in zip(stopped, five_steps):
         torch.testing.assert_close(a, b)
+
+
+def test_blocks_on_threads_give_the_result_of_one_thread():
+    """Blocks of trials refined on two threads draw the numbers they draw on one (each block its own
+    seeded stream): the same posteriors, whatever the threads' timing."""
+    model, data = small_model(), torch.as_tensor(sparse_counts(40))
+    results = []
+    for threads in (1, 2, 2):
+        torch.manual_seed(3)
+        # 40 trials x 4 draws per pass of 40: 10 trials per block, 4 blocks
+        results.append(refine_ic_posteriors(model, data, 12, batch_size=40, threads=threads))
+    for mean, std in results[1:]:
+        torch.testing.assert_close(mean, results[0][0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(std, results[0][1], rtol=1e-5, atol=1e-6)
+    torch.manual_seed(4)
+    other_seed = refine_ic_posteriors(model, data, 12, batch_size=40, threads=2)[0]
+    assert not torch.allclose(other_seed, results[0][0], rtol=1e-3, atol=1e-4)

@@ -13,7 +13,7 @@ from neurodyn.data.seed_format import split_trials
 from neurodyn.evaluate.metrics import rate_r2
 from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
 from neurodyn.train.inference import infer
-from neurodyn.train.schedules import linear_ramp, smooth
+from neurodyn.train.schedules import Plateau, linear_ramp, smooth
 from neurodyn.train.trainer import LfadsTrainer
 
 TINY = dict(ic_enc_dim=8, ci_enc_dim=6, con_dim=6, ic_dim=4, gen_dim=10, factors_dim=4, batch_size=8,
@@ -54,11 +54,11 @@ def test_readout_bias_starts_at_the_mean_observed_count():
     np.testing.assert_allclose(trainer.model.readout.bias.detach().numpy(), expected, rtol=1e-5)
 
 
-def test_set_hyperparameters_updates_optimizer_and_dropout_and_refuses_architecture():
+def test_set_hyperparameters_updates_learning_rate_and_dropout_and_refuses_architecture():
     data = _counts()
     trainer = LfadsTrainer(LfadsConfig(**TINY), data[:16], data[16:])
     trainer.set_hyperparameters(learning_rate_init=1e-3, keep_prob=0.5, kl_ic_weight=0.2)
-    assert trainer.optimizer.param_groups[0]["lr"] == 1e-3
+    assert trainer.learning_rate == 1e-3
     assert trainer.model.dropout_p == pytest.approx(0.5)
     assert trainer.config.kl_ic_weight == 0.2
     with pytest.raises(ValueError, match="gen_dim"):
@@ -80,6 +80,53 @@ def test_state_dict_resumes_training_exactly():
     for (name, a), b in zip(first.model.state_dict().items(), second.model.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
     assert first.history == [] or first.history[-1]["valid_nll"] == second.history[-1]["valid_nll"]
+
+
+def test_plateau_schedule_decays_as_torch_reduce_lr_on_plateau():
+    """Independent check: the learning rates of ``Plateau`` against torch's ``ReduceLROnPlateau`` on a sequence
+    with improvements, plateaus, values within the relative threshold, non-finite values and the floor."""
+    rng = np.random.default_rng(3)
+    metrics = np.concatenate([np.linspace(5, 4, 6), np.full(8, 4.0), 4.0 * (1 - 5e-5) + np.zeros(3), [np.inf, np.nan],
+                              3.0 + rng.random(30), np.full(40, 2.0)])
+    parameter = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([parameter], lr=0.01)
+    reference = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=3, min_lr=1e-3)
+    plateau, learning_rate = Plateau(), 0.01
+    for metric in metrics:
+        reference.step(metric)
+        learning_rate = plateau.step(float(metric), learning_rate, factor=0.5, patience=3, min_lr=1e-3)
+        assert learning_rate == optimizer.param_groups[0]["lr"]
+        assert plateau.bad_epochs == reference.num_bad_epochs
+    assert learning_rate == 1e-3  # the floor was reached
+
+
+def test_a_state_in_torch_optimizer_format_resumes_the_same():
+    """A state written before the Adam moments and the plateau schedule were plain tensors and numbers
+    (``torch.optim`` state dicts under 'optimizer' and 'scheduler') loads to the same trainer state."""
+    data = _counts()
+    config = LfadsConfig(**TINY, co_dim=2)
+    first = LfadsTrainer(config, data[:16], data[16:])
+    fresh = first.state_dict()
+    for _ in range(3):
+        first.step_epoch()
+    for state in (fresh, first.state_dict()):
+        adam = state["adam"]
+        older = {key: value for key, value in state.items() if key not in ("adam", "learning_rate", "plateau")}
+        older["optimizer"] = {"state": {i: {"step": torch.tensor(float(adam["steps"])), "exp_avg": m, "exp_avg_sq": v}
+                                        for i, (m, v) in enumerate(zip(adam["exp_avg"], adam["exp_avg_sq"]))
+                                        if adam["steps"] > 0},
+                              "param_groups": [{"lr": state["learning_rate"], "eps": 1e-8}]}
+        older["scheduler"] = {"best": state["plateau"]["best"], "num_bad_epochs": state["plateau"]["bad_epochs"]}
+        second = LfadsTrainer(config.model_copy(update={"seed": 7}), data[:16], data[16:])
+        for moment in second.exp_avg:
+            moment.fill_(1.0)  # a fresh state must zero them
+        second.load_state_dict(older)
+        loaded = second.state_dict()
+        assert loaded["adam"]["steps"] == adam["steps"] and loaded["plateau"] == state["plateau"]
+        assert loaded["learning_rate"] == state["learning_rate"]
+        for key in ("exp_avg", "exp_avg_sq"):
+            for a, b in zip(loaded["adam"][key], adam[key], strict=True):
+                assert torch.equal(a, b)
 
 
 def test_early_stopping_after_ramps_restores_the_best_weights():
@@ -167,7 +214,7 @@ def test_one_step_is_clipped_adam_as_torch_computes_it():
         torch.nn.utils.clip_grad_norm_(list(reference.parameters()), config.max_grad_norm)
         optimizer.step()
         assert bool(engine._step(inputs)["taken"][0])
-        engine.adam_steps[0] += 1  # as _train_step counts a step taken
+        trainer.adam_steps += 1  # as _train_step counts a step taken
         for name, value in reference.state_dict().items():
             torch.testing.assert_close(trainer.model.state_dict()[name], value, rtol=1e-9, atol=1e-11, msg=name)
 
@@ -234,9 +281,9 @@ def test_ext_input_must_match_the_data_and_the_config():
 
     data = _counts()
     ext = np.zeros((24, 12, 2), np.float32)
-    with pytest.raises(NeurodynError, match="train_ext_input .* was not given"):
+    with pytest.raises(NeurodynError, match="train_ext_input: .* is missing"):
         LfadsTrainer(LfadsConfig(**TINY, ext_input_dim=2), data[:16], data[16:])
-    with pytest.raises(NeurodynError, match=r"valid_ext_input has shape \(8, 12, 3\)"):
+    with pytest.raises(NeurodynError, match=r"valid_ext_input: ext_input has shape \(8, 12, 3\)"):
         LfadsTrainer(LfadsConfig(**TINY, ext_input_dim=2), data[:16], data[16:], train_ext_input=ext[:16],
                      valid_ext_input=np.zeros((8, 12, 3)))
     with pytest.raises(NeurodynError, match="ext_input_dim 0"):

@@ -10,6 +10,7 @@ import torch
 from neurodyn.errors import NeurodynError
 from neurodyn.lfads.augmentations import inference_masks
 from neurodyn.lfads.model import LFADS, EncoderReading, LfadsOutput
+from neurodyn.train.cpu_threads import default_threads, map_in_order, sharing_cpu
 from neurodyn.train.posterior_refinement import refine_ic_posteriors
 
 
@@ -33,7 +34,7 @@ def drop_leading_bins(inferred: dict[str, np.ndarray], bins: int) -> dict[str, n
     return {name: value if name in PER_TRIAL_OUTPUTS else value[:, bins:] for name, value in inferred.items()}
 
 
-def _ext_input_tensor(model: LFADS, ext_input: np.ndarray | None, data: torch.Tensor,
+def ext_input_tensor(model: LFADS, ext_input: np.ndarray | None, data: torch.Tensor,
                       name: str = "ext_input") -> torch.Tensor | None:
     """``ext_input`` ``(trials, T, ext_input_dim)`` as a tensor beside ``data``, checked against the model."""
     ext = None if ext_input is None else torch.as_tensor(np.asarray(ext_input, dtype=np.float32), device=data.device)
@@ -70,7 +71,7 @@ def _sampled_pieces(model: LFADS, output: LfadsOutput, generator_states: bool) -
 def infer(model: LFADS, data: np.ndarray, num_samples: int = 50, batch_size: int = 512,
           seed: int = 0, ext_input: np.ndarray | None = None,
           write_generator_states: bool = False, session: int | None = None,
-          refinement_steps: int = 0) -> dict[str, np.ndarray]:
+          refinement_steps: int = 0, threads: int | None = None) -> dict[str, np.ndarray]:
     """Rates, factors, observation parameters and latent posteriors of ``data`` ``(trials, T, N)`` (NaN = unobserved).
 
     The posteriors (IC and inferred inputs) are sampled ``num_samples`` times with dropout off and the
@@ -98,6 +99,10 @@ def infer(model: LFADS, data: np.ndarray, num_samples: int = 50, batch_size: int
         union of the sessions' neurons, see ``neurodyn.data.sessions``).
     refinement_steps : int, default 0
         Adam steps of the per-trial IC posterior refinement; 0 = the encoder's posteriors as they are.
+    threads : int, optional
+        Passes (and refinement blocks) run at once, each on its own thread (default: torch's CPU
+        threads on a CPU, 1 on a GPU); each pass draws from its own stream, seeded in order from
+        ``seed``, so the result does not depend on the threads.
 
     Returns
     -------
@@ -123,16 +128,19 @@ def infer(model: LFADS, data: np.ndarray, num_samples: int = 50, batch_size: int
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
         data_t = torch.as_tensor(np.asarray(data, dtype=np.float32), device=device)
-        ext_t = _ext_input_tensor(model, ext_input, data_t)
+        ext_t = ext_input_tensor(model, ext_input, data_t)
         refined = None
         if refinement_steps > 0:
-            with torch.enable_grad():
-                refined = refine_ic_posteriors(model, data_t, refinement_steps, batch_size, ext_t,
-                                               _session_ids(model, session, data_t.shape[0], device))
+            refined = refine_ic_posteriors(model, data_t, refinement_steps, batch_size, ext_t,
+                                           _session_ids(model, session, data_t.shape[0], device), threads=threads)
         trials_per_pass = max(1, batch_size // num_samples)
-        sums: dict[str, list[np.ndarray]] = {}
-        for start in range(0, data_t.shape[0], trials_per_pass):
-            rows = slice(start, start + trials_per_pass)
+        starts = list(range(0, data_t.shape[0], trials_per_pass))
+        seeds = torch.randint(0, 2 ** 62, (len(starts),)).tolist()
+
+        @torch.no_grad()  # (a thread starts in its own grad mode)
+        def infer_pass(index: int) -> dict[str, np.ndarray]:
+            rows = slice(starts[index], starts[index] + trials_per_pass)
+            rng = torch.Generator(device=device).manual_seed(seeds[index])
             masks = inference_masks(data_t[rows])
             ext = None if ext_t is None else ext_t[rows]
             n = masks.encoder_input.shape[0]
@@ -143,15 +151,17 @@ def infer(model: LFADS, data: np.ndarray, num_samples: int = 50, batch_size: int
                 reading = EncoderReading(refined[0][rows], refined[1][rows], reading.controller_inputs)
             mean_output = _generate(model, reading, masks.encoder_input, ext, session, sample_posteriors=False)
             output = _generate(model, reading.repeat(num_samples), masks.encoder_input.repeat(num_samples, 1, 1),
-                               None if ext is None else ext.repeat(num_samples, 1, 1), session, sample_posteriors=True)
-            for name, value in _sampled_pieces(model, output, write_generator_states).items():
-                averaged = value.reshape(num_samples, n, *value.shape[1:]).mean(0)
-                sums.setdefault(name, []).append(averaged.cpu().numpy())
-            sums.setdefault("rates_posterior_mean", []).append(
-                model.observation.mean(mean_output.readout).cpu().numpy())
-            sums.setdefault("ic_mean", []).append(mean_output.ic_mean.cpu().numpy())
-            sums.setdefault("ic_std", []).append(mean_output.ic_std.cpu().numpy())
-    return {name: np.concatenate(parts, axis=0) for name, parts in sums.items()}
+                               None if ext is None else ext.repeat(num_samples, 1, 1), session, sample_posteriors=True,
+                               rng=rng)
+            pieces = {name: value.reshape(num_samples, n, *value.shape[1:]).mean(0).cpu().numpy()
+                      for name, value in _sampled_pieces(model, output, write_generator_states).items()}
+            pieces["rates_posterior_mean"] = model.observation.mean(mean_output.readout).cpu().numpy()
+            pieces["ic_mean"], pieces["ic_std"] = mean_output.ic_mean.cpu().numpy(), mean_output.ic_std.cpu().numpy()
+            return pieces
+
+        with sharing_cpu(default_threads(device) if threads is None else threads) as pool:
+            passes = map_in_order(pool, infer_pass, len(starts))
+    return {name: np.concatenate([part[name] for part in passes], axis=0) for name in (passes[0] if passes else ())}
 
 
 @torch.no_grad()
@@ -195,8 +205,8 @@ def infer_empirical_bayes(model: LFADS, data: np.ndarray, reference_data: np.nda
     if data_t.shape[1:] != reference_t.shape[1:]:
         raise NeurodynError(f"empirical Bayes: trials of shape {tuple(data_t.shape[1:])} cannot be weighted against "
                             f"reference trials of shape {tuple(reference_t.shape[1:])}")
-    _ext_input_tensor(model, ext_input, data_t)  # checked like infer's; the encoders do not read it
-    reference_ext_t = _ext_input_tensor(model, reference_ext_input, reference_t, "reference_ext_input")
+    ext_input_tensor(model, ext_input, data_t)  # checked like infer's; the encoders do not read it
+    reference_ext_t = ext_input_tensor(model, reference_ext_input, reference_t, "reference_ext_input")
     num_trials = data_t.shape[0]
     data_ids = torch.as_tensor(np.arange(num_trials) if data_ids is None else np.asarray(data_ids), device=device)
     reference_ids = torch.as_tensor(np.full(reference_t.shape[0], -1) if reference_ids is None
@@ -263,12 +273,12 @@ def relative_weights(log_weights: torch.Tensor) -> torch.Tensor:
 
 
 def _generate(model: LFADS, reading: EncoderReading, encoder_input: torch.Tensor, ext_input: torch.Tensor | None,
-              session: int | None, sample_posteriors: bool) -> LfadsOutput:
+              session: int | None, sample_posteriors: bool, rng: torch.Generator | None = None) -> LfadsOutput:
     """One pass of the generator (and controller) from what ``encode`` read of these trials."""
     # Without the reading's controller inputs, forward would read the trials again, and without
     # their visibility mask: never let it.
     assert (reading.controller_inputs is not None) == (model.co_dim > 0)
-    return model(encoder_input, sample_posteriors=sample_posteriors, ext_input=ext_input,
+    return model(encoder_input, sample_posteriors=sample_posteriors, ext_input=ext_input, rng=rng,
                  session=_session_ids(model, session, encoder_input.shape[0], encoder_input.device),
                  ic_posterior_override=(reading.ic_mean, reading.ic_std),
                  controller_inputs_override=reading.controller_inputs)

@@ -13,10 +13,10 @@ once, here. What is per worker is held per worker:
   prior and penalty): gathered into ``(W,)`` tensors from each worker's config for every step;
 * the gradient-norm clip (the norm of each worker's own slice of all parameters), Adam's step
   count and bias correction, a skipped (non-finite) step;
-* the learning-rate plateau schedule, ramps, smoothed validation NLL, early stopping, best weights,
-  history and random stream: kept in one ``LfadsTrainer`` per worker (its *member*), whose model
-  and optimiser are only written when a worker's state is exported (``state_dict_of``); a population
-  of one that shares its member's weights trains the member's model itself.
+* the learning rate and its plateau schedule, ramps, smoothed validation NLL, early stopping, best
+  weights, history and random stream: kept in one ``LfadsTrainer`` per worker (its *member*), whose
+  model and Adam moments are only written when a worker's state is exported (``state_dict_of``); a
+  population of one that shares its member's weights trains the member's model and moments themselves.
 
 On a CPU a batch can be split into shards of at least ``MIN_SHARD_TRIALS`` trials, one per thread
 (``threads``; one model's ``batch_threads``), each run forward and backward on its own core with torch's
@@ -40,7 +40,6 @@ record them once per batch shape and replay them: one launch per step instead of
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import dataclasses
 import functools
 import time
@@ -54,13 +53,14 @@ from neurodyn.lfads.augmentations import inference_masks, reconstruction_loss, t
 from neurodyn.lfads.population import ForwardNoise, PopulationLFADS
 from neurodyn.observation.base import masked_nll_sum
 from neurodyn.train.allocator import keep_freed_memory
+from neurodyn.train.cpu_threads import map_in_order, sharing_cpu
 from neurodyn.train.cuda_graphs import CapturedStep, cuda_graphs_enabled
 from neurodyn.train.schedules import linear_ramp
 
 if TYPE_CHECKING:  # the trainer of one model trains through this module
     from neurodyn.train.trainer import LfadsTrainer
 
-# Adam's moment decay rates: torch's defaults (those of LfadsTrainer's optimiser, whose state format checkpoints keep).
+# Adam's moment decay rates: torch.optim.Adam's defaults.
 ADAM_BETAS = (0.9, 0.999)
 # torch.nn.utils.clip_grad_norm_ divides by (norm + this).
 CLIP_NORM_EPS = 1e-6
@@ -77,23 +77,6 @@ MIN_SHARD_TRIALS = 16
 TRIAL_AXIS = {"encoder_input": 1, "target": 1, "observed": 1, "grad_mask": 1, "encoder_visible": 1,
               "ext_input": 1, "session": 1, "noise.input_keep": 1, "noise.ic_final_keep": 1, "noise.ic_noise": 1,
               "noise.gen_init_keep": 1, "noise.ci_keep": 1, "noise.co_noise": 2}
-
-
-@contextlib.contextmanager
-def sharing_cpu(threads: int):
-    """A pool of ``threads`` batch threads (None for one), with torch's own CPU threads set to one
-    meanwhile: each batch thread then runs its shard on its own core instead of all of them fighting
-    over every small operation."""
-    if threads <= 1:
-        yield None
-        return
-    intra_op_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="neurodyn-batch") as pool:
-            yield pool
-    finally:
-        torch.set_num_threads(intra_op_threads)
 
 
 def shard_bounds(batch: int, threads: int) -> list[int]:
@@ -125,10 +108,8 @@ class PopulationTrainer:
         self.members = members
         first = members[0]
         for k, member in enumerate(members[1:], start=1):
-            if not (_same_data(member.train_data, first.train_data) and _same_data(member.valid_data, first.valid_data)
-                    and _same_optional_data(member.sample_validation_data, first.sample_validation_data)
-                    and _same_sessions(member.train_session, first.train_session)
-                    and _same_sessions(member.valid_session, first.valid_session)):
+            if not all(_same_data(getattr(member, name), getattr(first, name)) for name in (
+                    "train_data", "valid_data", "sample_validation_data", "train_session", "valid_session")):
                 raise NeurodynError(f"worker {k} of the population was built on other data than worker 0; "
                                     "every worker of a population trains on the same trials")
         for member in members[1:]:  # one copy of the data, not one per worker
@@ -152,11 +133,10 @@ class PopulationTrainer:
         else:
             self.model = PopulationLFADS.from_models([member.model for member in members])
         self.parameters = [parameter for _, parameter in self.model.stacked_parameters()]
-        self.exp_avg = [torch.zeros_like(p) for p in self.parameters]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in self.parameters]
-        self.adam_steps = [0] * len(members)
-        for k, member in enumerate(members):
-            self._import_optimizer_state(k, member)
+        # Views of the member's own moments when shared (updated in place), else each worker's stacked.
+        self.exp_avg = [_stack([m.exp_avg[i] for m in members]) for i in range(len(self.parameters))]
+        self.exp_avg_sq = [_stack([m.exp_avg_sq[i] for m in members]) for i in range(len(self.parameters))]
+        self.share_weights = share_weights
         # On a GPU the steps (training: forward, backward, clipping, Adam; validation: forward) are
         # replayed from CUDA graphs, one per batch shape.
         graphs = self.device.type == "cuda" and cuda_graphs_enabled()
@@ -187,7 +167,7 @@ class PopulationTrainer:
 
     def learning_rates(self) -> list[float]:
         """Each worker's current learning rate (its plateau schedule's)."""
-        return [member.optimizer.param_groups[0]["lr"] for member in self.members]
+        return [member.learning_rate for member in self.members]
 
     def _batch_size(self) -> int:
         sizes = sorted({member.config.batch_size for member in self.members})
@@ -235,7 +215,7 @@ class PopulationTrainer:
         terms = outputs["terms"].to(torch.float64).cpu()
         for k, taken in enumerate(outputs["taken"].cpu().tolist()):
             if taken:
-                self.adam_steps[k] += 1
+                self.members[k].adam_steps += 1
             else:  # a non-finite step would poison the weights (LfadsTrainer skips it the same way)
                 self.members[k].skipped_steps += 1
         return terms
@@ -285,7 +265,8 @@ class PopulationTrainer:
                                             for k, member in enumerate(self.members)])
         # Adam's step sizes are computed in float64 (torch computes them in Python floats).
         inputs["learning_rate"] = torch.tensor(self.learning_rates(), dtype=torch.float64, device=self.device)
-        inputs["adam_steps"] = torch.tensor(self.adam_steps, dtype=torch.float64, device=self.device)
+        inputs["adam_steps"] = torch.tensor([member.adam_steps for member in self.members], dtype=torch.float64,
+                                            device=self.device)
         return inputs
 
     def _step(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -312,9 +293,7 @@ class PopulationTrainer:
             terms = self._objective(part, noise, hyper, observed_total, batch, carries_penalties=index == 0)
             return terms.detach(), torch.autograd.grad(terms[:, 0].sum(), self.parameters, allow_unused=True)
 
-        shards = range(len(bounds) - 1)
-        results = list(self._pool.map(shard, shards)) if self._pool is not None and len(shards) > 1 \
-            else [shard(index) for index in shards]
+        results = map_in_order(self._pool, shard, len(bounds) - 1)
         terms = functools.reduce(torch.add, [shard_terms for shard_terms, _ in results])
         gradients = []
         for i, parameter in enumerate(self.parameters):
@@ -496,8 +475,11 @@ class PopulationTrainer:
         """Worker ``k``'s state as ``LfadsTrainer.state_dict`` gives it (``LfadsTrainer.load_state_dict``
         accepts it: the PBT store and export keep working)."""
         member = self.members[k]
-        member.model.load_state_dict(self.model.worker_state_dict(k))
-        member.optimizer.load_state_dict(self._optimizer_state(k, member))
+        if not self.share_weights:
+            member.model.load_state_dict(self.model.worker_state_dict(k))
+            with torch.no_grad():
+                for stacked, own in zip((*self.exp_avg, *self.exp_avg_sq), (*member.exp_avg, *member.exp_avg_sq)):
+                    own.copy_(stacked[k])
         return member.state_dict()
 
     def load_worker_state(self, k: int, state: dict[str, Any]) -> None:
@@ -506,7 +488,9 @@ class PopulationTrainer:
         member.load_state_dict(state)
         self.model.load_worker_state(k, member.model.state_dict())
         self.model.set_worker_settings(k, member.model)
-        self._import_optimizer_state(k, member)
+        with torch.no_grad():
+            for stacked, own in zip((*self.exp_avg, *self.exp_avg_sq), (*member.exp_avg, *member.exp_avg_sq)):
+                stacked[k].copy_(own)
 
     def exploit(self, copier: int, source: int, seed: int | None = None) -> None:
         """Worker ``copier`` becomes a copy of worker ``source``: weights, Adam moments and step count
@@ -528,31 +512,11 @@ class PopulationTrainer:
         with torch.no_grad():
             for tensor in (*self.exp_avg, *self.exp_avg_sq):
                 tensor[copier].copy_(tensor[source])
-        self.adam_steps[copier] = self.adam_steps[source]
+        # The source member's weights and moments are stale (the stacked ones are current); the copier's
+        # member takes the stacked weights, and its moments, equally stale, are only read at export.
         bookkeeping = self.members[source].state_dict()
-        bookkeeping["model"] = self.model.worker_state_dict(copier)
-        self.members[copier].load_state_dict(bookkeeping)
+        self.members[copier].load_state_dict({**bookkeeping, "model": self.model.worker_state_dict(copier)})
         self.reseed(copier, seed)
-
-    def _optimizer_state(self, k: int, member: LfadsTrainer) -> dict[str, Any]:
-        """Worker ``k``'s Adam state in the layout of ``member.optimizer.state_dict()``."""
-        state = {}
-        if self.adam_steps[k] > 0:
-            for index, (exp_avg, exp_avg_sq) in enumerate(zip(self.exp_avg, self.exp_avg_sq)):
-                state[index] = {"step": torch.tensor(float(self.adam_steps[k])),
-                                "exp_avg": exp_avg[k].detach().clone(), "exp_avg_sq": exp_avg_sq[k].detach().clone()}
-        return {"state": state, "param_groups": member.optimizer.state_dict()["param_groups"]}
-
-    @torch.no_grad()
-    def _import_optimizer_state(self, k: int, member: LfadsTrainer) -> None:
-        """Take worker ``k``'s Adam moments and step count from its member's optimiser (zeros when fresh)."""
-        state = member.optimizer.state_dict()["state"]
-        steps = [int(entry["step"]) for entry in state.values() if "step" in entry]
-        self.adam_steps[k] = max(steps, default=0)
-        for index, (exp_avg, exp_avg_sq) in enumerate(zip(self.exp_avg, self.exp_avg_sq)):
-            entry = state.get(index)
-            exp_avg[k].copy_(entry["exp_avg"] if entry else torch.zeros_like(exp_avg[k]))
-            exp_avg_sq[k].copy_(entry["exp_avg_sq"] if entry else torch.zeros_like(exp_avg_sq[k]))
 
 
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -560,17 +524,9 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
 
 
-def _same_data(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Equal shapes and values, NaN (unobserved) matching NaN."""
+def _same_data(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    """Both absent, or equal shapes and values, NaN (unobserved) matching NaN."""
+    if a is None or b is None:
+        return a is None and b is None
     return a.shape == b.shape and bool(torch.equal(torch.isnan(a), torch.isnan(b))) \
         and bool(torch.equal(torch.nan_to_num(a), torch.nan_to_num(b)))
-
-
-def _same_optional_data(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
-    """Both absent, or ``_same_data``."""
-    return (a is None and b is None) or (a is not None and b is not None and _same_data(a, b))
-
-
-def _same_sessions(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
-    """Both absent, or the same session index for every trial."""
-    return (a is None and b is None) or (a is not None and b is not None and bool(torch.equal(a, b)))

@@ -25,6 +25,10 @@ its sign and about 0.18 when it is pure noise (beta1 = 0.9); below ``REFINEMENT_
 least ``REFINEMENT_MIN_STEPS`` steps) the trial keeps its values and leaves the batch, so later steps
 cost only the trials still moving. Adam is written out here (torch.optim.Adam's update, per trial)
 because each trial must stop with its own moments.
+
+The trials are refined in blocks, on a CPU one block per thread at a time (``cpu_threads``): each
+block draws its random numbers from a generator of its own, seeded in block order from torch's
+global generator, so a seed gives the same result whatever the threads' timing.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import torch
 
 from neurodyn.lfads.augmentations import inference_masks
 from neurodyn.lfads.model import LFADS
+from neurodyn.train.cpu_threads import default_threads, map_in_order, sharing_cpu
 
 # Adam step size on the posterior mean and log variance (units of the IC latent, whose prior std is
 # sqrt(ic_prior_var) ~ 0.3); draws of the posterior per trial and step. 25 steps of 0.04 matched 50
@@ -54,8 +59,8 @@ ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
 def refine_ic_posteriors(model: LFADS, data: torch.Tensor, steps: int, batch_size: int = 512,
                          ext_input: torch.Tensor | None = None, session: torch.Tensor | None = None,
                          samples: int = REFINEMENT_SAMPLES, learning_rate: float = REFINEMENT_LEARNING_RATE,
-                         stop_snr: float = REFINEMENT_STOP_SNR,
-                         min_steps: int = REFINEMENT_MIN_STEPS) -> tuple[torch.Tensor, torch.Tensor]:
+                         stop_snr: float = REFINEMENT_STOP_SNR, min_steps: int = REFINEMENT_MIN_STEPS,
+                         threads: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The IC posteriors of ``data`` refined per trial on their ELBO (see the module docstring).
 
     Parameters
@@ -77,25 +82,36 @@ def refine_ic_posteriors(model: LFADS, data: torch.Tensor, steps: int, batch_siz
     stop_snr, min_steps
         A trial stops after ``min_steps`` once the mean of |Adam direction| over its variables falls
         below ``stop_snr`` (``still_moving``); 0 runs every trial for all ``steps``.
+    threads : int, optional
+        Blocks of trials refined at once, each on its own thread (default: torch's CPU threads on a CPU,
+        1 on a GPU).
 
     Returns
     -------
     (Tensor, Tensor), each shape (trials, ic_dim)
-        The refined posterior means and standard deviations (random draws from torch's global
-        generator: seed it for a reproducible result).
+        The refined posterior means and standard deviations (the blocks' seeds are drawn from torch's
+        global generator: seed it for a reproducible result).
     """
     model.eval()
     model.check_ext_input(ext_input, data.shape[0], data.shape[1])
-    means, stds = [], []
     trials_per_pass = max(1, batch_size // samples)
-    for start in range(0, data.shape[0], trials_per_pass):
-        rows = slice(start, start + trials_per_pass)
+    starts = list(range(0, data.shape[0], trials_per_pass))
+    seeds = torch.randint(0, 2 ** 62, (len(starts),)).tolist()
+
+    def refine_block(index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = slice(starts[index], starts[index] + trials_per_pass)
+        rng = torch.Generator(device=data.device).manual_seed(seeds[index])
         chunk = _Chunk(model, data[rows], None if ext_input is None else ext_input[rows],
-                       None if session is None else session[rows], samples)
-        mean, std = chunk.refine(steps, learning_rate, stop_snr, min_steps)
-        means.append(mean)
-        stds.append(std)
-    return torch.cat(means), torch.cat(stds)
+                       None if session is None else session[rows], samples, rng)
+        with torch.enable_grad():  # (a thread starts in its own grad mode)
+            return chunk.refine(steps, learning_rate, stop_snr, min_steps)
+
+    # cuDNN's RNNs have no backward pass in eval mode (and eval mode is what keeps dropout off):
+    # on a GPU the recurrences run through PyTorch's own kernels here, with the same weights.
+    with torch.backends.cudnn.flags(enabled=False), _weights_need_no_gradient(model), \
+            sharing_cpu(default_threads(data.device) if threads is None else threads) as pool:
+        blocks = map_in_order(pool, refine_block, len(starts))
+    return torch.cat([mean for mean, _ in blocks]), torch.cat([std for _, std in blocks])
 
 
 def adam_direction(first: torch.Tensor, second: torch.Tensor, step: int) -> torch.Tensor:
@@ -117,8 +133,8 @@ class _Chunk:
     the trials still moving once per draw."""
 
     def __init__(self, model: LFADS, data: torch.Tensor, ext_input: torch.Tensor | None,
-                 session: torch.Tensor | None, samples: int):
-        self.model, self.samples = model, samples
+                 session: torch.Tensor | None, samples: int, rng: torch.Generator):
+        self.model, self.samples, self.rng = model, samples, rng
         masks = inference_masks(data)
         with torch.no_grad():
             # The controller's view of the data does not change while the IC moves: read it once.
@@ -146,7 +162,7 @@ class _Chunk:
         alone (the optimiser reads only its gradient)."""
         model = self.model
         output = model(draws["encoder_input"], sample_posteriors=True, ext_input=draws["ext_input"],
-                       session=draws["session"],
+                       session=draws["session"], rng=self.rng,
                        ic_posterior_override=(mean.repeat(self.samples, 1), std.repeat(self.samples, 1)),
                        controller_inputs_override=draws["controller_inputs"])
         nll = (model.observation.elementwise_nll_up_to_constant(output.readout, draws["target"])
@@ -164,28 +180,25 @@ class _Chunk:
         beta1, beta2 = ADAM_BETAS
         moving = torch.arange(variables.shape[0], device=variables.device)
         draws = self.draws(moving)
-        # cuDNN's RNNs have no backward pass in eval mode (and eval mode is what keeps dropout off):
-        # on a GPU the recurrences run through PyTorch's own kernels here, with the same weights.
-        with torch.backends.cudnn.flags(enabled=False), _weights_need_no_gradient(model):
-            # Every trial still moving has taken the same number of steps (trials only ever leave).
-            for step in range(1, steps + 1):
-                current = variables[moving].requires_grad_(True)
-                mean, log_var = current.split(ic_dim, dim=1)
-                loss = self.negative_elbo(draws, mean, model.ic_std_of(log_var))
-                # Gradients of the posterior variables only: the model's weights stay as trained.
-                (gradient,) = torch.autograd.grad(loss, [current])
-                moved_first = beta1 * first[moving] + (1 - beta1) * gradient
-                moved_second = beta2 * second[moving] + (1 - beta2) * gradient.square()
-                direction = adam_direction(moved_first, moved_second, step)
-                first[moving], second[moving] = moved_first, moved_second
-                variables[moving] = current.detach() - learning_rate * direction
-                if stop_snr > 0 and step >= min_steps:
-                    keep = still_moving(direction, stop_snr)
-                    if not keep.all():
-                        moving = moving[keep]
-                        if not moving.numel():
-                            break
-                        draws = self.draws(moving)
+        # Every trial still moving has taken the same number of steps (trials only ever leave).
+        for step in range(1, steps + 1):
+            current = variables[moving].requires_grad_(True)
+            mean, log_var = current.split(ic_dim, dim=1)
+            loss = self.negative_elbo(draws, mean, model.ic_std_of(log_var))
+            # Gradients of the posterior variables only: the model's weights stay as trained.
+            (gradient,) = torch.autograd.grad(loss, [current])
+            moved_first = beta1 * first[moving] + (1 - beta1) * gradient
+            moved_second = beta2 * second[moving] + (1 - beta2) * gradient.square()
+            direction = adam_direction(moved_first, moved_second, step)
+            first[moving], second[moving] = moved_first, moved_second
+            variables[moving] = current.detach() - learning_rate * direction
+            if stop_snr > 0 and step >= min_steps:
+                keep = still_moving(direction, stop_snr)
+                if not keep.all():
+                    moving = moving[keep]
+                    if not moving.numel():
+                        break
+                    draws = self.draws(moving)
         mean, log_var = variables.split(ic_dim, dim=1)
         return mean, model.ic_std_of(log_var)
 

@@ -1,18 +1,21 @@
 """Training one LFADS model, one epoch at a time.
 
-``LfadsTrainer`` owns the state of a training run — model, optimiser, learning-rate schedule,
+``LfadsTrainer`` owns the state of a training run — model, Adam moments, learning-rate schedule,
 ramps, smoothed validation NLL, early stopping, the best weights — so that a single run
 (``fit``) and a PBT worker (which trains a few epochs, is compared, maybe copies another worker's
 state and hyperparameters) use the same code. Its training steps and validation passes are those
 of a PBT population (``train.population_trainer``), of one worker that shares this model's weights:
-one implementation of the step for one model and for many.
+one implementation of the step for one model and for many. The Adam moments and the learning rate
+are plain tensors and numbers held here (no ``torch.optim`` objects): the population of one updates
+this trainer's moments in place, and a population of many stacks its workers' moments and writes
+them back when a worker's state is exported.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
-import time
 from typing import Any, Callable
 
 import numpy as np
@@ -24,9 +27,11 @@ from neurodyn.errors import NeurodynError
 from neurodyn.lfads.model import LFADS
 from neurodyn.lfads.stitching import initialise_stitched_model
 from neurodyn.observation.registry import make_observation_model, observation_class
+from neurodyn.train.cpu_threads import default_threads
 from neurodyn.train.defaults import resolve_data_defaults
+from neurodyn.train.inference import ext_input_tensor
 from neurodyn.train.population_trainer import PopulationTrainer
-from neurodyn.train.schedules import smooth
+from neurodyn.train.schedules import Plateau, smooth
 
 # Hyperparameters that may change during training (PBT explores them); all others fix the architecture.
 MUTABLE_HYPERPARAMETERS = SEARCHABLE_HYPERPARAMETERS + (
@@ -75,8 +80,6 @@ class LfadsTrainer:
                                     f"the training data's {tuple(self.train_data.shape)}")
             self.sample_validation_data = torch.as_tensor(np.asarray(sample_validation_data, dtype=np.float32),
                                                           device=self.device)
-        self.train_ext_input = self._ext_input_tensor(train_ext_input, self.train_data, "train_ext_input")
-        self.valid_ext_input = self._ext_input_tensor(valid_ext_input, self.valid_data, "valid_ext_input")
         num_neurons = self.train_data.shape[-1]
         self.observation_options = observation_class(config.observation).options_from_config(
             config, np.asarray(train_data, dtype=np.float32))
@@ -86,16 +89,20 @@ class LfadsTrainer:
         if resolved:
             self.config = config = LfadsConfig(**{**config.model_dump(), **resolved})
         self.model = LFADS(config, num_neurons, observation).to(self.device)
+        self.train_ext_input = ext_input_tensor(self.model, train_ext_input, self.train_data, "train_ext_input")
+        self.valid_ext_input = ext_input_tensor(self.model, valid_ext_input, self.valid_data, "valid_ext_input")
         self.train_session = self._session_tensor(train_session, self.train_data, "train_session")
         self.valid_session = self._session_tensor(valid_session, self.valid_data, "valid_session")
         self._initialise_readout_bias()
         if self.model.is_stitched:
             initialise_stitched_model(self.model, np.asarray(train_data, dtype=np.float32),
                                       self.train_session.cpu().numpy(), train_condition)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate_init, eps=config.adam_epsilon, foreach=True)
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="min", factor=config.learning_rate_decay,
-            patience=config.learning_rate_patience, min_lr=config.learning_rate_stop)
+        # Adam (torch's, see ``population_trainer``): moments in ``model.parameters()`` order, steps taken.
+        self.exp_avg = [torch.zeros_like(parameter) for parameter in self.model.parameters()]
+        self.exp_avg_sq = [torch.zeros_like(parameter) for parameter in self.model.parameters()]
+        self.adam_steps = 0
+        self.learning_rate = config.learning_rate_init
+        self.plateau = Plateau()
         self.epoch = 0
         self.history: list[dict[str, float]] = []
         self.valid_nll_smoothed: float | None = None
@@ -108,21 +115,6 @@ class LfadsTrainer:
         self._engine: PopulationTrainer | None = None  # the steps' machinery, built when first needed
 
     # -- set-up -------------------------------------------------------------------------------
-    def _ext_input_tensor(self, ext_input: np.ndarray | None, data: torch.Tensor, name: str) -> torch.Tensor | None:
-        """``ext_input`` as a tensor on the device, checked against ``data`` and ``ext_input_dim``."""
-        dim = self.config.ext_input_dim
-        expected = (*data.shape[:2], dim)
-        if ext_input is None:
-            if dim > 0:
-                raise NeurodynError(f"ext_input_dim is {dim} but {name} {expected} = (trials, num_samples, "
-                                    "ext_input_dim) was not given")
-            return None
-        ext_input = np.asarray(ext_input, dtype=np.float32)
-        if dim == 0 or ext_input.shape != expected:
-            raise NeurodynError(f"{name} has shape {ext_input.shape}; expected {expected} = (trials, num_samples, "
-                                f"ext_input_dim) with ext_input_dim {dim} from the config")
-        return torch.as_tensor(ext_input, device=self.device)
-
     def _session_tensor(self, session: np.ndarray | None, data: torch.Tensor, name: str) -> torch.Tensor | None:
         """Each trial's session index as a tensor (stitched models only), checked against ``data``."""
         if not self.model.is_stitched:
@@ -158,10 +150,8 @@ class LfadsTrainer:
         if self.train_ext_input is not None:
             self.train_ext_input = self.train_ext_input.to(dtype)
             self.valid_ext_input = self.valid_ext_input.to(dtype)
-        for state in self.optimizer.state.values():
-            for key in ("exp_avg", "exp_avg_sq"):
-                if key in state:
-                    state[key] = state[key].to(dtype)
+        self.exp_avg = [moment.to(dtype) for moment in self.exp_avg]
+        self.exp_avg_sq = [moment.to(dtype) for moment in self.exp_avg_sq]
         if self.best_model_state is not None:
             self.best_model_state = {key: value.to(dtype) if value.is_floating_point() else value
                                      for key, value in self.best_model_state.items()}
@@ -180,28 +170,22 @@ class LfadsTrainer:
         if "learning_rate_init" in updates:
             # A new learning rate replaces the current one; any other change keeps the rate the
             # plateau schedule has decayed to.
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.config.learning_rate_init
-        self.scheduler.factor = self.config.learning_rate_decay
-        self.scheduler.patience = self.config.learning_rate_patience
-        self.scheduler.min_lrs = [self.config.learning_rate_stop] * len(self.optimizer.param_groups)
+            self.learning_rate = self.config.learning_rate_init
         self.model.set_keep_prob(self.config.keep_prob)
         self.model.observation.set_hyperparameters(self.config)
 
     # -- one epoch ----------------------------------------------------------------------------
     @property
     def engine(self) -> PopulationTrainer:
-        """The population of one that runs this trainer's steps on its own model's weights (built on first
-        use with ``batch_threads`` shard threads; the Adam moments live there meanwhile)."""
+        """The population of one that runs this trainer's steps on its own model's weights and Adam
+        moments (built on first use with ``batch_threads`` shard threads)."""
         if self._engine is None:
             self._engine = PopulationTrainer([self], threads=self.batch_threads, share_weights=True)
         return self._engine
 
     def _release_engine(self) -> None:
-        """Hand the engine's Adam state back to ``optimizer`` and drop the engine (before the model, its
-        settings or the optimiser change under it)."""
+        """Drop the engine (before the model's tensors or settings change under it)."""
         if self._engine is not None:
-            self.optimizer.load_state_dict(self._engine._optimizer_state(0, self))
             self._engine.release_graphs()
             self._engine = None
 
@@ -213,9 +197,7 @@ class LfadsTrainer:
     @property
     def batch_threads(self) -> int:
         """Threads that share each training batch (``batch_threads``; 'auto' = torch's CPU threads, 1 on a GPU)."""
-        if self.config.batch_threads != "auto":
-            return self.config.batch_threads
-        return torch.get_num_threads() if self.device.type == "cpu" else 1
+        return default_threads(self.device) if self.config.batch_threads == "auto" else self.config.batch_threads
 
     @torch.no_grad()
     def validation_nll(self, data: torch.Tensor | None = None, ext_input: torch.Tensor | None = None,
@@ -230,12 +212,8 @@ class LfadsTrainer:
 
     def step_epoch(self) -> dict[str, float]:
         """Train one epoch, validate, update the schedules and the best weights; returns the log row."""
-        started = time.perf_counter()
-        row: dict[str, float] = {"epoch": self.epoch}
-        row.update(self.train_epoch())
-        valid_nll = self.validation_nll()
-        return self.end_epoch(row, valid_nll, lambda: copy.deepcopy(self.model.state_dict()),
-                              time.perf_counter() - started)
+        self.model.eval()  # (the steps run in the engine; this model's own forward is for inference)
+        return self.engine.step_epoch()[0]
 
     def end_epoch(self, row: dict[str, float], valid_nll: float, best_weights: Callable[[], dict[str, torch.Tensor]],
                   seconds: float) -> dict[str, float]:
@@ -246,7 +224,9 @@ class LfadsTrainer:
         """
         self.valid_nll_smoothed = smooth(self.valid_nll_smoothed, valid_nll)
         smoothed = self.valid_nll_smoothed if math.isfinite(self.valid_nll_smoothed) else math.inf
-        self.scheduler.step(smoothed)
+        config = self.config
+        self.learning_rate = self.plateau.step(smoothed, self.learning_rate, config.learning_rate_decay,
+                                               config.learning_rate_patience, config.learning_rate_stop)
         ramps_done = self.epoch >= self.ramps_complete_epoch
         if ramps_done and smoothed < self.best_valid_nll:
             self.best_valid_nll = smoothed
@@ -256,7 +236,7 @@ class LfadsTrainer:
         elif ramps_done:
             self.epochs_since_best += 1
         row.update(valid_nll=valid_nll, valid_nll_smoothed=self.valid_nll_smoothed,
-                   learning_rate=self.optimizer.param_groups[0]["lr"], seconds=seconds)
+                   learning_rate=self.learning_rate, seconds=seconds)
         self.history.append(row)
         self.epoch += 1
         return row
@@ -320,13 +300,13 @@ class LfadsTrainer:
         A deep copy: torch's ``state_dict`` tensors alias the live weights and Adam moments, and a
         PBT worker that loaded them would otherwise keep training another worker's optimiser state.
         """
-        self._release_engine()
         return copy.deepcopy({
             "config": self.config.model_dump(),
             "observation_options": self.observation_options,
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "adam": {"steps": self.adam_steps, "exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq},
+            "learning_rate": self.learning_rate,
+            "plateau": dataclasses.asdict(self.plateau),
             "generator": self.generator.get_state(),
             "epoch": self.epoch,
             "history": list(self.history),
@@ -345,8 +325,19 @@ class LfadsTrainer:
         self.model.load_state_dict(state["model"])
         self.model.set_keep_prob(self.config.keep_prob)
         self.model.observation.set_hyperparameters(self.config)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if "optimizer" in state:  # written before 2026-12-07, in torch.optim's formats
+            state = {**state, **_from_torch_optimizer(state["optimizer"], state["scheduler"])}
+        adam = state["adam"]
+        self.adam_steps = int(adam["steps"])
+        with torch.no_grad():  # in place: a population of one updates these very tensors
+            for moments, loaded in ((self.exp_avg, adam["exp_avg"]), (self.exp_avg_sq, adam["exp_avg_sq"])):
+                for index, moment in enumerate(moments):
+                    if loaded:
+                        moment.copy_(loaded[index])
+                    else:  # an older state, before any step
+                        moment.zero_()
+        self.learning_rate = float(state["learning_rate"])
+        self.plateau = Plateau(**state["plateau"])
         self.generator.set_state(state["generator"].cpu() if hasattr(state["generator"], "cpu") else state["generator"])
         self.epoch = state["epoch"]
         self.history = list(state["history"])
@@ -356,3 +347,13 @@ class LfadsTrainer:
         self.best_model_state = state["best_model_state"]
         self.epochs_since_best = state["epochs_since_best"]
         self.skipped_steps = state.get("skipped_steps", 0)
+
+
+def _from_torch_optimizer(optimizer: dict[str, Any], scheduler: dict[str, Any]) -> dict[str, Any]:
+    """The ``adam``, ``learning_rate`` and ``plateau`` entries of a state from what an older state kept in
+    ``torch.optim.Adam.state_dict()`` and ``ReduceLROnPlateau.state_dict()`` form."""
+    entries = [optimizer["state"][index] for index in sorted(optimizer["state"])]
+    steps = max((int(entry["step"]) for entry in entries), default=0)
+    adam = {"steps": steps, "exp_avg": [e["exp_avg"] for e in entries], "exp_avg_sq": [e["exp_avg_sq"] for e in entries]}
+    return {"adam": adam, "learning_rate": optimizer["param_groups"][0]["lr"],
+            "plateau": {"best": scheduler["best"], "bad_epochs": scheduler["num_bad_epochs"]}}
