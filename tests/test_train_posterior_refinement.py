@@ -323,15 +323,17 @@ def test_a_stopped_trial_keeps_the_values_it_stopped_with():
 def test_blocks_on_threads_give_the_result_of_one_thread():
     """Blocks of trials refined on two threads draw the numbers they draw on one (each block its own
     seeded stream): the same posteriors, whatever the threads' timing."""
+    from neurodyn.train.posterior_refinement import REFINEMENT_SAMPLES
+
     model, data = small_model(), torch.as_tensor(sparse_counts(40))
+    batch_size = 10 * REFINEMENT_SAMPLES  # 10 trials per block, 4 blocks
     results = []
     for threads in (1, 2, 2):
         torch.manual_seed(3)
-        # 40 trials x 4 draws per pass of 40: 10 trials per block, 4 blocks
-        results.append(refine_ic_posteriors(model, data, 12, batch_size=40, threads=threads))
+        results.append(refine_ic_posteriors(model, data, 12, batch_size=batch_size, threads=threads))
     for mean, std in results[1:]:
         torch.testing.assert_close(mean, results[0][0], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(std, results[0][1], rtol=1e-5, atol=1e-6)
     torch.manual_seed(4)
-    other_seed = refine_ic_posteriors(model, data, 12, batch_size=40, threads=2)[0]
+    other_seed = refine_ic_posteriors(model, data, 12, batch_size=batch_size, threads=2)[0]
     assert not torch.allclose(other_seed, results[0][0], rtol=1e-3, atol=1e-4)
