@@ -1,5 +1,6 @@
-"""Work split over CPU threads, each on its own core: the training step's batch shards and the
-refinement's blocks of trials (``sharing_cpu``), and how many threads to use (``default_threads``)."""
+"""Work split over CPU threads, each on its own core (``sharing_cpu``): the training step's batch shards,
+and at inference the sampled passes and the refinement's blocks of trials, whose random draws come
+from one stream per piece (``map_seeded``); how many threads to use (``default_threads``)."""
 
 from __future__ import annotations
 
@@ -41,3 +42,19 @@ def map_in_order(pool: concurrent.futures.ThreadPoolExecutor | None, function: C
     if pool is None or count <= 1:
         return [function(index) for index in range(count)]
     return list(pool.map(function, range(count)))
+
+
+def map_seeded(function: Callable[[int, torch.Generator], T], count: int, device: torch.device,
+               threads: int | None = None) -> list[T]:
+    """``[function(0, rng_0), ..., function(count - 1, rng_{count - 1})]`` on ``threads`` threads (default
+    ``default_threads(device)``), each piece drawing from its own generator ``rng_i`` on ``device``. The
+    pieces' seeds are drawn in order from torch's global generator first, so a seed gives the same
+    result whatever the number of threads and their timing. A piece runs in its thread's grad mode
+    (enabled): ``function`` sets the one it needs."""
+    seeds = torch.randint(0, 2 ** 62, (count,)).tolist()
+
+    def piece(index: int) -> T:
+        return function(index, torch.Generator(device=device).manual_seed(seeds[index]))
+
+    with sharing_cpu(default_threads(device) if threads is None else threads) as pool:
+        return map_in_order(pool, piece, count)

@@ -10,7 +10,7 @@ import torch
 from neurodyn.errors import NeurodynError
 from neurodyn.lfads.augmentations import inference_masks
 from neurodyn.lfads.model import LFADS, EncoderReading, LfadsOutput
-from neurodyn.train.cpu_threads import default_threads, map_in_order, sharing_cpu
+from neurodyn.train.cpu_threads import map_seeded
 from neurodyn.train.posterior_refinement import refine_ic_posteriors
 
 
@@ -135,12 +135,10 @@ def infer(model: LFADS, data: np.ndarray, num_samples: int = 50, batch_size: int
                                            _session_ids(model, session, data_t.shape[0], device), threads=threads)
         trials_per_pass = max(1, batch_size // num_samples)
         starts = list(range(0, data_t.shape[0], trials_per_pass))
-        seeds = torch.randint(0, 2 ** 62, (len(starts),)).tolist()
 
         @torch.no_grad()  # (a thread starts in its own grad mode)
-        def infer_pass(index: int) -> dict[str, np.ndarray]:
+        def infer_pass(index: int, rng: torch.Generator) -> dict[str, np.ndarray]:
             rows = slice(starts[index], starts[index] + trials_per_pass)
-            rng = torch.Generator(device=device).manual_seed(seeds[index])
             masks = inference_masks(data_t[rows])
             ext = None if ext_t is None else ext_t[rows]
             n = masks.encoder_input.shape[0]
@@ -159,8 +157,7 @@ def infer(model: LFADS, data: np.ndarray, num_samples: int = 50, batch_size: int
             pieces["ic_mean"], pieces["ic_std"] = mean_output.ic_mean.cpu().numpy(), mean_output.ic_std.cpu().numpy()
             return pieces
 
-        with sharing_cpu(default_threads(device) if threads is None else threads) as pool:
-            passes = map_in_order(pool, infer_pass, len(starts))
+        passes = map_seeded(infer_pass, len(starts), device, threads)
     return {name: np.concatenate([part[name] for part in passes], axis=0) for name in (passes[0] if passes else ())}
 
 

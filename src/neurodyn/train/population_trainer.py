@@ -478,7 +478,7 @@ class PopulationTrainer:
         if not self.share_weights:
             member.model.load_state_dict(self.model.worker_state_dict(k))
             with torch.no_grad():
-                for stacked, own in zip((*self.exp_avg, *self.exp_avg_sq), (*member.exp_avg, *member.exp_avg_sq)):
+                for stacked, own in self._moments_of(k):
                     own.copy_(stacked[k])
         return member.state_dict()
 
@@ -488,9 +488,15 @@ class PopulationTrainer:
         member.load_state_dict(state)
         self.model.load_worker_state(k, member.model.state_dict())
         self.model.set_worker_settings(k, member.model)
-        with torch.no_grad():
-            for stacked, own in zip((*self.exp_avg, *self.exp_avg_sq), (*member.exp_avg, *member.exp_avg_sq)):
-                stacked[k].copy_(own)
+        if not self.share_weights:  # (shared: the stacked moments are views of the member's)
+            with torch.no_grad():
+                for stacked, own in self._moments_of(k):
+                    stacked[k].copy_(own)
+
+    def _moments_of(self, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each stacked Adam moment ``(W, *shape)`` beside worker ``k``'s member's own ``(*shape)``."""
+        member = self.members[k]
+        return list(zip((*self.exp_avg, *self.exp_avg_sq), (*member.exp_avg, *member.exp_avg_sq), strict=True))
 
     def exploit(self, copier: int, source: int, seed: int | None = None) -> None:
         """Worker ``copier`` becomes a copy of worker ``source``: weights, Adam moments and step count
@@ -512,8 +518,8 @@ class PopulationTrainer:
         with torch.no_grad():
             for tensor in (*self.exp_avg, *self.exp_avg_sq):
                 tensor[copier].copy_(tensor[source])
-        # The source member's weights and moments are stale (the stacked ones are current); the copier's
-        # member takes the stacked weights, and its moments, equally stale, are only read at export.
+        # The source member's weights and moments are stale (the stacked ones are current): the copier's
+        # member takes the stacked weights; its moments, equally stale, are overwritten at export.
         bookkeeping = self.members[source].state_dict()
         self.members[copier].load_state_dict({**bookkeeping, "model": self.model.worker_state_dict(copier)})
         self.reseed(copier, seed)

@@ -40,7 +40,8 @@ import torch
 
 from neurodyn.lfads.augmentations import inference_masks
 from neurodyn.lfads.model import LFADS
-from neurodyn.train.cpu_threads import default_threads, map_in_order, sharing_cpu
+from neurodyn.train.cpu_threads import map_seeded
+from neurodyn.train.population_trainer import ADAM_BETAS
 
 # Adam step size on the posterior mean and log variance (units of the IC latent, whose prior std is
 # sqrt(ic_prior_var) ~ 0.3); draws of the posterior per trial and step. 25 steps of 0.04 matched 50
@@ -55,7 +56,7 @@ REFINEMENT_SAMPLES = 2
 # Per-trial stopping (module docstring). Rate or latent R^2 on the suite's sparse sets, same trained model,
 # outputs' seconds, 50 steps without stopping -> with it: see bench/README_suite.md.
 REFINEMENT_STOP_SNR, REFINEMENT_MIN_STEPS = 0.2, 10
-ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
+ADAM_EPS = 1e-8  # torch.optim.Adam's default (the training step's is the config's adam_epsilon)
 
 
 def refine_ic_posteriors(model: LFADS, data: torch.Tensor, steps: int, batch_size: int = 512,
@@ -98,11 +99,9 @@ def refine_ic_posteriors(model: LFADS, data: torch.Tensor, steps: int, batch_siz
     model.check_ext_input(ext_input, data.shape[0], data.shape[1])
     trials_per_pass = max(1, batch_size // samples)
     starts = list(range(0, data.shape[0], trials_per_pass))
-    seeds = torch.randint(0, 2 ** 62, (len(starts),)).tolist()
 
-    def refine_block(index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def refine_block(index: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         rows = slice(starts[index], starts[index] + trials_per_pass)
-        rng = torch.Generator(device=data.device).manual_seed(seeds[index])
         chunk = _Chunk(model, data[rows], None if ext_input is None else ext_input[rows],
                        None if session is None else session[rows], samples, rng)
         with torch.enable_grad():  # (a thread starts in its own grad mode)
@@ -110,9 +109,8 @@ def refine_ic_posteriors(model: LFADS, data: torch.Tensor, steps: int, batch_siz
 
     # cuDNN's RNNs have no backward pass in eval mode (and eval mode is what keeps dropout off):
     # on a GPU the recurrences run through PyTorch's own kernels here, with the same weights.
-    with torch.backends.cudnn.flags(enabled=False), _weights_need_no_gradient(model), \
-            sharing_cpu(default_threads(data.device) if threads is None else threads) as pool:
-        blocks = map_in_order(pool, refine_block, len(starts))
+    with torch.backends.cudnn.flags(enabled=False), _weights_need_no_gradient(model):
+        blocks = map_seeded(refine_block, len(starts), data.device, threads)
     return torch.cat([mean for mean, _ in blocks]), torch.cat([std for _, std in blocks])
 
 
