@@ -13,8 +13,9 @@ from neurodyn.data.seed_format import write_dataset
 from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
 from neurodyn.train.defaults import (CONTROLLER_DIM, REFINE_UNOBSERVED, auto_co_dim, SPARSE_PASS, SPARSE_UNOBSERVED, auto_batch_size, auto_cd_pass_fraction,
                                      auto_inference, auto_kl_weight, KL_MAX_WEIGHT, KL_TRIAL_SHARE,
-                                     auto_learning_rate, auto_spike_jitter_bins, resolve_data_defaults,
-                                     SPIKE_JITTER_MIN_BINS, SPIKE_JITTER_MS)
+                                     auto_learning_rate, auto_max_epochs, auto_spike_jitter_bins,
+                                     resolve_data_defaults, MIN_EPOCHS, MIN_STEPS, SPIKE_JITTER_MIN_BINS,
+                                     SPIKE_JITTER_MS)
 from neurodyn.train.run import train_model
 
 
@@ -44,6 +45,22 @@ def test_auto_keys_are_resolved_from_the_training_trials_and_explained():
     assert not any("mask_as_input" in note for note in notes)  # off by default: nothing to resolve
 
 
+@pytest.mark.parametrize("trials, epochs", [(48, 2134), (100, 915), (256, 400), (480, 400), (100000, 400)])
+def test_max_epochs_auto_gives_small_sets_as_many_optimiser_steps_as_large_ones(trials, epochs):
+    batch = auto_batch_size(trials)
+    steps = math.ceil(trials / batch)
+    assert auto_max_epochs(steps) == epochs
+    assert epochs * steps >= MIN_STEPS and epochs >= MIN_EPOCHS
+    assert epochs == MIN_EPOCHS or (epochs - 1) * steps < MIN_STEPS  # no more epochs than the steps need
+    config, notes = resolve_data_defaults(LfadsConfig(), np.zeros((trials, 10, 6)))
+    assert config.max_epochs == epochs
+    said = [note for note in notes if note.startswith("max_epochs")]
+    assert said == ([] if epochs == MIN_EPOCHS else
+                    [f"max_epochs auto -> {epochs} ({steps} steps per epoch: at least {MIN_STEPS} optimiser steps "
+                     "before the cap)"])
+    assert resolve_data_defaults(LfadsConfig(max_epochs=50), np.zeros((trials, 10, 6)))[0].max_epochs == 50
+
+
 @pytest.mark.parametrize("observation", ["poisson", "zig"])
 def test_mask_as_input_auto_is_off_and_says_why(observation):
     data = np.zeros((480, 10, 6))
@@ -59,7 +76,7 @@ def test_mask_as_input_auto_is_off_and_says_why(observation):
 def test_a_config_that_sets_a_key_keeps_it():
     config = LfadsConfig(batch_size=64, learning_rate_init=0.01, mask_as_input=False, cd_pass_fraction=0.0,
                          inference="sample_average", kl_ic_weight=1e-4, kl_co_weight=1e-4, co_dim=2,
-                         spike_jitter_bins=0)
+                         spike_jitter_bins=0, max_epochs=400)
     resolved, notes = resolve_data_defaults(config, np.full((480, 10, 6), np.nan))
     assert resolved == config and notes == []
     only_batch, _ = resolve_data_defaults(LfadsConfig(batch_size=64), np.zeros((480, 10, 6)))
