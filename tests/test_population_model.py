@@ -150,6 +150,12 @@ def test_models_of_another_architecture_are_refused():
     larger = LFADS(LfadsConfig(**{**SMALL, "gen_dim": 7}), NEURONS, make_observation_model("poisson", NEURONS))
     with pytest.raises(NeurodynError, match="architecture"):
         PopulationLFADS.from_models([small, larger])
+    # Same weight shapes, other settings the mathematics reads: one population would run worker 0's.
+    for setting in ({"forward_bins": 2}, {"cell_clip_value": 3.0}, {"ci_lag": 2}, {"ic_post_var_min": 1e-3}):
+        other = LFADS(LfadsConfig(**{**SMALL, **setting}), NEURONS, make_observation_model("poisson", NEURONS))
+        with pytest.raises(NeurodynError, match="architecture"):
+            PopulationLFADS.from_models([small, other])
+    assert PopulationLFADS.from_models([small, small]).forward_bins == small.forward_bins
 
 
 @pytest.mark.parametrize("co_dim", [0, 2])

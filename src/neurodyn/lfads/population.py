@@ -21,7 +21,8 @@ from torch import nn
 from neurodyn.errors import NeurodynError
 from neurodyn.lfads.model import LFADS
 from neurodyn.lfads.recurrent import MAX_BLOCK_DIAGONAL_UNITS
-from neurodyn.lfads.stacked import ForwardNoise, LfadsOutput, StackedLfads, hide_from_encoders
+from neurodyn.lfads.stacked import (ARCHITECTURE_SETTINGS, ForwardNoise, LfadsOutput, StackedLfads,
+                                    hide_from_encoders)
 
 
 class PopulationLFADS(StackedLfads):
@@ -38,16 +39,8 @@ class PopulationLFADS(StackedLfads):
         if share_weights and num_workers != 1:
             raise NeurodynError("only a population of one can share its model's weights")
         self.num_workers = num_workers
-        self.num_neurons = template.num_neurons
-        self.ic_dim, self.co_dim, self.ext_input_dim = template.ic_dim, template.co_dim, template.ext_input_dim
-        self.ci_lag = template.ci_lag
-        self.ic_prior_var, self.ic_post_var_min = template.ic_prior_var, template.ic_post_var_min
-        self.co_prior_df = template.co_prior_df
-        self.learnable_ic_prior = template.learnable_ic_prior
-        self.mask_as_input = template.mask_as_input
-        self.is_stitched = template.is_stitched
-        self.forward_bins = template.forward_bins
-        self.cell_clip_value = template.cell_clip_value
+        for name in ARCHITECTURE_SETTINGS:
+            setattr(self, name, getattr(template, name))
         self.state_keys = list(template.state_dict().keys())
         self.parameter_names = [name for name, _ in template.named_parameters()]
         # Shared: worker 0's weights are views of the template's (an update of either is an update of both).
@@ -82,7 +75,7 @@ class PopulationLFADS(StackedLfads):
             expected = {key: tuple(value.shape) for key, value in reference.items()}
             if shapes != expected or model.observation.name != population.observation.name \
                     or getattr(model.observation, "s_min", None) != getattr(population.observation, "s_min", None) \
-                    or model.co_prior_df != population.co_prior_df:
+                    or any(getattr(model, name) != getattr(population, name) for name in ARCHITECTURE_SETTINGS):
                 raise NeurodynError(f"model {k} of the population has another architecture, prior or observation setting "
                                     "than model 0; every worker of a population must share them")
             population.load_worker_state(k, state)

@@ -143,16 +143,20 @@ def lag_controller_inputs(outputs: torch.Tensor, lag: int) -> torch.Tensor:
     return torch.cat([forward, backward], dim=-1)
 
 
+# The architecture's settings a ``StackedLfads`` subclass sets (besides its weights and ``observation``).
+ARCHITECTURE_SETTINGS = ("num_neurons", "ic_dim", "co_dim", "ext_input_dim", "ci_lag", "ic_prior_var",
+                         "ic_post_var_min", "co_prior_df", "learnable_ic_prior", "mask_as_input", "forward_bins",
+                         "cell_clip_value", "is_stitched")
+
+
 class StackedLfads(nn.Module):
     """The LFADS mathematics for weights with a leading worker axis (see the module docstring).
 
-    A subclass holds the weights and sets the architecture's settings: ``num_neurons``, ``ic_dim``,
-    ``co_dim``, ``ext_input_dim``, ``ci_lag``, ``ic_prior_var``, ``learnable_ic_prior`` (its weights
-    ``ic_prior.mean`` and ``ic_prior.log_var``), ``ic_post_var_min``, ``co_prior_df`` (None: the
-    Gaussian AR(1) controller prior), ``mask_as_input``,
-    ``forward_bins``, ``cell_clip_value``, ``is_stitched`` and ``observation`` (an observation model whose
-    own parameters, if any, may be stacked too); ``_stacked(name)`` returns the weight of that
-    ``LFADS`` parameter or buffer name for every worker, ``(W, *shape)``.
+    A subclass holds the weights and sets ``ARCHITECTURE_SETTINGS`` (``learnable_ic_prior``: weights
+    ``ic_prior.mean`` and ``ic_prior.log_var``; ``co_prior_df`` None: the Gaussian AR(1) controller
+    prior) and ``observation`` (an observation model whose own parameters, if any, may be stacked too);
+    ``_stacked(name)`` returns the weight of that ``LFADS`` parameter or buffer name for every worker,
+    ``(W, *shape)``.
     """
 
     def _stacked(self, name: str) -> torch.Tensor:
