@@ -215,6 +215,45 @@ def test_a_changed_data_file_is_refused(tmp_path, capsys):
     assert main(args + ["--overwrite"]) == 0
 
 
+def test_engine_processes_start_with_ctrl_c_blocked_and_then_ignore_it():
+    """A Ctrl-C while an engine process still imports torch must not reach it (it printed a traceback):
+    the processes start with SIGINT blocked (inherited from the pool's start) and unblock it once they
+    ignore it; the starting process keeps its own mask."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    pool = engines.start_process_pool(None, 1, [None])
+    try:
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+        child_mask = pool.apply(signal.pthread_sigmask, (signal.SIG_BLOCK, []))
+        child_handler = pool.apply(signal.getsignal, (signal.SIGINT,))
+    finally:
+        pool.terminate()
+        pool.join()
+    assert signal.SIGINT not in child_mask
+    assert child_handler == signal.SIG_IGN
+
+
+def test_engine_processes_are_started_with_ctrl_c_blocked(monkeypatch):
+    """What the processes inherit: the pool is made while SIGINT is blocked (so one that arrives while
+    they import is held, not delivered to them), and the mask is restored afterwards."""
+    import queue
+
+    seen = {}
+
+    class Context:
+        Queue = queue.Queue
+
+        @staticmethod
+        def Pool(processes, initializer, initargs):
+            seen["mask"] = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+            return "pool"
+
+    monkeypatch.setattr(engines, "get_context", lambda method: Context)
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    assert engines.start_process_pool(None, 1, [None]) == "pool"
+    assert signal.SIGINT in seen["mask"] and signal.SIGINT not in before
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+
+
 def test_ctrl_c_during_a_run_prints_one_line_and_keeps_the_completed_generations(tmp_path):
     data = write_tiny_dataset(tmp_path)
     config = write_config(tmp_path, max_generations=30, epochs_per_generation=2, max_processes=2)

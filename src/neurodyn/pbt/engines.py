@@ -138,6 +138,7 @@ def _init_process(data: WorkerData, threads: int, devices) -> None:
     # Ctrl-C reaches every process of the terminal's group: the driver alone handles it and stops the
     # workers, so they print no tracebacks of their own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # (blocked while it started, see below)
     torch.set_num_threads(threads)
     _PROCESS_DATA["data"] = data
     _PROCESS_DATA["device"] = devices.get()
@@ -160,7 +161,14 @@ def start_process_pool(data: WorkerData, threads: int, devices: list[str | None]
     queue = context.Queue()
     for device in devices:
         queue.put(device)
-    return context.Pool(len(devices), initializer=_init_process, initargs=(data, threads, queue))
+    # A spawned process takes seconds to import torch before _init_process can ignore Ctrl-C; one that
+    # arrived then printed a traceback from the child. The children inherit the signal mask: SIGINT is
+    # blocked while they start (pending, not lost, in this process) and they unblock it once ignored.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return context.Pool(len(devices), initializer=_init_process, initargs=(data, threads, queue))
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def cpu_cores() -> int:
