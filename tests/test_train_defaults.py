@@ -14,8 +14,8 @@ from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
 from neurodyn.train.defaults import (CONTROLLER_DIM, REFINE_UNOBSERVED, auto_co_dim, SPARSE_PASS, SPARSE_UNOBSERVED, auto_batch_size, auto_cd_pass_fraction,
                                      auto_inference, auto_kl_weight, KL_MAX_WEIGHT, KL_TRIAL_SHARE,
                                      auto_learning_rate, auto_max_epochs, auto_spike_jitter_bins,
-                                     resolve_data_defaults, MIN_EPOCHS, MIN_STEPS, SPIKE_JITTER_MIN_BINS,
-                                     SPIKE_JITTER_MS)
+                                     epochs_for_steps, resolve_data_defaults, MIN_EPOCHS, MIN_STEPS,
+                                     PATIENCE_EPOCHS, SPIKE_JITTER_MIN_BINS, SPIKE_JITTER_MS, STEPS_PER_EPOCH)
 from neurodyn.train.run import train_model
 
 
@@ -61,6 +61,22 @@ def test_max_epochs_auto_gives_small_sets_as_many_optimiser_steps_as_large_ones(
     assert resolve_data_defaults(LfadsConfig(max_epochs=50), np.zeros((trials, 10, 6)))[0].max_epochs == 50
 
 
+@pytest.mark.parametrize("trials, patience", [(32, 320), (48, 214), (128, 80), (192, 54), (256, 40), (5000, 40)])
+def test_early_stopping_patience_auto_waits_as_many_optimiser_steps_on_small_sets(trials, patience):
+    steps = math.ceil(trials / auto_batch_size(trials))
+    assert epochs_for_steps(PATIENCE_EPOCHS, steps) == patience
+    assert patience * steps >= PATIENCE_EPOCHS * STEPS_PER_EPOCH and patience >= PATIENCE_EPOCHS
+    config, notes = resolve_data_defaults(LfadsConfig(), np.zeros((trials, 10, 6)))
+    assert config.early_stopping_patience == patience
+    said = [note for note in notes if note.startswith("early_stopping_patience")]
+    assert said == ([] if patience == PATIENCE_EPOCHS else
+                    [f"early_stopping_patience auto -> {patience} ({steps} steps per epoch: at least "
+                     f"{PATIENCE_EPOCHS * STEPS_PER_EPOCH} optimiser steps without a better validation NLL before "
+                     "stopping)"])
+    kept, _ = resolve_data_defaults(LfadsConfig(early_stopping_patience=7), np.zeros((trials, 10, 6)))
+    assert kept.early_stopping_patience == 7
+
+
 @pytest.mark.parametrize("observation", ["poisson", "zig"])
 def test_mask_as_input_auto_is_off_and_says_why(observation):
     data = np.zeros((480, 10, 6))
@@ -76,7 +92,8 @@ def test_mask_as_input_auto_is_off_and_says_why(observation):
 def test_a_config_that_sets_a_key_keeps_it():
     config = LfadsConfig(batch_size=64, learning_rate_init=0.01, mask_as_input=False, cd_pass_fraction=0.0,
                          inference="sample_average", kl_ic_weight=1e-4, kl_co_weight=1e-4, co_dim=2,
-                         spike_jitter_bins=0, max_epochs=400)
+                         spike_jitter_bins=0, max_epochs=400,
+                         early_stopping_patience=40)
     resolved, notes = resolve_data_defaults(config, np.full((480, 10, 6), np.nan))
     assert resolved == config and notes == []
     only_batch, _ = resolve_data_defaults(LfadsConfig(batch_size=64), np.zeros((480, 10, 6)))

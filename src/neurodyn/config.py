@@ -21,7 +21,7 @@ from neurodyn.errors import NeurodynError
 
 
 # The smallest value of keys that also accept 'auto' (their schema cannot carry ge/gt bounds).
-AUTO_FIELD_MINIMUM = {"max_epochs": 1, "batch_threads": 1, "event_delay_bins": 0, "batch_size": 1, "readin_dim": 1, "forward_bins": 0,
+AUTO_FIELD_MINIMUM = {"max_epochs": 1, "early_stopping_patience": 1, "batch_threads": 1, "event_delay_bins": 0, "batch_size": 1, "readin_dim": 1, "forward_bins": 0,
                       "co_dim": 0}
 AUTO_FIELD_POSITIVE = ("learning_rate_init",)
 AUTO_FIELD_FRACTION = ("cd_pass_fraction",)  # 'auto' or a number in [0, 1]
@@ -162,9 +162,10 @@ class LfadsConfig(BaseModel):
     max_epochs: int | Literal["auto"] = Field(
         "auto", description="upper bound on training epochs; 'auto' = 400, or more when an epoch is fewer than 16 "
                             "optimiser steps (small data sets): enough epochs for 6400 steps")
-    early_stopping_patience: int = Field(40, ge=1,
-                                         description="stop after this many epochs without a better smoothed "
-                                                     "validation NLL (counted once the ramps are complete)")
+    early_stopping_patience: int | Literal["auto"] = Field(
+        "auto", description="stop after this many epochs without a better smoothed validation NLL (counted once the "
+                            "ramps are complete); 'auto' = 40, or more when an epoch is fewer than 16 optimiser steps "
+                            "(small data sets): enough epochs for 640 steps")
     posterior_samples: int = Field(50, ge=1, description="posterior samples averaged for the output rates")
     write_generator_states: bool = Field(False, description="also write the generator states (gen_dim, num_samples, "
                                                             "trials), averaged over the posterior samples, to the "
@@ -199,7 +200,7 @@ class LfadsConfig(BaseModel):
             raise ValueError(f"expected one of {sorted(OBSERVATION_MODELS)}")
         return name
 
-    @field_validator("max_epochs", "batch_threads", "event_delay_bins", "batch_size", "readin_dim", "forward_bins",
+    @field_validator("max_epochs", "early_stopping_patience", "batch_threads", "event_delay_bins", "batch_size", "readin_dim", "forward_bins",
                      "co_dim")
     @classmethod
     def _check_auto_or_count(cls, value, info):
