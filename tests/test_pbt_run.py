@@ -215,10 +215,9 @@ def test_a_changed_data_file_is_refused(tmp_path, capsys):
     assert main(args + ["--overwrite"]) == 0
 
 
-def test_engine_processes_start_with_ctrl_c_blocked_and_then_ignore_it():
-    """A Ctrl-C while an engine process still imports torch must not reach it (it printed a traceback):
-    the processes start with SIGINT blocked (inherited from the pool's start) and unblock it once they
-    ignore it; the starting process keeps its own mask."""
+def test_engine_processes_ignore_ctrl_c_and_no_longer_block_it_once_started():
+    """Once started, an engine process ignores SIGINT and has unblocked it (it was blocked while it
+    started, see the next test); the starting process keeps its own mask."""
     before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     pool = engines.start_process_pool(None, 1, [None])
     try:

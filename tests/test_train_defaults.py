@@ -13,7 +13,7 @@ from neurodyn.data.seed_format import write_dataset
 from neurodyn.synth.lorenz_spikes import make_lorenz_spikes
 from neurodyn.train.defaults import (CONTROLLER_DIM, REFINE_UNOBSERVED, auto_co_dim, SPARSE_PASS, SPARSE_UNOBSERVED, auto_batch_size, auto_cd_pass_fraction,
                                      auto_inference, auto_kl_weight, KL_MAX_WEIGHT, KL_TRIAL_SHARE,
-                                     auto_learning_rate, auto_max_epochs, auto_spike_jitter_bins,
+                                     auto_learning_rate, auto_spike_jitter_bins,
                                      epochs_for_steps, resolve_data_defaults, MIN_EPOCHS, MIN_STEPS,
                                      PATIENCE_EPOCHS, SPIKE_JITTER_MIN_BINS, SPIKE_JITTER_MS, STEPS_PER_EPOCH)
 from neurodyn.train.run import train_model
@@ -49,7 +49,7 @@ def test_auto_keys_are_resolved_from_the_training_trials_and_explained():
 def test_max_epochs_auto_gives_small_sets_as_many_optimiser_steps_as_large_ones(trials, epochs):
     batch = auto_batch_size(trials)
     steps = math.ceil(trials / batch)
-    assert auto_max_epochs(steps) == epochs
+    assert epochs_for_steps(MIN_EPOCHS, steps) == epochs
     assert epochs * steps >= MIN_STEPS and epochs >= MIN_EPOCHS
     assert epochs == MIN_EPOCHS or (epochs - 1) * steps < MIN_STEPS  # no more epochs than the steps need
     config, notes = resolve_data_defaults(LfadsConfig(), np.zeros((trials, 10, 6)))

@@ -21,8 +21,8 @@ from neurodyn.errors import NeurodynError
 
 
 # The smallest value of keys that also accept 'auto' (their schema cannot carry ge/gt bounds).
-AUTO_FIELD_MINIMUM = {"max_epochs": 1, "early_stopping_patience": 1, "batch_threads": 1, "event_delay_bins": 0, "batch_size": 1, "readin_dim": 1, "forward_bins": 0,
-                      "co_dim": 0}
+AUTO_FIELD_MINIMUM = {"max_epochs": 1, "early_stopping_patience": 1, "batch_threads": 1, "event_delay_bins": 0,
+                      "batch_size": 1, "readin_dim": 1, "forward_bins": 0, "co_dim": 0}
 AUTO_FIELD_POSITIVE = ("learning_rate_init",)
 AUTO_FIELD_FRACTION = ("cd_pass_fraction",)  # 'auto' or a number in [0, 1]
 
@@ -200,8 +200,7 @@ class LfadsConfig(BaseModel):
             raise ValueError(f"expected one of {sorted(OBSERVATION_MODELS)}")
         return name
 
-    @field_validator("max_epochs", "early_stopping_patience", "batch_threads", "event_delay_bins", "batch_size", "readin_dim", "forward_bins",
-                     "co_dim")
+    @field_validator(*AUTO_FIELD_MINIMUM)
     @classmethod
     def _check_auto_or_count(cls, value, info):
         minimum = AUTO_FIELD_MINIMUM[info.field_name]

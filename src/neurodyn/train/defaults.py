@@ -101,12 +101,6 @@ def epochs_for_steps(epochs: int, steps_per_epoch: int) -> int:
     return max(epochs, math.ceil(epochs * STEPS_PER_EPOCH / max(1, steps_per_epoch)))
 
 
-def auto_max_epochs(steps_per_epoch: int) -> int:
-    """``max_epochs`` for epochs of ``steps_per_epoch`` optimiser steps: MIN_EPOCHS, or enough epochs for
-    MIN_STEPS steps when that is more."""
-    return epochs_for_steps(MIN_EPOCHS, steps_per_epoch)
-
-
 def auto_cd_pass_fraction(unobserved: float) -> float:
     """``cd_pass_fraction`` for data with this fraction of unobserved entries: SPARSE_PASS above
     SPARSE_UNOBSERVED, else 0 (pure coordinated dropout)."""
@@ -195,7 +189,7 @@ def resolve_data_defaults(config: LfadsConfig, train_data: np.ndarray,
                      f"{math.ceil(num_trials / batch_size)} steps per epoch)")
     steps = math.ceil(num_trials / int(batch_size))
     if config.max_epochs == "auto":
-        updates["max_epochs"] = auto_max_epochs(steps)
+        updates["max_epochs"] = epochs_for_steps(MIN_EPOCHS, steps)
         if updates["max_epochs"] > MIN_EPOCHS:  # stated when it departs from the plain cap
             notes.append(f"max_epochs auto -> {updates['max_epochs']} ({steps} steps per epoch: at least {MIN_STEPS} "
                          "optimiser steps before the cap)")
