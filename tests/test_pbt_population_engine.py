@@ -400,13 +400,15 @@ def test_a_worker_that_copied_another_does_not_replay_its_random_stream(tmp_path
         assert abs(results[0].history[0]["loss"] - results[1].history[0]["loss"]) > 1e-6
 
 
-def test_sample_validation_scores_every_worker_on_the_same_held_out_entries(tmp_path):
+@pytest.mark.parametrize("validation", [{"sample_validation_fraction": 0.2}, {"validation": "entries"}])
+def test_sample_validation_scores_every_worker_on_the_same_held_out_entries(tmp_path, validation):
     # A population refuses workers built on other data: the run finishes only if every worker (each its
-    # own seed) got the one set of held-out entries drawn for the run.
+    # own seed) got the one set of held-out entries drawn for the run (with validation: entries, and no
+    # validation trials, those entries alone validate).
     from neurodyn.cli.main import main
 
     data = write_tiny_dataset(tmp_path)
-    config = write_config(tmp_path, engine="population", sample_validation_fraction=0.2)
+    config = write_config(tmp_path, engine="population", **validation)
     assert main(["run", str(config), "--data", str(data), "--out", str(tmp_path / "res"), "--no-progress"]) == 0
     check_results(tmp_path / "res", "tiny", num_workers=3, generations=2)
 

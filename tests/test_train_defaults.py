@@ -299,3 +299,26 @@ def test_a_model_built_without_data_takes_co_dim_auto_as_no_controller():
     assert model.co_dim == 0 and not hasattr(model, "ci_encoder")
     controlled = LFADS(config.model_copy(update={"co_dim": 3}), 5, make_observation_model("poisson", 5))
     assert controlled.co_dim == 3 and hasattr(controlled, "ci_encoder")
+
+
+def test_sample_validation_share_is_a_tenth_of_the_entries_only_with_entry_validation():
+    from neurodyn.train.defaults import ENTRY_VALIDATION_FRACTION, sample_validation_share
+
+    assert sample_validation_share(LfadsConfig()) == 0.0
+    assert sample_validation_share(LfadsConfig(validation="entries")) == ENTRY_VALIDATION_FRACTION == 0.1
+    assert sample_validation_share(LfadsConfig(validation="entries", sample_validation_fraction=0.25)) == 0.25
+    assert sample_validation_share(LfadsConfig(sample_validation_fraction=0.05)) == 0.05
+    for bad in (-0.1, 0.6):
+        with pytest.raises(ValueError, match="expected 'auto' or a number from 0 to 0.5"):
+            LfadsConfig(sample_validation_fraction=bad)
+
+
+def test_entries_held_out_for_validation_count_as_observed_for_the_defaults():
+    from neurodyn.data.seed_format import split_sample_validation
+
+    data = np.random.default_rng(0).poisson(1.0, size=(40, 16, 8)).astype(float)
+    data[:, :, :6][np.random.default_rng(1).random((40, 16, 6)) < 0.85] = np.nan  # 64% unobserved: a controller
+    training, held_out = split_sample_validation(data, 0.5, seed=0)  # 82% unobserved without the held-out ones
+    assert resolve_data_defaults(LfadsConfig(), training)[0].co_dim == 0
+    config, notes = resolve_data_defaults(LfadsConfig(), training, held_out=held_out)
+    assert config.co_dim == resolve_data_defaults(LfadsConfig(), data)[0].co_dim == CONTROLLER_DIM

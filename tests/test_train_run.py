@@ -208,3 +208,50 @@ def test_a_learnable_ic_prior_trains_is_saved_and_reloads(trained, tmp_path):
     model, _ = load_trained_model(out)
     assert model.ic_prior.mean.abs().max() > 0  # moved from its start at 0
     assert not np.allclose(model.ic_prior.log_var.exp().detach().numpy(), CONFIG.get("ic_prior_var", 0.1))
+
+
+def test_entry_validation_gives_the_validation_trials_to_training_but_for_their_held_out_entries():
+    from neurodyn.config import LfadsConfig
+    from neurodyn.train.run import ModelData, describe_validation
+
+    dataset = make_lorenz_spikes(num_neurons=8, num_samples=20, num_conditions=2, trials_per_condition=6)
+    dataset.ext_input = np.random.default_rng(0).normal(size=(12, 20, 2)).astype(np.float32)
+    split = TrialSplit(np.arange(0, 9), np.arange(9, 12), np.zeros(0, dtype=np.int64))
+    config = LfadsConfig(validation="entries", heldout_neurons=[1, 5], forward_bins=4, ext_input_dim=2)
+    data = ModelData(dataset, config, split)
+    inputs = data.trainer_inputs()
+    train, held = inputs["train_data"], inputs["sample_validation_data"]
+    assert train.shape == (12, 20, 8) and inputs["valid_data"].shape == (0, 20, 8)
+    np.testing.assert_array_equal(inputs["train_ext_input"], dataset.ext_input[:12])
+    assert inputs["valid_ext_input"].shape == (0, 20, 2)
+    # The validation trials' held-out neurons and forward bins are held out whole, never trained on ...
+    assert np.isnan(train[9:, :, [1, 5]]).all() and np.isnan(train[9:, 16:]).all()
+    np.testing.assert_array_equal(held[9:, :, [1, 5]], dataset.data[9:, :, [1, 5]])
+    np.testing.assert_array_equal(held[9:, 16:], dataset.data[9:, 16:])
+    # ... and 10% ('auto') of all the entries besides; together the two are the data.
+    np.testing.assert_array_equal(np.where(np.isnan(train), held, train), dataset.data)
+    hidden = 3 * 20 * 2 + 3 * 4 * 6  # the validation trials' held-out neurons, then their other forward bins
+    sampled = int(np.floor(0.1 * np.isfinite(dataset.data).sum() + 0.5))
+    assert hidden <= np.isfinite(held).sum() <= hidden + sampled
+    assert abs(np.isfinite(held[:9]).mean() - 0.1) < 0.03  # the training trials lose the 10% only
+    assert "the 3 validation trials train too" in describe_validation(data)
+    assert describe_validation(ModelData(dataset, LfadsConfig(), split)) is None
+    # With validation trials (the default) nothing is held out unless asked for.
+    plain = ModelData(dataset, LfadsConfig(ext_input_dim=2), split).trainer_inputs()
+    assert plain["sample_validation_data"] is None and plain["valid_data"].shape[0] == 3
+
+
+def test_entry_validation_trains_and_evaluate_says_which_valid_scores_are_held_out(trained, tmp_path):
+    _, data_path, _ = trained
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump({**CONFIG, "validation": "entries"}))
+    out = tmp_path / "entries"
+    assert main(["train", str(config_path), "--data", str(data_path), "--out", str(out), "--no-progress"]) == 0
+    with open(out / "train_log.csv") as f:
+        assert all(np.isfinite(float(row["valid_nll"])) for row in csv.DictReader(f))
+    outputs = read_run_outputs(out, data_path=data_path)
+    assert outputs["valid"].attrs["validation"] == "entries" and outputs["valid"].trial_idx.size > 0
+    assert main(["evaluate", str(out), "--data", str(data_path)]) == 0
+    import json
+    notes = json.loads((out / "evaluation.json").read_text())["notes"]
+    assert any("validation: entries" in note for note in notes)

@@ -368,3 +368,42 @@ def test_the_validation_nll_pools_the_valid_trials_with_the_held_out_entries():
     assert torch.isnan(trainer.train_data[torch.tensor(~np.isnan(held_out))]).all()
     with pytest.raises(Exception, match="sample_validation_data has shape"):
         LfadsTrainer(LfadsConfig(**TINY), training, data[16:], sample_validation_data=held_out[:3])
+
+
+def test_hold_out_entries_moves_only_the_marked_observed_entries():
+    from neurodyn.data.seed_format import hold_out_entries
+
+    data = _counts(shape=(4, 6, 3), missing=0.3)
+    where = np.zeros((6, 3), dtype=bool)
+    where[:, 1] = True  # a neuron, broadcast over trials
+    training, held_out = hold_out_entries(data, None, where)
+    marked = np.broadcast_to(where, data.shape) & ~np.isnan(data)
+    assert np.isnan(training[marked]).all() and np.array_equal(held_out[marked], data[marked])
+    np.testing.assert_array_equal(training[~marked], data[~marked])
+    assert np.isnan(held_out[~marked]).all()
+    # Added to what was held out before, which stays.
+    earlier = np.full_like(data, np.nan)
+    earlier[0, 0, 0] = 7.0
+    _, both = hold_out_entries(data, earlier, where)
+    assert both[0, 0, 0] == 7.0 and np.array_equal(both[marked], data[marked])
+
+
+def test_a_trainer_without_validation_trials_validates_on_the_held_out_entries():
+    from neurodyn.data.seed_format import split_sample_validation
+    from neurodyn.errors import NeurodynError
+    from neurodyn.lfads.augmentations import inference_masks
+
+    data = _counts(shape=(20, 12, 5))
+    training, held_out = split_sample_validation(data, 0.2, seed=0)
+    trainer = LfadsTrainer(LfadsConfig(**TINY), training, data[:0], sample_validation_data=held_out)
+    trainer.step_epoch()
+    model = trainer.model.eval()
+    masks, scored = inference_masks(torch.tensor(training)), inference_masks(torch.tensor(held_out))
+    with torch.no_grad():  # by hand: the held-out entries' NLL at the posterior means
+        output = model(masks.encoder_input, sample_posteriors=False, encoder_visible=masks.encoder_visible)
+        nll = model.observation.elementwise_nll(output.readout, scored.target)
+    expected = float(torch.where(scored.observed > 0, nll, torch.zeros_like(nll)).sum() / scored.observed.sum())
+    assert trainer.validation_nll() == pytest.approx(expected, rel=1e-5)
+    assert trainer.history[-1]["valid_nll"] == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(NeurodynError, match="nothing to validate on"):
+        LfadsTrainer(LfadsConfig(**TINY), training, data[:0])

@@ -24,7 +24,8 @@ from neurodyn.errors import NeurodynError
 AUTO_FIELD_MINIMUM = {"max_epochs": 1, "early_stopping_patience": 1, "batch_threads": 1, "event_delay_bins": 0,
                       "batch_size": 1, "readin_dim": 1, "forward_bins": 0, "co_dim": 0}
 AUTO_FIELD_POSITIVE = ("learning_rate_init",)
-AUTO_FIELD_FRACTION = ("cd_pass_fraction",)  # 'auto' or a number in [0, 1]
+# 'auto' or a number in [low, high].
+AUTO_FIELD_RANGE = {"cd_pass_fraction": (0.0, 1.0), "sample_validation_fraction": (0.0, 0.5)}
 
 
 class LfadsConfig(BaseModel):
@@ -62,11 +63,16 @@ class LfadsConfig(BaseModel):
 
     # -- data -------------------------------------------------------------------------------
     valid_ratio: float = Field(0.2, gt=0.0, lt=1.0, description="fraction of trials held out for validation")
-    sample_validation_fraction: float = Field(
-        0.0, ge=0.0, le=0.5, description="sample validation: this fraction of the training trials' observed entries "
-                                         "(seeded by seed, drawn once per run) is never trained on, and the model's "
-                                         "predictions of them join the validation trials' entries in the validation "
-                                         "NLL (early stopping, learning-rate decay, PBT fitness); 0 = off")
+    validation: Literal["trials", "entries"] = Field(
+        "trials", description="what the validation NLL (early stopping, learning-rate decay, PBT fitness) scores: "
+                              "'trials' = the validation trials, never trained on; 'entries' = held-out entries, so "
+                              "no trial is given up: the validation trials train too, all but their held-out "
+                              "neurons and forward bins (which stay unseen and are scored), and "
+                              "sample_validation_fraction of every training trial's entries are held out and scored")
+    sample_validation_fraction: float | Literal["auto"] = Field(
+        "auto", description="sample validation: this fraction of the training trials' observed entries (seeded by "
+                            "seed, drawn once per run) is never trained on, and the model's predictions of them join "
+                            "the validation NLL; 0 = off; 'auto' = 0.1 with validation: entries, else 0")
     heldout_neurons: list[int] = Field(default_factory=list,
                                        description="neurons never shown to the encoder but reconstructed (co-bps); "
                                                    "taken from the data file's 'heldout_neurons' when not set")
@@ -222,11 +228,12 @@ class LfadsConfig(BaseModel):
             raise ValueError("expected 'auto' or a number >= 0")
         return value
 
-    @field_validator("cd_pass_fraction")
+    @field_validator(*AUTO_FIELD_RANGE)
     @classmethod
-    def _check_auto_or_fraction(cls, value):
-        if value != "auto" and not 0.0 <= value <= 1.0:
-            raise ValueError("expected 'auto' or a number from 0 to 1")
+    def _check_auto_or_fraction(cls, value, info):
+        low, high = AUTO_FIELD_RANGE[info.field_name]
+        if value != "auto" and not low <= value <= high:
+            raise ValueError(f"expected 'auto' or a number from {low:g} to {high:g}")
         return value
 
     @field_validator("spike_jitter_bins")
@@ -383,11 +390,11 @@ class SearchSpec(BaseModel):
 
 def _field_constraints(key: str) -> list[tuple[str, float]]:
     """Every bound ``LfadsConfig`` puts on ``key``'s numbers: ``(name, value)`` with name gt, ge, lt or le
-    (an ``auto`` key's minimum as ge, a positive ``auto`` key as gt 0, a fraction as ge 0 and le 1, then
+    (an ``auto`` key's minimum as ge, a positive ``auto`` key as gt 0, a fraction's range as ge and le, then
     the field's own)."""
     bounds = [("ge", AUTO_FIELD_MINIMUM[key])] if key in AUTO_FIELD_MINIMUM else []
     bounds += [("gt", 0)] if key in AUTO_FIELD_POSITIVE else []
-    bounds += [("ge", 0), ("le", 1)] if key in AUTO_FIELD_FRACTION else []
+    bounds += [("ge", AUTO_FIELD_RANGE[key][0]), ("le", AUTO_FIELD_RANGE[key][1])] if key in AUTO_FIELD_RANGE else []
     for constraint in LfadsConfig.model_fields[key].metadata:
         bounds += [(name, getattr(constraint, name)) for name in ("gt", "ge", "lt", "le")
                    if getattr(constraint, name, None) is not None]

@@ -496,6 +496,18 @@ def split_sample_validation(train_data: np.ndarray, fraction: float, seed: int) 
     return np.where(held, nan, data), np.where(held, data, nan)
 
 
+def hold_out_entries(training: np.ndarray, held_out: np.ndarray | None, where: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Move the observed entries of ``training`` ``(trials, T, N)`` that ``where`` (bool, broadcast to
+    it) marks into ``held_out`` (shaped like it, NaN = not held out; None = none yet). Returns the new
+    ``(training, held_out)``: the marked entries NaN in the first, their values in the second."""
+    training = np.asarray(training)
+    where = np.broadcast_to(where, training.shape) & ~np.isnan(training)
+    held_out = np.full_like(training, np.nan) if held_out is None else held_out
+    nan = np.array(np.nan, dtype=training.dtype)
+    return np.where(where, nan, training), np.where(where, training, held_out)
+
+
 def split_trials(
     num_trials: int, valid_ratio: float, seed: int, condition: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:

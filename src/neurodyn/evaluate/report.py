@@ -156,6 +156,9 @@ def evaluate_run(
     }
     notes, counts, true_rates, true_latents, mapping = (scored.notes, scored.counts, scored.true_rates,
                                                        scored.true_latents, scored.mapping)
+    if valid.attrs.get("validation") == "entries":
+        notes.append("the valid trials' held-in entries trained this model (validation: entries): their co-bps and "
+                     "fp-bps score entries it never saw, their other scores do not")
     other_file = other_data_file_note(run_dir, data_path)
     if other_file:
         notes.insert(0, other_file)

@@ -37,7 +37,7 @@ from neurodyn.runs.pbt_store import PbtState, PbtStore, WorkerRecord, saved_gene
 from neurodyn.runs.tensorboard_log import PopulationBoard, require_tensorboard
 from neurodyn.train.defaults import resolve_data_defaults
 from neurodyn.train.run import (as_path_list, checkpoint_state, describe_event_delay, describe_sessions,
-                                read_model_data, time_outputs, write_model_outputs)
+                                describe_validation, read_model_data, time_outputs, write_model_outputs)
 
 
 def resolve_data_path(config_path: str | Path, run_name: str, data) -> Path | list[Path]:
@@ -202,10 +202,10 @@ class PbtRun:
         # 'auto' settings resolved once from the training trials, so every worker (and worker 0's start
         # from the config) gets the same numbers.
         # The arrays every worker trains on, made once (sample validation's draw included); the defaults are
-        # resolved from the training entries as the workers get them.
+        # resolved from the training trials' entries, those held out for validation counted as observed.
         self.inputs = self.data.trainer_inputs()
         resolved, self.resolved_notes = resolve_data_defaults(self.config.model, self.inputs["train_data"],
-                                                              self.data.bin_ms)
+                                                              self.data.bin_ms, self.inputs["sample_validation_data"])
         self.config = self.config.model_copy(update={"model": resolved,
                                                      "search_space": without_controller_search(
                                                          self.config.search_space, resolved)})
@@ -252,7 +252,8 @@ class PbtRun:
                      self.config.model, self.dataset.attrs, str(self.data_path))) else ""))
         if self.data.sessions is not None:
             self.log(describe_sessions(self.data))
-        for note in self.resolved_notes:
+        validation_note = describe_validation(self.data)
+        for note in ([validation_note] if validation_note else []) + self.resolved_notes:
             self.log(note)
         return state
 

@@ -78,6 +78,10 @@ SPIKE_JITTER_MS, SPIKE_JITTER_MIN_BINS = 20.0, 2
 # lowered every small set's first metric.
 MIN_EPOCHS, PATIENCE_EPOCHS = 400, 40
 MIN_STEPS = MIN_EPOCHS * STEPS_PER_EPOCH
+# sample_validation_fraction: auto. With validation: entries the held-out entries are the validation
+# data, so some must be held out; without, validation trials are (and sample validation of 10% measured
+# no gain beside them: docs/benchmarks.md, "Augmentations on small data").
+ENTRY_VALIDATION_FRACTION = 0.1
 
 
 def auto_batch_size(num_train_trials: int) -> int:
@@ -136,6 +140,14 @@ def auto_spike_jitter_bins(bin_ms: float | None, observation: str) -> int:
     return bins if bins >= SPIKE_JITTER_MIN_BINS else 0
 
 
+def sample_validation_share(config: LfadsConfig) -> float:
+    """The share of the training entries held out for validation: ``sample_validation_fraction``, and
+    for 'auto' ENTRY_VALIDATION_FRACTION with ``validation: entries``, else 0."""
+    if config.sample_validation_fraction != "auto":
+        return float(config.sample_validation_fraction)
+    return ENTRY_VALIDATION_FRACTION if config.validation == "entries" else 0.0
+
+
 def unobserved_fraction(train_data: np.ndarray) -> float:
     """The fraction of unobserved (NaN) entries among the neurons recorded in each trial: a neuron with
     no observed entry in a trial is another session's (stitching, ``neurodyn.data.sessions``), not a
@@ -170,15 +182,19 @@ def training_unobserved_fraction(config: LfadsConfig, train_data: np.ndarray) ->
     return float(np.isnan(bins).mean()) if bins.size else 0.0
 
 
-def resolve_data_defaults(config: LfadsConfig, train_data: np.ndarray,
-                          bin_ms: float | None = None) -> tuple[LfadsConfig, list[str]]:
+def resolve_data_defaults(config: LfadsConfig, train_data: np.ndarray, bin_ms: float | None = None,
+                          held_out: np.ndarray | None = None) -> tuple[LfadsConfig, list[str]]:
     """``config`` with its ``auto`` keys resolved from ``train_data`` ``(trials, T, N)`` (NaN = unobserved)
     and the bin width ``bin_ms`` (ms; None when the data file does not record it), and one line per
     resolved key saying what was chosen and why.
 
     ``train_data`` is the training trials as the model sees them: with ``event_delay_bins`` d, their
     last d bins are the unobserved padding ``read_model_dataset`` appends, which the fraction of
-    unobserved entries (``training_unobserved_fraction``) leaves out."""
+    unobserved entries (``training_unobserved_fraction``) leaves out. ``held_out`` (shaped like it, NaN
+    elsewhere): the entries held out of it for validation, which count as observed here: holding
+    entries out must not change what the data are."""
+    if held_out is not None:
+        train_data = np.where(np.isnan(train_data), held_out, train_data)
     updates, notes = {}, []
     num_trials = int(train_data.shape[0])
     batch_size = config.batch_size

@@ -21,7 +21,7 @@ from neurodyn.config import LfadsConfig, config_to_yaml
 from neurodyn.data.atomic import write_text_atomic
 from neurodyn.data.continuous import file_attributes
 from neurodyn.data.event_timing import append_unobserved_bins
-from neurodyn.data.seed_format import NeuralDataset, split_sample_validation, split_train_valid_test
+from neurodyn.data.seed_format import NeuralDataset, hold_out_entries, split_sample_validation, split_train_valid_test
 from neurodyn.data.sessions import SessionLayout, combine_sessions, session_names
 from neurodyn.errors import NeurodynError, RunInterrupted
 from neurodyn.lfads.model import LFADS
@@ -34,6 +34,7 @@ from neurodyn.runs.continuous_output import write_continuous_output
 from neurodyn.runs.outputs import write_split_output
 from neurodyn.runs.tables import rows_to_csv
 from neurodyn.runs.tensorboard_log import TrainingBoard, require_tensorboard
+from neurodyn.train.defaults import sample_validation_share
 from neurodyn.train.inference import drop_leading_bins, infer, infer_empirical_bayes, select_neurons
 from neurodyn.train.trainer import LfadsTrainer
 
@@ -205,23 +206,53 @@ class ModelData:
         return None if value is None else float(value)
 
     def trainer_inputs(self) -> dict:
-        """The arrays ``LfadsTrainer`` (and a PBT worker) takes besides the config. With
-        ``sample_validation_fraction`` > 0 a seeded share of the training entries is taken out of
-        ``train_data`` into ``sample_validation_data`` (``split_sample_validation``), once per run, so
-        every PBT worker is scored on the same entries."""
-        ext, split = self.dataset.ext_input, self.split
+        """The arrays ``LfadsTrainer`` (and a PBT worker) takes besides the config, made once per run, so
+        every PBT worker trains and is scored on the same entries.
+
+        With ``validation: trials`` the training trials train and the validation trials validate; a
+        seeded share of the training entries (``sample_validation_share``) may be held out of
+        ``train_data`` into ``sample_validation_data`` (``split_sample_validation``) and scored too.
+        With ``validation: entries`` the validation trials join the training trials (after them) and
+        only held-out entries validate: that share of every trial's entries, and the validation
+        trials' held-out neurons and forward bins, which the model never sees there, so co-bps and
+        fp-bps on those trials stay held-out scores; ``valid_data`` then has no trials."""
+        ext, split, config = self.dataset.ext_input, self.split, self.config
         stitched = self.sessions is not None
-        train_data, held_out = self.dataset.data[split.train], None
-        if self.config.sample_validation_fraction > 0:
-            train_data, held_out = split_sample_validation(train_data, self.config.sample_validation_fraction,
-                                                           self.config.seed)
-        return {"train_data": train_data, "valid_data": self.dataset.data[split.valid],
+        entries = config.validation == "entries"
+        train_idx = np.concatenate([split.train, split.valid]) if entries else split.train
+        valid_idx = split.valid[:0] if entries else split.valid
+        train_data, held_out = self.dataset.data[train_idx], None
+        share = sample_validation_share(config)
+        if share > 0:
+            train_data, held_out = split_sample_validation(train_data, share, config.seed)
+        if entries:
+            hidden = np.zeros(train_data.shape, dtype=bool)
+            hidden[split.train.size:, :, list(config.heldout_neurons)] = True
+            if int(config.forward_bins):
+                hidden[split.train.size:, train_data.shape[1] - int(config.forward_bins):] = True
+            train_data, held_out = hold_out_entries(train_data, held_out, hidden)
+        return {"train_data": train_data, "valid_data": self.dataset.data[valid_idx],
                 "sample_validation_data": held_out,
-                "train_ext_input": None if ext is None else ext[split.train],
-                "valid_ext_input": None if ext is None else ext[split.valid],
-                "train_session": self.session_ids(split.train), "valid_session": self.session_ids(split.valid),
-                "train_condition": self.dataset.condition[split.train]
+                "train_ext_input": None if ext is None else ext[train_idx],
+                "valid_ext_input": None if ext is None else ext[valid_idx],
+                "train_session": self.session_ids(train_idx), "valid_session": self.session_ids(valid_idx),
+                "train_condition": self.dataset.condition[train_idx]
                 if stitched and self.dataset.condition is not None else None}
+
+
+def describe_validation(data: ModelData) -> str | None:
+    """One line on what validates a run with ``validation: entries`` (None with validation trials)."""
+    config = data.config
+    if config.validation != "entries":
+        return None
+    unseen = [f"{len(config.heldout_neurons)} held-out neurons"] if config.heldout_neurons else []
+    unseen += [f"{int(config.forward_bins)} forward bins"] if int(config.forward_bins) else []
+    share = sample_validation_share(config)
+    scored = ([f"their {' and '.join(unseen)} (never seen)"] if unseen else []) \
+        + ([f"{share:.0%} of every training trial's entries"] if share else [])
+    return (f"validation: entries: the {data.split.valid.size} validation trials train too"
+            + (f" but for their {' and '.join(unseen)}" if unseen else "")
+            + f"; the validation NLL scores {' and '.join(scored) if scored else 'nothing'}")
 
 
 def read_model_data(data_paths, config: LfadsConfig) -> ModelData:
@@ -312,7 +343,7 @@ def output_attributes(config: LfadsConfig, dataset: NeuralDataset) -> dict:
     """The attributes every output file carries: how its arrays were made, and the bin width when known."""
     attrs = {"observation": config.observation, "posterior_samples": config.posterior_samples,
              "inference": config.inference, "event_delay_bins": int(config.event_delay_bins),
-             "forward_bins": int(config.forward_bins)}
+             "forward_bins": int(config.forward_bins), "validation": config.validation}
     if config.inference == "refined":
         attrs["refinement_steps"] = int(config.refinement_steps)
     if "bin_ms" in dataset.attrs:
@@ -470,9 +501,9 @@ def _train_model(config: LfadsConfig, data_path, out_dir: str | Path, progress: 
     messages = [decision.message] if decision.message else []
     if data.sessions is not None and decision.action == "start":
         messages.append(describe_sessions(data))
-    delay_note = describe_event_delay(model_config, dataset.attrs, join_data_paths(paths))
-    if delay_note and decision.action != "finished":
-        messages.append(delay_note)
+    if decision.action != "finished":
+        messages += [note for note in (describe_event_delay(model_config, dataset.attrs, join_data_paths(paths)),
+                                       describe_validation(data)) if note]
     for line in messages:
         echo(line)
     if decision.action == "finished":

@@ -54,6 +54,7 @@ class LfadsTrainer:
     ``sample_validation_data`` (sample validation; shaped like ``train_data``, NaN except the training
     trials' held-out entries, which ``train_data`` has as NaN: ``data.seed_format.split_sample_validation``)
     joins the validation NLL: the model reads the training trials and is scored on those entries too.
+    With it, ``valid_data`` may have no trials (``validation: entries``, ``ModelData.trainer_inputs``).
 
     ``bin_ms`` (the data's bin width in ms, None when not known) resolves ``spike_jitter_bins: auto``.
     """
@@ -63,9 +64,13 @@ class LfadsTrainer:
                  valid_ext_input: np.ndarray | None = None, train_session: np.ndarray | None = None,
                  valid_session: np.ndarray | None = None, train_condition: np.ndarray | None = None,
                  sample_validation_data: np.ndarray | None = None, bin_ms: float | None = None):
+        if sample_validation_data is not None and np.shape(sample_validation_data) != np.shape(train_data):
+            raise NeurodynError(f"sample_validation_data has shape {np.shape(sample_validation_data)}; expected "
+                                f"the training data's {np.shape(train_data)}")
         # 'auto' settings (batch size, learning rate, mask_as_input) are resolved from the training trials,
         # spike_jitter_bins from the bin width.
-        config, self.resolved_notes = resolve_data_defaults(config, np.asarray(train_data), bin_ms)
+        config, self.resolved_notes = resolve_data_defaults(config, np.asarray(train_data), bin_ms,
+                                                            sample_validation_data)
         self.config = config
         self.device = resolve_device(config.device) if device is None else torch.device(device)
         torch.manual_seed(config.seed)
@@ -75,11 +80,12 @@ class LfadsTrainer:
         self.valid_data = torch.as_tensor(np.asarray(valid_data, dtype=np.float32), device=self.device)
         self.sample_validation_data = None
         if sample_validation_data is not None:
-            if np.shape(sample_validation_data) != tuple(self.train_data.shape):
-                raise NeurodynError(f"sample_validation_data has shape {np.shape(sample_validation_data)}; expected "
-                                    f"the training data's {tuple(self.train_data.shape)}")
             self.sample_validation_data = torch.as_tensor(np.asarray(sample_validation_data, dtype=np.float32),
                                                           device=self.device)
+        if self.valid_data.shape[0] == 0 and (self.sample_validation_data is None
+                                              or bool(torch.isnan(self.sample_validation_data).all())):
+            raise NeurodynError("nothing to validate on: no validation trials and no held-out entries of the "
+                                "training trials (sample_validation_fraction)")
         num_neurons = self.train_data.shape[-1]
         self.observation_options = observation_class(config.observation).options_from_config(
             config, np.asarray(train_data, dtype=np.float32))
