@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
 from neurodyn.config import LfadsConfig, config_to_yaml
 from neurodyn.data.atomic import write_text_atomic
@@ -25,6 +26,7 @@ from neurodyn.data.seed_format import NeuralDataset, hold_out_entries, split_sam
 from neurodyn.data.sessions import SessionLayout, combine_sessions, session_names
 from neurodyn.errors import NeurodynError, RunInterrupted
 from neurodyn.lfads.model import LFADS
+from neurodyn.lfads.stacked import hide_from_encoders
 from neurodyn.observation.registry import read_dataset_for
 from neurodyn.runs.checkpoint import build_model, load_checkpoint, save_checkpoint
 from neurodyn.runs.identity import (RunIdentity, RunLock, join_data_paths, mark_status, open_run_folder, read_run_info,
@@ -226,10 +228,12 @@ class ModelData:
         if share > 0:
             train_data, held_out = split_sample_validation(train_data, share, config.seed)
         if entries:
+            # The entries no encoder sees (the model's own rule), on the validation trials only.
+            neurons = torch.ones(train_data.shape[2])
+            neurons[list(config.heldout_neurons)] = 0.0
             hidden = np.zeros(train_data.shape, dtype=bool)
-            hidden[split.train.size:, :, list(config.heldout_neurons)] = True
-            if int(config.forward_bins):
-                hidden[split.train.size:, train_data.shape[1] - int(config.forward_bins):] = True
+            hidden[split.train.size:] = hide_from_encoders(neurons, train_data.shape[1],
+                                                           int(config.forward_bins)).numpy() == 0
             train_data, held_out = hold_out_entries(train_data, held_out, hidden)
         return {"train_data": train_data, "valid_data": self.dataset.data[valid_idx],
                 "sample_validation_data": held_out,
