@@ -33,6 +33,21 @@ def trained(tmp_path_factory):
     return dataset, data_path, out
 
 
+def train_variant(data_path, tmp_path, name, **keys):
+    """``neurodyn train`` on the module's data with CONFIG and ``keys``; returns its output folder."""
+    config_path = tmp_path / f"{name}.yaml"
+    config_path.write_text(yaml.safe_dump({**CONFIG, **keys}))
+    out = tmp_path / name
+    assert main(["train", str(config_path), "--data", str(data_path), "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def log_column(out, column):
+    """One column of a run's ``train_log.csv``, as floats."""
+    with open(out / "train_log.csv") as f:
+        return [float(row[column]) for row in csv.DictReader(f)]
+
+
 def test_train_writes_outputs_in_the_seed_orientation(trained):
     dataset, _, out = trained
     seen = []
@@ -120,10 +135,7 @@ def test_event_delay_runs_the_model_past_the_data_and_writes_rates_later_by_the_
     """event_delay_bins d: the model sees each trial followed by d unobserved bins, and the written rate
     at bin t is the model's rate at bin t + d (fit to the data of bin t + d)."""
     dataset, data_path, _ = trained
-    config_path = tmp_path / "delayed.yaml"
-    config_path.write_text(yaml.safe_dump({**CONFIG, "max_epochs": 1, "event_delay_bins": 3}))
-    out = tmp_path / "delayed"
-    assert main(["train", str(config_path), "--data", str(data_path), "--out", str(out), "--no-progress"]) == 0
+    out = train_variant(data_path, tmp_path, "delayed", max_epochs=1, event_delay_bins=3)
     model, config = load_trained_model(out)
     assert config.event_delay_bins == 3
     with h5py.File(out / "valid_output.h5") as f:
@@ -152,16 +164,11 @@ def test_the_log_says_which_event_delay_is_removed_and_when_none_is():
 
 def test_spike_jitter_trains_on_moved_spikes_and_is_refused_for_events(trained, tmp_path, capsys):
     _, data_path, plain = trained
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump({**CONFIG, "spike_jitter_bins": 2}))
-    out = tmp_path / "jitter"
-    assert main(["train", str(config_path), "--data", str(data_path), "--out", str(out), "--no-progress"]) == 0
-    with open(plain / "train_log.csv") as f:
-        plain_loss = [float(row["train_nll"]) for row in csv.DictReader(f)]
-    with open(out / "train_log.csv") as f:
-        jitter_loss = [float(row["train_nll"]) for row in csv.DictReader(f)]
+    out = train_variant(data_path, tmp_path, "jitter", spike_jitter_bins=2)
+    plain_loss, jitter_loss = log_column(plain, "train_nll"), log_column(out, "train_nll")
     # Same seed, same starting weights: the jitter (its moved spikes and its draws) makes the losses differ.
     assert len(jitter_loss) == len(plain_loss) and jitter_loss != plain_loss
+    config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump({**CONFIG, "spike_jitter_bins": 2, "observation": "zig"}))
     assert main(["train", str(config_path), "--data", str(data_path), "--out", str(tmp_path / "zig")]) != 0
     assert "spike_jitter_bins" in capsys.readouterr().err
@@ -169,14 +176,8 @@ def test_spike_jitter_trains_on_moved_spikes_and_is_refused_for_events(trained, 
 
 def test_student_t_controller_prior_trains_and_its_model_reloads(trained, tmp_path):
     _, data_path, plain = trained
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump({**CONFIG, "co_prior": "student_t", "co_prior_df": 3.0}))
-    out = tmp_path / "student_t"
-    assert main(["train", str(config_path), "--data", str(data_path), "--out", str(out), "--no-progress"]) == 0
-    with open(plain / "train_log.csv") as f:
-        plain_kl = [float(row["kl_co"]) for row in csv.DictReader(f)]
-    with open(out / "train_log.csv") as f:
-        student_kl = [float(row["kl_co"]) for row in csv.DictReader(f)]
+    out = train_variant(data_path, tmp_path, "student_t", co_prior="student_t", co_prior_df=3.0)
+    plain_kl, student_kl = log_column(plain, "kl_co"), log_column(out, "kl_co")
     assert len(student_kl) == len(plain_kl) and student_kl != plain_kl
     model, _ = load_trained_model(out)
     assert model.co_prior_df == 3.0
@@ -184,14 +185,8 @@ def test_student_t_controller_prior_trains_and_its_model_reloads(trained, tmp_pa
 
 def test_sample_validation_trains_without_the_held_out_entries_and_writes_every_trials_outputs(trained, tmp_path):
     dataset, data_path, plain = trained
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump({**CONFIG, "sample_validation_fraction": 0.2}))
-    out = tmp_path / "sample_validation"
-    assert main(["train", str(config_path), "--data", str(data_path), "--out", str(out), "--no-progress"]) == 0
-    with open(plain / "train_log.csv") as f:
-        plain_valid = [float(row["valid_nll"]) for row in csv.DictReader(f)]
-    with open(out / "train_log.csv") as f:
-        pooled_valid = [float(row["valid_nll"]) for row in csv.DictReader(f)]
+    out = train_variant(data_path, tmp_path, "sample_validation", sample_validation_fraction=0.2)
+    plain_valid, pooled_valid = log_column(plain, "valid_nll"), log_column(out, "valid_nll")
     assert len(pooled_valid) == len(plain_valid) and pooled_valid != plain_valid
     # The outputs come from every observed entry (the held-out ones are data again once trained).
     outputs = read_run_outputs(out, data_path=data_path)
@@ -201,10 +196,7 @@ def test_sample_validation_trains_without_the_held_out_entries_and_writes_every_
 
 def test_a_learnable_ic_prior_trains_is_saved_and_reloads(trained, tmp_path):
     _, data_path, _ = trained
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump({**CONFIG, "ic_prior": "learnable"}))
-    out = tmp_path / "learnable"
-    assert main(["train", str(config_path), "--data", str(data_path), "--out", str(out), "--no-progress"]) == 0
+    out = train_variant(data_path, tmp_path, "learnable", ic_prior="learnable")
     model, _ = load_trained_model(out)
     assert model.ic_prior.mean.abs().max() > 0  # moved from its start at 0
     assert not np.allclose(model.ic_prior.log_var.exp().detach().numpy(), CONFIG.get("ic_prior_var", 0.1))
@@ -243,12 +235,8 @@ def test_entry_validation_gives_the_validation_trials_to_training_but_for_their_
 
 def test_entry_validation_trains_and_evaluate_says_which_valid_scores_are_held_out(trained, tmp_path):
     _, data_path, _ = trained
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump({**CONFIG, "validation": "entries"}))
-    out = tmp_path / "entries"
-    assert main(["train", str(config_path), "--data", str(data_path), "--out", str(out), "--no-progress"]) == 0
-    with open(out / "train_log.csv") as f:
-        assert all(np.isfinite(float(row["valid_nll"])) for row in csv.DictReader(f))
+    out = train_variant(data_path, tmp_path, "entries", validation="entries")
+    assert all(np.isfinite(value) for value in log_column(out, "valid_nll"))
     outputs = read_run_outputs(out, data_path=data_path)
     assert outputs["valid"].attrs["validation"] == "entries" and outputs["valid"].trial_idx.size > 0
     assert main(["evaluate", str(out), "--data", str(data_path)]) == 0
