@@ -56,13 +56,13 @@ def _data(num_workers, observation, ext_dim=0, seed=0):
 
 def _single_loss(model, output, target):
     nll = model.observation.elementwise_nll(output.readout, target).sum()
-    return nll + model.kl_ic(output).sum() + model.kl_co(output).sum() + model.recurrent_l2(0.3, 0.2) \
+    return nll + model.kl_ic(output).sum() + model.kl_co(output).sum() + model.recurrent_l2(0.3, 0.2)[0] \
         + model.observation.penalty()
 
 
 def _population_loss(population, output, target):
     workers = population.num_workers
-    nll = population.elementwise_nll(output.readout, target).flatten(1).sum(1)
+    nll = population.observation.elementwise_nll(output.readout, target).flatten(1).sum(1)
     scale = torch.full((workers,), 0.3, dtype=torch.float64), torch.full((workers,), 0.2, dtype=torch.float64)
     return nll + population.kl_ic(output).sum(1) + population.kl_co(output).sum(1) \
         + population.recurrent_l2(*scale) + population.observation_penalty()
@@ -125,23 +125,27 @@ def test_training_noise_differs_between_workers_and_is_not_all_ones():
     assert not torch.equal(noise.input_keep[0], noise.input_keep[1])
 
 
-def test_worker_state_round_trip_and_copy():
+def test_the_models_become_views_of_their_workers_with_their_weights_and_settings():
     models = _models(co_dim=2)
+    originals = [{key: value.clone() for key, value in model.state_dict().items()} for model in models]
     population = PopulationLFADS.from_models(models)
     for k, model in enumerate(models):
         state = population.worker_state_dict(k)
-        assert state.keys() == model.state_dict().keys()
-        for key, value in model.state_dict().items():
+        assert state.keys() == originals[k].keys()
+        for key, value in originals[k].items():
             assert torch.equal(state[key], value), key
+            assert torch.equal(model.state_dict()[key], value), key
     state = population.worker_state_dict(0)
     state["readout.bias"] += 1.0  # a copy, not a view
     assert not torch.equal(population.worker_state_dict(0)["readout.bias"], state["readout.bias"])
-    population.load_worker_state(2, state)
-    assert torch.equal(population.worker_state_dict(2)["readout.bias"], state["readout.bias"])
-    population.copy_worker(1, 2)
-    for key, value in population.worker_state_dict(2).items():
-        assert torch.equal(population.worker_state_dict(1)[key], value), key
-    assert population.dropout_p[1] == population.dropout_p[2]
+    # One copy of the weights: loading into a model writes its worker, a population update reaches the model.
+    models[2].load_state_dict(state)
+    assert torch.equal(population.weights["readout__bias"][2], state["readout.bias"])
+    with torch.no_grad():
+        population.weights["decoder__generator__weight_hh_l0"][1].mul_(2.0)
+    assert torch.equal(models[1].decoder.generator.weight_hh_l0, 2.0 * originals[1]["decoder.generator.weight_hh_l0"])
+    models[1].set_keep_prob(0.3)
+    assert population.dropout_p == [models[0].dropout_p, pytest.approx(0.7), models[2].dropout_p]
 
 
 def test_models_of_another_architecture_are_refused():
@@ -155,7 +159,11 @@ def test_models_of_another_architecture_are_refused():
         other = LFADS(LfadsConfig(**{**SMALL, **setting}), NEURONS, make_observation_model("poisson", NEURONS))
         with pytest.raises(NeurodynError, match="architecture"):
             PopulationLFADS.from_models([small, other])
-    assert PopulationLFADS.from_models([small, small]).forward_bins == small.forward_bins
+    torch.manual_seed(1)
+    same = LFADS(LfadsConfig(**SMALL), NEURONS, make_observation_model("poisson", NEURONS))
+    assert PopulationLFADS.from_models([small, same]).forward_bins == small.forward_bins
+    with pytest.raises(NeurodynError, match="once"):
+        PopulationLFADS.from_models([small, small])
 
 
 @pytest.mark.parametrize("co_dim", [0, 2])

@@ -158,9 +158,13 @@ def test_exploit_copies_a_worker_inside_the_stack_and_states_round_trip():
     # The plateau schedule acted (per worker) on at least one worker.
     assert any(member.learning_rate < member.config.learning_rate_init
                for member in population.members)
-    # An exported state continues in a single LfadsTrainer exactly where the population left it.
+    # An exported state holds the worker's own tensors only (compact copies, not views of every worker's
+    # stacked tensors), and continues in a single LfadsTrainer exactly where the population left it.
+    exported = population.state_dict_of(2)
+    for tensor in (*exported["model"].values(), *exported["adam"]["exp_avg"], *exported["best_model_state"].values()):
+        assert tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
     resumed = _single(configs[2], inputs)
-    resumed.load_state_dict(population.state_dict_of(2))
+    resumed.load_state_dict(exported)
     resumed.step_epoch()
     singles[2].step_epoch()
     assert resumed.history[-1]["valid_nll"] == pytest.approx(singles[2].history[-1]["valid_nll"], rel=1e-9)

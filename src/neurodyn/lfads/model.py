@@ -24,8 +24,7 @@ from torch import nn
 from neurodyn.config import LfadsConfig
 from neurodyn.errors import NeurodynError
 from neurodyn.lfads.priors import AutoregressivePrior, InitialConditionPrior
-from neurodyn.lfads.stacked import (EncoderReading, LfadsOutput, StackedLfads, hide_from_encoders,
-                                    ic_std_from_log_var)
+from neurodyn.lfads.stacked import EncoderReading, LfadsOutput, StackedLfads, ic_std_from_log_var
 from neurodyn.lfads.stitching import SessionReadin
 from neurodyn.observation.base import ObservationModel
 
@@ -185,11 +184,6 @@ class LFADS(StackedLfads):
             raise NeurodynError("a stitched model needs each trial's session index")
         return session.unsqueeze(0)
 
-    def encoder_mask(self, num_steps: int) -> torch.Tensor:
-        """``(num_steps, N)``: 1 where the encoders may see the data, 0 for held-out neurons and for the
-        last ``forward_bins`` bins (see ``hide_from_encoders``)."""
-        return hide_from_encoders(self.encoder_input_mask, num_steps, self.forward_bins)
-
     def ic_std_of(self, log_var: torch.Tensor) -> torch.Tensor:
         """The IC posterior's standard deviation from its log variance: ``ic_post_var_min`` is added as a
         floor, so a posterior never collapses to a point."""
@@ -218,15 +212,6 @@ class LFADS(StackedLfads):
         elif tuple(ext_input.shape) != expected:
             raise NeurodynError(f"ext_input has shape {tuple(ext_input.shape)}; expected {expected} = "
                                 "(trials, num_samples, ext_input_dim)")
-
-    def kl_co(self, output: LfadsOutput) -> torch.Tensor:
-        """One-sample KL of the inferred inputs to the AR(1) prior, per trial ``(B,)`` (zeros if autonomous)."""
-        return self.stacked_kl_co(output.stacked())[0]
-
-    def recurrent_l2(self, l2_gen_scale: float, l2_con_scale: float) -> torch.Tensor:
-        """sum_k scale_k * 0.5 * ||W_k||^2 / (number of penalised recurrent weights), W_k = recurrent kernels."""
-        like = self.decoder.generator.weight_hh_l0
-        return self.stacked_recurrent_l2(like.new_tensor([l2_gen_scale]), like.new_tensor([l2_con_scale]))[0]
 
 
 def _stacked_or_none(tensor: torch.Tensor | None) -> torch.Tensor | None:

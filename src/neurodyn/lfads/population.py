@@ -5,10 +5,16 @@ one module, every parameter of ``LFADS`` gets a leading worker axis ``W`` (``(W,
 every activation one too: a batch is ``(W, B, T, N)`` (each worker its own trials and masks). The
 mathematics is ``StackedLfads``'s (``lfads.stacked``), the same code one ``LFADS`` model runs: the
 recurrent loops advance all workers in one batched matrix product per time step, and nothing loops
-over workers in the compute. This module adds what only a population has: stacking models into it
-and reading them back, each worker's dropout rate and observation-scale settings, its random
-numbers (drawn per worker from each worker's own generator, in the single model's order, so that
-worker k sees exactly the numbers its single model would) and the per-worker penalties.
+over workers in the compute.
+
+The population is derived from its single models and holds the only copy of their weights: stacking
+them moves each model's parameters and buffers into the population's stacked tensors and leaves the
+model a view of its slice. Training the population trains the models; loading a state into a model
+(``load_state_dict`` copies in place) writes its worker; the models' dropout rates and observation
+settings are each worker's. A single model trained alone is a population of one. This module adds
+what only a population has: the stacking, the per-worker settings as lists, each worker's random
+numbers (drawn from each worker's own generator in the single model's order, so that worker k sees
+exactly the numbers its single model would) and the per-worker penalties.
 """
 
 from __future__ import annotations
@@ -21,113 +27,84 @@ from torch import nn
 from neurodyn.errors import NeurodynError
 from neurodyn.lfads.model import LFADS
 from neurodyn.lfads.recurrent import MAX_BLOCK_DIAGONAL_UNITS
-from neurodyn.lfads.stacked import (ARCHITECTURE_SETTINGS, ForwardNoise, LfadsOutput, StackedLfads,
-                                    hide_from_encoders)
+from neurodyn.lfads.stacked import ARCHITECTURE_SETTINGS, ForwardNoise, LfadsOutput, StackedLfads
 
 
 class PopulationLFADS(StackedLfads):
-    """``len(models)`` LFADS models of one architecture, stacked along a leading worker axis.
+    """``len(models)`` LFADS models of one architecture, stacked along a leading worker axis; each model's
+    weights become views of its worker's slice (see the module docstring). Build with ``from_models``.
+    A change of a model's dtype or device gives it new tensors and ends the sharing: convert first."""
 
-    Build with ``from_models``; read one worker back with ``worker_state_dict(k)`` (a state
-    ``LFADS.load_state_dict`` accepts) and write one with ``load_worker_state(k, state)``.
-    Per-worker settings that are not weights (dropout rate, the observation scales' prior and
-    penalty weight) are set with ``set_worker_settings``.
-    """
-
-    def __init__(self, template: LFADS, num_workers: int, share_weights: bool = False):
+    def __init__(self, models: list[LFADS]):
         super().__init__()
-        if share_weights and num_workers != 1:
-            raise NeurodynError("only a population of one can share its model's weights")
-        self.num_workers = num_workers
+        template = models[0]
+        self.models = list(models)  # a plain list: the models' weights are this module's, not registered twice
         for name in ARCHITECTURE_SETTINGS:
             setattr(self, name, getattr(template, name))
         self.state_keys = list(template.state_dict().keys())
         self.parameter_names = [name for name, _ in template.named_parameters()]
-        # Shared: worker 0's weights are views of the template's (an update of either is an update of both).
-        self.weights = nn.ParameterDict({
-            _key(name): nn.Parameter(value.detach().unsqueeze(0) if share_weights
-                                     else value.detach().unsqueeze(0).repeat(num_workers, *([1] * value.dim())))
-            for name, value in template.named_parameters()})
-        for name, value in template.named_buffers():
-            self.register_buffer(_key(name), value.detach().unsqueeze(0).repeat(num_workers, *([1] * value.dim())))
+        self.weights = nn.ParameterDict()
+        for name in self.parameter_names:
+            self.weights[_key(name)] = nn.Parameter(torch.stack([m.get_parameter(name).detach() for m in models]))
+            for model, view in zip(models, self.weights[_key(name)].detach()):
+                _rebind(model, name, nn.Parameter(view))
+        for name, _ in template.named_buffers():
+            self.register_buffer(_key(name), torch.stack([m.get_buffer(name) for m in models]))
+            for model, view in zip(models, getattr(self, _key(name))):
+                _rebind(model, name, view)
         # The observation model computes with every worker's own scales (stacked like the other weights).
         self.observation = copy.deepcopy(template.observation)
         for name, _ in template.observation.named_parameters():
-            owner, attribute = self.observation.get_submodule(name.rpartition(".")[0]), name.rpartition(".")[2]
-            setattr(owner, attribute, self.weights[_key(f"observation.{name}")])
-        self.dropout_p = [float(template.dropout_p)] * num_workers
-        self._isolated_workers = torch.zeros(num_workers, dtype=torch.bool)
-        scales = getattr(template.observation, "gamma_scales", None)
-        self.scale_prior = [scales.prior if scales else 0.0] * num_workers
-        self.scale_weight = [scales.weight if scales else 0.0] * num_workers
+            _rebind(self.observation, name, self.weights[_key(f"observation.{name}")])
+        self._isolated_workers = torch.zeros(len(models), dtype=torch.bool)
 
-    # -- building and reading workers --------------------------------------------------------------
     @classmethod
     def from_models(cls, models: list[LFADS]) -> "PopulationLFADS":
         """Stack ``models`` (same architecture, same observation settings) into one population."""
         if not models:
             raise NeurodynError("a population needs at least one model")
-        population = cls(models[0], len(models)).to(next(models[0].parameters()).device)
+        if len({id(model) for model in models}) < len(models):
+            raise NeurodynError("a model may be in a population once (its weights become its worker's slice)")
         reference = models[0].state_dict()
         for k, model in enumerate(models):
-            state = model.state_dict()
-            shapes = {key: tuple(value.shape) for key, value in state.items()}
+            shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
             expected = {key: tuple(value.shape) for key, value in reference.items()}
-            if shapes != expected or model.observation.name != population.observation.name \
-                    or getattr(model.observation, "s_min", None) != getattr(population.observation, "s_min", None) \
-                    or any(getattr(model, name) != getattr(population, name) for name in ARCHITECTURE_SETTINGS):
+            if shapes != expected or model.observation.name != models[0].observation.name \
+                    or getattr(model.observation, "s_min", None) != getattr(models[0].observation, "s_min", None) \
+                    or any(getattr(model, name) != getattr(models[0], name) for name in ARCHITECTURE_SETTINGS):
                 raise NeurodynError(f"model {k} of the population has another architecture, prior or observation setting "
                                     "than model 0; every worker of a population must share them")
-            population.load_worker_state(k, state)
-            population.set_worker_settings(k, model)
-        return population
+        return cls(models)
 
-    @classmethod
-    def sharing(cls, model: LFADS) -> "PopulationLFADS":
-        """A population of one whose weights are ``model``'s own (views, not copies): training it trains
-        ``model``. A change of the model's dtype or device gives it new tensors and ends the sharing."""
-        population = cls(model, 1, share_weights=True)
-        population.set_worker_settings(0, model)
-        return population
+    @property
+    def num_workers(self) -> int:
+        return len(self.models)
 
-    def set_worker_settings(self, k: int, model_or_settings) -> None:
-        """Take worker ``k``'s dropout rate and observation-scale prior/weight from an ``LFADS`` model."""
-        self.dropout_p[k] = float(model_or_settings.dropout_p)
-        scales = getattr(model_or_settings.observation, "gamma_scales", None)
-        if scales is not None:
-            self.scale_prior[k], self.scale_weight[k] = scales.prior, scales.weight
+    @property
+    def dropout_p(self) -> list[float]:
+        """Each worker's dropout rate (its model's)."""
+        return [float(model.dropout_p) for model in self.models]
+
+    def _scale_settings(self, attribute: str) -> list[float]:
+        """Each worker's observation-scale ``prior`` or ``weight`` (0 for an observation model without scales)."""
+        return [getattr(model.observation.gamma_scales, attribute) if getattr(model.observation, "gamma_scales", None)
+                else 0.0 for model in self.models]
+
+    @property
+    def scale_prior(self) -> list[float]:
+        return self._scale_settings("prior")
+
+    @property
+    def scale_weight(self) -> list[float]:
+        return self._scale_settings("weight")
 
     def _stacked(self, name: str) -> torch.Tensor:
         key = _key(name)
         return self.weights[key] if key in self.weights else getattr(self, key)
 
-    @torch.no_grad()
     def worker_state_dict(self, k: int) -> dict[str, torch.Tensor]:
         """Worker ``k`` as an ``LFADS`` state dict (copies, not views)."""
-        return {name: self._stacked(name)[k].detach().clone() for name in self.state_keys}
-
-    @torch.no_grad()
-    def load_worker_state(self, k: int, state: dict[str, torch.Tensor]) -> None:
-        """Write an ``LFADS`` state dict into worker ``k``'s slice."""
-        missing = sorted(set(self.state_keys) - set(state))
-        if missing:
-            raise NeurodynError(f"the state for worker {k} lacks {missing[:3]}; expected an LFADS state dict "
-                                "of the population's architecture")
-        for name in self.state_keys:
-            target = self._stacked(name)
-            if tuple(state[name].shape) != tuple(target.shape[1:]):
-                raise NeurodynError(f"the state for worker {k} has '{name}' of shape {tuple(state[name].shape)}; "
-                                    f"expected {tuple(target.shape[1:])}")
-            target[k].copy_(state[name])
-
-    @torch.no_grad()
-    def copy_worker(self, copier: int, source: int) -> None:
-        """Worker ``copier`` takes worker ``source``'s weights and settings."""
-        for name in self.state_keys:
-            target = self._stacked(name)
-            target[copier].copy_(target[source])
-        self.dropout_p[copier] = self.dropout_p[source]
-        self.scale_prior[copier], self.scale_weight[copier] = self.scale_prior[source], self.scale_weight[source]
+        return {name: value.detach().clone() for name, value in self.models[k].state_dict().items()}
 
     def stacked_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """``(LFADS parameter name, stacked parameter)`` in ``LFADS.parameters()`` order."""
@@ -174,23 +151,7 @@ class PopulationLFADS(StackedLfads):
         replayed from a CUDA graph updates the tensor of the pass it recorded: read it inside the step."""
         return self._isolated_workers
 
-    def encoder_mask(self, num_steps: int) -> torch.Tensor:
-        """``(W, num_steps, N)``: each worker's ``LFADS.encoder_mask``."""
-        return hide_from_encoders(self.encoder_input_mask, num_steps, self.forward_bins)
-
     # -- objective terms ------------------------------------------------------------------------------
-    def kl_co(self, output: LfadsOutput) -> torch.Tensor:
-        """One-sample KL of the inferred inputs to each worker's AR(1) prior, per trial ``(W, B)``."""
-        return self.stacked_kl_co(output)
-
-    def recurrent_l2(self, l2_gen_scale: torch.Tensor, l2_con_scale: torch.Tensor) -> torch.Tensor:
-        """``LFADS.recurrent_l2`` per worker ``(W,)`` for per-worker scales ``(W,)``."""
-        return self.stacked_recurrent_l2(l2_gen_scale, l2_con_scale)
-
-    def elementwise_nll(self, readout: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Each worker's observation NLL per entry: readout ``(W, B, T, N, P)``, target ``(W, B, T, N)``."""
-        return self.observation.elementwise_nll(readout, target)
-
     def observation_penalty(self, prior: torch.Tensor | None = None, weight: torch.Tensor | None = None
                             ) -> torch.Tensor:
         """The observation model's penalty per worker ``(W,)`` (zeros for Poisson). ``prior`` and
@@ -202,6 +163,16 @@ class PopulationLFADS(StackedLfads):
         prior = scales.scales.new_tensor(self.scale_prior) if prior is None else prior
         weight = scales.scales.new_tensor(self.scale_weight) if weight is None else weight
         return scales.penalty(prior, weight)
+
+
+def _rebind(module: nn.Module, name: str, value: torch.Tensor) -> None:
+    """Make ``value`` the parameter or buffer ``name`` (a dotted path) of ``module``."""
+    owner, _, attribute = name.rpartition(".")
+    target = module.get_submodule(owner)
+    if attribute in target._buffers:
+        target._buffers[attribute] = value
+    else:
+        setattr(target, attribute, value)
 
 
 def _key(name: str) -> str:

@@ -162,6 +162,11 @@ class StackedLfads(nn.Module):
     def _stacked(self, name: str) -> torch.Tensor:
         raise NotImplementedError
 
+    def encoder_mask(self, num_steps: int) -> torch.Tensor:
+        """``(num_steps, N)`` (``(W, num_steps, N)`` for a population): 1 where the encoders may see the
+        data, 0 for held-out neurons and for the last ``forward_bins`` bins (see ``hide_from_encoders``)."""
+        return hide_from_encoders(self.encoder_input_mask, num_steps, self.forward_bins)
+
     # -- random numbers ---------------------------------------------------------------------------
     def draw_noise(self, rngs: list[torch.Generator | None], dropout_ps: list[float] | None, batch: int,
                    num_steps: int, sample: bool, like: torch.Tensor) -> ForwardNoise:
@@ -487,20 +492,25 @@ class StackedLfads(nn.Module):
             prior_mean, log_var = prior_mean[0], log_var[0]  # one model's
         return kl_diagonal_gaussians(mean, std, prior_mean, torch.exp(log_var))
 
-    def stacked_kl_co(self, output: LfadsOutput) -> torch.Tensor:
+    def kl_co(self, output: LfadsOutput) -> torch.Tensor:
         """One-sample KL of the inferred inputs to each worker's AR(1) prior (Gaussian or Student-t
-        innovations), per trial ``(W, B)``."""
+        innovations), per trial ``(W, B)`` (``(B,)`` for one model's output); zeros without a controller."""
+        if output.ic_mean.dim() == 2:
+            return self.kl_co(output.stacked())[0]
         if self.co_dim == 0:
             return output.ic_mean.new_zeros(output.ic_mean.shape[:2])
         # (W, D) -> (W, 1, D): against a step's samples (W, B, D).
         log_tau, log_nvar = (self._stacked(f"co_prior.{name}").unsqueeze(1) for name in ("log_tau", "log_nvar"))
         return ar1_kl_one_sample(output.co_mean, output.co_std, output.co_sample, log_tau, log_nvar, self.co_prior_df)
 
-    def stacked_recurrent_l2(self, l2_gen_scale: torch.Tensor, l2_con_scale: torch.Tensor) -> torch.Tensor:
-        """The recurrent L2 penalty per worker ``(W,)`` for per-worker scales ``(W,)``: ``scale / 2`` times the
-        summed squares of the generator's (and controller's) recurrent kernel, divided by the number of
-        their entries; a kernel whose scale is 0 is left out of both the sum and the count."""
+    def recurrent_l2(self, l2_gen_scale: torch.Tensor | float, l2_con_scale: torch.Tensor | float) -> torch.Tensor:
+        """The recurrent L2 penalty per worker ``(W,)`` for per-worker scales ``(W,)`` (or numbers, the same
+        for every worker): ``scale / 2`` times the summed squares of the generator's (and controller's)
+        recurrent kernel, divided by the number of their entries; a kernel whose scale is 0 is left out of
+        both the sum and the count."""
         gen = self._stacked("decoder.generator.weight_hh_l0")
+        l2_gen_scale, l2_con_scale = (torch.as_tensor(scale, dtype=gen.dtype, device=gen.device).expand(gen.shape[0])
+                                      for scale in (l2_gen_scale, l2_con_scale))
         terms = [(gen, l2_gen_scale)]
         if self.co_dim > 0:
             terms.append((self._stacked("decoder.controller.weight_hh_l0"), l2_con_scale))

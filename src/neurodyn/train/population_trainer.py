@@ -4,9 +4,8 @@
 inputs and, for a stitched model, each trial's session). The weights of
 all workers are one ``PopulationLFADS`` (a leading worker axis on every tensor) and so are Adam's
 moments; one training step is one batched forward and backward pass for every worker. One model's
-``LfadsTrainer`` trains through a population of one that shares its model's weights
-(``PopulationLFADS.sharing``): the step, the objective, the gradient clipping and Adam are written
-once, here. What is per worker is held per worker:
+``LfadsTrainer`` trains through a population of one: the step, the objective, the gradient clipping
+and Adam are written once, here. What is per worker is held per worker:
 
 * hyperparameters (learning rate, dropout keep_prob, CD keep_ratio and cd_pass_fraction, KL and L2
   weights, loss_scale, max_grad_norm, Adam epsilon, temporal_shift_std, the observation scales'
@@ -14,9 +13,9 @@ once, here. What is per worker is held per worker:
 * the gradient-norm clip (the norm of each worker's own slice of all parameters), Adam's step
   count and bias correction, a skipped (non-finite) step;
 * the learning rate and its plateau schedule, ramps, smoothed validation NLL, early stopping, best
-  weights, history and random stream: kept in one ``LfadsTrainer`` per worker (its *member*), whose
-  model and Adam moments are only written when a worker's state is exported (``state_dict_of``); a
-  population of one that shares its member's weights trains the member's model and moments themselves.
+  weights, history and random stream: kept in one ``LfadsTrainer`` per worker (its *member*). A
+  member's model and Adam moments are views of its worker's slice of the stacked tensors (one copy of
+  each), so a member's ``state_dict`` is its worker's current state and ``load_state_dict`` writes it.
 
 On a CPU a batch can be split into shards of at least ``MIN_SHARD_TRIALS`` trials, one per thread
 (``threads``; one model's ``batch_threads``), each run forward and backward on its own core with torch's
@@ -96,14 +95,13 @@ class PopulationTrainer:
     batched population. Each member's current state (weights, Adam state, schedule, bookkeeping) is
     taken over; ``dtype`` (e.g. ``torch.float64``) converts the members first."""
 
-    def __init__(self, members: list[LfadsTrainer], dtype: torch.dtype | None = None, threads: int = 1,
-                 share_weights: bool = False):
-        """``threads``: batch threads per step (CPU; see the module docstring). ``share_weights``: train the
-        one member's own model (``PopulationLFADS.sharing``) instead of a stacked copy."""
+    def __init__(self, members: list[LfadsTrainer], dtype: torch.dtype | None = None, threads: int = 1):
+        """``threads``: batch threads per step (CPU; see the module docstring)."""
         if not members:
             raise NeurodynError("a population needs at least one worker")
-        if dtype is not None:
-            for member in members:
+        for member in members:  # (a member's own population of one would keep training stale tensors)
+            member._release_engine()
+            if dtype is not None:
                 member.set_dtype(dtype)
         self.members = members
         first = members[0]
@@ -126,17 +124,14 @@ class PopulationTrainer:
         keep_freed_memory()
         self.threads = threads
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        if share_weights:
-            if len(members) != 1:
-                raise NeurodynError("only a population of one can share its model's weights")
-            self.model = PopulationLFADS.sharing(first.model)
-        else:
-            self.model = PopulationLFADS.from_models([member.model for member in members])
+        self.model = PopulationLFADS.from_models([member.model for member in members])
         self.parameters = [parameter for _, parameter in self.model.stacked_parameters()]
-        # Views of the member's own moments when shared (updated in place), else each worker's stacked.
-        self.exp_avg = [_stack([m.exp_avg[i] for m in members]) for i in range(len(self.parameters))]
-        self.exp_avg_sq = [_stack([m.exp_avg_sq[i] for m in members]) for i in range(len(self.parameters))]
-        self.share_weights = share_weights
+        # Stacked like the weights, and each member's moments become views of its slice.
+        self.exp_avg = [torch.stack([m.exp_avg[i] for m in members]) for i in range(len(self.parameters))]
+        self.exp_avg_sq = [torch.stack([m.exp_avg_sq[i] for m in members]) for i in range(len(self.parameters))]
+        for k, member in enumerate(members):
+            member.exp_avg = [moment[k] for moment in self.exp_avg]
+            member.exp_avg_sq = [moment[k] for moment in self.exp_avg_sq]
         # On a GPU the steps (training: forward, backward, clipping, Adam; validation: forward) are
         # replayed from CUDA graphs, one per batch shape.
         graphs = self.device.type == "cuda" and cuda_graphs_enabled()
@@ -261,8 +256,8 @@ class PopulationTrainer:
             inputs["session"] = _stack(sessions)
         inputs["kl_ramp"], inputs["l2_ramp"] = kl_ramp, l2_ramp
         inputs["hyper"] = self._per_worker([[float(getattr(member.config, key)) for key in STEP_CONFIG_VALUES]
-                                            + [self.model.scale_prior[k], self.model.scale_weight[k]]
-                                            for k, member in enumerate(self.members)])
+                                            + [prior, weight] for member, prior, weight
+                                            in zip(self.members, self.model.scale_prior, self.model.scale_weight)])
         # Adam's step sizes are computed in float64 (torch computes them in Python floats).
         inputs["learning_rate"] = torch.tensor(self.learning_rates(), dtype=torch.float64, device=self.device)
         inputs["adam_steps"] = torch.tensor([member.adam_steps for member in self.members], dtype=torch.float64,
@@ -320,7 +315,7 @@ class PopulationTrainer:
         observation model's own, carried by one shard only."""
         output = self.model(inputs["encoder_input"], sample_posteriors=True, encoder_visible=inputs["encoder_visible"],
                             noise=noise, ext_input=inputs.get("ext_input"), session=inputs.get("session"))
-        elementwise = self.model.elementwise_nll(output.readout, inputs["target"])
+        elementwise = self.model.observation.elementwise_nll(output.readout, inputs["target"])
         nll = reconstruction_loss(elementwise, inputs["observed"], inputs["grad_mask"], observed_total, dim=(1, 2, 3))
         kl_ic = self.model.kl_ic(output).sum(1) / batch
         kl_co = self.model.kl_co(output).sum(1) / batch
@@ -429,7 +424,7 @@ class PopulationTrainer:
         a function of ``inputs`` alone (replayable as a CUDA graph)."""
         output = self.model(inputs["encoder_input"], sample_posteriors=False, encoder_visible=inputs["encoder_visible"],
                             ext_input=inputs.get("ext_input"), session=inputs.get("session"))
-        nll = self.model.elementwise_nll(output.readout, inputs["target"])
+        nll = self.model.observation.elementwise_nll(output.readout, inputs["target"])
         return {"nll_sum": masked_nll_sum(nll, inputs["observed"], dim=(1, 2, 3))}
 
     def step_epoch(self) -> list[dict[str, float]]:
@@ -455,16 +450,13 @@ class PopulationTrainer:
 
     def restore_best(self) -> None:
         """Every worker's ``LfadsTrainer.restore_best``: its best weights after the ramps (or the last ones)."""
-        for k, member in enumerate(self.members):
-            member.model.load_state_dict(self.model.worker_state_dict(k))
+        for member in self.members:
             member.restore_best()
-            self.model.load_worker_state(k, member.model.state_dict())
 
     # -- hyperparameters and random streams --------------------------------------------------------
     def set_hyperparameters(self, k: int, **updates: Any) -> None:
         """``LfadsTrainer.set_hyperparameters`` for worker ``k`` (architecture keys are refused)."""
         self.members[k].set_hyperparameters(**updates)
-        self.model.set_worker_settings(k, self.members[k].model)
 
     def reseed(self, k: int, seed: int) -> None:
         """Start worker ``k``'s random stream from ``seed`` (``LfadsTrainer.reseed``)."""
@@ -474,35 +466,16 @@ class PopulationTrainer:
     def state_dict_of(self, k: int) -> dict[str, Any]:
         """Worker ``k``'s state as ``LfadsTrainer.state_dict`` gives it (``LfadsTrainer.load_state_dict``
         accepts it: the PBT store and export keep working)."""
-        member = self.members[k]
-        if not self.share_weights:
-            member.model.load_state_dict(self.model.worker_state_dict(k))
-            with torch.no_grad():
-                for stacked, own in self._moments_of(k):
-                    own.copy_(stacked[k])
-        return member.state_dict()
+        return self.members[k].state_dict()
 
     def load_worker_state(self, k: int, state: dict[str, Any]) -> None:
         """Make worker ``k`` continue from an ``LfadsTrainer.state_dict`` (same architecture)."""
-        member = self.members[k]
-        member.load_state_dict(state)
-        self.model.load_worker_state(k, member.model.state_dict())
-        self.model.set_worker_settings(k, member.model)
-        if not self.share_weights:  # (shared: the stacked moments are views of the member's)
-            with torch.no_grad():
-                for stacked, own in self._moments_of(k):
-                    stacked[k].copy_(own)
-
-    def _moments_of(self, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Each stacked Adam moment ``(W, *shape)`` beside worker ``k``'s member's own ``(*shape)``."""
-        member = self.members[k]
-        return list(zip((*self.exp_avg, *self.exp_avg_sq), (*member.exp_avg, *member.exp_avg_sq), strict=True))
+        self.members[k].load_state_dict(state)
 
     def exploit(self, copier: int, source: int, seed: int | None = None) -> None:
-        """Worker ``copier`` becomes a copy of worker ``source``: weights, Adam moments and step count
-        (copied inside the stacked tensors), hyperparameters, schedule and bookkeeping (as an
-        ``LfadsTrainer`` loading the source's ``state_dict``) — then starts a random stream of its own
-        (``reseed``) from ``seed``, or by default from a number drawn from the copier's own stream
+        """Worker ``copier`` becomes a copy of worker ``source`` (weights, Adam state, hyperparameters,
+        schedule and bookkeeping: the source's ``state_dict`` loaded), then starts a random stream of its
+        own (``reseed``) from ``seed``, or by default from a number drawn from the copier's own stream
         before the copy (deterministic, and the source's stream is left untouched). Without that the
         copier would draw the same batch order, masks, dropout and posterior noise as its source.
 
@@ -514,14 +487,7 @@ class PopulationTrainer:
         if seed is None:
             seed = int(torch.randint(0, 2 ** 62, (1,), generator=self.members[copier].generator,
                                      device=self.device).item())
-        self.model.copy_worker(copier, source)
-        with torch.no_grad():
-            for tensor in (*self.exp_avg, *self.exp_avg_sq):
-                tensor[copier].copy_(tensor[source])
-        # The source member's weights and moments are stale (the stacked ones are current): the copier's
-        # member takes the stacked weights; its moments, equally stale, are overwritten at export.
-        bookkeeping = self.members[source].state_dict()
-        self.members[copier].load_state_dict({**bookkeeping, "model": self.model.worker_state_dict(copier)})
+        self.members[copier].load_state_dict(self.members[source].state_dict())
         self.reseed(copier, seed)
 
 

@@ -4,11 +4,10 @@
 ramps, smoothed validation NLL, early stopping, the best weights — so that a single run
 (``fit``) and a PBT worker (which trains a few epochs, is compared, maybe copies another worker's
 state and hyperparameters) use the same code. Its training steps and validation passes are those
-of a PBT population (``train.population_trainer``), of one worker that shares this model's weights:
-one implementation of the step for one model and for many. The Adam moments and the learning rate
-are plain tensors and numbers held here (no ``torch.optim`` objects): the population of one updates
-this trainer's moments in place, and a population of many stacks its workers' moments and writes
-them back when a worker's state is exported.
+of a PBT population (``train.population_trainer``) of one worker, this one: one implementation of
+the step for one model and for many. The Adam moments and the learning rate are plain tensors and
+numbers held here (no ``torch.optim`` objects); while a population trains this trainer, its model's
+weights and its moments are views of the population's stacked tensors, updated in place.
 """
 
 from __future__ import annotations
@@ -171,7 +170,6 @@ class LfadsTrainer:
         fixed = sorted(set(updates) - set(MUTABLE_HYPERPARAMETERS))
         if fixed:
             raise ValueError(f"cannot change {fixed} after the model is built")
-        self._release_engine()
         self.config = LfadsConfig(**{**self.config.model_dump(), **updates})
         if "learning_rate_init" in updates:
             # A new learning rate replaces the current one; any other change keeps the rate the
@@ -183,14 +181,14 @@ class LfadsTrainer:
     # -- one epoch ----------------------------------------------------------------------------
     @property
     def engine(self) -> PopulationTrainer:
-        """The population of one that runs this trainer's steps on its own model's weights and Adam
-        moments (built on first use with ``batch_threads`` shard threads)."""
+        """The population of one that runs this trainer's steps on its model's weights and Adam moments
+        (built on first use with ``batch_threads`` shard threads)."""
         if self._engine is None:
-            self._engine = PopulationTrainer([self], threads=self.batch_threads, share_weights=True)
+            self._engine = PopulationTrainer([self], threads=self.batch_threads)
         return self._engine
 
     def _release_engine(self) -> None:
-        """Drop the engine (before the model's tensors or settings change under it)."""
+        """Drop the engine (before the model's tensors are replaced under it)."""
         if self._engine is not None:
             self._engine.release_graphs()
             self._engine = None
@@ -290,7 +288,7 @@ class LfadsTrainer:
             return
         smoothed = self.valid_nll_smoothed if self.valid_nll_smoothed is not None else math.inf
         self.best_epoch, self.best_valid_nll = self.epoch - 1, smoothed
-        self.best_model_state = copy.deepcopy(self.model.state_dict())
+        self.best_model_state = _copied(self.model.state_dict())
         self.notes.append(f"training ended at epoch {self.epoch - 1}, before the KL/L2 ramps were complete (epoch "
                           f"{self.ramps_complete_epoch}); kept the last epoch's weights (smoothed validation NLL "
                           f"{smoothed:.5f}); raise max_epochs or shorten kl_increase_epochs/l2_increase_epochs")
@@ -306,7 +304,7 @@ class LfadsTrainer:
         A deep copy: torch's ``state_dict`` tensors alias the live weights and Adam moments, and a
         PBT worker that loaded them would otherwise keep training another worker's optimiser state.
         """
-        return copy.deepcopy({
+        return _copied({
             "config": self.config.model_dump(),
             "observation_options": self.observation_options,
             "model": self.model.state_dict(),
@@ -325,8 +323,8 @@ class LfadsTrainer:
         })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a ``state_dict`` (the architecture must match; hyperparameters are taken from the state)."""
-        self._release_engine()
+        """Restore a ``state_dict`` (the architecture must match; hyperparameters are taken from the state).
+        Weights and moments are written in place (a population training this trainer sees them)."""
         self.config = LfadsConfig(**state["config"])
         self.model.load_state_dict(state["model"])
         self.model.set_keep_prob(self.config.keep_prob)
@@ -335,7 +333,7 @@ class LfadsTrainer:
             state = {**state, **_from_torch_optimizer(state["optimizer"], state["scheduler"])}
         adam = state["adam"]
         self.adam_steps = int(adam["steps"])
-        with torch.no_grad():  # in place: a population of one updates these very tensors
+        with torch.no_grad():
             for moments, loaded in ((self.exp_avg, adam["exp_avg"]), (self.exp_avg_sq, adam["exp_avg_sq"])):
                 for index, moment in enumerate(moments):
                     if loaded:
@@ -353,6 +351,18 @@ class LfadsTrainer:
         self.best_model_state = state["best_model_state"]
         self.epochs_since_best = state["epochs_since_best"]
         self.skipped_steps = state.get("skipped_steps", 0)
+
+
+def _copied(node: Any) -> Any:
+    """A deep copy of a state whose tensors are compact clones (``copy.deepcopy`` of a view copies the
+    whole storage, and a population member's weights are views of every worker's stacked tensors)."""
+    if isinstance(node, torch.Tensor):
+        return node.detach().clone()
+    if isinstance(node, dict):
+        return {key: _copied(value) for key, value in node.items()}
+    if isinstance(node, (list, tuple)):
+        return type(node)(_copied(value) for value in node)
+    return copy.deepcopy(node)
 
 
 def _from_torch_optimizer(optimizer: dict[str, Any], scheduler: dict[str, Any]) -> dict[str, Any]:
