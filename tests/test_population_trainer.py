@@ -1,7 +1,8 @@
 """PopulationTrainer against single LfadsTrainers (float64): worker k follows the run of a single trainer
 with the same seed and hyperparameters — log rows, weights, Adam state, schedule and random stream —
 with different hyperparameters per worker, the controller, CD, SBTT, held-out neurons, measured
-inputs, several sessions (stitching) and each observation model; exploit inside the stack; states that LfadsTrainer accepts."""
+inputs, several sessions (stitching) and each observation model; a worker loading another's state (PBT's exploit); states that
+LfadsTrainer accepts."""
 
 import math
 
@@ -88,7 +89,7 @@ def assert_worker_matches(population: PopulationTrainer, k: int, single: LfadsTr
     weights = population.model.worker_state_dict(k)
     for name, value in single.model.state_dict().items():
         torch.testing.assert_close(weights[name], value, rtol=tolerance, atol=tolerance, msg=f"worker {k}: {name}")
-    state = population.state_dict_of(k)
+    state = population.members[k].state_dict()
     expected_state = single.state_dict()
     # The same random numbers were drawn, in the same order: the streams are in the same place.
     assert torch.equal(state["generator"], expected_state["generator"])
@@ -129,7 +130,7 @@ def test_each_worker_follows_its_single_trainer(case):
     assert len({round(row["valid_nll"], 12) for row in rows}) == len(configs)
 
 
-def test_exploit_copies_a_worker_inside_the_stack_and_states_round_trip():
+def test_a_member_loading_another_workers_state_continues_as_it_and_states_round_trip():
     inputs = _inputs({})
     configs = _configs()
     population = PopulationTrainer.from_configs(configs, **inputs, dtype=torch.float64)
@@ -139,16 +140,16 @@ def test_exploit_copies_a_worker_inside_the_stack_and_states_round_trip():
         for single in singles:
             single.step_epoch()
     # PBT: worker 0 copies worker 2, explores a hyperparameter and starts a new random stream.
-    population.exploit(0, 2)
-    population.set_hyperparameters(0, learning_rate_init=3e-3, keep_prob=0.8)
-    population.reseed(0, 1234)
+    population.members[0].load_state_dict(population.members[2].state_dict())
+    population.members[0].set_hyperparameters(learning_rate_init=3e-3, keep_prob=0.8)
+    population.members[0].reseed(1234)
     copy = _single(configs[0], inputs)
     copy.load_state_dict(singles[2].state_dict())
     copy.set_hyperparameters(learning_rate_init=3e-3, keep_prob=0.8)
     copy.reseed(1234)
     singles[0] = copy
     # Worker 1 continues from a state exported and loaded back (as the PBT store does).
-    population.load_worker_state(1, population.state_dict_of(1))
+    population.members[1].load_state_dict(population.members[1].state_dict())
     for _ in range(2):
         population.step_epoch()
         for single in singles:
@@ -160,7 +161,7 @@ def test_exploit_copies_a_worker_inside_the_stack_and_states_round_trip():
                for member in population.members)
     # An exported state holds the worker's own tensors only (compact copies, not views of every worker's
     # stacked tensors), and continues in a single LfadsTrainer exactly where the population left it.
-    exported = population.state_dict_of(2)
+    exported = population.members[2].state_dict()
     for tensor in (*exported["model"].values(), *exported["adam"]["exp_avg"], *exported["best_model_state"].values()):
         assert tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
     resumed = _single(configs[2], inputs)
@@ -258,6 +259,12 @@ def test_on_a_gpu_each_worker_follows_its_single_trainer(case):
         assert_worker_matches(population, k, single, tolerance=1e-8)
 
 
+def _exploit(population: PopulationTrainer, copier: int, source: int) -> None:
+    """PBT's exploit inside one population: the copier loads the source's state and gets a stream of its own."""
+    population.members[copier].load_state_dict(population.members[source].state_dict())
+    population.members[copier].reseed(1000 + copier)
+
+
 def test_a_replayed_step_reads_every_input_afresh():
     """The plumbing of a replay: each step's inputs are copied into the graph's static inputs and its
     outputs read from the graph's, for every batch shape, so a replayed population follows the eager one
@@ -276,14 +283,14 @@ def test_a_replayed_step_reads_every_input_afresh():
     for epoch in range(4):
         if epoch == 2:
             for population in (eager, replayed):
-                population.exploit(0, 2)
-                population.set_hyperparameters(1, learning_rate_init=3e-3, keep_prob=0.6, kl_ic_weight=0.5,
+                _exploit(population, 0, 2)
+                population.members[1].set_hyperparameters(learning_rate_init=3e-3, keep_prob=0.6, kl_ic_weight=0.5,
                                                  gamma_prior=3.0, l2_gamma_distance_scale=0.1, max_grad_norm=0.1)
                 with torch.no_grad():
                     population.model.weights["readout__bias"][2].fill_(math.nan)
         if epoch == 3:
             for population in (eager, replayed):
-                population.exploit(2, 1)
+                _exploit(population, 2, 1)
         eager.step_epoch()
         replayed.step_epoch()
         if epoch == 2:  # the NaN worker skipped its steps (exploit at the next epoch copies the count over)
@@ -315,7 +322,7 @@ def test_a_step_reads_only_its_input_tensors():
         for tensor, value in zip(tensors, before):
             tensor.copy_(value)
     for k in range(3):
-        population.set_hyperparameters(k, learning_rate_init=0.5, kl_ic_weight=7.0, kl_co_weight=7.0, max_grad_norm=1e-3,
+        population.members[k].set_hyperparameters(learning_rate_init=0.5, kl_ic_weight=7.0, kl_co_weight=7.0, max_grad_norm=1e-3,
                                        gamma_prior=9.0, l2_gamma_distance_scale=3.0, loss_scale=0.1, keep_prob=0.5,
                                        l2_gen_scale=5.0, l2_con_scale=5.0)
         population.members[k].adam_steps = 100
@@ -374,44 +381,6 @@ def test_on_a_second_gpu_the_graphs_record_there():
     assert (population.captured_step.failure, population.captured_step.replays) == (None, 4)
     for k, single in enumerate(singles):
         assert_worker_matches(population, k, single, tolerance=1e-8)
-
-
-def _draws(generator: torch.Generator, count: int = 64) -> torch.Tensor:
-    """The next ``count`` uniform numbers of a copy of ``generator`` (the stream itself is not advanced)."""
-    copy = torch.Generator(device=generator.device)
-    copy.set_state(generator.get_state())
-    return torch.rand(count, generator=copy, dtype=torch.float64)
-
-
-def test_exploit_gives_the_copier_a_random_stream_of_its_own():
-    """A direct caller of exploit gets a copier with the source's weights but not its batch order, CD masks,
-    dropout and posterior noise; the source's stream is untouched; ``seed`` picks the copier's stream."""
-    inputs = _inputs({})
-    configs = _configs()
-    population = PopulationTrainer.from_configs(configs, **inputs, dtype=torch.float64)
-    population.step_epoch()
-    source_draws = _draws(population.members[2].generator)
-    population.exploit(0, 2)
-    assert torch.equal(_draws(population.members[2].generator), source_draws)
-    assert not torch.equal(_draws(population.members[0].generator), source_draws)
-    for name, value in population.model.worker_state_dict(2).items():
-        assert torch.equal(population.model.worker_state_dict(0)[name], value), name
-    assert population.members[0].config == population.members[2].config
-    # Same weights, hyperparameters and Adam state: only the random numbers can make the next epoch differ.
-    rows = population.step_epoch()
-    assert abs(rows[0]["loss"] - rows[2]["loss"]) > 1e-6
-    assert abs(rows[0]["valid_nll"] - rows[2]["valid_nll"]) > 1e-9
-    # The default seed is drawn from the copier's own stream: the same run exploits the same way.
-    again = PopulationTrainer.from_configs(configs, **inputs, dtype=torch.float64)
-    again.step_epoch()
-    again.exploit(0, 2)
-    again_rows = again.step_epoch()
-    assert again_rows[0]["loss"] == rows[0]["loss"]
-    # An explicit seed: the stream LfadsTrainer.reseed(seed) starts.
-    population.exploit(1, 2, seed=77)
-    reference = _single(configs[1], inputs)
-    reference.reseed(77)
-    assert torch.equal(population.members[1].generator.get_state(), reference.generator.get_state())
 
 
 def test_the_validation_nll_that_picks_models_includes_the_held_out_neurons():

@@ -27,7 +27,8 @@ member's generator in a fixed order, so worker k follows the run of a single tra
 seed, hyperparameters and shards (a loop over workers draws the numbers; the compute is batched).
 Every worker must use the same ``batch_size``. There is no ``fit``: PBT trains each generation for a
 fixed number of epochs (``step_epoch``), and stopping one worker early while the others train on is
-left to the engine. Validation batches use worker 0's
+left to the engine. A worker's hyperparameters, random stream and state are its member's
+(``members[k].set_hyperparameters``, ``reseed``, ``state_dict``, ``load_state_dict``). Validation batches use worker 0's
 ``valid_batch_size`` (it only changes how the sum is split, not its value).
 
 A step is split in two: ``_step_inputs`` does everything that reads Python state or draws random
@@ -42,7 +43,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -452,43 +453,6 @@ class PopulationTrainer:
         """Every worker's ``LfadsTrainer.restore_best``: its best weights after the ramps (or the last ones)."""
         for member in self.members:
             member.restore_best()
-
-    # -- hyperparameters and random streams --------------------------------------------------------
-    def set_hyperparameters(self, k: int, **updates: Any) -> None:
-        """``LfadsTrainer.set_hyperparameters`` for worker ``k`` (architecture keys are refused)."""
-        self.members[k].set_hyperparameters(**updates)
-
-    def reseed(self, k: int, seed: int) -> None:
-        """Start worker ``k``'s random stream from ``seed`` (``LfadsTrainer.reseed``)."""
-        self.members[k].reseed(seed)
-
-    # -- state ---------------------------------------------------------------------------------------
-    def state_dict_of(self, k: int) -> dict[str, Any]:
-        """Worker ``k``'s state as ``LfadsTrainer.state_dict`` gives it (``LfadsTrainer.load_state_dict``
-        accepts it: the PBT store and export keep working)."""
-        return self.members[k].state_dict()
-
-    def load_worker_state(self, k: int, state: dict[str, Any]) -> None:
-        """Make worker ``k`` continue from an ``LfadsTrainer.state_dict`` (same architecture)."""
-        self.members[k].load_state_dict(state)
-
-    def exploit(self, copier: int, source: int, seed: int | None = None) -> None:
-        """Worker ``copier`` becomes a copy of worker ``source`` (weights, Adam state, hyperparameters,
-        schedule and bookkeeping: the source's ``state_dict`` loaded), then starts a random stream of its
-        own (``reseed``) from ``seed``, or by default from a number drawn from the copier's own stream
-        before the copy (deterministic, and the source's stream is left untouched). Without that the
-        copier would draw the same batch order, masks, dropout and posterior noise as its source.
-
-        PBT's engines do not call this: each job's worker loads the state it continues from and is
-        reseeded once, in ``pbt.engines.prepare_worker`` (``worker_stream_seed``).
-        """
-        if copier == source:
-            return
-        if seed is None:
-            seed = int(torch.randint(0, 2 ** 62, (1,), generator=self.members[copier].generator,
-                                     device=self.device).item())
-        self.members[copier].load_state_dict(self.members[source].state_dict())
-        self.reseed(copier, seed)
 
 
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
