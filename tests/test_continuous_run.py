@@ -128,7 +128,7 @@ def test_continuous_vel_r2_is_cross_validated_over_contiguous_blocks():
     rates = rng.uniform(0.5, 2.0, size=(num_bins, 6))
     behavior = np.stack([rates @ rng.normal(size=6), np.zeros(num_bins)], axis=1)  # dim 1 constant
     behavior[:, 0] += 0.1 * rng.normal(size=num_bins)
-    scores = continuous_velocity_r2(rates, behavior)
+    scores = continuous_velocity_r2(rates, behavior, square_root=False)
     assert scores["dims"] == [0] and len(scores["r2_per_fold"]) == 5 and scores["r2"] > 0.9
     # the same numbers by hand: each block predicted by a ridge fit on the other four, with the penalty
     # its inner folds chose (an independent scikit-learn fit)
@@ -141,13 +141,32 @@ def test_continuous_vel_r2_is_cross_validated_over_contiguous_blocks():
     # a block's behaviour never chooses its own penalty: scrambling block 2 leaves fold 2's penalty as it was
     scrambled = behavior.copy()
     scrambled[200:300, 0] = rng.normal(scale=50.0, size=100)
-    again = continuous_velocity_r2(rates, scrambled)
+    again = continuous_velocity_r2(rates, scrambled, square_root=False)
     assert again["alpha_per_fold"][2] == scores["alpha_per_fold"][2]
     # unmeasured bins (NaN) are left out
     behavior[:50, 0] = np.nan
     assert continuous_velocity_r2(rates, behavior)["num_bins"] == num_bins - 50
     with pytest.raises(NeurodynError, match="every behaviour dimension is constant"):
         continuous_velocity_r2(rates, np.zeros((num_bins, 2)))
+
+
+def test_continuous_vel_r2_decodes_square_root_rates_so_one_burst_cannot_drive_a_fold():
+    """Behaviour carried by six neurons' square-root rates; in the last fifth one neuron bursts to 50x its
+    usual rate for 20 bins. On the rates themselves the map fit on the other folds turns the burst into
+    wild predictions; on their square roots (the default) the burst fold loses far less."""
+    rng = np.random.default_rng(4)
+    num_bins = 500
+    rates = rng.uniform(0.1, 0.5, size=(num_bins, 6))
+    behavior = np.stack([np.sqrt(rates) @ rng.normal(size=6)], axis=1) + 0.02 * rng.normal(size=(num_bins, 1))
+    rates[430:450, 3] *= 50.0
+    on_roots = continuous_velocity_r2(rates, behavior)
+    on_rates = continuous_velocity_r2(rates, behavior, square_root=False)
+    # the default is the same decoder run on np.sqrt(rates)
+    assert on_roots["r2"] == continuous_velocity_r2(np.sqrt(rates), behavior, square_root=False)["r2"]
+    assert on_roots["r2_per_fold"][4] > on_rates["r2_per_fold"][4] + 0.3
+    assert on_roots["r2"] > on_rates["r2"]
+    with pytest.raises(NeurodynError, match="non-negative"):
+        continuous_velocity_r2(rates - 1.0, behavior)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,6 +213,7 @@ def test_evaluate_scores_the_merged_series(trained_session, capsys):
     scores = json.loads((root / "run" / "evaluation.json").read_text())["continuous"]
     assert scores["num_bins"] == 600 and scores["vel_dims"] == [0, 1]
     assert scores["vel_r2"] is not None and scores["co_bps"] is not None and len(scores["vel_r2_per_fold"]) == 5
+    assert scores["vel_features"] == "sqrt(rates)"  # spike counts
 
 
 def test_pbt_run_writes_the_merged_series_into_its_best_model(trained_session):

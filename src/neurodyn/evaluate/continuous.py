@@ -7,7 +7,10 @@ windows agree on every bin they share, so this gives the recording back). On tha
 
 - ``vel_r2``: behaviour decoded from the merged rates by ridge regression, scored by contiguous
   K-fold cross-validation over time (``continuous_velocity_r2``; ``K`` = ``NLB_CV_FOLDS``, the
-  penalty from NLB's grid ``NLB_ALPHAS`` chosen on the fit folds only);
+  penalty from NLB's grid ``NLB_ALPHAS`` chosen on the fit folds only). For spike counts the
+  decoder reads the square roots of the rates: the square root evens out Poisson variance, so a
+  neuron that bursts far beyond its usual rate in one stretch of a long session cannot drive the
+  linear map fit on the rest of it;
 - ``co_bps``: bits per spike of the held-out neurons (never shown to the encoder) over every bin
   of the session (``cobps.co_bps``), and ``co_bps_valid_bins`` over the bins that only windows of
   the valid (and test) split cover, whose rates no training window contributed to;
@@ -35,10 +38,11 @@ from neurodyn.runs.outputs import RunOutput
 
 
 def continuous_velocity_r2(rates: np.ndarray, behavior: np.ndarray, folds: int = NLB_CV_FOLDS,
-                           alphas: np.ndarray = NLB_ALPHAS) -> dict:
+                           alphas: np.ndarray = NLB_ALPHAS, square_root: bool = True) -> dict:
     """Cross-validated R^2 of behaviour decoded linearly from a continuous series of rates.
 
-    The bins whose behaviour was measured (no NaN in any dimension) are kept in time order and
+    With ``square_root`` the decoder's features are ``sqrt(rates)`` (spike counts, see the module
+    docstring), otherwise the rates themselves (signals that are not counts). The bins whose behaviour was measured (no NaN in any dimension) are kept in time order and
     split into ``folds`` contiguous blocks (``KFold`` without shuffling). For each block in turn,
     the other blocks are the fit bins: the ridge penalty is the one of ``alphas`` with the best
     mean R^2 over an inner ``folds``-fold contiguous split of the fit bins alone (the first of
@@ -58,6 +62,8 @@ def continuous_velocity_r2(rates: np.ndarray, behavior: np.ndarray, folds: int =
         Number of contiguous blocks (default 5, NLB's).
     alphas : ndarray
         Candidate ridge penalties (default NLB's nine from 1e-4 to 1).
+    square_root : bool
+        Decode the square roots of the rates (default; the rates must then be non-negative).
 
     Returns
     -------
@@ -68,8 +74,8 @@ def continuous_velocity_r2(rates: np.ndarray, behavior: np.ndarray, folds: int =
     Raises
     ------
     NeurodynError
-        When the shapes disagree, a rate is not finite, fewer than ``folds * folds`` bins are
-        measured or every behaviour dimension is constant.
+        When the shapes disagree, a rate is not finite (or negative, with ``square_root``), fewer
+        than ``folds * folds`` bins are measured or every behaviour dimension is constant.
     """
     rates, behavior = np.asarray(rates, dtype=np.float64), np.asarray(behavior, dtype=np.float64)
     if rates.ndim != 2 or behavior.ndim != 2 or rates.shape[0] != behavior.shape[0]:
@@ -77,6 +83,11 @@ def continuous_velocity_r2(rates: np.ndarray, behavior: np.ndarray, folds: int =
                             "features) over the same bins")
     if not np.isfinite(rates).all():
         raise NeurodynError("vel R^2: the merged rates hold NaN or infinite values")
+    if square_root:
+        if (rates < 0).any():
+            raise NeurodynError("vel R^2 decodes square-root rates: the merged rates must be expected counts "
+                                f"(non-negative); the smallest is {rates.min():.3g}")
+        rates = np.sqrt(rates)
     measured = ~np.isnan(behavior).any(axis=1)
     x, y = rates[measured], behavior[measured]
     if x.shape[0] < folds * folds:
@@ -146,7 +157,8 @@ def evaluate_continuous(outputs: dict[str, RunOutput], dataset: NeuralDataset) -
     -------
     dict
         JSON-ready: ``num_bins``, ``bin_ms``, ``num_windows``, ``window_bins``, ``overlap_bins``,
-        ``vel_r2`` (``continuous_velocity_r2``'s ``r2``), ``vel_r2_per_fold``,
+        ``vel_r2`` (``continuous_velocity_r2``'s ``r2``; square-root rates when the data are spike
+        counts, ``vel_features`` says which), ``vel_r2_per_fold``,
         ``vel_ridge_alpha_per_fold``, ``vel_dims``, ``vel_folds``, ``co_bps`` (held-out neurons,
         every bin), ``co_bps_valid_bins`` and ``num_valid_only_bins`` (bins covered by valid/test
         windows only), ``bits_per_spike`` (all neurons, every bin), ``notes``. A score the data
@@ -161,9 +173,12 @@ def evaluate_continuous(outputs: dict[str, RunOutput], dataset: NeuralDataset) -
     counts = advance_events(merge_dataset_windows(dataset.data, layout)[None],
                             outputs["valid"].event_delay_bins)[0]
     valid_only = merged.bins_only_in(("valid", "test"))
+    observed = counts[~np.isnan(counts)]
+    spike_counts = bool(np.all(observed >= 0) and np.all(observed == np.round(observed)))
     result: dict = {"num_bins": layout.num_bins, "bin_ms": layout.bin_ms, "num_windows": layout.num_windows,
                     "window_bins": layout.window_bins, "overlap_bins": layout.overlap_bins, "vel_r2": None,
                     "vel_r2_per_fold": None, "vel_ridge_alpha_per_fold": None, "vel_dims": None,
+                    "vel_features": "sqrt(rates)" if spike_counts else "rates",
                     "vel_folds": NLB_CV_FOLDS, "co_bps": None, "co_bps_valid_bins": None,
                     "num_valid_only_bins": int(valid_only.sum()), "bits_per_spike": None}
     notes: list[str] = []
@@ -171,7 +186,8 @@ def evaluate_continuous(outputs: dict[str, RunOutput], dataset: NeuralDataset) -
         notes.append("continuous vel R^2 skipped: the data file has no 'behavior' (prepare with --behavior)")
     else:
         try:
-            scores = continuous_velocity_r2(merged.rates, merge_dataset_windows(dataset.behavior, layout))
+            scores = continuous_velocity_r2(merged.rates, merge_dataset_windows(dataset.behavior, layout),
+                                            square_root=spike_counts)
             result.update(vel_r2=_finite_or_none(scores["r2"]), vel_dims=scores["dims"],
                           vel_r2_per_fold=[_finite_or_none(v) for v in scores["r2_per_fold"]],
                           vel_ridge_alpha_per_fold=scores["alpha_per_fold"])
@@ -181,8 +197,7 @@ def evaluate_continuous(outputs: dict[str, RunOutput], dataset: NeuralDataset) -
                              "over the session, left out")
         except NeurodynError as error:
             notes.append(f"continuous vel R^2 skipped: {error}")
-    observed = counts[~np.isnan(counts)]
-    if not (np.all(observed >= 0) and np.all(observed == np.round(observed))):
+    if not spike_counts:
         notes.append("continuous bits per spike skipped: the observed data are not spike counts")
     else:
         result["bits_per_spike"] = _score(notes, "bits per spike", bits_per_spike, merged.rates, counts)
