@@ -14,7 +14,8 @@ from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
 
 from neurodyn.cli.main import main
-from neurodyn.data.continuous import ContinuousLayout, crossfade_weights, window_starts
+from neurodyn.data.continuous import (ContinuousLayout, crossfade_weights, dataset_layout, merge_dataset_windows,
+                                      window_starts)
 from neurodyn.data.seed_format import read_dataset
 from neurodyn.errors import NeurodynError
 from neurodyn.evaluate.continuous import continuous_velocity_r2, ridge_fits
@@ -214,6 +215,28 @@ def test_evaluate_scores_the_merged_series(trained_session, capsys):
     assert scores["num_bins"] == 600 and scores["vel_dims"] == [0, 1]
     assert scores["vel_r2"] is not None and scores["co_bps"] is not None and len(scores["vel_r2_per_fold"]) == 5
     assert scores["vel_features"] == "sqrt(rates)"  # spike counts
+
+
+def test_a_session_of_other_signals_decodes_the_rates_themselves(trained_session):
+    """Observations that are not spike counts: the decoder reads the rates (no square root), and the
+    count scores are skipped with a note."""
+    import dataclasses
+
+    from neurodyn.evaluate.continuous import evaluate_continuous
+    from neurodyn.runs.outputs import read_run_outputs
+
+    root, _, data = trained_session
+    dataset = read_dataset(data)
+    signals = dataclasses.replace(dataset, data=dataset.data * 0.5 + 0.25)
+    outputs = read_run_outputs(root / "run")
+    scores = evaluate_continuous(outputs, signals)
+    assert scores["vel_features"] == "rates" and scores["bits_per_spike"] is None
+    assert any("not spike counts" in note for note in scores["notes"])
+    merged = merge_run_outputs(outputs, dataset_layout(dataset), "test")
+    behavior = merge_dataset_windows(dataset.behavior, dataset_layout(dataset))
+    assert scores["vel_r2"] == pytest.approx(continuous_velocity_r2(merged.rates, behavior, square_root=False)["r2"])
+    assert evaluate_continuous(outputs, dataset)["vel_r2"] == pytest.approx(
+        continuous_velocity_r2(merged.rates, behavior)["r2"])
 
 
 def test_pbt_run_writes_the_merged_series_into_its_best_model(trained_session):
