@@ -210,6 +210,7 @@ def test_evaluate_scores_the_merged_series(trained_session, capsys):
     assert main(["evaluate", str(root / "run"), "--data", str(data)]) == 0
     printed = capsys.readouterr().out
     assert "continuous session (merged series, 600 bins, 6.0 s, " in printed and "vel R^2" in printed
+    assert "(5-fold over time, from sqrt(rates))" in printed
     assert "dimension(s) 2 constant over the session, left out" in printed
     scores = json.loads((root / "run" / "evaluation.json").read_text())["continuous"]
     assert scores["num_bins"] == 600 and scores["vel_dims"] == [0, 1]

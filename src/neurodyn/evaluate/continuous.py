@@ -9,8 +9,8 @@ windows agree on every bin they share, so this gives the recording back). On tha
   K-fold cross-validation over time (``continuous_velocity_r2``; ``K`` = ``NLB_CV_FOLDS``, the
   penalty from NLB's grid ``NLB_ALPHAS`` chosen on the fit folds only). For spike counts the
   decoder reads the square roots of the rates: the square root evens out Poisson variance, so a
-  neuron that bursts far beyond its usual rate in one stretch of a long session cannot drive the
-  linear map fit on the rest of it;
+  neuron that bursts far beyond its usual rate in one stretch of a long session no longer
+  dominates the linear map fit on the rest of it;
 - ``co_bps``: bits per spike of the held-out neurons (never shown to the encoder) over every bin
   of the session (``cobps.co_bps``), and ``co_bps_valid_bins`` over the bins that only windows of
   the valid (and test) split cover, whose rates no training window contributed to;
@@ -235,7 +235,8 @@ def format_continuous(scores: dict) -> list[str]:
     bin_ms = scores.get("bin_ms")
     length = f", {scores['num_bins'] * bin_ms / 1000:.1f} s" if bin_ms else ""
     lines = [f"  continuous session (merged series, {scores['num_bins']} bins{length}, {scores['num_windows']} "
-             f"windows): vel R^2 {shown(scores['vel_r2'])} ({scores['vel_folds']}-fold over time), "
+             f"windows): vel R^2 {shown(scores['vel_r2'])} ({scores['vel_folds']}-fold over time, from "
+             f"{scores.get('vel_features', 'rates')}), "
              f"co-bps {shown(scores['co_bps'])}, bits per spike {shown(scores['bits_per_spike'])}"]
     if scores.get("vel_r2_per_fold"):
         lines.append("    vel R^2 per block of time (each predicted by a decoder fit on the others): "
