@@ -1,8 +1,8 @@
 """PopulationTrainer against single LfadsTrainers (float64): worker k follows the run of a single trainer
 with the same seed and hyperparameters — log rows, weights, Adam state, schedule and random stream —
 with different hyperparameters per worker, the controller, CD, SBTT, held-out neurons, measured
-inputs, several sessions (stitching) and each observation model; a worker loading another's state (PBT's exploit); states that
-LfadsTrainer accepts."""
+inputs, several sessions (stitching) and each observation model; a worker loading another's state
+(PBT's exploit); states that LfadsTrainer accepts."""
 
 import math
 

@@ -42,8 +42,8 @@ def continuous_velocity_r2(rates: np.ndarray, behavior: np.ndarray, folds: int =
     """Cross-validated R^2 of behaviour decoded linearly from a continuous series of rates.
 
     With ``square_root`` the decoder's features are ``sqrt(rates)`` (spike counts, see the module
-    docstring), otherwise the rates themselves (signals that are not counts). The bins whose behaviour was measured (no NaN in any dimension) are kept in time order and
-    split into ``folds`` contiguous blocks (``KFold`` without shuffling). For each block in turn,
+    docstring), otherwise the rates themselves (signals that are not counts). The bins whose
+    behaviour was measured (no NaN in any dimension) are kept in time order and split into ``folds`` contiguous blocks (``KFold`` without shuffling). For each block in turn,
     the other blocks are the fit bins: the ridge penalty is the one of ``alphas`` with the best
     mean R^2 over an inner ``folds``-fold contiguous split of the fit bins alone (the first of
     equals wins), a ridge map with intercept is refit on all fit bins with it and predicts the

@@ -41,7 +41,6 @@ class PopulationLFADS(StackedLfads):
         self.models = list(models)  # a plain list: the models' weights are this module's, not registered twice
         for name in ARCHITECTURE_SETTINGS:
             setattr(self, name, getattr(template, name))
-        self.state_keys = list(template.state_dict().keys())
         self.parameter_names = [name for name, _ in template.named_parameters()]
         self.weights = nn.ParameterDict()
         for name in self.parameter_names:

@@ -188,8 +188,8 @@ def train_population(jobs: list[WorkerJob], data: WorkerData, device: str | None
             population.step_epoch()
         # Each worker's share of the population's time, so the run's log keeps its meaning.
         seconds = (time.perf_counter() - started) / len(jobs)
-        return [worker_result(job, member.valid_nll_smoothed, member.state_dict(), member.history[first:],
-                              seconds) for k, (job, member, first) in enumerate(zip(jobs, members, firsts))]
+        return [worker_result(job, member.valid_nll_smoothed, member.state_dict(), member.history[first:], seconds)
+                for job, member, first in zip(jobs, members, firsts)]
     finally:
         population.release_graphs()  # the next population (or generation) gets the GPU memory at once
 

@@ -28,8 +28,8 @@ seed, hyperparameters and shards (a loop over workers draws the numbers; the com
 Every worker must use the same ``batch_size``. There is no ``fit``: PBT trains each generation for a
 fixed number of epochs (``step_epoch``), and stopping one worker early while the others train on is
 left to the engine. A worker's hyperparameters, random stream and state are its member's
-(``members[k].set_hyperparameters``, ``reseed``, ``state_dict``, ``load_state_dict``). Validation batches use worker 0's
-``valid_batch_size`` (it only changes how the sum is split, not its value).
+(``members[k].set_hyperparameters``, ``reseed``, ``state_dict``, ``load_state_dict``). Validation
+batches use worker 0's ``valid_batch_size`` (it only changes how the sum is split, not its value).
 
 A step is split in two: ``_step_inputs`` does everything that reads Python state or draws random
 numbers and hands the rest over as tensors; ``_step`` (and ``_validation_sums``) compute from those
